@@ -1,0 +1,11 @@
+//! isola-vmm: a minimal KVM virtual machine monitor built on rust-vmm crates.
+
+pub mod boot;
+pub mod devices;
+pub mod memory;
+pub mod testguest;
+pub mod vcpu;
+pub mod virtio;
+pub mod vm;
+
+pub use vm::{run, ConsoleOut, VmConfig, VmError, VmReport};

@@ -1,0 +1,71 @@
+//! `isola-vmm`: boots one guest and exits with its verdict.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use isola_vmm::memory::Backing;
+use isola_vmm::{ConsoleOut, VmConfig};
+
+/// Boot a kernel in a KVM microVM.
+#[derive(Parser, Debug)]
+#[command(name = "isola-vmm", version)]
+struct Args {
+    /// Kernel: ELF vmlinux (PVH entry if it has the note) or bzImage.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initramfs (cpio) to hand the kernel.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = "console=ttyS0 reboot=k panic=-1")]
+    cmdline: String,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 128)]
+    mem_mib: u64,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: u8,
+    /// Serial console destination: "stdout", "none", or a file path.
+    #[arg(long, default_value = "stdout")]
+    console: String,
+    /// Stop the guest after this many milliseconds and fail.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Back guest RAM with a shareable memfd (needed by vhost-user devices).
+    #[arg(long)]
+    shared_memory: bool,
+}
+
+fn main() -> ExitCode {
+    let start = Instant::now();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = Args::parse();
+    let console = match args.console.as_str() {
+        "stdout" => ConsoleOut::Stdout,
+        "none" => ConsoleOut::Discard,
+        path => ConsoleOut::File(PathBuf::from(path)),
+    };
+    let config = VmConfig {
+        kernel: args.kernel,
+        initrd: args.initrd,
+        cmdline: args.cmdline,
+        mem_mib: args.mem_mib,
+        vcpus: args.vcpus,
+        console,
+        timeout: args.timeout_ms.map(Duration::from_millis),
+        backing: if args.shared_memory {
+            Backing::Shared
+        } else {
+            Backing::Anonymous
+        },
+    };
+    match isola_vmm::run(&config, start) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("isola-vmm: error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

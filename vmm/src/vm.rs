@@ -1,0 +1,368 @@
+//! Builds a VM from a [`VmConfig`] and runs it to a verdict.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::thread::JoinHandleExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::boot::{self, BootError};
+use crate::devices::{
+    BootTimer, Bus, SerialConsole, VmEvent, I8042, I8042_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE,
+};
+use crate::memory::{self, Backing, MemoryError, BOOT_TIMER_ADDR};
+use crate::vcpu::{Vcpu, VcpuError, VcpuOutcome, VcpuShared};
+
+/// Where the serial console goes.
+#[derive(Debug, Clone)]
+pub enum ConsoleOut {
+    Stdout,
+    File(PathBuf),
+    Discard,
+}
+
+/// What to boot and how.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub mem_mib: u64,
+    pub vcpus: u8,
+    pub console: ConsoleOut,
+    /// Give up (and say where the guest was) after this long.
+    pub timeout: Option<Duration>,
+    pub backing: Backing,
+}
+
+/// Largest vCPU count we build topology for.
+pub const MAX_VCPUS: u8 = 64;
+
+/// How a VM run ended, when it ended well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmReport {
+    /// Time from VMM start until memory, devices and vCPUs were ready.
+    pub ready: Duration,
+    /// Boot-timer writes, in order.
+    pub boot_timer: Vec<Duration>,
+    /// Time from VMM start until the guest reset.
+    pub exited: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error("cannot open /dev/kvm: {0}")]
+    OpenKvm(kvm_ioctls::Error),
+    #[error("kvm {op} failed: {source}")]
+    Kvm {
+        op: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error("cannot open console output {path}: {source}")]
+    Console {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot set up device: {0}")]
+    Device(String),
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    #[error("guest did not finish within {timeout:?}; stopped at rip {rip:#x}")]
+    Timeout { timeout: Duration, rip: u64 },
+}
+
+fn kvm_err(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { op, source }
+}
+
+impl VmConfig {
+    pub fn validate(&self) -> Result<(), VmError> {
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(VmError::Config(format!(
+                "vcpus must be 1..={MAX_VCPUS}, got {}",
+                self.vcpus
+            )));
+        }
+        let bytes = self
+            .mem_mib
+            .checked_mul(1 << 20)
+            .ok_or_else(|| VmError::Config(format!("memory of {} MiB overflows", self.mem_mib)))?;
+        memory::ram_ranges(bytes)?;
+        Ok(())
+    }
+
+    pub fn mem_bytes(&self) -> u64 {
+        self.mem_mib << 20
+    }
+}
+
+/// Runs the VM to completion. `start` is when the VMM process started.
+pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
+    config.validate()?;
+    let mem_bytes = config.mem_bytes();
+    let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+    let vm = kvm.create_vm().map_err(kvm_err("create vm"))?;
+    let mem = memory::create_guest_memory(mem_bytes, config.backing)?;
+    register_memory(&vm, &mem)?;
+    setup_irqchip(&vm)?;
+
+    let kernel = boot::load_kernel(&mem, &config.kernel, memory::low_ram_end(mem_bytes))?;
+    let initrd = match &config.initrd {
+        Some(p) => Some(boot::load_initrd(&mem, p, &kernel, mem_bytes)?),
+        None => None,
+    };
+    let cmdline = boot::build_cmdline(&config.cmdline, &[])?;
+    let boot_info = boot::write_boot_info(&mem, &kernel, &cmdline, initrd, mem_bytes)?;
+    let cr3 = boot::setup_identity_paging(&mem)?;
+
+    let (events_tx, events) = channel();
+    let shared = build_devices(&vm, config, start, events_tx)?;
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("get supported cpuid"))?;
+    let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
+    for id in 0..config.vcpus {
+        vcpus.push(Vcpu::new(
+            &vm,
+            id,
+            config.vcpus,
+            &supported,
+            &mem,
+            &kernel,
+            boot_info,
+            cr3,
+            shared.clone(),
+        )?);
+    }
+    let ready = start.elapsed();
+    log_event("vmm_ready", ready);
+    log::info!(
+        "booting {} ({:?}) with {} MiB, {} vcpu(s)",
+        config.kernel.display(),
+        kernel.protocol,
+        config.mem_mib,
+        config.vcpus
+    );
+    let outcome = run_vcpus(vcpus, &shared, &events, config.timeout, start);
+    // Guest memory must outlive the vCPU threads; they are joined inside run_vcpus.
+    drop(mem);
+    let (boot_timer, exited) = outcome?;
+    Ok(VmReport {
+        ready,
+        boot_timer,
+        exited,
+    })
+}
+
+/// Prints a machine-readable milestone on stderr: `isola-vmm: event=<name> us=<micros>`.
+pub fn log_event(name: &str, at: Duration) {
+    eprintln!("isola-vmm: event={name} us={}", at.as_micros());
+}
+
+fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+            flags: 0,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which outlives every vCPU
+        // (run() joins the vCPU threads before dropping it), and slots do not overlap.
+        unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("set user memory region"))?;
+    }
+    Ok(())
+}
+
+fn setup_irqchip(vm: &VmFd) -> Result<(), VmError> {
+    // Both addresses sit in the last MiB below 4 GiB, inside our MMIO gap, never RAM.
+    vm.set_identity_map_address(0xfffb_c000)
+        .map_err(kvm_err("set identity map address"))?;
+    vm.set_tss_address(0xfffb_d000)
+        .map_err(kvm_err("set tss address"))?;
+    vm.create_irq_chip().map_err(kvm_err("create irqchip"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit).map_err(kvm_err("create pit"))?;
+    Ok(())
+}
+
+fn console_writer(out: &ConsoleOut) -> Result<Box<dyn Write + Send>, VmError> {
+    Ok(match out {
+        ConsoleOut::Stdout => Box::new(std::io::stdout()),
+        ConsoleOut::Discard => Box::new(std::io::sink()),
+        ConsoleOut::File(p) => Box::new(File::create(p).map_err(|source| VmError::Console {
+            path: p.display().to_string(),
+            source,
+        })?),
+    })
+}
+
+fn build_devices(
+    vm: &VmFd,
+    config: &VmConfig,
+    start: Instant,
+    events: Sender<VmEvent>,
+) -> Result<VcpuShared, VmError> {
+    let dev_err = |e: crate::devices::BusError| VmError::Device(e.to_string());
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK)
+        .map_err(|e| VmError::Device(format!("serial eventfd: {e}")))?;
+    vm.register_irqfd(&serial_irq, SERIAL_IRQ)
+        .map_err(kvm_err("register serial irqfd"))?;
+    let serial = SerialConsole::new(serial_irq, console_writer(&config.console)?);
+    pio.insert(SERIAL_PORT_BASE, 8, Arc::new(Mutex::new(serial)))
+        .map_err(dev_err)?;
+    pio.insert(
+        I8042_PORT_BASE,
+        5,
+        Arc::new(Mutex::new(I8042::new(events.clone()))),
+    )
+    .map_err(dev_err)?;
+    mmio.insert(
+        BOOT_TIMER_ADDR,
+        0x1000,
+        Arc::new(Mutex::new(BootTimer::new(start, events))),
+    )
+    .map_err(dev_err)?;
+    Ok(VcpuShared {
+        pio,
+        mmio,
+        stop: Arc::new(AtomicBool::new(false)),
+    })
+}
+
+enum ThreadMsg {
+    Done(u8, VcpuOutcome),
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+fn run_vcpus(
+    vcpus: Vec<Vcpu>,
+    shared: &VcpuShared,
+    events: &Receiver<VmEvent>,
+    timeout: Option<Duration>,
+    start: Instant,
+) -> Result<(Vec<Duration>, Duration), VmError> {
+    // A no-op handler so the kick signal interrupts KVM_RUN (EINTR) instead of killing us.
+    vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler)
+        .map_err(|e| VmError::Device(format!("kick signal handler: {e}")))?;
+    let (done_tx, done_rx) = channel();
+    let mut handles: Vec<JoinHandle<()>> = Vec::new();
+    for mut vcpu in vcpus {
+        let tx = done_tx.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("vcpu{}", vcpu.id))
+            .spawn(move || {
+                let outcome = vcpu.run();
+                let _ = tx.send(ThreadMsg::Done(vcpu.id, outcome));
+            })
+            .map_err(|e| VmError::Device(format!("spawn vcpu thread: {e}")))?;
+        handles.push(h);
+    }
+    drop(done_tx);
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut boot_times = Vec::new();
+    let mut reported = 0usize;
+    let verdict: Result<Duration, VmError> = loop {
+        let wait = deadline.map_or(Duration::from_millis(50), |d| {
+            d.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50))
+        });
+        match events.recv_timeout(wait) {
+            Ok(VmEvent::BootTimer(d)) => {
+                log_event("boot_timer", d);
+                boot_times.push(d);
+                continue;
+            }
+            Ok(VmEvent::Reset) => break Ok(start.elapsed()),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+        }
+        match done_rx.try_recv() {
+            Ok(ThreadMsg::Done(_, VcpuOutcome::Failed(e))) => {
+                reported += 1;
+                break Err(e.into());
+            }
+            Ok(ThreadMsg::Done(..)) => reported += 1,
+            Err(_) => {}
+        }
+        if let (Some(d), Some(t)) = (deadline, timeout) {
+            if Instant::now() >= d {
+                break Err(VmError::Timeout { timeout: t, rip: 0 });
+            }
+        }
+    };
+    // Drain boot-timer events raced with the reset.
+    while let Ok(ev) = events.try_recv() {
+        if let VmEvent::BootTimer(d) = ev {
+            log_event("boot_timer", d);
+            boot_times.push(d);
+        }
+    }
+    let stopped_rip = stop_vcpus(shared, &handles, handles.len() - reported, &done_rx);
+    for h in handles {
+        let _ = h.join();
+    }
+    let exited = verdict.map_err(|e| match e {
+        VmError::Timeout { timeout, .. } => VmError::Timeout {
+            timeout,
+            rip: stopped_rip.unwrap_or(0),
+        },
+        other => other,
+    })?;
+    log_event("vmm_exit", exited);
+    Ok((boot_times, exited))
+}
+
+/// Asks every vCPU to stop, kicking it out of KVM_RUN until it reports. Returns
+/// vCPU 0's last RIP when it reported one.
+fn stop_vcpus(
+    shared: &VcpuShared,
+    handles: &[JoinHandle<()>],
+    mut remaining: usize,
+    done: &Receiver<ThreadMsg>,
+) -> Option<u64> {
+    shared.stop.store(true, Ordering::Release);
+    let mut rip0 = None;
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while remaining > 0 && Instant::now() < give_up {
+        for h in handles {
+            // SAFETY: the pthread handle belongs to a thread we spawned and have not joined,
+            // and the signal has a no-op handler installed.
+            unsafe { libc::pthread_kill(h.as_pthread_t(), kick_signal()) };
+        }
+        while let Ok(ThreadMsg::Done(id, outcome)) = done.recv_timeout(Duration::from_millis(20)) {
+            remaining = remaining.saturating_sub(1);
+            if let (0, VcpuOutcome::Stopped { rip }) = (id, &outcome) {
+                rip0 = Some(*rip);
+            }
+        }
+    }
+    rip0
+}
