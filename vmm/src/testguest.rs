@@ -1,1 +1,153 @@
-//! Building the freestanding test guests.
+//! Building the freestanding test guests in `vmm/guests/` with the system assembler
+//! and linker. Used by the integration tests and by `isola bench` to boot the same
+//! tiny guest under every backend.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A test guest: its name, source file, and preprocessor defines.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestSpec {
+    pub name: &'static str,
+    pub source: &'static str,
+    pub defines: &'static [&'static str],
+}
+
+/// Every test guest we ship.
+pub const GUESTS: &[GuestSpec] = &[
+    GuestSpec {
+        name: "boot_check",
+        source: "boot_check.S",
+        defines: &[],
+    },
+    GuestSpec {
+        name: "boot_check_pvh",
+        source: "boot_check.S",
+        defines: &["-DPVH"],
+    },
+    GuestSpec {
+        name: "triple_fault",
+        source: "triple_fault.S",
+        defines: &[],
+    },
+    GuestSpec {
+        name: "runaway",
+        source: "runaway.S",
+        defines: &[],
+    },
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestGuestError {
+    #[error("no test guest named {0}")]
+    Unknown(String),
+    #[error("cannot run {tool}: {source} (install binutils and gcc)")]
+    Spawn {
+        tool: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{tool} failed building {guest}: {stderr}")]
+    Tool {
+        tool: &'static str,
+        guest: String,
+        stderr: String,
+    },
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where the guest sources live in this checkout.
+pub fn source_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("guests")
+}
+
+fn run(tool: &'static str, guest: &str, args: &[&std::ffi::OsStr]) -> Result<(), TestGuestError> {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .map_err(|source| TestGuestError::Spawn { tool, source })?;
+    if !out.status.success() {
+        return Err(TestGuestError::Tool {
+            tool,
+            guest: guest.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Assembles and links guest `name` into `out_dir/<name>.elf`.
+pub fn build(name: &str, out_dir: &Path) -> Result<PathBuf, TestGuestError> {
+    let spec = GUESTS
+        .iter()
+        .find(|g| g.name == name)
+        .ok_or_else(|| TestGuestError::Unknown(name.to_string()))?;
+    std::fs::create_dir_all(out_dir).map_err(|source| TestGuestError::Io {
+        path: out_dir.display().to_string(),
+        source,
+    })?;
+    let src = source_dir();
+    let lib_obj = out_dir.join(format!("{name}.lib.o"));
+    let obj = out_dir.join(format!("{name}.o"));
+    let elf = out_dir.join(format!("{name}.elf"));
+    run(
+        "gcc",
+        name,
+        &[
+            "-c".as_ref(),
+            "-o".as_ref(),
+            lib_obj.as_os_str(),
+            src.join("lib.S").as_os_str(),
+        ],
+    )?;
+    let mut args: Vec<&std::ffi::OsStr> = spec.defines.iter().map(|d| d.as_ref()).collect();
+    let main_src = src.join(spec.source);
+    args.extend([
+        "-c".as_ref(),
+        "-o".as_ref(),
+        obj.as_os_str(),
+        main_src.as_os_str(),
+    ]);
+    run("gcc", name, &args)?;
+    let script = src.join("guest.ld");
+    run(
+        "ld",
+        name,
+        &[
+            "-T".as_ref(),
+            script.as_os_str(),
+            "-nostdlib".as_ref(),
+            "--no-warn-rwx-segments".as_ref(),
+            "-o".as_ref(),
+            elf.as_os_str(),
+            obj.as_os_str(),
+            lib_obj.as_os_str(),
+        ],
+    )?;
+    Ok(elf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_guest_is_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let e = build("nope", dir.path()).expect_err("unknown");
+        assert_eq!(e.to_string(), "no test guest named nope");
+    }
+
+    #[test]
+    fn every_guest_builds_into_an_elf() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for g in GUESTS {
+            let p = build(g.name, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            let bytes = std::fs::read(&p).expect("read elf");
+            assert_eq!(&bytes[..4], b"\x7fELF", "{}", g.name);
+        }
+    }
+}

@@ -95,7 +95,7 @@ mod tests {
 
     #[test]
     fn base_bits_are_split_across_the_descriptor() {
-        let e = gdt_entry(0x808b, 0x1234_5678, 0x67);
+        let e = gdt_entry(0x008b, 0x1234_5678, 0x67);
         let s = kvm_segment_from_gdt(e, 0x18);
         assert_eq!(s.base, 0x1234_5678);
         assert_eq!(s.limit, 0x67);
