@@ -84,7 +84,7 @@ pub fn ram_ranges(mem_bytes: u64) -> Result<Vec<(GuestAddress, u64)>, MemoryErro
     if mem_bytes > MAX_MEM_BYTES {
         return Err(MemoryError::TooLarge(mem_bytes));
     }
-    if mem_bytes % 4096 != 0 {
+    if !mem_bytes.is_multiple_of(4096) {
         return Err(MemoryError::Unaligned(mem_bytes));
     }
     if mem_bytes <= MMIO_GAP_START {

@@ -39,7 +39,7 @@ pub fn gdt_table(long_mode: bool) -> [u64; 4] {
 
 /// Expands a packed descriptor into what KVM_SET_SREGS takes.
 pub fn kvm_segment_from_gdt(entry: u64, selector: u16) -> kvm_segment {
-    let base = (((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000)) as u64;
+    let base = ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000);
     let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0xf_0000)) as u32;
     let g = ((entry >> 55) & 1) as u8;
     // With 4 KiB granularity, KVM wants the limit in bytes.

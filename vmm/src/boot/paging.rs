@@ -12,6 +12,10 @@ pub const PAGE_TABLE_BYTES: u64 = 6 * 4096;
 const PRESENT_RW: u64 = 0x3;
 const PAGE_SIZE_2M: u64 = 0x80;
 
+// The tables sit between the boot stack and the command line.
+const _: () = assert!(PML4_ADDR + PAGE_TABLE_BYTES <= crate::memory::CMDLINE_ADDR);
+const _: () = assert!(crate::memory::BOOT_STACK_ADDR < PML4_ADDR);
+
 /// Writes the tables at [`PML4_ADDR`] and returns the value for CR3.
 pub fn setup_identity_paging(mem: &GuestMemoryMmap) -> Result<u64, BootError> {
     let pml4 = PML4_ADDR;
@@ -81,12 +85,6 @@ mod tests {
             None,
             "nothing above 4 GiB"
         );
-    }
-
-    #[test]
-    fn tables_fit_below_the_cmdline() {
-        assert!(PML4_ADDR + PAGE_TABLE_BYTES <= crate::memory::CMDLINE_ADDR);
-        assert!(crate::memory::BOOT_STACK_ADDR < PML4_ADDR);
     }
 
     #[test]

@@ -108,7 +108,7 @@ mod tests {
         let mut b = [0u8; 1];
         assert!(bus.read(0x3fd, &mut b));
         assert_eq!(b[0], 5);
-        assert!(bus.write(0x3f8, &[b'x']));
+        assert!(bus.write(0x3f8, b"x"));
         assert_eq!(dev.lock().expect("lock").writes, vec![(0, vec![b'x'])]);
         assert!(!bus.read(0x400, &mut b), "one past the end is unclaimed");
         assert!(!bus.write(0x3f7, &[0]));

@@ -99,7 +99,7 @@ mod tests {
     fn sample() -> CpuId {
         CpuId::from_entries(&[
             entry(0x0, 0, [0x1f, 0x756e_6547, 0x6c65_746e, 0x4965_6e69]),
-            entry(LEAF_FEATURES, 0, [0x806f8, 0xff_0000_ab, 0, 0]),
+            entry(LEAF_FEATURES, 0, [0x806f8, 0xff00_00ab, 0, 0]),
             entry(LEAF_CACHE_PARAMS, 0, [0x121, 0, 0, 0]),
             entry(LEAF_CACHE_PARAMS, 3, [0x163, 0, 0, 0]),
             entry(LEAF_EXT_TOPOLOGY, 0, [9, 9, 9, 9]),

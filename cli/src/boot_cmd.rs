@@ -1,0 +1,91 @@
+//! `isola boot`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use isola_sandbox::hypervisor::DEFAULT_CMDLINE;
+use isola_sandbox::{assets, boot, choose, detect_kvm, BootSpec, HypervisorKind, QemuAccel};
+
+/// What `isola boot` waits for on the console by default: our /init's marker.
+const INIT_MARKER: &str = "isola-init: ready";
+
+#[derive(Args, Debug)]
+pub struct BootArgs {
+    /// Backend: isola-vmm or qemu (default: isola-vmm on hardware KVM, else qemu).
+    #[arg(long)]
+    hypervisor: Option<HypervisorKind>,
+    /// Guest kernel (default: /var/lib/isola/guest/vmlinux).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Guest initramfs (default: /var/lib/isola/guest/initramfs.cpio).
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Boot without an initramfs (test guests).
+    #[arg(long, conflicts_with = "initrd")]
+    no_initrd: bool,
+    /// QEMU accelerator: auto (KVM only on hardware KVM), kvm or tcg.
+    #[arg(long, default_value = "auto")]
+    accel: QemuAccel,
+    /// Kernel command line.
+    #[arg(long, default_value = DEFAULT_CMDLINE)]
+    cmdline: String,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory: u64,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+    /// Console line that means "booted".
+    #[arg(long, default_value = INIT_MARKER)]
+    marker: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// Print the report as JSON instead of the console and a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: BootArgs) -> anyhow::Result<ExitCode> {
+    let kvm = detect_kvm();
+    let kind = choose(a.hypervisor, kvm);
+    let spec = BootSpec {
+        kernel: a.kernel.unwrap_or_else(assets::default_kernel),
+        initrd: if a.no_initrd {
+            None
+        } else {
+            Some(a.initrd.unwrap_or_else(assets::default_initrd))
+        },
+        cmdline: a.cmdline,
+        mem_mib: a.memory,
+        vcpus: a.cpus,
+        timeout: Duration::from_secs(a.timeout),
+        accel: a.accel,
+    };
+    let mut stdout = std::io::stdout();
+    let echo: Option<&mut dyn std::io::Write> = if a.json { None } else { Some(&mut stdout) };
+    let report =
+        boot(kind, kvm, &spec, &a.marker, echo).with_context(|| format!("booting on {kind}"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        eprint!("{}", report.diagnostics);
+        eprintln!(
+            "isola: {} on {} ({})",
+            if report.success { "booted" } else { "FAILED" },
+            kind,
+            kvm.describe()
+        );
+        for p in &report.phases {
+            eprintln!("  {:<16} {:>10.1} ms", p.name, p.us as f64 / 1000.0);
+        }
+    }
+    Ok(if report.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,182 @@
+//! Boots a guest on a backend and times its milestones.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{channel, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::host::KvmKind;
+use crate::hypervisor::{command, BootSpec, HypervisorError, HypervisorKind};
+
+/// One milestone, in microseconds since the VMM process was spawned.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub us: u64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BootReport {
+    pub hypervisor: HypervisorKind,
+    pub kvm: KvmKind,
+    pub phases: Vec<Phase>,
+    /// Did the guest print the marker and the VMM exit cleanly?
+    pub success: bool,
+    pub exit_code: Option<i32>,
+    /// Everything the guest wrote to its console.
+    pub console: String,
+    /// The VMM's own diagnostics (stderr), minus the event lines.
+    pub diagnostics: String,
+}
+
+impl BootReport {
+    pub fn phase(&self, name: &str) -> Option<Duration> {
+        self.phases
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| Duration::from_micros(p.us))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootFailure {
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+    #[error("cannot start {0}: {1}")]
+    Spawn(HypervisorKind, std::io::Error),
+}
+
+enum Line {
+    Console(String, Instant),
+    Diag(String),
+}
+
+fn pump<R: Read + Send + 'static>(r: R, tx: std::sync::mpsc::Sender<Line>, console: bool) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            let msg = if console {
+                Line::Console(line, Instant::now())
+            } else {
+                Line::Diag(line)
+            };
+            if tx.send(msg).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Parses `isola-vmm: event=<name> us=<n>`.
+pub fn parse_event(line: &str) -> Option<Phase> {
+    let rest = line.strip_prefix("isola-vmm: event=")?;
+    let (name, us) = rest.split_once(" us=")?;
+    Some(Phase {
+        name: name.to_string(),
+        us: us.trim().parse().ok()?,
+    })
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Boots `spec` on `kind`, waiting for `marker` on the console. `echo` receives the
+/// console as it arrives. The VMM is always reaped; on timeout it is killed first.
+pub fn boot(
+    kind: HypervisorKind,
+    kvm: KvmKind,
+    spec: &BootSpec,
+    marker: &str,
+    mut echo: Option<&mut dyn Write>,
+) -> Result<BootReport, BootFailure> {
+    let mut cmd = command(kind, spec, kvm)?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let spawned = Instant::now();
+    let mut child: Child = cmd.spawn().map_err(|e| BootFailure::Spawn(kind, e))?;
+    let (tx, rx) = channel();
+    if let Some(out) = child.stdout.take() {
+        pump(out, tx.clone(), true);
+    }
+    if let Some(err) = child.stderr.take() {
+        pump(err, tx, false);
+    }
+    // QEMU has no timeout of its own; ours covers both (isola-vmm also gets --timeout-ms).
+    let deadline = spawned + spec.timeout + Duration::from_secs(2);
+    let mut phases = Vec::new();
+    let mut console = String::new();
+    let mut diagnostics = String::new();
+    let mut saw_marker = false;
+    let mut timed_out = false;
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Line::Console(line, at)) => {
+                if !saw_marker && line.contains(marker) {
+                    saw_marker = true;
+                    phases.push(Phase {
+                        name: "console_marker".into(),
+                        us: micros(at - spawned),
+                    });
+                }
+                if let Some(w) = echo.as_mut() {
+                    let _ = writeln!(w, "{line}");
+                }
+                console.push_str(&line);
+                console.push('\n');
+            }
+            Ok(Line::Diag(line)) => match parse_event(&line) {
+                Some(p) => phases.push(p),
+                None => {
+                    diagnostics.push_str(&line);
+                    diagnostics.push('\n');
+                }
+            },
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                let _ = child.kill();
+                diagnostics.push_str(&format!(
+                    "isola: {kind} did not finish within {:?}; killed\n",
+                    spec.timeout
+                ));
+                break;
+            }
+        }
+    }
+    let status = child.wait().ok();
+    phases.push(Phase {
+        name: "exited".into(),
+        us: micros(spawned.elapsed()),
+    });
+    let exit_code = status.and_then(|s| s.code());
+    Ok(BootReport {
+        hypervisor: kind,
+        kvm,
+        phases,
+        success: saw_marker && !timed_out && exit_code == Some(0),
+        exit_code,
+        console,
+        diagnostics,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_lines_parse_and_others_do_not() {
+        assert_eq!(
+            parse_event("isola-vmm: event=boot_timer us=1234"),
+            Some(Phase {
+                name: "boot_timer".into(),
+                us: 1234
+            })
+        );
+        assert_eq!(parse_event("isola-vmm: error: boom"), None);
+        assert_eq!(parse_event("isola-vmm: event=x us=abc"), None);
+        assert_eq!(parse_event("event=x us=1"), None);
+    }
+}

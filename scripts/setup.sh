@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sets up a Debian 12 machine for isola (idempotent; run as root):
+#   - Debian packages (QEMU, the 6.12 kernel source and its build tools, cpio)
+#   - the guest kernel from kernel-config/ (cached under ~/.cache/isola)
+#   - the guest initramfs from rootfs/
+#   - release builds of isola and isola-vmm
+# and installs the guest into ${ISOLA_GUEST_DIR:-/var/lib/isola/guest}.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+guest_dir=${ISOLA_GUEST_DIR:-/var/lib/isola/guest}
+packages=(qemu-system-x86 linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils file)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
+
+echo "setup: guest kernel (first build takes a few minutes; cached after)"
+kernel_out=$("$repo/kernel-config/build.sh" | tail -1)
+echo "setup: guest initramfs"
+initrd=$("$repo/rootfs/build.sh" | tail -1)
+echo "setup: isola binaries"
+cargo build -q --release --manifest-path "$repo/Cargo.toml" -p isola-cli -p isola-vmm
+
+mkdir -p "$guest_dir"
+install -m 0644 "$kernel_out/vmlinux" "$guest_dir/vmlinux.tmp" && mv "$guest_dir/vmlinux.tmp" "$guest_dir/vmlinux"
+install -m 0644 "$kernel_out/bzImage" "$guest_dir/bzImage.tmp" && mv "$guest_dir/bzImage.tmp" "$guest_dir/bzImage"
+install -m 0644 "$initrd" "$guest_dir/initramfs.cpio.tmp" && mv "$guest_dir/initramfs.cpio.tmp" "$guest_dir/initramfs.cpio"
+echo "setup: guest installed in $guest_dir; binaries in $repo/target/release"
