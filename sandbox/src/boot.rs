@@ -20,6 +20,8 @@ pub struct BootReport {
     pub hypervisor: HypervisorKind,
     pub kvm: KvmKind,
     pub phases: Vec<Phase>,
+    /// Measurements the VMM reported (isola-vmm: `rss_kib`, `guest_resident_kib`).
+    pub values: std::collections::BTreeMap<String, u64>,
     /// Did the guest print the marker and the VMM exit cleanly?
     pub success: bool,
     pub exit_code: Option<i32>,
@@ -67,14 +69,26 @@ fn pump<R: Read + Send + 'static>(r: R, tx: std::sync::mpsc::Sender<Line>, conso
     });
 }
 
-/// Parses `isola-vmm: event=<name> us=<n>`.
-pub fn parse_event(line: &str) -> Option<Phase> {
+/// What an `isola-vmm: event=...` line carries.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `event=<name> us=<n>`: a milestone.
+    Phase(Phase),
+    /// `event=<name> value=<n>`: a measurement.
+    Value(String, u64),
+}
+
+/// Parses `isola-vmm: event=<name> us=<n>` and `isola-vmm: event=<name> value=<n>`.
+pub fn parse_event(line: &str) -> Option<Event> {
     let rest = line.strip_prefix("isola-vmm: event=")?;
-    let (name, us) = rest.split_once(" us=")?;
-    Some(Phase {
-        name: name.to_string(),
-        us: us.trim().parse().ok()?,
-    })
+    if let Some((name, us)) = rest.split_once(" us=") {
+        return Some(Event::Phase(Phase {
+            name: name.to_string(),
+            us: us.trim().parse().ok()?,
+        }));
+    }
+    let (name, v) = rest.split_once(" value=")?;
+    Some(Event::Value(name.to_string(), v.trim().parse().ok()?))
 }
 
 fn micros(d: Duration) -> u64 {
@@ -106,6 +120,7 @@ pub fn boot(
     // QEMU has no timeout of its own; ours covers both (isola-vmm also gets --timeout-ms).
     let deadline = spawned + spec.timeout + Duration::from_secs(2);
     let mut phases = Vec::new();
+    let mut values = std::collections::BTreeMap::new();
     let mut console = String::new();
     let mut diagnostics = String::new();
     let mut saw_marker = false;
@@ -127,7 +142,10 @@ pub fn boot(
                 console.push('\n');
             }
             Ok(Line::Diag(line)) => match parse_event(&line) {
-                Some(p) => phases.push(p),
+                Some(Event::Phase(p)) => phases.push(p),
+                Some(Event::Value(k, v)) => {
+                    values.insert(k, v);
+                }
                 None => {
                     diagnostics.push_str(&line);
                     diagnostics.push('\n');
@@ -155,6 +173,7 @@ pub fn boot(
         hypervisor: kind,
         kvm,
         phases,
+        values,
         success: saw_marker && !timed_out && exit_code == Some(0),
         exit_code,
         console,

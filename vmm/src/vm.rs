@@ -161,6 +161,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
         config.vcpus
     );
     let outcome = run_vcpus(vcpus, &shared, &events, config.timeout, start);
+    report_memory(&mem);
     // Guest memory must outlive the vCPU threads; they are joined inside run_vcpus.
     drop(mem);
     let (boot_timer, exited) = outcome?;
@@ -174,6 +175,44 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
 /// Prints a machine-readable milestone on stderr: `isola-vmm: event=<name> us=<micros>`.
 pub fn log_event(name: &str, at: Duration) {
     eprintln!("isola-vmm: event={name} us={}", at.as_micros());
+}
+
+/// Prints `event=rss_kib` (this process) and `event=guest_resident_kib` (guest RAM pages
+/// actually in memory), so callers can compute the VMM's own overhead.
+fn report_memory(mem: &GuestMemoryMmap) {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        });
+    let guest: u64 = mem
+        .iter()
+        .map(|r| resident_bytes(r.as_ptr(), r.len() as usize))
+        .sum();
+    if let Some(rss) = rss {
+        eprintln!("isola-vmm: event=rss_kib value={rss}");
+    }
+    eprintln!("isola-vmm: event=guest_resident_kib value={}", guest / 1024);
+}
+
+/// Bytes of `[addr, addr+len)` resident in memory, by mincore(2).
+fn resident_bytes(addr: *mut u8, len: usize) -> u64 {
+    const PAGE: usize = 4096;
+    let mut vec = vec![0u8; len.div_ceil(PAGE)];
+    // SAFETY: [addr, addr+len) is one live mapping owned by guest memory, page aligned
+    // (mmap'd), and `vec` has one byte per page of it.
+    let rc = unsafe { libc::mincore(addr.cast(), len, vec.as_mut_ptr()) };
+    if rc != 0 {
+        return 0;
+    }
+    vec.iter().filter(|b| *b & 1 == 1).count() as u64 * PAGE as u64
 }
 
 fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {

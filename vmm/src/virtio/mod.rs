@@ -1,1 +1,72 @@
-//! virtio devices over the MMIO transport.
+//! virtio devices over the MMIO transport (virtio 1.x, "version 2" registers).
+
+mod interrupt;
+mod mmio;
+
+pub use interrupt::{Interrupt, INT_CONFIG, INT_VRING};
+pub use mmio::{MmioTransport, NOTIFY_REG_OFFSET};
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// VIRTIO_F_VERSION_1: every device we offer is a modern (1.x) device.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Device status bits.
+pub mod status {
+    pub const ACKNOWLEDGE: u32 = 1;
+    pub const DRIVER: u32 = 2;
+    pub const DRIVER_OK: u32 = 4;
+    pub const FEATURES_OK: u32 = 8;
+    pub const DEVICE_NEEDS_RESET: u32 = 64;
+    pub const FAILED: u32 = 128;
+}
+
+/// Errors when a device starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("queue {0} is not ready or its rings do not fit in guest memory")]
+    BadQueue(usize),
+    #[error("device backend failed to start: {0}")]
+    Backend(String),
+}
+
+/// What a device gets when the driver sets DRIVER_OK.
+pub struct ActivateContext {
+    pub mem: GuestMemoryMmap,
+    pub queues: Vec<Queue>,
+    /// One eventfd per queue, written when the driver notifies that queue (by KVM
+    /// ioeventfd, or by the transport when ioeventfds are not registered).
+    pub queue_events: Vec<EventFd>,
+    pub interrupt: std::sync::Arc<Interrupt>,
+    /// Features the driver accepted.
+    pub acked_features: u64,
+}
+
+/// A virtio device model behind the MMIO transport.
+pub trait VirtioDevice: Send {
+    /// virtio device id (vsock = 19, net = 1, fs = 26).
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; the number of queues is the slice's length.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits the device offers (VIRTIO_F_VERSION_1 is added by the transport).
+    fn features(&self) -> u64;
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError>;
+    /// Stops the device after a driver reset; queues are rebuilt on the next activate.
+    fn reset(&mut self);
+}
+
+/// Reads `data.len()` bytes at `offset` of a config-space image, zero past its end.
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    data.fill(0);
+    let Ok(start) = usize::try_from(offset) else {
+        return;
+    };
+    if let Some(src) = config.get(start..) {
+        let n = src.len().min(data.len());
+        data[..n].copy_from_slice(&src[..n]);
+    }
+}
