@@ -189,11 +189,16 @@ mod tests {
     fn event_lines_parse_and_others_do_not() {
         assert_eq!(
             parse_event("isola-vmm: event=boot_timer us=1234"),
-            Some(Phase {
+            Some(Event::Phase(Phase {
                 name: "boot_timer".into(),
                 us: 1234
-            })
+            }))
         );
+        assert_eq!(
+            parse_event("isola-vmm: event=rss_kib value=2048"),
+            Some(Event::Value("rss_kib".into(), 2048))
+        );
+        assert_eq!(parse_event("isola-vmm: event=rss_kib value=x"), None);
         assert_eq!(parse_event("isola-vmm: error: boom"), None);
         assert_eq!(parse_event("isola-vmm: event=x us=abc"), None);
         assert_eq!(parse_event("event=x us=1"), None);
