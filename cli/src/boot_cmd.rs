@@ -54,11 +54,7 @@ pub fn run(a: BootArgs) -> anyhow::Result<ExitCode> {
     let kind = choose(a.hypervisor, kvm);
     let spec = BootSpec {
         kernel: a.kernel.unwrap_or_else(assets::default_kernel),
-        initrd: if a.no_initrd {
-            None
-        } else {
-            Some(a.initrd.unwrap_or_else(assets::default_initrd))
-        },
+        initrd: if a.no_initrd { None } else { Some(a.initrd.unwrap_or_else(assets::default_initrd)) },
         cmdline: a.cmdline,
         mem_mib: a.memory,
         vcpus: a.cpus,
@@ -67,25 +63,15 @@ pub fn run(a: BootArgs) -> anyhow::Result<ExitCode> {
     };
     let mut stdout = std::io::stdout();
     let echo: Option<&mut dyn std::io::Write> = if a.json { None } else { Some(&mut stdout) };
-    let report =
-        boot(kind, kvm, &spec, &a.marker, echo).with_context(|| format!("booting on {kind}"))?;
+    let report = boot(kind, kvm, &spec, &a.marker, echo).with_context(|| format!("booting on {kind}"))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         eprint!("{}", report.diagnostics);
-        eprintln!(
-            "isola: {} on {} ({})",
-            if report.success { "booted" } else { "FAILED" },
-            kind,
-            kvm.describe()
-        );
+        eprintln!("isola: {} on {} ({})", if report.success { "booted" } else { "FAILED" }, kind, kvm.describe());
         for p in &report.phases {
             eprintln!("  {:<16} {:>10.1} ms", p.name, p.us as f64 / 1000.0);
         }
     }
-    Ok(if report.success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if report.success { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -1,5 +1,6 @@
 //! `isola`: run sandboxes in microVMs.
 
+mod bench_cmd;
 mod boot_cmd;
 
 use std::process::ExitCode;
@@ -17,6 +18,9 @@ struct Cli {
 enum Cmd {
     /// Boot the guest (kernel + initramfs) once, show its console and the timings.
     Boot(boot_cmd::BootArgs),
+    /// Benchmarks: boot-time phases side by side with QEMU.
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCmd),
     /// Say what this host offers (KVM kind) and which backend isola would use.
     Info,
 }
@@ -26,6 +30,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Boot(args) => boot_cmd::run(args),
+        Cmd::Bench(cmd) => bench_cmd::run(cmd),
         Cmd::Info => {
             let kvm = isola_sandbox::detect_kvm();
             println!("kvm: {}", kvm.describe());

@@ -12,13 +12,8 @@ pub const BOOT_TIMER_ADDR: i64 = 0xd000_0000;
 pub const BOOT_TIMER_MAGIC: u8 = 123;
 
 pub fn signal_boot_timer() -> std::io::Result<()> {
-    let mem = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_SYNC)
-        .open("/dev/mem")?;
-    let len =
-        std::num::NonZeroUsize::new(4096).ok_or_else(|| std::io::Error::other("zero length"))?;
+    let mem = OpenOptions::new().read(true).write(true).custom_flags(libc::O_SYNC).open("/dev/mem")?;
+    let len = std::num::NonZeroUsize::new(4096).ok_or_else(|| std::io::Error::other("zero length"))?;
     // SAFETY: a fresh shared mapping of one device page, touched only through the
     // returned pointer below and unmapped before returning.
     let page = unsafe {

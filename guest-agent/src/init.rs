@@ -8,24 +8,12 @@ use crate::syscall::{Syscall, SyscallError};
 
 /// (source, target, fstype, flags, data) in mount order: /dev before /dev/pts,
 /// /sys before its cgroup2 child.
-pub fn early_mounts() -> Vec<(
-    &'static str,
-    &'static str,
-    &'static str,
-    MsFlags,
-    Option<&'static str>,
-)> {
+pub fn early_mounts() -> Vec<(&'static str, &'static str, &'static str, MsFlags, Option<&'static str>)> {
     let nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     vec![
         ("proc", "/proc", "proc", nodev, None),
         ("sysfs", "/sys", "sysfs", nodev, None),
-        (
-            "devtmpfs",
-            "/dev",
-            "devtmpfs",
-            MsFlags::MS_NOSUID,
-            Some("mode=0755"),
-        ),
+        ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755")),
         (
             "devpts",
             "/dev/pts",
@@ -33,13 +21,7 @@ pub fn early_mounts() -> Vec<(
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
             Some("newinstance,ptmxmode=0666,mode=0620"),
         ),
-        (
-            "tmpfs",
-            "/run",
-            "tmpfs",
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=0755"),
-        ),
+        ("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")),
         ("cgroup2", "/sys/fs/cgroup", "cgroup2", nodev, None),
     ]
 }
@@ -63,16 +45,9 @@ mod tests {
     fn parents_are_mounted_before_children() {
         let rec = Recording::default();
         mount_early(&rec).expect("mounts");
-        let mounts: Vec<String> = rec
-            .calls()
-            .into_iter()
-            .filter(|c| c.starts_with("mount"))
-            .collect();
+        let mounts: Vec<String> = rec.calls().into_iter().filter(|c| c.starts_with("mount")).collect();
         let pos = |t: &str| {
-            mounts
-                .iter()
-                .position(|m| m.split(' ').nth(2) == Some(t))
-                .unwrap_or_else(|| panic!("{t} not mounted"))
+            mounts.iter().position(|m| m.split(' ').nth(2) == Some(t)).unwrap_or_else(|| panic!("{t} not mounted"))
         };
         assert!(pos("/dev") < pos("/dev/pts"));
         assert!(pos("/sys") < pos("/sys/fs/cgroup"));
@@ -90,15 +65,9 @@ mod tests {
 
     #[test]
     fn a_failed_mount_stops_and_names_the_target() {
-        let rec = Recording {
-            fail_mount: Some("/dev".into()),
-            ..Default::default()
-        };
+        let rec = Recording { fail_mount: Some("/dev".into()), ..Default::default() };
         let e = mount_early(&rec).expect_err("fails");
         assert!(e.to_string().contains("/dev"), "{e}");
-        assert!(
-            !rec.calls().iter().any(|c| c.contains("/dev/pts")),
-            "stopped at the failure"
-        );
+        assert!(!rec.calls().iter().any(|c| c.contains("/dev/pts")), "stopped at the failure");
     }
 }

@@ -8,16 +8,9 @@ use nix::mount::MsFlags;
 #[derive(Debug, thiserror::Error)]
 pub enum SyscallError {
     #[error("mkdir {path}: {source}")]
-    Mkdir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Mkdir { path: PathBuf, source: std::io::Error },
     #[error("mount {fstype} on {target}: {source}")]
-    Mount {
-        fstype: String,
-        target: PathBuf,
-        source: nix::Error,
-    },
+    Mount { fstype: String, target: PathBuf, source: nix::Error },
 }
 
 pub trait Syscall {
@@ -37,10 +30,7 @@ pub struct Linux;
 
 impl Syscall for Linux {
     fn mkdir_all(&self, path: &Path) -> Result<(), SyscallError> {
-        std::fs::create_dir_all(path).map_err(|source| SyscallError::Mkdir {
-            path: path.to_path_buf(),
-            source,
-        })
+        std::fs::create_dir_all(path).map_err(|source| SyscallError::Mkdir { path: path.to_path_buf(), source })
     }
 
     fn mount(
@@ -51,12 +41,10 @@ impl Syscall for Linux {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), SyscallError> {
-        nix::mount::mount(Some(source), target, Some(fstype), flags, data).map_err(|source| {
-            SyscallError::Mount {
-                fstype: fstype.to_string(),
-                target: target.to_path_buf(),
-                source,
-            }
+        nix::mount::mount(Some(source), target, Some(fstype), flags, data).map_err(|source| SyscallError::Mount {
+            fstype: fstype.to_string(),
+            target: target.to_path_buf(),
+            source,
         })
     }
 }

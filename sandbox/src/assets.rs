@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 
 /// Guest kernel and initramfs installed by `scripts/setup.sh`; `ISOLA_GUEST_DIR` overrides.
 pub fn guest_dir() -> PathBuf {
-    std::env::var_os("ISOLA_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/isola/guest"))
+    std::env::var_os("ISOLA_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib/isola/guest"))
 }
 
 pub fn default_kernel() -> PathBuf {
@@ -20,16 +18,12 @@ pub fn default_initrd() -> PathBuf {
 /// Finds a helper binary: next to the running executable first (a cargo build or an
 /// install puts them together), then on PATH.
 pub fn find_binary(name: &str) -> Option<PathBuf> {
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join(name)));
+    let beside = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join(name)));
     if let Some(p) = beside.filter(|p| p.is_file()) {
         return Some(p);
     }
     // Test binaries live one level down, in target/<profile>/deps.
-    let up = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent()?.parent().map(|d| d.join(name)));
+    let up = std::env::current_exe().ok().and_then(|p| p.parent()?.parent().map(|d| d.join(name)));
     if let Some(p) = up.filter(|p| p.is_file()) {
         return Some(p);
     }
@@ -42,9 +36,7 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 #[cfg(test)]

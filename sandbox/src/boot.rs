@@ -33,10 +33,7 @@ pub struct BootReport {
 
 impl BootReport {
     pub fn phase(&self, name: &str) -> Option<Duration> {
-        self.phases
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| Duration::from_micros(p.us))
+        self.phases.iter().find(|p| p.name == name).map(|p| Duration::from_micros(p.us))
     }
 }
 
@@ -57,11 +54,7 @@ fn pump<R: Read + Send + 'static>(r: R, tx: std::sync::mpsc::Sender<Line>, conso
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
-            let msg = if console {
-                Line::Console(line, Instant::now())
-            } else {
-                Line::Diag(line)
-            };
+            let msg = if console { Line::Console(line, Instant::now()) } else { Line::Diag(line) };
             if tx.send(msg).is_err() {
                 break;
             }
@@ -82,10 +75,7 @@ pub enum Event {
 pub fn parse_event(line: &str) -> Option<Event> {
     let rest = line.strip_prefix("isola-vmm: event=")?;
     if let Some((name, us)) = rest.split_once(" us=") {
-        return Some(Event::Phase(Phase {
-            name: name.to_string(),
-            us: us.trim().parse().ok()?,
-        }));
+        return Some(Event::Phase(Phase { name: name.to_string(), us: us.trim().parse().ok()? }));
     }
     let (name, v) = rest.split_once(" value=")?;
     Some(Event::Value(name.to_string(), v.trim().parse().ok()?))
@@ -105,9 +95,7 @@ pub fn boot(
     mut echo: Option<&mut dyn Write>,
 ) -> Result<BootReport, BootFailure> {
     let mut cmd = command(kind, spec, kvm)?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let spawned = Instant::now();
     let mut child: Child = cmd.spawn().map_err(|e| BootFailure::Spawn(kind, e))?;
     let (tx, rx) = channel();
@@ -130,10 +118,7 @@ pub fn boot(
             Ok(Line::Console(line, at)) => {
                 if !saw_marker && line.contains(marker) {
                     saw_marker = true;
-                    phases.push(Phase {
-                        name: "console_marker".into(),
-                        us: micros(at - spawned),
-                    });
+                    phases.push(Phase { name: "console_marker".into(), us: micros(at - spawned) });
                 }
                 if let Some(w) = echo.as_mut() {
                     let _ = writeln!(w, "{line}");
@@ -155,19 +140,13 @@ pub fn boot(
             Err(RecvTimeoutError::Timeout) => {
                 timed_out = true;
                 let _ = child.kill();
-                diagnostics.push_str(&format!(
-                    "isola: {kind} did not finish within {:?}; killed\n",
-                    spec.timeout
-                ));
+                diagnostics.push_str(&format!("isola: {kind} did not finish within {:?}; killed\n", spec.timeout));
                 break;
             }
         }
     }
     let status = child.wait().ok();
-    phases.push(Phase {
-        name: "exited".into(),
-        us: micros(spawned.elapsed()),
-    });
+    phases.push(Phase { name: "exited".into(), us: micros(spawned.elapsed()) });
     let exit_code = status.and_then(|s| s.code());
     Ok(BootReport {
         hypervisor: kind,
@@ -189,15 +168,9 @@ mod tests {
     fn event_lines_parse_and_others_do_not() {
         assert_eq!(
             parse_event("isola-vmm: event=boot_timer us=1234"),
-            Some(Event::Phase(Phase {
-                name: "boot_timer".into(),
-                us: 1234
-            }))
+            Some(Event::Phase(Phase { name: "boot_timer".into(), us: 1234 }))
         );
-        assert_eq!(
-            parse_event("isola-vmm: event=rss_kib value=2048"),
-            Some(Event::Value("rss_kib".into(), 2048))
-        );
+        assert_eq!(parse_event("isola-vmm: event=rss_kib value=2048"), Some(Event::Value("rss_kib".into(), 2048)));
         assert_eq!(parse_event("isola-vmm: event=rss_kib value=x"), None);
         assert_eq!(parse_event("isola-vmm: error: boom"), None);
         assert_eq!(parse_event("isola-vmm: event=x us=abc"), None);

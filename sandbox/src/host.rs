@@ -59,19 +59,9 @@ mod tests {
 
     #[test]
     fn detects_each_kind() {
-        assert_eq!(
-            detect_kvm_at(fake_root(false, false).path()),
-            KvmKind::Missing
-        );
+        assert_eq!(detect_kvm_at(fake_root(false, false).path()), KvmKind::Missing);
         assert_eq!(detect_kvm_at(fake_root(true, true).path()), KvmKind::Pvm);
-        assert_eq!(
-            detect_kvm_at(fake_root(true, false).path()),
-            KvmKind::Hardware
-        );
-        assert_eq!(
-            detect_kvm_at(fake_root(false, true).path()),
-            KvmKind::Missing,
-            "module without device"
-        );
+        assert_eq!(detect_kvm_at(fake_root(true, false).path()), KvmKind::Hardware);
+        assert_eq!(detect_kvm_at(fake_root(false, true).path()), KvmKind::Missing, "module without device");
     }
 }

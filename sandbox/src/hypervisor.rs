@@ -23,9 +23,7 @@ impl std::str::FromStr for HypervisorKind {
         match s {
             "isola-vmm" | "isola" => Ok(Self::IsolaVmm),
             "qemu" => Ok(Self::Qemu),
-            other => Err(format!(
-                "unknown hypervisor {other:?} (expected isola-vmm or qemu)"
-            )),
+            other => Err(format!("unknown hypervisor {other:?} (expected isola-vmm or qemu)")),
         }
     }
 }
@@ -67,9 +65,7 @@ impl std::str::FromStr for QemuAccel {
             "auto" => Ok(Self::Auto),
             "kvm" => Ok(Self::Kvm),
             "tcg" => Ok(Self::Tcg),
-            other => Err(format!(
-                "unknown accelerator {other:?} (expected auto, kvm or tcg)"
-            )),
+            other => Err(format!("unknown accelerator {other:?} (expected auto, kvm or tcg)")),
         }
     }
 }
@@ -100,45 +96,29 @@ pub enum HypervisorError {
 impl BootSpec {
     pub fn validate(&self) -> Result<(), HypervisorError> {
         if !self.kernel.is_file() {
-            return Err(HypervisorError::Spec(format!(
-                "kernel {} does not exist",
-                self.kernel.display()
-            )));
+            return Err(HypervisorError::Spec(format!("kernel {} does not exist", self.kernel.display())));
         }
         if let Some(rd) = &self.initrd {
             if !rd.is_file() {
-                return Err(HypervisorError::Spec(format!(
-                    "initramfs {} does not exist",
-                    rd.display()
-                )));
+                return Err(HypervisorError::Spec(format!("initramfs {} does not exist", rd.display())));
             }
         }
         if self.vcpus == 0 {
             return Err(HypervisorError::Spec("vcpus must be at least 1".into()));
         }
         if self.mem_mib < 16 {
-            return Err(HypervisorError::Spec(format!(
-                "{} MiB of memory is too little (at least 16)",
-                self.mem_mib
-            )));
+            return Err(HypervisorError::Spec(format!("{} MiB of memory is too little (at least 16)", self.mem_mib)));
         }
         Ok(())
     }
 }
 
 /// The full command line that boots `spec` on `kind`.
-pub fn command(
-    kind: HypervisorKind,
-    spec: &BootSpec,
-    kvm: KvmKind,
-) -> Result<Command, HypervisorError> {
+pub fn command(kind: HypervisorKind, spec: &BootSpec, kvm: KvmKind) -> Result<Command, HypervisorError> {
     spec.validate()?;
     match kind {
         HypervisorKind::IsolaVmm => {
-            let bin = find_binary("isola-vmm").ok_or(HypervisorError::MissingBinary(
-                "isola-vmm",
-                " (cargo build)",
-            ))?;
+            let bin = find_binary("isola-vmm").ok_or(HypervisorError::MissingBinary("isola-vmm", " (cargo build)"))?;
             let mut c = Command::new(bin);
             c.arg("--kernel").arg(&spec.kernel);
             if let Some(rd) = &spec.initrd {
@@ -156,10 +136,8 @@ pub fn command(
             Ok(c)
         }
         HypervisorKind::Qemu => {
-            let bin = find_binary("qemu-system-x86_64").ok_or(HypervisorError::MissingBinary(
-                "qemu-system-x86_64",
-                " (apt-get install qemu-system-x86)",
-            ))?;
+            let bin = find_binary("qemu-system-x86_64")
+                .ok_or(HypervisorError::MissingBinary("qemu-system-x86_64", " (apt-get install qemu-system-x86)"))?;
             let mut c = Command::new(bin);
             c.args(qemu_args(spec, kvm));
             Ok(c)
@@ -176,11 +154,7 @@ pub fn qemu_args(spec: &BootSpec, kvm: KvmKind) -> Vec<String> {
         QemuAccel::Tcg => false,
         QemuAccel::Auto => kvm == KvmKind::Hardware,
     };
-    let (accel, cpu) = if use_kvm {
-        ("kvm", "host")
-    } else {
-        ("tcg", "max")
-    };
+    let (accel, cpu) = if use_kvm { ("kvm", "host") } else { ("tcg", "max") };
     let mut a: Vec<String> = [
         "-M",
         "microvm,acpi=off,isa-serial=on",
@@ -200,12 +174,7 @@ pub fn qemu_args(spec: &BootSpec, kvm: KvmKind) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    a.extend([
-        "-m".into(),
-        format!("{}M", spec.mem_mib),
-        "-smp".into(),
-        spec.vcpus.to_string(),
-    ]);
+    a.extend(["-m".into(), format!("{}M", spec.mem_mib), "-smp".into(), spec.vcpus.to_string()]);
     a.extend(["-kernel".into(), spec.kernel.display().to_string()]);
     if let Some(rd) = &spec.initrd {
         a.extend(["-initrd".into(), rd.display().to_string()]);
@@ -237,10 +206,7 @@ mod tests {
         assert_eq!(choose(None, KvmKind::Hardware), HypervisorKind::IsolaVmm);
         assert_eq!(choose(None, KvmKind::Pvm), HypervisorKind::Qemu);
         assert_eq!(choose(None, KvmKind::Missing), HypervisorKind::Qemu);
-        assert_eq!(
-            choose(Some(HypervisorKind::IsolaVmm), KvmKind::Pvm),
-            HypervisorKind::IsolaVmm
-        );
+        assert_eq!(choose(Some(HypervisorKind::IsolaVmm), KvmKind::Pvm), HypervisorKind::IsolaVmm);
     }
 
     #[test]
@@ -253,33 +219,17 @@ mod tests {
         assert!(tcg.contains("-append console=ttyS0"), "{tcg}");
         let kvm = qemu_args(&s, KvmKind::Hardware).join(" ");
         assert!(kvm.contains("-accel kvm -cpu host"), "{kvm}");
-        let forced = BootSpec {
-            accel: QemuAccel::Kvm,
-            ..s.clone()
-        };
-        assert!(qemu_args(&forced, KvmKind::Pvm)
-            .join(" ")
-            .contains("-accel kvm"));
-        let forced = BootSpec {
-            accel: QemuAccel::Tcg,
-            ..s
-        };
-        assert!(qemu_args(&forced, KvmKind::Hardware)
-            .join(" ")
-            .contains("-accel tcg"));
+        let forced = BootSpec { accel: QemuAccel::Kvm, ..s.clone() };
+        assert!(qemu_args(&forced, KvmKind::Pvm).join(" ").contains("-accel kvm"));
+        let forced = BootSpec { accel: QemuAccel::Tcg, ..s };
+        assert!(qemu_args(&forced, KvmKind::Hardware).join(" ").contains("-accel tcg"));
     }
 
     #[test]
     fn names_parse_and_print() {
         assert_eq!("qemu".parse::<HypervisorKind>(), Ok(HypervisorKind::Qemu));
-        assert_eq!(
-            "isola-vmm".parse::<HypervisorKind>(),
-            Ok(HypervisorKind::IsolaVmm)
-        );
-        assert!("xen"
-            .parse::<HypervisorKind>()
-            .expect_err("unknown")
-            .contains("xen"));
+        assert_eq!("isola-vmm".parse::<HypervisorKind>(), Ok(HypervisorKind::IsolaVmm));
+        assert!("xen".parse::<HypervisorKind>().expect_err("unknown").contains("xen"));
         assert_eq!(HypervisorKind::IsolaVmm.to_string(), "isola-vmm");
     }
 
@@ -288,24 +238,12 @@ mod tests {
         let d = tempfile::tempdir().expect("tmp");
         let mut s = spec(d.path());
         s.vcpus = 0;
-        assert!(s
-            .validate()
-            .expect_err("invalid")
-            .to_string()
-            .contains("vcpus"));
+        assert!(s.validate().expect_err("invalid").to_string().contains("vcpus"));
         let mut s = spec(d.path());
         s.kernel = "/nonexistent/k".into();
-        assert!(s
-            .validate()
-            .expect_err("invalid")
-            .to_string()
-            .contains("/nonexistent/k"));
+        assert!(s.validate().expect_err("invalid").to_string().contains("/nonexistent/k"));
         let mut s = spec(d.path());
         s.mem_mib = 1;
-        assert!(s
-            .validate()
-            .expect_err("invalid")
-            .to_string()
-            .contains("1 MiB"));
+        assert!(s.validate().expect_err("invalid").to_string().contains("1 MiB"));
     }
 }

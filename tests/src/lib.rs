@@ -10,11 +10,7 @@ use isola_sandbox::{assets, BootSpec, QemuAccel};
 pub fn linux_guest() -> (PathBuf, PathBuf) {
     let (k, rd) = (assets::default_kernel(), assets::default_initrd());
     for p in [&k, &rd] {
-        assert!(
-            p.is_file(),
-            "{} is missing: run scripts/setup.sh (end-to-end tests do not skip)",
-            p.display()
-        );
+        assert!(p.is_file(), "{} is missing: run scripts/setup.sh (end-to-end tests do not skip)", p.display());
     }
     (k, rd)
 }
@@ -22,8 +18,7 @@ pub fn linux_guest() -> (PathBuf, PathBuf) {
 /// A test guest built from vmm/guests into the target directory.
 pub fn test_guest(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/isola/guests");
-    isola_vmm::testguest::build(name, &dir)
-        .unwrap_or_else(|e| panic!("building test guest {name}: {e}"))
+    isola_vmm::testguest::build(name, &dir).unwrap_or_else(|e| panic!("building test guest {name}: {e}"))
 }
 
 pub fn linux_spec(timeout: Duration) -> BootSpec {
@@ -41,6 +36,5 @@ pub fn linux_spec(timeout: Duration) -> BootSpec {
 
 /// Fails loudly unless `name` can be found.
 pub fn require_binary(name: &str, hint: &str) -> PathBuf {
-    assets::find_binary(name)
-        .unwrap_or_else(|| panic!("{name} not found ({hint}); end-to-end tests do not skip"))
+    assets::find_binary(name).unwrap_or_else(|| panic!("{name} not found ({hint}); end-to-end tests do not skip"))
 }

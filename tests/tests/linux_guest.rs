@@ -9,29 +9,14 @@ use isola_sandbox::{boot, detect_kvm, HypervisorKind, KvmKind};
 fn linux_guest_boots_to_init_and_powers_off_under_qemu() {
     require_binary("qemu-system-x86_64", "apt-get install qemu-system-x86");
     let spec = linux_spec(Duration::from_secs(120));
-    let r = boot(
-        HypervisorKind::Qemu,
-        detect_kvm(),
-        &spec,
-        "isola-init: ready",
-        None,
-    )
-    .expect("start qemu");
-    assert!(
-        r.success,
-        "guest did not reach /init and power off:\n{}\n{}",
-        r.console, r.diagnostics
-    );
+    let r = boot(HypervisorKind::Qemu, detect_kvm(), &spec, "isola-init: ready", None).expect("start qemu");
+    assert!(r.success, "guest did not reach /init and power off:\n{}\n{}", r.console, r.diagnostics);
     assert_eq!(r.exit_code, Some(0));
     let marker = r.phase("console_marker").expect("marker time");
     let exited = r.phase("exited").expect("exit time");
     assert!(marker <= exited, "{:?}", r.phases);
     // The marker line carries the guest's own uptime: /init really ran inside the guest.
-    let line = r
-        .console
-        .lines()
-        .find(|l| l.contains("isola-init: ready"))
-        .expect("marker line");
+    let line = r.console.lines().find(|l| l.contains("isola-init: ready")).expect("marker line");
     assert!(line.contains("uptime="), "{line}");
 }
 
@@ -42,14 +27,7 @@ fn linux_guest_under_isola_vmm_boots_on_hardware_kvm_and_fails_clearly_on_pvm() 
     match kvm {
         KvmKind::Hardware => {
             let spec = linux_spec(Duration::from_secs(60));
-            let r = boot(
-                HypervisorKind::IsolaVmm,
-                kvm,
-                &spec,
-                "isola-init: ready",
-                None,
-            )
-            .expect("start isola-vmm");
+            let r = boot(HypervisorKind::IsolaVmm, kvm, &spec, "isola-init: ready", None).expect("start isola-vmm");
             assert!(r.success, "{}\n{}", r.console, r.diagnostics);
             let ready = r.phase("vmm_ready").expect("vmm_ready");
             let init = r.phase("boot_timer").expect("the /init boot-timer write");
@@ -64,20 +42,12 @@ fn linux_guest_under_isola_vmm_boots_on_hardware_kvm_and_fails_clearly_on_pvm() 
                 kvm.describe()
             );
             let spec = linux_spec(Duration::from_secs(20));
-            let r = boot(
-                HypervisorKind::IsolaVmm,
-                kvm,
-                &spec,
-                "isola-init: ready",
-                None,
-            )
-            .expect("start isola-vmm");
+            let r = boot(HypervisorKind::IsolaVmm, kvm, &spec, "isola-init: ready", None).expect("start isola-vmm");
             assert!(!r.success);
             assert_eq!(r.exit_code, Some(1), "{}", r.diagnostics);
             let d = &r.diagnostics;
             assert!(
-                (d.contains("KVM_EXIT_INTERNAL_ERROR") || d.contains("did not finish within"))
-                    && d.contains("rip 0x"),
+                (d.contains("KVM_EXIT_INTERNAL_ERROR") || d.contains("did not finish within")) && d.contains("rip 0x"),
                 "expected a clear verdict with the guest RIP, got:\n{d}"
             );
         }
@@ -104,15 +74,7 @@ fn the_same_test_guest_boots_on_both_backends() {
         };
         let r = boot(kind, kvm, &spec, "isola-guest: done", None).expect("start");
         assert!(r.success, "{kind}: {}\n{}", r.console, r.diagnostics);
-        assert!(
-            r.console.contains("cmdline same guest"),
-            "{kind}: {}",
-            r.console
-        );
-        assert!(
-            r.console.contains("cpuid-hv KVMKVMKVM"),
-            "{kind} should run on KVM: {}",
-            r.console
-        );
+        assert!(r.console.contains("cmdline same guest"), "{kind}: {}", r.console);
+        assert!(r.console.contains("cpuid-hv KVMKVMKVM"), "{kind} should run on KVM: {}", r.console);
     }
 }

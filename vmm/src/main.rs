@@ -55,11 +55,7 @@ fn main() -> ExitCode {
         vcpus: args.vcpus,
         console,
         timeout: args.timeout_ms.map(Duration::from_millis),
-        backing: if args.shared_memory {
-            Backing::Shared
-        } else {
-            Backing::Anonymous
-        },
+        backing: if args.shared_memory { Backing::Shared } else { Backing::Anonymous },
     };
     match isola_vmm::run(&config, start) {
         Ok(_) => ExitCode::SUCCESS,

@@ -90,36 +90,21 @@ pub fn ram_ranges(mem_bytes: u64) -> Result<Vec<(GuestAddress, u64)>, MemoryErro
     if mem_bytes <= MMIO_GAP_START {
         return Ok(vec![(GuestAddress(0), mem_bytes)]);
     }
-    Ok(vec![
-        (GuestAddress(0), MMIO_GAP_START),
-        (GuestAddress(MMIO_GAP_END), mem_bytes - MMIO_GAP_START),
-    ])
+    Ok(vec![(GuestAddress(0), MMIO_GAP_START), (GuestAddress(MMIO_GAP_END), mem_bytes - MMIO_GAP_START)])
 }
 
 /// The e820 map the guest sees: low RAM up to the EBDA, then RAM from 1 MiB, split by the gap.
 pub fn e820_map(mem_bytes: u64) -> Result<Vec<E820Entry>, MemoryError> {
     let ranges = ram_ranges(mem_bytes)?;
     let mut map = vec![
-        E820Entry {
-            addr: 0,
-            size: EBDA_START,
-            kind: E820_RAM,
-        },
-        E820Entry {
-            addr: EBDA_START,
-            size: HIMEM_START - EBDA_START,
-            kind: E820_RESERVED,
-        },
+        E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM },
+        E820Entry { addr: EBDA_START, size: HIMEM_START - EBDA_START, kind: E820_RESERVED },
     ];
     for (start, len) in ranges {
         let begin = start.0.max(HIMEM_START);
         let end = start.0 + len;
         if end > begin {
-            map.push(E820Entry {
-                addr: begin,
-                size: end - begin,
-                kind: E820_RAM,
-            });
+            map.push(E820Entry { addr: begin, size: end - begin, kind: E820_RAM });
         }
     }
     Ok(map)
@@ -131,10 +116,7 @@ pub fn low_ram_end(mem_bytes: u64) -> u64 {
 }
 
 /// Maps guest RAM for `mem_bytes`, anonymous or memfd-backed.
-pub fn create_guest_memory(
-    mem_bytes: u64,
-    backing: Backing,
-) -> Result<GuestMemoryMmap, MemoryError> {
+pub fn create_guest_memory(mem_bytes: u64, backing: Backing) -> Result<GuestMemoryMmap, MemoryError> {
     let ranges = ram_ranges(mem_bytes)?;
     let mut regions = Vec::with_capacity(ranges.len());
     let memfd = match backing {
@@ -144,10 +126,7 @@ pub fn create_guest_memory(
     let mut file_offset = 0u64;
     for (start, len) in ranges {
         let fo = match &memfd {
-            Some(f) => Some(FileOffset::new(
-                f.try_clone().map_err(MemoryError::Memfd)?,
-                file_offset,
-            )),
+            Some(f) => Some(FileOffset::new(f.try_clone().map_err(MemoryError::Memfd)?, file_offset)),
             None => None,
         };
         file_offset += len;
@@ -193,27 +172,13 @@ mod tests {
     #[test]
     fn e820_reserves_ebda_and_never_covers_the_gap() {
         let map = e820_map(4u64 << 30).expect("valid size");
-        assert_eq!(
-            map[0],
-            E820Entry {
-                addr: 0,
-                size: EBDA_START,
-                kind: E820_RAM
-            }
-        );
+        assert_eq!(map[0], E820Entry { addr: 0, size: EBDA_START, kind: E820_RAM });
         assert_eq!(map[1].kind, E820_RESERVED);
         for e in &map {
             let end = e.addr + e.size;
-            assert!(
-                end <= MMIO_GAP_START || e.addr >= MMIO_GAP_END,
-                "{e:?} overlaps the gap"
-            );
+            assert!(end <= MMIO_GAP_START || e.addr >= MMIO_GAP_END, "{e:?} overlaps the gap");
         }
-        let ram: u64 = map
-            .iter()
-            .filter(|e| e.kind == E820_RAM)
-            .map(|e| e.size)
-            .sum();
+        let ram: u64 = map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
         assert_eq!(ram, (4u64 << 30) - (HIMEM_START - EBDA_START));
     }
 

@@ -15,26 +15,10 @@ pub struct GuestSpec {
 
 /// Every test guest we ship.
 pub const GUESTS: &[GuestSpec] = &[
-    GuestSpec {
-        name: "boot_check",
-        source: "boot_check.S",
-        defines: &[],
-    },
-    GuestSpec {
-        name: "boot_check_pvh",
-        source: "boot_check.S",
-        defines: &["-DPVH"],
-    },
-    GuestSpec {
-        name: "triple_fault",
-        source: "triple_fault.S",
-        defines: &[],
-    },
-    GuestSpec {
-        name: "runaway",
-        source: "runaway.S",
-        defines: &[],
-    },
+    GuestSpec { name: "boot_check", source: "boot_check.S", defines: &[] },
+    GuestSpec { name: "boot_check_pvh", source: "boot_check.S", defines: &["-DPVH"] },
+    GuestSpec { name: "triple_fault", source: "triple_fault.S", defines: &[] },
+    GuestSpec { name: "runaway", source: "runaway.S", defines: &[] },
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -42,21 +26,11 @@ pub enum TestGuestError {
     #[error("no test guest named {0}")]
     Unknown(String),
     #[error("cannot run {tool}: {source} (install binutils and gcc)")]
-    Spawn {
-        tool: &'static str,
-        source: std::io::Error,
-    },
+    Spawn { tool: &'static str, source: std::io::Error },
     #[error("{tool} failed building {guest}: {stderr}")]
-    Tool {
-        tool: &'static str,
-        guest: String,
-        stderr: String,
-    },
+    Tool { tool: &'static str, guest: String, stderr: String },
     #[error("cannot create {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 }
 
 /// Where the guest sources live in this checkout.
@@ -65,10 +39,7 @@ pub fn source_dir() -> PathBuf {
 }
 
 fn run(tool: &'static str, guest: &str, args: &[&std::ffi::OsStr]) -> Result<(), TestGuestError> {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .map_err(|source| TestGuestError::Spawn { tool, source })?;
+    let out = Command::new(tool).args(args).output().map_err(|source| TestGuestError::Spawn { tool, source })?;
     if !out.status.success() {
         return Err(TestGuestError::Tool {
             tool,
@@ -81,36 +52,17 @@ fn run(tool: &'static str, guest: &str, args: &[&std::ffi::OsStr]) -> Result<(),
 
 /// Assembles and links guest `name` into `out_dir/<name>.elf`.
 pub fn build(name: &str, out_dir: &Path) -> Result<PathBuf, TestGuestError> {
-    let spec = GUESTS
-        .iter()
-        .find(|g| g.name == name)
-        .ok_or_else(|| TestGuestError::Unknown(name.to_string()))?;
-    std::fs::create_dir_all(out_dir).map_err(|source| TestGuestError::Io {
-        path: out_dir.display().to_string(),
-        source,
-    })?;
+    let spec = GUESTS.iter().find(|g| g.name == name).ok_or_else(|| TestGuestError::Unknown(name.to_string()))?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|source| TestGuestError::Io { path: out_dir.display().to_string(), source })?;
     let src = source_dir();
     let lib_obj = out_dir.join(format!("{name}.lib.o"));
     let obj = out_dir.join(format!("{name}.o"));
     let elf = out_dir.join(format!("{name}.elf"));
-    run(
-        "gcc",
-        name,
-        &[
-            "-c".as_ref(),
-            "-o".as_ref(),
-            lib_obj.as_os_str(),
-            src.join("lib.S").as_os_str(),
-        ],
-    )?;
+    run("gcc", name, &["-c".as_ref(), "-o".as_ref(), lib_obj.as_os_str(), src.join("lib.S").as_os_str()])?;
     let mut args: Vec<&std::ffi::OsStr> = spec.defines.iter().map(|d| d.as_ref()).collect();
     let main_src = src.join(spec.source);
-    args.extend([
-        "-c".as_ref(),
-        "-o".as_ref(),
-        obj.as_os_str(),
-        main_src.as_os_str(),
-    ]);
+    args.extend(["-c".as_ref(), "-o".as_ref(), obj.as_os_str(), main_src.as_os_str()]);
     run("gcc", name, &args)?;
     let script = src.join("guest.ld");
     run(

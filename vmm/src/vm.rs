@@ -10,17 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::{
-    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
-};
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{self, BootError};
-use crate::devices::{
-    BootTimer, Bus, SerialConsole, VmEvent, I8042, I8042_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE,
-};
+use crate::devices::{BootTimer, Bus, SerialConsole, VmEvent, I8042, I8042_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE};
 use crate::memory::{self, Backing, MemoryError, BOOT_TIMER_ADDR};
 use crate::vcpu::{Vcpu, VcpuError, VcpuOutcome, VcpuShared};
 
@@ -71,15 +67,9 @@ pub enum VmError {
     #[error("cannot open /dev/kvm: {0}")]
     OpenKvm(kvm_ioctls::Error),
     #[error("kvm {op} failed: {source}")]
-    Kvm {
-        op: &'static str,
-        source: kvm_ioctls::Error,
-    },
+    Kvm { op: &'static str, source: kvm_ioctls::Error },
     #[error("cannot open console output {path}: {source}")]
-    Console {
-        path: String,
-        source: std::io::Error,
-    },
+    Console { path: String, source: std::io::Error },
     #[error("cannot set up device: {0}")]
     Device(String),
     #[error(transparent)]
@@ -95,10 +85,7 @@ fn kvm_err(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
 impl VmConfig {
     pub fn validate(&self) -> Result<(), VmError> {
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
-            return Err(VmError::Config(format!(
-                "vcpus must be 1..={MAX_VCPUS}, got {}",
-                self.vcpus
-            )));
+            return Err(VmError::Config(format!("vcpus must be 1..={MAX_VCPUS}, got {}", self.vcpus)));
         }
         let bytes = self
             .mem_mib
@@ -134,22 +121,10 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
 
     let (events_tx, events) = channel();
     let shared = build_devices(&vm, config, start, events_tx)?;
-    let supported = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(kvm_err("get supported cpuid"))?;
+    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("get supported cpuid"))?;
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     for id in 0..config.vcpus {
-        vcpus.push(Vcpu::new(
-            &vm,
-            id,
-            config.vcpus,
-            &supported,
-            &mem,
-            &kernel,
-            boot_info,
-            cr3,
-            shared.clone(),
-        )?);
+        vcpus.push(Vcpu::new(&vm, id, config.vcpus, &supported, &mem, &kernel, boot_info, cr3, shared.clone())?);
     }
     let ready = start.elapsed();
     log_event("vmm_ready", ready);
@@ -165,11 +140,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     // Guest memory must outlive the vCPU threads; they are joined inside run_vcpus.
     drop(mem);
     let (boot_timer, exited) = outcome?;
-    Ok(VmReport {
-        ready,
-        boot_timer,
-        exited,
-    })
+    Ok(VmReport { ready, boot_timer, exited })
 }
 
 /// Prints a machine-readable milestone on stderr: `isola-vmm: event=<name> us=<micros>`.
@@ -180,22 +151,10 @@ pub fn log_event(name: &str, at: Duration) {
 /// Prints `event=rss_kib` (this process) and `event=guest_resident_kib` (guest RAM pages
 /// actually in memory), so callers can compute the VMM's own overhead.
 fn report_memory(mem: &GuestMemoryMmap) {
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-        });
-    let guest: u64 = mem
-        .iter()
-        .map(|r| resident_bytes(r.as_ptr(), r.len() as usize))
-        .sum();
+    let rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+    });
+    let guest: u64 = mem.iter().map(|r| resident_bytes(r.as_ptr(), r.len() as usize)).sum();
     if let Some(rss) = rss {
         eprintln!("isola-vmm: event=rss_kib value={rss}");
     }
@@ -233,15 +192,10 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
 
 fn setup_irqchip(vm: &VmFd) -> Result<(), VmError> {
     // Both addresses sit in the last MiB below 4 GiB, inside our MMIO gap, never RAM.
-    vm.set_identity_map_address(0xfffb_c000)
-        .map_err(kvm_err("set identity map address"))?;
-    vm.set_tss_address(0xfffb_d000)
-        .map_err(kvm_err("set tss address"))?;
+    vm.set_identity_map_address(0xfffb_c000).map_err(kvm_err("set identity map address"))?;
+    vm.set_tss_address(0xfffb_d000).map_err(kvm_err("set tss address"))?;
     vm.create_irq_chip().map_err(kvm_err("create irqchip"))?;
-    let pit = kvm_pit_config {
-        flags: KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    };
+    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
     vm.create_pit2(pit).map_err(kvm_err("create pit"))?;
     Ok(())
 }
@@ -250,46 +204,23 @@ fn console_writer(out: &ConsoleOut) -> Result<Box<dyn Write + Send>, VmError> {
     Ok(match out {
         ConsoleOut::Stdout => Box::new(std::io::stdout()),
         ConsoleOut::Discard => Box::new(std::io::sink()),
-        ConsoleOut::File(p) => Box::new(File::create(p).map_err(|source| VmError::Console {
-            path: p.display().to_string(),
-            source,
-        })?),
+        ConsoleOut::File(p) => {
+            Box::new(File::create(p).map_err(|source| VmError::Console { path: p.display().to_string(), source })?)
+        }
     })
 }
 
-fn build_devices(
-    vm: &VmFd,
-    config: &VmConfig,
-    start: Instant,
-    events: Sender<VmEvent>,
-) -> Result<VcpuShared, VmError> {
+fn build_devices(vm: &VmFd, config: &VmConfig, start: Instant, events: Sender<VmEvent>) -> Result<VcpuShared, VmError> {
     let dev_err = |e: crate::devices::BusError| VmError::Device(e.to_string());
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
-    let serial_irq = EventFd::new(libc::EFD_NONBLOCK)
-        .map_err(|e| VmError::Device(format!("serial eventfd: {e}")))?;
-    vm.register_irqfd(&serial_irq, SERIAL_IRQ)
-        .map_err(kvm_err("register serial irqfd"))?;
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Device(format!("serial eventfd: {e}")))?;
+    vm.register_irqfd(&serial_irq, SERIAL_IRQ).map_err(kvm_err("register serial irqfd"))?;
     let serial = SerialConsole::new(serial_irq, console_writer(&config.console)?);
-    pio.insert(SERIAL_PORT_BASE, 8, Arc::new(Mutex::new(serial)))
-        .map_err(dev_err)?;
-    pio.insert(
-        I8042_PORT_BASE,
-        5,
-        Arc::new(Mutex::new(I8042::new(events.clone()))),
-    )
-    .map_err(dev_err)?;
-    mmio.insert(
-        BOOT_TIMER_ADDR,
-        0x1000,
-        Arc::new(Mutex::new(BootTimer::new(start, events))),
-    )
-    .map_err(dev_err)?;
-    Ok(VcpuShared {
-        pio,
-        mmio,
-        stop: Arc::new(AtomicBool::new(false)),
-    })
+    pio.insert(SERIAL_PORT_BASE, 8, Arc::new(Mutex::new(serial))).map_err(dev_err)?;
+    pio.insert(I8042_PORT_BASE, 5, Arc::new(Mutex::new(I8042::new(events.clone())))).map_err(dev_err)?;
+    mmio.insert(BOOT_TIMER_ADDR, 0x1000, Arc::new(Mutex::new(BootTimer::new(start, events)))).map_err(dev_err)?;
+    Ok(VcpuShared { pio, mmio, stop: Arc::new(AtomicBool::new(false)) })
 }
 
 enum ThreadMsg {
@@ -331,8 +262,7 @@ fn run_vcpus(
     let mut reported = 0usize;
     let verdict: Result<Duration, VmError> = loop {
         let wait = deadline.map_or(Duration::from_millis(50), |d| {
-            d.saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(50))
+            d.saturating_duration_since(Instant::now()).min(Duration::from_millis(50))
         });
         match events.recv_timeout(wait) {
             Ok(VmEvent::BootTimer(d)) => {
@@ -369,10 +299,7 @@ fn run_vcpus(
         let _ = h.join();
     }
     let exited = verdict.map_err(|e| match e {
-        VmError::Timeout { timeout, .. } => VmError::Timeout {
-            timeout,
-            rip: stopped_rip.unwrap_or(0),
-        },
+        VmError::Timeout { timeout, .. } => VmError::Timeout { timeout, rip: stopped_rip.unwrap_or(0) },
         other => other,
     })?;
     log_event("vmm_exit", exited);

@@ -22,25 +22,16 @@ fn require_kvm() {
 
 fn vmm(args: &[&str]) -> Output {
     require_kvm();
-    Command::new(env!("CARGO_BIN_EXE_isola-vmm"))
-        .args(args)
-        .output()
-        .expect("run isola-vmm")
+    Command::new(env!("CARGO_BIN_EXE_isola-vmm")).args(args).output().expect("run isola-vmm")
 }
 
 /// "name hex" lines from the guest's report.
 fn fields(stdout: &str) -> HashMap<String, String> {
-    stdout
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    stdout.lines().filter_map(|l| l.split_once(' ')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn hex(map: &HashMap<String, String>, key: &str) -> u64 {
-    let v = map
-        .get(key)
-        .unwrap_or_else(|| panic!("guest did not report {key}: {map:?}"));
+    let v = map.get(key).unwrap_or_else(|| panic!("guest did not report {key}: {map:?}"));
     u64::from_str_radix(v.trim(), 16).unwrap_or_else(|e| panic!("{key}={v}: {e}"))
 }
 
@@ -49,10 +40,7 @@ fn reported_e820(stdout: &str) -> Vec<(u64, u64, u32)> {
         .lines()
         .filter_map(|l| l.strip_prefix("e820 "))
         .map(|rest| {
-            let v: Vec<u64> = rest
-                .split(' ')
-                .map(|x| u64::from_str_radix(x, 16).expect("hex"))
-                .collect();
+            let v: Vec<u64> = rest.split(' ').map(|x| u64::from_str_radix(x, 16).expect("hex")).collect();
             (v[0], v[1], v[2] as u32)
         })
         .collect()
@@ -60,63 +48,39 @@ fn reported_e820(stdout: &str) -> Vec<(u64, u64, u32)> {
 
 fn host_kvm_signature() -> String {
     let kvm = kvm_ioctls::Kvm::new().expect("open /dev/kvm");
-    let cpuid = kvm
-        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-        .expect("supported cpuid");
-    let e = cpuid
-        .as_slice()
-        .iter()
-        .find(|e| e.function == 0x4000_0000)
-        .expect("KVM signature leaf");
+    let cpuid = kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES).expect("supported cpuid");
+    let e = cpuid.as_slice().iter().find(|e| e.function == 0x4000_0000).expect("KVM signature leaf");
     let mut sig = Vec::new();
     for r in [e.ebx, e.ecx, e.edx] {
         sig.extend_from_slice(&r.to_le_bytes());
     }
-    String::from_utf8_lossy(&sig)
-        .trim_end_matches('\0')
-        .to_string()
+    String::from_utf8_lossy(&sig).trim_end_matches('\0').to_string()
 }
 
 fn check_boot_report(out: &Output, protocol: &str, mem_mib: u64, vcpus: u64, cmdline: &str) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "isola-vmm failed: {stderr}\n{stdout}");
-    assert!(
-        stdout.contains(&format!("isola-guest: start boot_check {protocol}")),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("isola-guest: start boot_check {protocol}")), "{stdout}");
     assert!(stdout.contains("isola-guest: done"), "{stdout}");
     let f = fields(&stdout);
     // Long mode with paging, as the 64-bit protocol promises (PVH guests switch themselves).
     assert_eq!(hex(&f, "cr0") & 0x8000_0001, 0x8000_0001);
     assert_eq!(hex(&f, "cr4") & 0x20, 0x20);
     assert_eq!(hex(&f, "efer") & 0x500, 0x500);
-    let expected: Vec<(u64, u64, u32)> = e820_map(mem_mib << 20)
-        .expect("map")
-        .iter()
-        .map(|e| (e.addr, e.size, e.kind))
-        .collect();
+    let expected: Vec<(u64, u64, u32)> =
+        e820_map(mem_mib << 20).expect("map").iter().map(|e| (e.addr, e.size, e.kind)).collect();
     assert_eq!(reported_e820(&stdout), expected);
     assert_eq!(hex(&f, "e820-count"), expected.len() as u64);
     assert_eq!(f.get("cmdline").map(String::as_str), Some(cmdline));
-    assert_eq!(
-        f.get("cpuid-hv").map(String::as_str),
-        Some(host_kvm_signature().as_str())
-    );
+    assert_eq!(f.get("cpuid-hv").map(String::as_str), Some(host_kvm_signature().as_str()));
     let leaf1_ebx = hex(&f, "cpuid1-ebx");
     assert_eq!(leaf1_ebx >> 24, 0, "boot vCPU has APIC id 0");
     assert_eq!((leaf1_ebx >> 16) & 0xff, vcpus, "logical processor count");
     assert_ne!(hex(&f, "cpuid1-ecx") & (1 << 31), 0, "hypervisor bit");
-    let events: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("isola-vmm: event="))
-        .collect();
+    let events: Vec<&str> = stderr.lines().filter(|l| l.starts_with("isola-vmm: event=")).collect();
     let order: Vec<&str> = events.iter().filter_map(|l| l.split(' ').nth(1)).collect();
-    assert_eq!(
-        order,
-        ["event=vmm_ready", "event=boot_timer", "event=vmm_exit"],
-        "{stderr}"
-    );
+    assert_eq!(order, ["event=vmm_ready", "event=boot_timer", "event=vmm_exit"], "{stderr}");
 }
 
 #[test]
@@ -164,56 +128,30 @@ fn pvh_guest_gets_start_info_and_smp_topology() {
 #[test]
 fn guest_above_the_mmio_gap_gets_split_e820() {
     let k = guest("boot_check");
-    let out = vmm(&[
-        "--kernel",
-        k.to_str().expect("path"),
-        "--mem-mib",
-        "3584",
-        "--cmdline",
-        "big",
-        "--timeout-ms",
-        "30000",
-    ]);
+    let out =
+        vmm(&["--kernel", k.to_str().expect("path"), "--mem-mib", "3584", "--cmdline", "big", "--timeout-ms", "30000"]);
     check_boot_report(&out, "linux64", 3584, 1, "big");
-    assert!(reported_e820(&String::from_utf8_lossy(&out.stdout))
-        .iter()
-        .any(|e| e.0 == 1 << 32));
+    assert!(reported_e820(&String::from_utf8_lossy(&out.stdout)).iter().any(|e| e.0 == 1 << 32));
 }
 
 #[test]
 fn triple_fault_is_reported_with_exit_reason_and_rip() {
     let k = guest("triple_fault");
-    let out = vmm(&[
-        "--kernel",
-        k.to_str().expect("path"),
-        "--timeout-ms",
-        "30000",
-    ]);
+    let out = vmm(&["--kernel", k.to_str().expect("path"), "--timeout-ms", "30000"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("start triple_fault"));
-    assert!(
-        stderr.contains("triple fault (KVM_EXIT_SHUTDOWN) at rip 0x10"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("triple fault (KVM_EXIT_SHUTDOWN) at rip 0x10"), "{stderr}");
 }
 
 #[test]
 fn runaway_guest_is_stopped_by_the_timeout() {
     let k = guest("runaway");
     let started = std::time::Instant::now();
-    let out = vmm(&[
-        "--kernel",
-        k.to_str().expect("path"),
-        "--timeout-ms",
-        "1500",
-    ]);
+    let out = vmm(&["--kernel", k.to_str().expect("path"), "--timeout-ms", "1500"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("did not finish within 1.5s; stopped at rip 0x10"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("did not finish within 1.5s; stopped at rip 0x10"), "{stderr}");
     // Not a speed target: only that the timeout, not the test harness, ended it.
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
@@ -228,37 +166,19 @@ fn bad_inputs_are_clear_errors_not_panics() {
     let f = std::fs::File::create(&huge).expect("create");
     f.set_len(8 << 20).expect("sparse file");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec!["--kernel", "/nonexistent/vmlinux"],
-            "cannot open kernel /nonexistent/vmlinux",
-        ),
-        (
-            vec!["--kernel", not_elf.to_str().expect("p")],
-            "neither an ELF vmlinux nor a bzImage",
-        ),
-        (
-            vec!["--kernel", huge.to_str().expect("p"), "--mem-mib", "4"],
-            "larger than guest RAM",
-        ),
-        (
-            vec!["--kernel", k, "--vcpus", "0"],
-            "vcpus must be 1..=64, got 0",
-        ),
+        (vec!["--kernel", "/nonexistent/vmlinux"], "cannot open kernel /nonexistent/vmlinux"),
+        (vec!["--kernel", not_elf.to_str().expect("p")], "neither an ELF vmlinux nor a bzImage"),
+        (vec!["--kernel", huge.to_str().expect("p"), "--mem-mib", "4"], "larger than guest RAM"),
+        (vec!["--kernel", k, "--vcpus", "0"], "vcpus must be 1..=64, got 0"),
         (vec!["--kernel", k, "--mem-mib", "99999999999"], "too large"),
         (vec!["--kernel", k, "--mem-mib", "0"], "too small"),
-        (
-            vec!["--kernel", k, "--initrd", "/nonexistent/initrd"],
-            "cannot read initramfs /nonexistent/initrd",
-        ),
+        (vec!["--kernel", k, "--initrd", "/nonexistent/initrd"], "cannot read initramfs /nonexistent/initrd"),
     ];
     for (args, want) in cases {
         let out = vmm(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(want),
-            "{args:?}: wanted {want:?} in {stderr}"
-        );
+        assert!(stderr.contains(want), "{args:?}: wanted {want:?} in {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }

@@ -11,11 +11,7 @@ pub struct GdtLayout {
 }
 
 /// Selectors into the boot GDT (index × 8).
-pub const BOOT_GDT: GdtLayout = GdtLayout {
-    code: 0x08,
-    data: 0x10,
-    tss: 0x18,
-};
+pub const BOOT_GDT: GdtLayout = GdtLayout { code: 0x08, data: 0x10, tss: 0x18 };
 
 /// Packs one GDT descriptor from flags (access byte + granularity nibble), base and limit.
 pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
@@ -29,12 +25,7 @@ pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 /// The boot GDT. `long_mode` picks a 64-bit code segment (L=1) or a 32-bit one (D=1, for PVH).
 pub fn gdt_table(long_mode: bool) -> [u64; 4] {
     let code = if long_mode { 0xa09b } else { 0xc09b };
-    [
-        gdt_entry(0, 0, 0),
-        gdt_entry(code, 0, 0xfffff),
-        gdt_entry(0xc093, 0, 0xfffff),
-        gdt_entry(0x808b, 0, 0xfffff),
-    ]
+    [gdt_entry(0, 0, 0), gdt_entry(code, 0, 0xfffff), gdt_entry(0xc093, 0, 0xfffff), gdt_entry(0x808b, 0, 0xfffff)]
 }
 
 /// Expands a packed descriptor into what KVM_SET_SREGS takes.
@@ -43,11 +34,7 @@ pub fn kvm_segment_from_gdt(entry: u64, selector: u16) -> kvm_segment {
     let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0xf_0000)) as u32;
     let g = ((entry >> 55) & 1) as u8;
     // With 4 KiB granularity, KVM wants the limit in bytes.
-    let limit = if g == 1 {
-        (raw_limit << 12) | 0xfff
-    } else {
-        raw_limit
-    };
+    let limit = if g == 1 { (raw_limit << 12) | 0xfff } else { raw_limit };
     kvm_segment {
         base,
         limit,
@@ -80,10 +67,7 @@ mod tests {
     #[test]
     fn segment_expansion_round_trips_flags_and_limit() {
         let code = kvm_segment_from_gdt(gdt_table(true)[1], BOOT_GDT.code);
-        assert_eq!(
-            (code.l, code.db, code.g, code.present, code.s),
-            (1, 0, 1, 1, 1)
-        );
+        assert_eq!((code.l, code.db, code.g, code.present, code.s), (1, 0, 1, 1, 1));
         assert_eq!(code.type_, 0xb);
         assert_eq!(code.limit, 0xffff_ffff);
         assert_eq!(code.selector, 0x08);

@@ -40,62 +40,29 @@ const BZIMAGE_MAGIC: [u8; 4] = *b"HdrS";
 const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
 
 /// Loads the kernel at `path` into `mem`, choosing the format by its magic bytes.
-pub fn load_kernel(
-    mem: &GuestMemoryMmap,
-    path: &Path,
-    low_ram_end: u64,
-) -> Result<LoadedKernel, BootError> {
+pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path, low_ram_end: u64) -> Result<LoadedKernel, BootError> {
     let name = path.display().to_string();
-    let mut file = File::open(path).map_err(|source| BootError::OpenKernel {
-        path: name.clone(),
-        source,
-    })?;
-    let size = file
-        .metadata()
-        .map_err(|source| BootError::OpenKernel {
-            path: name.clone(),
-            source,
-        })?
-        .len();
+    let mut file = File::open(path).map_err(|source| BootError::OpenKernel { path: name.clone(), source })?;
+    let size = file.metadata().map_err(|source| BootError::OpenKernel { path: name.clone(), source })?.len();
     if size > low_ram_end.saturating_sub(HIMEM_START) {
-        return Err(BootError::KernelTooLarge {
-            path: name,
-            size,
-            ram: low_ram_end,
-        });
+        return Err(BootError::KernelTooLarge { path: name, size, ram: low_ram_end });
     }
-    let format = sniff(&mut file).map_err(|source| BootError::OpenKernel {
-        path: name.clone(),
-        source,
-    })?;
-    let load_err = |e: linux_loader::loader::Error| BootError::LoadKernel {
-        path: name.clone(),
-        reason: e.to_string(),
-    };
+    let format = sniff(&mut file).map_err(|source| BootError::OpenKernel { path: name.clone(), source })?;
+    let load_err = |e: linux_loader::loader::Error| BootError::LoadKernel { path: name.clone(), reason: e.to_string() };
     match format {
         Format::Elf => {
-            let r = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-                .map_err(load_err)?;
+            let r = Elf::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(load_err)?;
             let (protocol, entry) = match r.pvh_boot_cap {
                 PvhBootCapability::PvhEntryPresent(addr) => (BootProtocol::Pvh, addr),
                 _ => (
                     BootProtocol::Linux64,
-                    elf_entry(&mut file).map_err(|source| BootError::OpenKernel {
-                        path: name.clone(),
-                        source,
-                    })?,
+                    elf_entry(&mut file).map_err(|source| BootError::OpenKernel { path: name.clone(), source })?,
                 ),
             };
-            Ok(LoadedKernel {
-                protocol,
-                entry,
-                end: r.kernel_end,
-                setup_header: None,
-            })
+            Ok(LoadedKernel { protocol, entry, end: r.kernel_end, setup_header: None })
         }
         Format::BzImage => {
-            let r = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START)))
-                .map_err(load_err)?;
+            let r = BzImage::load(mem, None, &mut file, Some(GuestAddress(HIMEM_START))).map_err(load_err)?;
             Ok(LoadedKernel {
                 protocol: BootProtocol::Linux64,
                 entry: GuestAddress(r.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET),
@@ -122,11 +89,7 @@ fn sniff(file: &mut File) -> std::io::Result<Format> {
     file.seek(SeekFrom::Start(BZIMAGE_MAGIC_OFFSET))?;
     let found = file.read_exact(&mut magic).is_ok() && magic == BZIMAGE_MAGIC;
     file.seek(SeekFrom::Start(0))?;
-    Ok(if found {
-        Format::BzImage
-    } else {
-        Format::Unknown
-    })
+    Ok(if found { Format::BzImage } else { Format::Unknown })
 }
 
 /// `e_entry` of an ELF64 header: linux-loader reports only where the image was put.
@@ -154,8 +117,7 @@ mod tests {
 
     #[test]
     fn missing_kernel_names_the_path() {
-        let e =
-            load_kernel(&mem(), Path::new("/nonexistent/vmlinux"), 16 << 20).expect_err("missing");
+        let e = load_kernel(&mem(), Path::new("/nonexistent/vmlinux"), 16 << 20).expect_err("missing");
         assert!(e.to_string().contains("/nonexistent/vmlinux"), "{e}");
     }
 

@@ -22,10 +22,7 @@ pub fn setup_identity_paging(mem: &GuestMemoryMmap) -> Result<u64, BootError> {
     let pdpt = pml4 + 0x1000;
     let pd_base = pdpt + 0x1000;
     let write = |addr: u64, val: u64| {
-        mem.write_obj(val, GuestAddress(addr))
-            .map_err(|_| BootError::GuestWrite {
-                what: "page tables",
-            })
+        mem.write_obj(val, GuestAddress(addr)).map_err(|_| BootError::GuestWrite { what: "page tables" })
     };
     write(pml4, pdpt | PRESENT_RW)?;
     for gib in 0..4u64 {
@@ -47,8 +44,7 @@ mod tests {
     /// Walks the tables like the MMU would for a 2 MiB mapping.
     fn translate(mem: &GuestMemoryMmap, cr3: u64, va: u64) -> Option<u64> {
         let entry = |table: u64, idx: u64| -> u64 {
-            mem.read_obj::<u64>(GuestAddress((table & !0xfff) + idx * 8))
-                .expect("table in RAM")
+            mem.read_obj::<u64>(GuestAddress((table & !0xfff) + idx * 8)).expect("table in RAM")
         };
         let e4 = entry(cr3, (va >> 39) & 0x1ff);
         if e4 & 1 == 0 {
@@ -70,21 +66,10 @@ mod tests {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("mem");
         let cr3 = setup_identity_paging(&mem).expect("tables");
         assert_eq!(cr3, PML4_ADDR);
-        for va in [
-            0u64,
-            0x7000,
-            0x10_0000,
-            0x3fff_ffff,
-            0xd000_0000,
-            0xffff_fff0,
-        ] {
+        for va in [0u64, 0x7000, 0x10_0000, 0x3fff_ffff, 0xd000_0000, 0xffff_fff0] {
             assert_eq!(translate(&mem, cr3, va), Some(va), "va {va:#x}");
         }
-        assert_eq!(
-            translate(&mem, cr3, 0x1_0000_0000),
-            None,
-            "nothing above 4 GiB"
-        );
+        assert_eq!(translate(&mem, cr3, 0x1_0000_0000), None, "nothing above 4 GiB");
     }
 
     #[test]

@@ -9,10 +9,7 @@ use linux_loader::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_st
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::{BootError, BootProtocol, LoadedKernel};
-use crate::memory::{
-    e820_map, low_ram_end, CMDLINE_ADDR, CMDLINE_MAX, PVH_INFO_ADDR, PVH_MEMMAP_ADDR,
-    ZERO_PAGE_ADDR,
-};
+use crate::memory::{e820_map, low_ram_end, CMDLINE_ADDR, CMDLINE_MAX, PVH_INFO_ADDR, PVH_MEMMAP_ADDR, ZERO_PAGE_ADDR};
 
 const PVH_MAGIC: u32 = 0x336e_c578;
 const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
@@ -32,14 +29,10 @@ pub struct InitrdRange {
 pub fn build_cmdline(base: &str, extra: &[String]) -> Result<Cmdline, BootError> {
     let mut cmdline = Cmdline::new(CMDLINE_MAX).map_err(|e| BootError::Cmdline(e.to_string()))?;
     if !base.trim().is_empty() {
-        cmdline
-            .insert_str(base.trim())
-            .map_err(|e| BootError::Cmdline(e.to_string()))?;
+        cmdline.insert_str(base.trim()).map_err(|e| BootError::Cmdline(e.to_string()))?;
     }
     for arg in extra {
-        cmdline
-            .insert_str(arg)
-            .map_err(|e| BootError::Cmdline(e.to_string()))?;
+        cmdline.insert_str(arg).map_err(|e| BootError::Cmdline(e.to_string()))?;
     }
     Ok(cmdline)
 }
@@ -52,30 +45,15 @@ pub fn load_initrd(
     mem_bytes: u64,
 ) -> Result<InitrdRange, BootError> {
     let name = path.display().to_string();
-    let mut file = std::fs::File::open(path).map_err(|source| BootError::ReadInitrd {
-        path: name.clone(),
-        source,
-    })?;
-    let size = file
-        .metadata()
-        .map_err(|source| BootError::ReadInitrd {
-            path: name.clone(),
-            source,
-        })?
-        .len();
+    let mut file = std::fs::File::open(path).map_err(|source| BootError::ReadInitrd { path: name.clone(), source })?;
+    let size = file.metadata().map_err(|source| BootError::ReadInitrd { path: name.clone(), source })?.len();
     let top = low_ram_end(mem_bytes);
-    let addr = top
-        .checked_sub(size)
-        .map(|a| a & !0xfff)
-        .ok_or(BootError::InitrdTooLarge { size })?;
+    let addr = top.checked_sub(size).map(|a| a & !0xfff).ok_or(BootError::InitrdTooLarge { size })?;
     if addr < kernel.end {
         return Err(BootError::InitrdTooLarge { size });
     }
     mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
-        .map_err(|e| BootError::ReadInitrd {
-            path: name,
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        .map_err(|e| BootError::ReadInitrd { path: name, source: std::io::Error::other(e.to_string()) })?;
     Ok(InitrdRange { addr, size })
 }
 
@@ -88,14 +66,9 @@ pub fn write_boot_info(
     initrd: Option<InitrdRange>,
     mem_bytes: u64,
 ) -> Result<u64, BootError> {
-    let cstr = cmdline
-        .as_cstring()
-        .map_err(|e| BootError::Cmdline(e.to_string()))?;
+    let cstr = cmdline.as_cstring().map_err(|e| BootError::Cmdline(e.to_string()))?;
     let bytes = cstr.as_bytes_with_nul();
-    mem.write_slice(bytes, GuestAddress(CMDLINE_ADDR))
-        .map_err(|_| BootError::GuestWrite {
-            what: "command line",
-        })?;
+    mem.write_slice(bytes, GuestAddress(CMDLINE_ADDR)).map_err(|_| BootError::GuestWrite { what: "command line" })?;
     let e820 = e820_map(mem_bytes).map_err(|_| BootError::GuestWrite { what: "e820 map" })?;
     match kernel.protocol {
         BootProtocol::Linux64 => {
@@ -114,16 +87,10 @@ pub fn write_boot_info(
                 params.hdr.ramdisk_size = rd.size as u32;
             }
             if e820.len() > params.e820_table.len() {
-                return Err(BootError::GuestWrite {
-                    what: "e820 map (too many entries)",
-                });
+                return Err(BootError::GuestWrite { what: "e820 map (too many entries)" });
             }
             for (slot, e) in params.e820_table.iter_mut().zip(&e820) {
-                *slot = boot_e820_entry {
-                    addr: e.addr,
-                    size: e.size,
-                    r#type: e.kind,
-                };
+                *slot = boot_e820_entry { addr: e.addr, size: e.size, r#type: e.kind };
             }
             params.e820_entries = e820.len() as u8;
             mem.write_obj(params, GuestAddress(ZERO_PAGE_ADDR))
@@ -141,33 +108,18 @@ pub fn write_boot_info(
             };
             let mut next = PVH_MEMMAP_ADDR;
             for e in &e820 {
-                let entry = hvm_memmap_table_entry {
-                    addr: e.addr,
-                    size: e.size,
-                    type_: e.kind,
-                    reserved: 0,
-                };
-                mem.write_obj(entry, GuestAddress(next))
-                    .map_err(|_| BootError::GuestWrite { what: "pvh memmap" })?;
+                let entry = hvm_memmap_table_entry { addr: e.addr, size: e.size, type_: e.kind, reserved: 0 };
+                mem.write_obj(entry, GuestAddress(next)).map_err(|_| BootError::GuestWrite { what: "pvh memmap" })?;
                 next += std::mem::size_of::<hvm_memmap_table_entry>() as u64;
             }
             if let Some(rd) = initrd {
-                let module = hvm_modlist_entry {
-                    paddr: rd.addr,
-                    size: rd.size,
-                    ..Default::default()
-                };
-                mem.write_obj(module, GuestAddress(next))
-                    .map_err(|_| BootError::GuestWrite {
-                        what: "pvh modules",
-                    })?;
+                let module = hvm_modlist_entry { paddr: rd.addr, size: rd.size, ..Default::default() };
+                mem.write_obj(module, GuestAddress(next)).map_err(|_| BootError::GuestWrite { what: "pvh modules" })?;
                 info.nr_modules = 1;
                 info.modlist_paddr = next;
             }
             mem.write_obj(info, GuestAddress(PVH_INFO_ADDR))
-                .map_err(|_| BootError::GuestWrite {
-                    what: "pvh start info",
-                })?;
+                .map_err(|_| BootError::GuestWrite { what: "pvh start info" })?;
             Ok(PVH_INFO_ADDR)
         }
     }
@@ -186,28 +138,15 @@ mod tests {
     }
 
     fn kernel(protocol: BootProtocol) -> LoadedKernel {
-        LoadedKernel {
-            protocol,
-            entry: GuestAddress(HIMEM_START),
-            end: 4 << 20,
-            setup_header: None,
-        }
+        LoadedKernel { protocol, entry: GuestAddress(HIMEM_START), end: 4 << 20, setup_header: None }
     }
 
     #[test]
     fn zero_page_carries_magic_cmdline_initrd_and_e820() {
         let m = mem();
-        let cl = build_cmdline(
-            "console=ttyS0",
-            &["virtio_mmio.device=4K@0xd0001000:5".into()],
-        )
-        .expect("cmdline");
-        let rd = InitrdRange {
-            addr: 0x300_0000,
-            size: 1234,
-        };
-        let at = write_boot_info(&m, &kernel(BootProtocol::Linux64), &cl, Some(rd), MEM)
-            .expect("boot info");
+        let cl = build_cmdline("console=ttyS0", &["virtio_mmio.device=4K@0xd0001000:5".into()]).expect("cmdline");
+        let rd = InitrdRange { addr: 0x300_0000, size: 1234 };
+        let at = write_boot_info(&m, &kernel(BootProtocol::Linux64), &cl, Some(rd), MEM).expect("boot info");
         assert_eq!(at, ZERO_PAGE_ADDR);
         let p: boot_params = m.read_obj(GuestAddress(ZERO_PAGE_ADDR)).expect("read");
         assert_eq!({ p.hdr.header }, KERNEL_HDR_MAGIC);
@@ -219,8 +158,7 @@ mod tests {
         assert_eq!({ p.e820_table[2].addr }, HIMEM_START);
         assert_eq!({ p.e820_table[2].r#type }, E820_RAM);
         let mut buf = vec![0u8; { p.hdr.cmdline_size } as usize];
-        m.read_slice(&mut buf, GuestAddress({ p.hdr.cmd_line_ptr } as u64))
-            .expect("cmdline");
+        m.read_slice(&mut buf, GuestAddress({ p.hdr.cmd_line_ptr } as u64)).expect("cmdline");
         assert_eq!(buf, b"console=ttyS0 virtio_mmio.device=4K@0xd0001000:5");
     }
 
@@ -228,23 +166,15 @@ mod tests {
     fn pvh_start_info_points_at_memmap_and_initrd_module() {
         let m = mem();
         let cl = build_cmdline("quiet", &[]).expect("cmdline");
-        let rd = InitrdRange {
-            addr: 0x300_0000,
-            size: 99,
-        };
-        let at =
-            write_boot_info(&m, &kernel(BootProtocol::Pvh), &cl, Some(rd), MEM).expect("boot info");
+        let rd = InitrdRange { addr: 0x300_0000, size: 99 };
+        let at = write_boot_info(&m, &kernel(BootProtocol::Pvh), &cl, Some(rd), MEM).expect("boot info");
         let info: hvm_start_info = m.read_obj(GuestAddress(at)).expect("read");
         assert_eq!(info.magic, PVH_MAGIC);
         assert_eq!(info.memmap_entries, 3);
         assert_eq!(info.nr_modules, 1);
-        let module: hvm_modlist_entry = m
-            .read_obj(GuestAddress(info.modlist_paddr))
-            .expect("module");
+        let module: hvm_modlist_entry = m.read_obj(GuestAddress(info.modlist_paddr)).expect("module");
         assert_eq!((module.paddr, module.size), (0x300_0000, 99));
-        let last: hvm_memmap_table_entry = m
-            .read_obj(GuestAddress(info.memmap_paddr + 2 * 24))
-            .expect("entry");
+        let last: hvm_memmap_table_entry = m.read_obj(GuestAddress(info.memmap_paddr + 2 * 24)).expect("entry");
         assert_eq!((last.addr, last.addr + last.size), (HIMEM_START, MEM));
     }
 
@@ -256,11 +186,7 @@ mod tests {
         let rd = load_initrd(&m, f.path(), &kernel(BootProtocol::Linux64), MEM).expect("initrd");
         assert_eq!(rd.addr % 4096, 0);
         assert!(rd.addr + rd.size <= MEM);
-        assert_eq!(
-            m.read_obj::<u8>(GuestAddress(rd.addr + 4999))
-                .expect("byte"),
-            7
-        );
+        assert_eq!(m.read_obj::<u8>(GuestAddress(rd.addr + 4999)).expect("byte"), 7);
     }
 
     #[test]
@@ -268,8 +194,7 @@ mod tests {
         let m = mem();
         let mut f = tempfile::NamedTempFile::new().expect("tmp");
         f.write_all(&vec![0u8; 62 << 20]).expect("write");
-        let e =
-            load_initrd(&m, f.path(), &kernel(BootProtocol::Linux64), MEM).expect_err("overlap");
+        let e = load_initrd(&m, f.path(), &kernel(BootProtocol::Linux64), MEM).expect_err("overlap");
         assert!(matches!(e, BootError::InitrdTooLarge { .. }));
     }
 

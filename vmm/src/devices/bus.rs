@@ -35,14 +35,8 @@ impl Bus {
         if len == 0 {
             return Err(BusError::Empty(base));
         }
-        let end = base
-            .checked_add(len)
-            .ok_or(BusError::Overlap { base, len })?;
-        let clash = self
-            .devices
-            .range(..end)
-            .next_back()
-            .is_some_and(|(b, (l, _))| b + l > base);
+        let end = base.checked_add(len).ok_or(BusError::Overlap { base, len })?;
+        let clash = self.devices.range(..end).next_back().is_some_and(|(b, (l, _))| b + l > base);
         if clash {
             return Err(BusError::Overlap { base, len });
         }
@@ -60,9 +54,7 @@ impl Bus {
         match self.find(addr) {
             Some((offset, dev)) => {
                 // A device that panicked while holding its lock is still the best state we have.
-                dev.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .read(offset, data);
+                dev.lock().unwrap_or_else(|e| e.into_inner()).read(offset, data);
                 true
             }
             None => false,
@@ -72,9 +64,7 @@ impl Bus {
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.find(addr) {
             Some((offset, dev)) => {
-                dev.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .write(offset, data);
+                dev.lock().unwrap_or_else(|e| e.into_inner()).write(offset, data);
                 true
             }
             None => false,
@@ -117,27 +107,11 @@ mod tests {
     #[test]
     fn overlapping_and_empty_ranges_are_refused() {
         let mut bus = Bus::new();
-        bus.insert(0x1000, 0x1000, Arc::new(Mutex::new(Recorder::default())))
-            .expect("insert");
+        bus.insert(0x1000, 0x1000, Arc::new(Mutex::new(Recorder::default()))).expect("insert");
         let dup = Arc::new(Mutex::new(Recorder::default()));
-        assert_eq!(
-            bus.insert(0x1fff, 2, dup.clone()),
-            Err(BusError::Overlap {
-                base: 0x1fff,
-                len: 2
-            })
-        );
-        assert_eq!(
-            bus.insert(0x800, 0x801, dup.clone()),
-            Err(BusError::Overlap {
-                base: 0x800,
-                len: 0x801
-            })
-        );
-        assert_eq!(
-            bus.insert(0x5000, 0, dup.clone()),
-            Err(BusError::Empty(0x5000))
-        );
+        assert_eq!(bus.insert(0x1fff, 2, dup.clone()), Err(BusError::Overlap { base: 0x1fff, len: 2 }));
+        assert_eq!(bus.insert(0x800, 0x801, dup.clone()), Err(BusError::Overlap { base: 0x800, len: 0x801 }));
+        assert_eq!(bus.insert(0x5000, 0, dup.clone()), Err(BusError::Empty(0x5000)));
         assert!(bus.insert(0x2000, 0x10, dup).is_ok(), "adjacent is fine");
     }
 }

@@ -28,9 +28,7 @@ pub struct SerialConsole {
 
 impl SerialConsole {
     pub fn new(irq: EventFd, out: Box<dyn Write + Send>) -> Self {
-        Self {
-            uart: Serial::new(EventFdTrigger(irq), out),
-        }
+        Self { uart: Serial::new(EventFdTrigger(irq), out) }
     }
 }
 
@@ -63,10 +61,7 @@ mod tests {
     struct Sink(Arc<Mutex<Vec<u8>>>);
     impl Write for Sink {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .map_err(|_| std::io::Error::other("poisoned"))?
-                .extend_from_slice(b);
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -86,8 +81,7 @@ mod tests {
 
     #[test]
     fn line_status_reports_transmitter_empty() {
-        let mut s =
-            SerialConsole::new(EventFd::new(0).expect("eventfd"), Box::new(std::io::sink()));
+        let mut s = SerialConsole::new(EventFd::new(0).expect("eventfd"), Box::new(std::io::sink()));
         let mut lsr = [0u8];
         s.read(5, &mut lsr);
         assert_eq!(lsr[0] & 0x60, 0x60, "THR empty and transmitter idle");
@@ -95,8 +89,7 @@ mod tests {
 
     #[test]
     fn out_of_range_offsets_and_empty_accesses_do_not_panic() {
-        let mut s =
-            SerialConsole::new(EventFd::new(0).expect("eventfd"), Box::new(std::io::sink()));
+        let mut s = SerialConsole::new(EventFd::new(0).expect("eventfd"), Box::new(std::io::sink()));
         s.write(300, &[1]);
         s.write(0, &[]);
         let mut empty: [u8; 0] = [];

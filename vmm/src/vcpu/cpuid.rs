@@ -105,21 +105,14 @@ mod tests {
             entry(LEAF_EXT_TOPOLOGY, 0, [9, 9, 9, 9]),
             entry(LEAF_EXT_TOPOLOGY, 1, [9, 9, 9, 9]),
             entry(LEAF_EXT_TOPOLOGY, 2, [9, 9, 9, 9]),
-            entry(
-                LEAF_HYPERVISOR_BASE,
-                0,
-                [0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d],
-            ),
+            entry(LEAF_HYPERVISOR_BASE, 0, [0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d]),
             entry(LEAF_HYPERVISOR_BASE + 1, 0, [0x1234, 0, 0, 0]),
         ])
         .expect("cpuid")
     }
 
     fn find(c: &CpuId, f: u32, i: u32) -> kvm_cpuid_entry2 {
-        *c.as_slice()
-            .iter()
-            .find(|e| e.function == f && e.index == i)
-            .expect("leaf")
+        *c.as_slice().iter().find(|e| e.function == f && e.index == i).expect("leaf")
     }
 
     #[test]
@@ -144,11 +137,7 @@ mod tests {
         let core = find(&c, LEAF_EXT_TOPOLOGY, 1);
         let end = find(&c, LEAF_EXT_TOPOLOGY, 2);
         assert_eq!((smt.eax, smt.ebx, smt.ecx >> 8), (0, 1, 1));
-        assert_eq!(
-            (core.eax, core.ebx, core.ecx >> 8),
-            (2, 3, 2),
-            "3 cores need 2 id bits"
-        );
+        assert_eq!((core.eax, core.ebx, core.ecx >> 8), (2, 3, 2), "3 cores need 2 id bits");
         assert_eq!(end.ecx >> 8, 0, "level list ends");
         let l3 = find(&c, LEAF_CACHE_PARAMS, 3);
         assert_eq!(l3.eax >> 26, 2);

@@ -30,10 +30,7 @@ pub enum ExitAction {
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
     #[error("kvm {op} failed: {source}")]
-    Kvm {
-        op: &'static str,
-        source: kvm_ioctls::Error,
-    },
+    Kvm { op: &'static str, source: kvm_ioctls::Error },
     #[error("cannot build vcpu {0}")]
     Setup(&'static str),
     #[error("vcpu {vcpu}: guest triple fault (KVM_EXIT_SHUTDOWN) at rip {rip:#x}")]
@@ -47,11 +44,7 @@ pub enum VcpuError {
     #[error("vcpu {vcpu}: KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror {suberror}) at rip {rip:#x}")]
     Internal { vcpu: u8, suberror: u32, rip: u64 },
     #[error("vcpu {vcpu}: guest {what} (KVM_EXIT_SYSTEM_EVENT) at rip {rip:#x}")]
-    SystemEvent {
-        vcpu: u8,
-        what: &'static str,
-        rip: u64,
-    },
+    SystemEvent { vcpu: u8, what: &'static str, rip: u64 },
     #[error("vcpu {vcpu}: unexpected exit {name} at rip {rip:#x}")]
     Unexpected { vcpu: u8, name: String, rip: u64 },
 }
@@ -70,14 +63,8 @@ pub fn error_for(kind: ExitKind, vcpu: u8, rip: u64, suberror: u32) -> VcpuError
         ExitKind::Shutdown => VcpuError::TripleFault { vcpu, rip },
         ExitKind::Hlt => VcpuError::Halted { vcpu, rip },
         ExitKind::FailEntry(reason) => VcpuError::FailEntry { vcpu, reason, rip },
-        ExitKind::InternalError if suberror == SUBERROR_EMULATION => {
-            VcpuError::EmulationFailure { vcpu, rip }
-        }
-        ExitKind::InternalError => VcpuError::Internal {
-            vcpu,
-            suberror,
-            rip,
-        },
+        ExitKind::InternalError if suberror == SUBERROR_EMULATION => VcpuError::EmulationFailure { vcpu, rip },
+        ExitKind::InternalError => VcpuError::Internal { vcpu, suberror, rip },
         ExitKind::SystemEvent(t) => {
             let what = match t {
                 SYSTEM_EVENT_SHUTDOWN => "shutdown",
@@ -87,11 +74,7 @@ pub fn error_for(kind: ExitKind, vcpu: u8, rip: u64, suberror: u32) -> VcpuError
             };
             VcpuError::SystemEvent { vcpu, what, rip }
         }
-        ExitKind::Io => VcpuError::Unexpected {
-            vcpu,
-            name: "io".into(),
-            rip,
-        },
+        ExitKind::Io => VcpuError::Unexpected { vcpu, name: "io".into(), rip },
         ExitKind::Other(name) => VcpuError::Unexpected { vcpu, name, rip },
     }
 }
@@ -117,23 +100,9 @@ mod tests {
     #[test]
     fn errors_name_the_exit_reason_and_guest_rip() {
         let e = error_for(ExitKind::Shutdown, 0, 0x10_0042, 0).to_string();
-        assert!(
-            e.contains("triple fault") && e.contains("KVM_EXIT_SHUTDOWN") && e.contains("0x100042"),
-            "{e}"
-        );
-        let e = error_for(
-            ExitKind::InternalError,
-            1,
-            0xffff_ffff_8100_0000,
-            SUBERROR_EMULATION,
-        )
-        .to_string();
-        assert!(
-            e.contains("emulation failure")
-                && e.contains("vcpu 1")
-                && e.contains("0xffffffff81000000"),
-            "{e}"
-        );
+        assert!(e.contains("triple fault") && e.contains("KVM_EXIT_SHUTDOWN") && e.contains("0x100042"), "{e}");
+        let e = error_for(ExitKind::InternalError, 1, 0xffff_ffff_8100_0000, SUBERROR_EMULATION).to_string();
+        assert!(e.contains("emulation failure") && e.contains("vcpu 1") && e.contains("0xffffffff81000000"), "{e}");
         let e = error_for(ExitKind::InternalError, 0, 0x1000, 3).to_string();
         assert!(e.contains("suberror 3"), "{e}");
         let e = error_for(ExitKind::FailEntry(0x21), 0, 0x1000, 0).to_string();

@@ -63,21 +63,16 @@ impl Vcpu {
         let msrs = regs::boot_msrs().map_err(|_| VcpuError::Setup("msr list"))?;
         let written = fd.set_msrs(&msrs).map_err(kvm("set msrs"))?;
         if written != msrs.as_slice().len() {
-            log::warn!(
-                "vcpu {id}: KVM accepted {written} of {} boot MSRs",
-                msrs.as_slice().len()
-            );
+            log::warn!("vcpu {id}: KVM accepted {written} of {} boot MSRs", msrs.as_slice().len());
         }
         let mut lapic = fd.get_lapic().map_err(kvm("get lapic"))?;
         regs::configure_lint(&mut lapic);
         fd.set_lapic(&lapic).map_err(kvm("set lapic"))?;
         if id == 0 {
             let mut sregs = fd.get_sregs().map_err(kvm("get sregs"))?;
-            regs::boot_sregs(mem, kernel.protocol, cr3, &mut sregs)
-                .map_err(|_| VcpuError::Setup("gdt"))?;
+            regs::boot_sregs(mem, kernel.protocol, cr3, &mut sregs).map_err(|_| VcpuError::Setup("gdt"))?;
             fd.set_sregs(&sregs).map_err(kvm("set sregs"))?;
-            fd.set_regs(&regs::boot_regs(kernel.protocol, kernel.entry.0, boot_info))
-                .map_err(kvm("set regs"))?;
+            fd.set_regs(&regs::boot_regs(kernel.protocol, kernel.entry.0, boot_info)).map_err(kvm("set regs"))?;
             fd.set_fpu(&regs::boot_fpu()).map_err(kvm("set fpu"))?;
         } else if kernel.protocol == BootProtocol::Pvh {
             log::debug!("vcpu {id} waits for INIT/SIPI from the PVH guest");

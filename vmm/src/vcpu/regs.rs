@@ -15,11 +15,7 @@ const EFER_LMA: u64 = 0x400;
 
 /// The general registers at entry: `boot_info` goes in `%rsi` (Linux) or `%rbx` (PVH).
 pub fn boot_regs(protocol: BootProtocol, entry: u64, boot_info: u64) -> kvm_regs {
-    let mut regs = kvm_regs {
-        rflags: 0x2,
-        rip: entry,
-        ..Default::default()
-    };
+    let mut regs = kvm_regs { rflags: 0x2, rip: entry, ..Default::default() };
     match protocol {
         BootProtocol::Linux64 => {
             regs.rsp = BOOT_STACK_ADDR;
@@ -74,11 +70,7 @@ pub fn boot_sregs(
 
 /// x87 and SSE defaults as after FINIT.
 pub fn boot_fpu() -> kvm_fpu {
-    kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
-        ..Default::default()
-    }
+    kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() }
 }
 
 /// MSR indices set at boot.
@@ -99,11 +91,7 @@ pub mod msr {
 /// The MSRs Linux expects at entry: syscall MSRs cleared, fast strings on,
 /// MTRRs enabled with write-back as the default type.
 pub fn boot_msr_entries() -> Vec<kvm_msr_entry> {
-    let e = |index, data| kvm_msr_entry {
-        index,
-        data,
-        ..Default::default()
-    };
+    let e = |index, data| kvm_msr_entry { index, data, ..Default::default() };
     vec![
         e(msr::IA32_SYSENTER_CS, 0),
         e(msr::IA32_SYSENTER_ESP, 0),
@@ -185,10 +173,7 @@ mod tests {
     #[test]
     fn boot_info_goes_in_the_protocol_register() {
         let r = boot_regs(BootProtocol::Linux64, 0x100_0000, 0x7000);
-        assert_eq!(
-            (r.rip, r.rsi, r.rbx, r.rsp),
-            (0x100_0000, 0x7000, 0, BOOT_STACK_ADDR)
-        );
+        assert_eq!((r.rip, r.rsi, r.rbx, r.rsp), (0x100_0000, 0x7000, 0, BOOT_STACK_ADDR));
         let p = boot_regs(BootProtocol::Pvh, 0x100_0000, 0x6000);
         assert_eq!((p.rbx, p.rsi), (0x6000, 0));
         assert_eq!(p.rflags, 0x2);
@@ -210,11 +195,7 @@ mod tests {
         set_lapic_reg(&mut s, APIC_LVT0, 0x0001_0700);
         configure_lint(&mut s);
         assert_eq!((lapic_reg(&s, APIC_LVT0) >> 8) & 7, APIC_MODE_EXTINT);
-        assert_eq!(
-            lapic_reg(&s, APIC_LVT0) & 0x1_0000,
-            0x1_0000,
-            "other bits kept"
-        );
+        assert_eq!(lapic_reg(&s, APIC_LVT0) & 0x1_0000, 0x1_0000, "other bits kept");
         assert_eq!((lapic_reg(&s, APIC_LVT1) >> 8) & 7, APIC_MODE_NMI);
     }
 }

@@ -16,10 +16,7 @@ pub struct Interrupt {
 
 impl Interrupt {
     pub fn new(irqfd: EventFd) -> Self {
-        Self {
-            status: AtomicU32::new(0),
-            irqfd,
-        }
+        Self { status: AtomicU32::new(0), irqfd }
     }
 
     pub fn irqfd(&self) -> &EventFd {

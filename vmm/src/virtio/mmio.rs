@@ -40,10 +40,7 @@ impl MmioTransport {
         let mut queues = Vec::new();
         let mut queue_events = Vec::new();
         for &max in device.queue_max_sizes() {
-            queues.push(
-                Queue::new(max)
-                    .map_err(|e| std::io::Error::other(format!("queue of {max}: {e:?}")))?,
-            );
+            queues.push(Queue::new(max).map_err(|e| std::io::Error::other(format!("queue of {max}: {e:?}")))?);
             queue_events.push(EventFd::new(libc::EFD_NONBLOCK)?);
         }
         Ok(Self {
@@ -108,27 +105,18 @@ impl MmioTransport {
     }
 
     fn activate(&mut self) {
-        if let Some(bad) = self
-            .queues
-            .iter()
-            .position(|q| !q.ready() || !q.is_valid(&self.mem))
-        {
+        if let Some(bad) = self.queues.iter().position(|q| !q.ready() || !q.is_valid(&self.mem)) {
             log::warn!("virtio: refusing to start: queue {bad} is not ready or invalid");
             self.fail();
             return;
         }
-        let events: Result<Vec<EventFd>, _> =
-            self.queue_events.iter().map(EventFd::try_clone).collect();
+        let events: Result<Vec<EventFd>, _> = self.queue_events.iter().map(EventFd::try_clone).collect();
         let Ok(queue_events) = events else {
             self.fail();
             return;
         };
         // The device gets its own copies; ours keep answering register reads.
-        let queues: Result<Vec<Queue>, _> = self
-            .queues
-            .iter()
-            .map(|q| Queue::try_from(q.state()))
-            .collect();
+        let queues: Result<Vec<Queue>, _> = self.queues.iter().map(|q| Queue::try_from(q.state())).collect();
         let Ok(queues) = queues else {
             self.fail();
             return;
@@ -143,10 +131,7 @@ impl MmioTransport {
         match self.device.activate(ctx) {
             Ok(()) => self.active = true,
             Err(e) => {
-                log::warn!(
-                    "virtio: device {} failed to start: {e}",
-                    self.device.device_type()
-                );
+                log::warn!("virtio: device {} failed to start: {e}", self.device.device_type());
                 self.fail();
             }
         }
@@ -200,9 +185,7 @@ impl MmioTransport {
             0x14 => self.device_features_sel = v,
             0x20 if !self.active => match self.driver_features_sel {
                 0 => self.acked_features = (self.acked_features & !0xffff_ffff) | u64::from(v),
-                1 => {
-                    self.acked_features = (self.acked_features & 0xffff_ffff) | (u64::from(v) << 32)
-                }
+                1 => self.acked_features = (self.acked_features & 0xffff_ffff) | (u64::from(v) << 32),
                 _ => {}
             },
             0x24 => self.driver_features_sel = v,
@@ -226,11 +209,7 @@ impl MmioTransport {
             0x64 => self.interrupt.ack(v),
             0x70 => self.set_status(v),
             0x80 | 0x84 | 0x90 | 0x94 | 0xa0 | 0xa4 => {
-                let (lo, hi) = if offset % 8 == 0 {
-                    (Some(v), None)
-                } else {
-                    (None, Some(v))
-                };
+                let (lo, hi) = if offset % 8 == 0 { (Some(v), None) } else { (None, Some(v)) };
                 if let Some(q) = self.selected_queue() {
                     match offset & !0x7 {
                         0x80 => q.set_desc_table_address(lo, hi),
@@ -306,8 +285,7 @@ mod tests {
             if self.fail {
                 return Err(super::super::ActivateError::Backend("boom".into()));
             }
-            self.seen.lock().expect("lock").activated =
-                Some((ctx.queues.len(), ctx.acked_features));
+            self.seen.lock().expect("lock").activated = Some((ctx.queues.len(), ctx.acked_features));
             Ok(())
         }
         fn reset(&mut self) {
@@ -317,19 +295,10 @@ mod tests {
 
     fn transport(fail: bool) -> (MmioTransport, Arc<Mutex<Seen>>) {
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let dev = Dummy {
-            seen: seen.clone(),
-            config: [1, 2, 3, 4, 5, 6, 7, 8],
-            fail,
-        };
+        let dev = Dummy { seen: seen.clone(), config: [1, 2, 3, 4, 5, 6, 7, 8], fail };
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("mem");
-        let irq = Arc::new(Interrupt::new(
-            EventFd::new(libc::EFD_NONBLOCK).expect("eventfd"),
-        ));
-        (
-            MmioTransport::new(Box::new(dev), mem, irq).expect("transport"),
-            seen,
-        )
+        let irq = Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).expect("eventfd")));
+        (MmioTransport::new(Box::new(dev), mem, irq).expect("transport"), seen)
     }
 
     fn r(t: &mut MmioTransport, off: u64) -> u32 {
@@ -349,11 +318,7 @@ mod tests {
         w(t, 0x20, 1 << 3);
         w(t, 0x24, 1);
         w(t, 0x20, driver_features_hi);
-        w(
-            t,
-            0x70,
-            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
-        );
+        w(t, 0x70, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
         for q in 0..2u32 {
             w(t, 0x30, q);
             w(t, 0x38, 16);
@@ -389,10 +354,7 @@ mod tests {
         let (mut t, seen) = transport(false);
         bring_up(&mut t, 1);
         assert!(t.is_active());
-        assert_eq!(
-            seen.lock().expect("lock").activated,
-            Some((2, VIRTIO_F_VERSION_1 | 1 << 3))
-        );
+        assert_eq!(seen.lock().expect("lock").activated, Some((2, VIRTIO_F_VERSION_1 | 1 << 3)));
     }
 
     #[test]

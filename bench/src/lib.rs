@@ -1,0 +1,10 @@
+//! `isola bench`: boot-time benchmarks that say which backend and guest every figure
+//! comes from, and compare like with like in the same run.
+
+pub mod boot;
+pub mod plot;
+pub mod report;
+pub mod stats;
+
+pub use boot::{run_boot_bench, BootBench, BootBenchConfig, Series, SeriesKey};
+pub use stats::Summary;

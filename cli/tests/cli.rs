@@ -1,0 +1,84 @@
+//! The `isola` binary, run for real.
+
+use std::process::Command;
+
+fn isola(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_isola")).args(args).output().expect("run isola")
+}
+
+#[test]
+fn bench_boot_runs_every_series_and_phases_are_ordered() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let json = dir.path().join("boot.json");
+    let svg = dir.path().join("boot.svg");
+    let out = isola(&[
+        "bench",
+        "boot",
+        "-n",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+        json.to_str().expect("p"),
+        "--svg",
+        svg.to_str().expect("p"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("valid json");
+    let series = v["series"].as_array().expect("series");
+    assert!(series.len() >= 2, "isola-vmm and at least one peer: {v}");
+    for s in series {
+        let name = format!("{} / {}", s["key"]["backend"], s["key"]["guest"]);
+        let runs = s["runs"].as_array().expect("runs");
+        assert_eq!(runs.len(), 2, "{name}: {s}");
+        for run in runs {
+            let at = |p: &str| run[p].as_u64();
+            let total = at("exited").unwrap_or_else(|| panic!("{name}: no total in {run}"));
+            let marker = at("console_marker").unwrap_or_else(|| panic!("{name}: no marker in {run}"));
+            assert!(marker <= total, "{name}: {run}");
+            if s["key"]["backend"] == "isola-vmm" {
+                let (ready, timer, exit) = (at("vmm_ready"), at("boot_timer"), at("vmm_exit"));
+                let (ready, timer, exit) =
+                    (ready.expect("vmm_ready"), timer.expect("boot_timer"), exit.expect("vmm_exit"));
+                assert!(ready < timer && timer <= exit && exit <= total, "{name}: {run}");
+            }
+        }
+        assert!(s["failures"].as_array().expect("failures").is_empty(), "{name}: {s}");
+    }
+    assert!(v["ratios"].as_array().expect("ratios").iter().any(|r| r["phase"] == "exited"), "{v}");
+    assert!(v["inputs"]["test_guest_sha256"].as_str().is_some_and(|h| h.len() == 64));
+    let svg = std::fs::read_to_string(&svg).expect("svg written");
+    assert!(svg.starts_with("<svg") && svg.contains("isola-vmm"), "{}", &svg[..svg.len().min(200)]);
+    assert!(stdout.contains("ratio isola-vmm / peer"), "{stdout}");
+}
+
+#[test]
+fn boot_with_a_missing_kernel_is_one_clear_line() {
+    let out = isola(&["boot", "--kernel", "/nonexistent/vmlinux", "--hypervisor", "qemu"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("kernel /nonexistent/vmlinux does not exist"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    let out = isola(&["boot", "--hypervisor", "xen"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown hypervisor \"xen\""));
+    let out = isola(&["bench", "boot", "--compare", "firecracker"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--compare takes qemu or none"));
+}
+
+#[test]
+fn boot_reports_json_with_phases() {
+    let out = isola(&["boot", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["success"], true);
+    assert!(v["console"].as_str().expect("console").contains("isola-init: ready"));
+    let names: Vec<&str> = v["phases"].as_array().expect("phases").iter().filter_map(|p| p["name"].as_str()).collect();
+    assert!(names.contains(&"console_marker") && names.contains(&"exited"), "{names:?}");
+}
