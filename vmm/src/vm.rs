@@ -328,6 +328,9 @@ fn stop_vcpus(
             if let (0, VcpuOutcome::Stopped { rip }) = (id, &outcome) {
                 rip0 = Some(*rip);
             }
+            if remaining == 0 {
+                break;
+            }
         }
     }
     rip0
