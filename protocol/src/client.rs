@@ -1,0 +1,203 @@
+//! The host side: connect to a sandbox's agent over hybrid vsock and make calls.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::frame::{read_frame, write_frame, FrameError};
+use crate::{AgentError, Request, Response, StdioStream, AGENT_PORT, PROTOCOL_VERSION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {path}: {source}")]
+    Connect { path: PathBuf, source: std::io::Error },
+    #[error("vsock handshake with {path} for port {port} failed: {reason}")]
+    Handshake { path: PathBuf, port: u32, reason: String },
+    #[error("agent: {0}")]
+    Frame(#[from] FrameError),
+    #[error("agent refused: {0}")]
+    Agent(AgentError),
+    #[error("unexpected reply {0:?}")]
+    Unexpected(Box<Response>),
+    #[error("agent speaks protocol {agent}, this host speaks {host}")]
+    Version { agent: u32, host: u32 },
+    #[error("agent did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Opens a stream to guest `port` through the hybrid-vsock socket at `uds`
+/// (`CONNECT <port>\n` → `OK <hostport>\n`), the protocol of Firecracker, Cloud
+/// Hypervisor, isola-vmm and vhost-device-vsock alike.
+pub fn connect_vsock(uds: &Path, port: u32, timeout: Duration) -> Result<UnixStream, ClientError> {
+    let s = UnixStream::connect(uds).map_err(|source| ClientError::Connect { path: uds.into(), source })?;
+    let hs = |reason: String| ClientError::Handshake { path: uds.into(), port, reason };
+    s.set_read_timeout(Some(timeout)).map_err(|e| hs(e.to_string()))?;
+    (&s).write_all(format!("CONNECT {port}\n").as_bytes()).map_err(|e| hs(e.to_string()))?;
+    // Read the reply byte by byte: anything after the newline belongs to the stream.
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 64 {
+        match (&s).read(&mut byte) {
+            Ok(0) => return Err(hs("closed before OK (is anything listening?)".into())),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) => return Err(hs(e.to_string())),
+        }
+    }
+    let line = String::from_utf8_lossy(&line);
+    if !line.starts_with("OK ") {
+        return Err(hs(format!("expected OK, got {line:?}")));
+    }
+    s.set_read_timeout(None).map_err(|e| hs(e.to_string()))?;
+    Ok(s)
+}
+
+/// A control connection to the agent.
+pub struct AgentClient {
+    uds: PathBuf,
+    stream: UnixStream,
+    timeout: Duration,
+}
+
+impl AgentClient {
+    pub fn connect(uds: &Path, timeout: Duration) -> Result<Self, ClientError> {
+        let stream = connect_vsock(uds, AGENT_PORT, timeout)?;
+        Ok(Self { uds: uds.into(), stream, timeout })
+    }
+
+    /// Retries until the agent listens (the guest is booting) or `deadline` passes.
+    pub fn connect_when_ready(uds: &Path, deadline: Duration, timeout: Duration) -> Result<Self, ClientError> {
+        let until = std::time::Instant::now() + deadline;
+        loop {
+            match Self::connect(uds, timeout).and_then(|mut c| c.ping().map(|_| c)) {
+                Ok(c) => return Ok(c),
+                Err(e @ ClientError::Version { .. }) => return Err(e),
+                Err(e) if std::time::Instant::now() >= until => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// One request, one reply, within the client's timeout (None: wait forever, for `Wait`).
+    pub fn call_with(&mut self, req: &Request, timeout: Option<Duration>) -> Result<Response, ClientError> {
+        self.stream.set_read_timeout(timeout).map_err(FrameError::Io)?;
+        write_frame(&mut self.stream, req)?;
+        match read_frame::<Response, _>(&mut self.stream) {
+            Ok(Response::Error(e)) => Err(ClientError::Agent(e)),
+            Ok(r) => Ok(r),
+            Err(FrameError::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(ClientError::Timeout(timeout.unwrap_or_default()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        let t = self.timeout;
+        self.call_with(req, Some(t))
+    }
+
+    /// Expects `Ok`.
+    pub fn call_ok(&mut self, req: &Request) -> Result<(), ClientError> {
+        match self.call(req)? {
+            Response::Ok => Ok(()),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    pub fn ping(&mut self) -> Result<String, ClientError> {
+        match self.call(&Request::Ping)? {
+            Response::Pong { protocol, agent } if protocol == PROTOCOL_VERSION => Ok(agent),
+            Response::Pong { protocol, .. } => Err(ClientError::Version { agent: protocol, host: PROTOCOL_VERSION }),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+
+    /// A new connection carrying one stdio stream of a process.
+    pub fn attach(&self, id: &str, exec_id: Option<&str>, stream: StdioStream) -> Result<UnixStream, ClientError> {
+        let req = Request::AttachStdio { id: id.into(), exec_id: exec_id.map(Into::into), stream };
+        self.stream_connection(&req)
+    }
+
+    /// A new connection on which to send `id`'s rootfs as a tar stream.
+    pub fn upload_rootfs(&self, id: &str) -> Result<UnixStream, ClientError> {
+        self.stream_connection(&Request::UploadRootfs { id: id.into() })
+    }
+
+    fn stream_connection(&self, req: &Request) -> Result<UnixStream, ClientError> {
+        let mut s = connect_vsock(&self.uds, AGENT_PORT, self.timeout)?;
+        s.set_read_timeout(Some(self.timeout)).map_err(FrameError::Io)?;
+        write_frame(&mut s, req)?;
+        match read_frame::<Response, _>(&mut s)? {
+            Response::Ok => {
+                s.set_read_timeout(None).map_err(FrameError::Io)?;
+                Ok(s)
+            }
+            Response::Error(e) => Err(ClientError::Agent(e)),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
+    }
+}
+
+/// Serves the hybrid-vsock handshake on a plain unix listener: used by tests that run
+/// the agent on the host.
+pub fn accept_handshake<S: Read + Write>(s: &mut S) -> std::io::Result<u32> {
+    let mut r = BufReader::new(&mut *s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let port = line
+        .trim()
+        .strip_prefix("CONNECT ")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad handshake {line:?}")))?;
+    drop(r);
+    s.write_all(format!("OK {port}\n").as_bytes())?;
+    Ok(port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn handshake_then_ping_over_a_unix_socket() {
+        let dir = std::env::temp_dir().join(format!("isola-proto-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("v.sock");
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).expect("bind");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            assert_eq!(accept_handshake(&mut s).expect("handshake"), AGENT_PORT);
+            let req: Request = read_frame(&mut s).expect("req");
+            assert_eq!(req, Request::Ping);
+            write_frame(&mut s, &Response::Pong { protocol: PROTOCOL_VERSION + 1, agent: "t".into() }).expect("reply");
+        });
+        let mut c = AgentClient::connect(&path, Duration::from_secs(5)).expect("connect");
+        let e = c.ping().expect_err("version mismatch");
+        assert!(matches!(e, ClientError::Version { .. }), "{e}");
+        server.join().expect("server");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn refused_handshake_is_named() {
+        let dir = std::env::temp_dir().join(format!("isola-proto2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("v.sock");
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).expect("bind");
+        let server = std::thread::spawn(move || {
+            let (s, _) = l.accept().expect("accept");
+            drop(s);
+        });
+        let e = connect_vsock(&path, 7, Duration::from_secs(5)).expect_err("closed");
+        assert!(e.to_string().contains("port 7"), "{e}");
+        server.join().expect("server");
+        let e = connect_vsock(&dir.join("missing.sock"), 7, Duration::from_secs(1)).expect_err("missing");
+        assert!(matches!(e, ClientError::Connect { .. }));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
