@@ -65,7 +65,7 @@ mod tests {
 
     #[test]
     fn a_failed_mount_stops_and_names_the_target() {
-        let rec = Recording { fail_mount: Some("/dev".into()), ..Default::default() };
+        let rec = Recording { fail_on: Some("mount devtmpfs".into()), ..Default::default() };
         let e = mount_early(&rec).expect_err("fails");
         assert!(e.to_string().contains("/dev"), "{e}");
         assert!(!rec.calls().iter().any(|c| c.contains("/dev/pts")), "stopped at the failure");

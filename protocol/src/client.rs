@@ -86,7 +86,9 @@ impl AgentClient {
         match read_frame::<Response, _>(&mut self.stream) {
             Ok(Response::Error(e)) => Err(ClientError::Agent(e)),
             Ok(r) => Ok(r),
-            Err(FrameError::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(FrameError::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
                 Err(ClientError::Timeout(timeout.unwrap_or_default()))
             }
             Err(e) => Err(e.into()),

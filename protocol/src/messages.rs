@@ -85,30 +85,73 @@ pub struct ContainerStats {
 pub enum Request {
     /// Liveness and version.
     Ping,
-    CreateSandbox { config: SandboxConfig },
+    CreateSandbox {
+        config: SandboxConfig,
+    },
     /// Prepares the container (rootfs, namespaces, cgroup); its process waits for `Start`.
-    CreateContainer { id: String, spec: Box<Spec>, rootfs: RootfsSource },
+    CreateContainer {
+        id: String,
+        spec: Box<Spec>,
+        rootfs: RootfsSource,
+    },
     /// Starts the container's init (`exec_id` None) or a process added by `Exec`.
-    Start { id: String, exec_id: Option<String> },
+    Start {
+        id: String,
+        exec_id: Option<String>,
+    },
     /// Adds a process to a running container; it waits for `Start` too.
-    Exec { id: String, exec_id: String, process: Box<Process> },
-    Signal { id: String, exec_id: Option<String>, signal: i32 },
+    Exec {
+        id: String,
+        exec_id: String,
+        process: Box<Process>,
+    },
+    Signal {
+        id: String,
+        exec_id: Option<String>,
+        signal: i32,
+    },
     /// Blocks until the process exits.
-    Wait { id: String, exec_id: Option<String> },
-    CloseStdin { id: String, exec_id: Option<String> },
-    ResizeTty { id: String, exec_id: Option<String>, rows: u16, cols: u16 },
-    Stats { id: String },
-    Pause { id: String },
-    Resume { id: String },
+    Wait {
+        id: String,
+        exec_id: Option<String>,
+    },
+    CloseStdin {
+        id: String,
+        exec_id: Option<String>,
+    },
+    ResizeTty {
+        id: String,
+        exec_id: Option<String>,
+        rows: u16,
+        cols: u16,
+    },
+    Stats {
+        id: String,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
     /// Removes a stopped container (kills it first when `force`).
-    Delete { id: String, force: bool },
+    Delete {
+        id: String,
+        force: bool,
+    },
     List,
     /// Powers the guest off.
     Shutdown,
     /// Turns this connection into one stdio stream of a process.
-    AttachStdio { id: String, exec_id: Option<String>, stream: StdioStream },
+    AttachStdio {
+        id: String,
+        exec_id: Option<String>,
+        stream: StdioStream,
+    },
     /// Turns this connection into the tar stream of a container's rootfs (before `CreateContainer`).
-    UploadRootfs { id: String },
+    UploadRootfs {
+        id: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,7 +176,10 @@ pub fn validate_id(id: &str) -> Result<(), AgentError> {
     if ok {
         Ok(())
     } else {
-        Err(AgentError::new(crate::ErrorCode::InvalidArgument, format!("invalid id {id:?}: use 1-64 of [A-Za-z0-9_.-]")))
+        Err(AgentError::new(
+            crate::ErrorCode::InvalidArgument,
+            format!("invalid id {id:?}: use 1-64 of [A-Za-z0-9_.-]"),
+        ))
     }
 }
 

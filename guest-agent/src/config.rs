@@ -1,0 +1,271 @@
+//! What the init helper needs to build one container process, derived from the OCI
+//! spec by the agent and handed to the helper as JSON.
+
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::MsFlags;
+use oci_spec::runtime::{Process, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::syscall::{CapSets, Rlimit};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("spec has no process")]
+    NoProcess,
+    #[error("process has no args")]
+    NoArgs,
+    #[error("path {0:?} must be absolute and must not contain '..'")]
+    BadPath(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub source: String,
+    /// Absolute path inside the container.
+    pub destination: String,
+    pub fstype: String,
+    pub flags: u64,
+    pub data: Option<String>,
+    /// A bind mount of a file (so the target is a file, not a directory).
+    pub file_bind: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessConfig {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub terminal: bool,
+    pub rlimits: Vec<Rlimit>,
+    pub caps: Option<CapSets>,
+    pub no_new_privileges: bool,
+    pub oom_score_adj: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// A new container: fresh namespaces, this rootfs.
+    Create {
+        rootfs: PathBuf,
+        hostname: Option<String>,
+        mounts: Vec<MountSpec>,
+        masked: Vec<String>,
+        readonly: Vec<String>,
+        /// (path in the container, contents): /etc/hosts, /etc/resolv.conf, /etc/hostname.
+        files: Vec<(String, String)>,
+    },
+    /// A process joining the namespaces of the container whose init is `pid`.
+    Exec { pid: i32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitConfig {
+    pub mode: Mode,
+    /// The cgroup directory to join before anything else.
+    pub cgroup: Option<PathBuf>,
+    pub process: ProcessConfig,
+}
+
+/// Joins an absolute container path onto `root`, refusing `..` so nothing lands outside.
+pub fn join_inside(root: &Path, path: &str) -> Result<PathBuf, ConfigError> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(ConfigError::BadPath(path.into()));
+    }
+    let mut out = root.to_path_buf();
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir | Component::Prefix(_) => return Err(ConfigError::BadPath(path.into())),
+        }
+    }
+    Ok(out)
+}
+
+/// OCI mount options → (flags, data).
+pub fn mount_flags(options: &[String]) -> (MsFlags, Option<String>) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options {
+        match o.as_str() {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" | "defaults" => {}
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {}
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, (!data.is_empty()).then(|| data.join(",")))
+}
+
+fn process_config(p: &Process) -> Result<ProcessConfig, ConfigError> {
+    let args = p.args().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err(ConfigError::NoArgs);
+    }
+    let cwd = p.cwd().to_string_lossy().to_string();
+    join_inside(Path::new("/"), &cwd)?;
+    let user = p.user();
+    let caps = p.capabilities().as_ref().map(|c| {
+        let names = |s: &Option<oci_spec::runtime::Capabilities>| -> Vec<String> {
+            let mut v: Vec<String> =
+                s.iter().flatten().map(|c| format!("CAP_{c}").replace("CAP_CAP_", "CAP_")).collect();
+            v.sort();
+            v
+        };
+        CapSets {
+            bounding: names(c.bounding()),
+            effective: names(c.effective()),
+            permitted: names(c.permitted()),
+            inheritable: names(c.inheritable()),
+            ambient: names(c.ambient()),
+        }
+    });
+    let rlimits = p
+        .rlimits()
+        .iter()
+        .flatten()
+        .map(|r| {
+            (
+                format!("{:?}", r.typ()).to_uppercase().replace("RLIMIT", "RLIMIT_").replace("RLIMIT__", "RLIMIT_"),
+                r.soft(),
+                r.hard(),
+            )
+        })
+        .collect();
+    Ok(ProcessConfig {
+        args,
+        env: p.env().clone().unwrap_or_default(),
+        cwd,
+        uid: user.uid(),
+        gid: user.gid(),
+        groups: user.additional_gids().clone().unwrap_or_default(),
+        terminal: p.terminal().unwrap_or(false),
+        rlimits,
+        caps,
+        no_new_privileges: p.no_new_privileges().unwrap_or(false),
+        oom_score_adj: p.oom_score_adj(),
+    })
+}
+
+/// Builds the helper's config for a new container from its spec.
+pub fn for_create(
+    spec: &Spec,
+    rootfs: &Path,
+    cgroup: Option<PathBuf>,
+    files: Vec<(String, String)>,
+) -> Result<InitConfig, ConfigError> {
+    let process = process_config(spec.process().as_ref().ok_or(ConfigError::NoProcess)?)?;
+    let mut mounts = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        let dest = m.destination().to_string_lossy().to_string();
+        join_inside(Path::new("/"), &dest)?;
+        let (flags, data) = mount_flags(m.options().as_deref().unwrap_or(&[]));
+        let source = m.source().as_ref().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "none".into());
+        let fstype = m.typ().clone().unwrap_or_default();
+        let is_bind = flags.contains(MsFlags::MS_BIND) || fstype == "bind";
+        let file_bind = is_bind && Path::new(&source).is_file();
+        let bind_type = fstype == "bind";
+        mounts.push(MountSpec {
+            source,
+            destination: dest,
+            fstype: if bind_type { String::new() } else { fstype },
+            flags: (if bind_type { flags | MsFlags::MS_BIND } else { flags }).bits(),
+            data,
+            file_bind,
+        });
+    }
+    let linux = spec.linux().as_ref();
+    Ok(InitConfig {
+        mode: Mode::Create {
+            rootfs: rootfs.to_path_buf(),
+            hostname: spec.hostname().clone(),
+            mounts,
+            masked: linux.and_then(|l| l.masked_paths().clone()).unwrap_or_default(),
+            readonly: linux.and_then(|l| l.readonly_paths().clone()).unwrap_or_default(),
+            files,
+        },
+        cgroup,
+        process,
+    })
+}
+
+/// Builds the helper's config for a process joining container init `pid`.
+pub fn for_exec(process: &Process, pid: i32, cgroup: Option<PathBuf>) -> Result<InitConfig, ConfigError> {
+    Ok(InitConfig { mode: Mode::Exec { pid }, cgroup, process: process_config(process)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_never_leave_the_root() {
+        let r = Path::new("/run/c/rootfs");
+        assert_eq!(join_inside(r, "/etc/hosts").expect("ok"), Path::new("/run/c/rootfs/etc/hosts"));
+        assert_eq!(join_inside(r, "/./a//b").expect("ok"), Path::new("/run/c/rootfs/a/b"));
+        for bad in ["../etc", "/a/../../etc/shadow", "relative", "/.."] {
+            assert!(join_inside(r, bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let (f, d) = mount_flags(&["nosuid".into(), "strictatime".into(), "mode=755".into(), "size=65536k".into()]);
+        assert!(f.contains(MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME));
+        assert_eq!(d.as_deref(), Some("mode=755,size=65536k"));
+        let (f, d) = mount_flags(&["rbind".into(), "ro".into(), "rprivate".into()]);
+        assert!(f.contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
+        assert_eq!(d, None);
+    }
+
+    #[test]
+    fn default_spec_translates_with_its_mounts_and_caps() {
+        let mut spec = Spec::default();
+        let mut p = spec.process().clone().expect("default process");
+        p.set_args(Some(vec!["/bin/echo".into(), "hi".into()]));
+        spec.set_process(Some(p));
+        let cfg = for_create(&spec, Path::new("/r"), None, vec![]).expect("config");
+        let Mode::Create { mounts, masked, .. } = &cfg.mode else { panic!("create mode") };
+        assert!(mounts.iter().any(|m| m.destination == "/proc" && m.fstype == "proc"));
+        assert!(mounts
+            .iter()
+            .any(|m| m.destination == "/dev/pts" && m.data.as_deref().is_some_and(|d| d.contains("newinstance"))));
+        assert!(masked.iter().any(|m| m == "/proc/kcore"));
+        let caps = cfg.process.caps.expect("caps");
+        assert!(caps.bounding.contains(&"CAP_KILL".to_string()), "{:?}", caps.bounding);
+        assert_eq!(cfg.process.args, ["/bin/echo", "hi"]);
+        assert!(cfg.process.rlimits.iter().any(|r| r.0 == "RLIMIT_NOFILE"), "{:?}", cfg.process.rlimits);
+    }
+
+    #[test]
+    fn specs_without_a_runnable_process_or_with_escaping_mounts_are_refused() {
+        let mut spec = Spec::default();
+        spec.set_process(None);
+        assert_eq!(for_create(&spec, Path::new("/r"), None, vec![]), Err(ConfigError::NoProcess));
+        let spec = Spec::default();
+        let mut p = spec.process().clone().expect("process");
+        p.set_args(Some(vec![]));
+        assert_eq!(for_exec(&p, 1, None), Err(ConfigError::NoArgs));
+        let mut spec = Spec::default();
+        let mut p = spec.process().clone().expect("process");
+        p.set_args(Some(vec!["sh".into()]));
+        spec.set_process(Some(p));
+        let mut mounts = spec.mounts().clone().expect("mounts");
+        mounts[0].set_destination("/../../host".into());
+        spec.set_mounts(Some(mounts));
+        assert!(matches!(for_create(&spec, Path::new("/r"), None, vec![]), Err(ConfigError::BadPath(_))));
+    }
+}

@@ -1,0 +1,290 @@
+//! The container-process sequence, in the order the kernel needs it:
+//! join the cgroup, enter namespaces (before the fork that makes PID 1), then in the
+//! child: private mounts, rootfs and its mounts, pivot_root, masks, hostname,
+//! session and tty, limits, credentials, capabilities, no_new_privs, cwd, exec.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+
+use crate::config::{join_inside, InitConfig, Mode, ProcessConfig};
+use crate::syscall::{Syscall, SyscallError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Sys(#[from] SyscallError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// Namespaces of a new container. The network namespace is the sandbox's (the VM's)
+/// and is shared by the pod's containers.
+pub const CONTAINER_NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWNS
+    .union(CloneFlags::CLONE_NEWPID)
+    .union(CloneFlags::CLONE_NEWUTS)
+    .union(CloneFlags::CLONE_NEWIPC);
+
+/// Devices every container gets, bind-mounted from the guest's /dev.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Before the fork: cgroup, then namespaces (a new PID namespace applies to children).
+pub fn enter(sys: &dyn Syscall, cfg: &InitConfig) -> Result<(), SetupError> {
+    if let Some(cg) = &cfg.cgroup {
+        sys.write_file(&cg.join("cgroup.procs"), b"0")?;
+    }
+    match &cfg.mode {
+        Mode::Create { .. } => sys.unshare(CONTAINER_NAMESPACES)?,
+        Mode::Exec { pid } => {
+            let ns = PathBuf::from(format!("/proc/{pid}/ns"));
+            // Mount last: after it, /proc/<pid> is the container's view.
+            for (name, kind) in [
+                ("ipc", CloneFlags::CLONE_NEWIPC),
+                ("uts", CloneFlags::CLONE_NEWUTS),
+                ("pid", CloneFlags::CLONE_NEWPID),
+                ("mnt", CloneFlags::CLONE_NEWNS),
+            ] {
+                sys.setns(&ns.join(name), kind)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn setup_rootfs(
+    sys: &dyn Syscall,
+    rootfs: &Path,
+    mounts: &[crate::config::MountSpec],
+    files: &[(String, String)],
+) -> Result<(), SetupError> {
+    // Nothing we mount may propagate back to the agent's namespace.
+    sys.mount("none", Path::new("/"), "", MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    let rootfs_str = rootfs.to_string_lossy();
+    sys.mount(&rootfs_str, rootfs, "", MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    for m in mounts {
+        let target = join_inside(rootfs, &m.destination)?;
+        if m.file_bind {
+            sys.touch(&target)?;
+        } else {
+            sys.mkdir_all(&target)?;
+        }
+        let flags = MsFlags::from_bits_truncate(m.flags);
+        let is_bind = flags.contains(MsFlags::MS_BIND);
+        // Read-only binds need a remount: the first bind ignores MS_RDONLY.
+        sys.mount(&m.source, &target, &m.fstype, flags & !MsFlags::MS_RDONLY, m.data.as_deref())?;
+        if is_bind && flags.contains(MsFlags::MS_RDONLY) {
+            sys.mount(&m.source, &target, "", flags | MsFlags::MS_REMOUNT, None)?;
+        } else if !is_bind && flags.contains(MsFlags::MS_RDONLY) {
+            sys.mount(&m.source, &target, &m.fstype, flags | MsFlags::MS_REMOUNT, m.data.as_deref())?;
+        }
+    }
+    let dev = rootfs.join("dev");
+    sys.mkdir_all(&dev)?;
+    for d in DEVICES {
+        let target = dev.join(d);
+        sys.touch(&target)?;
+        sys.mount(&format!("/dev/{d}"), &target, "", MsFlags::MS_BIND, None)?;
+    }
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        sys.symlink(target, &dev.join(link))?;
+    }
+    for (path, contents) in files {
+        let p = join_inside(rootfs, path)?;
+        if let Some(parent) = p.parent() {
+            sys.mkdir_all(parent)?;
+        }
+        sys.write_file(&p, contents.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn enter_rootfs(sys: &dyn Syscall, rootfs: &Path) -> Result<(), SetupError> {
+    // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves
+    // only the container's tree (no put_old directory needed in the image).
+    sys.chdir(rootfs)?;
+    sys.pivot_root(Path::new("."), Path::new("."))?;
+    sys.umount_detach(Path::new("."))?;
+    sys.chdir(Path::new("/"))?;
+    Ok(())
+}
+
+fn setup_process(sys: &dyn Syscall, p: &ProcessConfig) -> Result<(), SetupError> {
+    sys.setsid()?;
+    if p.terminal {
+        sys.set_controlling_tty()?;
+    }
+    for r in &p.rlimits {
+        sys.set_rlimit(r)?;
+    }
+    if let Some(adj) = p.oom_score_adj {
+        sys.write_file(Path::new("/proc/self/oom_score_adj"), adj.to_string().as_bytes())?;
+    }
+    sys.set_groups(&p.groups)?;
+    sys.set_ids(p.uid, p.gid)?;
+    if let Some(c) = &p.caps {
+        sys.set_capabilities(c)?;
+    }
+    if p.no_new_privileges {
+        sys.set_no_new_privs()?;
+    }
+    sys.chdir(Path::new(&p.cwd))?;
+    Ok(())
+}
+
+/// After the fork, in what becomes the container process: everything up to exec.
+/// `wait_for_start` blocks until the host says Start (after the rootfs is ready, so
+/// setup errors surface at create time).
+pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig, wait_for_start: &mut dyn FnMut()) -> Result<(), SetupError> {
+    if let Mode::Create { rootfs, hostname, mounts, masked, readonly, files } = &cfg.mode {
+        setup_rootfs(sys, rootfs, mounts, files)?;
+        enter_rootfs(sys, rootfs)?;
+        for m in masked {
+            sys.mask_path(Path::new(m))?;
+        }
+        for r in readonly {
+            sys.readonly_path(Path::new(r))?;
+        }
+        if let Some(h) = hostname {
+            sys.sethostname(h)?;
+        }
+    }
+    wait_for_start();
+    setup_process(sys, &cfg.process)?;
+    Ok(())
+}
+
+/// Replaces the process with the container's program; returns only the failure.
+pub fn exec(sys: &dyn Syscall, p: &ProcessConfig) -> SyscallError {
+    sys.exec(&p.args[0], &p.args, &p.env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MountSpec;
+    use crate::syscall::Recording;
+
+    fn process() -> ProcessConfig {
+        ProcessConfig {
+            args: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/work".into(),
+            uid: 1000,
+            gid: 1000,
+            groups: vec![10],
+            terminal: true,
+            rlimits: vec![("RLIMIT_NOFILE".into(), 1024, 1024)],
+            caps: Some(Default::default()),
+            no_new_privileges: true,
+            oom_score_adj: Some(100),
+        }
+    }
+
+    fn create() -> InitConfig {
+        InitConfig {
+            mode: Mode::Create {
+                rootfs: "/run/isola/c1/rootfs".into(),
+                hostname: Some("box".into()),
+                mounts: vec![
+                    MountSpec {
+                        source: "proc".into(),
+                        destination: "/proc".into(),
+                        fstype: "proc".into(),
+                        flags: 0,
+                        data: None,
+                        file_bind: false,
+                    },
+                    MountSpec {
+                        source: "/data".into(),
+                        destination: "/data".into(),
+                        fstype: "".into(),
+                        flags: (MsFlags::MS_BIND | MsFlags::MS_RDONLY).bits(),
+                        data: None,
+                        file_bind: false,
+                    },
+                ],
+                masked: vec!["/proc/kcore".into()],
+                readonly: vec!["/proc/sys".into()],
+                files: vec![("/etc/hosts".into(), "127.0.0.1 localhost\n".into())],
+            },
+            cgroup: Some("/sys/fs/cgroup/isola/c1".into()),
+            process: process(),
+        }
+    }
+
+    fn run(cfg: &InitConfig) -> Vec<String> {
+        let rec = Recording::default();
+        enter(&rec, cfg).expect("enter");
+        let mut started = false;
+        prepare(&rec, cfg, &mut || started = true).expect("prepare");
+        assert!(started);
+        let _ = exec(&rec, &cfg.process);
+        rec.calls()
+    }
+
+    fn pos(calls: &[String], prefix: &str) -> usize {
+        calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in {calls:#?}"))
+    }
+
+    #[test]
+    fn create_order_cgroup_namespaces_mounts_pivot_credentials_exec() {
+        let c = run(&create());
+        assert_eq!(c[0], "write /sys/fs/cgroup/isola/c1/cgroup.procs 0");
+        assert_eq!(c[1], format!("unshare {:#x}", CONTAINER_NAMESPACES.bits()));
+        assert!(c[2].starts_with("mount none / "), "private propagation first: {}", c[2]);
+        let proc_mount = pos(&c, "mount proc /run/isola/c1/rootfs/proc proc");
+        let hosts = pos(&c, "write /run/isola/c1/rootfs/etc/hosts");
+        let pivot = pos(&c, "pivot_root . .");
+        assert!(proc_mount < pivot && hosts < pivot);
+        assert!(pivot < pos(&c, "umount ."));
+        assert!(pivot < pos(&c, "mask /proc/kcore"));
+        assert!(pivot < pos(&c, "readonly /proc/sys"));
+        let ids = pos(&c, "setids 1000 1000");
+        assert!(pos(&c, "setgroups") < ids && pos(&c, "rlimit") < ids);
+        assert!(pos(&c, "write /proc/self/oom_score_adj 100") < ids, "needs privilege");
+        assert!(ids < pos(&c, "caps") && pos(&c, "caps") < pos(&c, "no_new_privs"));
+        assert!(pos(&c, "setsid") < pos(&c, "set_controlling_tty"));
+        assert_eq!(c.last().expect("calls"), "exec /bin/sh /bin/sh -c true");
+        assert_eq!(c[c.len() - 2], "chdir /work");
+    }
+
+    #[test]
+    fn readonly_bind_is_remounted_and_devices_are_bound() {
+        let c = run(&create());
+        let bind = pos(&c, "mount /data /run/isola/c1/rootfs/data");
+        assert!(
+            c[bind + 1].starts_with("mount /data /run/isola/c1/rootfs/data"),
+            "remount follows: {:?}",
+            &c[bind..bind + 2]
+        );
+        for d in DEVICES {
+            pos(&c, &format!("mount /dev/{d} /run/isola/c1/rootfs/dev/{d}"));
+        }
+    }
+
+    #[test]
+    fn exec_joins_namespaces_mount_last_and_never_pivots() {
+        let cfg = InitConfig { mode: Mode::Exec { pid: 42 }, cgroup: None, process: process() };
+        let c = run(&cfg);
+        let ns: Vec<&String> = c.iter().filter(|x| x.starts_with("setns")).collect();
+        assert_eq!(ns.len(), 4);
+        assert_eq!(ns[3], "setns /proc/42/ns/mnt");
+        assert!(!c.iter().any(|x| x.starts_with("pivot_root") || x.starts_with("unshare")));
+    }
+
+    #[test]
+    fn a_failing_step_stops_before_exec() {
+        let rec = Recording { fail_on: Some("pivot_root".into()), ..Default::default() };
+        let cfg = create();
+        enter(&rec, &cfg).expect("enter");
+        assert!(prepare(&rec, &cfg, &mut || {}).is_err());
+        assert!(!rec.calls().iter().any(|c| c.starts_with("exec") || c.starts_with("setids")));
+    }
+}
