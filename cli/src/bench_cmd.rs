@@ -32,7 +32,7 @@ pub struct BootBenchArgs {
     #[arg(long, default_value_t = 1)]
     cpus: u8,
     /// Kernel command line for every guest.
-    #[arg(long, default_value = isola_sandbox::hypervisor::DEFAULT_CMDLINE)]
+    #[arg(long, default_value = isola_sandbox::hypervisor::BOOT_PROBE_CMDLINE)]
     cmdline: String,
     /// Where to write the JSON result.
     #[arg(long, default_value = "bench-results/boot.json")]

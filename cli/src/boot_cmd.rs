@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use isola_sandbox::hypervisor::DEFAULT_CMDLINE;
+use isola_sandbox::hypervisor::BOOT_PROBE_CMDLINE;
 use isola_sandbox::{assets, boot, choose, detect_kvm, BootSpec, HypervisorKind, QemuAccel};
 
 /// What `isola boot` waits for on the console by default: our /init's marker.
@@ -30,7 +30,7 @@ pub struct BootArgs {
     #[arg(long, default_value = "auto")]
     accel: QemuAccel,
     /// Kernel command line.
-    #[arg(long, default_value = DEFAULT_CMDLINE)]
+    #[arg(long, default_value = BOOT_PROBE_CMDLINE)]
     cmdline: String,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 256)]

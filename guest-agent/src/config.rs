@@ -174,7 +174,11 @@ pub fn for_create(
         join_inside(Path::new("/"), &dest)?;
         let (flags, data) = mount_flags(m.options().as_deref().unwrap_or(&[]));
         let source = m.source().as_ref().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "none".into());
-        let fstype = m.typ().clone().unwrap_or_default();
+        let mut fstype = m.typ().clone().unwrap_or_default();
+        // The guest has only the unified hierarchy (as runc does on cgroup v2 hosts).
+        if fstype == "cgroup" {
+            fstype = "cgroup2".into();
+        }
         let is_bind = flags.contains(MsFlags::MS_BIND) || fstype == "bind";
         let file_bind = is_bind && Path::new(&source).is_file();
         let bind_type = fstype == "bind";
@@ -244,6 +248,7 @@ mod tests {
             .iter()
             .any(|m| m.destination == "/dev/pts" && m.data.as_deref().is_some_and(|d| d.contains("newinstance"))));
         assert!(masked.iter().any(|m| m == "/proc/kcore"));
+        assert!(mounts.iter().any(|m| m.destination == "/sys/fs/cgroup" && m.fstype == "cgroup2"));
         let caps = cfg.process.caps.expect("caps");
         assert!(caps.bounding.contains(&"CAP_KILL".to_string()), "{:?}", caps.bounding);
         assert_eq!(cfg.process.args, ["/bin/echo", "hi"]);

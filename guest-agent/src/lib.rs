@@ -1,7 +1,15 @@
-//! The isola guest agent: PID 1 inside the microVM.
+//! The isola guest agent: PID 1 inside the microVM. It runs OCI containers on the
+//! host's behalf: rootfs, namespaces, cgroups, stdio, exit statuses.
 
+pub mod agent;
 pub mod boot_timer;
+pub mod cgroup;
 pub mod config;
+pub mod helper;
 pub mod init;
+pub mod reaper;
+pub mod rootfs;
+pub mod server;
 pub mod setup;
+pub mod stdio;
 pub mod syscall;

@@ -70,13 +70,15 @@ fn setup_rootfs(
             sys.mkdir_all(&target)?;
         }
         let flags = MsFlags::from_bits_truncate(m.flags);
-        let is_bind = flags.contains(MsFlags::MS_BIND);
-        // Read-only binds need a remount: the first bind ignores MS_RDONLY.
         sys.mount(&m.source, &target, &m.fstype, flags & !MsFlags::MS_RDONLY, m.data.as_deref())?;
-        if is_bind && flags.contains(MsFlags::MS_RDONLY) {
-            sys.mount(&m.source, &target, "", flags | MsFlags::MS_REMOUNT, None)?;
-        } else if !is_bind && flags.contains(MsFlags::MS_RDONLY) {
-            sys.mount(&m.source, &target, &m.fstype, flags | MsFlags::MS_REMOUNT, m.data.as_deref())?;
+        if flags.contains(MsFlags::MS_RDONLY) {
+            // Read-only on this mount point only: a plain remount would make a shared
+            // superblock (cgroup2, a bind source) read-only everywhere.
+            let ro = MsFlags::MS_REMOUNT
+                | MsFlags::MS_BIND
+                | MsFlags::MS_RDONLY
+                | (flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_REC));
+            sys.mount(&m.source, &target, "", ro, None)?;
         }
     }
     let dev = rootfs.join("dev");

@@ -243,9 +243,11 @@ impl Syscall for Linux {
                 caps::drop(None, caps::CapSet::Bounding, cap).map_err(map)?;
             }
         }
+        // capset(2) rules fix the order: inheritable while permitted is still full,
+        // effective before permitted shrinks under it, ambient last (needs both).
         caps::set(None, caps::CapSet::Inheritable, &cap_set(&c.inheritable)?).map_err(map)?;
-        caps::set(None, caps::CapSet::Permitted, &cap_set(&c.permitted)?).map_err(map)?;
         caps::set(None, caps::CapSet::Effective, &cap_set(&c.effective)?).map_err(map)?;
+        caps::set(None, caps::CapSet::Permitted, &cap_set(&c.permitted)?).map_err(map)?;
         caps::set(None, caps::CapSet::Ambient, &cap_set(&c.ambient)?).map_err(map)?;
         Ok(())
     }

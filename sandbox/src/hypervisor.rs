@@ -85,6 +85,9 @@ pub struct BootSpec {
 /// The default guest command line: serial console, reset on reboot and panic.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
 
+/// For boot probes and benchmarks: the agent prints its ready marker and powers off.
+pub const BOOT_PROBE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet isola.oneshot";
+
 #[derive(Debug, thiserror::Error)]
 pub enum HypervisorError {
     #[error("{0} not found next to this program or on PATH{1}")]

@@ -26,7 +26,7 @@ pub fn linux_spec(timeout: Duration) -> BootSpec {
     BootSpec {
         kernel,
         initrd: Some(initrd),
-        cmdline: isola_sandbox::hypervisor::DEFAULT_CMDLINE.into(),
+        cmdline: isola_sandbox::hypervisor::BOOT_PROBE_CMDLINE.into(),
         mem_mib: 256,
         vcpus: 1,
         timeout,

@@ -1,0 +1,565 @@
+//! The agent's state and request handling: containers, their processes, and the
+//! host's requests against them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use isola_protocol::{
+    validate_id, AgentError, ContainerInfo, ContainerStatus, ErrorCode, ExitStatus, Request, Response, RootfsSource,
+    SandboxConfig, StdioStream, PROTOCOL_VERSION,
+};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use crate::cgroup::Cgroup;
+use crate::config::{self, InitConfig};
+use crate::helper::{REPORT_FD, START_FD};
+use crate::reaper::{Exit, Reaper};
+use crate::rootfs::{self, Layout};
+use crate::stdio::{self, HostEnds};
+use crate::syscall::{Linux, Syscall};
+
+/// Where the agent keeps its state, and how it finds itself to run the helper.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub state_dir: PathBuf,
+    pub cgroup_root: PathBuf,
+    pub helper_exe: PathBuf,
+    /// PID 1 in a guest: Shutdown powers the VM off. On a host (tests): the agent exits.
+    pub is_init: bool,
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> AgentError {
+    AgentError::new(code, msg)
+}
+
+fn os_err(what: &str, e: impl std::fmt::Display) -> AgentError {
+    err(ErrorCode::Os, format!("{what}: {e}"))
+}
+
+/// One process of a container (its init, or one added by Exec).
+pub struct Proc {
+    pub pid: i32,
+    pub terminal: bool,
+    stdio: Mutex<HostEnds>,
+    /// A spare handle on the pty master for resizing.
+    pty_control: Option<File>,
+    start: Mutex<Option<File>>,
+    report: Mutex<Option<BufReader<File>>>,
+    started: AtomicBool,
+}
+
+pub struct Container {
+    pub id: String,
+    dir: PathBuf,
+    layout: Layout,
+    cgroup: Cgroup,
+    pub init: Arc<Proc>,
+    execs: Mutex<HashMap<String, Arc<Proc>>>,
+}
+
+pub struct Agent {
+    cfg: AgentConfig,
+    reaper: Arc<Reaper>,
+    sandbox: Mutex<SandboxConfig>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A handler that panicked mid-update still leaves usable state; keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Agent {
+    pub fn new(cfg: AgentConfig, reaper: Arc<Reaper>) -> Self {
+        Self { cfg, reaper, sandbox: Mutex::new(SandboxConfig::default()), containers: Mutex::new(HashMap::new()) }
+    }
+
+    fn container(&self, id: &str) -> Result<Arc<Container>, AgentError> {
+        validate_id(id)?;
+        lock(&self.containers).get(id).cloned().ok_or_else(|| err(ErrorCode::NotFound, format!("no container {id}")))
+    }
+
+    fn proc(&self, id: &str, exec_id: Option<&str>) -> Result<(Arc<Container>, Arc<Proc>), AgentError> {
+        let c = self.container(id)?;
+        let p = match exec_id {
+            None => c.init.clone(),
+            Some(e) => {
+                validate_id(e)?;
+                lock(&c.execs)
+                    .get(e)
+                    .cloned()
+                    .ok_or_else(|| err(ErrorCode::NotFound, format!("no process {e} in {id}")))?
+            }
+        };
+        Ok((c, p))
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state_dir.join("containers").join(id)
+    }
+
+    /// Unpacks an uploaded rootfs for container `id` (before CreateContainer).
+    pub fn receive_rootfs(&self, id: &str, stream: impl std::io::Read) -> Result<(), AgentError> {
+        validate_id(id)?;
+        if lock(&self.containers).contains_key(id) {
+            return Err(err(ErrorCode::AlreadyExists, format!("container {id} exists")));
+        }
+        let image = Layout::new(&self.container_dir(id)).image;
+        let _ = std::fs::remove_dir_all(&image);
+        rootfs::unpack(stream, &image).map(drop).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&image);
+            err(ErrorCode::InvalidArgument, e.to_string())
+        })
+    }
+
+    /// Handles one request of a control connection.
+    pub fn handle(&self, req: Request) -> Response {
+        let result = match req {
+            Request::Ping => Ok(Response::Pong { protocol: PROTOCOL_VERSION, agent: env!("CARGO_PKG_VERSION").into() }),
+            Request::CreateSandbox { config } => self.create_sandbox(config),
+            Request::CreateContainer { id, spec, rootfs } => self.create(&id, &spec, rootfs),
+            Request::Exec { id, exec_id, process } => self.exec(&id, &exec_id, &process),
+            Request::Start { id, exec_id } => self.start(&id, exec_id.as_deref()),
+            Request::Signal { id, exec_id, signal } => self.signal(&id, exec_id.as_deref(), signal),
+            Request::Wait { id, exec_id } => {
+                self.wait(&id, exec_id.as_deref()).map(|status| Response::Exited { status })
+            }
+            Request::CloseStdin { id, exec_id } => self.proc(&id, exec_id.as_deref()).map(|(_, p)| {
+                lock(&p.stdio).stdin.take();
+                Response::Ok
+            }),
+            Request::ResizeTty { id, exec_id, rows, cols } => self.resize(&id, exec_id.as_deref(), rows, cols),
+            Request::Stats { id } => self.container(&id).map(|c| Response::Stats { stats: c.cgroup.stats() }),
+            Request::Pause { id } => self.freeze(&id, true),
+            Request::Resume { id } => self.freeze(&id, false),
+            Request::Delete { id, force } => self.delete(&id, force),
+            Request::List => Ok(Response::List { containers: self.list() }),
+            Request::Shutdown => Ok(Response::Ok),
+            Request::AttachStdio { .. } | Request::UploadRootfs { .. } => {
+                Err(err(ErrorCode::BadRequest, "stream requests must be the first on a new connection"))
+            }
+        };
+        result.unwrap_or_else(Response::Error)
+    }
+
+    fn create_sandbox(&self, config: SandboxConfig) -> Result<Response, AgentError> {
+        if !config.hostname.is_empty() {
+            let _ = Linux.sethostname(&config.hostname);
+        }
+        *lock(&self.sandbox) = config;
+        Ok(Response::Ok)
+    }
+
+    fn etc_files(&self, spec: &Spec) -> Vec<(String, String)> {
+        let sb = lock(&self.sandbox);
+        let host = spec.hostname().clone().filter(|h| !h.is_empty()).unwrap_or_else(|| sb.hostname.clone());
+        let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        if !host.is_empty() {
+            hosts.push_str(&format!("127.0.1.1\t{host}\n"));
+        }
+        for h in &sb.hosts {
+            hosts.push_str(h);
+            hosts.push('\n');
+        }
+        let resolv: String = sb.dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+        let mut files = vec![("/etc/hosts".to_string(), hosts)];
+        if !resolv.is_empty() {
+            files.push(("/etc/resolv.conf".into(), resolv));
+        }
+        if !host.is_empty() {
+            files.push(("/etc/hostname".into(), format!("{host}\n")));
+        }
+        files
+    }
+
+    fn create(&self, id: &str, spec: &Spec, source: RootfsSource) -> Result<Response, AgentError> {
+        validate_id(id)?;
+        if lock(&self.containers).contains_key(id) {
+            return Err(err(ErrorCode::AlreadyExists, format!("container {id} exists")));
+        }
+        let dir = self.container_dir(id);
+        let layout = Layout::new(&dir);
+        let lower = match source {
+            RootfsSource::Upload => {
+                if !layout.image.is_dir() {
+                    return Err(err(ErrorCode::FailedPrecondition, format!("no rootfs was uploaded for {id}")));
+                }
+                layout.image.clone()
+            }
+            RootfsSource::GuestPath { path } => {
+                let p = PathBuf::from(&path);
+                if !p.is_absolute() || !p.is_dir() {
+                    return Err(err(
+                        ErrorCode::InvalidArgument,
+                        format!("rootfs {path} is not a directory in the guest"),
+                    ));
+                }
+                p
+            }
+        };
+        rootfs::mount_overlay(&Linux, &lower, &layout).map_err(|e| os_err("rootfs", e))?;
+        let cleanup = |cg: Option<&Cgroup>| {
+            let _ = Linux.umount_detach(&layout.rootfs);
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Some(cg) = cg {
+                cg.destroy();
+            }
+        };
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        let cgroup = match Cgroup::create(&self.cfg.cgroup_root, id, resources) {
+            Ok(c) => c,
+            Err(e) => {
+                cleanup(None);
+                return Err(os_err("cgroup", e));
+            }
+        };
+        let init_cfg = match config::for_create(spec, &layout.rootfs, Some(cgroup.path.clone()), self.etc_files(spec)) {
+            Ok(c) => c,
+            Err(e) => {
+                cleanup(Some(&cgroup));
+                return Err(err(ErrorCode::InvalidArgument, e.to_string()));
+            }
+        };
+        let init = match self.spawn(&init_cfg, &dir, "init") {
+            Ok(p) => p,
+            Err(e) => {
+                cleanup(Some(&cgroup));
+                return Err(e);
+            }
+        };
+        let pid = init.pid;
+        let c =
+            Container { id: id.into(), dir, layout, cgroup, init: Arc::new(init), execs: Mutex::new(HashMap::new()) };
+        lock(&self.containers).insert(id.into(), Arc::new(c));
+        Ok(Response::Started { pid })
+    }
+
+    fn exec(&self, id: &str, exec_id: &str, process: &oci_spec::runtime::Process) -> Result<Response, AgentError> {
+        validate_id(exec_id)?;
+        let c = self.container(id)?;
+        if !c.init.started.load(Ordering::Acquire) || self.reaper.try_get(c.init.pid).is_some() {
+            return Err(err(ErrorCode::FailedPrecondition, format!("container {id} is not running")));
+        }
+        if lock(&c.execs).contains_key(exec_id) {
+            return Err(err(ErrorCode::AlreadyExists, format!("process {exec_id} exists in {id}")));
+        }
+        let cfg = config::for_exec(process, c.init.pid, Some(c.cgroup.path.clone()))
+            .map_err(|e| err(ErrorCode::InvalidArgument, e.to_string()))?;
+        let p = self.spawn(&cfg, &c.dir, &format!("exec-{exec_id}"))?;
+        let pid = p.pid;
+        lock(&c.execs).insert(exec_id.into(), Arc::new(p));
+        Ok(Response::Started { pid })
+    }
+
+    /// Runs the init helper for `cfg` and waits until the process is set up and
+    /// waiting for Start.
+    fn spawn(&self, cfg: &InitConfig, dir: &Path, name: &str) -> Result<Proc, AgentError> {
+        std::fs::create_dir_all(dir).map_err(|e| os_err("state dir", e))?;
+        let cfg_path = dir.join(format!("{name}.json"));
+        let json = serde_json::to_vec(cfg).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+        std::fs::write(&cfg_path, json).map_err(|e| os_err("writing process config", e))?;
+        let (host, child) =
+            if cfg.process.terminal { stdio::pty() } else { stdio::pipes() }.map_err(|e| os_err("stdio", e))?;
+        let pty_control = host.pty.as_ref().and_then(|m| m.try_clone().ok());
+        let (start_r, start_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| os_err("pipe", e))?;
+        let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| os_err("pipe", e))?;
+        let (sr, rw) = (start_r.as_raw_fd(), report_w.as_raw_fd());
+        let mut cmd = Command::new(&self.cfg.helper_exe);
+        cmd.arg("init-helper").arg(&cfg_path).env_clear();
+        cmd.stdin(Stdio::from(child.stdin)).stdout(Stdio::from(child.stdout)).stderr(Stdio::from(child.stderr));
+        // SAFETY: dup2 is async-signal-safe and only touches fds this child inherited;
+        // it runs between fork and exec of the helper.
+        unsafe {
+            cmd.pre_exec(move || {
+                for (from, to) in [(sr, START_FD), (rw, REPORT_FD)] {
+                    if libc::dup2(from, to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let helper = cmd.spawn().map_err(|e| os_err("starting init helper", e))?;
+        let helper_pid = helper.id() as i32;
+        // Our copies of the child's ends must go, or EOFs never arrive.
+        drop(cmd);
+        drop((start_r, report_w));
+        let mut report = BufReader::new(File::from(report_r));
+        let pid = match read_report(&mut report)? {
+            Report::Pid(p) => p,
+            other => return Err(err(ErrorCode::Internal, format!("helper said {other:?}"))),
+        };
+        self.reaper.wait(helper_pid, Some(Duration::from_secs(10)));
+        self.reaper.forget(helper_pid);
+        match read_report(&mut report) {
+            Ok(Report::Ready) => {}
+            Ok(other) => return Err(err(ErrorCode::Internal, format!("process said {other:?}"))),
+            Err(e) => {
+                self.reaper.wait(pid, Some(Duration::from_secs(5)));
+                self.reaper.forget(pid);
+                return Err(e);
+            }
+        }
+        Ok(Proc {
+            pid,
+            terminal: cfg.process.terminal,
+            stdio: Mutex::new(host),
+            pty_control,
+            start: Mutex::new(Some(File::from(OwnedFd::from(start_w)))),
+            report: Mutex::new(Some(report)),
+            started: AtomicBool::new(false),
+        })
+    }
+
+    fn start(&self, id: &str, exec_id: Option<&str>) -> Result<Response, AgentError> {
+        let (_, p) = self.proc(id, exec_id)?;
+        let Some(mut start) = lock(&p.start).take() else {
+            return Err(err(ErrorCode::FailedPrecondition, "already started"));
+        };
+        start.write_all(b"s").map_err(|e| os_err("start", e))?;
+        drop(start);
+        p.started.store(true, Ordering::Release);
+        // EOF on the report pipe means exec happened; a line means it did not.
+        if let Some(mut report) = lock(&p.report).take() {
+            match read_report(&mut report) {
+                Err(e) if e.code == ErrorCode::Internal && e.message.contains("closed") => {}
+                Err(e) => return Err(e),
+                Ok(other) => return Err(err(ErrorCode::Internal, format!("process said {other:?}"))),
+            }
+        }
+        Ok(Response::Started { pid: p.pid })
+    }
+
+    fn signal(&self, id: &str, exec_id: Option<&str>, sig: i32) -> Result<Response, AgentError> {
+        let (_, p) = self.proc(id, exec_id)?;
+        let s = Signal::try_from(sig).map_err(|_| err(ErrorCode::InvalidArgument, format!("bad signal {sig}")))?;
+        if self.reaper.try_get(p.pid).is_some() {
+            return Err(err(ErrorCode::FailedPrecondition, "process has exited"));
+        }
+        kill(Pid::from_raw(p.pid), s).map_err(|e| os_err("kill", e))?;
+        Ok(Response::Ok)
+    }
+
+    fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, AgentError> {
+        let (c, p) = self.proc(id, exec_id)?;
+        let exit = self.reaper.wait(p.pid, None).ok_or_else(|| err(ErrorCode::Internal, "wait ended"))?;
+        Ok(exit_status(exit, c.cgroup.oom_kills() > 0))
+    }
+
+    fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<Response, AgentError> {
+        let (_, p) = self.proc(id, exec_id)?;
+        let m = p.pty_control.as_ref().ok_or_else(|| err(ErrorCode::FailedPrecondition, "process has no terminal"))?;
+        stdio::resize(m, rows, cols).map_err(|e| os_err("resize", e))?;
+        Ok(Response::Ok)
+    }
+
+    fn freeze(&self, id: &str, frozen: bool) -> Result<Response, AgentError> {
+        let c = self.container(id)?;
+        c.cgroup.freeze(frozen).map_err(|e| os_err("freeze", e))?;
+        Ok(Response::Ok)
+    }
+
+    fn status_of(&self, c: &Container) -> (ContainerStatus, Option<ExitStatus>) {
+        if let Some(e) = self.reaper.try_get(c.init.pid) {
+            return (ContainerStatus::Stopped, Some(exit_status(e, c.cgroup.oom_kills() > 0)));
+        }
+        if !c.init.started.load(Ordering::Acquire) {
+            return (ContainerStatus::Created, None);
+        }
+        let frozen = std::fs::read_to_string(c.cgroup.path.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1");
+        (if frozen { ContainerStatus::Paused } else { ContainerStatus::Running }, None)
+    }
+
+    fn list(&self) -> Vec<ContainerInfo> {
+        let all: Vec<Arc<Container>> = lock(&self.containers).values().cloned().collect();
+        let mut v: Vec<ContainerInfo> = all
+            .iter()
+            .map(|c| {
+                let (status, exit) = self.status_of(c);
+                ContainerInfo { id: c.id.clone(), status, pid: (exit.is_none()).then_some(c.init.pid), exit }
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    fn delete(&self, id: &str, force: bool) -> Result<Response, AgentError> {
+        let c = self.container(id)?;
+        let running = self.reaper.try_get(c.init.pid).is_none() && c.init.started.load(Ordering::Acquire);
+        if running && !force {
+            return Err(err(ErrorCode::FailedPrecondition, format!("container {id} is running (use force)")));
+        }
+        // Not started: closing the start pipe makes the waiting process exit.
+        lock(&c.init.start).take();
+        for p in lock(&c.execs).values() {
+            lock(&p.start).take();
+        }
+        let _ = c.cgroup.freeze(false);
+        let _ = kill(Pid::from_raw(c.init.pid), Signal::SIGKILL);
+        self.reaper.wait(c.init.pid, Some(Duration::from_secs(5)));
+        c.cgroup.destroy();
+        let _ = Linux.umount_detach(&c.layout.rootfs);
+        let _ = std::fs::remove_dir_all(&c.dir);
+        self.reaper.forget(c.init.pid);
+        for p in lock(&c.execs).values() {
+            self.reaper.forget(p.pid);
+        }
+        lock(&self.containers).remove(id);
+        Ok(Response::Ok)
+    }
+
+    /// Hands one stdio stream of a process to `conn`: replies Ok on it, then copies in
+    /// the background.
+    pub fn attach(
+        &self,
+        id: &str,
+        exec_id: Option<&str>,
+        stream: StdioStream,
+        mut conn: File,
+    ) -> Result<(), AgentError> {
+        let (_, p) = self.proc(id, exec_id)?;
+        let mut ends = lock(&p.stdio);
+        let available = match stream {
+            StdioStream::Stdout => ends.stdout.is_some(),
+            StdioStream::Stderr => ends.stderr.is_some(),
+            StdioStream::Stdin => ends.stdin.is_some(),
+            StdioStream::Tty => ends.pty.is_some(),
+        };
+        if !available {
+            return Err(err(
+                ErrorCode::FailedPrecondition,
+                format!("{stream:?} is not available (attached already, or wrong kind)"),
+            ));
+        }
+        isola_protocol::frame::write_frame(&mut conn, &Response::Ok).map_err(|e| os_err("attach", e))?;
+        let taken = |f: Option<File>| {
+            f.ok_or_else(|| err(ErrorCode::FailedPrecondition, format!("{stream:?} is not available")))
+        };
+        match stream {
+            StdioStream::Stdout | StdioStream::Stderr => {
+                let from = taken(if stream == StdioStream::Stdout { ends.stdout.take() } else { ends.stderr.take() })?;
+                std::thread::spawn(move || stdio::pump(from, conn));
+            }
+            StdioStream::Stdin => {
+                let to = taken(ends.stdin.take())?;
+                std::thread::spawn(move || stdio::pump(conn, to));
+            }
+            StdioStream::Tty => {
+                let master = taken(ends.pty.take())?;
+                let master_in = master.try_clone().map_err(|e| os_err("pty", e))?;
+                let conn_in = conn.try_clone().map_err(|e| os_err("conn", e))?;
+                std::thread::spawn(move || stdio::pump(master, conn));
+                std::thread::spawn(move || stdio::pump(conn_in, master_in));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_init(&self) -> bool {
+        self.cfg.is_init
+    }
+}
+
+/// Shell convention: 128 + signal for a signal death.
+pub fn exit_status(e: Exit, oom: bool) -> ExitStatus {
+    match e {
+        Exit::Code(code) => ExitStatus { code, signal: None, oom_killed: false },
+        Exit::Signal(s) => ExitStatus { code: 128 + s, signal: Some(s), oom_killed: oom && s == libc::SIGKILL },
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    Pid(i32),
+    Ready,
+}
+
+fn read_report(r: &mut BufReader<File>) -> Result<Report, AgentError> {
+    let mut line = String::new();
+    match r.read_line(&mut line) {
+        Ok(0) => Err(err(ErrorCode::Internal, "report pipe closed")),
+        Err(e) => Err(os_err("report pipe", e)),
+        Ok(_) => {
+            let line = line.trim_end();
+            if let Some(p) = line.strip_prefix("pid ") {
+                return p
+                    .parse()
+                    .map(Report::Pid)
+                    .map_err(|_| err(ErrorCode::Internal, format!("bad pid line {line:?}")));
+            }
+            if line == "ready" {
+                return Ok(Report::Ready);
+            }
+            let msg = line.strip_prefix("error ").unwrap_or(line).to_string();
+            let code = if msg.starts_with("exec ") { ErrorCode::Exec } else { ErrorCode::Os };
+            Err(err(code, msg))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_map_to_128_plus_and_oom_needs_sigkill() {
+        assert_eq!(exit_status(Exit::Code(3), true), ExitStatus { code: 3, signal: None, oom_killed: false });
+        assert_eq!(exit_status(Exit::Signal(15), true), ExitStatus { code: 143, signal: Some(15), oom_killed: false });
+        assert_eq!(exit_status(Exit::Signal(9), true), ExitStatus { code: 137, signal: Some(9), oom_killed: true });
+        assert!(!exit_status(Exit::Signal(9), false).oom_killed);
+    }
+
+    #[test]
+    fn report_lines_parse_into_outcomes() {
+        let mut tmp = tempfile::tempfile().expect("tmp");
+        tmp.write_all(b"pid 42\nready\nerror exec /bin/nope: ENOENT\n").expect("write");
+        use std::io::Seek;
+        tmp.rewind().expect("rewind");
+        let mut r = BufReader::new(tmp);
+        assert_eq!(read_report(&mut r).expect("pid"), Report::Pid(42));
+        assert_eq!(read_report(&mut r).expect("ready"), Report::Ready);
+        let e = read_report(&mut r).expect_err("error");
+        assert_eq!(e.code, ErrorCode::Exec);
+        assert!(read_report(&mut r).expect_err("eof").message.contains("closed"));
+    }
+
+    #[test]
+    fn unknown_ids_are_refused_without_touching_state() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let a = Agent::new(
+            AgentConfig {
+                state_dir: dir.path().into(),
+                cgroup_root: dir.path().join("cg"),
+                helper_exe: "/bin/false".into(),
+                is_init: false,
+            },
+            Arc::new(Reaper::default()),
+        );
+        for req in [
+            Request::Start { id: "nope".into(), exec_id: None },
+            Request::Wait { id: "../../x".into(), exec_id: None },
+            Request::Signal { id: "c".into(), exec_id: Some("a/b".into()), signal: 9 },
+            Request::Delete { id: "".into(), force: true },
+        ] {
+            let Response::Error(e) = a.handle(req.clone()) else { panic!("{req:?} should fail") };
+            assert!(matches!(e.code, ErrorCode::NotFound | ErrorCode::InvalidArgument), "{req:?}: {e}");
+        }
+        let Response::Error(e) =
+            a.handle(Request::AttachStdio { id: "c".into(), exec_id: None, stream: StdioStream::Stdout })
+        else {
+            panic!("attach on control")
+        };
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(matches!(a.handle(Request::List), Response::List { containers } if containers.is_empty()));
+    }
+}

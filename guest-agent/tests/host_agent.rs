@@ -1,0 +1,254 @@
+//! The real agent binary on this host (as root, in a private mount namespace), over a
+//! unix socket speaking the hybrid-vsock handshake, launching real containers from a
+//! busybox rootfs built by scripts/busybox-rootfs.sh.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use isola_protocol::client::AgentClient;
+use isola_protocol::{ContainerStatus, ErrorCode, Request, Response, RootfsSource, StdioStream};
+use oci_spec::runtime::Spec;
+
+struct HostAgent {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl HostAgent {
+    fn start() -> Self {
+        assert!(nix::unistd::geteuid().is_root(), "the host agent test needs root (it does not skip)");
+        let dir = tempfile::tempdir().expect("tmp");
+        let sock = dir.path().join("agent.sock");
+        let cg = dir.path().join("cgroup");
+        std::fs::create_dir_all(&cg).expect("cg dir");
+        let script = format!(
+            "mount -t tmpfs tmpfs {state} -o mkdir=0755 2>/dev/null || mount -t tmpfs tmpfs {state}; mount -t cgroup2 none {cg} && exec {agent} --unix {sock} --state-dir {state} --cgroup-root {cg}/isola",
+            state = dir.path().join("state").display(),
+            cg = cg.display(),
+            agent = env!("CARGO_BIN_EXE_isola-agent"),
+            sock = sock.display(),
+        );
+        std::fs::create_dir_all(dir.path().join("state")).expect("state");
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("unshare (util-linux) runs the agent");
+        Self { child, dir }
+    }
+
+    fn client(&self) -> AgentClient {
+        AgentClient::connect_when_ready(
+            &self.dir.path().join("agent.sock"),
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+        )
+        .expect("agent answers ping")
+    }
+}
+
+impl Drop for HostAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn busybox_rootfs() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_busybox_rootfs).clone()
+}
+
+fn build_busybox_rootfs() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("busybox-rootfs");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/busybox-rootfs.sh");
+    let out = Command::new(script).arg(&dir).output().expect("busybox-rootfs.sh");
+    assert!(out.status.success(), "busybox rootfs: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+fn upload(c: &AgentClient, id: &str, rootfs: &Path) {
+    let mut s = c.upload_rootfs(id).expect("upload connection");
+    let mut b = tar::Builder::new(&mut s);
+    b.follow_symlinks(false);
+    b.append_dir_all(".", rootfs).expect("tar rootfs");
+    b.finish().expect("finish tar");
+    drop(b);
+    let r: Response = isola_protocol::frame::read_frame(&mut s).expect("upload result");
+    assert_eq!(r, Response::Ok);
+}
+
+fn spec(args: &[&str]) -> Spec {
+    let mut spec = Spec::default();
+    let mut p = spec.process().clone().expect("process");
+    p.set_args(Some(args.iter().map(|s| s.to_string()).collect()));
+    p.set_env(Some(vec!["PATH=/bin".into(), "GREETING=hello".into()]));
+    spec.set_process(Some(p));
+    spec.set_hostname(Some("boxy".into()));
+    spec
+}
+
+/// Creates, attaches stdout+stderr, starts, waits. Returns (stdout, stderr, exit code).
+fn run(c: &mut AgentClient, id: &str, args: &[&str], rootfs: &Path) -> (String, String, i32) {
+    upload(c, id, rootfs);
+    let r = c
+        .call(&Request::CreateContainer { id: id.into(), spec: Box::new(spec(args)), rootfs: RootfsSource::Upload })
+        .expect("create");
+    assert!(matches!(r, Response::Started { .. }), "{r:?}");
+    let mut out = c.attach(id, None, StdioStream::Stdout).expect("stdout");
+    let mut err = c.attach(id, None, StdioStream::Stderr).expect("stderr");
+    c.call(&Request::Start { id: id.into(), exec_id: None }).expect("start");
+    let mut o = String::new();
+    out.read_to_string(&mut o).expect("read stdout");
+    let mut e = String::new();
+    err.read_to_string(&mut e).expect("read stderr");
+    let Response::Exited { status } = c.call_with(&Request::Wait { id: id.into(), exec_id: None }, None).expect("wait")
+    else {
+        panic!("wait reply")
+    };
+    (o, e, status.code)
+}
+
+#[test]
+fn containers_run_with_isolation_stdio_and_exit_codes() {
+    let rootfs = busybox_rootfs();
+    let agent = HostAgent::start();
+    let mut c = agent.client();
+    let (out, err, code) = run(&mut c, "c1", &["sh", "-c", "echo hello; echo oops >&2; exit 3"], &rootfs);
+    assert_eq!((out.as_str(), err.as_str(), code), ("hello\n", "oops\n", 3));
+
+    // Fresh PID and UTS namespaces, our hostname and /etc/hosts, the spec's env.
+    let (out, _, code) =
+        run(&mut c, "c2", &["sh", "-c", "echo $$ $(hostname) $GREETING; grep boxy /etc/hosts"], &rootfs);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("1 boxy hello\n"), "{out}");
+    assert!(out.contains("127.0.1.1\tboxy"), "{out}");
+
+    // The image is read-only underneath: writes land in the container's upper layer.
+    let (_, _, code) = run(&mut c, "c3", &["sh", "-c", "echo x > /bin/new-file"], &rootfs);
+    assert_eq!(code, 0);
+    assert!(!rootfs.join("bin/new-file").exists());
+
+    // A signal from the host reaches the container's init (PID 1 there, so only
+    // through a handler it installed, as with runc).
+    upload(&c, "c4", &rootfs);
+    let trap = ["sh", "-c", "trap 'echo got TERM; exit 9' TERM; echo armed; while true; do sleep 0.05; done"];
+    c.call(&Request::CreateContainer { id: "c4".into(), spec: Box::new(spec(&trap)), rootfs: RootfsSource::Upload })
+        .expect("create");
+    let mut out = c.attach("c4", None, StdioStream::Stdout).expect("stdout");
+    c.call(&Request::Start { id: "c4".into(), exec_id: None }).expect("start");
+    let mut armed = [0u8; 6];
+    out.read_exact(&mut armed).expect("armed");
+    c.call_ok(&Request::Signal { id: "c4".into(), exec_id: None, signal: 15 }).expect("signal");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("rest");
+    assert_eq!(rest, "got TERM\n");
+    let Response::Exited { status } =
+        c.call_with(&Request::Wait { id: "c4".into(), exec_id: None }, None).expect("wait")
+    else {
+        panic!()
+    };
+    assert_eq!(status.code, 9);
+
+    // A missing program is an exec error, reported at start.
+    upload(&c, "c5", &rootfs);
+    c.call(&Request::CreateContainer {
+        id: "c5".into(),
+        spec: Box::new(spec(&["/bin/nope"])),
+        rootfs: RootfsSource::Upload,
+    })
+    .expect("create");
+    let e = c.call(&Request::Start { id: "c5".into(), exec_id: None }).expect_err("exec fails");
+    assert!(e.to_string().contains("/bin/nope"), "{e}");
+
+    let Response::List { containers } = c.call(&Request::List).expect("list") else { panic!("list") };
+    assert_eq!(containers.len(), 5);
+    assert!(containers.iter().all(|c| c.status == ContainerStatus::Stopped), "{containers:?}");
+    for id in ["c1", "c2", "c3", "c4", "c5"] {
+        c.call_ok(&Request::Delete { id: id.into(), force: false }).expect("delete");
+    }
+    let Response::List { containers } = c.call(&Request::List).expect("list") else { panic!("list") };
+    assert!(containers.is_empty());
+    assert_eq!(
+        std::fs::read_dir(agent.dir.path().join("state/containers")).map(|d| d.count()).unwrap_or(0),
+        0,
+        "state cleaned"
+    );
+}
+
+#[test]
+fn stdin_exec_signals_and_bad_requests() {
+    let rootfs = busybox_rootfs();
+    let agent = HostAgent::start();
+    let mut c = agent.client();
+    upload(&c, "cat", &rootfs);
+    c.call(&Request::CreateContainer {
+        id: "cat".into(),
+        spec: Box::new(spec(&["sh", "-c", "cat; sleep 1000"])),
+        rootfs: RootfsSource::Upload,
+    })
+    .expect("create");
+    let mut input = c.attach("cat", None, StdioStream::Stdin).expect("stdin");
+    let mut out = c.attach("cat", None, StdioStream::Stdout).expect("stdout");
+    c.call(&Request::Start { id: "cat".into(), exec_id: None }).expect("start");
+    input.write_all(b"piped through\n").expect("write stdin");
+    input.shutdown(std::net::Shutdown::Write).expect("close stdin");
+    let mut buf = [0u8; 14];
+    out.read_exact(&mut buf).expect("echoed");
+    assert_eq!(&buf, b"piped through\n");
+
+    // exec joins the container's PID namespace: it sees `sleep` but not host processes.
+    let mut p = spec(&["sh", "-c", "ps -o comm | grep -c sleep; exit 7"]).process().clone().expect("process");
+    p.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "ps -o comm | grep -c sleep; ls /proc | grep -c '^[0-9]'; exit 7".into(),
+    ]));
+    c.call(&Request::Exec { id: "cat".into(), exec_id: "e1".into(), process: Box::new(p) }).expect("exec");
+    let mut eout = c.attach("cat", Some("e1"), StdioStream::Stdout).expect("exec stdout");
+    c.call(&Request::Start { id: "cat".into(), exec_id: Some("e1".into()) }).expect("start exec");
+    let mut s = String::new();
+    eout.read_to_string(&mut s).expect("exec output");
+    let Response::Exited { status } =
+        c.call_with(&Request::Wait { id: "cat".into(), exec_id: Some("e1".into()) }, None).expect("wait")
+    else {
+        panic!()
+    };
+    assert_eq!(status.code, 7);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines[0], "1", "{s}");
+    let procs: u32 = lines[1].parse().expect("count");
+    assert!(procs < 10, "only the container's processes are visible: {s}");
+
+    // Running containers are not deleted without force; SIGKILL gives 137.
+    let e = c.call(&Request::Delete { id: "cat".into(), force: false }).expect_err("running");
+    assert!(
+        matches!(e, isola_protocol::client::ClientError::Agent(ref a) if a.code == ErrorCode::FailedPrecondition),
+        "{e}"
+    );
+    c.call_ok(&Request::Signal { id: "cat".into(), exec_id: None, signal: 9 }).expect("kill");
+    let Response::Exited { status } =
+        c.call_with(&Request::Wait { id: "cat".into(), exec_id: None }, None).expect("wait")
+    else {
+        panic!()
+    };
+    assert_eq!((status.code, status.signal), (137, Some(9)));
+
+    // Hostile or malformed input gets an error reply and the agent keeps serving.
+    let e = c.call(&Request::CreateContainer {
+        id: "../evil".into(),
+        spec: Box::new(spec(&["sh"])),
+        rootfs: RootfsSource::Upload,
+    });
+    assert!(e.is_err());
+    let e = c.call(&Request::CreateContainer {
+        id: "x".into(),
+        spec: Box::new(spec(&["sh"])),
+        rootfs: RootfsSource::GuestPath { path: "relative/path".into() },
+    });
+    assert!(e.expect_err("relative").to_string().contains("not a directory"));
+    c.ping().expect("still alive");
+    c.call_ok(&Request::Delete { id: "cat".into(), force: true }).expect("delete");
+}
