@@ -2,6 +2,8 @@
 
 mod bench_cmd;
 mod boot_cmd;
+mod manage_cmd;
+mod run_cmd;
 
 use std::process::ExitCode;
 
@@ -16,6 +18,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Run a command in a container in a new microVM.
+    Run(run_cmd::RunArgs),
+    /// Run another process in a running sandbox's container.
+    Exec(run_cmd::ExecArgs),
+    /// List running sandboxes.
+    Ps(manage_cmd::PsArgs),
+    /// Send a signal to a sandbox's container.
+    Kill(manage_cmd::KillArgs),
+    /// Stop and remove sandboxes.
+    Rm(manage_cmd::RmArgs),
     /// Boot the guest (kernel + initramfs) once, show its console and the timings.
     Boot(boot_cmd::BootArgs),
     /// Benchmarks: boot-time phases side by side with QEMU.
@@ -30,6 +42,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Boot(args) => boot_cmd::run(args),
+        Cmd::Run(args) => run_cmd::run(args),
+        Cmd::Exec(args) => run_cmd::exec(args),
+        Cmd::Ps(args) => manage_cmd::ps(args),
+        Cmd::Kill(args) => manage_cmd::kill(args),
+        Cmd::Rm(args) => manage_cmd::rm(args),
         Cmd::Bench(cmd) => bench_cmd::run(cmd),
         Cmd::Info => {
             let kvm = isola_sandbox::detect_kvm();

@@ -12,4 +12,5 @@ pub mod rootfs;
 pub mod server;
 pub mod setup;
 pub mod stdio;
+pub mod switch_root;
 pub mod syscall;

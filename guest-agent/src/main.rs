@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use isola_guest_agent::agent::{Agent, AgentConfig};
-use isola_guest_agent::{boot_timer, helper, init, reaper::Reaper, server, syscall::Linux};
+use isola_guest_agent::{boot_timer, helper, init, reaper::Reaper, server, switch_root, syscall::Linux};
 
 /// The line the host waits for: userspace is up (and, as agent, listening).
 const READY_MARKER: &str = "isola-init: ready";
@@ -39,6 +39,11 @@ fn exe() -> PathBuf {
 }
 
 fn guest_main() -> ! {
+    if std::env::var_os(switch_root::SWITCHED_ENV).is_none() {
+        if let Err(e) = switch_root::switch(&Linux) {
+            eprintln!("isola-init: cannot leave the initramfs root ({e}); containers will fail to pivot_root");
+        }
+    }
     if let Err(e) = init::mount_early(&Linux) {
         eprintln!("isola-init: {e}");
     }

@@ -8,7 +8,7 @@ use crate::assets::find_binary;
 use crate::host::KvmKind;
 
 /// Which VMM runs the sandbox.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum HypervisorKind {
     /// Our own KVM VMM.

@@ -3,8 +3,11 @@
 
 pub mod assets;
 pub mod boot;
+pub mod container;
 pub mod host;
 pub mod hypervisor;
+pub mod sandbox;
+pub mod state;
 
 pub use boot::{boot, BootReport, Phase};
 pub use host::{detect_kvm, KvmKind};

@@ -1,0 +1,135 @@
+//! `isola ps`, `isola kill`, `isola rm`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use isola_protocol::{Request, Response};
+use isola_sandbox::state::{self, SandboxState};
+
+/// A live sandbox by name.
+pub fn find(name: &str) -> anyhow::Result<(PathBuf, SandboxState)> {
+    state::list(&state::default_root())
+        .into_iter()
+        .find(|(_, st)| st.id == name)
+        .with_context(|| format!("no running sandbox named {name}"))
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// JSON output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
+    let mut rows = Vec::new();
+    for (_, st) in state::list(&state::default_root()) {
+        let status = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(2))
+            .and_then(|mut c| c.call(&Request::List))
+            .ok()
+            .and_then(|r| match r {
+                Response::List { containers } => {
+                    containers.into_iter().next().map(|c| format!("{:?}", c.status).to_lowercase())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| "unreachable".into());
+        rows.push(serde_json::json!({
+            "name": st.id, "hypervisor": st.hypervisor, "vmm_pid": st.vmm_pid, "container": status,
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{:<24} {:<10} {:>8} CONTAINER", "NAME", "BACKEND", "PID");
+        for r in &rows {
+            println!(
+                "{:<24} {:<10} {:>8} {}",
+                r["name"].as_str().unwrap_or(""),
+                r["hypervisor"].as_str().unwrap_or(""),
+                r["vmm_pid"],
+                r["container"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal number or name (TERM, KILL, ...).
+    #[arg(short = 's', long, default_value = "KILL")]
+    signal: String,
+    sandbox: String,
+}
+
+pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Ok(n);
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
+    name.parse::<nix::sys::signal::Signal>().map(|s| s as i32).map_err(|_| anyhow::anyhow!("unknown signal {s:?}"))
+}
+
+pub fn kill(a: KillArgs) -> anyhow::Result<ExitCode> {
+    let sig = parse_signal(&a.signal)?;
+    let (_, st) = find(&a.sandbox)?;
+    let id = st.container.clone().with_context(|| format!("sandbox {} has no container", a.sandbox))?;
+    let mut c = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(10))?;
+    c.call_ok(&Request::Signal { id, exec_id: None, signal: sig })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Stop it even if its container still runs.
+    #[arg(short = 'f', long)]
+    force: bool,
+    #[arg(required = true)]
+    sandboxes: Vec<String>,
+}
+
+pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for name in &a.sandboxes {
+        let (dir, st) = match find(name) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("isola: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        if !a.force {
+            let running = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(5))
+                .and_then(|mut c| c.call(&Request::List))
+                .map(|r| matches!(r, Response::List { containers } if containers.iter().any(|c| c.exit.is_none() && c.status == isola_protocol::ContainerStatus::Running)))
+                .unwrap_or(false);
+            if running {
+                eprintln!("isola: sandbox {name} is running (use -f)");
+                failed = true;
+                continue;
+            }
+        }
+        isola_sandbox::sandbox::stop_by_state(&dir, &st);
+        println!("{name}");
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_number_and_name() {
+        assert_eq!(parse_signal("9").expect("n"), 9);
+        assert_eq!(parse_signal("TERM").expect("name"), 15);
+        assert_eq!(parse_signal("sigint").expect("lower"), 2);
+        assert!(parse_signal("NOPE").is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! `isola run` and `isola exec`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use isola_protocol::{Request, Response, RootfsSource, SandboxConfig};
+use isola_sandbox::container::{self, ContainerOptions};
+use isola_sandbox::hypervisor::DEFAULT_CMDLINE;
+use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
+use isola_sandbox::{assets, choose, detect_kvm, state, BootSpec, HypervisorKind, QemuAccel};
+
+/// The container in a single-container sandbox is named after the sandbox.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Root filesystem directory of the container (copied into the sandbox).
+    #[arg(long)]
+    rootfs: PathBuf,
+    /// Sandbox name (default: a random one).
+    #[arg(long)]
+    name: Option<String>,
+    /// Remove the sandbox when the command ends (always the case without -d).
+    #[arg(long)]
+    rm: bool,
+    /// Keep stdin open and attach it.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Run in the background; print the sandbox name.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Environment variables, KEY=VALUE.
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Working directory in the container.
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// User id (and optionally :gid) to run as.
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Container memory limit in MiB (the VM gets this plus headroom).
+    #[arg(short = 'm', long)]
+    memory: Option<u64>,
+    /// CPU limit for the container (e.g. 0.5); the VM gets that many vCPUs, rounded up.
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Backend: isola-vmm or qemu (default: by host).
+    #[arg(long)]
+    hypervisor: Option<HypervisorKind>,
+    /// Seconds to wait for the sandbox to boot.
+    #[arg(long, default_value_t = 60)]
+    boot_timeout: u64,
+    /// Command and arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// Guest memory beyond the container's limit: kernel, agent, page cache.
+const VM_HEADROOM_MIB: u64 = 128;
+const MIN_VM_MIB: u64 = 256;
+
+fn random_name() -> String {
+    let mut b = [0u8; 4];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    format!("isola-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+fn parse_user(u: &str) -> anyhow::Result<(u32, Option<u32>)> {
+    let (uid, gid) = match u.split_once(':') {
+        Some((a, b)) => (a, Some(b)),
+        None => (u, None),
+    };
+    let uid = uid.parse().with_context(|| format!("--user {u:?}: uid must be a number"))?;
+    let gid = gid.map(|g| g.parse().with_context(|| format!("--user {u:?}: gid must be a number"))).transpose()?;
+    Ok((uid, gid))
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let name = a.name.clone().unwrap_or_else(random_name);
+    let (uid, gid) = match &a.user {
+        Some(u) => {
+            let (uid, gid) = parse_user(u)?;
+            (Some(uid), gid.or(Some(uid)))
+        }
+        None => (None, None),
+    };
+    let opts = ContainerOptions {
+        args: a.command.clone(),
+        env: a.env.clone(),
+        cwd: a.workdir.clone(),
+        terminal: a.tty,
+        memory_bytes: a.memory.map(|m| m << 20),
+        cpus: a.cpus,
+        hostname: Some(name.clone()),
+        uid,
+        gid,
+    };
+    let spec = container::spec(&opts)?;
+    anyhow::ensure!(a.rootfs.is_dir(), "rootfs {} is not a directory", a.rootfs.display());
+    let kvm = detect_kvm();
+    let vcpus = a.cpus.map(|c| c.ceil().max(1.0) as u8).unwrap_or(1);
+    let boot = BootSpec {
+        kernel: assets::default_kernel(),
+        initrd: Some(assets::default_initrd()),
+        cmdline: DEFAULT_CMDLINE.into(),
+        mem_mib: a.memory.map(|m| m + VM_HEADROOM_MIB).unwrap_or(0).max(MIN_VM_MIB),
+        vcpus,
+        timeout: Duration::from_secs(a.boot_timeout),
+        accel: QemuAccel::Auto,
+    };
+    let sopts = SandboxOptions {
+        id: name.clone(),
+        boot,
+        hypervisor: choose(a.hypervisor, kvm),
+        kvm,
+        state_root: state::default_root(),
+        tie_to_parent: !a.detach,
+    };
+    let mut sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
+    let mut c = sb.client()?;
+    c.call_ok(&Request::CreateSandbox { config: SandboxConfig { hostname: name.clone(), ..Default::default() } })?;
+    container::upload_rootfs(&c, &name, &a.rootfs)?;
+    c.call(&Request::CreateContainer { id: name.clone(), spec: Box::new(spec), rootfs: RootfsSource::Upload })?;
+    sb.set_container(&name)?;
+    if a.detach {
+        c.call(&Request::Start { id: name.clone(), exec_id: None })?;
+        println!("{name}");
+        sb.detach();
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bridges = container::attach(&c, &name, None, a.tty, a.interactive)?;
+    let raw = a.tty.then(RawTerminal::enter).flatten();
+    c.call(&Request::Start { id: name.clone(), exec_id: None })?;
+    let status = wait(&sb, &name, None)?;
+    bridges.finish();
+    drop(raw);
+    sb.stop();
+    Ok(exit_code(status.code))
+}
+
+fn wait(sb: &Sandbox, id: &str, exec_id: Option<&str>) -> anyhow::Result<isola_protocol::ExitStatus> {
+    let mut w = sb.client()?;
+    match w.call_with(&Request::Wait { id: id.into(), exec_id: exec_id.map(Into::into) }, None)? {
+        Response::Exited { status } => {
+            if status.oom_killed {
+                eprintln!("isola: container {id} was killed: out of memory");
+            }
+            Ok(status)
+        }
+        other => anyhow::bail!("unexpected reply to wait: {other:?}"),
+    }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(255))
+}
+
+/// Puts our terminal in raw mode while a container's terminal is attached.
+struct RawTerminal {
+    saved: nix::sys::termios::Termios,
+}
+
+impl RawTerminal {
+    fn enter() -> Option<Self> {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&stdin, SetArg::TCSANOW, &raw).ok()?;
+        Some(Self { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &self.saved);
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Keep stdin open and attach it.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short = 't', long)]
+    tty: bool,
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// The sandbox.
+    sandbox: String,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
+    let (dir, st) = crate::manage_cmd::find(&a.sandbox)?;
+    let id = st.container.clone().with_context(|| format!("sandbox {} has no container", a.sandbox))?;
+    let spec = container::spec(&ContainerOptions {
+        args: a.command.clone(),
+        env: a.env.clone(),
+        cwd: a.workdir.clone(),
+        terminal: a.tty,
+        ..Default::default()
+    })?;
+    let process = spec.process().clone().context("spec without process")?;
+    let exec_id = format!("exec-{}", std::process::id());
+    let mut c = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(30))
+        .with_context(|| format!("connecting to sandbox in {}", dir.display()))?;
+    c.call(&Request::Exec { id: id.clone(), exec_id: exec_id.clone(), process: Box::new(process) })?;
+    let bridges = container::attach(&c, &id, Some(&exec_id), a.tty, a.interactive)?;
+    let raw = a.tty.then(RawTerminal::enter).flatten();
+    c.call(&Request::Start { id: id.clone(), exec_id: Some(exec_id.clone()) })?;
+    let mut w = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(30))?;
+    let status = match w.call_with(&Request::Wait { id, exec_id: Some(exec_id) }, None)? {
+        Response::Exited { status } => status,
+        other => anyhow::bail!("unexpected reply to wait: {other:?}"),
+    };
+    bridges.finish();
+    drop(raw);
+    Ok(exit_code(status.code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_parse() {
+        assert_eq!(parse_user("1000").expect("uid"), (1000, None));
+        assert_eq!(parse_user("1000:50").expect("uid:gid"), (1000, Some(50)));
+        assert!(parse_user("bob").is_err());
+        assert!(random_name().starts_with("isola-"));
+    }
+}

@@ -1,0 +1,265 @@
+//! A running sandbox: a microVM with the agent listening on vsock, reachable through
+//! a hybrid-vsock unix socket, whatever the backend.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use isola_protocol::client::{AgentClient, ClientError};
+use isola_protocol::Request;
+
+use crate::assets::find_binary;
+use crate::host::KvmKind;
+use crate::hypervisor::{qemu_args, BootSpec, HypervisorKind};
+use crate::state::{self, SandboxState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("invalid sandbox id {0:?}: use 1-64 of [A-Za-z0-9_.-]")]
+    BadId(String),
+    #[error("sandbox {0} already exists")]
+    Exists(String),
+    #[error("{0} not found: {1}")]
+    Missing(&'static str, &'static str),
+    #[error("isola-vmm has no vsock device yet, so it cannot reach the agent; use --hypervisor qemu")]
+    NoVsock,
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("the guest agent did not come up within {timeout:?}: {cause}{log}")]
+    AgentTimeout { timeout: Duration, cause: String, log: String },
+    #[error("the VMM exited during boot ({status}){log}")]
+    VmmDied { status: String, log: String },
+    #[error(transparent)]
+    Hypervisor(#[from] crate::hypervisor::HypervisorError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
+    let what = what.into();
+    move |source| SandboxError::Io { what, source }
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct SandboxOptions {
+    pub id: String,
+    pub boot: BootSpec,
+    pub hypervisor: HypervisorKind,
+    pub kvm: KvmKind,
+    pub state_root: PathBuf,
+    /// Kill the VMM and its helpers if the starting process dies (foreground runs).
+    pub tie_to_parent: bool,
+}
+
+pub struct Sandbox {
+    pub id: String,
+    pub dir: PathBuf,
+    pub state: SandboxState,
+    children: Vec<Child>,
+    stopped: bool,
+}
+
+fn tie_to_parent(cmd: &mut Command) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(15).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("\n--- last lines of {} ---\n", path.display());
+    for l in lines.into_iter().rev() {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Sandbox {
+    pub fn start(opts: &SandboxOptions) -> Result<Self, SandboxError> {
+        isola_protocol::validate_id(&opts.id).map_err(|_| SandboxError::BadId(opts.id.clone()))?;
+        opts.boot.validate()?;
+        if opts.hypervisor == HypervisorKind::IsolaVmm {
+            return Err(SandboxError::NoVsock);
+        }
+        state::list(&opts.state_root);
+        let dir = opts.state_root.join(&opts.id);
+        if dir.exists() {
+            return Err(SandboxError::Exists(opts.id.clone()));
+        }
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let mut sb = Sandbox {
+            id: opts.id.clone(),
+            dir: dir.clone(),
+            state: SandboxState {
+                id: opts.id.clone(),
+                hypervisor: opts.hypervisor,
+                vmm_pid: 0,
+                helper_pids: vec![],
+                vsock_uds: dir.join("vsock.sock"),
+                container: None,
+                created_unix: now_unix(),
+            },
+            children: vec![],
+            stopped: false,
+        };
+        // On any error below, Drop kills what was started and removes the directory.
+        sb.start_qemu(opts)?;
+        sb.wait_for_agent(opts.boot.timeout)?;
+        Ok(sb)
+    }
+
+    fn start_qemu(&mut self, opts: &SandboxOptions) -> Result<(), SandboxError> {
+        let daemon = find_binary("vhost-device-vsock").ok_or(SandboxError::Missing(
+            "vhost-device-vsock",
+            "cargo install vhost-device-vsock (scripts/setup.sh does)",
+        ))?;
+        let vhost_sock = self.dir.join("vhost-vsock.sock");
+        let mut d = Command::new(daemon);
+        d.arg("--guest-cid").arg("3").arg("--socket").arg(&vhost_sock).arg("--uds-path").arg(&self.state.vsock_uds);
+        d.stdin(Stdio::null()).stdout(Stdio::null());
+        d.stderr(File::create(self.dir.join("vsock.log")).map_err(io("vsock log"))?);
+        if opts.tie_to_parent {
+            tie_to_parent(&mut d);
+        }
+        let child = d.spawn().map_err(io("starting vhost-device-vsock"))?;
+        self.state.helper_pids.push(child.id() as i32);
+        self.children.push(child);
+        let until = Instant::now() + Duration::from_secs(5);
+        while !vhost_sock.exists() {
+            if Instant::now() > until {
+                return Err(SandboxError::Io {
+                    what: format!(
+                        "vhost-device-vsock did not create {}{}",
+                        vhost_sock.display(),
+                        tail(&self.dir.join("vsock.log"))
+                    ),
+                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let qemu = find_binary("qemu-system-x86_64")
+            .ok_or(SandboxError::Missing("qemu-system-x86_64", "apt-get install qemu-system-x86"))?;
+        let mut q = Command::new(qemu);
+        q.args(qemu_args(&opts.boot, opts.kvm).iter().map(|a| {
+            // Guest RAM must be a shared memfd so the vhost-user daemon can map the rings.
+            if a == "microvm,acpi=off,isa-serial=on" {
+                "microvm,acpi=off,isa-serial=on,memory-backend=mem".to_string()
+            } else {
+                a.clone()
+            }
+        }));
+        q.arg("-object").arg(format!("memory-backend-memfd,id=mem,size={}M,share=on", opts.boot.mem_mib));
+        q.arg("-chardev").arg(format!("socket,id=vsock,path={}", vhost_sock.display()));
+        q.arg("-device").arg("vhost-user-vsock-device,chardev=vsock");
+        q.stdin(Stdio::null());
+        q.stdout(File::create(self.dir.join("console.log")).map_err(io("console log"))?);
+        q.stderr(File::create(self.dir.join("vmm.log")).map_err(io("vmm log"))?);
+        if opts.tie_to_parent {
+            tie_to_parent(&mut q);
+        }
+        let child = q.spawn().map_err(io("starting qemu"))?;
+        self.state.vmm_pid = child.id() as i32;
+        self.children.push(child);
+        self.state.save(&self.dir).map_err(io("saving sandbox state"))?;
+        Ok(())
+    }
+
+    fn logs(&self) -> String {
+        format!("{}{}", tail(&self.dir.join("vmm.log")), tail(&self.dir.join("console.log")))
+    }
+
+    fn wait_for_agent(&mut self, timeout: Duration) -> Result<(), SandboxError> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(vmm) = self.children.last_mut() {
+                if let Ok(Some(status)) = vmm.try_wait() {
+                    return Err(SandboxError::VmmDied { status: status.to_string(), log: self.logs() });
+                }
+            }
+            match AgentClient::connect(&self.state.vsock_uds, Duration::from_secs(2)).and_then(|mut c| c.ping()) {
+                Ok(_) => return Ok(()),
+                Err(e @ ClientError::Version { .. }) => {
+                    return Err(SandboxError::AgentTimeout { timeout, cause: e.to_string(), log: String::new() })
+                }
+                Err(e) if Instant::now() > until => {
+                    return Err(SandboxError::AgentTimeout { timeout, cause: e.to_string(), log: self.logs() })
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+
+    pub fn client(&self) -> Result<AgentClient, ClientError> {
+        AgentClient::connect(&self.state.vsock_uds, Duration::from_secs(30))
+    }
+
+    pub fn set_container(&mut self, id: &str) -> Result<(), SandboxError> {
+        self.state.container = Some(id.into());
+        self.state.save(&self.dir).map_err(io("saving sandbox state"))
+    }
+
+    /// Leaves the sandbox running when this handle goes away (`isola run -d`).
+    pub fn detach(mut self) {
+        self.stopped = true;
+        self.children.clear();
+    }
+
+    /// Asks the guest to power off, then makes sure every process is gone and the
+    /// directory removed.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        if let Ok(mut c) = AgentClient::connect(&self.state.vsock_uds, Duration::from_secs(2)) {
+            let _ = c.call(&Request::Shutdown);
+        }
+        let until = Instant::now() + Duration::from_secs(5);
+        if let Some(vmm) = self.children.last_mut() {
+            while Instant::now() < until {
+                if matches!(vmm.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        for c in self.children.iter_mut().rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        state::cleanup(&self.dir, Some(&self.state));
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Stops a sandbox started by another process (`isola rm`, `isola kill`).
+pub fn stop_by_state(dir: &Path, st: &SandboxState) {
+    if let Ok(mut c) = AgentClient::connect(&st.vsock_uds, Duration::from_secs(2)) {
+        let _ = c.call(&Request::Shutdown);
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until && state::process_matches(st.vmm_pid, state::vmm_exe_name(st.hypervisor)) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    state::cleanup(dir, Some(st));
+}

@@ -1,0 +1,156 @@
+//! Sandboxes on record: one directory per sandbox under the state root
+//! (`/run/isola` by default), holding `state.json`, the vsock sockets and logs.
+//! A sandbox whose VMM is gone is stale: its helpers are killed and its directory removed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hypervisor::HypervisorKind;
+
+pub fn default_root() -> PathBuf {
+    std::env::var_os("ISOLA_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/run/isola"))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxState {
+    pub id: String,
+    pub hypervisor: HypervisorKind,
+    pub vmm_pid: i32,
+    /// The vhost-user vsock daemon (QEMU backend).
+    pub helper_pids: Vec<i32>,
+    /// Hybrid-vsock socket of the agent.
+    pub vsock_uds: PathBuf,
+    /// The container running in it, for `isola exec/kill`.
+    pub container: Option<String>,
+    pub created_unix: u64,
+}
+
+impl SandboxState {
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let tmp = dir.join("state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, dir.join("state.json"))
+    }
+
+    pub fn load(dir: &Path) -> std::io::Result<Self> {
+        serde_json::from_slice(&std::fs::read(dir.join("state.json"))?).map_err(std::io::Error::other)
+    }
+}
+
+/// Is `pid` alive and still the program we started (not a recycled pid)?
+pub fn process_matches(pid: i32, exe_name: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // A zombie (state Z) is dead for our purposes.
+    let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+    !zombie && String::from_utf8_lossy(argv0).ends_with(exe_name)
+}
+
+pub fn vmm_exe_name(kind: HypervisorKind) -> &'static str {
+    match kind {
+        HypervisorKind::IsolaVmm => "isola-vmm",
+        HypervisorKind::Qemu => "qemu-system-x86_64",
+    }
+}
+
+/// The helper daemons a sandbox may have.
+pub const HELPER_EXES: &[&str] = &["vhost-device-vsock", "virtiofsd"];
+
+/// Kills whatever of the sandbox still runs and removes its directory. A pid is only
+/// killed while it still runs the program we started (pids get recycled).
+pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
+    if let Some(st) = st {
+        let kill = |pid: i32| {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        };
+        if st.vmm_pid > 0 && process_matches(st.vmm_pid, vmm_exe_name(st.hypervisor)) {
+            kill(st.vmm_pid);
+        }
+        for &pid in &st.helper_pids {
+            if pid > 0 && HELPER_EXES.iter().any(|exe| process_matches(pid, exe)) {
+                kill(pid);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Sandboxes with a live VMM; stale entries are cleaned on the way.
+pub fn list(root: &Path) -> Vec<(PathBuf, SandboxState)> {
+    let Ok(entries) = std::fs::read_dir(root) else { return vec![] };
+    let mut live = Vec::new();
+    for e in entries.flatten() {
+        let dir = e.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        match SandboxState::load(&dir) {
+            Ok(st) if process_matches(st.vmm_pid, vmm_exe_name(st.hypervisor)) => live.push((dir, st)),
+            Ok(st) => cleanup(&dir, Some(&st)),
+            // Being created right now, or debris: only old debris goes.
+            Err(_) => {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().unwrap_or_default().as_secs() > 60)
+                    .unwrap_or(true);
+                if old {
+                    cleanup(&dir, None);
+                }
+            }
+        }
+    }
+    live.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+    live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(id: &str, pid: i32) -> SandboxState {
+        SandboxState {
+            id: id.into(),
+            hypervisor: HypervisorKind::Qemu,
+            vmm_pid: pid,
+            helper_pids: vec![],
+            vsock_uds: "/x".into(),
+            container: None,
+            created_unix: 0,
+        }
+    }
+
+    #[test]
+    fn stale_sandboxes_are_cleaned_and_live_ones_listed() {
+        let root = tempfile::tempdir().expect("tmp");
+        let dead = root.path().join("dead");
+        std::fs::create_dir_all(&dead).expect("dir");
+        state("dead", i32::MAX - 1).save(&dead).expect("save");
+        // A live process that is not a VMM is not ours either.
+        let me = root.path().join("impostor");
+        std::fs::create_dir_all(&me).expect("dir");
+        state("impostor", std::process::id() as i32).save(&me).expect("save");
+        assert!(list(root.path()).is_empty());
+        assert!(!dead.exists() && !me.exists(), "stale entries removed");
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let d = tempfile::tempdir().expect("tmp");
+        let s = state("a", 5);
+        s.save(d.path()).expect("save");
+        assert_eq!(SandboxState::load(d.path()).expect("load"), s);
+    }
+
+    #[test]
+    fn our_own_process_matches_its_name_only() {
+        let me = std::process::id() as i32;
+        let exe = std::env::current_exe().expect("exe");
+        let name = exe.file_name().expect("name").to_string_lossy().to_string();
+        assert!(process_matches(me, &name));
+        assert!(!process_matches(me, "qemu-system-x86_64"));
+        assert!(!process_matches(i32::MAX - 1, &name));
+    }
+}
