@@ -8,7 +8,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 guest_dir=${ISOLA_GUEST_DIR:-/var/lib/isola/guest}
-packages=(qemu-system-x86 linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils file)
+packages=(qemu-system-x86 linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils file busybox-static util-linux)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -21,6 +21,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found (install Rust with rustup)" >&2; exit 1; }
 
+# vhost-device-vsock: the vhost-user vsock daemon of the QEMU backend (crates.io).
+tools=${ISOLA_CACHE:-$HOME/.cache/isola}/tools
+if [ ! -x "$tools/bin/vhost-device-vsock" ]; then
+  echo "setup: building vhost-device-vsock (once; cached in $tools)"
+  cargo install -q --locked vhost-device-vsock --root "$tools"
+fi
+ln -sf "$tools/bin/vhost-device-vsock" /usr/local/bin/vhost-device-vsock
+
 echo "setup: guest kernel (first build takes a few minutes; cached after)"
 kernel_out=$("$repo/kernel-config/build.sh" | tail -1)
 echo "setup: guest initramfs"
@@ -32,4 +40,5 @@ mkdir -p "$guest_dir"
 install -m 0644 "$kernel_out/vmlinux" "$guest_dir/vmlinux.tmp" && mv "$guest_dir/vmlinux.tmp" "$guest_dir/vmlinux"
 install -m 0644 "$kernel_out/bzImage" "$guest_dir/bzImage.tmp" && mv "$guest_dir/bzImage.tmp" "$guest_dir/bzImage"
 install -m 0644 "$initrd" "$guest_dir/initramfs.cpio.tmp" && mv "$guest_dir/initramfs.cpio.tmp" "$guest_dir/initramfs.cpio"
-echo "setup: guest installed in $guest_dir; binaries in $repo/target/release"
+"$repo/scripts/busybox-rootfs.sh" /var/lib/isola/busybox-rootfs >/dev/null
+echo "setup: guest installed in $guest_dir; busybox rootfs in /var/lib/isola/busybox-rootfs; binaries in $repo/target/release"

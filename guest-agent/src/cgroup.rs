@@ -52,10 +52,12 @@ impl Cgroup {
     pub fn create(root: &Path, id: &str, resources: Option<&LinuxResources>) -> Result<Self, CgroupError> {
         std::fs::create_dir_all(root).map_err(|source| CgroupError { path: root.into(), source })?;
         // Enable controllers from the top down; some may be missing, which is fine.
-        if let Some(parent) = root.parent() {
-            let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids +cpu +io");
+        // One write per controller: a single write fails whole if any one is missing.
+        for dir in root.parent().into_iter().chain(std::iter::once(root)) {
+            for c in ["+memory", "+pids", "+cpu", "+io"] {
+                let _ = std::fs::write(dir.join("cgroup.subtree_control"), c);
+            }
         }
-        let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory +pids +cpu +io");
         let path = root.join(id);
         std::fs::create_dir_all(&path).map_err(|source| CgroupError { path: path.clone(), source })?;
         let cg = Self { path };

@@ -38,3 +38,49 @@ pub fn linux_spec(timeout: Duration) -> BootSpec {
 pub fn require_binary(name: &str, hint: &str) -> PathBuf {
     assets::find_binary(name).unwrap_or_else(|| panic!("{name} not found ({hint}); end-to-end tests do not skip"))
 }
+
+/// The busybox rootfs installed by scripts/setup.sh.
+pub fn busybox_rootfs() -> PathBuf {
+    let p = PathBuf::from("/var/lib/isola/busybox-rootfs");
+    assert!(
+        p.join("bin/busybox").is_file(),
+        "{} is missing: run scripts/setup.sh (end-to-end tests do not skip)",
+        p.display()
+    );
+    p
+}
+
+/// Runs the `isola` CLI; returns (stdout, stderr, exit code).
+pub fn isola(args: &[&str], stdin: Option<&str>) -> (String, String, i32) {
+    use std::io::Write;
+    let bin = require_binary("isola", "cargo build");
+    let mut child = std::process::Command::new(bin)
+        .args(args)
+        .stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run isola");
+    if let (Some(input), Some(mut w)) = (stdin, child.stdin.take()) {
+        w.write_all(input.as_bytes()).expect("stdin");
+    }
+    let out = child.wait_with_output().expect("isola output");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// Pids of processes whose command line mentions `needle` (leak checks).
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(needle) && pid != std::process::id() as i32 {
+            v.push(pid);
+        }
+    }
+    v
+}

@@ -1,0 +1,178 @@
+//! Containers in real microVMs on this host (the backend isola picks: QEMU with
+//! vhost-user vsock here), driven through the `isola` CLI and the sandbox library.
+
+use std::time::Duration;
+
+use isola_e2e::{busybox_rootfs, isola, linux_guest, processes_mentioning};
+use isola_protocol::{Request, Response, RootfsSource};
+use isola_sandbox::container::{self, ContainerOptions};
+use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
+use isola_sandbox::{choose, detect_kvm, state, BootSpec, QemuAccel};
+
+fn rootfs() -> String {
+    busybox_rootfs().display().to_string()
+}
+
+fn assert_gone(name: &str) {
+    let dir = state::default_root().join(name);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    // Everything a sandbox starts names its directory on its command line.
+    let leaked = processes_mentioning(&format!("/{name}/"));
+    assert!(leaked.is_empty(), "processes of {name} left behind: {leaked:?}");
+}
+
+#[test]
+fn run_prints_output_and_returns_exit_codes() {
+    let r = rootfs();
+    let (out, err, code) = isola(
+        &["run", "--name", "e2e-hello", "--rootfs", &r, "--", "sh", "-c", "echo hello; echo to-stderr >&2; exit 3"],
+        None,
+    );
+    assert_eq!((out.as_str(), code), ("hello\n", 3), "stderr: {err}");
+    assert!(err.contains("to-stderr"), "{err}");
+    assert_gone("e2e-hello");
+    let (_, err, code) = isola(&["run", "--name", "e2e-42", "--rootfs", &r, "--", "sh", "-c", "exit 42"], None);
+    assert_eq!(code, 42, "{err}");
+    let (_, err, code) = isola(&["run", "--name", "e2e-true", "--rootfs", &r, "--", "true"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_gone("e2e-42");
+    assert_gone("e2e-true");
+}
+
+#[test]
+fn stdin_is_piped_through_to_the_container() {
+    let r = rootfs();
+    let (out, err, code) = isola(
+        &["run", "-i", "--name", "e2e-stdin", "--rootfs", &r, "--", "sh", "-c", "tr a-z A-Z"],
+        Some("piped through\n"),
+    );
+    assert_eq!((out.as_str(), code), ("PIPED THROUGH\n", 0), "{err}");
+    assert_gone("e2e-stdin");
+}
+
+#[test]
+fn detached_sandbox_takes_exec_ps_kill_and_rm() {
+    let r = rootfs();
+    // A previous, interrupted run may have left it: start clean.
+    let _ = isola(&["rm", "-f", "e2e-detached"], None);
+    let (out, err, code) = isola(&["run", "-d", "--name", "e2e-detached", "--rootfs", &r, "--", "sleep", "1000"], None);
+    assert_eq!((out.trim(), code), ("e2e-detached", 0), "{err}");
+    let (out, err, code) = isola(
+        &["exec", "e2e-detached", "--", "sh", "-c", "echo in-$(hostname); ps -o comm | grep -c sleep; exit 5"],
+        None,
+    );
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(out, "in-e2e-detached\n1\n");
+    let (out, _, code) = isola(&["ps", "--json"], None);
+    assert_eq!(code, 0);
+    let ps: serde_json::Value = serde_json::from_str(&out).expect("ps json");
+    let me = ps.as_array().expect("array").iter().find(|s| s["name"] == "e2e-detached").expect("listed").clone();
+    assert_eq!(me["container"], "running");
+    let (_, err, code) = isola(&["rm", "e2e-detached"], None);
+    assert_eq!(code, 1, "running sandboxes need -f");
+    assert!(err.contains("is running"), "{err}");
+    let (_, err, code) = isola(&["kill", "-s", "KILL", "e2e-detached"], None);
+    assert_eq!(code, 0, "{err}");
+    let stopped = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        isola(&["ps", "--json"], None).0.contains("\"stopped\"")
+    });
+    assert!(stopped, "the killed container is reported stopped");
+    let (out, err, code) = isola(&["rm", "e2e-detached"], None);
+    assert_eq!((out.trim(), code), ("e2e-detached", 0), "{err}");
+    assert_gone("e2e-detached");
+    let (_, err, code) = isola(&["exec", "e2e-detached", "--", "true"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("no running sandbox named e2e-detached"), "{err}");
+}
+
+#[test]
+fn memory_limit_is_enforced_and_reported_as_oom() {
+    let r = rootfs();
+    let (_, err, code) = isola(
+        &[
+            "run",
+            "-m",
+            "24",
+            "--name",
+            "e2e-oom",
+            "--rootfs",
+            &r,
+            "--",
+            "dd",
+            "if=/dev/zero",
+            "of=/tmp/fill",
+            "bs=1M",
+            "count=200",
+        ],
+        None,
+    );
+    assert_eq!(code, 137, "{err}");
+    assert!(err.contains("out of memory"), "{err}");
+    assert_gone("e2e-oom");
+}
+
+#[test]
+fn two_containers_in_one_sandbox_share_the_network_not_pids() {
+    let (kernel, initrd) = linux_guest();
+    let kvm = detect_kvm();
+    let opts = SandboxOptions {
+        id: "e2e-pod".into(),
+        boot: BootSpec {
+            kernel,
+            initrd: Some(initrd),
+            cmdline: isola_sandbox::hypervisor::DEFAULT_CMDLINE.into(),
+            mem_mib: 256,
+            vcpus: 1,
+            timeout: Duration::from_secs(60),
+            accel: QemuAccel::Auto,
+        },
+        hypervisor: choose(None, kvm),
+        kvm,
+        state_root: state::default_root(),
+        tie_to_parent: true,
+    };
+    let sb = Sandbox::start(&opts).expect("sandbox");
+    let mut c = sb.client().expect("client");
+    let show = "echo net=$(readlink /proc/self/ns/net) pid=$(readlink /proc/self/ns/pid) me=$$; sleep 1000";
+    for id in ["app", "sidecar"] {
+        let spec = container::spec(&ContainerOptions {
+            args: vec!["sh".into(), "-c".into(), show.into()],
+            ..Default::default()
+        })
+        .expect("spec");
+        container::upload_rootfs(&c, id, &busybox_rootfs()).expect("upload");
+        c.call(&Request::CreateContainer { id: id.into(), spec: Box::new(spec), rootfs: RootfsSource::Upload })
+            .expect("create");
+    }
+    let mut lines = Vec::new();
+    for id in ["app", "sidecar"] {
+        let mut out = c.attach(id, None, isola_protocol::StdioStream::Stdout).expect("stdout");
+        c.call(&Request::Start { id: id.into(), exec_id: None }).expect("start");
+        let mut line = String::new();
+        let mut byte = [0u8; 1];
+        while std::io::Read::read(&mut out, &mut byte).expect("read") == 1 && byte[0] != b'\n' {
+            line.push(byte[0] as char);
+        }
+        lines.push(line);
+    }
+    let field = |l: &str, k: &str| l.split(' ').find_map(|w| w.strip_prefix(k)).map(str::to_string).expect("field");
+    assert_eq!(field(&lines[0], "net="), field(&lines[1], "net="), "{lines:?}");
+    assert_ne!(field(&lines[0], "pid="), field(&lines[1], "pid="), "{lines:?}");
+    assert_eq!((field(&lines[0], "me="), field(&lines[1], "me=")), ("1".into(), "1".into()));
+    // A signal death is 128 + signal, with the signal reported.
+    c.call_ok(&Request::Signal { id: "app".into(), exec_id: None, signal: 9 }).expect("kill");
+    let Response::Exited { status } =
+        c.call_with(&Request::Wait { id: "app".into(), exec_id: None }, None).expect("wait")
+    else {
+        panic!()
+    };
+    assert_eq!((status.code, status.signal, status.oom_killed), (137, Some(9), false));
+    let Response::List { containers } = c.call(&Request::List).expect("list") else { panic!() };
+    assert_eq!(containers.len(), 2);
+    let Response::Stats { stats } = c.call(&Request::Stats { id: "sidecar".into() }).expect("stats") else { panic!() };
+    assert!(stats.pids_current >= 1, "{stats:?}");
+    drop(c);
+    drop(sb);
+    assert_gone("e2e-pod");
+}
