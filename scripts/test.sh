@@ -8,6 +8,7 @@ scripts/setup.sh
 # Lints that are errors (an unsafe block without // SAFETY:, among others) fail the run.
 cargo clippy -q --workspace --all-targets
 cargo build -q --workspace
-cargo test --workspace 2>&1 | tee target/test-output.txt
+# Unit and integration tests in parallel; the microVM tests one at a time (2 cores, TCG).
+{ cargo test --workspace --exclude isola-e2e 2>&1 && cargo test -p isola-e2e -- --test-threads=1 2>&1; } | tee target/test-output.txt
 # Cargo prints one "test result" line per test binary; add them up for one closing line.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt

@@ -295,21 +295,30 @@ impl Agent {
         drop(cmd);
         drop((start_r, report_w));
         let mut report = BufReader::new(File::from(report_r));
-        let pid = match read_report(&mut report)? {
-            Report::Pid(p) => p,
-            other => return Err(err(ErrorCode::Internal, format!("helper said {other:?}"))),
-        };
-        self.reaper.wait(helper_pid, Some(Duration::from_secs(10)));
-        self.reaper.forget(helper_pid);
-        match read_report(&mut report) {
-            Ok(Report::Ready) => {}
-            Ok(other) => return Err(err(ErrorCode::Internal, format!("process said {other:?}"))),
-            Err(e) => {
-                self.reaper.wait(pid, Some(Duration::from_secs(5)));
-                self.reaper.forget(pid);
-                return Err(e);
+        // The helper's "pid" and its child's "ready" race each other: take both in any order.
+        let mut pid = None;
+        let mut ready = false;
+        let mut failure = None;
+        while pid.is_none() || !ready {
+            match read_report(&mut report) {
+                Ok(Report::Pid(p)) => pid = Some(p),
+                Ok(Report::Ready) => ready = true,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
         }
+        self.reaper.wait(helper_pid, Some(Duration::from_secs(10)));
+        self.reaper.forget(helper_pid);
+        if let Some(e) = failure {
+            if let Some(p) = pid {
+                self.reaper.wait(p, Some(Duration::from_secs(5)));
+                self.reaper.forget(p);
+            }
+            return Err(e);
+        }
+        let pid = pid.ok_or_else(|| err(ErrorCode::Internal, "helper reported no pid"))?;
         Ok(Proc {
             pid,
             terminal: cfg.process.terminal,

@@ -84,6 +84,12 @@ fn tail(path: &Path) -> String {
     out
 }
 
+/// A guest CID per sandbox (3 and up; 0-2 are reserved), stable for its name.
+pub fn guest_cid(id: &str) -> u32 {
+    let h = id.bytes().fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619));
+    3 + h % 1_000_000
+}
+
 fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -129,7 +135,12 @@ impl Sandbox {
         ))?;
         let vhost_sock = self.dir.join("vhost-vsock.sock");
         let mut d = Command::new(daemon);
-        d.arg("--guest-cid").arg("3").arg("--socket").arg(&vhost_sock).arg("--uds-path").arg(&self.state.vsock_uds);
+        d.arg("--guest-cid")
+            .arg(guest_cid(&self.id).to_string())
+            .arg("--socket")
+            .arg(&vhost_sock)
+            .arg("--uds-path")
+            .arg(&self.state.vsock_uds);
         d.stdin(Stdio::null()).stdout(Stdio::null());
         d.stderr(File::create(self.dir.join("vsock.log")).map_err(io("vsock log"))?);
         if opts.tie_to_parent {
