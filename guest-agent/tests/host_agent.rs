@@ -162,6 +162,12 @@ fn containers_run_with_isolation_stdio_and_exit_codes() {
     .expect("create");
     let e = c.call(&Request::Start { id: "c5".into(), exec_id: None }).expect_err("exec fails");
     assert!(e.to_string().contains("/bin/nope"), "{e}");
+    let Response::Exited { status } =
+        c.call_with(&Request::Wait { id: "c5".into(), exec_id: None }, None).expect("wait")
+    else {
+        panic!()
+    };
+    assert_eq!(status.code, 127, "command not found");
 
     let Response::List { containers } = c.call(&Request::List).expect("list") else { panic!("list") };
     assert_eq!(containers.len(), 5);
