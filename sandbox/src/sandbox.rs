@@ -202,6 +202,20 @@ impl Sandbox {
                     return Err(SandboxError::VmmDied { status: status.to_string(), log: self.logs() });
                 }
             }
+            // Connecting before the guest's vsock driver is live can wedge
+            // vhost-device-vsock's connection; the agent prints its marker once listening.
+            let console = std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default();
+            if !console.contains("agent=vsock:") {
+                if Instant::now() > until {
+                    return Err(SandboxError::AgentTimeout {
+                        timeout,
+                        cause: "no ready marker on the console".into(),
+                        log: self.logs(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
             match AgentClient::connect(&self.state.vsock_uds, Duration::from_secs(2)).and_then(|mut c| c.ping()) {
                 Ok(_) => return Ok(()),
                 Err(e @ ClientError::Version { .. }) => {

@@ -78,7 +78,8 @@ fn check_boot_report(out: &Output, protocol: &str, mem_mib: u64, vcpus: u64, cmd
     assert_eq!(leaf1_ebx >> 24, 0, "boot vCPU has APIC id 0");
     assert_eq!((leaf1_ebx >> 16) & 0xff, vcpus, "logical processor count");
     assert_ne!(hex(&f, "cpuid1-ecx") & (1 << 31), 0, "hypervisor bit");
-    let events: Vec<&str> = stderr.lines().filter(|l| l.starts_with("isola-vmm: event=") && l.contains(" us=")).collect();
+    let events: Vec<&str> =
+        stderr.lines().filter(|l| l.starts_with("isola-vmm: event=") && l.contains(" us=")).collect();
     assert!(stderr.contains("isola-vmm: event=rss_kib value="), "{stderr}");
     let order: Vec<&str> = events.iter().filter_map(|l| l.split(' ').nth(1)).collect();
     assert_eq!(order, ["event=vmm_ready", "event=boot_timer", "event=vmm_exit"], "{stderr}");
