@@ -135,22 +135,21 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let bridges = container::attach(&c, &name, None, a.tty, a.interactive)?;
     let raw = a.tty.then(RawTerminal::enter).flatten();
     c.call(&Request::Start { id: name.clone(), exec_id: None })?;
-    let status = wait(&sb, &name, None)?;
+    let status = wait(&sb.state.vsock_uds, &name, None)?;
+    if status.oom_killed {
+        eprintln!("isola: container {name} was killed: out of memory");
+    }
     bridges.finish();
     drop(raw);
     sb.stop();
     Ok(exit_code(status.code))
 }
 
-fn wait(sb: &Sandbox, id: &str, exec_id: Option<&str>) -> anyhow::Result<isola_protocol::ExitStatus> {
-    let mut w = sb.client()?;
+/// Waits on its own connection (the control one stays free) until the process exits.
+fn wait(uds: &std::path::Path, id: &str, exec_id: Option<&str>) -> anyhow::Result<isola_protocol::ExitStatus> {
+    let mut w = isola_protocol::client::AgentClient::connect(uds, Duration::from_secs(30))?;
     match w.call_with(&Request::Wait { id: id.into(), exec_id: exec_id.map(Into::into) }, None)? {
-        Response::Exited { status } => {
-            if status.oom_killed {
-                eprintln!("isola: container {id} was killed: out of memory");
-            }
-            Ok(status)
-        }
+        Response::Exited { status } => Ok(status),
         other => anyhow::bail!("unexpected reply to wait: {other:?}"),
     }
 }
@@ -218,11 +217,7 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
     let bridges = container::attach(&c, &id, Some(&exec_id), a.tty, a.interactive)?;
     let raw = a.tty.then(RawTerminal::enter).flatten();
     c.call(&Request::Start { id: id.clone(), exec_id: Some(exec_id.clone()) })?;
-    let mut w = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(30))?;
-    let status = match w.call_with(&Request::Wait { id, exec_id: Some(exec_id) }, None)? {
-        Response::Exited { status } => status,
-        other => anyhow::bail!("unexpected reply to wait: {other:?}"),
-    };
+    let status = wait(&st.vsock_uds, &id, Some(&exec_id))?;
     bridges.finish();
     drop(raw);
     Ok(exit_code(status.code))

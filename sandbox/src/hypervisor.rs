@@ -142,7 +142,7 @@ pub fn command(kind: HypervisorKind, spec: &BootSpec, kvm: KvmKind) -> Result<Co
             let bin = find_binary("qemu-system-x86_64")
                 .ok_or(HypervisorError::MissingBinary("qemu-system-x86_64", " (apt-get install qemu-system-x86)"))?;
             let mut c = Command::new(bin);
-            c.args(qemu_args(spec, kvm));
+            c.args(qemu_args(spec, kvm, false));
             Ok(c)
         }
     }
@@ -151,16 +151,23 @@ pub fn command(kind: HypervisorKind, spec: &BootSpec, kvm: KvmKind) -> Result<Co
 /// QEMU's microvm machine with an i8042 so the guest's reset ends QEMU at once (without
 /// it Linux spends ~1.5 s in reboot fallbacks); no ACPI (with it, guest userspace console output stalled
 /// here), the legacy PIT and RTC kept (without them TCG boots hung), no default devices.
-pub fn qemu_args(spec: &BootSpec, kvm: KvmKind) -> Vec<String> {
+/// `shared_memory` backs guest RAM with a shared memfd, which vhost-user daemons need
+/// to map the rings.
+pub fn qemu_args(spec: &BootSpec, kvm: KvmKind, shared_memory: bool) -> Vec<String> {
     let use_kvm = match spec.accel {
         QemuAccel::Kvm => true,
         QemuAccel::Tcg => false,
         QemuAccel::Auto => kvm == KvmKind::Hardware,
     };
     let (accel, cpu) = if use_kvm { ("kvm", "host") } else { ("tcg", "max") };
+    let machine = if shared_memory {
+        "microvm,acpi=off,isa-serial=on,memory-backend=mem"
+    } else {
+        "microvm,acpi=off,isa-serial=on"
+    };
     let mut a: Vec<String> = [
         "-M",
-        "microvm,acpi=off,isa-serial=on",
+        machine,
         "-accel",
         accel,
         "-cpu",
@@ -178,6 +185,9 @@ pub fn qemu_args(spec: &BootSpec, kvm: KvmKind) -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     a.extend(["-m".into(), format!("{}M", spec.mem_mib), "-smp".into(), spec.vcpus.to_string()]);
+    if shared_memory {
+        a.extend(["-object".into(), format!("memory-backend-memfd,id=mem,size={}M,share=on", spec.mem_mib)]);
+    }
     a.extend(["-kernel".into(), spec.kernel.display().to_string()]);
     if let Some(rd) = &spec.initrd {
         a.extend(["-initrd".into(), rd.display().to_string()]);
@@ -216,16 +226,19 @@ mod tests {
     fn qemu_uses_tcg_unless_kvm_is_hardware() {
         let d = tempfile::tempdir().expect("tmp");
         let s = spec(d.path());
-        let tcg = qemu_args(&s, KvmKind::Pvm).join(" ");
+        let tcg = qemu_args(&s, KvmKind::Pvm, false).join(" ");
         assert!(tcg.contains("-accel tcg -cpu max"), "{tcg}");
         assert!(tcg.contains("-m 128M -smp 2"), "{tcg}");
         assert!(tcg.contains("-append console=ttyS0"), "{tcg}");
-        let kvm = qemu_args(&s, KvmKind::Hardware).join(" ");
+        let kvm = qemu_args(&s, KvmKind::Hardware, false).join(" ");
         assert!(kvm.contains("-accel kvm -cpu host"), "{kvm}");
         let forced = BootSpec { accel: QemuAccel::Kvm, ..s.clone() };
-        assert!(qemu_args(&forced, KvmKind::Pvm).join(" ").contains("-accel kvm"));
+        assert!(qemu_args(&forced, KvmKind::Pvm, false).join(" ").contains("-accel kvm"));
         let forced = BootSpec { accel: QemuAccel::Tcg, ..s };
-        assert!(qemu_args(&forced, KvmKind::Hardware).join(" ").contains("-accel tcg"));
+        assert!(qemu_args(&forced, KvmKind::Hardware, false).join(" ").contains("-accel tcg"));
+        let shared = qemu_args(&forced, KvmKind::Pvm, true).join(" ");
+        assert!(shared.contains("isa-serial=on,memory-backend=mem"), "{shared}");
+        assert!(shared.contains("memory-backend-memfd,id=mem,size=128M,share=on"), "{shared}");
     }
 
     #[test]

@@ -166,15 +166,7 @@ impl Sandbox {
         let qemu = find_binary("qemu-system-x86_64")
             .ok_or(SandboxError::Missing("qemu-system-x86_64", "apt-get install qemu-system-x86"))?;
         let mut q = Command::new(qemu);
-        q.args(qemu_args(&opts.boot, opts.kvm).iter().map(|a| {
-            // Guest RAM must be a shared memfd so the vhost-user daemon can map the rings.
-            if a == "microvm,acpi=off,isa-serial=on" {
-                "microvm,acpi=off,isa-serial=on,memory-backend=mem".to_string()
-            } else {
-                a.clone()
-            }
-        }));
-        q.arg("-object").arg(format!("memory-backend-memfd,id=mem,size={}M,share=on", opts.boot.mem_mib));
+        q.args(qemu_args(&opts.boot, opts.kvm, true));
         q.arg("-chardev").arg(format!("socket,id=vsock,path={}", vhost_sock.display()));
         q.arg("-device").arg("vhost-user-vsock-device,chardev=vsock");
         q.stdin(Stdio::null());
@@ -251,9 +243,7 @@ impl Sandbox {
             return;
         }
         self.stopped = true;
-        if let Ok(mut c) = AgentClient::connect(&self.state.vsock_uds, Duration::from_secs(2)) {
-            let _ = c.call(&Request::Shutdown);
-        }
+        request_power_off(&self.state.vsock_uds);
         let until = Instant::now() + Duration::from_secs(5);
         if let Some(vmm) = self.children.last_mut() {
             while Instant::now() < until {
@@ -277,11 +267,17 @@ impl Drop for Sandbox {
     }
 }
 
-/// Stops a sandbox started by another process (`isola rm`, `isola kill`).
-pub fn stop_by_state(dir: &Path, st: &SandboxState) {
-    if let Ok(mut c) = AgentClient::connect(&st.vsock_uds, Duration::from_secs(2)) {
+/// Asks the agent to power the guest off; an unreachable agent is the caller's to handle
+/// (it kills the VMM after a grace period).
+fn request_power_off(uds: &Path) {
+    if let Ok(mut c) = AgentClient::connect(uds, Duration::from_secs(2)) {
         let _ = c.call(&Request::Shutdown);
     }
+}
+
+/// Stops a sandbox started by another process (`isola rm`, `isola kill`).
+pub fn stop_by_state(dir: &Path, st: &SandboxState) {
+    request_power_off(&st.vsock_uds);
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until && state::process_matches(st.vmm_pid, state::vmm_exe_name(st.hypervisor)) {
         std::thread::sleep(Duration::from_millis(10));
