@@ -2,6 +2,7 @@
 
 mod interrupt;
 mod mmio;
+pub mod vsock;
 
 pub use interrupt::{Interrupt, INT_CONFIG, INT_VRING};
 pub use mmio::{MmioTransport, NOTIFY_REG_OFFSET};
