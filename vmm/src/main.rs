@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use isola_vmm::memory::Backing;
-use isola_vmm::{ConsoleOut, VmConfig};
+use isola_vmm::{ConsoleOut, VmConfig, VsockConfig};
 
 /// Boot a kernel in a KVM microVM.
 #[derive(Parser, Debug)]
@@ -36,6 +36,13 @@ struct Args {
     /// Back guest RAM with a shareable memfd (needed by vhost-user devices).
     #[arg(long)]
     shared_memory: bool,
+    /// Give the guest a virtio-vsock device backed by this host unix socket
+    /// (`CONNECT <port>` for host-initiated streams, `<path>_<port>` for the guest's).
+    #[arg(long)]
+    vsock_uds: Option<PathBuf>,
+    /// The guest's vsock CID.
+    #[arg(long, default_value_t = 3)]
+    vsock_cid: u64,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
         console,
         timeout: args.timeout_ms.map(Duration::from_millis),
         backing: if args.shared_memory { Backing::Shared } else { Backing::Anonymous },
+        vsock: args.vsock_uds.map(|uds_path| VsockConfig { guest_cid: args.vsock_cid, uds_path }),
     };
     match isola_vmm::run(&config, start) {
         Ok(_) => ExitCode::SUCCESS,

@@ -1,5 +1,5 @@
-//! Building the freestanding test guests in `vmm/guests/` with the system assembler
-//! and linker. Used by the integration tests and by `isola bench` to boot the same
+//! Building the freestanding test guests in `vmm/guests/` (assembly or C) with the
+//! system compiler and linker. Used by the integration tests and by `isola bench` to boot the same
 //! tiny guest under every backend.
 
 use std::path::{Path, PathBuf};
@@ -19,6 +19,21 @@ pub const GUESTS: &[GuestSpec] = &[
     GuestSpec { name: "boot_check_pvh", source: "boot_check.S", defines: &["-DPVH"] },
     GuestSpec { name: "triple_fault", source: "triple_fault.S", defines: &[] },
     GuestSpec { name: "runaway", source: "runaway.S", defines: &[] },
+    GuestSpec { name: "vsock_echo", source: "vsock_echo.c", defines: &[] },
+];
+
+/// Freestanding C: no libc, no red zone, no SSE, absolute addresses (loaded at 1 MiB).
+const C_FLAGS: &[&str] = &[
+    "-O2",
+    "-ffreestanding",
+    "-fno-pic",
+    "-fno-pie",
+    "-mno-red-zone",
+    "-mgeneral-regs-only",
+    "-fno-stack-protector",
+    "-fno-asynchronous-unwind-tables",
+    "-fcf-protection=none",
+    "-fno-builtin",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +76,9 @@ pub fn build(name: &str, out_dir: &Path) -> Result<PathBuf, TestGuestError> {
     let elf = out_dir.join(format!("{name}.elf"));
     run("gcc", name, &["-c".as_ref(), "-o".as_ref(), lib_obj.as_os_str(), src.join("lib.S").as_os_str()])?;
     let mut args: Vec<&std::ffi::OsStr> = spec.defines.iter().map(|d| d.as_ref()).collect();
+    if spec.source.ends_with(".c") {
+        args.extend(C_FLAGS.iter().map(|f| -> &std::ffi::OsStr { f.as_ref() }));
+    }
     let main_src = src.join(spec.source);
     args.extend(["-c".as_ref(), "-o".as_ref(), obj.as_os_str(), main_src.as_os_str()]);
     run("gcc", name, &args)?;

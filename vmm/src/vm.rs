@@ -11,13 +11,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{self, BootError};
 use crate::devices::{BootTimer, Bus, SerialConsole, VmEvent, I8042, I8042_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE};
-use crate::memory::{self, Backing, MemoryError, BOOT_TIMER_ADDR};
+use crate::memory::{self, Backing, MemoryError, BOOT_TIMER_ADDR, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
+use crate::virtio::vsock::{UnixMuxer, Vsock};
 use crate::vcpu::{Vcpu, VcpuError, VcpuOutcome, VcpuShared};
 
 /// Where the serial console goes.
@@ -40,7 +41,19 @@ pub struct VmConfig {
     /// Give up (and say where the guest was) after this long.
     pub timeout: Option<Duration>,
     pub backing: Backing,
+    /// A virtio-vsock device backed by unix sockets on the host.
+    pub vsock: Option<VsockConfig>,
 }
+
+/// The guest's vsock: its CID and the host unix socket (`CONNECT <port>` protocol).
+#[derive(Debug, Clone)]
+pub struct VsockConfig {
+    pub guest_cid: u64,
+    pub uds_path: PathBuf,
+}
+
+/// The interrupt line of the first virtio-mmio slot (serial has 4).
+pub const VIRTIO_IRQ_BASE: u32 = 5;
 
 /// Largest vCPU count we build topology for.
 pub const MAX_VCPUS: u8 = 64;
@@ -92,6 +105,12 @@ impl VmConfig {
             .checked_mul(1 << 20)
             .ok_or_else(|| VmError::Config(format!("memory of {} MiB overflows", self.mem_mib)))?;
         memory::ram_ranges(bytes)?;
+        if let Some(v) = &self.vsock {
+            // 0-2 are reserved (hypervisor, local, host) and u32::MAX is VMADDR_CID_ANY.
+            if v.guest_cid < 3 || v.guest_cid >= u64::from(u32::MAX) {
+                return Err(VmError::Config(format!("vsock guest CID must be 3..{}, got {}", u32::MAX, v.guest_cid)));
+            }
+        }
         Ok(())
     }
 
@@ -115,12 +134,12 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
         Some(p) => Some(boot::load_initrd(&mem, p, &kernel, mem_bytes)?),
         None => None,
     };
-    let cmdline = boot::build_cmdline(&config.cmdline, &[])?;
+    let cmdline = boot::build_cmdline(&config.cmdline, &virtio_cmdline(config))?;
     let boot_info = boot::write_boot_info(&mem, &kernel, &cmdline, initrd, mem_bytes)?;
     let cr3 = boot::setup_identity_paging(&mem)?;
 
     let (events_tx, events) = channel();
-    let shared = build_devices(&vm, config, start, events_tx)?;
+    let shared = build_devices(&vm, config, &mem, start, events_tx)?;
     let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("get supported cpuid"))?;
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     for id in 0..config.vcpus {
@@ -210,7 +229,51 @@ fn console_writer(out: &ConsoleOut) -> Result<Box<dyn Write + Send>, VmError> {
     })
 }
 
-fn build_devices(vm: &VmFd, config: &VmConfig, start: Instant, events: Sender<VmEvent>) -> Result<VcpuShared, VmError> {
+/// `virtio_mmio.device=` entries telling Linux where our virtio devices are.
+fn virtio_cmdline(config: &VmConfig) -> Vec<String> {
+    let slots = usize::from(config.vsock.is_some());
+    (0..slots)
+        .map(|i| {
+            let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE;
+            format!("virtio_mmio.device=4K@{base:#x}:{}", VIRTIO_IRQ_BASE + i as u32)
+        })
+        .collect()
+}
+
+/// Puts a virtio device behind an MMIO transport in `slot`, with an irqfd and (when KVM
+/// allows) ioeventfds so queue notifications skip the vCPU thread.
+fn add_virtio(
+    vm: &VmFd,
+    bus: &mut Bus,
+    mem: &GuestMemoryMmap,
+    slot: u64,
+    device: Box<dyn crate::virtio::VirtioDevice>,
+) -> Result<(), VmError> {
+    let irq = VIRTIO_IRQ_BASE + slot as u32;
+    let base = VIRTIO_MMIO_BASE + slot * VIRTIO_MMIO_SIZE;
+    let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Device(format!("virtio irqfd: {e}")))?;
+    vm.register_irqfd(&irqfd, irq).map_err(kvm_err("register virtio irqfd"))?;
+    let interrupt = Arc::new(crate::virtio::Interrupt::new(irqfd));
+    let transport = crate::virtio::MmioTransport::new(device, mem.clone(), interrupt)
+        .map_err(|e| VmError::Device(format!("virtio transport: {e}")))?;
+    for (i, evt) in transport.queue_events().iter().enumerate() {
+        let addr = IoEventAddress::Mmio(base + crate::virtio::NOTIFY_REG_OFFSET);
+        if let Err(e) = vm.register_ioevent(evt, &addr, i as u32) {
+            // The transport signals the queue itself when the write reaches it.
+            log::debug!("virtio slot {slot}: no ioeventfd for queue {i}: {e}");
+        }
+    }
+    bus.insert(base, VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport)))
+        .map_err(|e| VmError::Device(e.to_string()))
+}
+
+fn build_devices(
+    vm: &VmFd,
+    config: &VmConfig,
+    mem: &GuestMemoryMmap,
+    start: Instant,
+    events: Sender<VmEvent>,
+) -> Result<VcpuShared, VmError> {
     let dev_err = |e: crate::devices::BusError| VmError::Device(e.to_string());
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
@@ -220,6 +283,10 @@ fn build_devices(vm: &VmFd, config: &VmConfig, start: Instant, events: Sender<Vm
     pio.insert(SERIAL_PORT_BASE, 8, Arc::new(Mutex::new(serial))).map_err(dev_err)?;
     pio.insert(I8042_PORT_BASE, 5, Arc::new(Mutex::new(I8042::new(events.clone())))).map_err(dev_err)?;
     mmio.insert(BOOT_TIMER_ADDR, 0x1000, Arc::new(Mutex::new(BootTimer::new(start, events)))).map_err(dev_err)?;
+    if let Some(v) = &config.vsock {
+        let muxer = UnixMuxer::new(v.guest_cid, &v.uds_path).map_err(|e| VmError::Device(e.to_string()))?;
+        add_virtio(vm, &mut mmio, mem, 0, Box::new(Vsock::new(v.guest_cid, Box::new(muxer))))?;
+    }
     Ok(VcpuShared { pio, mmio, stop: Arc::new(AtomicBool::new(false)) })
 }
 
