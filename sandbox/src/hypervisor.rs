@@ -121,20 +121,7 @@ pub fn command(kind: HypervisorKind, spec: &BootSpec, kvm: KvmKind) -> Result<Co
     spec.validate()?;
     match kind {
         HypervisorKind::IsolaVmm => {
-            let bin = find_binary("isola-vmm").ok_or(HypervisorError::MissingBinary("isola-vmm", " (cargo build)"))?;
-            let mut c = Command::new(bin);
-            c.arg("--kernel").arg(&spec.kernel);
-            if let Some(rd) = &spec.initrd {
-                c.arg("--initrd").arg(rd);
-            }
-            c.args([
-                "--cmdline",
-                &spec.cmdline,
-                "--mem-mib",
-                &spec.mem_mib.to_string(),
-                "--vcpus",
-                &spec.vcpus.to_string(),
-            ]);
+            let mut c = isola_vmm_command(spec)?;
             c.args(["--timeout-ms", &spec.timeout.as_millis().to_string()]);
             Ok(c)
         }
@@ -146,6 +133,18 @@ pub fn command(kind: HypervisorKind, spec: &BootSpec, kvm: KvmKind) -> Result<Co
             Ok(c)
         }
     }
+}
+
+/// isola-vmm booting `spec`, with no time limit (a sandbox runs until stopped).
+pub fn isola_vmm_command(spec: &BootSpec) -> Result<Command, HypervisorError> {
+    let bin = find_binary("isola-vmm").ok_or(HypervisorError::MissingBinary("isola-vmm", " (cargo build)"))?;
+    let mut c = Command::new(bin);
+    c.arg("--kernel").arg(&spec.kernel);
+    if let Some(rd) = &spec.initrd {
+        c.arg("--initrd").arg(rd);
+    }
+    c.args(["--cmdline", &spec.cmdline, "--mem-mib", &spec.mem_mib.to_string(), "--vcpus", &spec.vcpus.to_string()]);
+    Ok(c)
 }
 
 /// QEMU's microvm machine with an i8042 so the guest's reset ends QEMU at once (without

@@ -12,7 +12,7 @@ use isola_protocol::Request;
 
 use crate::assets::find_binary;
 use crate::host::KvmKind;
-use crate::hypervisor::{qemu_args, BootSpec, HypervisorKind};
+use crate::hypervisor::{isola_vmm_command, qemu_args, BootSpec, HypervisorKind};
 use crate::state::{self, SandboxState};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +23,6 @@ pub enum SandboxError {
     Exists(String),
     #[error("{0} not found: {1}")]
     Missing(&'static str, &'static str),
-    #[error("isola-vmm has no vsock device yet, so it cannot reach the agent; use --hypervisor qemu")]
-    NoVsock,
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("the guest agent did not come up within {timeout:?}: {cause}{log}")]
@@ -98,9 +96,6 @@ impl Sandbox {
     pub fn start(opts: &SandboxOptions) -> Result<Self, SandboxError> {
         isola_protocol::validate_id(&opts.id).map_err(|_| SandboxError::BadId(opts.id.clone()))?;
         opts.boot.validate()?;
-        if opts.hypervisor == HypervisorKind::IsolaVmm {
-            return Err(SandboxError::NoVsock);
-        }
         state::list(&opts.state_root);
         let dir = opts.state_root.join(&opts.id);
         if dir.exists() {
@@ -123,9 +118,30 @@ impl Sandbox {
             stopped: false,
         };
         // On any error below, Drop kills what was started and removes the directory.
-        sb.start_qemu(opts)?;
+        match opts.hypervisor {
+            HypervisorKind::Qemu => sb.start_qemu(opts)?,
+            HypervisorKind::IsolaVmm => sb.start_isola_vmm(opts)?,
+        }
         sb.wait_for_agent(opts.boot.timeout)?;
         Ok(sb)
+    }
+
+    /// isola-vmm serves the hybrid-vsock socket itself: no helper process.
+    fn start_isola_vmm(&mut self, opts: &SandboxOptions) -> Result<(), SandboxError> {
+        let mut c = isola_vmm_command(&opts.boot)?;
+        c.arg("--vsock-uds").arg(&self.state.vsock_uds);
+        c.args(["--vsock-cid", &guest_cid(&self.id).to_string()]);
+        c.arg("--console").arg(self.dir.join("console.log"));
+        c.stdin(Stdio::null()).stdout(Stdio::null());
+        c.stderr(File::create(self.dir.join("vmm.log")).map_err(io("vmm log"))?);
+        if opts.tie_to_parent {
+            tie_to_parent(&mut c);
+        }
+        let child = c.spawn().map_err(io("starting isola-vmm"))?;
+        self.state.vmm_pid = child.id() as i32;
+        self.children.push(child);
+        self.state.save(&self.dir).map_err(io("saving sandbox state"))?;
+        Ok(())
     }
 
     fn start_qemu(&mut self, opts: &SandboxOptions) -> Result<(), SandboxError> {
