@@ -22,7 +22,7 @@ use oci_spec::runtime::Spec;
 
 use crate::cgroup::Cgroup;
 use crate::config::{self, InitConfig};
-use crate::helper::{REPORT_FD, START_FD};
+use crate::helper::{CONSOLE_FD, REPORT_FD, START_FD};
 use crate::reaper::{Exit, Reaper};
 use crate::rootfs::{self, Layout};
 use crate::stdio::{self, HostEnds};
@@ -268,20 +268,29 @@ impl Agent {
         let cfg_path = dir.join(format!("{name}.json"));
         let json = serde_json::to_vec(cfg).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
         std::fs::write(&cfg_path, json).map_err(|e| os_err("writing process config", e))?;
-        let (host, child) =
-            if cfg.process.terminal { stdio::pty() } else { stdio::pipes() }.map_err(|e| os_err("stdio", e))?;
-        let pty_control = host.pty.as_ref().and_then(|m| m.try_clone().ok());
         let (start_r, start_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| os_err("pipe", e))?;
         let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| os_err("pipe", e))?;
-        let (sr, rw) = (start_r.as_raw_fd(), report_w.as_raw_fd());
         let mut cmd = Command::new(&self.cfg.helper_exe);
         cmd.arg("init-helper").arg(&cfg_path).env_clear();
-        cmd.stdin(Stdio::from(child.stdin)).stdout(Stdio::from(child.stdout)).stderr(Stdio::from(child.stderr));
+        // A terminal comes from inside the container (over a console socket); pipes from here.
+        let (mut host, console) = if cfg.process.terminal {
+            let (ours, theirs) = stdio::console_pair().map_err(|e| os_err("console socket", e))?;
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            (stdio::HostEnds::default(), Some((ours, theirs)))
+        } else {
+            let (host, child) = stdio::pipes().map_err(|e| os_err("stdio", e))?;
+            cmd.stdin(Stdio::from(child.stdin)).stdout(Stdio::from(child.stdout)).stderr(Stdio::from(child.stderr));
+            (host, None)
+        };
+        let mut dups = vec![(start_r.as_raw_fd(), START_FD), (report_w.as_raw_fd(), REPORT_FD)];
+        if let Some((_, theirs)) = &console {
+            dups.push((theirs.as_raw_fd(), CONSOLE_FD));
+        }
         // SAFETY: dup2 is async-signal-safe and only touches fds this child inherited;
         // it runs between fork and exec of the helper.
         unsafe {
             cmd.pre_exec(move || {
-                for (from, to) in [(sr, START_FD), (rw, REPORT_FD)] {
+                for &(from, to) in &dups {
                     if libc::dup2(from, to) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -294,6 +303,10 @@ impl Agent {
         // Our copies of the child's ends must go, or EOFs never arrive.
         drop(cmd);
         drop((start_r, report_w));
+        let console = console.map(|(ours, theirs)| {
+            drop(theirs);
+            ours
+        });
         let mut report = BufReader::new(File::from(report_r));
         // The helper's "pid" and its child's "ready" race each other: take both in any order.
         let mut pid = None;
@@ -319,6 +332,11 @@ impl Agent {
             return Err(e);
         }
         let pid = pid.ok_or_else(|| err(ErrorCode::Internal, "helper reported no pid"))?;
+        if let Some(sock) = &console {
+            // Sent before "ready", so it is already waiting in the socket.
+            host.pty = Some(stdio::recv_terminal(sock).map_err(|e| os_err("receiving the terminal", e))?);
+        }
+        let pty_control = host.pty.as_ref().and_then(|m| m.try_clone().ok());
         Ok(Proc {
             pid,
             terminal: cfg.process.terminal,
@@ -467,7 +485,14 @@ impl Agent {
                 let master = taken(ends.pty.take())?;
                 let master_in = master.try_clone().map_err(|e| os_err("pty", e))?;
                 let conn_in = conn.try_clone().map_err(|e| os_err("conn", e))?;
-                std::thread::spawn(move || stdio::pump(master, conn));
+                let conn_end = conn.try_clone().map_err(|e| os_err("conn", e))?;
+                std::thread::spawn(move || {
+                    stdio::pump(master, conn);
+                    // The terminal is gone: end the whole connection. A half-close alone
+                    // does not reach the host through every vsock backend (vhost-device-vsock
+                    // drops it), and it also stops the input copy.
+                    let _ = nix::sys::socket::shutdown(conn_end.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+                });
                 std::thread::spawn(move || stdio::pump(conn_in, master_in));
             }
         }

@@ -7,6 +7,8 @@
 //! means start, EOF means the container was deleted before it started.
 //! fd 4: report pipe (write, close-on-exec in the container process):
 //! `pid <n>`, then `ready`, or `error <message>`. EOF after start means exec succeeded.
+//! fd 5 (terminal processes only): a unix socket the container process sends its pty
+//! master over (SCM_RIGHTS) before it reports `ready`.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -20,6 +22,7 @@ use crate::syscall::Linux;
 
 pub const START_FD: i32 = 3;
 pub const REPORT_FD: i32 = 4;
+pub const CONSOLE_FD: i32 = 5;
 
 /// One line in one write(2): lines from the helper and its child share the pipe and
 /// must not interleave (writes under PIPE_BUF are atomic).

@@ -157,6 +157,11 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig, wait_for_start: &mut dyn FnM
             sys.sethostname(h)?;
         }
     }
+    if cfg.process.terminal {
+        // From the container's own devpts (after pivot_root, or after joining its mount
+        // namespace), so the process sees a /dev/pts/N that exists in its view.
+        sys.open_terminal(crate::helper::CONSOLE_FD)?;
+    }
     wait_for_start();
     setup_process(sys, &cfg.process)?;
     Ok(())
@@ -253,6 +258,9 @@ mod tests {
         assert!(pos(&c, "write /proc/self/oom_score_adj 100") < ids, "needs privilege");
         assert!(ids < pos(&c, "caps") && pos(&c, "caps") < pos(&c, "no_new_privs"));
         assert!(pos(&c, "setsid") < pos(&c, "set_controlling_tty"));
+        // The terminal comes from the container's devpts: after pivot_root, before setsid.
+        let term = pos(&c, "open_terminal 5");
+        assert!(pivot < term && pos(&c, "mask /proc/kcore") < term && term < pos(&c, "setsid"));
         assert_eq!(c.last().expect("calls"), "exec /bin/sh /bin/sh -c true");
         assert_eq!(c[c.len() - 2], "chdir /work");
     }

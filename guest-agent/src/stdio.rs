@@ -5,7 +5,9 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::OFlag;
+#[cfg(test)]
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 /// The agent's ends: pipes (stdin write end, stdout/stderr read ends) or a pty master.
 #[derive(Default)]
@@ -38,7 +40,35 @@ pub fn pipes() -> std::io::Result<(HostEnds, ChildEnds)> {
     ))
 }
 
-/// A pseudo-terminal: the master stays with the agent, the slave is all three streams.
+/// A socket pair for a terminal process: the container process opens its pty inside
+/// the container and sends the master back over the child's end.
+pub fn console_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).map_err(std::io::Error::from)
+}
+
+/// Receives the pty master the container process sent (see `Syscall::open_terminal`).
+pub fn recv_terminal(sock: &OwnedFd) -> std::io::Result<File> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(std::io::Error::from)?;
+    for c in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just installed this fd in our table for us; we own it.
+                return Ok(unsafe { File::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(std::io::Error::other("the container process sent no terminal"))
+}
+
+/// A pseudo-terminal opened by the agent itself (tests of the copy loops).
+#[cfg(test)]
 pub fn pty() -> std::io::Result<(HostEnds, ChildEnds)> {
     let p = nix::pty::openpty(None, None).map_err(std::io::Error::from)?;
     fcntl(p.master.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(std::io::Error::from)?;

@@ -59,6 +59,9 @@ pub trait Syscall {
     fn setsid(&self) -> Result<(), SyscallError>;
     /// Makes fd 0 (a terminal) the controlling terminal.
     fn set_controlling_tty(&self) -> Result<(), SyscallError>;
+    /// Opens a pty from the container's /dev/ptmx, sends its master over the unix
+    /// socket `console_fd` and makes the slave fds 0, 1 and 2.
+    fn open_terminal(&self, console_fd: i32) -> Result<(), SyscallError>;
     fn set_rlimit(&self, limit: &Rlimit) -> Result<(), SyscallError>;
     fn set_groups(&self, gids: &[u32]) -> Result<(), SyscallError>;
     fn set_ids(&self, uid: u32, gid: u32) -> Result<(), SyscallError>;
@@ -195,6 +198,29 @@ impl Syscall for Linux {
         if rc < 0 {
             return Err(SyscallError::Os { op: "TIOCSCTTY", source: nix::Error::last() });
         }
+        Ok(())
+    }
+
+    fn open_terminal(&self, console_fd: i32) -> Result<(), SyscallError> {
+        use nix::fcntl::OFlag;
+        use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+        use std::os::fd::AsRawFd;
+        let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(os("open /dev/ptmx"))?;
+        grantpt(&master).map_err(os("grantpt"))?;
+        unlockpt(&master).map_err(os("unlockpt"))?;
+        let name = ptsname_r(&master).map_err(os("ptsname"))?;
+        let slave = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY, nix::sys::stat::Mode::empty())
+            .map_err(|e| SyscallError::Path { op: "open", path: name.clone().into(), source: e.into() })?;
+        let fds = [master.as_raw_fd()];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        let iov = [std::io::IoSlice::new(b"T")];
+        nix::sys::socket::sendmsg::<()>(console_fd, &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
+            .map_err(os("sending the terminal"))?;
+        for to in 0..3 {
+            nix::unistd::dup2(slave, to).map_err(os("dup2 terminal"))?;
+        }
+        let _ = nix::unistd::close(slave);
+        let _ = nix::unistd::close(console_fd);
         Ok(())
     }
 
@@ -354,6 +380,9 @@ impl Syscall for Recording {
     }
     fn set_controlling_tty(&self) -> Result<(), SyscallError> {
         self.record("set_controlling_tty".into())
+    }
+    fn open_terminal(&self, console_fd: i32) -> Result<(), SyscallError> {
+        self.record(format!("open_terminal {console_fd}"))
     }
     fn set_rlimit(&self, (n, s, h): &Rlimit) -> Result<(), SyscallError> {
         self.record(format!("rlimit {n} {s} {h}"))

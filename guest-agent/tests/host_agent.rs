@@ -258,3 +258,33 @@ fn stdin_exec_signals_and_bad_requests() {
     c.ping().expect("still alive");
     c.call_ok(&Request::Delete { id: "cat".into(), force: true }).expect("delete");
 }
+
+#[test]
+fn a_terminal_session_ends_when_the_process_exits() {
+    let agent = HostAgent::start();
+    let mut c = agent.client();
+    let rootfs = busybox_rootfs();
+    upload(&c, "tty1", &rootfs);
+    let mut s = spec(&["sh", "-c", "tty; stty size; echo hi; exit 4"]);
+    let mut p = s.process().clone().expect("process");
+    p.set_terminal(Some(true));
+    s.set_process(Some(p));
+    let r = c
+        .call(&Request::CreateContainer { id: "tty1".into(), spec: Box::new(s), rootfs: RootfsSource::Upload })
+        .expect("create");
+    assert!(matches!(r, Response::Started { .. }), "{r:?}");
+    let mut tty = c.attach("tty1", None, StdioStream::Tty).expect("tty");
+    c.call(&Request::ResizeTty { id: "tty1".into(), exec_id: None, rows: 33, cols: 101 }).expect("resize");
+    tty.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    c.call(&Request::Start { id: "tty1".into(), exec_id: None }).expect("start");
+    let mut out = String::new();
+    tty.read_to_string(&mut out).expect("the terminal reaches EOF when the process exits");
+    let Response::Exited { status } = c.call_with(&Request::Wait { id: "tty1".into(), exec_id: None }, None).expect("wait")
+    else {
+        panic!("wait reply")
+    };
+    assert_eq!(status.code, 4);
+    assert!(out.contains("/dev/pts/0"), "the container's own devpts: {out:?}");
+    assert!(out.contains("33 101"), "{out:?}");
+    assert!(out.contains("hi\r\n"), "terminal line discipline: {out:?}");
+}

@@ -50,6 +50,31 @@ fn stdin_is_piped_through_to_the_container() {
     assert_gone("e2e-stdin");
 }
 
+/// `isola run -it` inside `script`, which gives it a terminal and types for us.
+#[test]
+fn terminal_session_is_interactive_and_returns_the_exit_code() {
+    let isola_bin = isola_e2e::require_binary("isola", "cargo build");
+    let cmd = format!("{} run -it --name e2e-tty --rootfs {} -- sh", isola_bin.display(), rootfs());
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    {
+        use std::io::Write;
+        let mut w = child.stdin.take().expect("stdin");
+        w.write_all(b"tty; stty size; echo typed-$((6*7)); exit 5\n").expect("type");
+    }
+    let out = child.wait_with_output().expect("script output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("typed-42\r\n"), "the shell ran what was typed, through a line discipline: {text:?}");
+    assert!(text.contains("/dev/pts/0"), "the terminal is the container's own: {text:?}");
+    assert_gone("e2e-tty");
+}
+
 #[test]
 fn detached_sandbox_takes_exec_ps_kill_and_rm() {
     let r = rootfs();
