@@ -28,6 +28,12 @@ if [ ! -x "$tools/bin/vhost-device-vsock" ]; then
   cargo install -q --locked vhost-device-vsock --root "$tools"
 fi
 ln -sf "$tools/bin/vhost-device-vsock" /usr/local/bin/vhost-device-vsock
+# cargo-fuzz (and the nightly toolchain it drives) for scripts/fuzz.sh.
+if [ ! -x "$tools/bin/cargo-fuzz" ]; then
+  echo "setup: building cargo-fuzz (once; cached in $tools)"
+  cargo install -q --locked cargo-fuzz --root "$tools"
+fi
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install --profile minimal nightly
 
 echo "setup: guest kernel (first build takes a few minutes; cached after)"
 kernel_out=$("$repo/kernel-config/build.sh" | tail -1)
