@@ -63,6 +63,7 @@ pub struct Container {
     dir: PathBuf,
     layout: Layout,
     cgroup: Cgroup,
+    seccomp: Option<crate::seccomp::Profile>,
     pub init: Arc<Proc>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
 }
@@ -238,8 +239,15 @@ impl Agent {
             }
         };
         let pid = init.pid;
-        let c =
-            Container { id: id.into(), dir, layout, cgroup, init: Arc::new(init), execs: Mutex::new(HashMap::new()) };
+        let c = Container {
+            id: id.into(),
+            dir,
+            layout,
+            cgroup,
+            seccomp: init_cfg.seccomp.clone(),
+            init: Arc::new(init),
+            execs: Mutex::new(HashMap::new()),
+        };
         lock(&self.containers).insert(id.into(), Arc::new(c));
         Ok(Response::Started { pid })
     }
@@ -253,7 +261,7 @@ impl Agent {
         if lock(&c.execs).contains_key(exec_id) {
             return Err(err(ErrorCode::AlreadyExists, format!("process {exec_id} exists in {id}")));
         }
-        let cfg = config::for_exec(process, c.init.pid, Some(c.cgroup.path.clone()))
+        let cfg = config::for_exec(process, c.init.pid, Some(c.cgroup.path.clone()), c.seccomp.clone())
             .map_err(|e| err(ErrorCode::InvalidArgument, e.to_string()))?;
         let p = self.spawn(&cfg, &c.dir, &format!("exec-{exec_id}"))?;
         let pid = p.pid;

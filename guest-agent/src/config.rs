@@ -17,6 +17,8 @@ pub enum ConfigError {
     NoArgs,
     #[error("path {0:?} must be absolute and must not contain '..'")]
     BadPath(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +70,9 @@ pub struct InitConfig {
     /// The cgroup directory to join before anything else.
     pub cgroup: Option<PathBuf>,
     pub process: ProcessConfig,
+    /// The container's seccomp filter (exec'd processes get the container's too).
+    #[serde(default)]
+    pub seccomp: Option<crate::seccomp::Profile>,
 }
 
 /// Joins an absolute container path onto `root`, refusing `..` so nothing lands outside.
@@ -203,12 +208,18 @@ pub fn for_create(
         },
         cgroup,
         process,
+        seccomp: linux.and_then(|l| l.seccomp().as_ref()).map(crate::seccomp::from_oci).transpose()?,
     })
 }
 
 /// Builds the helper's config for a process joining container init `pid`.
-pub fn for_exec(process: &Process, pid: i32, cgroup: Option<PathBuf>) -> Result<InitConfig, ConfigError> {
-    Ok(InitConfig { mode: Mode::Exec { pid }, cgroup, process: process_config(process)? })
+pub fn for_exec(
+    process: &Process,
+    pid: i32,
+    cgroup: Option<PathBuf>,
+    seccomp: Option<crate::seccomp::Profile>,
+) -> Result<InitConfig, ConfigError> {
+    Ok(InitConfig { mode: Mode::Exec { pid }, cgroup, process: process_config(process)?, seccomp })
 }
 
 #[cfg(test)]
@@ -263,7 +274,7 @@ mod tests {
         let spec = Spec::default();
         let mut p = spec.process().clone().expect("process");
         p.set_args(Some(vec![]));
-        assert_eq!(for_exec(&p, 1, None), Err(ConfigError::NoArgs));
+        assert_eq!(for_exec(&p, 1, None, None), Err(ConfigError::NoArgs));
         let mut spec = Spec::default();
         let mut p = spec.process().clone().expect("process");
         p.set_args(Some(vec!["sh".into()]));

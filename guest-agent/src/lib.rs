@@ -9,6 +9,7 @@ pub mod helper;
 pub mod init;
 pub mod reaper;
 pub mod rootfs;
+pub mod seccomp;
 pub mod server;
 pub mod setup;
 pub mod stdio;

@@ -9,6 +9,7 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
 use crate::config::{join_inside, InitConfig, Mode, ProcessConfig};
+use crate::seccomp::Profile;
 use crate::syscall::{Syscall, SyscallError};
 
 #[derive(Debug, thiserror::Error)]
@@ -117,10 +118,15 @@ fn enter_rootfs(sys: &dyn Syscall, rootfs: &Path) -> Result<(), SetupError> {
     Ok(())
 }
 
-fn setup_process(sys: &dyn Syscall, p: &ProcessConfig) -> Result<(), SetupError> {
+fn setup_process(sys: &dyn Syscall, p: &ProcessConfig, seccomp: Option<&Profile>) -> Result<(), SetupError> {
     sys.setsid()?;
     if p.terminal {
         sys.set_controlling_tty()?;
+    }
+    // Without no_new_privs the filter needs CAP_SYS_ADMIN, so it goes in while we
+    // still have it (as runc does); with it, last, so it sees the fewest of our calls.
+    if let (Some(f), false) = (seccomp, p.no_new_privileges) {
+        sys.set_seccomp(f, false)?;
     }
     for r in &p.rlimits {
         sys.set_rlimit(r)?;
@@ -137,6 +143,9 @@ fn setup_process(sys: &dyn Syscall, p: &ProcessConfig) -> Result<(), SetupError>
         sys.set_no_new_privs()?;
     }
     sys.chdir(Path::new(&p.cwd))?;
+    if let (Some(f), true) = (seccomp, p.no_new_privileges) {
+        sys.set_seccomp(f, true)?;
+    }
     Ok(())
 }
 
@@ -163,7 +172,7 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig, wait_for_start: &mut dyn FnM
         sys.open_terminal(crate::helper::CONSOLE_FD)?;
     }
     wait_for_start();
-    setup_process(sys, &cfg.process)?;
+    setup_process(sys, &cfg.process, cfg.seccomp.as_ref())?;
     Ok(())
 }
 
@@ -223,6 +232,11 @@ mod tests {
             },
             cgroup: Some("/sys/fs/cgroup/isola/c1".into()),
             process: process(),
+            seccomp: Some(Profile {
+                default_action: crate::seccomp::Action::Allow,
+                architectures: vec![],
+                rules: vec![],
+            }),
         }
     }
 
@@ -258,11 +272,23 @@ mod tests {
         assert!(pos(&c, "write /proc/self/oom_score_adj 100") < ids, "needs privilege");
         assert!(ids < pos(&c, "caps") && pos(&c, "caps") < pos(&c, "no_new_privs"));
         assert!(pos(&c, "setsid") < pos(&c, "set_controlling_tty"));
+        // no_new_privs is set, so the filter goes last, after chdir, right before exec.
+        assert!(pos(&c, "no_new_privs") < pos(&c, "chdir /work"));
+        assert_eq!(c[c.len() - 2], "seccomp nnp=true rules=0");
         // The terminal comes from the container's devpts: after pivot_root, before setsid.
         let term = pos(&c, "open_terminal 5");
         assert!(pivot < term && pos(&c, "mask /proc/kcore") < term && term < pos(&c, "setsid"));
         assert_eq!(c.last().expect("calls"), "exec /bin/sh /bin/sh -c true");
-        assert_eq!(c[c.len() - 2], "chdir /work");
+        assert_eq!(c[c.len() - 3], "chdir /work");
+    }
+
+    #[test]
+    fn without_no_new_privs_seccomp_goes_in_before_privileges_are_dropped() {
+        let mut cfg = create();
+        cfg.process.no_new_privileges = false;
+        let c = run(&cfg);
+        let f = pos(&c, "seccomp nnp=false");
+        assert!(f < pos(&c, "setgroups") && f < pos(&c, "setids") && f < pos(&c, "caps"), "{c:#?}");
     }
 
     #[test]
@@ -281,7 +307,7 @@ mod tests {
 
     #[test]
     fn exec_joins_namespaces_mount_last_and_never_pivots() {
-        let cfg = InitConfig { mode: Mode::Exec { pid: 42 }, cgroup: None, process: process() };
+        let cfg = InitConfig { mode: Mode::Exec { pid: 42 }, cgroup: None, process: process(), seccomp: None };
         let c = run(&cfg);
         let ns: Vec<&String> = c.iter().filter(|x| x.starts_with("setns")).collect();
         assert_eq!(ns.len(), 4);

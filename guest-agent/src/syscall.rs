@@ -19,6 +19,8 @@ pub enum SyscallError {
     Injected(String),
     #[error("capabilities: {0}")]
     Caps(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("exec {path}: {source}")]
     Exec { path: String, source: nix::Error },
 }
@@ -68,6 +70,8 @@ pub trait Syscall {
     /// Bounding set first (needs CAP_SETPCAP), then effective/permitted/inheritable/ambient.
     fn set_capabilities(&self, caps: &CapSets) -> Result<(), SyscallError>;
     fn set_no_new_privs(&self) -> Result<(), SyscallError>;
+    /// Installs a seccomp filter; `nnp` says no_new_privs is (or may be) set with it.
+    fn set_seccomp(&self, profile: &crate::seccomp::Profile, nnp: bool) -> Result<(), SyscallError>;
     /// Replaces the process; returns only on failure.
     fn exec(&self, path: &str, args: &[String], env: &[String]) -> SyscallError;
 }
@@ -199,6 +203,10 @@ impl Syscall for Linux {
             return Err(SyscallError::Os { op: "TIOCSCTTY", source: nix::Error::last() });
         }
         Ok(())
+    }
+
+    fn set_seccomp(&self, profile: &crate::seccomp::Profile, nnp: bool) -> Result<(), SyscallError> {
+        Ok(crate::seccomp::load(profile, nnp)?)
     }
 
     fn open_terminal(&self, console_fd: i32) -> Result<(), SyscallError> {
@@ -380,6 +388,9 @@ impl Syscall for Recording {
     }
     fn set_controlling_tty(&self) -> Result<(), SyscallError> {
         self.record("set_controlling_tty".into())
+    }
+    fn set_seccomp(&self, profile: &crate::seccomp::Profile, nnp: bool) -> Result<(), SyscallError> {
+        self.record(format!("seccomp nnp={nnp} rules={}", profile.rules.len()))
     }
     fn open_terminal(&self, console_fd: i32) -> Result<(), SyscallError> {
         self.record(format!("open_terminal {console_fd}"))

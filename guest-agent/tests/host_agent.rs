@@ -279,7 +279,8 @@ fn a_terminal_session_ends_when_the_process_exits() {
     c.call(&Request::Start { id: "tty1".into(), exec_id: None }).expect("start");
     let mut out = String::new();
     tty.read_to_string(&mut out).expect("the terminal reaches EOF when the process exits");
-    let Response::Exited { status } = c.call_with(&Request::Wait { id: "tty1".into(), exec_id: None }, None).expect("wait")
+    let Response::Exited { status } =
+        c.call_with(&Request::Wait { id: "tty1".into(), exec_id: None }, None).expect("wait")
     else {
         panic!("wait reply")
     };
@@ -287,4 +288,54 @@ fn a_terminal_session_ends_when_the_process_exits() {
     assert!(out.contains("/dev/pts/0"), "the container's own devpts: {out:?}");
     assert!(out.contains("33 101"), "{out:?}");
     assert!(out.contains("hi\r\n"), "terminal line discipline: {out:?}");
+}
+
+#[test]
+fn the_specs_seccomp_profile_is_enforced_and_bad_profiles_are_refused() {
+    use oci_spec::runtime::{LinuxSeccompAction, LinuxSeccompBuilder, LinuxSyscallBuilder};
+    let agent = HostAgent::start();
+    let mut c = agent.client();
+    let rootfs = busybox_rootfs();
+    let with_profile = |args: &[&str], action: LinuxSeccompAction| {
+        let mut s = spec(args);
+        let mut linux = s.linux().clone().expect("linux");
+        let rule = LinuxSyscallBuilder::default()
+            .names(vec!["mkdir".to_string(), "mkdirat".to_string()])
+            .action(action)
+            .errno_ret(13u32)
+            .build()
+            .expect("rule");
+        let profile = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActAllow)
+            .syscalls(vec![rule])
+            .build()
+            .expect("profile");
+        linux.set_seccomp(Some(profile));
+        s.set_linux(Some(linux));
+        s
+    };
+    upload(&c, "sc1", &rootfs);
+    let s = with_profile(
+        &["sh", "-c", "mkdir /tmp/nope; echo rc=$?; touch /tmp/file && echo touched"],
+        LinuxSeccompAction::ScmpActErrno,
+    );
+    let r = c
+        .call(&Request::CreateContainer { id: "sc1".into(), spec: Box::new(s), rootfs: RootfsSource::Upload })
+        .expect("create");
+    assert!(matches!(r, Response::Started { .. }), "{r:?}");
+    let mut out = c.attach("sc1", None, StdioStream::Stdout).expect("stdout");
+    let mut err = c.attach("sc1", None, StdioStream::Stderr).expect("stderr");
+    c.call(&Request::Start { id: "sc1".into(), exec_id: None }).expect("start");
+    let (mut o, mut e) = (String::new(), String::new());
+    out.read_to_string(&mut o).expect("stdout");
+    err.read_to_string(&mut e).expect("stderr");
+    assert_eq!(o, "rc=1\ntouched\n", "stderr: {e}");
+    assert!(e.contains("Permission denied"), "the profile's errno (EACCES): {e}");
+
+    upload(&c, "sc2", &rootfs);
+    let s = with_profile(&["true"], LinuxSeccompAction::ScmpActNotify);
+    let e = c
+        .call(&Request::CreateContainer { id: "sc2".into(), spec: Box::new(s), rootfs: RootfsSource::Upload })
+        .expect_err("notify is refused");
+    assert!(e.to_string().contains("not supported"), "{e}");
 }

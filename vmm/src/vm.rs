@@ -18,8 +18,8 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::boot::{self, BootError};
 use crate::devices::{BootTimer, Bus, SerialConsole, VmEvent, I8042, I8042_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE};
 use crate::memory::{self, Backing, MemoryError, BOOT_TIMER_ADDR, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
-use crate::virtio::vsock::{UnixMuxer, Vsock};
 use crate::vcpu::{Vcpu, VcpuError, VcpuOutcome, VcpuShared};
+use crate::virtio::vsock::{UnixMuxer, Vsock};
 
 /// Where the serial console goes.
 #[derive(Debug, Clone)]
@@ -263,8 +263,7 @@ fn add_virtio(
             log::debug!("virtio slot {slot}: no ioeventfd for queue {i}: {e}");
         }
     }
-    bus.insert(base, VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport)))
-        .map_err(|e| VmError::Device(e.to_string()))
+    bus.insert(base, VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport))).map_err(|e| VmError::Device(e.to_string()))
 }
 
 fn build_devices(

@@ -17,7 +17,10 @@ pub struct Counters {
     pub malformed: u64,
 }
 
-fn read_packet(mem: &GuestMemoryMmap, chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>) -> Result<Packet, VsockError> {
+fn read_packet(
+    mem: &GuestMemoryMmap,
+    chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
+) -> Result<Packet, VsockError> {
     let mut r = Reader::new(mem, chain).map_err(|e| VsockError::Chain(e.to_string()))?;
     let avail = r.available_bytes();
     if avail < HDR_LEN {
