@@ -64,6 +64,7 @@ pub struct Container {
     layout: Layout,
     cgroup: Cgroup,
     seccomp: Option<crate::seccomp::Profile>,
+    user_ns: Option<config::UserNs>,
     pub init: Arc<Proc>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
 }
@@ -224,13 +225,18 @@ impl Agent {
                 return Err(os_err("cgroup", e));
             }
         };
-        let init_cfg = match config::for_create(spec, &layout.rootfs, Some(cgroup.path.clone()), self.etc_files(spec)) {
-            Ok(c) => c,
-            Err(e) => {
-                cleanup(Some(&cgroup));
-                return Err(err(ErrorCode::InvalidArgument, e.to_string()));
-            }
-        };
+        let mut init_cfg =
+            match config::for_create(spec, &layout.rootfs, Some(cgroup.path.clone()), self.etc_files(spec)) {
+                Ok(c) => c,
+                Err(e) => {
+                    cleanup(Some(&cgroup));
+                    return Err(err(ErrorCode::InvalidArgument, e.to_string()));
+                }
+            };
+        if let Err(e) = crate::setup::prepare_for_user_ns(&crate::syscall::Linux, &mut init_cfg) {
+            cleanup(Some(&cgroup));
+            return Err(err(ErrorCode::Os, e.to_string()));
+        }
         let init = match self.spawn(&init_cfg, &dir, "init") {
             Ok(p) => p,
             Err(e) => {
@@ -245,6 +251,7 @@ impl Agent {
             layout,
             cgroup,
             seccomp: init_cfg.seccomp.clone(),
+            user_ns: init_cfg.user_ns.clone(),
             init: Arc::new(init),
             execs: Mutex::new(HashMap::new()),
         };
@@ -261,8 +268,9 @@ impl Agent {
         if lock(&c.execs).contains_key(exec_id) {
             return Err(err(ErrorCode::AlreadyExists, format!("process {exec_id} exists in {id}")));
         }
-        let cfg = config::for_exec(process, c.init.pid, Some(c.cgroup.path.clone()), c.seccomp.clone())
-            .map_err(|e| err(ErrorCode::InvalidArgument, e.to_string()))?;
+        let cfg =
+            config::for_exec(process, c.init.pid, Some(c.cgroup.path.clone()), c.seccomp.clone(), c.user_ns.clone())
+                .map_err(|e| err(ErrorCode::InvalidArgument, e.to_string()))?;
         let p = self.spawn(&cfg, &c.dir, &format!("exec-{exec_id}"))?;
         let pid = p.pid;
         lock(&c.execs).insert(exec_id.into(), Arc::new(p));

@@ -19,6 +19,54 @@ pub enum ConfigError {
     BadPath(String),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error("user namespace: {0}")]
+    UserNs(String),
+}
+
+/// One line of /proc/<pid>/uid_map or gid_map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    pub container: u32,
+    pub host: u32,
+    pub size: u32,
+}
+
+/// A user namespace with these mappings (the spec's `user` namespace).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserNs {
+    pub uid_map: Vec<IdMap>,
+    pub gid_map: Vec<IdMap>,
+}
+
+impl UserNs {
+    /// The text written to a uid_map/gid_map file.
+    pub fn map_text(maps: &[IdMap]) -> String {
+        maps.iter().map(|m| format!("{} {} {}\n", m.container, m.host, m.size)).collect()
+    }
+}
+
+fn user_ns(spec: &Spec) -> Result<Option<UserNs>, ConfigError> {
+    let Some(linux) = spec.linux().as_ref() else { return Ok(None) };
+    let wants = linux.namespaces().iter().flatten().find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User);
+    let Some(ns) = wants else { return Ok(None) };
+    if ns.path().is_some() {
+        return Err(ConfigError::UserNs("joining an existing user namespace by path is not supported".into()));
+    }
+    let conv = |v: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>, what: &str| {
+        let maps: Vec<IdMap> = v
+            .iter()
+            .flatten()
+            .map(|m| IdMap { container: m.container_id(), host: m.host_id(), size: m.size() })
+            .collect();
+        if maps.is_empty() || maps.len() > 340 || maps.iter().any(|m| m.size == 0) {
+            return Err(ConfigError::UserNs(format!("{what} must have 1-340 non-empty entries")));
+        }
+        Ok(maps)
+    };
+    Ok(Some(UserNs {
+        uid_map: conv(linux.uid_mappings(), "uidMappings")?,
+        gid_map: conv(linux.gid_mappings(), "gidMappings")?,
+    }))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +121,9 @@ pub struct InitConfig {
     /// The container's seccomp filter (exec'd processes get the container's too).
     #[serde(default)]
     pub seccomp: Option<crate::seccomp::Profile>,
+    /// Create: a new user namespace with these maps. Exec: join the container's.
+    #[serde(default)]
+    pub user_ns: Option<UserNs>,
 }
 
 /// Joins an absolute container path onto `root`, refusing `..` so nothing lands outside.
@@ -173,6 +224,7 @@ pub fn for_create(
     files: Vec<(String, String)>,
 ) -> Result<InitConfig, ConfigError> {
     let process = process_config(spec.process().as_ref().ok_or(ConfigError::NoProcess)?)?;
+    let user_ns = user_ns(spec)?;
     let mut mounts = Vec::new();
     for m in spec.mounts().iter().flatten() {
         let dest = m.destination().to_string_lossy().to_string();
@@ -183,6 +235,14 @@ pub fn for_create(
         // The guest has only the unified hierarchy (as runc does on cgroup v2 hosts).
         if fstype == "cgroup" {
             fstype = "cgroup2".into();
+        }
+        let (mut source, mut flags) = (source, flags);
+        // In a user namespace sysfs and cgroup2 cannot be mounted afresh (their network
+        // and cgroup namespaces are the sandbox's); bind the guest's instead, as runc does.
+        if user_ns.is_some() && (fstype == "sysfs" || fstype == "cgroup2") {
+            source = if fstype == "sysfs" { "/sys".into() } else { "/sys/fs/cgroup".into() };
+            flags |= MsFlags::MS_BIND | MsFlags::MS_REC;
+            fstype = String::new();
         }
         let is_bind = flags.contains(MsFlags::MS_BIND) || fstype == "bind";
         let file_bind = is_bind && Path::new(&source).is_file();
@@ -209,6 +269,7 @@ pub fn for_create(
         cgroup,
         process,
         seccomp: linux.and_then(|l| l.seccomp().as_ref()).map(crate::seccomp::from_oci).transpose()?,
+        user_ns,
     })
 }
 
@@ -218,8 +279,9 @@ pub fn for_exec(
     pid: i32,
     cgroup: Option<PathBuf>,
     seccomp: Option<crate::seccomp::Profile>,
+    user_ns: Option<UserNs>,
 ) -> Result<InitConfig, ConfigError> {
-    Ok(InitConfig { mode: Mode::Exec { pid }, cgroup, process: process_config(process)?, seccomp })
+    Ok(InitConfig { mode: Mode::Exec { pid }, cgroup, process: process_config(process)?, seccomp, user_ns })
 }
 
 #[cfg(test)]
@@ -267,6 +329,30 @@ mod tests {
     }
 
     #[test]
+    fn a_user_namespace_needs_mappings_and_binds_sysfs_and_cgroup() {
+        use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
+        let mut spec = Spec::default();
+        let mut linux = spec.linux().clone().expect("linux");
+        let mut ns = linux.namespaces().clone().expect("ns");
+        ns.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::User).build().expect("ns"));
+        linux.set_namespaces(Some(ns));
+        spec.set_linux(Some(linux.clone()));
+        let e = for_create(&spec, Path::new("/r"), None, vec![]).expect_err("no maps");
+        assert_eq!(e.to_string(), "user namespace: uidMappings must have 1-340 non-empty entries");
+        let map = LinuxIdMappingBuilder::default().container_id(0u32).host_id(1000u32).size(10u32).build().expect("m");
+        linux.set_uid_mappings(Some(vec![map]));
+        linux.set_gid_mappings(Some(vec![map]));
+        spec.set_linux(Some(linux));
+        let cfg = for_create(&spec, Path::new("/r"), None, vec![]).expect("config");
+        let u = cfg.user_ns.as_ref().expect("user ns");
+        assert_eq!(UserNs::map_text(&u.uid_map), "0 1000 10\n");
+        let Mode::Create { mounts, .. } = &cfg.mode else { panic!("create mode") };
+        let sys = mounts.iter().find(|m| m.destination == "/sys").expect("/sys");
+        assert_eq!((sys.source.as_str(), sys.fstype.as_str()), ("/sys", ""));
+        assert!(MsFlags::from_bits_truncate(sys.flags).contains(MsFlags::MS_BIND | MsFlags::MS_RDONLY));
+    }
+
+    #[test]
     fn specs_without_a_runnable_process_or_with_escaping_mounts_are_refused() {
         let mut spec = Spec::default();
         spec.set_process(None);
@@ -274,7 +360,7 @@ mod tests {
         let spec = Spec::default();
         let mut p = spec.process().clone().expect("process");
         p.set_args(Some(vec![]));
-        assert_eq!(for_exec(&p, 1, None, None), Err(ConfigError::NoArgs));
+        assert_eq!(for_exec(&p, 1, None, None, None), Err(ConfigError::NoArgs));
         let mut spec = Spec::default();
         let mut p = spec.process().clone().expect("process");
         p.set_args(Some(vec!["sh".into()]));

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
-use crate::config::{join_inside, InitConfig, Mode, ProcessConfig};
+use crate::config::{join_inside, InitConfig, Mode, ProcessConfig, UserNs};
 use crate::seccomp::Profile;
 use crate::syscall::{Syscall, SyscallError};
 
@@ -36,9 +36,19 @@ pub fn enter(sys: &dyn Syscall, cfg: &InitConfig) -> Result<(), SetupError> {
         sys.write_file(&cg.join("cgroup.procs"), b"0")?;
     }
     match &cfg.mode {
-        Mode::Create { .. } => sys.unshare(CONTAINER_NAMESPACES)?,
+        Mode::Create { .. } => match &cfg.user_ns {
+            // One unshare: the other namespaces are then owned by the new user namespace.
+            Some(u) => {
+                sys.unshare_user(&UserNs::map_text(&u.uid_map), &UserNs::map_text(&u.gid_map), CONTAINER_NAMESPACES)?
+            }
+            None => sys.unshare(CONTAINER_NAMESPACES)?,
+        },
         Mode::Exec { pid } => {
             let ns = PathBuf::from(format!("/proc/{pid}/ns"));
+            if cfg.user_ns.is_some() {
+                // First, so the others are joined with the container's privileges.
+                sys.setns(&ns.join("user"), CloneFlags::CLONE_NEWUSER)?;
+            }
             // Mount last: after it, /proc/<pid> is the container's view.
             for (name, kind) in [
                 ("ipc", CloneFlags::CLONE_NEWIPC),
@@ -64,12 +74,7 @@ fn setup_rootfs(
     let rootfs_str = rootfs.to_string_lossy();
     sys.mount(&rootfs_str, rootfs, "", MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
     for m in mounts {
-        let target = join_inside(rootfs, &m.destination)?;
-        if m.file_bind {
-            sys.touch(&target)?;
-        } else {
-            sys.mkdir_all(&target)?;
-        }
+        let target = mount_target(sys, rootfs, m)?;
         let flags = MsFlags::from_bits_truncate(m.flags);
         sys.mount(&m.source, &target, &m.fstype, flags & !MsFlags::MS_RDONLY, m.data.as_deref())?;
         if flags.contains(MsFlags::MS_RDONLY) {
@@ -98,12 +103,44 @@ fn setup_rootfs(
     ] {
         sys.symlink(target, &dev.join(link))?;
     }
+    write_files(sys, rootfs, files)
+}
+
+/// Creates the mount point for `m` (a file for file binds) and returns its path.
+fn mount_target(sys: &dyn Syscall, rootfs: &Path, m: &crate::config::MountSpec) -> Result<PathBuf, SetupError> {
+    let target = join_inside(rootfs, &m.destination)?;
+    if m.file_bind {
+        sys.touch(&target)?;
+    } else {
+        sys.mkdir_all(&target)?;
+    }
+    Ok(target)
+}
+
+fn write_files(sys: &dyn Syscall, rootfs: &Path, files: &[(String, String)]) -> Result<(), SetupError> {
     for (path, contents) in files {
         let p = join_inside(rootfs, path)?;
         if let Some(parent) = p.parent() {
             sys.mkdir_all(parent)?;
         }
         sys.write_file(&p, contents.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// For a user-namespaced container, run by the agent before the helper: mount points
+/// and /etc files in the image belong to the guest's root, which the namespace's root
+/// cannot write, so they are made here. Empties `files` so they are not written twice.
+pub fn prepare_for_user_ns(sys: &dyn Syscall, cfg: &mut InitConfig) -> Result<(), SetupError> {
+    if cfg.user_ns.is_none() {
+        return Ok(());
+    }
+    if let Mode::Create { rootfs, mounts, files, .. } = &mut cfg.mode {
+        for m in mounts.iter() {
+            mount_target(sys, rootfs, m)?;
+        }
+        write_files(sys, rootfs, files)?;
+        files.clear();
     }
     Ok(())
 }
@@ -237,6 +274,7 @@ mod tests {
                 architectures: vec![],
                 rules: vec![],
             }),
+            user_ns: None,
         }
     }
 
@@ -283,6 +321,24 @@ mod tests {
     }
 
     #[test]
+    fn user_namespace_is_created_with_the_others_and_joined_first_on_exec() {
+        let maps = vec![crate::config::IdMap { container: 0, host: 100_000, size: 65_536 }];
+        let mut cfg = create();
+        cfg.user_ns = Some(UserNs { uid_map: maps.clone(), gid_map: maps });
+        let c = run(&cfg);
+        assert_eq!(
+            c[1],
+            format!("userns uid_map=0 100000 65536 gid_map=0 100000 65536 unshare {:#x}", CONTAINER_NAMESPACES.bits())
+        );
+        assert!(!c.iter().any(|x| x.starts_with("unshare")), "no second unshare: {c:#?}");
+        let mut exec_cfg = cfg.clone();
+        exec_cfg.mode = Mode::Exec { pid: 42 };
+        let c = run(&exec_cfg);
+        assert_eq!(c[1], "setns /proc/42/ns/user");
+        assert!(pos(&c, "setns /proc/42/ns/ipc") > 1);
+    }
+
+    #[test]
     fn without_no_new_privs_seccomp_goes_in_before_privileges_are_dropped() {
         let mut cfg = create();
         cfg.process.no_new_privileges = false;
@@ -307,7 +363,8 @@ mod tests {
 
     #[test]
     fn exec_joins_namespaces_mount_last_and_never_pivots() {
-        let cfg = InitConfig { mode: Mode::Exec { pid: 42 }, cgroup: None, process: process(), seccomp: None };
+        let cfg =
+            InitConfig { mode: Mode::Exec { pid: 42 }, cgroup: None, process: process(), seccomp: None, user_ns: None };
         let c = run(&cfg);
         let ns: Vec<&String> = c.iter().filter(|x| x.starts_with("setns")).collect();
         assert_eq!(ns.len(), 4);

@@ -15,6 +15,8 @@ pub enum SyscallError {
     Mount { fstype: String, target: PathBuf, source: nix::Error },
     #[error("{op}: {source}")]
     Os { op: &'static str, source: nix::Error },
+    #[error("the uid/gid map writer ended with {0}")]
+    IdMapper(String),
     #[error("injected failure at: {0}")]
     Injected(String),
     #[error("capabilities: {0}")]
@@ -52,6 +54,8 @@ pub trait Syscall {
     /// Makes `path` a read-only bind mount of itself.
     fn readonly_path(&self, path: &Path) -> Result<(), SyscallError>;
     fn unshare(&self, flags: CloneFlags) -> Result<(), SyscallError>;
+    /// A new user namespace together with `flags`, then its uid/gid maps.
+    fn unshare_user(&self, uid_map: &str, gid_map: &str, flags: CloneFlags) -> Result<(), SyscallError>;
     /// Joins the namespace at `/proc/<pid>/ns/<kind>`.
     fn setns(&self, path: &Path, kind: CloneFlags) -> Result<(), SyscallError>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), SyscallError>;
@@ -88,6 +92,21 @@ pub struct CapSets {
 
 /// The real kernel.
 pub struct Linux;
+
+/// After the maps are written: act as the namespace's root (when it is mapped), so files
+/// we create on filesystems mounted inside the namespace have an owner it can express.
+fn become_root_if_mapped(uid_map: &str, gid_map: &str) -> Result<(), SyscallError> {
+    let maps_zero = |m: &str| m.lines().any(|l| l.split_whitespace().next() == Some("0"));
+    if maps_zero(gid_map) {
+        let g = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(g, g, g).map_err(os("setresgid in the user namespace"))?;
+    }
+    if maps_zero(uid_map) {
+        let u = nix::unistd::Uid::from_raw(0);
+        nix::unistd::setresuid(u, u, u).map_err(os("setresuid in the user namespace"))?;
+    }
+    Ok(())
+}
 
 fn path_err<'a>(op: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> SyscallError + 'a {
     move |source| SyscallError::Path { op, path: path.to_path_buf(), source }
@@ -169,6 +188,56 @@ impl Syscall for Linux {
 
     fn unshare(&self, flags: CloneFlags) -> Result<(), SyscallError> {
         nix::sched::unshare(flags).map_err(os("unshare"))
+    }
+
+    fn unshare_user(&self, uid_map: &str, gid_map: &str, flags: CloneFlags) -> Result<(), SyscallError> {
+        use nix::sys::wait::{waitpid, WaitStatus};
+        use nix::unistd::{fork, ForkResult};
+        // Only a process in the parent namespace may write arbitrary maps (not just its
+        // own uid), so a forked child of ours writes them once we have unshared.
+        let (go_r, go_w) = nix::unistd::pipe().map_err(os("pipe"))?;
+        // SAFETY: the caller (the init helper) is single-threaded, and the child only
+        // reads a pipe, writes two files and _exits.
+        match unsafe { fork() }.map_err(os("fork"))? {
+            ForkResult::Child => {
+                drop(go_w);
+                let mut b = [0u8; 1];
+                let ok = matches!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&go_r), &mut b), Ok(1));
+                let parent = nix::unistd::getppid();
+                let code = if !ok {
+                    3
+                } else if std::fs::write(format!("/proc/{parent}/uid_map"), uid_map).is_err() {
+                    1
+                } else if std::fs::write(format!("/proc/{parent}/gid_map"), gid_map).is_err() {
+                    2
+                } else {
+                    0
+                };
+                // SAFETY: _exit ends the forked child without running the parent's exit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                drop(go_r);
+                let unshared = nix::sched::unshare(flags | CloneFlags::CLONE_NEWUSER);
+                // Tell the mapper to go (or, on failure, to give up: EOF).
+                if unshared.is_ok() {
+                    let _ = nix::unistd::write(&go_w, b"g");
+                }
+                drop(go_w);
+                let status = waitpid(child, None).map_err(os("wait for the id mapper"))?;
+                unshared.map_err(os("unshare user namespace"))?;
+                match status {
+                    WaitStatus::Exited(_, 0) => become_root_if_mapped(uid_map, gid_map),
+                    WaitStatus::Exited(_, 1) => {
+                        Err(SyscallError::Os { op: "write uid_map", source: nix::Error::EPERM })
+                    }
+                    WaitStatus::Exited(_, 2) => {
+                        Err(SyscallError::Os { op: "write gid_map", source: nix::Error::EPERM })
+                    }
+                    other => Err(SyscallError::IdMapper(format!("{other:?}"))),
+                }
+            }
+        }
     }
 
     fn setns(&self, path: &Path, kind: CloneFlags) -> Result<(), SyscallError> {
@@ -367,6 +436,9 @@ impl Syscall for Recording {
     }
     fn unshare(&self, flags: CloneFlags) -> Result<(), SyscallError> {
         self.record(format!("unshare {:#x}", flags.bits()))
+    }
+    fn unshare_user(&self, uid_map: &str, gid_map: &str, flags: CloneFlags) -> Result<(), SyscallError> {
+        self.record(format!("userns uid_map={} gid_map={} unshare {:#x}", uid_map.trim(), gid_map.trim(), flags.bits()))
     }
     fn setns(&self, path: &Path, _kind: CloneFlags) -> Result<(), SyscallError> {
         self.record(format!("setns {}", path.display()))

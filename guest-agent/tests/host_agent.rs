@@ -339,3 +339,60 @@ fn the_specs_seccomp_profile_is_enforced_and_bad_profiles_are_refused() {
         .expect_err("notify is refused");
     assert!(e.to_string().contains("not supported"), "{e}");
 }
+
+#[test]
+fn a_user_namespace_maps_root_to_an_unprivileged_host_range() {
+    use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
+    let agent = HostAgent::start();
+    let mut c = agent.client();
+    let rootfs = busybox_rootfs();
+    upload(&c, "userns1", &rootfs);
+    let mut s = spec(&["sh", "-c", "id -u; cat /proc/self/uid_map; cat /proc/self/gid_map; sleep 30"]);
+    let mut linux = s.linux().clone().expect("linux");
+    let mut namespaces = linux.namespaces().clone().expect("namespaces");
+    namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::User).build().expect("ns"));
+    linux.set_namespaces(Some(namespaces));
+    let map =
+        LinuxIdMappingBuilder::default().container_id(0u32).host_id(200_000u32).size(65_536u32).build().expect("map");
+    linux.set_uid_mappings(Some(vec![map]));
+    linux.set_gid_mappings(Some(vec![map]));
+    s.set_linux(Some(linux));
+    let r = c
+        .call(&Request::CreateContainer { id: "userns1".into(), spec: Box::new(s), rootfs: RootfsSource::Upload })
+        .expect("create");
+    let Response::Started { pid } = r else { panic!("{r:?}") };
+    let mut out = c.attach("userns1", None, StdioStream::Stdout).expect("stdout");
+    let mut err = c.attach("userns1", None, StdioStream::Stderr).expect("stderr");
+    c.call(&Request::Start { id: "userns1".into(), exec_id: None }).expect("start");
+    let mut buf = vec![0u8; 4096];
+    let mut o = String::new();
+    while o.lines().count() < 3 {
+        let n = out.read(&mut buf).expect("stdout");
+        assert!(n > 0, "stdout ended early: {o:?}");
+        o.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let lines: Vec<Vec<&str>> = o.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0], ["0"], "root inside: {o}");
+    assert_eq!(lines[1], ["0", "200000", "65536"], "{o}");
+    assert_eq!(lines[2], ["0", "200000", "65536"], "{o}");
+    // Seen from the host, the container's root is uid 200000.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
+    assert!(uid_line.split_whitespace().nth(1) == Some("200000"), "{uid_line}");
+    // exec joins the same user namespace.
+    let proc_ = oci_spec::runtime::ProcessBuilder::default()
+        .args(vec!["sh".to_string(), "-c".to_string(), "id -u; cat /proc/self/uid_map".to_string()])
+        .env(vec!["PATH=/bin".to_string()])
+        .cwd("/")
+        .build()
+        .expect("process");
+    c.call(&Request::Exec { id: "userns1".into(), exec_id: "e1".into(), process: Box::new(proc_) }).expect("exec");
+    let mut eo = c.attach("userns1", Some("e1"), StdioStream::Stdout).expect("exec stdout");
+    c.call(&Request::Start { id: "userns1".into(), exec_id: Some("e1".into()) }).expect("start exec");
+    let mut e_out = String::new();
+    eo.read_to_string(&mut e_out).expect("exec output");
+    assert_eq!(e_out.split_whitespace().collect::<Vec<_>>(), ["0", "0", "200000", "65536"], "{e_out}");
+    c.call(&Request::Signal { id: "userns1".into(), exec_id: None, signal: 9 }).expect("kill");
+    let mut e = String::new();
+    let _ = err.read_to_string(&mut e);
+}
