@@ -18,6 +18,9 @@ pub enum Guest {
     TestGuest,
     /// Our Linux kernel + initramfs; `/init` prints its marker and resets.
     Linux,
+    /// A full sandbox on the Linux guest running one container (`true`); the peer is
+    /// runc running the same rootfs and command without a VM.
+    Container,
 }
 
 impl Guest {
@@ -25,6 +28,7 @@ impl Guest {
         match self {
             Guest::TestGuest => "isola-guest: done",
             Guest::Linux => "isola-init: ready",
+            Guest::Container => "",
         }
     }
 }
@@ -54,6 +58,8 @@ pub struct BootBenchConfig {
     pub vcpus: u8,
     pub cmdline: String,
     pub kvm: KvmKind,
+    /// Also measure container phases in a sandbox (and runc, when compared).
+    pub container: Option<crate::container::ContainerBenchConfig>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -148,7 +154,7 @@ pub fn plan(cfg: &BootBenchConfig) -> (Vec<(SeriesKey, HypervisorKind, QemuAccel
 fn spec_for(cfg: &BootBenchConfig, guest: &Guest, accel: QemuAccel) -> BootSpec {
     let (kernel, initrd) = match guest {
         Guest::TestGuest => (cfg.test_guest.clone(), None),
-        Guest::Linux => (cfg.linux_kernel.clone(), Some(cfg.linux_initrd.clone())),
+        Guest::Linux | Guest::Container => (cfg.linux_kernel.clone(), Some(cfg.linux_initrd.clone())),
     };
     BootSpec {
         kernel,
@@ -217,8 +223,9 @@ pub fn summarize(runs: &[BTreeMap<String, u64>]) -> BTreeMap<String, Summary> {
 /// isola-vmm p50 over each peer's p50, for every phase both measured on the same guest.
 pub fn ratios(series: &[Series]) -> Vec<Ratio> {
     let mut out = Vec::new();
-    for ours in series.iter().filter(|s| s.key.backend == "isola-vmm") {
-        for peer in series.iter().filter(|s| s.key.backend != "isola-vmm" && s.key.guest == ours.key.guest) {
+    let is_ours = |s: &&Series| s.key.backend.starts_with("isola");
+    for ours in series.iter().filter(is_ours) {
+        for peer in series.iter().filter(|s| !is_ours(s) && s.key.guest == ours.key.guest) {
             for (phase, o) in &ours.summary {
                 if let Some(p) = peer.summary.get(phase) {
                     if p.p50 > 0 {
@@ -238,11 +245,54 @@ pub fn ratios(series: &[Series]) -> Vec<Ratio> {
     out
 }
 
+/// N measured runs (after warm-up) of `once`, as a series.
+fn repeat(
+    cfg: &BootBenchConfig,
+    key: SeriesKey,
+    progress: &mut dyn FnMut(&str),
+    once: &mut dyn FnMut(usize) -> Result<BTreeMap<String, u64>, String>,
+) -> Series {
+    let (mut runs, mut failures) = (Vec::new(), Vec::new());
+    for i in 0..cfg.warmup + cfg.runs {
+        match once(i) {
+            Ok(p) if i >= cfg.warmup => runs.push(p),
+            Ok(_) => {}
+            Err(e) => failures.push(format!("run {i}: {e}")),
+        }
+        progress(&format!("{key}: {}/{}", i + 1, cfg.warmup + cfg.runs));
+    }
+    Series { key, summary: summarize(&runs), runs, overhead_kib: vec![], failures }
+}
+
+fn container_series(cfg: &BootBenchConfig, progress: &mut dyn FnMut(&str), not_run: &mut Vec<String>) -> Vec<Series> {
+    use crate::container::{isola_run_once, runc_available, runc_bundle, runc_run_once};
+    let Some(cc) = &cfg.container else { return vec![] };
+    let key = |backend: String| SeriesKey { backend, guest: Guest::Container };
+    let ours = key(format!("isola-{}", cc.hypervisor));
+    let mut out = vec![repeat(cfg, ours, progress, &mut |i| isola_run_once(cc, i))];
+    if !cfg.compare_qemu {
+        return out;
+    }
+    if !runc_available() {
+        not_run.push("runc / Container: runc is not installed (apt-get install runc)".into());
+        return out;
+    }
+    let bundle = std::env::temp_dir().join(format!("isola-bench-runc-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&bundle);
+    match runc_bundle(&cc.rootfs, &bundle) {
+        Ok(()) => out.push(repeat(cfg, key("runc".into()), progress, &mut |i| runc_run_once(&bundle, i))),
+        Err(e) => not_run.push(format!("runc / Container: {e}")),
+    }
+    let _ = std::fs::remove_dir_all(&bundle);
+    out
+}
+
 pub fn run_boot_bench(cfg: &BootBenchConfig, progress: &mut dyn FnMut(&str)) -> BootBench {
-    let (plan, not_run) = plan(cfg);
-    let series: Vec<Series> =
+    let (plan, mut not_run) = plan(cfg);
+    let mut series: Vec<Series> =
         plan.into_iter().map(|(key, kind, accel)| run_series(cfg, key, kind, accel, progress)).collect();
-    let uses_linux = series.iter().any(|s| s.key.guest == Guest::Linux);
+    series.extend(container_series(cfg, progress, &mut not_run));
+    let uses_linux = series.iter().any(|s| s.key.guest != Guest::TestGuest);
     let inputs = Inputs {
         runs: cfg.runs,
         warmup: cfg.warmup,
@@ -305,6 +355,7 @@ mod tests {
             vcpus: 1,
             cmdline: String::new(),
             kvm: KvmKind::Pvm,
+            container: None,
         };
         let (p, not_run) = plan(&cfg);
         let names: Vec<String> = p.iter().map(|(k, ..)| k.to_string()).collect();

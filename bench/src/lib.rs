@@ -2,6 +2,7 @@
 //! comes from, and compare like with like in the same run.
 
 pub mod boot;
+pub mod container;
 pub mod plot;
 pub mod report;
 pub mod stats;

@@ -5,7 +5,19 @@ use std::fmt::Write;
 use crate::boot::BootBench;
 
 /// Phases in the order they happen; anything else is listed after them.
-pub const PHASE_ORDER: &[&str] = &["vmm_ready", "boot_timer", "console_marker", "vmm_exit", "exited"];
+pub const PHASE_ORDER: &[&str] = &[
+    "vmm_ready",
+    "boot_timer",
+    "console_marker",
+    "agent_ready",
+    "container_created",
+    "container_started",
+    "container_exited",
+    "vmm_exit",
+    "vmm_exited",
+    "exited",
+    "total",
+];
 
 /// What each phase means, for the table's legend.
 pub const PHASE_MEANING: &[(&str, &str)] = &[
@@ -14,6 +26,12 @@ pub const PHASE_MEANING: &[(&str, &str)] = &[
     ("console_marker", "the caller saw the guest's marker line on the console"),
     ("vmm_exit", "the VMM saw the guest's reset"),
     ("exited", "the caller reaped the VMM process (total)"),
+    ("agent_ready", "the guest agent first answered a ping over vsock"),
+    ("container_created", "rootfs uploaded, container set up and waiting to start"),
+    ("container_started", "the agent acknowledged Start"),
+    ("container_exited", "Wait returned the container's exit status"),
+    ("vmm_exited", "the sandbox's VMM and helpers were reaped"),
+    ("total", "wall time seen by the caller, from before the VMM spawn"),
 ];
 
 pub fn ordered_phases<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
@@ -43,7 +61,7 @@ pub fn table(b: &BootBench) -> String {
     let _ = writeln!(out, "times in ms since the VMM process was spawned\n");
     let _ = writeln!(
         out,
-        "{:<26} {:<15} {:>4} {:>9} {:>9} {:>9} {:>9}",
+        "{:<26} {:<18} {:>4} {:>9} {:>9} {:>9} {:>9}",
         "backend / guest", "phase", "n", "min", "p50", "p95", "max"
     );
     for s in &b.series {
@@ -51,7 +69,7 @@ pub fn table(b: &BootBench) -> String {
             let Some(sum) = s.summary.get(&phase) else { continue };
             let _ = writeln!(
                 out,
-                "{:<26} {:<15} {:>4} {:>9} {:>9} {:>9} {:>9}",
+                "{:<26} {:<18} {:>4} {:>9} {:>9} {:>9} {:>9}",
                 s.key.to_string(),
                 phase,
                 sum.n,
@@ -64,7 +82,7 @@ pub fn table(b: &BootBench) -> String {
         if let Some(o) = crate::Summary::of(&s.overhead_kib) {
             let _ = writeln!(
                 out,
-                "{:<26} {:<15} {:>4} {:>9} {:>9} {:>9} {:>9}  (KiB: VMM RSS - resident guest RAM)",
+                "{:<26} {:<18} {:>4} {:>9} {:>9} {:>9} {:>9}  (KiB: VMM RSS - resident guest RAM)",
                 s.key.to_string(),
                 "overhead_kib",
                 o.n,
@@ -79,7 +97,7 @@ pub fn table(b: &BootBench) -> String {
         }
     }
     if !b.ratios.is_empty() {
-        let _ = writeln!(out, "\nratio isola-vmm / peer (p50; < 1 means isola is faster)");
+        let _ = writeln!(out, "\nratio isola / peer (p50; < 1 means isola is faster)");
         for r in &b.ratios {
             let _ = writeln!(
                 out,

@@ -34,6 +34,12 @@ pub struct BootBenchArgs {
     /// Kernel command line for every guest.
     #[arg(long, default_value = isola_sandbox::hypervisor::BOOT_PROBE_CMDLINE)]
     cmdline: String,
+    /// Rootfs for the container phases (a sandbox running `true`, vs runc).
+    #[arg(long, default_value = "/var/lib/isola/busybox-rootfs")]
+    container_rootfs: PathBuf,
+    /// Skip the container phases.
+    #[arg(long)]
+    no_container: bool,
     /// Where to write the JSON result.
     #[arg(long, default_value = "bench-results/boot.json")]
     json: PathBuf,
@@ -57,6 +63,29 @@ fn boot(a: BootBenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.runs > 0, "--runs must be at least 1");
     let guest_dir = assets::guest_dir().join("test-guests");
     let test_guest = isola_vmm::testguest::build("boot_check_pvh", &guest_dir).context("building the test guest")?;
+    let kvm = detect_kvm();
+    let container = (!a.no_container).then(|| {
+        anyhow::ensure!(
+            a.container_rootfs.join("bin").is_dir(),
+            "container rootfs {} is missing (scripts/setup.sh makes it, or pass --no-container)",
+            a.container_rootfs.display()
+        );
+        Ok(isola_bench::container::ContainerBenchConfig {
+            boot: isola_sandbox::BootSpec {
+                kernel: assets::default_kernel(),
+                initrd: Some(assets::default_initrd()),
+                cmdline: isola_sandbox::hypervisor::DEFAULT_CMDLINE.into(),
+                mem_mib: a.memory,
+                vcpus: a.cpus,
+                timeout: std::time::Duration::from_secs(60),
+                accel: isola_sandbox::QemuAccel::Auto,
+            },
+            hypervisor: isola_sandbox::choose(None, kvm),
+            kvm,
+            rootfs: a.container_rootfs.clone(),
+        })
+    });
+    let container = container.transpose()?;
     let cfg = BootBenchConfig {
         runs: a.runs,
         warmup: a.warmup,
@@ -67,7 +96,8 @@ fn boot(a: BootBenchArgs) -> anyhow::Result<ExitCode> {
         mem_mib: a.memory,
         vcpus: a.cpus,
         cmdline: a.cmdline,
-        kvm: detect_kvm(),
+        kvm,
+        container,
     };
     let result = run_boot_bench(&cfg, &mut |msg| eprint!("\r\x1b[K{msg}"));
     eprintln!();

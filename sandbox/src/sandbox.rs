@@ -54,6 +54,9 @@ pub struct Sandbox {
     pub id: String,
     pub dir: PathBuf,
     pub state: SandboxState,
+    /// When the VMM was spawned, and how long after that the agent first answered.
+    pub spawned: Option<Instant>,
+    pub agent_ready: Option<Duration>,
     children: Vec<Child>,
     stopped: bool,
 }
@@ -116,6 +119,8 @@ impl Sandbox {
             },
             children: vec![],
             stopped: false,
+            spawned: None,
+            agent_ready: None,
         };
         // On any error below, Drop kills what was started and removes the directory.
         match opts.hypervisor {
@@ -137,6 +142,7 @@ impl Sandbox {
         if opts.tie_to_parent {
             tie_to_parent(&mut c);
         }
+        self.spawned = Some(Instant::now());
         let child = c.spawn().map_err(io("starting isola-vmm"))?;
         self.state.vmm_pid = child.id() as i32;
         self.children.push(child);
@@ -191,6 +197,7 @@ impl Sandbox {
         if opts.tie_to_parent {
             tie_to_parent(&mut q);
         }
+        self.spawned = Some(Instant::now());
         let child = q.spawn().map_err(io("starting qemu"))?;
         self.state.vmm_pid = child.id() as i32;
         self.children.push(child);
@@ -225,7 +232,10 @@ impl Sandbox {
                 continue;
             }
             match AgentClient::connect(&self.state.vsock_uds, Duration::from_secs(2)).and_then(|mut c| c.ping()) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.agent_ready = self.spawned.map(|t| t.elapsed());
+                    return Ok(());
+                }
                 Err(e @ ClientError::Version { .. }) => {
                     return Err(SandboxError::AgentTimeout { timeout, cause: e.to_string(), log: String::new() })
                 }
