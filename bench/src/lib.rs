@@ -3,6 +3,9 @@
 
 pub mod boot;
 pub mod container;
+pub mod exec;
+pub mod memory;
+pub mod overhead;
 pub mod plot;
 pub mod report;
 pub mod stats;

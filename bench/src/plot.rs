@@ -40,9 +40,12 @@ pub struct PlotError {
     reason: String,
 }
 
+/// (phase, start ms, end ms) of one stacked bar segment.
+type Segment = (String, f64, f64);
+
 pub fn write_svg(b: &BootBench, path: &std::path::Path) -> Result<(), PlotError> {
     let err = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), reason: e.to_string() };
-    let rows: Vec<(String, Vec<(String, f64, f64)>)> =
+    let rows: Vec<(String, Vec<Segment>)> =
         b.series.iter().map(|s| (s.key.to_string(), segments(&s.summary))).collect();
     let max = rows.iter().flat_map(|(_, s)| s.iter().map(|x| x.2)).fold(1.0f64, f64::max) * 1.1;
     let height = 120 + 60 * rows.len() as u32;
@@ -94,7 +97,7 @@ mod tests {
 
     #[test]
     fn segments_are_contiguous_in_time_order() {
-        let s = |p50| crate::Summary { n: 1, min: p50, p50, p95: p50, max: p50 };
+        let s = |p50| crate::Summary { n: 1, min: p50, p50, p95: p50, p99: p50, max: p50 };
         let m = BTreeMap::from([
             ("exited".to_string(), s(9000)),
             ("vmm_ready".into(), s(2000)),

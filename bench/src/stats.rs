@@ -7,6 +7,7 @@ pub struct Summary {
     pub min: u64,
     pub p50: u64,
     pub p95: u64,
+    pub p99: u64,
     pub max: u64,
 }
 
@@ -28,6 +29,7 @@ impl Summary {
             min: *s.first()?,
             p50: percentile(&s, 50)?,
             p95: percentile(&s, 95)?,
+            p99: percentile(&s, 99)?,
             max: *s.last()?,
         })
     }
@@ -51,7 +53,7 @@ mod tests {
     #[test]
     fn summary_sorts_its_input() {
         let sum = Summary::of(&[30, 10, 20, 40]).expect("non-empty");
-        assert_eq!(sum, Summary { n: 4, min: 10, p50: 20, p95: 40, max: 40 });
+        assert_eq!(sum, Summary { n: 4, min: 10, p50: 20, p95: 40, p99: 40, max: 40 });
         assert!(Summary::of(&[]).is_none());
     }
 }

@@ -6,12 +6,192 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use isola_bench::boot::{run_boot_bench, BootBenchConfig};
+use isola_bench::container::ContainerBenchConfig;
 use isola_sandbox::{assets, detect_kvm};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
     /// Boot N times per backend and guest; report phases, ratios to peers, JSON and SVG.
     Boot(BootBenchArgs),
+    /// Agent round trips (ping, new connection) and `exec` latency in one sandbox.
+    Exec(ExecArgs),
+    /// Start N idle sandboxes together: time to start all, host memory per sandbox.
+    Density(DensityArgs),
+    /// VMM memory beyond guest RAM: the same idle test guest under isola-vmm and QEMU.
+    Overhead(OverheadArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SandboxBenchArgs {
+    /// Rootfs of the container.
+    #[arg(long, default_value = "/var/lib/isola/busybox-rootfs")]
+    rootfs: PathBuf,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 128)]
+    memory: u64,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+    /// Where to write the JSON result.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Pings (the connection count is min(pings, 200)).
+    #[arg(long, default_value_t = 1000)]
+    pings: usize,
+    /// Execs of `true`.
+    #[arg(long, default_value_t = 20)]
+    execs: usize,
+    #[command(flatten)]
+    sandbox: SandboxBenchArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DensityArgs {
+    /// Sandboxes to start together.
+    #[arg(short = 'n', long, default_value_t = 4)]
+    sandboxes: usize,
+    #[command(flatten)]
+    sandbox: SandboxBenchArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct OverheadArgs {
+    /// Samples per backend.
+    #[arg(short = 'n', long, default_value_t = 5)]
+    runs: usize,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 128)]
+    memory: u64,
+    /// Peer: qemu, or none.
+    #[arg(long, default_value = "qemu")]
+    compare: String,
+    /// Where to write the JSON result.
+    #[arg(long, default_value = "bench-results/overhead.json")]
+    json: PathBuf,
+}
+
+fn container_config(rootfs: &std::path::Path, memory: u64, cpus: u8) -> anyhow::Result<ContainerBenchConfig> {
+    anyhow::ensure!(
+        rootfs.join("bin").is_dir(),
+        "container rootfs {} is missing (scripts/setup.sh makes it, or pass another)",
+        rootfs.display()
+    );
+    let kvm = detect_kvm();
+    Ok(ContainerBenchConfig {
+        boot: isola_sandbox::BootSpec {
+            kernel: assets::default_kernel(),
+            initrd: Some(assets::default_initrd()),
+            cmdline: isola_sandbox::hypervisor::DEFAULT_CMDLINE.into(),
+            mem_mib: memory,
+            vcpus: cpus,
+            timeout: std::time::Duration::from_secs(60),
+            accel: isola_sandbox::QemuAccel::Auto,
+        },
+        hypervisor: isola_sandbox::choose(None, kvm),
+        kvm,
+        rootfs: rootfs.into(),
+    })
+}
+
+fn write_json(path: &std::path::Path, v: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(v)?).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn summary_line(what: &str, s: &Option<isola_bench::Summary>, unit: &str, scale: f64) -> String {
+    match s {
+        Some(s) => format!(
+            "{what:<22} n={:<5} min {:>9.3}  p50 {:>9.3}  p95 {:>9.3}  p99 {:>9.3}  max {:>9.3} {unit}",
+            s.n,
+            s.min as f64 / scale,
+            s.p50 as f64 / scale,
+            s.p95 as f64 / scale,
+            s.p99 as f64 / scale,
+            s.max as f64 / scale
+        ),
+        None => format!("{what:<22} no samples"),
+    }
+}
+
+fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
+    let cfg = container_config(&a.sandbox.rootfs, a.sandbox.memory, a.sandbox.cpus)?;
+    let r = isola_bench::exec::run_exec(&cfg, a.pings, a.execs).map_err(anyhow::Error::msg)?;
+    println!("isola bench exec: one sandbox on {} ({}), {} MiB", r.backend, cfg.kvm.describe(), cfg.boot.mem_mib);
+    println!("{}", summary_line("ping (open conn)", &r.ping_us, "ms", 1000.0));
+    println!("{}", summary_line("connect + ping", &r.connect_us, "ms", 1000.0));
+    println!("{}", summary_line("exec true", &r.exec_us, "ms", 1000.0));
+    write_json(&a.sandbox.json.unwrap_or_else(|| "bench-results/exec.json".into()), &r)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn density(a: DensityArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.sandboxes > 0, "--sandboxes must be at least 1");
+    let cfg = container_config(&a.sandbox.rootfs, a.sandbox.memory, a.sandbox.cpus)?;
+    let r = isola_bench::exec::run_density(&cfg, a.sandboxes);
+    println!(
+        "isola bench density: {} sandboxes on {} ({}), {} MiB each",
+        r.sandboxes,
+        r.backend,
+        cfg.kvm.describe(),
+        r.mem_mib
+    );
+    println!("started all in {} ms; all answered ping: {}", r.start_all_ms, r.all_answered_ping);
+    println!("{}", summary_line("PSS per sandbox", &r.pss_kib, "MiB", 1024.0));
+    for (i, m) in r.per_sandbox.iter().enumerate() {
+        println!(
+            "  sandbox {i}: PSS {:.1} MiB (guest RAM {:.1} MiB), RSS {:.1} MiB",
+            m.pss_kib as f64 / 1024.0,
+            m.guest_pss_kib as f64 / 1024.0,
+            m.rss_kib as f64 / 1024.0
+        );
+    }
+    for f in &r.failures {
+        println!("FAILED {f}");
+    }
+    write_json(&a.sandbox.json.unwrap_or_else(|| "bench-results/density.json".into()), &r)?;
+    Ok(if r.failures.is_empty() && r.all_answered_ping { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn overhead(a: OverheadArgs) -> anyhow::Result<ExitCode> {
+    let compare = match a.compare.as_str() {
+        "qemu" => true,
+        "none" => false,
+        other => anyhow::bail!("--compare takes qemu or none, not {other:?}"),
+    };
+    anyhow::ensure!(a.runs > 0, "--runs must be at least 1");
+    let guest = isola_vmm::testguest::build("idle", &assets::guest_dir().join("test-guests"))
+        .context("building the idle test guest")?;
+    let kvm = detect_kvm();
+    let series = isola_bench::overhead::run(kvm, &guest, a.memory, a.runs, compare);
+    println!("isola bench overhead: idle test guest, 1 vCPU, {} MiB, {}", a.memory, kvm.describe());
+    println!("VMM RSS minus resident guest RAM (KiB):");
+    for s in &series {
+        match &s.overhead_kib {
+            Some(o) => println!("  {:<10} n={} min {} p50 {} max {}", s.backend, o.n, o.min, o.p50, o.max),
+            None => println!("  {:<10} no samples", s.backend),
+        }
+        for f in &s.failures {
+            println!("  {:<10} FAILED {f}", s.backend);
+        }
+    }
+    if let [ours, peer] = &series[..] {
+        if let (Some(o), Some(p)) = (&ours.overhead_kib, &peer.overhead_kib) {
+            if p.p50 > 0 {
+                println!("ratio isola-vmm / {} (p50): {:.2}", peer.backend, o.p50 as f64 / p.p50 as f64);
+            }
+        }
+    }
+    write_json(&a.json, &series)?;
+    let failed = series.iter().any(|s| s.overhead_kib.is_none());
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 #[derive(Args, Debug)]
@@ -51,6 +231,9 @@ pub struct BootBenchArgs {
 pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCmd::Boot(a) => boot(a),
+        BenchCmd::Exec(a) => exec(a),
+        BenchCmd::Density(a) => density(a),
+        BenchCmd::Overhead(a) => overhead(a),
     }
 }
 
@@ -64,28 +247,7 @@ fn boot(a: BootBenchArgs) -> anyhow::Result<ExitCode> {
     let guest_dir = assets::guest_dir().join("test-guests");
     let test_guest = isola_vmm::testguest::build("boot_check_pvh", &guest_dir).context("building the test guest")?;
     let kvm = detect_kvm();
-    let container = (!a.no_container).then(|| {
-        anyhow::ensure!(
-            a.container_rootfs.join("bin").is_dir(),
-            "container rootfs {} is missing (scripts/setup.sh makes it, or pass --no-container)",
-            a.container_rootfs.display()
-        );
-        Ok(isola_bench::container::ContainerBenchConfig {
-            boot: isola_sandbox::BootSpec {
-                kernel: assets::default_kernel(),
-                initrd: Some(assets::default_initrd()),
-                cmdline: isola_sandbox::hypervisor::DEFAULT_CMDLINE.into(),
-                mem_mib: a.memory,
-                vcpus: a.cpus,
-                timeout: std::time::Duration::from_secs(60),
-                accel: isola_sandbox::QemuAccel::Auto,
-            },
-            hypervisor: isola_sandbox::choose(None, kvm),
-            kvm,
-            rootfs: a.container_rootfs.clone(),
-        })
-    });
-    let container = container.transpose()?;
+    let container = if a.no_container { None } else { Some(container_config(&a.container_rootfs, a.memory, a.cpus)?) };
     let cfg = BootBenchConfig {
         runs: a.runs,
         warmup: a.warmup,

@@ -97,3 +97,51 @@ fn boot_reports_json_with_phases() {
     let names: Vec<&str> = v["phases"].as_array().expect("phases").iter().filter_map(|p| p["name"].as_str()).collect();
     assert!(names.contains(&"console_marker") && names.contains(&"exited"), "{names:?}");
 }
+
+/// Exec, density and overhead benches run for real and report every figure (no speed asserted).
+#[test]
+fn bench_exec_density_and_overhead_report_their_figures() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = |n: &str| dir.path().join(n).to_str().expect("p").to_string();
+    let read = |n: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(n)).expect("json written")).expect("valid json")
+    };
+    let out = isola(&["bench", "exec", "--pings", "50", "--execs", "3", "--json", &path("exec.json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = read("exec.json");
+    assert_eq!(v["ping_us"]["n"], 50, "{v}");
+    assert_eq!(v["exec_us"]["n"], 3, "{v}");
+    assert!(v["ping_us"]["p50"].as_u64().expect("p50") <= v["ping_us"]["p99"].as_u64().expect("p99"));
+
+    let out = isola(&["bench", "density", "-n", "2", "--json", &path("density.json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let v = read("density.json");
+    assert_eq!(v["all_answered_ping"], true, "{v}");
+    let per = v["per_sandbox"].as_array().expect("per sandbox");
+    assert_eq!(per.len(), 2);
+    assert!(per.iter().all(|m| m["pss_kib"].as_u64().unwrap_or(0) > 0), "{v}");
+
+    let out = isola(&["bench", "overhead", "-n", "1", "--json", &path("overhead.json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let v = read("overhead.json");
+    let series = v.as_array().expect("series");
+    assert_eq!(series.len(), 2, "isola-vmm and qemu: {v}");
+    for s in series {
+        let sample = &s["samples"][0];
+        let (rss, guest) = (sample["rss_kib"].as_u64().expect("rss"), sample["guest_rss_kib"].as_u64().expect("g"));
+        assert!(rss > guest && guest > 0, "the guest's RAM is found and the VMM has some of its own: {s}");
+    }
+    // Nothing is left running.
+    let leaked = leftover_bench_sandboxes();
+    assert!(leaked.is_empty(), "sandboxes left behind: {leaked:?}");
+}
+
+fn leftover_bench_sandboxes() -> Vec<String> {
+    std::fs::read_dir("/run/isola")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("bench-"))
+        .collect()
+}

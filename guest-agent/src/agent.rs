@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -358,7 +358,7 @@ impl Agent {
             terminal: cfg.process.terminal,
             stdio: Mutex::new(host),
             pty_control,
-            start: Mutex::new(Some(File::from(OwnedFd::from(start_w)))),
+            start: Mutex::new(Some(File::from(start_w))),
             report: Mutex::new(Some(report)),
             started: AtomicBool::new(false),
         })

@@ -34,7 +34,7 @@ pub fn switch(sys: &dyn Syscall) -> Result<(), String> {
         .map_err(|e| format!("chmod /init: {e}"))?;
     let path = CString::new("/init").map_err(|e| e.to_string())?;
     let env = [CString::new(format!("{SWITCHED_ENV}=1")).map_err(|e| e.to_string())?];
-    let e = nix::unistd::execve(&path, &[path.clone()], &env);
+    let e = nix::unistd::execve(&path, std::slice::from_ref(&path), &env);
     Err(format!("exec /init: {e:?}"))
 }
 

@@ -173,7 +173,12 @@ e820_done:
     mov rax, r12
     call field
     /* the identity map must reach the MMIO gap: this write needs it */
+#ifdef IDLE
+    /* Stay alive without using CPU, for memory measurements. */
+    jmp idle
+#else
     jmp finish
+#endif
 
 .section .rodata
 #ifdef PVH

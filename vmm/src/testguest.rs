@@ -20,6 +20,7 @@ pub const GUESTS: &[GuestSpec] = &[
     GuestSpec { name: "triple_fault", source: "triple_fault.S", defines: &[] },
     GuestSpec { name: "runaway", source: "runaway.S", defines: &[] },
     GuestSpec { name: "vsock_echo", source: "vsock_echo.c", defines: &[] },
+    GuestSpec { name: "idle", source: "boot_check.S", defines: &["-DPVH", "-DIDLE"] },
 ];
 
 /// Freestanding C: no libc, no red zone, no SSE, absolute addresses (loaded at 1 MiB).
@@ -75,6 +76,8 @@ pub fn build(name: &str, out_dir: &Path) -> Result<PathBuf, TestGuestError> {
     let obj = out_dir.join(format!("{name}.o"));
     let elf = out_dir.join(format!("{name}.elf"));
     run("gcc", name, &["-c".as_ref(), "-o".as_ref(), lib_obj.as_os_str(), src.join("lib.S").as_os_str()])?;
+    let idle_obj = out_dir.join(format!("{name}.idle.o"));
+    run("gcc", name, &["-c".as_ref(), "-o".as_ref(), idle_obj.as_os_str(), src.join("idle.S").as_os_str()])?;
     let mut args: Vec<&std::ffi::OsStr> = spec.defines.iter().map(|d| d.as_ref()).collect();
     if spec.source.ends_with(".c") {
         args.extend(C_FLAGS.iter().map(|f| -> &std::ffi::OsStr { f.as_ref() }));
@@ -95,6 +98,7 @@ pub fn build(name: &str, out_dir: &Path) -> Result<PathBuf, TestGuestError> {
             elf.as_os_str(),
             obj.as_os_str(),
             lib_obj.as_os_str(),
+            idle_obj.as_os_str(),
         ],
     )?;
     Ok(elf)

@@ -209,7 +209,7 @@ impl MmioTransport {
             0x64 => self.interrupt.ack(v),
             0x70 => self.set_status(v),
             0x80 | 0x84 | 0x90 | 0x94 | 0xa0 | 0xa4 => {
-                let (lo, hi) = if offset % 8 == 0 { (Some(v), None) } else { (None, Some(v)) };
+                let (lo, hi) = if offset.is_multiple_of(8) { (Some(v), None) } else { (None, Some(v)) };
                 if let Some(q) = self.selected_queue() {
                     match offset & !0x7 {
                         0x80 => q.set_desc_table_address(lo, hi),

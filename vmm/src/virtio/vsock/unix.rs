@@ -387,7 +387,7 @@ impl UnixMuxer {
         let Some(c) = self.conns.get_mut(&key) else { return };
         c.peer_shut_rcv |= flags & SHUTDOWN_RCV != 0;
         c.peer_shut_send |= flags & SHUTDOWN_SEND != 0;
-        if (c.peer_shut_rcv && c.peer_shut_send) || (c.peer_shut_send && c.host_eof) {
+        if c.peer_shut_send && (c.peer_shut_rcv || c.host_eof) {
             // The guest closed: a last try at pending bytes, then the RST it waits for.
             let _ = c.flush();
             return self.reset_conn(key);
