@@ -18,6 +18,7 @@ pub use device::Vsock;
 pub use packet::{Header, Packet};
 pub use queues::{process_rx, process_tx, Counters};
 pub use unix::UnixMuxer;
+pub use unix::BUF_ALLOC;
 
 use std::os::fd::RawFd;
 
@@ -37,6 +38,7 @@ pub const TYPE_STREAM: u16 = 1;
 
 /// Packet operations (virtio 1.2 §5.10.6).
 pub mod op {
+    //! Packet operation codes.
     pub const REQUEST: u16 = 1;
     pub const RESPONSE: u16 = 2;
     pub const RST: u16 = 3;
