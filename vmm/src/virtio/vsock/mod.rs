@@ -38,7 +38,6 @@ pub const TYPE_STREAM: u16 = 1;
 
 /// Packet operations (virtio 1.2 §5.10.6).
 pub mod op {
-    //! Packet operation codes.
     pub const REQUEST: u16 = 1;
     pub const RESPONSE: u16 = 2;
     pub const RST: u16 = 3;
