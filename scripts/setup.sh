@@ -8,7 +8,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 guest_dir=${ISOLA_GUEST_DIR:-/var/lib/isola/guest}
-packages=(qemu-system-x86 linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils file busybox-static util-linux runc libseccomp-dev)
+packages=(qemu-system-x86 linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils file busybox-static util-linux runc libseccomp-dev libcap-ng-dev)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -28,6 +28,12 @@ if [ ! -x "$tools/bin/vhost-device-vsock" ]; then
   cargo install -q --locked vhost-device-vsock --root "$tools"
 fi
 ln -sf "$tools/bin/vhost-device-vsock" /usr/local/bin/vhost-device-vsock
+# virtiofsd: shares each sandbox's directory with its guest (virtio-fs, QEMU backend).
+if [ ! -x "$tools/bin/virtiofsd" ]; then
+  echo "setup: building virtiofsd (once; cached in $tools)"
+  cargo install -q --locked virtiofsd --root "$tools"
+fi
+ln -sf "$tools/bin/virtiofsd" /usr/local/bin/virtiofsd
 # cargo-fuzz (and the nightly toolchain it drives) for scripts/fuzz.sh.
 if [ ! -x "$tools/bin/cargo-fuzz" ]; then
   echo "setup: building cargo-fuzz (once; cached in $tools)"

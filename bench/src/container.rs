@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use isola_protocol::{Request, Response, RootfsSource, SandboxConfig};
+use isola_protocol::{Request, Response};
 use isola_sandbox::container::{self, ContainerOptions};
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
 use isola_sandbox::{state, BootSpec, HypervisorKind, KvmKind};
@@ -45,12 +45,12 @@ pub fn isola_run_once(cfg: &ContainerBenchConfig, n: usize) -> Result<BTreeMap<S
     }
     let result = (|| -> Result<(), String> {
         let mut c = sb.client().map_err(|e| e.to_string())?;
-        c.call_ok(&Request::CreateSandbox { config: SandboxConfig { hostname: id.clone(), ..Default::default() } })
+        c.call_ok(&Request::CreateSandbox { config: container::sandbox_config(&sb.state, &id) })
             .map_err(|e| e.to_string())?;
-        container::upload_rootfs(&c, &id, &cfg.rootfs).map_err(|e| e.to_string())?;
+        let rootfs = container::provide_rootfs(&c, &sb.state, &id, &cfg.rootfs).map_err(|e| e.to_string())?;
         let spec = container::spec(&ContainerOptions { args: vec!["true".into()], ..Default::default() })
             .map_err(|e| e.to_string())?;
-        c.call(&Request::CreateContainer { id: id.clone(), spec: Box::new(spec), rootfs: RootfsSource::Upload })
+        c.call(&Request::CreateContainer { id: id.clone(), spec: Box::new(spec), rootfs })
             .map_err(|e| e.to_string())?;
         phases.insert("container_created".into(), us(base.elapsed()));
         c.call(&Request::Start { id: id.clone(), exec_id: None }).map_err(|e| e.to_string())?;

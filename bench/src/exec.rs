@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use isola_protocol::client::AgentClient;
-use isola_protocol::{Request, Response, RootfsSource, SandboxConfig};
+use isola_protocol::{Request, Response};
 use isola_sandbox::container::{self, ContainerOptions};
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
 use isola_sandbox::state;
@@ -51,13 +51,13 @@ pub fn run_exec(cfg: &ContainerBenchConfig, pings: usize, execs: usize) -> Resul
     let result = (|| {
         let id = sb.id.clone();
         let mut c = sb.client().map_err(|e| e.to_string())?;
-        c.call_ok(&Request::CreateSandbox { config: SandboxConfig { hostname: id.clone(), ..Default::default() } })
+        c.call_ok(&Request::CreateSandbox { config: container::sandbox_config(&sb.state, &id) })
             .map_err(|e| e.to_string())?;
-        container::upload_rootfs(&c, &id, &cfg.rootfs).map_err(|e| e.to_string())?;
+        let rootfs = container::provide_rootfs(&c, &sb.state, &id, &cfg.rootfs).map_err(|e| e.to_string())?;
         let spec =
             container::spec(&ContainerOptions { args: vec!["sleep".into(), "100000".into()], ..Default::default() })
                 .map_err(|e| e.to_string())?;
-        c.call(&Request::CreateContainer { id: id.clone(), spec: Box::new(spec), rootfs: RootfsSource::Upload })
+        c.call(&Request::CreateContainer { id: id.clone(), spec: Box::new(spec), rootfs })
             .map_err(|e| e.to_string())?;
         c.call(&Request::Start { id: id.clone(), exec_id: None }).map_err(|e| e.to_string())?;
         let ping_us = timed(pings, |_| c.ping().map(drop).map_err(|e| e.to_string()))?;

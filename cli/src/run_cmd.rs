@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use isola_protocol::{Request, Response, RootfsSource, SandboxConfig};
+use isola_protocol::{Request, Response};
 use isola_sandbox::container::{self, ContainerOptions};
 use isola_sandbox::hypervisor::DEFAULT_CMDLINE;
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
@@ -15,9 +15,13 @@ use isola_sandbox::{assets, choose, detect_kvm, state, BootSpec, HypervisorKind,
 /// The container in a single-container sandbox is named after the sandbox.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Root filesystem directory of the container (copied into the sandbox).
+    /// Root filesystem directory of the container (shared read-only over virtio-fs, or
+    /// copied into the sandbox when the backend has no virtio-fs).
     #[arg(long)]
     rootfs: PathBuf,
+    /// Bind a host path into the container: HOST:GUEST[:ro] (over virtio-fs).
+    #[arg(short = 'v', long = "volume")]
+    volumes: Vec<container::Volume>,
     /// Sandbox name (default: a random one).
     #[arg(long)]
     name: Option<String>,
@@ -99,7 +103,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         uid,
         gid,
     };
-    let spec = container::spec(&opts)?;
+    let mut spec = container::spec(&opts)?;
     anyhow::ensure!(a.rootfs.is_dir(), "rootfs {} is not a directory", a.rootfs.display());
     let kvm = detect_kvm();
     let vcpus = a.cpus.map(|c| c.ceil().max(1.0) as u8).unwrap_or(1);
@@ -122,9 +126,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
     let mut c = sb.client()?;
-    c.call_ok(&Request::CreateSandbox { config: SandboxConfig { hostname: name.clone(), ..Default::default() } })?;
-    container::upload_rootfs(&c, &name, &a.rootfs)?;
-    c.call(&Request::CreateContainer { id: name.clone(), spec: Box::new(spec), rootfs: RootfsSource::Upload })?;
+    c.call_ok(&Request::CreateSandbox { config: container::sandbox_config(&sb.state, &name) })?;
+    let rootfs = container::provide_rootfs(&c, &sb.state, &name, &a.rootfs)?;
+    container::add_volumes(&sb.state, &name, &mut spec, &a.volumes)?;
+    c.call(&Request::CreateContainer { id: name.clone(), spec: Box::new(spec), rootfs })?;
     sb.set_container(&name)?;
     if a.detach {
         c.call(&Request::Start { id: name.clone(), exec_id: None })?;

@@ -158,6 +158,9 @@ impl Agent {
         if !config.hostname.is_empty() {
             let _ = Linux.sethostname(&config.hostname);
         }
+        if let Some(tag) = &config.shared_fs_tag {
+            mount_shared_fs(tag, Path::new(isola_protocol::SHARED_DIR))?;
+        }
         *lock(&self.sandbox) = config;
         Ok(Response::Ok)
     }
@@ -518,6 +521,24 @@ impl Agent {
     pub fn is_init(&self) -> bool {
         self.cfg.is_init
     }
+}
+
+/// Mounts the sandbox's virtio-fs share (once; a second CreateSandbox finds it there).
+fn mount_shared_fs(tag: &str, at: &Path) -> Result<(), AgentError> {
+    if tag.is_empty() || tag.len() > 36 || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(err(ErrorCode::InvalidArgument, format!("bad virtio-fs tag {tag:?}")));
+    }
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(&at.to_string_lossy()));
+    if mounted {
+        return Ok(());
+    }
+    std::fs::create_dir_all(at).map_err(|e| os_err("shared dir", e))?;
+    let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
+    nix::mount::mount(Some(tag), at, Some("virtiofs"), flags, None::<&str>)
+        .map_err(|e| err(ErrorCode::Os, format!("mounting virtio-fs {tag} at {}: {e}", at.display())))
 }
 
 /// Shell convention: 128 + signal for a signal death.

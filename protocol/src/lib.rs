@@ -23,6 +23,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The vsock port the agent listens on.
 pub const AGENT_PORT: u32 = 1024;
+/// Where the guest mounts the sandbox's shared (virtio-fs) directory.
+pub const SHARED_DIR: &str = "/run/isola/shared";
+/// The virtio-fs tag isola gives that directory.
+pub const SHARED_FS_TAG: &str = "isola-shared";
 
 /// Largest frame either side accepts (an OCI spec is a few KiB; this is a sanity bound).
 pub const MAX_FRAME: usize = 4 << 20;

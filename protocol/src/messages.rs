@@ -23,6 +23,10 @@ pub struct SandboxConfig {
     pub dns: Vec<String>,
     /// Extra /etc/hosts lines ("ip name").
     pub hosts: Vec<String>,
+    /// The virtio-fs tag of the sandbox's shared directory, mounted at
+    /// [`crate::SHARED_DIR`]; container rootfs and volumes come from there.
+    #[serde(default)]
+    pub shared_fs_tag: Option<String>,
 }
 
 /// One of a process's stdio streams.

@@ -3,12 +3,14 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use isola_protocol::client::{AgentClient, ClientError};
 use isola_protocol::frame::read_frame;
-use isola_protocol::{Response, StdioStream};
+use isola_protocol::{Response, RootfsSource, SandboxConfig, StdioStream};
+
+use crate::state::SandboxState;
 use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, Spec};
 
 /// What the user asked for.
@@ -39,6 +41,92 @@ pub enum ContainerError {
     Rootfs { path: String, reason: String },
     #[error(transparent)]
     Agent(#[from] ClientError),
+    #[error("invalid volume {0:?}: expected HOST:GUEST[:ro] with absolute paths")]
+    BadVolume(String),
+    #[error("volumes need the sandbox's shared directory (virtio-fs): install virtiofsd")]
+    NoSharedFs,
+    #[error(transparent)]
+    Mount(#[from] crate::mounts::MountError),
+}
+
+/// A host path bound into the container (`-v HOST:GUEST[:ro]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    pub host: PathBuf,
+    pub guest: String,
+    pub readonly: bool,
+}
+
+impl std::str::FromStr for Volume {
+    type Err = ContainerError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ContainerError::BadVolume(s.into());
+        let mut parts = s.split(':');
+        let (host, guest) = (parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?);
+        let readonly = match parts.next() {
+            None | Some("rw") => false,
+            Some("ro") => true,
+            Some(_) => return Err(bad()),
+        };
+        if parts.next().is_some() || !host.starts_with('/') || !guest.starts_with('/') || guest.contains("/../") {
+            return Err(bad());
+        }
+        Ok(Volume { host: host.into(), guest: guest.into(), readonly })
+    }
+}
+
+/// The sandbox's CreateSandbox settings: its hostname, and its virtio-fs share if any.
+pub fn sandbox_config(state: &SandboxState, hostname: &str) -> SandboxConfig {
+    SandboxConfig {
+        hostname: hostname.into(),
+        shared_fs_tag: state.shared_dir.as_ref().map(|_| isola_protocol::SHARED_FS_TAG.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Makes host directory `dir` the rootfs of container `id`: bound read-only into the
+/// sandbox's shared directory when it has one (nothing is copied), else uploaded.
+pub fn provide_rootfs(
+    client: &AgentClient,
+    state: &SandboxState,
+    id: &str,
+    dir: &Path,
+) -> Result<RootfsSource, ContainerError> {
+    let Some(shared) = &state.shared_dir else {
+        upload_rootfs(client, id, dir)?;
+        return Ok(RootfsSource::Upload);
+    };
+    if !dir.is_dir() {
+        return Err(ContainerError::Rootfs { path: dir.display().to_string(), reason: "not a directory".into() });
+    }
+    crate::mounts::bind(dir, &shared.join(id).join("rootfs"), true)?;
+    Ok(RootfsSource::GuestPath { path: format!("{}/{id}/rootfs", isola_protocol::SHARED_DIR) })
+}
+
+/// Binds each volume into the shared directory and adds the matching bind mount to `spec`.
+pub fn add_volumes(state: &SandboxState, id: &str, spec: &mut Spec, volumes: &[Volume]) -> Result<(), ContainerError> {
+    if volumes.is_empty() {
+        return Ok(());
+    }
+    let shared = state.shared_dir.as_ref().ok_or(ContainerError::NoSharedFs)?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for (i, v) in volumes.iter().enumerate() {
+        crate::mounts::bind(&v.host, &shared.join(id).join("volumes").join(i.to_string()), v.readonly)?;
+        let mut options = vec!["rbind".to_string()];
+        if v.readonly {
+            options.push("ro".into());
+        }
+        let m = oci_spec::runtime::MountBuilder::default()
+            .destination(PathBuf::from(&v.guest))
+            .typ("bind")
+            .source(PathBuf::from(format!("{}/{id}/volumes/{i}", isola_protocol::SHARED_DIR)))
+            .options(options)
+            .build()
+            .map_err(|e| ContainerError::Spec(e.to_string()))?;
+        mounts.push(m);
+    }
+    spec.set_mounts(Some(mounts));
+    Ok(())
 }
 
 /// The runtime-spec defaults (mounts, masked paths, capabilities) with our process.
@@ -214,6 +302,18 @@ mod tests {
             .expect("ns")
             .iter()
             .all(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network));
+    }
+
+    #[test]
+    fn volumes_parse_and_bad_ones_are_named() {
+        let v: Volume = "/srv/data:/data:ro".parse().expect("volume");
+        assert_eq!(v, Volume { host: "/srv/data".into(), guest: "/data".into(), readonly: true });
+        let v: Volume = "/a:/b".parse().expect("volume");
+        assert!(!v.readonly);
+        for bad in ["/a", "a:/b", "/a:b", "/a:/b:rx", "/a:/b:ro:x", "/a:/x/../etc"] {
+            let e = bad.parse::<Volume>().expect_err(bad);
+            assert!(e.to_string().contains("expected HOST:GUEST[:ro]"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod boot;
 pub mod container;
 pub mod host;
 pub mod hypervisor;
+pub mod mounts;
 pub mod sandbox;
 pub mod state;
 

@@ -116,6 +116,7 @@ impl Sandbox {
                 vsock_uds: dir.join("vsock.sock"),
                 container: None,
                 created_unix: now_unix(),
+                shared_dir: None,
             },
             children: vec![],
             stopped: false,
@@ -171,26 +172,18 @@ impl Sandbox {
         let child = d.spawn().map_err(io("starting vhost-device-vsock"))?;
         self.state.helper_pids.push(child.id() as i32);
         self.children.push(child);
-        let until = Instant::now() + Duration::from_secs(5);
-        while !vhost_sock.exists() {
-            if Instant::now() > until {
-                return Err(SandboxError::Io {
-                    what: format!(
-                        "vhost-device-vsock did not create {}{}",
-                        vhost_sock.display(),
-                        tail(&self.dir.join("vsock.log"))
-                    ),
-                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        self.wait_for_socket(&vhost_sock, "vhost-device-vsock", "vsock.log")?;
+        let fs_sock = self.start_virtiofsd(opts)?;
         let qemu = find_binary("qemu-system-x86_64")
             .ok_or(SandboxError::Missing("qemu-system-x86_64", "apt-get install qemu-system-x86"))?;
         let mut q = Command::new(qemu);
         q.args(qemu_args(&opts.boot, opts.kvm, true));
         q.arg("-chardev").arg(format!("socket,id=vsock,path={}", vhost_sock.display()));
         q.arg("-device").arg("vhost-user-vsock-device,chardev=vsock");
+        if let Some(sock) = fs_sock {
+            q.arg("-chardev").arg(format!("socket,id=fs,path={}", sock.display()));
+            q.arg("-device").arg(format!("vhost-user-fs-device,chardev=fs,tag={}", isola_protocol::SHARED_FS_TAG));
+        }
         q.stdin(Stdio::null());
         q.stdout(File::create(self.dir.join("console.log")).map_err(io("console log"))?);
         q.stderr(File::create(self.dir.join("vmm.log")).map_err(io("vmm log"))?);
@@ -202,6 +195,56 @@ impl Sandbox {
         self.state.vmm_pid = child.id() as i32;
         self.children.push(child);
         self.state.save(&self.dir).map_err(io("saving sandbox state"))?;
+        Ok(())
+    }
+
+    /// virtiofsd sharing `<dir>/shared` with the guest, when it is installed (without it
+    /// container rootfs are uploaded instead). Returns its vhost-user socket.
+    fn start_virtiofsd(&mut self, opts: &SandboxOptions) -> Result<Option<PathBuf>, SandboxError> {
+        let Some(bin) = find_binary("virtiofsd") else {
+            log::info!("virtiofsd not found: containers get uploaded rootfs");
+            return Ok(None);
+        };
+        let shared = self.dir.join("shared");
+        std::fs::create_dir_all(&shared).map_err(io("creating the shared directory"))?;
+        let sock = self.dir.join("virtiofs.sock");
+        let mut d = Command::new(bin);
+        d.arg("--socket-path").arg(&sock).arg("--shared-dir").arg(&shared);
+        // chroot, not a namespace sandbox: binds we add under the share later must be
+        // visible to it; --announce-submounts keeps their inode numbers apart.
+        d.args(["--sandbox", "chroot", "--announce-submounts", "--cache", "auto", "--log-level", "warn"]);
+        d.stdin(Stdio::null()).stdout(Stdio::null());
+        d.stderr(File::create(self.dir.join("virtiofsd.log")).map_err(io("virtiofsd log"))?);
+        if opts.tie_to_parent {
+            tie_to_parent(&mut d);
+        }
+        let child = d.spawn().map_err(io("starting virtiofsd"))?;
+        self.state.helper_pids.push(child.id() as i32);
+        self.children.push(child);
+        self.wait_for_socket(&sock, "virtiofsd", "virtiofsd.log")?;
+        self.state.shared_dir = Some(shared);
+        Ok(Some(sock))
+    }
+
+    fn wait_for_socket(&mut self, sock: &Path, who: &str, log: &str) -> Result<(), SandboxError> {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !sock.exists() {
+            if let Some(c) = self.children.last_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    return Err(SandboxError::VmmDied {
+                        status: format!("{who} exited: {st}"),
+                        log: tail(&self.dir.join(log)),
+                    });
+                }
+            }
+            if Instant::now() > until {
+                return Err(SandboxError::Io {
+                    what: format!("{who} did not create {}{}", sock.display(), tail(&self.dir.join(log))),
+                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         Ok(())
     }
 

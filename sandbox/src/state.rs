@@ -24,6 +24,9 @@ pub struct SandboxState {
     /// The container running in it, for `isola exec/kill`.
     pub container: Option<String>,
     pub created_unix: u64,
+    /// The host directory shared with the guest over virtio-fs (QEMU with virtiofsd).
+    #[serde(default)]
+    pub shared_dir: Option<PathBuf>,
 }
 
 impl SandboxState {
@@ -74,7 +77,10 @@ pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(dir);
+    // Binds of user directories live under the sandbox: unmount before deleting.
+    if let Err(e) = crate::mounts::unmount_and_remove(dir) {
+        log::warn!("cleaning {}: {e}", dir.display());
+    }
 }
 
 /// Sandboxes with a live VMM; stale entries are cleaned on the way.
@@ -119,6 +125,7 @@ mod tests {
             vsock_uds: "/x".into(),
             container: None,
             created_unix: 0,
+            shared_dir: None,
         }
     }
 

@@ -201,3 +201,48 @@ fn two_containers_in_one_sandbox_share_the_network_not_pids() {
     drop(sb);
     assert_gone("e2e-pod");
 }
+
+/// The rootfs is shared read-only over virtio-fs (no copy) under a per-container
+/// overlay, volumes are bound in both ways, and nothing stays mounted afterwards,
+/// also when the VMM is killed with SIGKILL.
+#[test]
+fn rootfs_and_volumes_over_virtio_fs_leave_no_mounts_behind() {
+    let r = rootfs();
+    let vol = tempfile::tempdir().expect("volume dir");
+    std::fs::write(vol.path().join("in"), "from-host\n").expect("write");
+    let ro = tempfile::tempdir().expect("ro dir");
+    let rw_arg = format!("{}:/data", vol.path().display());
+    let ro_arg = format!("{}:/ro:ro", ro.path().display());
+    let script = "cat /data/in; echo from-guest > /data/out; touch /ro/x 2>/dev/null || echo ro-refused; \
+                  touch /bin/new && echo image-writable-in-overlay; mount | grep -c virtiofs";
+    let (out, err, code) = isola(
+        &["run", "--name", "e2e-vfs", "-v", &rw_arg, "-v", &ro_arg, "--rootfs", &r, "--", "sh", "-c", script],
+        None,
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    // Two virtiofs mounts: the volumes (the root is an overlay whose lower is on virtio-fs).
+    assert_eq!(lines[..4], ["from-host", "ro-refused", "image-writable-in-overlay", "2"], "{out}");
+    assert_eq!(std::fs::read_to_string(vol.path().join("out")).expect("guest wrote"), "from-guest\n");
+    assert!(!busybox_rootfs().join("bin/new").exists(), "the image itself is untouched");
+    assert_gone("e2e-vfs");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains("/e2e-vfs/"), "mounts left behind");
+
+    // SIGKILL the VMM of a detached sandbox: the next listing cleans up, mounts included.
+    let _ = isola(&["rm", "-f", "e2e-vfs-kill"], None);
+    let (_, err, code) =
+        isola(&["run", "-d", "--name", "e2e-vfs-kill", "-v", &rw_arg, "--rootfs", &r, "--", "sleep", "1000"], None);
+    assert_eq!(code, 0, "{err}");
+    let st = state::SandboxState::load(&state::default_root().join("e2e-vfs-kill")).expect("state");
+    assert!(std::fs::read_to_string("/proc/self/mountinfo").expect("mi").contains("/e2e-vfs-kill/"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.vmm_pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    std::thread::sleep(Duration::from_millis(300));
+    let (out, _, code) = isola(&["ps"], None);
+    assert_eq!(code, 0);
+    assert!(!out.contains("e2e-vfs-kill"), "{out}");
+    assert_gone("e2e-vfs-kill");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains("/e2e-vfs-kill/"), "mounts left behind after SIGKILL");
+    assert!(vol.path().join("in").exists(), "the volume's source survives cleanup");
+}
