@@ -1,0 +1,136 @@
+//! Manifests and indexes (OCI and Docker v2 alike): choosing linux/amd64 from an
+//! index, and the run settings an image's config implies.
+
+use oci_spec::image::{Arch, Descriptor, ImageConfiguration, ImageIndex, ImageManifest, Os};
+
+/// Accept header for manifest requests: indexes and single manifests, both formats.
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    #[error("malformed manifest: {0}")]
+    Malformed(String),
+    #[error("no linux/amd64 image in the index (it has: {0})")]
+    NoPlatform(String),
+}
+
+/// What a manifest request returned.
+pub enum Fetched {
+    Index(ImageIndex),
+    Manifest(ImageManifest),
+}
+
+pub fn parse(bytes: &[u8]) -> Result<Fetched, ManifestError> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+    let is_index = v.get("manifests").is_some();
+    if is_index {
+        serde_json::from_value(v).map(Fetched::Index).map_err(|e| ManifestError::Malformed(e.to_string()))
+    } else {
+        if v.get("schemaVersion").and_then(|s| s.as_u64()) == Some(1) {
+            return Err(ManifestError::Malformed("Docker schema 1 manifests are not supported".into()));
+        }
+        serde_json::from_value(v).map(Fetched::Manifest).map_err(|e| ManifestError::Malformed(e.to_string()))
+    }
+}
+
+/// The linux/amd64 entry of an index.
+pub fn select(index: &ImageIndex) -> Result<Descriptor, ManifestError> {
+    let fits = |d: &&Descriptor| {
+        d.platform().as_ref().is_some_and(|p| *p.os() == Os::Linux && *p.architecture() == Arch::Amd64)
+    };
+    if let Some(d) = index.manifests().iter().find(fits) {
+        return Ok(d.clone());
+    }
+    let have: Vec<String> = index
+        .manifests()
+        .iter()
+        .map(|d| d.platform().as_ref().map_or("unknown".into(), |p| format!("{}/{}", p.os(), p.architecture())))
+        .collect();
+    Err(ManifestError::NoPlatform(have.join(", ")))
+}
+
+/// What runs, from the image config and what the user gave (user wins, Docker rules:
+/// a user command replaces Cmd and keeps Entrypoint).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunSettings {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    pub user: Option<String>,
+}
+
+pub fn run_settings(cfg: &ImageConfiguration, cmd: &[String], env: &[String], cwd: Option<&str>, user: Option<&str>) -> RunSettings {
+    let c = cfg.config().as_ref();
+    let entrypoint = c.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
+    let image_cmd = c.and_then(|c| c.cmd().clone()).unwrap_or_default();
+    let mut args = entrypoint;
+    args.extend(if cmd.is_empty() { image_cmd } else { cmd.to_vec() });
+    let mut merged: Vec<String> = c.and_then(|c| c.env().clone()).unwrap_or_default();
+    for e in env {
+        let key = e.split('=').next().unwrap_or_default();
+        merged.retain(|m| m.split('=').next() != Some(key));
+        merged.push(e.clone());
+    }
+    if !merged.iter().any(|e| e.starts_with("PATH=")) {
+        merged.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    let image_cwd = c.and_then(|c| c.working_dir().clone()).filter(|w| !w.is_empty());
+    let image_user = c.and_then(|c| c.user().clone()).filter(|u| !u.is_empty());
+    RunSettings {
+        args,
+        env: merged,
+        cwd: cwd.map(str::to_string).or(image_cwd),
+        user: user.map(str::to_string).or(image_user),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_selection_picks_linux_amd64_or_names_what_exists() {
+        let idx = |plats: &[(&str, &str)]| -> ImageIndex {
+            let m: Vec<serde_json::Value> = plats
+                .iter()
+                .enumerate()
+                .map(|(i, (os, arch))| {
+                    serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": format!("sha256:{}", format!("{i}").repeat(64)), "size": 10,
+                        "platform": {"os": os, "architecture": arch}})
+                })
+                .collect();
+            let v = serde_json::json!({"schemaVersion": 2, "manifests": m});
+            match parse(v.to_string().as_bytes()).expect("parse") {
+                Fetched::Index(i) => i,
+                Fetched::Manifest(_) => panic!("an index"),
+            }
+        };
+        let i = idx(&[("linux", "arm64"), ("linux", "amd64")]);
+        assert_eq!(select(&i).expect("amd64").digest().to_string(), format!("sha256:{}", "1".repeat(64)));
+        let e = select(&idx(&[("linux", "arm64"), ("windows", "amd64")])).expect_err("none");
+        assert_eq!(e.to_string(), "no linux/amd64 image in the index (it has: linux/arm64, windows/amd64)");
+        assert!(matches!(parse(br#"{"schemaVersion":1}"#), Err(ManifestError::Malformed(m)) if m.contains("schema 1")));
+    }
+
+    #[test]
+    fn user_settings_override_the_image_config_docker_style() {
+        let cfg: ImageConfiguration = serde_json::from_value(serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "config": {"Entrypoint": ["/bin/app"], "Cmd": ["--serve"], "Env": ["A=1", "PATH=/bin"],
+                       "WorkingDir": "/srv", "User": "1000:1000"}
+        }))
+        .expect("config");
+        let s = run_settings(&cfg, &[], &[], None, None);
+        assert_eq!(s.args, ["/bin/app", "--serve"]);
+        assert_eq!((s.cwd.as_deref(), s.user.as_deref()), (Some("/srv"), Some("1000:1000")));
+        let s = run_settings(&cfg, &["--once".into()], &["A=2".into(), "B=3".into()], Some("/tmp"), Some("0"));
+        assert_eq!(s.args, ["/bin/app", "--once"]);
+        assert_eq!(s.env, ["PATH=/bin", "A=2", "B=3"]);
+        assert_eq!((s.cwd.as_deref(), s.user.as_deref()), (Some("/tmp"), Some("0")));
+    }
+}

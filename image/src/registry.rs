@@ -1,0 +1,180 @@
+//! Pulling from a Docker Registry HTTP API v2 / OCI distribution registry: manifest
+//! (index → linux/amd64), config and layers verified by digest into the store, with
+//! anonymous bearer-token auth and plain HTTP for loopback registries.
+
+use std::io::Read;
+use std::time::Duration;
+
+use oci_spec::image::ImageManifest;
+
+use crate::manifest::{self, Fetched};
+use crate::store::{sha256_of, ImageRecord, Store, StoreError};
+use crate::Reference;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("registry {registry} unreachable: {reason}")]
+    Unreachable { registry: String, reason: String },
+    #[error("{what} not found in {registry} (HTTP 404)")]
+    NotFound { what: String, registry: String },
+    #[error("registry refused {what}: HTTP {status}{body}")]
+    Http { what: String, status: u16, body: String },
+    #[error("authentication with {0} failed: {1}")]
+    Auth(String, String),
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Session<'a> {
+    agent: ureq::Agent,
+    r: &'a Reference,
+    token: Option<String>,
+}
+
+fn www_authenticate_params(h: &str) -> Option<(String, Vec<(String, String)>)> {
+    let rest = h.strip_prefix("Bearer ")?;
+    let mut realm = None;
+    let mut params = Vec::new();
+    for part in rest.split(',') {
+        let (k, v) = part.trim().split_once('=')?;
+        let v = v.trim_matches('"').to_string();
+        if k == "realm" {
+            realm = Some(v);
+        } else {
+            params.push((k.to_string(), v));
+        }
+    }
+    Some((realm?, params))
+}
+
+impl<'a> Session<'a> {
+    fn new(r: &'a Reference) -> Self {
+        let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(10)).timeout_read(Duration::from_secs(60)).build();
+        Self { agent, r, token: None }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}://{}/v2/{}/{path}", self.r.scheme(), self.r.api_host(), self.r.repository)
+    }
+
+    fn login(&mut self, challenge: &str) -> Result<(), PullError> {
+        let reg = self.r.registry.clone();
+        let (realm, params) = www_authenticate_params(challenge)
+            .ok_or_else(|| PullError::Auth(reg.clone(), format!("unsupported challenge {challenge:?}")))?;
+        let mut req = self.agent.get(&realm);
+        for (k, v) in &params {
+            req = req.query(k, v);
+        }
+        let body: serde_json::Value = req
+            .call()
+            .map_err(|e| PullError::Auth(reg.clone(), e.to_string()))?
+            .into_json()
+            .map_err(|e| PullError::Auth(reg.clone(), e.to_string()))?;
+        let token = body["token"].as_str().or(body["access_token"].as_str()).ok_or_else(|| PullError::Auth(reg, "no token in the reply".into()))?;
+        self.token = Some(token.to_string());
+        Ok(())
+    }
+
+    /// GET with auth, retrying once after a bearer challenge.
+    fn get(&mut self, path: &str, accept: Option<&str>, what: &str) -> Result<ureq::Response, PullError> {
+        for attempt in 0..2 {
+            let mut req = self.agent.get(&self.url(path));
+            if let Some(a) = accept {
+                req = req.set("Accept", a);
+            }
+            if let Some(t) = &self.token {
+                req = req.set("Authorization", &format!("Bearer {t}"));
+            }
+            match req.call() {
+                Ok(resp) => return Ok(resp),
+                Err(ureq::Error::Status(401, resp)) if attempt == 0 => {
+                    let challenge = resp.header("www-authenticate").unwrap_or_default().to_string();
+                    self.login(&challenge)?;
+                }
+                Err(ureq::Error::Status(404, _)) => {
+                    return Err(PullError::NotFound { what: what.into(), registry: self.r.registry.clone() })
+                }
+                Err(ureq::Error::Status(status, resp)) => {
+                    let body = resp.into_string().map(|b| format!(": {}", b.trim())).unwrap_or_default();
+                    return Err(PullError::Http { what: what.into(), status, body });
+                }
+                Err(e) => {
+                    return Err(PullError::Unreachable { registry: self.r.registry.clone(), reason: e.to_string() })
+                }
+            }
+        }
+        Err(PullError::Auth(self.r.registry.clone(), "credentials refused after login".into()))
+    }
+
+    fn manifest_bytes(&mut self, object: &str) -> Result<Vec<u8>, PullError> {
+        let resp = self.get(&format!("manifests/{object}"), Some(manifest::ACCEPT), &format!("manifest {object}"))?;
+        let mut b = Vec::new();
+        resp.into_reader().take(4 << 20).read_to_end(&mut b).map_err(|e| PullError::Unreachable {
+            registry: self.r.registry.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(b)
+    }
+}
+
+/// Pulls `r` into `store` and records it; `progress` hears one line per step.
+pub fn pull(r: &Reference, store: &Store, progress: &mut dyn FnMut(&str)) -> Result<ImageRecord, PullError> {
+    let mut s = Session::new(r);
+    let mut bytes = s.manifest_bytes(r.object())?;
+    let mut digest = sha256_of(&bytes);
+    if let Some(want) = &r.digest {
+        if &digest != want {
+            return Err(StoreError::DigestMismatch { expected: want.clone(), actual: digest }.into());
+        }
+    }
+    let manifest: ImageManifest = match manifest::parse(&bytes)? {
+        Fetched::Manifest(m) => m,
+        Fetched::Index(idx) => {
+            let d = manifest::select(&idx)?;
+            digest = d.digest().to_string();
+            bytes = s.manifest_bytes(&digest)?;
+            if sha256_of(&bytes) != digest {
+                return Err(StoreError::DigestMismatch { expected: digest, actual: sha256_of(&bytes) }.into());
+            }
+            match manifest::parse(&bytes)? {
+                Fetched::Manifest(m) => m,
+                Fetched::Index(_) => return Err(manifest::ManifestError::Malformed("an index inside an index".into()).into()),
+            }
+        }
+    };
+    store.put_blob(&digest, bytes.as_slice())?;
+    let blobs: Vec<(String, u64)> = std::iter::once(manifest.config())
+        .chain(manifest.layers().iter())
+        .map(|d| (d.digest().to_string(), d.size()))
+        .collect();
+    for (i, (d, size)) in blobs.iter().enumerate() {
+        if store.has_blob(d) {
+            progress(&format!("{d}: already present"));
+            continue;
+        }
+        progress(&format!("{d}: downloading {size} bytes ({}/{})", i + 1, blobs.len()));
+        let resp = s.get(&format!("blobs/{d}"), None, &format!("blob {d}"))?;
+        store.put_blob(d, resp.into_reader())?;
+    }
+    progress("unpacking");
+    Ok(store.commit(&r.to_string(), &digest, &manifest)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenges_are_parsed() {
+        let (realm, p) = www_authenticate_params(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        )
+        .expect("challenge");
+        assert_eq!(realm, "https://auth.docker.io/token");
+        assert_eq!(p[0], ("service".to_string(), "registry.docker.io".to_string()));
+        assert_eq!(p[1].1, "repository:library/busybox:pull");
+        assert!(www_authenticate_params("Basic realm=x").is_none());
+    }
+}

@@ -1,0 +1,250 @@
+//! The content-addressed image store (`/var/lib/isola/images`): verified blobs by
+//! digest, one unpacked rootfs per image manifest, and the name → image records.
+//! Everything is written to a temporary name first, so a failed pull or import leaves
+//! no partial image.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("digest mismatch for {expected}: the content hashes to {actual}")]
+    DigestMismatch { expected: String, actual: String },
+    #[error("unsupported or malformed digest {0:?} (only sha256)")]
+    BadDigest(String),
+    #[error("no image {0} (see `isola images`)")]
+    NotFound(String),
+    #[error("image metadata: {0}")]
+    Json(String),
+    #[error("layer {digest}: {source}")]
+    Layer { digest: String, source: crate::unpack::UnpackError },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { what, path, source }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Normalized reference, e.g. `127.0.0.1:5000/test/busybox:v1`.
+    pub name: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layers: Vec<String>,
+    /// Compressed size of the layers, bytes.
+    pub size: u64,
+    pub created_unix: u64,
+}
+
+pub struct Store {
+    root: PathBuf,
+}
+
+/// `sha256:<64 lowercase hex>` → the hex part.
+pub fn digest_hex(d: &str) -> Result<&str, StoreError> {
+    let hex = d.strip_prefix("sha256:").ok_or_else(|| StoreError::BadDigest(d.into()))?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(StoreError::BadDigest(d.into()));
+    }
+    Ok(hex)
+}
+
+pub fn sha256_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Store {
+    pub fn default_root() -> PathBuf {
+        std::env::var_os("ISOLA_IMAGE_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/lib/isola/images".into())
+    }
+
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        for d in ["blobs/sha256", "rootfs", "tmp"] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(io("creating", &p))?;
+        }
+        Ok(Self { root: root.into() })
+    }
+
+    fn tmp_path(&self, tag: &str) -> PathBuf {
+        self.root.join("tmp").join(format!("{tag}.{}", std::process::id()))
+    }
+
+    /// An empty private working directory under the store (same filesystem, so
+    /// results can be renamed into place).
+    pub fn scratch_dir(&self, tag: &str) -> Result<PathBuf, StoreError> {
+        let p = self.tmp_path(tag);
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).map_err(io("creating", &p))?;
+        Ok(p)
+    }
+
+    pub fn blob_path(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.root.join("blobs/sha256").join(digest_hex(digest)?))
+    }
+
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_ok_and(|p| p.is_file())
+    }
+
+    /// Streams `r` into the store, keeping it only if it hashes to `digest`.
+    pub fn put_blob(&self, digest: &str, mut r: impl Read) -> Result<u64, StoreError> {
+        let dst = self.blob_path(digest)?;
+        let tmp = self.tmp_path(digest_hex(digest)?);
+        let mut f = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        let result = loop {
+            match r.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    total += n as u64;
+                    if let Err(e) = f.write_all(&buf[..n]) {
+                        break Err(io("writing", &tmp)(e));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(io("downloading into", &tmp)(e)),
+            }
+        };
+        let actual = format!("sha256:{}", hex(&h.finalize()));
+        let result = result.and_then(|()| {
+            if actual == digest {
+                Ok(())
+            } else {
+                Err(StoreError::DigestMismatch { expected: digest.into(), actual })
+            }
+        });
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &dst).map_err(io("storing", &dst))?;
+        Ok(total)
+    }
+
+    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+        let p = self.blob_path(digest)?;
+        std::fs::read(&p).map_err(io("reading", &p))
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("images.json")
+    }
+
+    pub fn list(&self) -> Vec<ImageRecord> {
+        std::fs::read(self.index_path()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    fn save(&self, records: &[ImageRecord]) -> Result<(), StoreError> {
+        let tmp = self.tmp_path("images.json");
+        let json = serde_json::to_vec_pretty(records).map_err(|e| StoreError::Json(e.to_string()))?;
+        std::fs::write(&tmp, json).map_err(io("writing", &tmp))?;
+        std::fs::rename(&tmp, self.index_path()).map_err(io("writing", &self.index_path()))
+    }
+
+    /// By full name, by the name as a user would type it (`busybox`), or by digest.
+    pub fn find(&self, name: &str) -> Result<ImageRecord, StoreError> {
+        let normalized = name.parse::<crate::Reference>().map(|r| r.to_string()).unwrap_or_else(|_| name.into());
+        self.list()
+            .into_iter()
+            .find(|r| r.name == normalized || r.name == name || r.manifest_digest == name)
+            .ok_or_else(|| StoreError::NotFound(name.into()))
+    }
+
+    pub fn rootfs(&self, r: &ImageRecord) -> PathBuf {
+        self.root.join("rootfs").join(r.manifest_digest.trim_start_matches("sha256:"))
+    }
+
+    pub fn config(&self, r: &ImageRecord) -> Result<ImageConfiguration, StoreError> {
+        let b = self.read_blob(&r.config_digest)?;
+        serde_json::from_slice(&b).map_err(|e| StoreError::Json(format!("image config: {e}")))
+    }
+
+    /// Unpacks the manifest's layers (already in the store) and records `name`.
+    pub fn commit(&self, name: &str, manifest_digest: &str, manifest: &ImageManifest) -> Result<ImageRecord, StoreError> {
+        let layers: Vec<String> = manifest.layers().iter().map(|l| l.digest().to_string()).collect();
+        let record = ImageRecord {
+            name: name.into(),
+            manifest_digest: manifest_digest.into(),
+            config_digest: manifest.config().digest().to_string(),
+            size: manifest.layers().iter().map(|l| l.size()).sum(),
+            layers: layers.clone(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let dst = self.rootfs(&record);
+        if !dst.is_dir() {
+            let tmp = self.tmp_path(&format!("rootfs-{}", digest_hex(manifest_digest)?));
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
+            for d in &layers {
+                let p = self.blob_path(d)?;
+                let f = std::fs::File::open(&p).map_err(io("opening", &p))?;
+                if let Err(source) = crate::unpack::apply_layer(f, &tmp) {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    return Err(StoreError::Layer { digest: d.clone(), source });
+                }
+            }
+            std::fs::rename(&tmp, &dst).map_err(io("storing", &dst))?;
+        }
+        let mut all: Vec<ImageRecord> = self.list().into_iter().filter(|r| r.name != name).collect();
+        all.push(record.clone());
+        self.save(&all)?;
+        Ok(record)
+    }
+
+    /// Forgets `name`; its rootfs and blobs go when no other image uses them.
+    pub fn remove(&self, name: &str) -> Result<ImageRecord, StoreError> {
+        let gone = self.find(name)?;
+        let rest: Vec<ImageRecord> = self.list().into_iter().filter(|r| r.name != gone.name).collect();
+        self.save(&rest)?;
+        if !rest.iter().any(|r| r.manifest_digest == gone.manifest_digest) {
+            let _ = std::fs::remove_dir_all(self.rootfs(&gone));
+        }
+        let used = |d: &String| rest.iter().any(|r| &r.config_digest == d || r.manifest_digest == *d || r.layers.contains(d));
+        for d in gone.layers.iter().chain([&gone.config_digest, &gone.manifest_digest]) {
+            if !used(d) {
+                if let Ok(p) = self.blob_path(d) {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        Ok(gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_are_kept_only_when_their_digest_matches() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::open(dir.path()).expect("store");
+        let good = sha256_of(b"hello");
+        assert_eq!(s.put_blob(&good, &b"hello"[..]).expect("stored"), 5);
+        assert!(s.has_blob(&good));
+        let wrong = sha256_of(b"something else");
+        let e = s.put_blob(&wrong, &b"hello"[..]).expect_err("mismatch");
+        assert!(matches!(e, StoreError::DigestMismatch { .. }), "{e}");
+        assert!(std::fs::read_dir(dir.path().join("tmp")).expect("tmp").next().is_none(), "no partial blob left");
+        assert!(matches!(s.put_blob("md5:abc", &b""[..]), Err(StoreError::BadDigest(_))));
+        assert!(matches!(s.blob_path("sha256:../../etc"), Err(StoreError::BadDigest(_))));
+    }
+}
