@@ -2,6 +2,7 @@
 
 mod bench_cmd;
 mod boot_cmd;
+mod image_cmd;
 mod manage_cmd;
 mod run_cmd;
 
@@ -33,6 +34,14 @@ enum Cmd {
     /// Benchmarks: boot-time phases side by side with QEMU.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCmd),
+    /// Pull an image from a registry into the local store.
+    Pull(image_cmd::PullArgs),
+    /// List stored images.
+    Images(image_cmd::ImagesArgs),
+    /// Remove stored images.
+    Rmi(image_cmd::RmiArgs),
+    /// Import an OCI layout, oci-archive or docker-archive.
+    Import(image_cmd::ImportArgs),
     /// Say what this host offers (KVM kind) and which backend isola would use.
     Info,
 }
@@ -48,6 +57,10 @@ fn main() -> ExitCode {
         Cmd::Kill(args) => manage_cmd::kill(args),
         Cmd::Rm(args) => manage_cmd::rm(args),
         Cmd::Bench(cmd) => bench_cmd::run(cmd),
+        Cmd::Pull(a) => image_cmd::pull(a),
+        Cmd::Images(a) => image_cmd::images(a),
+        Cmd::Rmi(a) => image_cmd::rmi(a),
+        Cmd::Import(a) => image_cmd::import(a),
         Cmd::Info => {
             let kvm = isola_sandbox::detect_kvm();
             println!("kvm: {}", kvm.describe());

@@ -16,9 +16,10 @@ use isola_sandbox::{assets, choose, detect_kvm, state, BootSpec, HypervisorKind,
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Root filesystem directory of the container (shared read-only over virtio-fs, or
-    /// copied into the sandbox when the backend has no virtio-fs).
+    /// copied into the sandbox when the backend has no virtio-fs). Without it, the
+    /// first argument is an image (pulled when not in the store).
     #[arg(long)]
-    rootfs: PathBuf,
+    rootfs: Option<PathBuf>,
     /// Bind a host path into the container: HOST:GUEST[:ro] (over virtio-fs).
     #[arg(short = 'v', long = "volume")]
     volumes: Vec<container::Volume>,
@@ -58,8 +59,8 @@ pub struct RunArgs {
     /// Seconds to wait for the sandbox to boot.
     #[arg(long, default_value_t = 60)]
     boot_timeout: u64,
-    /// Command and arguments.
-    #[arg(last = true, required = true)]
+    /// IMAGE [COMMAND…] (or, with --rootfs, COMMAND…; `--` before it is fine).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
@@ -92,10 +93,31 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => (None, None),
     };
+    // The rootfs and the process: a directory and its command, or an image's config
+    // merged with what the user gave.
+    let (rootfs, args, env, cwd, (uid, gid)) = match &a.rootfs {
+        Some(dir) => (dir.clone(), a.command.clone(), a.env.clone(), a.workdir.clone(), (uid, gid)),
+        None => {
+            let (image, cmd) = a.command.split_first().context("give an IMAGE (or --rootfs DIR) and a command")?;
+            let (store, rec) = crate::image_cmd::resolve(image)?;
+            let cfg = store.config(&rec)?;
+            let s = isola_image::manifest::run_settings(&cfg, cmd, &a.env, a.workdir.as_deref(), a.user.as_deref());
+            anyhow::ensure!(!s.args.is_empty(), "image {image} has no command: give one");
+            let ids = match (&a.user, &s.user) {
+                (None, Some(u)) => {
+                    let (uid, gid) = parse_user(u).with_context(|| format!("the image's user {u:?}"))?;
+                    (Some(uid), gid.or(Some(uid)))
+                }
+                _ => (uid, gid),
+            };
+            (store.rootfs(&rec), s.args, s.env, s.cwd, ids)
+        }
+    };
+    anyhow::ensure!(!args.is_empty(), "no command given");
     let opts = ContainerOptions {
-        args: a.command.clone(),
-        env: a.env.clone(),
-        cwd: a.workdir.clone(),
+        args,
+        env,
+        cwd,
         terminal: a.tty,
         memory_bytes: a.memory.map(|m| m << 20),
         cpus: a.cpus,
@@ -104,7 +126,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         gid,
     };
     let mut spec = container::spec(&opts)?;
-    anyhow::ensure!(a.rootfs.is_dir(), "rootfs {} is not a directory", a.rootfs.display());
+    anyhow::ensure!(rootfs.is_dir(), "rootfs {} is not a directory", rootfs.display());
     let kvm = detect_kvm();
     let vcpus = a.cpus.map(|c| c.ceil().max(1.0) as u8).unwrap_or(1);
     let boot = BootSpec {
@@ -127,7 +149,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
     let mut c = sb.client()?;
     c.call_ok(&Request::CreateSandbox { config: container::sandbox_config(&sb.state, &name) })?;
-    let rootfs = container::provide_rootfs(&c, &sb.state, &name, &a.rootfs)?;
+    let rootfs = container::provide_rootfs(&c, &sb.state, &name, &rootfs)?;
     container::add_volumes(&sb.state, &name, &mut spec, &a.volumes)?;
     c.call(&Request::CreateContainer { id: name.clone(), spec: Box::new(spec), rootfs })?;
     sb.set_container(&name)?;

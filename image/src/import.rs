@@ -69,7 +69,7 @@ fn import_oci_layout(dir: &Path, name: &str, store: &Store) -> Result<ImageRecor
     // index.json → (possibly a nested index →) a manifest.
     let manifest: ImageManifest = loop {
         match manifest::parse(&bytes)? {
-            Fetched::Manifest(m) => break m,
+            Fetched::Manifest(m) => break *m,
             Fetched::Index(idx) => {
                 let d = if idx.manifests().len() == 1 { idx.manifests()[0].clone() } else { manifest::select(&idx)? };
                 digest = d.digest().to_string();

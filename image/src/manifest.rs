@@ -19,20 +19,24 @@ pub enum ManifestError {
 
 /// What a manifest request returned.
 pub enum Fetched {
-    Index(ImageIndex),
-    Manifest(ImageManifest),
+    Index(Box<ImageIndex>),
+    Manifest(Box<ImageManifest>),
 }
 
 pub fn parse(bytes: &[u8]) -> Result<Fetched, ManifestError> {
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
     let is_index = v.get("manifests").is_some();
     if is_index {
-        serde_json::from_value(v).map(Fetched::Index).map_err(|e| ManifestError::Malformed(e.to_string()))
+        serde_json::from_value(v)
+            .map(|i| Fetched::Index(Box::new(i)))
+            .map_err(|e| ManifestError::Malformed(e.to_string()))
     } else {
         if v.get("schemaVersion").and_then(|s| s.as_u64()) == Some(1) {
             return Err(ManifestError::Malformed("Docker schema 1 manifests are not supported".into()));
         }
-        serde_json::from_value(v).map(Fetched::Manifest).map_err(|e| ManifestError::Malformed(e.to_string()))
+        serde_json::from_value(v)
+            .map(|m| Fetched::Manifest(Box::new(m)))
+            .map_err(|e| ManifestError::Malformed(e.to_string()))
     }
 }
 
@@ -62,7 +66,13 @@ pub struct RunSettings {
     pub user: Option<String>,
 }
 
-pub fn run_settings(cfg: &ImageConfiguration, cmd: &[String], env: &[String], cwd: Option<&str>, user: Option<&str>) -> RunSettings {
+pub fn run_settings(
+    cfg: &ImageConfiguration,
+    cmd: &[String],
+    env: &[String],
+    cwd: Option<&str>,
+    user: Option<&str>,
+) -> RunSettings {
     let c = cfg.config().as_ref();
     let entrypoint = c.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
     let image_cmd = c.and_then(|c| c.cmd().clone()).unwrap_or_default();
@@ -105,7 +115,7 @@ mod tests {
                 .collect();
             let v = serde_json::json!({"schemaVersion": 2, "manifests": m});
             match parse(v.to_string().as_bytes()).expect("parse") {
-                Fetched::Index(i) => i,
+                Fetched::Index(i) => *i,
                 Fetched::Manifest(_) => panic!("an index"),
             }
         };

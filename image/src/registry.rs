@@ -51,7 +51,10 @@ fn www_authenticate_params(h: &str) -> Option<(String, Vec<(String, String)>)> {
 
 impl<'a> Session<'a> {
     fn new(r: &'a Reference) -> Self {
-        let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(10)).timeout_read(Duration::from_secs(60)).build();
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(10))
+            .timeout_read(Duration::from_secs(60))
+            .build();
         Self { agent, r, token: None }
     }
 
@@ -72,7 +75,10 @@ impl<'a> Session<'a> {
             .map_err(|e| PullError::Auth(reg.clone(), e.to_string()))?
             .into_json()
             .map_err(|e| PullError::Auth(reg.clone(), e.to_string()))?;
-        let token = body["token"].as_str().or(body["access_token"].as_str()).ok_or_else(|| PullError::Auth(reg, "no token in the reply".into()))?;
+        let token = body["token"]
+            .as_str()
+            .or(body["access_token"].as_str())
+            .ok_or_else(|| PullError::Auth(reg, "no token in the reply".into()))?;
         self.token = Some(token.to_string());
         Ok(())
     }
@@ -111,10 +117,10 @@ impl<'a> Session<'a> {
     fn manifest_bytes(&mut self, object: &str) -> Result<Vec<u8>, PullError> {
         let resp = self.get(&format!("manifests/{object}"), Some(manifest::ACCEPT), &format!("manifest {object}"))?;
         let mut b = Vec::new();
-        resp.into_reader().take(4 << 20).read_to_end(&mut b).map_err(|e| PullError::Unreachable {
-            registry: self.r.registry.clone(),
-            reason: e.to_string(),
-        })?;
+        resp.into_reader()
+            .take(4 << 20)
+            .read_to_end(&mut b)
+            .map_err(|e| PullError::Unreachable { registry: self.r.registry.clone(), reason: e.to_string() })?;
         Ok(b)
     }
 }
@@ -130,7 +136,7 @@ pub fn pull(r: &Reference, store: &Store, progress: &mut dyn FnMut(&str)) -> Res
         }
     }
     let manifest: ImageManifest = match manifest::parse(&bytes)? {
-        Fetched::Manifest(m) => m,
+        Fetched::Manifest(m) => *m,
         Fetched::Index(idx) => {
             let d = manifest::select(&idx)?;
             digest = d.digest().to_string();
@@ -139,8 +145,10 @@ pub fn pull(r: &Reference, store: &Store, progress: &mut dyn FnMut(&str)) -> Res
                 return Err(StoreError::DigestMismatch { expected: digest, actual: sha256_of(&bytes) }.into());
             }
             match manifest::parse(&bytes)? {
-                Fetched::Manifest(m) => m,
-                Fetched::Index(_) => return Err(manifest::ManifestError::Malformed("an index inside an index".into()).into()),
+                Fetched::Manifest(m) => *m,
+                Fetched::Index(_) => {
+                    return Err(manifest::ManifestError::Malformed("an index inside an index".into()).into())
+                }
             }
         }
     };

@@ -175,7 +175,12 @@ impl Store {
     }
 
     /// Unpacks the manifest's layers (already in the store) and records `name`.
-    pub fn commit(&self, name: &str, manifest_digest: &str, manifest: &ImageManifest) -> Result<ImageRecord, StoreError> {
+    pub fn commit(
+        &self,
+        name: &str,
+        manifest_digest: &str,
+        manifest: &ImageManifest,
+    ) -> Result<ImageRecord, StoreError> {
         let layers: Vec<String> = manifest.layers().iter().map(|l| l.digest().to_string()).collect();
         let record = ImageRecord {
             name: name.into(),
@@ -217,7 +222,8 @@ impl Store {
         if !rest.iter().any(|r| r.manifest_digest == gone.manifest_digest) {
             let _ = std::fs::remove_dir_all(self.rootfs(&gone));
         }
-        let used = |d: &String| rest.iter().any(|r| &r.config_digest == d || r.manifest_digest == *d || r.layers.contains(d));
+        let used =
+            |d: &String| rest.iter().any(|r| &r.config_digest == d || r.manifest_digest == *d || r.layers.contains(d));
         for d in gone.layers.iter().chain([&gone.config_digest, &gone.manifest_digest]) {
             if !used(d) {
                 if let Ok(p) = self.blob_path(d) {

@@ -138,7 +138,8 @@ mod tests {
     #[test]
     fn whiteouts_and_opaque_dirs_hide_lower_layers() {
         let root = tempfile::tempdir().expect("root");
-        let l1 = layer(&[("etc", None), ("etc/a", Some("1")), ("etc/b", Some("2")), ("var", None), ("var/x", Some("x"))]);
+        let l1 =
+            layer(&[("etc", None), ("etc/a", Some("1")), ("etc/b", Some("2")), ("var", None), ("var/x", Some("x"))]);
         apply_layer(l1.as_slice(), root.path()).expect("layer 1");
         let l2 = gzip(&layer(&[("etc/.wh.a", Some("")), ("var/.wh..wh..opq", Some("")), ("var/y", Some("y"))]));
         apply_layer(l2.as_slice(), root.path()).expect("layer 2 (gzip)");

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: where the real guest lives, and loud
 //! failures when a prerequisite is missing (these tests never skip).
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,10 +54,16 @@ pub fn busybox_rootfs() -> PathBuf {
 
 /// Runs the `isola` CLI; returns (stdout, stderr, exit code).
 pub fn isola(args: &[&str], stdin: Option<&str>) -> (String, String, i32) {
+    isola_env(args, stdin, &[])
+}
+
+/// [`isola`] with extra environment variables.
+pub fn isola_env(args: &[&str], stdin: Option<&str>, env: &[(&str, &Path)]) -> (String, String, i32) {
     use std::io::Write;
     let bin = require_binary("isola", "cargo build");
     let mut child = std::process::Command::new(bin)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -1,0 +1,91 @@
+//! `isola pull / images / rmi / import`, and resolving `isola run IMAGE`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use isola_image::{ImageRecord, Reference, Store};
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Image reference, e.g. busybox, 127.0.0.1:5000/test/busybox:v1.
+    reference: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    /// Images to remove.
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// An OCI image layout directory, an oci-archive or a docker-archive (`docker save`).
+    path: PathBuf,
+    /// Name to give the image.
+    #[arg(long)]
+    name: String,
+}
+
+pub fn store() -> anyhow::Result<Store> {
+    let root = Store::default_root();
+    Store::open(&root).with_context(|| format!("opening the image store {}", root.display()))
+}
+
+pub fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
+    let r: Reference = a.reference.parse()?;
+    let rec = isola_image::registry::pull(&r, &store()?, &mut |m| eprintln!("{r}: {m}"))?;
+    println!("{} {}", rec.name, rec.manifest_digest);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn images(a: ImagesArgs) -> anyhow::Result<ExitCode> {
+    let list = store()?.list();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<50} {:<19} {:>10}", "IMAGE", "DIGEST", "SIZE");
+    for r in &list {
+        let short = r.manifest_digest.trim_start_matches("sha256:").get(..12).unwrap_or_default();
+        println!("{:<50} sha256:{short} {:>9.1}M", r.name, r.size as f64 / 1048576.0);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rmi(a: RmiArgs) -> anyhow::Result<ExitCode> {
+    let s = store()?;
+    for i in &a.images {
+        let r = s.remove(i)?;
+        println!("removed {}", r.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
+    let name = a.name.parse::<Reference>().map(|r| r.to_string()).unwrap_or(a.name.clone());
+    let rec = isola_image::import::import(&a.path, &name, &store()?)?;
+    println!("{} {}", rec.name, rec.manifest_digest);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The image for `isola run IMAGE`: from the store, pulled first when missing.
+pub fn resolve(image: &str) -> anyhow::Result<(Store, ImageRecord)> {
+    let s = store()?;
+    if let Ok(rec) = s.find(image) {
+        return Ok((s, rec));
+    }
+    let r: Reference = image.parse()?;
+    eprintln!("isola: {r} is not in the store; pulling");
+    let rec = isola_image::registry::pull(&r, &s, &mut |m| eprintln!("{r}: {m}"))?;
+    Ok((s, rec))
+}

@@ -1,0 +1,125 @@
+//! Images end to end: a real registry (Debian's docker-registry on 127.0.0.1) fed by
+//! skopeo from layouts built offline, pulled and imported by `isola`, run in microVMs.
+
+use std::path::Path;
+
+use isola_e2e::registry::{build_layout, Registry};
+use isola_e2e::{isola, isola_env};
+
+fn with_store(store: &Path) -> [(&'static str, &Path); 1] {
+    [("ISOLA_IMAGE_DIR", store)]
+}
+
+#[test]
+fn pulled_images_are_verified_unpacked_with_whiteouts_and_run() {
+    let reg = Registry::start();
+    let layout = tempfile::tempdir().expect("layout");
+    build_layout(layout.path(), "v1", "hello from the image");
+    reg.push(layout.path(), "v1", "test/busybox");
+    let store = tempfile::tempdir().expect("store");
+    let env = with_store(store.path());
+    let reference = format!("{}/test/busybox:v1", reg.addr);
+
+    let (out, err, code) = isola_env(&["pull", &reference], None, &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&reference) && out.contains("sha256:"), "{out}");
+    let (out, _, _) = isola_env(&["images", "--json"], None, &env);
+    let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let rec = &list.as_array().expect("array")[0];
+    assert_eq!(rec["name"], reference.as_str());
+    assert_eq!(rec["layers"].as_array().expect("layers").len(), 2);
+    let rootfs =
+        store.path().join("rootfs").join(rec["manifest_digest"].as_str().expect("d").trim_start_matches("sha256:"));
+    assert!(rootfs.join("bin/busybox").is_file());
+    assert!(!rootfs.join("etc/gone").exists(), "the whiteout in layer 2 hides layer 1's file");
+
+    // Run it: the image's Cmd, Env and WorkingDir apply; a user command replaces Cmd.
+    let (out, err, code) = isola_env(&["run", "--name", "e2e-img", &reference], None, &env);
+    assert_eq!((out.as_str(), code), ("hello from the image\nfrom-image-config\n", 0), "{err}");
+    let (out, err, code) = isola_env(&["run", "--name", "e2e-img2", &reference, "sh", "-c", "pwd; exit 4"], None, &env);
+    assert_eq!((out.as_str(), code), ("/tmp\n", 4), "{err}");
+
+    // A corrupted blob is refused and leaves no image behind.
+    let layout2 = tempfile::tempdir().expect("layout2");
+    build_layout(layout2.path(), "v2", "another motd");
+    reg.push(layout2.path(), "v2", "test/busybox");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout2.path().join("index.json")).expect("index")).expect("json");
+    let manifest_digest = index["manifests"][0]["digest"].as_str().expect("digest");
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(layout2.path().join("blobs/sha256").join(manifest_digest.trim_start_matches("sha256:")))
+            .expect("m"),
+    )
+    .expect("json");
+    let motd_layer = manifest["layers"][1]["digest"].as_str().expect("layer");
+    let f = reg.blob_file(motd_layer);
+    let mut bytes = std::fs::read(&f).expect("stored layer");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&f, bytes).expect("corrupt");
+    let bad_ref = format!("{}/test/busybox:v2", reg.addr);
+    let (_, err, code) = isola_env(&["pull", &bad_ref], None, &env);
+    assert_ne!(code, 0);
+    assert!(err.contains("digest mismatch"), "{err}");
+    let (out, _, _) = isola_env(&["images"], None, &env);
+    assert!(!out.contains(":v2"), "no partial image: {out}");
+    assert!(std::fs::read_dir(store.path().join("tmp")).expect("tmp").next().is_none(), "no partial files");
+
+    // Errors a user meets are one clear line.
+    let (_, err, code) = isola_env(&["pull", "127.0.0.1:1/nothing:here"], None, &env);
+    assert_ne!(code, 0);
+    assert!(err.contains("unreachable") && err.lines().count() == 1, "{err}");
+    let (_, err, code) = isola_env(&["pull", "Not A Reference"], None, &env);
+    assert_ne!(code, 0);
+    assert!(err.contains("invalid image reference"), "{err}");
+    let (_, err, code) = isola_env(&["pull", &format!("{}/test/missing:v1", reg.addr)], None, &env);
+    assert_ne!(code, 0);
+    assert!(err.contains("not found"), "{err}");
+
+    let (_, err, code) = isola_env(&["rmi", &reference], None, &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(!rootfs.exists(), "the unpacked rootfs goes with the last image using it");
+}
+
+#[test]
+fn docker_and_oci_archives_import() {
+    let layout = tempfile::tempdir().expect("layout");
+    build_layout(layout.path(), "v1", "imported");
+    let store = tempfile::tempdir().expect("store");
+    let env = with_store(store.path());
+    let work = tempfile::tempdir().expect("work");
+    let skopeo = isola_e2e::require_binary("skopeo", "apt-get install skopeo");
+    for (kind, name) in [("docker-archive", "local/docker:1"), ("oci-archive", "local/oci:1")] {
+        let file = work.path().join(format!("{kind}.tar"));
+        let dest = if kind == "docker-archive" {
+            format!("{kind}:{}:{name}", file.display())
+        } else {
+            format!("{kind}:{}", file.display())
+        };
+        let out = std::process::Command::new(&skopeo)
+            .args(["copy", "--quiet", &format!("oci:{}:v1", layout.path().display()), &dest])
+            .output()
+            .expect("skopeo");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (out, err, code) = isola_env(&["import", file.to_str().expect("p"), "--name", name], None, &env);
+        assert_eq!(code, 0, "{kind}: {err}");
+        assert!(out.contains(name), "{out}");
+    }
+    let (out, err, code) =
+        isola_env(&["import", layout.path().to_str().expect("p"), "--name", "local/layout:1"], None, &env);
+    assert_eq!(code, 0, "{err}\n{out}");
+    let (out, _, _) = isola_env(&["images"], None, &env);
+    for n in ["local/docker:1", "local/oci:1", "local/layout:1"] {
+        assert!(out.contains(n), "{n} in {out}");
+    }
+    let list: serde_json::Value = serde_json::from_str(&isola_env(&["images", "--json"], None, &env).0).expect("json");
+    for rec in list.as_array().expect("array") {
+        let root =
+            store.path().join("rootfs").join(rec["manifest_digest"].as_str().expect("d").trim_start_matches("sha256:"));
+        assert_eq!(std::fs::read_to_string(root.join("etc/motd")).expect("motd"), "imported\n", "{rec}");
+        assert!(!root.join("etc/gone").exists());
+    }
+    let (_, err, code) = isola(&["import", "/nonexistent.tar", "--name", "x"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("/nonexistent.tar"), "{err}");
+}
