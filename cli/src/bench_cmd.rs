@@ -74,6 +74,14 @@ pub struct OverheadArgs {
     json: PathBuf,
 }
 
+fn compare_with_qemu(peer: &str) -> anyhow::Result<bool> {
+    match peer {
+        "qemu" => Ok(true),
+        "none" => Ok(false),
+        other => anyhow::bail!("--compare takes qemu or none, not {other:?}"),
+    }
+}
+
 fn container_config(rootfs: &std::path::Path, memory: u64, cpus: u8) -> anyhow::Result<ContainerBenchConfig> {
     anyhow::ensure!(
         rootfs.join("bin").is_dir(),
@@ -161,11 +169,7 @@ fn density(a: DensityArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn overhead(a: OverheadArgs) -> anyhow::Result<ExitCode> {
-    let compare = match a.compare.as_str() {
-        "qemu" => true,
-        "none" => false,
-        other => anyhow::bail!("--compare takes qemu or none, not {other:?}"),
-    };
+    let compare = compare_with_qemu(&a.compare)?;
     anyhow::ensure!(a.runs > 0, "--runs must be at least 1");
     let guest = isola_vmm::testguest::build("idle", &assets::guest_dir().join("test-guests"))
         .context("building the idle test guest")?;
@@ -238,11 +242,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
 }
 
 fn boot(a: BootBenchArgs) -> anyhow::Result<ExitCode> {
-    let compare_qemu = match a.compare.as_str() {
-        "qemu" => true,
-        "none" => false,
-        other => anyhow::bail!("--compare takes qemu or none, not {other:?}"),
-    };
+    let compare_qemu = compare_with_qemu(&a.compare)?;
     anyhow::ensure!(a.runs > 0, "--runs must be at least 1");
     let guest_dir = assets::guest_dir().join("test-guests");
     let test_guest = isola_vmm::testguest::build("boot_check_pvh", &guest_dir).context("building the test guest")?;

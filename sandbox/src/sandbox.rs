@@ -138,17 +138,42 @@ impl Sandbox {
         c.arg("--vsock-uds").arg(&self.state.vsock_uds);
         c.args(["--vsock-cid", &guest_cid(&self.id).to_string()]);
         c.arg("--console").arg(self.dir.join("console.log"));
-        c.stdin(Stdio::null()).stdout(Stdio::null());
+        c.stdout(Stdio::null());
+        self.spawn_vmm(c, opts, "isola-vmm")
+    }
+
+    /// Starts the VMM (last of the sandbox's processes) and records it.
+    fn spawn_vmm(&mut self, mut c: Command, opts: &SandboxOptions, what: &str) -> Result<(), SandboxError> {
+        c.stdin(Stdio::null());
         c.stderr(File::create(self.dir.join("vmm.log")).map_err(io("vmm log"))?);
         if opts.tie_to_parent {
             tie_to_parent(&mut c);
         }
         self.spawned = Some(Instant::now());
-        let child = c.spawn().map_err(io("starting isola-vmm"))?;
+        let child = c.spawn().map_err(io(format!("starting {what}")))?;
         self.state.vmm_pid = child.id() as i32;
         self.children.push(child);
-        self.state.save(&self.dir).map_err(io("saving sandbox state"))?;
-        Ok(())
+        self.state.save(&self.dir).map_err(io("saving sandbox state"))
+    }
+
+    /// Starts a helper daemon logging to `log`, and waits for its socket.
+    fn spawn_helper(
+        &mut self,
+        mut c: Command,
+        opts: &SandboxOptions,
+        what: &str,
+        log: &str,
+        sock: &Path,
+    ) -> Result<(), SandboxError> {
+        c.stdin(Stdio::null()).stdout(Stdio::null());
+        c.stderr(File::create(self.dir.join(log)).map_err(io(format!("{what} log")))?);
+        if opts.tie_to_parent {
+            tie_to_parent(&mut c);
+        }
+        let child = c.spawn().map_err(io(format!("starting {what}")))?;
+        self.state.helper_pids.push(child.id() as i32);
+        self.children.push(child);
+        self.wait_for_socket(sock, what, log)
     }
 
     fn start_qemu(&mut self, opts: &SandboxOptions) -> Result<(), SandboxError> {
@@ -164,15 +189,7 @@ impl Sandbox {
             .arg(&vhost_sock)
             .arg("--uds-path")
             .arg(&self.state.vsock_uds);
-        d.stdin(Stdio::null()).stdout(Stdio::null());
-        d.stderr(File::create(self.dir.join("vsock.log")).map_err(io("vsock log"))?);
-        if opts.tie_to_parent {
-            tie_to_parent(&mut d);
-        }
-        let child = d.spawn().map_err(io("starting vhost-device-vsock"))?;
-        self.state.helper_pids.push(child.id() as i32);
-        self.children.push(child);
-        self.wait_for_socket(&vhost_sock, "vhost-device-vsock", "vsock.log")?;
+        self.spawn_helper(d, opts, "vhost-device-vsock", "vsock.log", &vhost_sock)?;
         let fs_sock = self.start_virtiofsd(opts)?;
         let qemu = find_binary("qemu-system-x86_64")
             .ok_or(SandboxError::Missing("qemu-system-x86_64", "apt-get install qemu-system-x86"))?;
@@ -184,18 +201,8 @@ impl Sandbox {
             q.arg("-chardev").arg(format!("socket,id=fs,path={}", sock.display()));
             q.arg("-device").arg(format!("vhost-user-fs-device,chardev=fs,tag={}", isola_protocol::SHARED_FS_TAG));
         }
-        q.stdin(Stdio::null());
         q.stdout(File::create(self.dir.join("console.log")).map_err(io("console log"))?);
-        q.stderr(File::create(self.dir.join("vmm.log")).map_err(io("vmm log"))?);
-        if opts.tie_to_parent {
-            tie_to_parent(&mut q);
-        }
-        self.spawned = Some(Instant::now());
-        let child = q.spawn().map_err(io("starting qemu"))?;
-        self.state.vmm_pid = child.id() as i32;
-        self.children.push(child);
-        self.state.save(&self.dir).map_err(io("saving sandbox state"))?;
-        Ok(())
+        self.spawn_vmm(q, opts, "qemu")
     }
 
     /// virtiofsd sharing `<dir>/shared` with the guest, when it is installed (without it
@@ -213,15 +220,7 @@ impl Sandbox {
         // chroot, not a namespace sandbox: binds we add under the share later must be
         // visible to it; --announce-submounts keeps their inode numbers apart.
         d.args(["--sandbox", "chroot", "--announce-submounts", "--cache", "auto", "--log-level", "warn"]);
-        d.stdin(Stdio::null()).stdout(Stdio::null());
-        d.stderr(File::create(self.dir.join("virtiofsd.log")).map_err(io("virtiofsd log"))?);
-        if opts.tie_to_parent {
-            tie_to_parent(&mut d);
-        }
-        let child = d.spawn().map_err(io("starting virtiofsd"))?;
-        self.state.helper_pids.push(child.id() as i32);
-        self.children.push(child);
-        self.wait_for_socket(&sock, "virtiofsd", "virtiofsd.log")?;
+        self.spawn_helper(d, opts, "virtiofsd", "virtiofsd.log", &sock)?;
         self.state.shared_dir = Some(shared);
         Ok(Some(sock))
     }
