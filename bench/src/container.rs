@@ -36,6 +36,7 @@ pub fn isola_run_once(cfg: &ContainerBenchConfig, n: usize) -> Result<BTreeMap<S
         kvm: cfg.kvm,
         state_root: state::default_root(),
         tie_to_parent: true,
+        network: Default::default(),
     };
     let mut sb = Sandbox::start(&opts).map_err(|e| e.to_string())?;
     let base = sb.spawned.ok_or("the sandbox has no spawn time")?;

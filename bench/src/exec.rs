@@ -32,6 +32,7 @@ fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, String> {
         kvm: cfg.kvm,
         state_root: state::default_root(),
         tie_to_parent: true,
+        network: Default::default(),
     };
     Sandbox::start(&opts).map_err(|e| e.to_string())
 }

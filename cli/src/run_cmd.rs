@@ -20,6 +20,10 @@ pub struct RunArgs {
     /// first argument is an image (pulled when not in the store).
     #[arg(long)]
     rootfs: Option<PathBuf>,
+    /// Network: bridge (isola0 with NAT, an address per sandbox), none (loopback
+    /// only), or auto (bridge where the backend has a network device).
+    #[arg(long, default_value = "auto")]
+    network: isola_sandbox::sandbox::NetworkMode,
     /// Bind a host path into the container: HOST:GUEST[:ro] (over virtio-fs).
     #[arg(short = 'v', long = "volume")]
     volumes: Vec<container::Volume>,
@@ -145,6 +149,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         kvm,
         state_root: state::default_root(),
         tie_to_parent: !a.detach,
+        network: a.network,
     };
     let mut sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
     let mut c = sb.client()?;

@@ -161,6 +161,13 @@ impl Agent {
         if let Some(tag) = &config.shared_fs_tag {
             mount_shared_fs(tag, Path::new(isola_protocol::SHARED_DIR))?;
         }
+        if self.cfg.is_init {
+            // Only as the guest's PID 1: on a host (tests) this would be the host's network.
+            crate::net::loopback_up().map_err(|e| err(ErrorCode::Os, e.to_string()))?;
+            if let Some(n) = &config.network {
+                crate::net::configure(n).map_err(|e| err(ErrorCode::Os, e.to_string()))?;
+            }
+        }
         *lock(&self.sandbox) = config;
         Ok(Response::Ok)
     }

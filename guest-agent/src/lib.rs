@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod config;
 pub mod helper;
 pub mod init;
+pub mod net;
 pub mod reaper;
 pub mod rootfs;
 pub mod seccomp;

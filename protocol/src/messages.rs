@@ -27,6 +27,19 @@ pub struct SandboxConfig {
     /// [`crate::SHARED_DIR`]; container rootfs and volumes come from there.
     #[serde(default)]
     pub shared_fs_tag: Option<String>,
+    /// eth0's configuration; `None` leaves the sandbox with loopback only.
+    #[serde(default)]
+    pub network: Option<NetConfig>,
+}
+
+/// The guest's one interface, as the host set it up.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetConfig {
+    /// IPv4 address with prefix, e.g. `10.88.0.5/16`.
+    pub address: String,
+    /// Default gateway, if any.
+    pub gateway: Option<String>,
+    pub mtu: u32,
 }
 
 /// One of a process's stdio streams.

@@ -80,6 +80,8 @@ pub fn sandbox_config(state: &SandboxState, hostname: &str) -> SandboxConfig {
     SandboxConfig {
         hostname: hostname.into(),
         shared_fs_tag: state.shared_dir.as_ref().map(|_| isola_protocol::SHARED_FS_TAG.to_string()),
+        network: state.net.as_ref().map(crate::net::NetState::guest_config),
+        dns: if state.net.is_some() { crate::net::host_dns() } else { vec![] },
         ..Default::default()
     }
 }

@@ -7,6 +7,7 @@ pub mod container;
 pub mod host;
 pub mod hypervisor;
 pub mod mounts;
+pub mod net;
 pub mod sandbox;
 pub mod state;
 

@@ -31,6 +31,10 @@ pub enum SandboxError {
     VmmDied { status: String, log: String },
     #[error(transparent)]
     Hypervisor(#[from] crate::hypervisor::HypervisorError),
+    #[error("network: {0}")]
+    Net(#[from] crate::net::NetError),
+    #[error("isola-vmm has no virtio-net device yet: use --network none, or --hypervisor qemu")]
+    NoNetDevice,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
@@ -48,6 +52,29 @@ pub struct SandboxOptions {
     pub state_root: PathBuf,
     /// Kill the VMM and its helpers if the starting process dies (foreground runs).
     pub tie_to_parent: bool,
+    pub network: NetworkMode,
+}
+
+/// `--network`: none (loopback only), the `isola0` bridge with NAT, or the bridge
+/// where the backend has a network device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    None,
+    Bridge,
+    #[default]
+    Auto,
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(Self::None),
+            "bridge" => Ok(Self::Bridge),
+            "auto" => Ok(Self::Auto),
+            other => Err(format!("--network takes none, bridge or auto, not {other:?}")),
+        }
+    }
 }
 
 pub struct Sandbox {
@@ -117,6 +144,7 @@ impl Sandbox {
                 container: None,
                 created_unix: now_unix(),
                 shared_dir: None,
+                net: None,
             },
             children: vec![],
             stopped: false,
@@ -124,10 +152,27 @@ impl Sandbox {
             agent_ready: None,
         };
         // On any error below, Drop kills what was started and removes the directory.
+        let bridge = match (opts.network, opts.hypervisor) {
+            (NetworkMode::None, _) | (NetworkMode::Auto, HypervisorKind::IsolaVmm) => false,
+            (NetworkMode::Bridge, HypervisorKind::IsolaVmm) => return Err(SandboxError::NoNetDevice),
+            (_, HypervisorKind::Qemu) => true,
+        };
+        // The address stays reserved from allocation until the state (naming it) is saved.
+        let _alloc = if bridge {
+            crate::net::ensure_bridge()?;
+            let lock = crate::net::lock(&opts.state_root)?;
+            let in_use: Vec<_> =
+                state::list(&opts.state_root).iter().filter_map(|(_, st)| st.net.as_ref().map(|n| n.ip)).collect();
+            sb.state.net = Some(crate::net::NetState::for_sandbox(&opts.id, crate::net::allocate(&in_use)?));
+            Some(lock)
+        } else {
+            None
+        };
         match opts.hypervisor {
             HypervisorKind::Qemu => sb.start_qemu(opts)?,
             HypervisorKind::IsolaVmm => sb.start_isola_vmm(opts)?,
         }
+        drop(_alloc);
         sb.wait_for_agent(opts.boot.timeout)?;
         Ok(sb)
     }
@@ -201,8 +246,17 @@ impl Sandbox {
             q.arg("-chardev").arg(format!("socket,id=fs,path={}", sock.display()));
             q.arg("-device").arg(format!("vhost-user-fs-device,chardev=fs,tag={}", isola_protocol::SHARED_FS_TAG));
         }
+        if let Some(n) = &self.state.net {
+            // QEMU creates the tap and it vanishes with QEMU: nothing to leak on SIGKILL.
+            q.arg("-netdev").arg(format!("tap,id=net0,ifname={},script=no,downscript=no", n.tap));
+            q.arg("-device").arg(format!("virtio-net-device,netdev=net0,mac={}", n.mac));
+        }
         q.stdout(File::create(self.dir.join("console.log")).map_err(io("console log"))?);
-        self.spawn_vmm(q, opts, "qemu")
+        self.spawn_vmm(q, opts, "qemu")?;
+        if let Some(n) = &self.state.net {
+            crate::net::attach(&n.tap, Duration::from_secs(10))?;
+        }
+        Ok(())
     }
 
     /// virtiofsd sharing `<dir>/shared` with the guest, when it is installed (without it

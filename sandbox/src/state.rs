@@ -27,6 +27,9 @@ pub struct SandboxState {
     /// The host directory shared with the guest over virtio-fs (QEMU with virtiofsd).
     #[serde(default)]
     pub shared_dir: Option<PathBuf>,
+    /// Address and tap on the isola0 bridge, when networked.
+    #[serde(default)]
+    pub net: Option<crate::net::NetState>,
 }
 
 impl SandboxState {
@@ -126,6 +129,7 @@ mod tests {
             container: None,
             created_unix: 0,
             shared_dir: None,
+            net: None,
         }
     }
 

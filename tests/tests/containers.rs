@@ -156,6 +156,7 @@ fn two_containers_in_one_sandbox_share_the_network_not_pids() {
         kvm,
         state_root: state::default_root(),
         tie_to_parent: true,
+        network: Default::default(),
     };
     let sb = Sandbox::start(&opts).expect("sandbox");
     let mut c = sb.client().expect("client");
@@ -245,4 +246,58 @@ fn rootfs_and_volumes_over_virtio_fs_leave_no_mounts_behind() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains("/e2e-vfs-kill/"), "mounts left behind after SIGKILL");
     assert!(vol.path().join("in").exists(), "the volume's source survives cleanup");
+}
+
+fn sandbox_taps() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .expect("/sys/class/net")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("isola") && n != "isola0")
+        .collect()
+}
+
+/// The default network: an address on isola0, a route to the host, DNS; `--network
+/// none` is loopback only; taps vanish with the VMM, also after SIGKILL.
+#[test]
+fn containers_reach_the_host_over_the_bridge_and_taps_do_not_leak() {
+    let r = rootfs();
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let accept = std::thread::spawn(move || {
+        let (mut c, peer) = listener.accept().expect("the guest connects");
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut c, &mut s).expect("read");
+        (s, peer.ip())
+    });
+    let script = format!("ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; echo hello-host | nc 10.88.0.1 {port}");
+    let (out, err, code) = isola(&["run", "--name", "e2e-net", "--rootfs", &r, "--", "sh", "-c", &script], None);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (got, peer) = accept.join().expect("accept thread");
+    assert_eq!(got, "hello-host\n");
+    let addr = out.trim().strip_prefix("inet ").expect("an address").to_string();
+    assert!(addr.starts_with("10.88.") && addr.ends_with("/16"), "{addr}");
+    assert_eq!(peer.to_string(), addr.trim_end_matches("/16"), "the host sees the guest's own address");
+    assert!(sandbox_taps().is_empty(), "taps left: {:?}", sandbox_taps());
+
+    let (out, err, code) = isola(
+        &["run", "--name", "e2e-nonet", "--network", "none", "--rootfs", &r, "--", "sh", "-c", "ls /sys/class/net"],
+        None,
+    );
+    assert_eq!((out.as_str(), code), ("lo\n", 0), "{err}");
+
+    let _ = isola(&["rm", "-f", "e2e-net-kill"], None);
+    let (_, err, code) = isola(&["run", "-d", "--name", "e2e-net-kill", "--rootfs", &r, "--", "sleep", "1000"], None);
+    assert_eq!(code, 0, "{err}");
+    let st = state::SandboxState::load(&state::default_root().join("e2e-net-kill")).expect("state");
+    let tap = st.net.as_ref().expect("networked").tap.clone();
+    assert!(sandbox_taps().contains(&tap));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.vmm_pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        !sandbox_taps().contains(&tap)
+    });
+    assert!(gone, "tap {tap} outlived its VMM");
+    let _ = isola(&["ps"], None);
+    assert_gone("e2e-net-kill");
 }

@@ -1,0 +1,156 @@
+//! Sandbox networking on the host: the `isola0` bridge (10.88.0.1/16) with NAT to the
+//! outside, one address per sandbox, and one tap per sandbox that QEMU itself creates
+//! (non-persistent), so it disappears with the VMM however the VMM ends.
+//!
+//! For the containerd shim the same tap can instead be created inside a pod's network
+//! namespace and tied to the CNI interface with tc redirects (as Kata does); only
+//! `attach` changes.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub const BRIDGE: &str = "isola0";
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
+pub const PREFIX: u8 = 16;
+pub const MTU: u32 = 1500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("`{cmd}` failed: {stderr}")]
+    Command { cmd: String, stderr: String },
+    #[error("cannot run {0}: {1} (install iproute2 and iptables)")]
+    Spawn(String, std::io::Error),
+    #[error("no free address left in 10.88.0.0/16")]
+    Exhausted,
+    #[error("tap {0} did not appear (the VMM did not create it)")]
+    NoTap(String),
+    #[error("network lock {path}: {source}")]
+    Lock { path: String, source: std::io::Error },
+}
+
+/// What a sandbox's network is, recorded in its state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetState {
+    pub ip: Ipv4Addr,
+    pub tap: String,
+    pub mac: String,
+}
+
+impl NetState {
+    pub fn for_sandbox(id: &str, ip: Ipv4Addr) -> Self {
+        let h = id.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        let o = ip.octets();
+        NetState { ip, tap: format!("isola{h:08x}"), mac: format!("02:49:53:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3]) }
+    }
+
+    pub fn guest_config(&self) -> isola_protocol::NetConfig {
+        isola_protocol::NetConfig {
+            address: format!("{}/{PREFIX}", self.ip),
+            gateway: Some(GATEWAY.to_string()),
+            mtu: MTU,
+        }
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<(), NetError> {
+    let out = Command::new(cmd).args(args).output().map_err(|e| NetError::Spawn(cmd.into(), e))?;
+    if !out.status.success() {
+        return Err(NetError::Command {
+            cmd: format!("{cmd} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn iptables_ensure(table: &str, rule: &[&str]) -> Result<(), NetError> {
+    let mut check = vec!["-t", table, "-C"];
+    check.extend_from_slice(rule);
+    if run("iptables", &check).is_ok() {
+        return Ok(());
+    }
+    let mut add = vec!["-t", table, "-A"];
+    add.extend_from_slice(rule);
+    run("iptables", &add)
+}
+
+/// The bridge, its address, forwarding and NAT; idempotent.
+pub fn ensure_bridge() -> Result<(), NetError> {
+    if !Path::new("/sys/class/net").join(BRIDGE).exists() {
+        run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
+        run("ip", &["addr", "add", &format!("{GATEWAY}/{PREFIX}"), "dev", BRIDGE])?;
+    }
+    run("ip", &["link", "set", BRIDGE, "up"])?;
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        .map_err(|e| NetError::Command { cmd: "enable ip_forward".into(), stderr: e.to_string() })?;
+    let subnet = format!("10.88.0.0/{PREFIX}");
+    iptables_ensure("nat", &["POSTROUTING", "-s", &subnet, "!", "-o", BRIDGE, "-j", "MASQUERADE"])?;
+    iptables_ensure("filter", &["FORWARD", "-i", BRIDGE, "-j", "ACCEPT"])?;
+    iptables_ensure("filter", &["FORWARD", "-o", BRIDGE, "-j", "ACCEPT"])
+}
+
+/// An exclusive lock over address allocation (held until the sandbox's state is saved).
+pub type AllocLock = nix::fcntl::Flock<std::fs::File>;
+
+pub fn lock(state_root: &Path) -> Result<AllocLock, NetError> {
+    let path = state_root.join(".net.lock");
+    let err = |source| NetError::Lock { path: path.display().to_string(), source };
+    std::fs::create_dir_all(state_root).map_err(err)?;
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(err)?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| err(e.into()))
+}
+
+/// The lowest address no live sandbox uses (call with the lock held).
+pub fn allocate(in_use: &[Ipv4Addr]) -> Result<Ipv4Addr, NetError> {
+    (2u32..0xffff)
+        .map(|n| Ipv4Addr::from(u32::from(GATEWAY) & 0xffff_0000 | n))
+        .find(|ip| !in_use.contains(ip))
+        .ok_or(NetError::Exhausted)
+}
+
+/// Puts the VMM's tap on the bridge once the VMM has created it.
+pub fn attach(tap: &str, timeout: Duration) -> Result<(), NetError> {
+    let until = Instant::now() + timeout;
+    while !Path::new("/sys/class/net").join(tap).exists() {
+        if Instant::now() > until {
+            return Err(NetError::NoTap(tap.into()));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    run("ip", &["link", "set", tap, "master", BRIDGE, "up"])
+}
+
+/// DNS servers the guest can reach: the host's, minus loopback stubs.
+pub fn host_dns() -> Vec<String> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .map(|s| s.trim().to_string())
+        .filter(|s| s.parse::<Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_skip_the_gateway_and_those_in_use() {
+        assert_eq!(allocate(&[]).expect("ip"), Ipv4Addr::new(10, 88, 0, 2));
+        let used = [Ipv4Addr::new(10, 88, 0, 2), Ipv4Addr::new(10, 88, 0, 3)];
+        assert_eq!(allocate(&used).expect("ip"), Ipv4Addr::new(10, 88, 0, 4));
+    }
+
+    #[test]
+    fn tap_names_fit_ifnamsiz_and_macs_follow_the_address() {
+        let n = NetState::for_sandbox("some-very-long-sandbox-name", Ipv4Addr::new(10, 88, 1, 7));
+        assert!(n.tap.len() <= 15, "{}", n.tap);
+        assert_eq!(n.mac, "02:49:53:58:01:07");
+        assert_eq!(n.guest_config().address, "10.88.1.7/16");
+    }
+}
