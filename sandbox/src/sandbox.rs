@@ -33,8 +33,6 @@ pub enum SandboxError {
     Hypervisor(#[from] crate::hypervisor::HypervisorError),
     #[error("network: {0}")]
     Net(#[from] crate::net::NetError),
-    #[error("isola-vmm has no virtio-net device yet: use --network none, or --hypervisor qemu")]
-    NoNetDevice,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
@@ -55,8 +53,8 @@ pub struct SandboxOptions {
     pub network: NetworkMode,
 }
 
-/// `--network`: none (loopback only), the `isola0` bridge with NAT, or the bridge
-/// where the backend has a network device.
+/// `--network`: none (loopback only) or the `isola0` bridge with NAT (`auto` is the
+/// bridge; it stays as the place to pick CNI when the shim passes a namespace).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NetworkMode {
     None,
@@ -152,11 +150,7 @@ impl Sandbox {
             agent_ready: None,
         };
         // On any error below, Drop kills what was started and removes the directory.
-        let bridge = match (opts.network, opts.hypervisor) {
-            (NetworkMode::None, _) | (NetworkMode::Auto, HypervisorKind::IsolaVmm) => false,
-            (NetworkMode::Bridge, HypervisorKind::IsolaVmm) => return Err(SandboxError::NoNetDevice),
-            (_, HypervisorKind::Qemu) => true,
-        };
+        let bridge = opts.network != NetworkMode::None;
         // The address stays reserved from allocation until the state (naming it) is saved.
         let _alloc = if bridge {
             crate::net::ensure_bridge()?;
@@ -183,8 +177,16 @@ impl Sandbox {
         c.arg("--vsock-uds").arg(&self.state.vsock_uds);
         c.args(["--vsock-cid", &guest_cid(&self.id).to_string()]);
         c.arg("--console").arg(self.dir.join("console.log"));
+        if let Some(n) = &self.state.net {
+            // isola-vmm creates the tap like QEMU does: gone when the VMM is.
+            c.args(["--tap", &n.tap, "--mac", &n.mac]);
+        }
         c.stdout(Stdio::null());
-        self.spawn_vmm(c, opts, "isola-vmm")
+        self.spawn_vmm(c, opts, "isola-vmm")?;
+        if let Some(n) = &self.state.net {
+            crate::net::attach(&n.tap, Duration::from_secs(10))?;
+        }
+        Ok(())
     }
 
     /// Starts the VMM (last of the sandbox's processes) and records it.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use isola_vmm::memory::Backing;
-use isola_vmm::{ConsoleOut, VmConfig, VsockConfig};
+use isola_vmm::{ConsoleOut, NetConfig, VmConfig, VsockConfig};
 
 /// Boot a kernel in a KVM microVM.
 #[derive(Parser, Debug)]
@@ -43,6 +43,13 @@ struct Args {
     /// The guest's vsock CID.
     #[arg(long, default_value_t = 3)]
     vsock_cid: u64,
+    /// Give the guest a virtio-net device on this tap (created if it does not exist,
+    /// and then gone when isola-vmm exits).
+    #[arg(long)]
+    tap: Option<String>,
+    /// The guest's MAC address.
+    #[arg(long, default_value = "02:49:53:00:00:02")]
+    mac: String,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,16 @@ fn main() -> ExitCode {
         "none" => ConsoleOut::Discard,
         path => ConsoleOut::File(PathBuf::from(path)),
     };
+    let net = match args.tap {
+        Some(tap) => match isola_vmm::virtio::net::parse_mac(&args.mac) {
+            Ok(mac) => Some(NetConfig { tap, mac }),
+            Err(e) => {
+                eprintln!("isola-vmm: error: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
     let config = VmConfig {
         kernel: args.kernel,
         initrd: args.initrd,
@@ -64,6 +81,7 @@ fn main() -> ExitCode {
         timeout: args.timeout_ms.map(Duration::from_millis),
         backing: if args.shared_memory { Backing::Shared } else { Backing::Anonymous },
         vsock: args.vsock_uds.map(|uds_path| VsockConfig { guest_cid: args.vsock_cid, uds_path }),
+        net,
     };
     match isola_vmm::run(&config, start) {
         Ok(_) => ExitCode::SUCCESS,

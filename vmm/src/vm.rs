@@ -19,6 +19,7 @@ use crate::boot::{self, BootError};
 use crate::devices::{BootTimer, Bus, SerialConsole, VmEvent, I8042, I8042_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE};
 use crate::memory::{self, Backing, MemoryError, BOOT_TIMER_ADDR, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
 use crate::vcpu::{Vcpu, VcpuError, VcpuOutcome, VcpuShared};
+use crate::virtio::net::{Net, Tap};
 use crate::virtio::vsock::{UnixMuxer, Vsock};
 
 /// Where the serial console goes.
@@ -43,6 +44,14 @@ pub struct VmConfig {
     pub backing: Backing,
     /// A virtio-vsock device backed by unix sockets on the host.
     pub vsock: Option<VsockConfig>,
+    /// A virtio-net device on this tap (created if missing, gone when we exit).
+    pub net: Option<NetConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    pub tap: String,
+    pub mac: [u8; 6],
 }
 
 /// The guest's vsock: its CID and the host unix socket (`CONNECT <port>` protocol).
@@ -231,7 +240,7 @@ fn console_writer(out: &ConsoleOut) -> Result<Box<dyn Write + Send>, VmError> {
 
 /// `virtio_mmio.device=` entries telling Linux where our virtio devices are.
 fn virtio_cmdline(config: &VmConfig) -> Vec<String> {
-    let slots = usize::from(config.vsock.is_some());
+    let slots = usize::from(config.vsock.is_some()) + usize::from(config.net.is_some());
     (0..slots)
         .map(|i| {
             let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE;
@@ -282,9 +291,15 @@ fn build_devices(
     pio.insert(SERIAL_PORT_BASE, 8, Arc::new(Mutex::new(serial))).map_err(dev_err)?;
     pio.insert(I8042_PORT_BASE, 5, Arc::new(Mutex::new(I8042::new(events.clone())))).map_err(dev_err)?;
     mmio.insert(BOOT_TIMER_ADDR, 0x1000, Arc::new(Mutex::new(BootTimer::new(start, events)))).map_err(dev_err)?;
+    let mut slot = 0;
     if let Some(v) = &config.vsock {
         let muxer = UnixMuxer::new(v.guest_cid, &v.uds_path).map_err(|e| VmError::Device(e.to_string()))?;
-        add_virtio(vm, &mut mmio, mem, 0, Box::new(Vsock::new(v.guest_cid, Box::new(muxer))))?;
+        add_virtio(vm, &mut mmio, mem, slot, Box::new(Vsock::new(v.guest_cid, Box::new(muxer))))?;
+        slot += 1;
+    }
+    if let Some(n) = &config.net {
+        let tap = Tap::open(&n.tap).map_err(|e| VmError::Device(e.to_string()))?;
+        add_virtio(vm, &mut mmio, mem, slot, Box::new(Net::new(n.mac, Box::new(tap))))?;
     }
     Ok(VcpuShared { pio, mmio, stop: Arc::new(AtomicBool::new(false)) })
 }

@@ -253,3 +253,34 @@ fn vsock_guest_exchanges_data_both_ways_with_host_unix_sockets() {
     assert!(!uds.exists(), "isola-vmm removes its socket on exit");
     assert!(!stderr.contains("dropped"), "no malformed chains: {stderr}");
 }
+
+/// With --tap and --vsock-uds both devices are announced to the guest, the tap exists
+/// while the VMM runs, and it is gone after SIGKILL (we never make it persistent).
+#[test]
+fn net_and_vsock_devices_are_announced_and_the_tap_dies_with_the_vmm() {
+    require_kvm();
+    let dir = tempfile::tempdir().expect("tmp");
+    let uds = dir.path().join("v.sock");
+    let tap = format!("isolat{}", std::process::id() % 100_000);
+    let k = guest("boot_check");
+    let out = vmm(&["--kernel", k.to_str().expect("p"), "--tap", &tap, "--vsock-uds", uds.to_str().expect("p")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("virtio_mmio.device=4K@0xd0001000:5"), "{stdout}");
+    assert!(stdout.contains("virtio_mmio.device=4K@0xd0002000:6"), "{stdout}");
+
+    let idle = guest("idle");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_isola-vmm"))
+        .args(["--kernel", idle.to_str().expect("p"), "--tap", &tap, "--console", "none"])
+        .spawn()
+        .expect("spawn");
+    let present = |t: &str| Command::new("ip").args(["link", "show", t]).output().is_ok_and(|o| o.status.success());
+    let up = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        present(&tap)
+    });
+    assert!(up, "tap {tap} exists while the VMM runs");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert!(!present(&tap), "tap {tap} outlived its VMM");
+}

@@ -2,7 +2,12 @@
 
 mod interrupt;
 mod mmio;
+pub mod net;
 pub mod vsock;
+pub mod worker;
+
+#[cfg(test)]
+mod test_guest;
 
 pub use interrupt::{Interrupt, INT_CONFIG, INT_VRING};
 pub use mmio::{MmioTransport, NOTIFY_REG_OFFSET};

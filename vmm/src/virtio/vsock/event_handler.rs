@@ -87,3 +87,9 @@ impl MutEventSubscriber for VsockHandler {
         self.signal(needs_irq);
     }
 }
+
+impl crate::virtio::worker::Worker for VsockHandler {
+    fn stopped(&self) -> bool {
+        self.stopped
+    }
+}

@@ -1,0 +1,142 @@
+//! A pretend guest driver with one RX and one TX queue on mock guest memory, shared by
+//! the device tests (vsock, net), and net's backend double.
+
+use std::collections::VecDeque;
+
+use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::Queue;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::net::NetBackend;
+
+const QLEN: u16 = 256;
+
+pub struct Guest {
+    pub mem: &'static GuestMemoryMmap,
+    rxm: MockSplitQueue<'static, GuestMemoryMmap>,
+    txm: MockSplitQueue<'static, GuestMemoryMmap>,
+    pub rxq: Queue,
+    pub txq: Queue,
+    next_rx: u16,
+    next_tx: u16,
+    rx_seen: u16,
+    next_buf: u64,
+    rx_addr: std::collections::HashMap<u32, u64>,
+}
+
+impl Guest {
+    pub fn new() -> Self {
+        // Leaked so the mock queues can borrow it for the test's lifetime.
+        let mem: &'static GuestMemoryMmap =
+            Box::leak(Box::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 32 << 20)]).expect("memory")));
+        let rxm = MockSplitQueue::create(mem, GuestAddress(0), QLEN);
+        let txm = MockSplitQueue::create(mem, GuestAddress(0x10000), QLEN);
+        let (rxq, txq) = (rxm.create_queue().expect("rx"), txm.create_queue().expect("tx"));
+        Self {
+            mem,
+            rxm,
+            txm,
+            rxq,
+            txq,
+            next_rx: 0,
+            next_tx: 0,
+            rx_seen: 0,
+            next_buf: 0x10_0000,
+            rx_addr: Default::default(),
+        }
+    }
+
+    fn alloc(&mut self, len: usize) -> u64 {
+        let a = self.next_buf;
+        self.next_buf += (len as u64 + 15) & !15;
+        a
+    }
+
+    /// Queues one TX chain made of these buffers.
+    pub fn send(&mut self, bufs: &[&[u8]]) {
+        let raw: Vec<(&[u8], bool)> = bufs.iter().map(|b| (*b, false)).collect();
+        self.send_raw(&raw);
+    }
+
+    /// Queues one TX chain of (bytes, device-writable) buffers, as a buggy or hostile
+    /// driver might.
+    pub fn send_raw(&mut self, bufs: &[(&[u8], bool)]) {
+        let mut descs = Vec::new();
+        for (i, (b, writable)) in bufs.iter().enumerate() {
+            let addr = self.alloc(b.len().max(1));
+            self.mem.write_slice(b, GuestAddress(addr)).expect("write");
+            let mut flags = if i + 1 < bufs.len() { 1 } else { 0 };
+            if *writable {
+                flags |= 2;
+            }
+            descs.push(RawDescriptor::from(SplitDescriptor::new(
+                addr,
+                b.len() as u32,
+                flags,
+                self.next_tx + i as u16 + 1,
+            )));
+        }
+        self.txm.add_desc_chains(&descs, self.next_tx).expect("tx chain");
+        self.next_tx += descs.len() as u16;
+    }
+
+    pub fn post_rx(&mut self, count: usize, size: u32) {
+        for _ in 0..count {
+            let addr = self.alloc(size as usize);
+            let d = RawDescriptor::from(SplitDescriptor::new(addr, size, 2, 0));
+            self.rxm.add_desc_chains(&[d], self.next_rx).expect("rx chain");
+            self.rx_addr.insert(u32::from(self.next_rx), addr);
+            self.next_rx += 1;
+        }
+    }
+
+    /// Used RX buffers since the last call: (bytes written).
+    pub fn received(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let idx = self.rxm.used().idx().load();
+        while self.rx_seen != idx {
+            let e = self.rxm.used().ring().ref_at(usize::from(self.rx_seen % QLEN)).expect("slot").load();
+            self.rx_seen = self.rx_seen.wrapping_add(1);
+            let mut b = vec![0u8; e.len() as usize];
+            self.mem.read_slice(&mut b, GuestAddress(self.rx_addr[&e.id()])).expect("read");
+            out.push(b);
+        }
+        out
+    }
+
+    pub fn tx_used(&self) -> u16 {
+        self.txm.used().idx().load()
+    }
+}
+
+#[derive(Default)]
+pub struct FakeTap {
+    pub inbound: VecDeque<Vec<u8>>,
+    pub outbound: Vec<Vec<u8>>,
+}
+
+impl NetBackend for FakeTap {
+    fn read_frame(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let f = self.inbound.pop_front().ok_or(std::io::ErrorKind::WouldBlock)?;
+        buf[..f.len()].copy_from_slice(&f);
+        Ok(f.len())
+    }
+    fn write_frame(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.outbound.push(frame.to_vec());
+        Ok(())
+    }
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        -1
+    }
+    fn set_offloads(&mut self, _: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A frame with a zeroed 12-byte vnet header in front.
+pub fn with_hdr(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; super::net::VNET_HDR_LEN];
+    f.extend_from_slice(payload);
+    f
+}
