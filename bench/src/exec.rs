@@ -24,7 +24,7 @@ pub struct ExecBench {
     pub exec_us: Option<Summary>,
 }
 
-fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, String> {
+pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, String> {
     let opts = SandboxOptions {
         id: format!("bench-{name}-{}", std::process::id()),
         boot: cfg.boot.clone(),

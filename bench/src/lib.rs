@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod container;
 pub mod exec;
+pub mod fs;
 pub mod memory;
 pub mod overhead;
 pub mod plot;

@@ -19,6 +19,8 @@ pub enum BenchCmd {
     Density(DensityArgs),
     /// VMM memory beyond guest RAM: the same idle test guest under isola-vmm and QEMU.
     Overhead(OverheadArgs),
+    /// File throughput in a container on a virtio-fs volume vs the host directory.
+    Fs(SandboxBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -238,6 +240,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Exec(a) => exec(a),
         BenchCmd::Density(a) => density(a),
         BenchCmd::Overhead(a) => overhead(a),
+        BenchCmd::Fs(a) => fs(a),
     }
 }
 
@@ -275,4 +278,24 @@ fn boot(a: BootBenchArgs) -> anyhow::Result<ExitCode> {
     println!("wrote {} and {}", a.json.display(), a.svg.display());
     let failed = result.series.iter().any(|s| !s.failures.is_empty() || s.runs.is_empty());
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn fs(a: SandboxBenchArgs) -> anyhow::Result<ExitCode> {
+    let cfg = container_config(&a.rootfs, a.memory, a.cpus)?;
+    let r = isola_bench::fs::run(&cfg).map_err(anyhow::Error::msg)?;
+    println!(
+        "isola bench fs: container on a virtio-fs volume ({}, {}) vs the host directory",
+        r.backend,
+        cfg.kvm.describe()
+    );
+    println!("{:<28} {:>12} {:>12} {:>8}", "", "guest", "host", "ratio");
+    for (what, g, h) in [
+        ("seq write 64 MiB (MB/s)", r.guest.write_mb_s, r.host.write_mb_s),
+        ("seq read 64 MiB (MB/s)", r.guest.read_mb_s, r.host.read_mb_s),
+        ("small files (files/s)", r.guest.small_files_per_s, r.host.small_files_per_s),
+    ] {
+        println!("{what:<28} {g:>12.1} {h:>12.1} {:>8.3}", g / h.max(1e-9));
+    }
+    write_json(&a.json.unwrap_or_else(|| "bench-results/fs.json".into()), &r)?;
+    Ok(ExitCode::SUCCESS)
 }

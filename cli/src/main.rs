@@ -29,6 +29,8 @@ enum Cmd {
     Kill(manage_cmd::KillArgs),
     /// Stop and remove sandboxes.
     Rm(manage_cmd::RmArgs),
+    /// Show a sandbox as JSON: state, network, containers and their stats.
+    Inspect(manage_cmd::InspectArgs),
     /// Boot the guest (kernel + initramfs) once, show its console and the timings.
     Boot(boot_cmd::BootArgs),
     /// Benchmarks: boot-time phases side by side with QEMU.
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Cmd::Ps(args) => manage_cmd::ps(args),
         Cmd::Kill(args) => manage_cmd::kill(args),
         Cmd::Rm(args) => manage_cmd::rm(args),
+        Cmd::Inspect(args) => manage_cmd::inspect(args),
         Cmd::Bench(cmd) => bench_cmd::run(cmd),
         Cmd::Pull(a) => image_cmd::pull(a),
         Cmd::Images(a) => image_cmd::images(a),

@@ -133,3 +133,34 @@ mod tests {
         assert!(parse_signal("NOPE").is_err());
     }
 }
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Sandbox name.
+    name: String,
+}
+
+/// Everything about one sandbox as JSON: its recorded state (backend, pids, network,
+/// shared directory) and, when the agent answers, its containers with their stats.
+pub fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
+    let (dir, st) = find(&a.name)?;
+    let mut v = serde_json::json!({ "dir": dir, "state": st });
+    match isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(2)) {
+        Ok(mut c) => {
+            if let Ok(Response::List { containers }) = c.call(&Request::List) {
+                let mut list = Vec::new();
+                for ci in containers {
+                    let stats = match c.call(&Request::Stats { id: ci.id.clone() }) {
+                        Ok(Response::Stats { stats }) => serde_json::to_value(stats).ok(),
+                        _ => None,
+                    };
+                    list.push(serde_json::json!({ "info": ci, "stats": stats }));
+                }
+                v["containers"] = serde_json::Value::Array(list);
+            }
+        }
+        Err(e) => v["agent_error"] = serde_json::Value::String(e.to_string()),
+    }
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -131,6 +131,14 @@ fn bench_exec_density_and_overhead_report_their_figures() {
         let (rss, guest) = (sample["rss_kib"].as_u64().expect("rss"), sample["guest_rss_kib"].as_u64().expect("g"));
         assert!(rss > guest && guest > 0, "the guest's RAM is found and the VMM has some of its own: {s}");
     }
+    let out = isola(&["bench", "fs", "--json", &path("fs.json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = read("fs.json");
+    for side in ["guest", "host"] {
+        for k in ["write_mb_s", "read_mb_s", "small_files_per_s"] {
+            assert!(v[side][k].as_f64().is_some_and(|x| x > 0.0), "{side}.{k}: {v}");
+        }
+    }
     // Nothing is left running.
     let leaked = leftover_bench_sandboxes();
     assert!(leaked.is_empty(), "sandboxes left behind: {leaked:?}");
@@ -143,6 +151,6 @@ fn leftover_bench_sandboxes() -> Vec<String> {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         // Only this test's benches: bench boot runs in parallel with its own sandboxes.
-        .filter(|n| n.starts_with("bench-exec-") || n.starts_with("bench-density"))
+        .filter(|n| n.starts_with("bench-exec-") || n.starts_with("bench-density") || n.starts_with("bench-fs-"))
         .collect()
 }

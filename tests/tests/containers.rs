@@ -88,6 +88,12 @@ fn detached_sandbox_takes_exec_ps_kill_and_rm() {
     );
     assert_eq!(code, 5, "{err}");
     assert_eq!(out, "in-e2e-detached\n1\n");
+    let (out, err, code) = isola(&["inspect", "e2e-detached"], None);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
+    assert_eq!(v["state"]["id"], "e2e-detached");
+    assert_eq!(v["containers"][0]["info"]["status"], "running", "{v}");
+    assert!(v["containers"][0]["stats"]["pids_current"].as_u64().is_some_and(|p| p >= 1), "{v}");
     let (out, _, code) = isola(&["ps", "--json"], None);
     assert_eq!(code, 0);
     let ps: serde_json::Value = serde_json::from_str(&out).expect("ps json");
