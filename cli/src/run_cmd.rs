@@ -167,7 +167,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let bridges = container::attach(&c, &name, None, a.tty, a.interactive)?;
     let raw = a.tty.then(RawTerminal::enter).flatten();
     c.call(&Request::Start { id: name.clone(), exec_id: None })?;
-    let status = wait(&sb.state.vsock_uds, &name, None)?;
+    let status = match wait_watching(&mut sb, &name) {
+        Ok(s) => s,
+        Err(e) => {
+            drop(raw);
+            sb.stop();
+            return Err(e);
+        }
+    };
     if status.oom_killed {
         eprintln!("isola: container {name} was killed: out of memory");
     }
@@ -175,6 +182,23 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     drop(raw);
     sb.stop();
     Ok(exit_code(status.code))
+}
+
+/// Waits for the container while watching the sandbox's processes: if the VMM or a
+/// helper (virtiofsd, the vsock daemon) dies, that is the error, not a hang.
+fn wait_watching(sb: &mut isola_sandbox::sandbox::Sandbox, name: &str) -> anyhow::Result<isola_protocol::ExitStatus> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (uds, id) = (sb.state.vsock_uds.clone(), name.to_string());
+    std::thread::spawn(move || {
+        let _ = tx.send(wait(&uds, &id, None));
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(r) => return r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => sb.check_processes()?,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("lost the wait for {name}"),
+        }
+    }
 }
 
 /// Waits on its own connection (the control one stays free) until the process exits.

@@ -33,6 +33,8 @@ pub enum SandboxError {
     Hypervisor(#[from] crate::hypervisor::HypervisorError),
     #[error("network: {0}")]
     Net(#[from] crate::net::NetError),
+    #[error("{what} exited ({status}); the sandbox cannot go on{log}")]
+    ProcessDied { what: String, status: String, log: String },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
@@ -83,6 +85,8 @@ pub struct Sandbox {
     pub spawned: Option<Instant>,
     pub agent_ready: Option<Duration>,
     children: Vec<Child>,
+    /// (what, log file) of each child, in the same order.
+    child_info: Vec<(String, String)>,
     stopped: bool,
 }
 
@@ -145,6 +149,7 @@ impl Sandbox {
                 net: None,
             },
             children: vec![],
+            child_info: vec![],
             stopped: false,
             spawned: None,
             agent_ready: None,
@@ -200,7 +205,23 @@ impl Sandbox {
         let child = c.spawn().map_err(io(format!("starting {what}")))?;
         self.state.vmm_pid = child.id() as i32;
         self.children.push(child);
+        self.child_info.push((what.to_string(), "vmm.log".into()));
         self.state.save(&self.dir).map_err(io("saving sandbox state"))
+    }
+
+    /// Whether every process of the sandbox still runs; names the first that does not
+    /// (a foreground run stops instead of hanging on a dead virtiofsd, say).
+    pub fn check_processes(&mut self) -> Result<(), SandboxError> {
+        for (c, (what, log)) in self.children.iter_mut().zip(&self.child_info) {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Err(SandboxError::ProcessDied {
+                    what: what.clone(),
+                    status: st.to_string(),
+                    log: tail(&self.dir.join(log)),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Starts a helper daemon logging to `log`, and waits for its socket.
@@ -220,6 +241,7 @@ impl Sandbox {
         let child = c.spawn().map_err(io(format!("starting {what}")))?;
         self.state.helper_pids.push(child.id() as i32);
         self.children.push(child);
+        self.child_info.push((what.to_string(), log.to_string()));
         self.wait_for_socket(sock, what, log)
     }
 
@@ -358,6 +380,7 @@ impl Sandbox {
     pub fn detach(mut self) {
         self.stopped = true;
         self.children.clear();
+        self.child_info.clear();
     }
 
     /// Asks the guest to power off, then makes sure every process is gone and the

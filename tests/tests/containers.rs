@@ -307,3 +307,34 @@ fn containers_reach_the_host_over_the_bridge_and_taps_do_not_leak() {
     let _ = isola(&["ps"], None);
     assert_gone("e2e-net-kill");
 }
+
+/// A foreground run whose virtiofsd dies stops with an error naming it, instead of
+/// hanging on a filesystem that will never answer, and leaves nothing behind.
+#[test]
+fn a_dead_helper_ends_the_run_with_a_clear_error() {
+    let isola_bin = isola_e2e::require_binary("isola", "cargo build");
+    let _ = isola(&["rm", "-f", "e2e-helper-dies"], None);
+    let child = std::process::Command::new(isola_bin)
+        .args(["run", "--name", "e2e-helper-dies", "--rootfs", &rootfs(), "--", "sleep", "600"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("isola run");
+    let dir = state::default_root().join("e2e-helper-dies");
+    let st = (0..400)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            state::SandboxState::load(&dir).ok().filter(|s| s.vmm_pid > 0)
+        })
+        .expect("the sandbox starts");
+    let fsd = *st.helper_pids.iter().find(|p| state::process_matches(**p, "virtiofsd")).expect("a virtiofsd");
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(fsd), nix::sys::signal::Signal::SIGKILL).expect("kill virtiofsd");
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().expect("isola exits");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("virtiofsd exited"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "it ended because of the helper, not the sleep");
+    assert_gone("e2e-helper-dies");
+}
