@@ -182,6 +182,9 @@ impl Sandbox {
         c.arg("--vsock-uds").arg(&self.state.vsock_uds);
         c.args(["--vsock-cid", &guest_cid(&self.id).to_string()]);
         c.arg("--console").arg(self.dir.join("console.log"));
+        if let Some(sock) = self.start_virtiofsd(opts)? {
+            c.arg("--shared-memory").arg("--fs-socket").arg(sock).args(["--fs-tag", isola_protocol::SHARED_FS_TAG]);
+        }
         if let Some(n) = &self.state.net {
             // isola-vmm creates the tap like QEMU does: gone when the VMM is.
             c.args(["--tap", &n.tap, "--mac", &n.mac]);

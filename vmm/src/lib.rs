@@ -8,4 +8,4 @@ pub mod vcpu;
 pub mod virtio;
 pub mod vm;
 
-pub use vm::{run, ConsoleOut, NetConfig, VmConfig, VmError, VmReport, VsockConfig};
+pub use vm::{run, ConsoleOut, FsConfig, NetConfig, VmConfig, VmError, VmReport, VsockConfig};

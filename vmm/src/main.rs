@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use isola_vmm::memory::Backing;
-use isola_vmm::{ConsoleOut, NetConfig, VmConfig, VsockConfig};
+use isola_vmm::{ConsoleOut, FsConfig, NetConfig, VmConfig, VsockConfig};
 
 /// Boot a kernel in a KVM microVM.
 #[derive(Parser, Debug)]
@@ -50,6 +50,13 @@ struct Args {
     /// The guest's MAC address.
     #[arg(long, default_value = "02:49:53:00:00:02")]
     mac: String,
+    /// Give the guest a virtio-fs device served by the vhost-user daemon (virtiofsd)
+    /// listening here; needs --shared-memory.
+    #[arg(long)]
+    fs_socket: Option<PathBuf>,
+    /// The virtio-fs tag the guest mounts.
+    #[arg(long, default_value = "isola-shared")]
+    fs_tag: String,
 }
 
 fn main() -> ExitCode {
@@ -82,6 +89,7 @@ fn main() -> ExitCode {
         backing: if args.shared_memory { Backing::Shared } else { Backing::Anonymous },
         vsock: args.vsock_uds.map(|uds_path| VsockConfig { guest_cid: args.vsock_cid, uds_path }),
         net,
+        fs: args.fs_socket.map(|socket| FsConfig { socket, tag: args.fs_tag }),
     };
     match isola_vmm::run(&config, start) {
         Ok(_) => ExitCode::SUCCESS,

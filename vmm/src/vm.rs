@@ -19,6 +19,7 @@ use crate::boot::{self, BootError};
 use crate::devices::{BootTimer, Bus, SerialConsole, VmEvent, I8042, I8042_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE};
 use crate::memory::{self, Backing, MemoryError, BOOT_TIMER_ADDR, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
 use crate::vcpu::{Vcpu, VcpuError, VcpuOutcome, VcpuShared};
+use crate::virtio::fs::Fs;
 use crate::virtio::net::{Net, Tap};
 use crate::virtio::vsock::{UnixMuxer, Vsock};
 
@@ -46,6 +47,14 @@ pub struct VmConfig {
     pub vsock: Option<VsockConfig>,
     /// A virtio-net device on this tap (created if missing, gone when we exit).
     pub net: Option<NetConfig>,
+    /// A virtio-fs device served by the vhost-user daemon (virtiofsd) at this socket.
+    pub fs: Option<FsConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    pub socket: PathBuf,
+    pub tag: String,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +123,9 @@ impl VmConfig {
             .checked_mul(1 << 20)
             .ok_or_else(|| VmError::Config(format!("memory of {} MiB overflows", self.mem_mib)))?;
         memory::ram_ranges(bytes)?;
+        if self.fs.is_some() && self.backing != Backing::Shared {
+            return Err(VmError::Config("virtio-fs needs --shared-memory (virtiofsd maps guest RAM)".into()));
+        }
         if let Some(v) = &self.vsock {
             // 0-2 are reserved (hypervisor, local, host) and u32::MAX is VMADDR_CID_ANY.
             if v.guest_cid < 3 || v.guest_cid >= u64::from(u32::MAX) {
@@ -240,7 +252,8 @@ fn console_writer(out: &ConsoleOut) -> Result<Box<dyn Write + Send>, VmError> {
 
 /// `virtio_mmio.device=` entries telling Linux where our virtio devices are.
 fn virtio_cmdline(config: &VmConfig) -> Vec<String> {
-    let slots = usize::from(config.vsock.is_some()) + usize::from(config.net.is_some());
+    let slots =
+        usize::from(config.vsock.is_some()) + usize::from(config.net.is_some()) + usize::from(config.fs.is_some());
     (0..slots)
         .map(|i| {
             let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE;
@@ -300,6 +313,11 @@ fn build_devices(
     if let Some(n) = &config.net {
         let tap = Tap::open(&n.tap).map_err(|e| VmError::Device(e.to_string()))?;
         add_virtio(vm, &mut mmio, mem, slot, Box::new(Net::new(n.mac, Box::new(tap))))?;
+        slot += 1;
+    }
+    if let Some(f) = &config.fs {
+        let fs = Fs::connect(&f.tag, &f.socket).map_err(|e| VmError::Device(e.to_string()))?;
+        add_virtio(vm, &mut mmio, mem, slot, Box::new(fs))?;
     }
     Ok(VcpuShared { pio, mmio, stop: Arc::new(AtomicBool::new(false)) })
 }

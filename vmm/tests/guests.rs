@@ -177,6 +177,12 @@ fn bad_inputs_are_clear_errors_not_panics() {
         (vec!["--kernel", k, "--initrd", "/nonexistent/initrd"], "cannot read initramfs /nonexistent/initrd"),
         (vec!["--kernel", k, "--vsock-uds", "/tmp/x.sock", "--vsock-cid", "2"], "vsock guest CID must be 3.."),
         (vec!["--kernel", k, "--vsock-uds", "/nonexistent/dir/v.sock"], "cannot listen on /nonexistent/dir/v.sock"),
+        (vec!["--kernel", k, "--fs-socket", "/nonexistent/fs.sock"], "virtio-fs needs --shared-memory"),
+        (
+            vec!["--kernel", k, "--shared-memory", "--fs-socket", "/nonexistent/fs.sock"],
+            "cannot reach virtiofsd at /nonexistent/fs.sock",
+        ),
+        (vec!["--kernel", k, "--tap", "x", "--mac", "02:zz:00:00:00:01"], "bad MAC address"),
     ];
     for (args, want) in cases {
         let out = vmm(&args);

@@ -1,5 +1,6 @@
 //! virtio devices over the MMIO transport (virtio 1.x, "version 2" registers).
 
+pub mod fs;
 mod interrupt;
 mod mmio;
 pub mod net;
