@@ -29,6 +29,8 @@ enum Cmd {
     Kill(manage_cmd::KillArgs),
     /// Stop and remove sandboxes.
     Rm(manage_cmd::RmArgs),
+    /// Print what a detached container wrote to stdout and stderr.
+    Logs(manage_cmd::LogsArgs),
     /// Show a sandbox as JSON: state, network, containers and their stats.
     Inspect(manage_cmd::InspectArgs),
     /// Boot the guest (kernel + initramfs) once, show its console and the timings.
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Cmd::Kill(args) => manage_cmd::kill(args),
         Cmd::Rm(args) => manage_cmd::rm(args),
         Cmd::Inspect(args) => manage_cmd::inspect(args),
+        Cmd::Logs(args) => manage_cmd::logs(args),
         Cmd::Bench(cmd) => bench_cmd::run(cmd),
         Cmd::Pull(a) => image_cmd::pull(a),
         Cmd::Images(a) => image_cmd::images(a),

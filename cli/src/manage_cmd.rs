@@ -164,3 +164,24 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Sandbox name.
+    name: String,
+    /// At most this many bytes from the end.
+    #[arg(long, default_value_t = 1 << 20)]
+    tail_bytes: u32,
+}
+
+/// What a detached container printed (stdout and stderr, interleaved).
+pub fn logs(a: LogsArgs) -> anyhow::Result<ExitCode> {
+    let (_, st) = find(&a.name)?;
+    let id = st.container.clone().with_context(|| format!("sandbox {} has no container", a.name))?;
+    let mut c = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(10))?;
+    match c.call(&Request::Logs { id, exec_id: None, max_bytes: a.tail_bytes })? {
+        Response::Logs { data } => print!("{data}"),
+        other => anyhow::bail!("unexpected reply to logs: {other:?}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -141,6 +141,7 @@ impl Agent {
                 Response::Ok
             }),
             Request::ResizeTty { id, exec_id, rows, cols } => self.resize(&id, exec_id.as_deref(), rows, cols),
+            Request::Logs { id, exec_id, max_bytes } => self.logs(&id, exec_id.as_deref(), max_bytes),
             Request::Stats { id } => self.container(&id).map(|c| Response::Stats { stats: c.cgroup.stats() }),
             Request::Pause { id } => self.freeze(&id, true),
             Request::Resume { id } => self.freeze(&id, false),
@@ -375,10 +376,25 @@ impl Agent {
     }
 
     fn start(&self, id: &str, exec_id: Option<&str>) -> Result<Response, AgentError> {
-        let (_, p) = self.proc(id, exec_id)?;
+        let (c, p) = self.proc(id, exec_id)?;
         let Some(mut start) = lock(&p.start).take() else {
             return Err(err(ErrorCode::FailedPrecondition, "already started"));
         };
+        // Streams nobody attached go to a log for `Logs` (detached runs), rather than
+        // filling a pipe and blocking the process.
+        {
+            let mut ends = lock(&p.stdio);
+            let path = log_path(&c.dir, exec_id);
+            for from in [ends.stdout.take(), ends.stderr.take(), ends.pty.take()].into_iter().flatten() {
+                let log = std::fs::OpenOptions::new().create(true).append(true).open(&path);
+                match log {
+                    Ok(to) => {
+                        std::thread::spawn(move || stdio::pump(from, to));
+                    }
+                    Err(e) => log_warn(&format!("log {}: {e}", path.display())),
+                }
+            }
+        }
         start.write_all(b"s").map_err(|e| os_err("start", e))?;
         drop(start);
         p.started.store(true, Ordering::Release);
@@ -391,6 +407,17 @@ impl Agent {
             }
         }
         Ok(Response::Started { pid: p.pid })
+    }
+
+    fn logs(&self, id: &str, exec_id: Option<&str>, max_bytes: u32) -> Result<Response, AgentError> {
+        let (c, _) = self.proc(id, exec_id)?;
+        let data = match std::fs::read(log_path(&c.dir, exec_id)) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(os_err("log", e)),
+        };
+        let from = data.len().saturating_sub(max_bytes as usize);
+        Ok(Response::Logs { data: String::from_utf8_lossy(&data[from..]).into_owned() })
     }
 
     fn signal(&self, id: &str, exec_id: Option<&str>, sig: i32) -> Result<Response, AgentError> {
@@ -528,6 +555,14 @@ impl Agent {
     pub fn is_init(&self) -> bool {
         self.cfg.is_init
     }
+}
+
+fn log_path(dir: &Path, exec_id: Option<&str>) -> PathBuf {
+    dir.join(format!("{}.log", exec_id.map_or("init".to_string(), |e| format!("exec-{e}"))))
+}
+
+fn log_warn(msg: &str) {
+    eprintln!("isola-agent: {msg}");
 }
 
 /// Mounts the sandbox's virtio-fs share (once; a second CreateSandbox finds it there).

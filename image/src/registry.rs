@@ -27,6 +27,7 @@ pub enum PullError {
     Store(#[from] StoreError),
 }
 
+#[derive(Clone)]
 struct Session<'a> {
     agent: ureq::Agent,
     r: &'a Reference,
@@ -114,6 +115,19 @@ impl<'a> Session<'a> {
         Err(PullError::Auth(self.r.registry.clone(), "credentials refused after login".into()))
     }
 
+    /// GET from `offset` on (Range), for resuming a download.
+    fn get_range(&mut self, path: &str, offset: u64, what: &str) -> Result<ureq::Response, PullError> {
+        let mut req = self.agent.get(&self.url(path)).set("Range", &format!("bytes={offset}-"));
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        match req.call() {
+            Ok(resp) => Ok(resp),
+            // Whatever went wrong with the range, a plain GET decides.
+            Err(_) => self.get(path, None, what),
+        }
+    }
+
     fn manifest_bytes(&mut self, object: &str) -> Result<Vec<u8>, PullError> {
         let resp = self.get(&format!("manifests/{object}"), Some(manifest::ACCEPT), &format!("manifest {object}"))?;
         let mut b = Vec::new();
@@ -122,6 +136,53 @@ impl<'a> Session<'a> {
             .read_to_end(&mut b)
             .map_err(|e| PullError::Unreachable { registry: self.r.registry.clone(), reason: e.to_string() })?;
         Ok(b)
+    }
+}
+
+/// One blob, resumed from a partial download with an HTTP Range request when the
+/// registry honours it (206), restarted otherwise.
+fn download(
+    s: &mut Session<'_>,
+    store: &Store,
+    d: &str,
+    size: u64,
+    progress: &mut dyn FnMut(String),
+) -> Result<(), PullError> {
+    let mut last_pct = 0;
+    let mut failure = None;
+    let r = store.put_blob_resumable(
+        d,
+        &mut |offset| {
+            let what = format!("blob {d}");
+            let resp = if offset > 0 {
+                s.get_range(&format!("blobs/{d}"), offset, &what)
+            } else {
+                s.get(&format!("blobs/{d}"), None, &what)
+            };
+            match resp {
+                Ok(resp) => {
+                    let honoured = resp.status() == 206;
+                    Ok((Box::new(resp.into_reader()) as Box<dyn Read>, honoured))
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    failure = Some(e);
+                    Err(StoreError::Json(msg))
+                }
+            }
+        },
+        &mut |have| {
+            let pct = if size > 0 { have * 100 / size } else { 100 };
+            if pct >= last_pct + 25 {
+                last_pct = pct;
+                progress(format!("{d}: {pct}% of {size} bytes"));
+            }
+        },
+    );
+    match (r, failure) {
+        (Ok(_), _) => Ok(()),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(e.into()),
     }
 }
 
@@ -157,15 +218,42 @@ pub fn pull(r: &Reference, store: &Store, progress: &mut dyn FnMut(&str)) -> Res
         .chain(manifest.layers().iter())
         .map(|d| (d.digest().to_string(), d.size()))
         .collect();
-    for (i, (d, size)) in blobs.iter().enumerate() {
-        if store.has_blob(d) {
-            progress(&format!("{d}: already present"));
-            continue;
+    let missing: Vec<(String, u64)> = blobs.into_iter().filter(|(d, _)| !store.has_blob(d)).collect();
+    progress(&format!("{} blob(s) to download", missing.len()));
+    // Up to four downloads at once, each resumable; the first error wins.
+    let queue = std::sync::Mutex::new(missing);
+    let lines = std::sync::Mutex::new(Vec::<String>::new());
+    let result: Result<(), PullError> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let mut sess = s.clone();
+                let (queue, lines) = (&queue, &lines);
+                scope.spawn(move || -> Result<(), PullError> {
+                    loop {
+                        let next = queue.lock().map_err(|_| PullError::Auth(String::new(), "poisoned".into()))?.pop();
+                        let Some((d, size)) = next else { return Ok(()) };
+                        download(&mut sess, store, &d, size, &mut |m| {
+                            if let Ok(mut l) = lines.lock() {
+                                l.push(m);
+                            }
+                        })?;
+                    }
+                })
+            })
+            .collect();
+        let mut first = Ok(());
+        for w in workers {
+            let r = w.join().unwrap_or_else(|_| Err(PullError::Auth(String::new(), "download thread panicked".into())));
+            if first.is_ok() {
+                first = r;
+            }
         }
-        progress(&format!("{d}: downloading {size} bytes ({}/{})", i + 1, blobs.len()));
-        let resp = s.get(&format!("blobs/{d}"), None, &format!("blob {d}"))?;
-        store.put_blob(d, resp.into_reader())?;
+        first
+    });
+    for l in lines.into_inner().unwrap_or_default() {
+        progress(&l);
     }
+    result?;
     progress("unpacking");
     Ok(store.commit(&r.to_string(), &digest, &manifest)?)
 }

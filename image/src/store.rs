@@ -136,6 +136,62 @@ impl Store {
         Ok(total)
     }
 
+    /// Downloads `digest` resumably: a `.partial` file left by an interrupted pull is
+    /// re-hashed and `open(offset)` asked to continue from its end (it answers with a
+    /// reader and whether it honoured the offset; if not, we start over). Verified
+    /// before it is kept, like [`Store::put_blob`].
+    pub fn put_blob_resumable(
+        &self,
+        digest: &str,
+        open: &mut dyn FnMut(u64) -> Result<(Box<dyn Read>, bool), StoreError>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        let dst = self.blob_path(digest)?;
+        let part = self.root.join("tmp").join(format!("{}.partial", digest_hex(digest)?));
+        let mut h = Sha256::new();
+        let mut have = 0u64;
+        if let Ok(mut f) = std::fs::File::open(&part) {
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = f.read(&mut buf).map_err(io("reading", &part))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                have += n as u64;
+            }
+        }
+        let (mut r, honoured) = open(have)?;
+        let mut f = if honoured && have > 0 {
+            std::fs::OpenOptions::new().append(true).open(&part).map_err(io("appending", &part))?
+        } else {
+            h = Sha256::new();
+            have = 0;
+            std::fs::File::create(&part).map_err(io("creating", &part))?
+        };
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // The partial file stays for the next attempt.
+                Err(e) => return Err(io("downloading into", &part)(e)),
+            };
+            h.update(&buf[..n]);
+            f.write_all(&buf[..n]).map_err(io("writing", &part))?;
+            have += n as u64;
+            progress(have);
+        }
+        let actual = format!("sha256:{}", hex(&h.finalize()));
+        if actual != digest {
+            let _ = std::fs::remove_file(&part);
+            return Err(StoreError::DigestMismatch { expected: digest.into(), actual });
+        }
+        std::fs::rename(&part, &dst).map_err(io("storing", &dst))?;
+        Ok(have)
+    }
+
     pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
         let p = self.blob_path(digest)?;
         std::fs::read(&p).map_err(io("reading", &p))
@@ -238,6 +294,57 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interrupted_downloads_resume_from_the_partial_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::open(dir.path()).expect("store");
+        let content = b"0123456789abcdefghij".repeat(1000);
+        let d = sha256_of(&content);
+        // First attempt: the connection dies after 5000 bytes.
+        struct Dies<'a>(&'a [u8]);
+        impl Read for Dies<'_> {
+            fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(std::io::ErrorKind::ConnectionReset.into());
+                }
+                let n = b.len().min(self.0.len());
+                b[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let first = content[..5000].to_vec();
+        let e = s
+            .put_blob_resumable(
+                &d,
+                &mut |_| Ok((Box::new(Dies(Box::leak(first.clone().into_boxed_slice()))), true)),
+                &mut |_| {},
+            )
+            .expect_err("interrupted");
+        assert!(e.to_string().contains("downloading"), "{e}");
+        // Second attempt is asked for the rest only.
+        let mut asked = None;
+        let rest = content[5000..].to_vec();
+        let n = s
+            .put_blob_resumable(
+                &d,
+                &mut |off| {
+                    asked = Some(off);
+                    Ok((Box::new(std::io::Cursor::new(rest.clone())), true))
+                },
+                &mut |_| {},
+            )
+            .expect("resumed");
+        assert_eq!((asked, n), (Some(5000), content.len() as u64));
+        assert_eq!(s.read_blob(&d).expect("stored"), content);
+        // A server that ignores the range restarts the download cleanly.
+        let d2 = sha256_of(b"whole");
+        std::fs::write(dir.path().join("tmp").join(format!("{}.partial", digest_hex(&d2).expect("hex"))), b"wh")
+            .expect("partial");
+        s.put_blob_resumable(&d2, &mut |_| Ok((Box::new(&b"whole"[..]), false)), &mut |_| {}).expect("restart");
+        assert_eq!(s.read_blob(&d2).expect("stored"), b"whole");
+    }
 
     #[test]
     fn blobs_are_kept_only_when_their_digest_matches() {

@@ -157,6 +157,13 @@ pub enum Request {
         force: bool,
     },
     List,
+    /// The output a process produced while nothing was attached (detached runs): the
+    /// last `max_bytes` of its interleaved stdout and stderr.
+    Logs {
+        id: String,
+        exec_id: Option<String>,
+        max_bytes: u32,
+    },
     /// Powers the guest off.
     Shutdown,
     /// Turns this connection into one stdio stream of a process.
@@ -180,6 +187,7 @@ pub enum Response {
     Exited { status: ExitStatus },
     Stats { stats: ContainerStats },
     List { containers: Vec<ContainerInfo> },
+    Logs { data: String },
     Error(AgentError),
 }
 

@@ -80,8 +80,28 @@ fn detached_sandbox_takes_exec_ps_kill_and_rm() {
     let r = rootfs();
     // A previous, interrupted run may have left it: start clean.
     let _ = isola(&["rm", "-f", "e2e-detached"], None);
-    let (out, err, code) = isola(&["run", "-d", "--name", "e2e-detached", "--rootfs", &r, "--", "sleep", "1000"], None);
+    let (out, err, code) = isola(
+        &[
+            "run",
+            "-d",
+            "--name",
+            "e2e-detached",
+            "--rootfs",
+            &r,
+            "--",
+            "sh",
+            "-c",
+            "echo started-detached; echo to-err >&2; exec sleep 1000",
+        ],
+        None,
+    );
     assert_eq!((out.trim(), code), ("e2e-detached", 0), "{err}");
+    let logged = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        isola(&["logs", "e2e-detached"], None).0.contains("to-err")
+    });
+    let (out, err, _) = isola(&["logs", "e2e-detached"], None);
+    assert!(logged && out.contains("started-detached\n"), "logs of a detached run: {out:?} {err}");
     let (out, err, code) = isola(
         &["exec", "e2e-detached", "--", "sh", "-c", "echo in-$(hostname); ps -o comm | grep -c sleep; exit 5"],
         None,
@@ -276,6 +296,8 @@ fn containers_reach_the_host_over_the_bridge_and_taps_do_not_leak() {
         std::io::Read::read_to_string(&mut c, &mut s).expect("read");
         (s, peer.ip())
     });
+    // Only taps this test makes count (a sandbox left by another test may own one).
+    let before = sandbox_taps();
     let script = format!("ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; echo hello-host | nc 10.88.0.1 {port}");
     let (out, err, code) = isola(&["run", "--name", "e2e-net", "--rootfs", &r, "--", "sh", "-c", &script], None);
     assert_eq!(code, 0, "{out}\n{err}");
@@ -284,7 +306,8 @@ fn containers_reach_the_host_over_the_bridge_and_taps_do_not_leak() {
     let addr = out.trim().strip_prefix("inet ").expect("an address").to_string();
     assert!(addr.starts_with("10.88.") && addr.ends_with("/16"), "{addr}");
     assert_eq!(peer.to_string(), addr.trim_end_matches("/16"), "the host sees the guest's own address");
-    assert!(sandbox_taps().is_empty(), "taps left: {:?}", sandbox_taps());
+    let left: Vec<String> = sandbox_taps().into_iter().filter(|t| !before.contains(t)).collect();
+    assert!(left.is_empty(), "taps left: {left:?}");
 
     let (out, err, code) = isola(
         &["run", "--name", "e2e-nonet", "--network", "none", "--rootfs", &r, "--", "sh", "-c", "ls /sys/class/net"],
