@@ -172,7 +172,7 @@ fn download(
             }
         },
         &mut |have| {
-            let pct = if size > 0 { have * 100 / size } else { 100 };
+            let pct = (have * 100).checked_div(size).unwrap_or(100);
             if pct >= last_pct + 25 {
                 last_pct = pct;
                 progress(format!("{d}: {pct}% of {size} bytes"));
