@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use isola_protocol::{Request, Response};
+use isola_protocol::client::AgentClient;
+use isola_protocol::{Request, Response, RootfsSource};
 use isola_sandbox::container::{self, ContainerOptions};
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
 use isola_sandbox::{state, BootSpec, HypervisorKind, KvmKind};
@@ -24,13 +25,10 @@ fn us(d: Duration) -> u64 {
     d.as_micros() as u64
 }
 
-/// One sandbox + one `true` container; phases in µs since the VMM was spawned, and
-/// `total` since this call began.
-pub fn isola_run_once(cfg: &ContainerBenchConfig, n: usize) -> Result<BTreeMap<String, u64>, String> {
-    let t0 = Instant::now();
-    let id = format!("bench-{}-{n}", std::process::id());
+/// A sandbox for a benchmark, named `bench-<name>-<pid>`.
+pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, String> {
     let opts = SandboxOptions {
-        id: id.clone(),
+        id: format!("bench-{name}-{}", std::process::id()),
         boot: cfg.boot.clone(),
         hypervisor: cfg.hypervisor,
         kvm: cfg.kvm,
@@ -38,17 +36,32 @@ pub fn isola_run_once(cfg: &ContainerBenchConfig, n: usize) -> Result<BTreeMap<S
         tie_to_parent: true,
         network: Default::default(),
     };
-    let mut sb = Sandbox::start(&opts).map_err(|e| e.to_string())?;
+    Sandbox::start(&opts).map_err(|e| e.to_string())
+}
+
+/// A control connection with the sandbox set up and the bench rootfs provided for a
+/// container named after the sandbox.
+pub fn prepare(sb: &Sandbox, cfg: &ContainerBenchConfig) -> Result<(AgentClient, RootfsSource), String> {
+    let mut c = sb.client().map_err(|e| e.to_string())?;
+    c.call_ok(&Request::CreateSandbox { config: container::sandbox_config(&sb.state, &sb.id) })
+        .map_err(|e| e.to_string())?;
+    let rootfs = container::provide_rootfs(&c, &sb.state, &sb.id, &cfg.rootfs).map_err(|e| e.to_string())?;
+    Ok((c, rootfs))
+}
+
+/// One sandbox + one `true` container; phases in µs since the VMM was spawned, and
+/// `total` since this call began.
+pub fn isola_run_once(cfg: &ContainerBenchConfig, n: usize) -> Result<BTreeMap<String, u64>, String> {
+    let t0 = Instant::now();
+    let mut sb = sandbox(cfg, &format!("run{n}"))?;
+    let id = sb.id.clone();
     let base = sb.spawned.ok_or("the sandbox has no spawn time")?;
     let mut phases = BTreeMap::new();
     if let Some(d) = sb.agent_ready {
         phases.insert("agent_ready".to_string(), us(d));
     }
     let result = (|| -> Result<(), String> {
-        let mut c = sb.client().map_err(|e| e.to_string())?;
-        c.call_ok(&Request::CreateSandbox { config: container::sandbox_config(&sb.state, &id) })
-            .map_err(|e| e.to_string())?;
-        let rootfs = container::provide_rootfs(&c, &sb.state, &id, &cfg.rootfs).map_err(|e| e.to_string())?;
+        let (mut c, rootfs) = prepare(&sb, cfg)?;
         let spec = container::spec(&ContainerOptions { args: vec!["true".into()], ..Default::default() })
             .map_err(|e| e.to_string())?;
         c.call(&Request::CreateContainer { id: id.clone(), spec: Box::new(spec), rootfs })

@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 use isola_protocol::client::AgentClient;
 use isola_protocol::{Request, Response};
 use isola_sandbox::container::{self, ContainerOptions};
-use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
-use isola_sandbox::state;
 
 use crate::container::ContainerBenchConfig;
 use crate::memory::{self, ProcMemory};
@@ -24,19 +22,6 @@ pub struct ExecBench {
     pub exec_us: Option<Summary>,
 }
 
-pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, String> {
-    let opts = SandboxOptions {
-        id: format!("bench-{name}-{}", std::process::id()),
-        boot: cfg.boot.clone(),
-        hypervisor: cfg.hypervisor,
-        kvm: cfg.kvm,
-        state_root: state::default_root(),
-        tie_to_parent: true,
-        network: Default::default(),
-    };
-    Sandbox::start(&opts).map_err(|e| e.to_string())
-}
-
 fn timed(n: usize, mut f: impl FnMut(usize) -> Result<(), String>) -> Result<Option<Summary>, String> {
     let mut v = Vec::with_capacity(n);
     for i in 0..n {
@@ -48,13 +33,10 @@ fn timed(n: usize, mut f: impl FnMut(usize) -> Result<(), String>) -> Result<Opt
 }
 
 pub fn run_exec(cfg: &ContainerBenchConfig, pings: usize, execs: usize) -> Result<ExecBench, String> {
-    let mut sb = sandbox(cfg, "exec")?;
+    let mut sb = crate::container::sandbox(cfg, "exec")?;
     let result = (|| {
         let id = sb.id.clone();
-        let mut c = sb.client().map_err(|e| e.to_string())?;
-        c.call_ok(&Request::CreateSandbox { config: container::sandbox_config(&sb.state, &id) })
-            .map_err(|e| e.to_string())?;
-        let rootfs = container::provide_rootfs(&c, &sb.state, &id, &cfg.rootfs).map_err(|e| e.to_string())?;
+        let (mut c, rootfs) = crate::container::prepare(&sb, cfg)?;
         let spec =
             container::spec(&ContainerOptions { args: vec!["sleep".into(), "100000".into()], ..Default::default() })
                 .map_err(|e| e.to_string())?;
@@ -119,7 +101,7 @@ pub fn run_density(cfg: &ContainerBenchConfig, n: usize) -> DensityBench {
         let (cfg, ready_tx) = (cfg.clone(), ready_tx.clone());
         let (stop_tx, stop_rx) = channel::<()>();
         stops.push(stop_tx);
-        handles.push(std::thread::spawn(move || match sandbox(&cfg, &format!("density{i}")) {
+        handles.push(std::thread::spawn(move || match crate::container::sandbox(&cfg, &format!("density{i}")) {
             Ok(mut sb) => {
                 let pids: Vec<i32> = std::iter::once(sb.state.vmm_pid).chain(sb.state.helper_pids.clone()).collect();
                 let _ = ready_tx.send(Ok((pids, sb.state.vsock_uds.clone())));

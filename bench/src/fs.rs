@@ -62,13 +62,10 @@ pub fn run(cfg: &ContainerBenchConfig) -> Result<FsBench, String> {
         .map_err(|e| format!("busybox on the host: {e}"))?;
     let host = parse(&(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)))?;
 
-    let mut sb = crate::exec::sandbox(cfg, "fs")?;
+    let mut sb = crate::container::sandbox(cfg, "fs")?;
     let result = (|| {
         let id = sb.id.clone();
-        let mut c = sb.client().map_err(|e| e.to_string())?;
-        c.call_ok(&Request::CreateSandbox { config: container::sandbox_config(&sb.state, &id) })
-            .map_err(|e| e.to_string())?;
-        let rootfs = container::provide_rootfs(&c, &sb.state, &id, &cfg.rootfs).map_err(|e| e.to_string())?;
+        let (mut c, rootfs) = crate::container::prepare(&sb, cfg)?;
         let mut spec = container::spec(&ContainerOptions {
             args: vec!["sh".into(), "-c".into(), SCRIPT.into(), "bench".into(), "/data".into()],
             ..Default::default()
