@@ -39,7 +39,8 @@ if [ ! -x "$tools/bin/cargo-fuzz" ]; then
   echo "setup: building cargo-fuzz (once; cached in $tools)"
   cargo install -q --locked cargo-fuzz --root "$tools"
 fi
-rustup toolchain list | grep -q '^nightly' || rustup toolchain install --profile minimal nightly
+# (scripts/fuzz.sh falls back to stable when nightly cannot be installed offline.)
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install --profile minimal nightly || true
 
 echo "setup: guest kernel (first build takes a few minutes; cached after)"
 kernel_out=$("$repo/kernel-config/build.sh" | tail -1)
