@@ -51,7 +51,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // RUST_LOG wins; then `log_level` from the host config; then warnings only.
+    let level = isola_sandbox::config::Config::load().ok().and_then(|c| c.log_level).unwrap_or_else(|| "warn".into());
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Boot(args) => boot_cmd::run(args),

@@ -10,7 +10,7 @@ use isola_protocol::{Request, Response};
 use isola_sandbox::container::{self, ContainerOptions};
 use isola_sandbox::hypervisor::DEFAULT_CMDLINE;
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
-use isola_sandbox::{assets, choose, detect_kvm, state, BootSpec, HypervisorKind, QemuAccel};
+use isola_sandbox::{choose, detect_kvm, state, BootSpec, HypervisorKind, QemuAccel};
 
 /// The container in a single-container sandbox is named after the sandbox.
 #[derive(Args, Debug)]
@@ -132,12 +132,20 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut spec = container::spec(&opts)?;
     anyhow::ensure!(rootfs.is_dir(), "rootfs {} is not a directory", rootfs.display());
     let kvm = detect_kvm();
-    let vcpus = a.cpus.map(|c| c.ceil().max(1.0) as u8).unwrap_or(1);
+    let host = isola_sandbox::config::Config::load()?;
+    let vcpus = a.cpus.map(|c| c.ceil().max(1.0) as u8).or(host.vcpus).unwrap_or(1);
+    let kernel = host.kernel();
+    anyhow::ensure!(
+        kernel.is_file(),
+        "guest kernel {} is missing (scripts/setup.sh, or `kernel` in {})",
+        kernel.display(),
+        isola_sandbox::config::path().display()
+    );
     let boot = BootSpec {
-        kernel: assets::default_kernel(),
-        initrd: Some(assets::default_initrd()),
+        kernel,
+        initrd: Some(host.initramfs()),
         cmdline: DEFAULT_CMDLINE.into(),
-        mem_mib: a.memory.map(|m| m + VM_HEADROOM_MIB).unwrap_or(0).max(MIN_VM_MIB),
+        mem_mib: a.memory.map(|m| m + VM_HEADROOM_MIB).or(host.memory_mib).unwrap_or(0).max(MIN_VM_MIB),
         vcpus,
         timeout: Duration::from_secs(a.boot_timeout),
         accel: QemuAccel::Auto,
@@ -145,7 +153,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let sopts = SandboxOptions {
         id: name.clone(),
         boot,
-        hypervisor: choose(a.hypervisor, kvm),
+        hypervisor: choose(a.hypervisor.or(host.hypervisor), kvm),
         kvm,
         state_root: state::default_root(),
         tie_to_parent: !a.detach,

@@ -154,3 +154,27 @@ fn leftover_bench_sandboxes() -> Vec<String> {
         .filter(|n| n.starts_with("bench-exec-") || n.starts_with("bench-density") || n.starts_with("bench-fs-"))
         .collect()
 }
+
+/// The host config file is read: its kernel replaces the default, and its mistakes are
+/// named with the file they are in.
+#[test]
+fn the_host_config_file_sets_defaults_and_names_its_mistakes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.toml");
+    let run = |cfg: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_isola"))
+            .args(["run", "--rootfs", "/var/lib/isola/busybox-rootfs", "--", "true"])
+            .env("ISOLA_CONFIG", cfg)
+            .output()
+            .expect("run isola")
+    };
+    std::fs::write(&cfg, "kernel = \"/nonexistent/vmlinux-from-config\"\n").expect("write");
+    let out = run(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("/nonexistent/vmlinux-from-config"), "{err}");
+    std::fs::write(&cfg, "kernal = \"/x\"\n").expect("write");
+    let out = run(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(cfg.to_str().expect("p")) && err.contains("unknown field `kernal`"), "{err}");
+}

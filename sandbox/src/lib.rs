@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod boot;
+pub mod config;
 pub mod container;
 pub mod host;
 pub mod hypervisor;

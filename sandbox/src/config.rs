@@ -1,0 +1,97 @@
+//! Host configuration: `/etc/isola/config.toml` (or `$ISOLA_CONFIG`). Every key is
+//! optional; what is set replaces the built-in default, and unknown keys are errors
+//! (a typo should not be silently ignored).
+//!
+//! ```toml
+//! kernel = "/var/lib/isola/guest/vmlinux"
+//! initramfs = "/var/lib/isola/guest/initramfs.cpio"
+//! hypervisor = "qemu"          # or "isola-vmm"
+//! memory_mib = 256
+//! vcpus = 1
+//! log_level = "info"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::hypervisor::HypervisorKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {reason}")]
+    Parse { path: String, reason: String },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kernel: Option<PathBuf>,
+    pub initramfs: Option<PathBuf>,
+    pub hypervisor: Option<HypervisorKind>,
+    pub memory_mib: Option<u64>,
+    pub vcpus: Option<u8>,
+    pub log_level: Option<String>,
+}
+
+pub fn path() -> PathBuf {
+    std::env::var_os("ISOLA_CONFIG").map(PathBuf::from).unwrap_or_else(|| "/etc/isola/config.toml".into())
+}
+
+impl Config {
+    /// The configuration at [`path`]; a missing file means all defaults.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(&path())
+    }
+
+    pub fn load_from(p: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => return Err(ConfigError::Read { path: p.display().to_string(), source }),
+        };
+        Self::parse(&text).map_err(|reason| ConfigError::Parse { path: p.display().to_string(), reason })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        if c.vcpus == Some(0) {
+            return Err("vcpus must be at least 1".into());
+        }
+        Ok(c)
+    }
+
+    pub fn kernel(&self) -> PathBuf {
+        self.kernel.clone().unwrap_or_else(crate::assets::default_kernel)
+    }
+
+    pub fn initramfs(&self) -> PathBuf {
+        self.initramfs.clone().unwrap_or_else(crate::assets::default_initrd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_and_mistakes_are_named() {
+        let c =
+            Config::parse("kernel = \"/k\"\nhypervisor = \"isola-vmm\"\nmemory_mib = 512\nvcpus = 2\n").expect("ok");
+        assert_eq!(c.kernel(), PathBuf::from("/k"));
+        assert_eq!((c.hypervisor, c.memory_mib, c.vcpus), (Some(HypervisorKind::IsolaVmm), Some(512), Some(2)));
+        assert_eq!(Config::parse("").expect("empty"), Config::default());
+        let e = Config::parse("kernal = \"/k\"").expect_err("typo");
+        assert!(e.contains("unknown field `kernal`"), "{e}");
+        let e = Config::parse("hypervisor = \"xen\"").expect_err("bad backend");
+        assert!(e.contains("unknown variant `xen`"), "{e}");
+        assert_eq!(Config::parse("vcpus = 0").expect_err("zero"), "vcpus must be at least 1");
+    }
+
+    #[test]
+    fn a_missing_file_is_all_defaults() {
+        assert_eq!(Config::load_from(Path::new("/nonexistent/isola.toml")).expect("defaults"), Config::default());
+    }
+}
