@@ -21,6 +21,7 @@ pub const GUESTS: &[GuestSpec] = &[
     GuestSpec { name: "runaway", source: "runaway.S", defines: &[] },
     GuestSpec { name: "vsock_echo", source: "vsock_echo.c", defines: &[] },
     GuestSpec { name: "idle", source: "boot_check.S", defines: &["-DPVH", "-DIDLE"] },
+    GuestSpec { name: "net_arp", source: "net_arp.c", defines: &[] },
 ];
 
 /// Freestanding C: no libc, no red zone, no SSE, absolute addresses (loaded at 1 MiB).

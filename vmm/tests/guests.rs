@@ -290,3 +290,47 @@ fn net_and_vsock_devices_are_announced_and_the_tap_dies_with_the_vmm() {
     child.wait().expect("reap");
     assert!(!present(&tap), "tap {tap} outlived its VMM");
 }
+
+/// The net test guest's driver asks (ARP) for 10.99.0.1 through isola-vmm's virtio-net
+/// and a real tap in a network namespace the test creates, and prints the answer.
+#[test]
+fn net_test_guest_gets_an_arp_answer_through_a_real_tap() {
+    require_kvm();
+    assert!(nix::unistd::geteuid().is_root(), "needs root for a network namespace (does not skip)");
+    let ns = format!("isola-ng-{}", std::process::id());
+    let ip = |args: &[&str]| Command::new("ip").args(args).output().expect("ip (iproute2)");
+    assert!(ip(&["netns", "add", &ns]).status.success());
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _del = Del(ns.clone());
+    let k = guest("net_arp");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns, env!("CARGO_BIN_EXE_isola-vmm"), "--kernel", k.to_str().expect("p")])
+        .args(["--tap", "tap0", "--timeout-ms", "60000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("isola-vmm in the namespace");
+    // The VMM creates the tap; give it the address the guest asks for.
+    let mut mac = None;
+    for _ in 0..500 {
+        let out = ip(&["-n", &ns, "-o", "link", "show", "tap0"]);
+        if out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            mac = text.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).map(str::to_string);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mac = mac.expect("tap0 appears in the namespace");
+    assert!(ip(&["-n", &ns, "addr", "add", "10.99.0.1/24", "dev", "tap0"]).status.success());
+    assert!(ip(&["-n", &ns, "link", "set", "tap0", "up"]).status.success());
+    let out = child.wait_with_output().expect("isola-vmm ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("net: 10.99.0.1 is at {mac}")), "{stdout}");
+}
