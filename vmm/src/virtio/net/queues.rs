@@ -69,13 +69,6 @@ impl RxState {
         self.len > 0
     }
 
-    /// Hands a frame to the guest directly (tests, or a backend without an fd).
-    pub fn set_pending(&mut self, frame: &[u8]) {
-        let n = frame.len().min(self.frame.len());
-        self.frame[..n].copy_from_slice(&frame[..n]);
-        self.len = n;
-    }
-
     /// Moves frames from the backend into RX buffers until either runs out.
     pub fn process(
         &mut self,
@@ -99,39 +92,28 @@ impl RxState {
                     }
                 }
             }
-            match self.deliver(queue, mem) {
-                Delivered::Yes => {
-                    c.rx_frames += 1;
-                    used = true;
-                }
-                Delivered::NoRoom => return used,
-                Delivered::Dropped => {
-                    c.rx_dropped += 1;
-                    used = true;
-                }
+            if self.deliver_pending(queue, mem, c).is_none() {
+                return used;
             }
-            self.len = 0;
+            used = true;
         }
     }
 
-    /// Just the pending frame (no backend reads): for tests and for resuming.
+    /// Just the pending frame, no backend reads; whether a buffer was used.
     pub fn flush(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap, c: &mut NetCounters) -> bool {
-        if self.len == 0 {
-            return false;
-        }
+        self.len > 0 && self.deliver_pending(queue, mem, c).is_some()
+    }
+
+    /// Delivers (or drops, counted) the pending frame; `None` when the guest has no room
+    /// and the frame stays pending.
+    fn deliver_pending(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap, c: &mut NetCounters) -> Option<()> {
         match self.deliver(queue, mem) {
-            Delivered::Yes => {
-                c.rx_frames += 1;
-                self.len = 0;
-                true
-            }
-            Delivered::Dropped => {
-                c.rx_dropped += 1;
-                self.len = 0;
-                true
-            }
-            Delivered::NoRoom => false,
+            Delivered::Yes => c.rx_frames += 1,
+            Delivered::Dropped => c.rx_dropped += 1,
+            Delivered::NoRoom => return None,
         }
+        self.len = 0;
+        Some(())
     }
 
     fn deliver(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> Delivered {
