@@ -56,6 +56,32 @@ pub fn digest_hex(d: &str) -> Result<&str, StoreError> {
     Ok(hex)
 }
 
+/// Reads `r` to its end, hashing it and copying it to `to` when given; `have` counts
+/// the bytes and `progress` hears the count after each chunk. Errors say which side failed.
+fn stream(
+    r: &mut dyn Read,
+    mut to: Option<&mut std::fs::File>,
+    h: &mut Sha256,
+    have: &mut u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), (&'static str, std::io::Error)> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(("downloading into", e)),
+        };
+        h.update(&buf[..n]);
+        if let Some(f) = to.as_mut() {
+            f.write_all(&buf[..n]).map_err(|e| ("writing", e))?;
+        }
+        *have += n as u64;
+        progress(*have);
+    }
+}
+
 pub fn sha256_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
@@ -100,39 +126,14 @@ impl Store {
 
     /// Streams `r` into the store, keeping it only if it hashes to `digest`.
     pub fn put_blob(&self, digest: &str, mut r: impl Read) -> Result<u64, StoreError> {
-        let dst = self.blob_path(digest)?;
         let tmp = self.tmp_path(digest_hex(digest)?);
         let mut f = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut total = 0u64;
-        let result = loop {
-            match r.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    h.update(&buf[..n]);
-                    total += n as u64;
-                    if let Err(e) = f.write_all(&buf[..n]) {
-                        break Err(io("writing", &tmp)(e));
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(io("downloading into", &tmp)(e)),
-            }
-        };
-        let actual = format!("sha256:{}", hex(&h.finalize()));
-        let result = result.and_then(|()| {
-            if actual == digest {
-                Ok(())
-            } else {
-                Err(StoreError::DigestMismatch { expected: digest.into(), actual })
-            }
-        });
-        if let Err(e) = result {
+        let (mut h, mut total) = (Sha256::new(), 0u64);
+        if let Err((op, e)) = stream(&mut r, Some(&mut f), &mut h, &mut total, &mut |_| {}) {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            return Err(io(op, &tmp)(e));
         }
-        std::fs::rename(&tmp, &dst).map_err(io("storing", &dst))?;
+        self.keep_if_matches(&tmp, digest, h)?;
         Ok(total)
     }
 
@@ -146,50 +147,33 @@ impl Store {
         open: &mut dyn FnMut(u64) -> Result<(Box<dyn Read>, bool), StoreError>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<u64, StoreError> {
-        let dst = self.blob_path(digest)?;
         let part = self.root.join("tmp").join(format!("{}.partial", digest_hex(digest)?));
-        let mut h = Sha256::new();
-        let mut have = 0u64;
+        let (mut h, mut have) = (Sha256::new(), 0u64);
         if let Ok(mut f) = std::fs::File::open(&part) {
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = f.read(&mut buf).map_err(io("reading", &part))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-                have += n as u64;
-            }
+            stream(&mut f, None, &mut h, &mut have, &mut |_| {}).map_err(|(_, e)| io("reading", &part)(e))?;
         }
         let (mut r, honoured) = open(have)?;
         let mut f = if honoured && have > 0 {
             std::fs::OpenOptions::new().append(true).open(&part).map_err(io("appending", &part))?
         } else {
-            h = Sha256::new();
-            have = 0;
+            (h, have) = (Sha256::new(), 0);
             std::fs::File::create(&part).map_err(io("creating", &part))?
         };
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                // The partial file stays for the next attempt.
-                Err(e) => return Err(io("downloading into", &part)(e)),
-            };
-            h.update(&buf[..n]);
-            f.write_all(&buf[..n]).map_err(io("writing", &part))?;
-            have += n as u64;
-            progress(have);
-        }
+        // On an error the partial file stays for the next attempt.
+        stream(&mut r, Some(&mut f), &mut h, &mut have, progress).map_err(|(op, e)| io(op, &part)(e))?;
+        self.keep_if_matches(&part, digest, h)?;
+        Ok(have)
+    }
+
+    /// Renames `tmp` into place as blob `digest` if `h` says it is; deletes it if not.
+    fn keep_if_matches(&self, tmp: &Path, digest: &str, h: Sha256) -> Result<(), StoreError> {
         let actual = format!("sha256:{}", hex(&h.finalize()));
         if actual != digest {
-            let _ = std::fs::remove_file(&part);
+            let _ = std::fs::remove_file(tmp);
             return Err(StoreError::DigestMismatch { expected: digest.into(), actual });
         }
-        std::fs::rename(&part, &dst).map_err(io("storing", &dst))?;
-        Ok(have)
+        let dst = self.blob_path(digest)?;
+        std::fs::rename(tmp, &dst).map_err(io("storing", &dst))
     }
 
     pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
