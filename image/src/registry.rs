@@ -21,6 +21,8 @@ pub enum PullError {
     Http { what: String, status: u16, body: String },
     #[error("authentication with {0} failed: {1}")]
     Auth(String, String),
+    #[error("download: {0}")]
+    Worker(String),
     #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
     #[error(transparent)]
@@ -167,7 +169,7 @@ fn download(
                 Err(e) => {
                     let msg = e.to_string();
                     failure = Some(e);
-                    Err(StoreError::Json(msg))
+                    Err(StoreError::Source(msg))
                 }
             }
         },
@@ -230,7 +232,10 @@ pub fn pull(r: &Reference, store: &Store, progress: &mut dyn FnMut(&str)) -> Res
                 let (queue, lines) = (&queue, &lines);
                 scope.spawn(move || -> Result<(), PullError> {
                     loop {
-                        let next = queue.lock().map_err(|_| PullError::Auth(String::new(), "poisoned".into()))?.pop();
+                        let next = queue
+                            .lock()
+                            .map_err(|_| PullError::Worker("the download queue lock is poisoned".into()))?
+                            .pop();
                         let Some((d, size)) = next else { return Ok(()) };
                         download(&mut sess, store, &d, size, &mut |m| {
                             if let Ok(mut l) = lines.lock() {
@@ -243,7 +248,7 @@ pub fn pull(r: &Reference, store: &Store, progress: &mut dyn FnMut(&str)) -> Res
             .collect();
         let mut first = Ok(());
         for w in workers {
-            let r = w.join().unwrap_or_else(|_| Err(PullError::Auth(String::new(), "download thread panicked".into())));
+            let r = w.join().unwrap_or_else(|_| Err(PullError::Worker("a download thread panicked".into())));
             if first.is_ok() {
                 first = r;
             }

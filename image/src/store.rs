@@ -22,6 +22,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("image metadata: {0}")]
     Json(String),
+    /// The opener of a resumable download failed (its own error is kept by the caller).
+    #[error("download source: {0}")]
+    Source(String),
     #[error("layer {digest}: {source}")]
     Layer { digest: String, source: crate::unpack::UnpackError },
 }
