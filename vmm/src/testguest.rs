@@ -11,17 +11,19 @@ pub struct GuestSpec {
     pub name: &'static str,
     pub source: &'static str,
     pub defines: &'static [&'static str],
+    /// More sources linked into this guest only (lib.S goes into every one).
+    pub extra: &'static [&'static str],
 }
 
 /// Every test guest we ship.
 pub const GUESTS: &[GuestSpec] = &[
-    GuestSpec { name: "boot_check", source: "boot_check.S", defines: &[] },
-    GuestSpec { name: "boot_check_pvh", source: "boot_check.S", defines: &["-DPVH"] },
-    GuestSpec { name: "triple_fault", source: "triple_fault.S", defines: &[] },
-    GuestSpec { name: "runaway", source: "runaway.S", defines: &[] },
-    GuestSpec { name: "vsock_echo", source: "vsock_echo.c", defines: &[] },
-    GuestSpec { name: "idle", source: "boot_check.S", defines: &["-DPVH", "-DIDLE"] },
-    GuestSpec { name: "net_arp", source: "net_arp.c", defines: &[] },
+    GuestSpec { name: "boot_check", source: "boot_check.S", defines: &[], extra: &[] },
+    GuestSpec { name: "boot_check_pvh", source: "boot_check.S", defines: &["-DPVH"], extra: &[] },
+    GuestSpec { name: "triple_fault", source: "triple_fault.S", defines: &[], extra: &[] },
+    GuestSpec { name: "runaway", source: "runaway.S", defines: &[], extra: &[] },
+    GuestSpec { name: "vsock_echo", source: "vsock_echo.c", defines: &[], extra: &[] },
+    GuestSpec { name: "idle", source: "boot_check.S", defines: &["-DPVH", "-DIDLE"], extra: &["idle.S"] },
+    GuestSpec { name: "net_arp", source: "net_arp.c", defines: &[], extra: &[] },
 ];
 
 /// Freestanding C: no libc, no red zone, no SSE, absolute addresses (loaded at 1 MiB).
@@ -77,8 +79,12 @@ pub fn build(name: &str, out_dir: &Path) -> Result<PathBuf, TestGuestError> {
     let obj = out_dir.join(format!("{name}.o"));
     let elf = out_dir.join(format!("{name}.elf"));
     run("gcc", name, &["-c".as_ref(), "-o".as_ref(), lib_obj.as_os_str(), src.join("lib.S").as_os_str()])?;
-    let idle_obj = out_dir.join(format!("{name}.idle.o"));
-    run("gcc", name, &["-c".as_ref(), "-o".as_ref(), idle_obj.as_os_str(), src.join("idle.S").as_os_str()])?;
+    let mut extra_objs = Vec::new();
+    for (i, extra) in spec.extra.iter().enumerate() {
+        let o = out_dir.join(format!("{name}.extra{i}.o"));
+        run("gcc", name, &["-c".as_ref(), "-o".as_ref(), o.as_os_str(), src.join(extra).as_os_str()])?;
+        extra_objs.push(o);
+    }
     let mut args: Vec<&std::ffi::OsStr> = spec.defines.iter().map(|d| d.as_ref()).collect();
     if spec.source.ends_with(".c") {
         args.extend(C_FLAGS.iter().map(|f| -> &std::ffi::OsStr { f.as_ref() }));
@@ -87,21 +93,18 @@ pub fn build(name: &str, out_dir: &Path) -> Result<PathBuf, TestGuestError> {
     args.extend(["-c".as_ref(), "-o".as_ref(), obj.as_os_str(), main_src.as_os_str()]);
     run("gcc", name, &args)?;
     let script = src.join("guest.ld");
-    run(
-        "ld",
-        name,
-        &[
-            "-T".as_ref(),
-            script.as_os_str(),
-            "-nostdlib".as_ref(),
-            "--no-warn-rwx-segments".as_ref(),
-            "-o".as_ref(),
-            elf.as_os_str(),
-            obj.as_os_str(),
-            lib_obj.as_os_str(),
-            idle_obj.as_os_str(),
-        ],
-    )?;
+    let mut link: Vec<&std::ffi::OsStr> = vec![
+        "-T".as_ref(),
+        script.as_os_str(),
+        "-nostdlib".as_ref(),
+        "--no-warn-rwx-segments".as_ref(),
+        "-o".as_ref(),
+        elf.as_os_str(),
+        obj.as_os_str(),
+        lib_obj.as_os_str(),
+    ];
+    link.extend(extra_objs.iter().map(|o| o.as_os_str()));
+    run("ld", name, &link)?;
     Ok(elf)
 }
 
