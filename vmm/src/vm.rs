@@ -155,12 +155,13 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
         Some(p) => Some(boot::load_initrd(&mem, p, &kernel, mem_bytes)?),
         None => None,
     };
-    let cmdline = boot::build_cmdline(&config.cmdline, &virtio_cmdline(config))?;
+    let virtio = virtio_devices(config)?;
+    let cmdline = boot::build_cmdline(&config.cmdline, &virtio_cmdline(virtio.len()))?;
     let boot_info = boot::write_boot_info(&mem, &kernel, &cmdline, initrd, mem_bytes)?;
     let cr3 = boot::setup_identity_paging(&mem)?;
 
     let (events_tx, events) = channel();
-    let shared = build_devices(&vm, config, &mem, start, events_tx)?;
+    let shared = build_devices(&vm, config, virtio, &mem, start, events_tx)?;
     let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("get supported cpuid"))?;
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     for id in 0..config.vcpus {
@@ -250,14 +251,36 @@ fn console_writer(out: &ConsoleOut) -> Result<Box<dyn Write + Send>, VmError> {
     })
 }
 
-/// `virtio_mmio.device=` entries telling Linux where our virtio devices are.
-fn virtio_cmdline(config: &VmConfig) -> Vec<String> {
-    let slots =
-        usize::from(config.vsock.is_some()) + usize::from(config.net.is_some()) + usize::from(config.fs.is_some());
-    (0..slots)
+/// The virtio devices `config` asks for, in slot order (their backends opened now, so
+/// a bad tap or socket fails before anything boots).
+fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn crate::virtio::VirtioDevice>>, VmError> {
+    let dev = |e: String| VmError::Device(e);
+    let mut v: Vec<Box<dyn crate::virtio::VirtioDevice>> = Vec::new();
+    if let Some(c) = &config.vsock {
+        let muxer = UnixMuxer::new(c.guest_cid, &c.uds_path).map_err(|e| dev(e.to_string()))?;
+        v.push(Box::new(Vsock::new(c.guest_cid, Box::new(muxer))));
+    }
+    if let Some(n) = &config.net {
+        let tap = Tap::open(&n.tap).map_err(|e| dev(e.to_string()))?;
+        v.push(Box::new(Net::new(n.mac, Box::new(tap))));
+    }
+    if let Some(f) = &config.fs {
+        v.push(Box::new(Fs::connect(&f.tag, &f.socket).map_err(|e| dev(e.to_string()))?));
+    }
+    Ok(v)
+}
+
+/// The MMIO window and interrupt line of virtio slot `slot`.
+fn virtio_slot(slot: usize) -> (u64, u32) {
+    (VIRTIO_MMIO_BASE + slot as u64 * VIRTIO_MMIO_SIZE, VIRTIO_IRQ_BASE + slot as u32)
+}
+
+/// `virtio_mmio.device=` entries telling Linux where our `n` virtio devices are.
+fn virtio_cmdline(n: usize) -> Vec<String> {
+    (0..n)
         .map(|i| {
-            let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE;
-            format!("virtio_mmio.device=4K@{base:#x}:{}", VIRTIO_IRQ_BASE + i as u32)
+            let (base, irq) = virtio_slot(i);
+            format!("virtio_mmio.device=4K@{base:#x}:{irq}")
         })
         .collect()
 }
@@ -268,11 +291,10 @@ fn add_virtio(
     vm: &VmFd,
     bus: &mut Bus,
     mem: &GuestMemoryMmap,
-    slot: u64,
+    slot: usize,
     device: Box<dyn crate::virtio::VirtioDevice>,
 ) -> Result<(), VmError> {
-    let irq = VIRTIO_IRQ_BASE + slot as u32;
-    let base = VIRTIO_MMIO_BASE + slot * VIRTIO_MMIO_SIZE;
+    let (base, irq) = virtio_slot(slot);
     let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Device(format!("virtio irqfd: {e}")))?;
     vm.register_irqfd(&irqfd, irq).map_err(kvm_err("register virtio irqfd"))?;
     let interrupt = Arc::new(crate::virtio::Interrupt::new(irqfd));
@@ -291,6 +313,7 @@ fn add_virtio(
 fn build_devices(
     vm: &VmFd,
     config: &VmConfig,
+    virtio: Vec<Box<dyn crate::virtio::VirtioDevice>>,
     mem: &GuestMemoryMmap,
     start: Instant,
     events: Sender<VmEvent>,
@@ -304,20 +327,8 @@ fn build_devices(
     pio.insert(SERIAL_PORT_BASE, 8, Arc::new(Mutex::new(serial))).map_err(dev_err)?;
     pio.insert(I8042_PORT_BASE, 5, Arc::new(Mutex::new(I8042::new(events.clone())))).map_err(dev_err)?;
     mmio.insert(BOOT_TIMER_ADDR, 0x1000, Arc::new(Mutex::new(BootTimer::new(start, events)))).map_err(dev_err)?;
-    let mut slot = 0;
-    if let Some(v) = &config.vsock {
-        let muxer = UnixMuxer::new(v.guest_cid, &v.uds_path).map_err(|e| VmError::Device(e.to_string()))?;
-        add_virtio(vm, &mut mmio, mem, slot, Box::new(Vsock::new(v.guest_cid, Box::new(muxer))))?;
-        slot += 1;
-    }
-    if let Some(n) = &config.net {
-        let tap = Tap::open(&n.tap).map_err(|e| VmError::Device(e.to_string()))?;
-        add_virtio(vm, &mut mmio, mem, slot, Box::new(Net::new(n.mac, Box::new(tap))))?;
-        slot += 1;
-    }
-    if let Some(f) = &config.fs {
-        let fs = Fs::connect(&f.tag, &f.socket).map_err(|e| VmError::Device(e.to_string()))?;
-        add_virtio(vm, &mut mmio, mem, slot, Box::new(fs))?;
+    for (slot, device) in virtio.into_iter().enumerate() {
+        add_virtio(vm, &mut mmio, mem, slot, device)?;
     }
     Ok(VcpuShared { pio, mmio, stop: Arc::new(AtomicBool::new(false)) })
 }
