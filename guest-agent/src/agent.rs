@@ -391,7 +391,7 @@ impl Agent {
                     Ok(to) => {
                         std::thread::spawn(move || stdio::pump(from, to));
                     }
-                    Err(e) => log_warn(&format!("log {}: {e}", path.display())),
+                    Err(e) => eprintln!("isola-agent: log {}: {e}", path.display()),
                 }
             }
         }
@@ -559,10 +559,6 @@ impl Agent {
 
 fn log_path(dir: &Path, exec_id: Option<&str>) -> PathBuf {
     dir.join(format!("{}.log", exec_id.map_or("init".to_string(), |e| format!("exec-{e}"))))
-}
-
-fn log_warn(msg: &str) {
-    eprintln!("isola-agent: {msg}");
 }
 
 /// Mounts the sandbox's virtio-fs share (once; a second CreateSandbox finds it there).
