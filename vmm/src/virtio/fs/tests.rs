@@ -152,7 +152,14 @@ fn fuse_init_lookup_open_and_read_through_a_real_virtiofsd() {
     let (err, out) = d.call(FUSE_INIT, 0, &init, 16 + 64);
     assert_eq!(err, 0, "FUSE_INIT");
     assert_eq!(u32::from_le_bytes(out[0..4].try_into().expect("major")), 7);
+    // The used ring can be seen before the forwarder thread has handled virtiofsd's
+    // call: wait for it (bounded) rather than race it.
+    let until = Instant::now() + Duration::from_secs(5);
+    while interrupt.status() & crate::virtio::INT_VRING == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert!(interrupt.status() & crate::virtio::INT_VRING != 0, "virtiofsd's call became a guest interrupt");
+    assert!(irq.read().is_ok_and(|n| n >= 1), "and raised the interrupt line");
 
     let (err, out) = d.call(FUSE_LOOKUP, 1, b"hello.txt\0", 16 + 128);
     assert_eq!(err, 0, "LOOKUP hello.txt");
