@@ -42,7 +42,7 @@ pub struct NetState {
 
 impl NetState {
     pub fn for_sandbox(id: &str, ip: Ipv4Addr) -> Self {
-        let h = id.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        let h = crate::sandbox::name_hash(id);
         let o = ip.octets();
         NetState { ip, tap: format!("isola{h:08x}"), mac: format!("02:49:53:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3]) }
     }

@@ -116,8 +116,12 @@ fn tail(path: &Path) -> String {
 
 /// A guest CID per sandbox (3 and up; 0-2 are reserved), stable for its name.
 pub fn guest_cid(id: &str) -> u32 {
-    let h = id.bytes().fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619));
-    3 + h % 1_000_000
+    3 + name_hash(id) % 1_000_000
+}
+
+/// A stable 32-bit hash of a sandbox name (FNV-1a), for per-sandbox names and numbers.
+pub fn name_hash(id: &str) -> u32 {
+    id.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 fn now_unix() -> u64 {
