@@ -70,10 +70,27 @@ fn run(tool: &'static str, guest: &str, args: &[&std::ffi::OsStr]) -> Result<(),
 }
 
 /// Assembles and links guest `name` into `out_dir/<name>.elf`.
+///
+/// Tests running in parallel build the same guest into the same directory while others boot it,
+/// so each build works in its own scratch directory and the finished ELF is renamed into place:
+/// a reader sees the old file or the new one, never one that `ld` is still writing.
 pub fn build(name: &str, out_dir: &Path) -> Result<PathBuf, TestGuestError> {
     let spec = GUESTS.iter().find(|g| g.name == name).ok_or_else(|| TestGuestError::Unknown(name.to_string()))?;
-    std::fs::create_dir_all(out_dir)
-        .map_err(|source| TestGuestError::Io { path: out_dir.display().to_string(), source })?;
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| TestGuestError::Io { path, source }
+    };
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    let scratch = tempfile::Builder::new().prefix(&format!(".{name}-")).tempdir_in(out_dir).map_err(io(out_dir))?;
+    let elf = out_dir.join(format!("{name}.elf"));
+    let built = link_in(spec, scratch.path())?;
+    std::fs::rename(&built, &elf).map_err(io(&elf))?;
+    Ok(elf)
+}
+
+/// Compiles and links `spec` inside `out_dir`, returning the ELF's path there.
+fn link_in(spec: &GuestSpec, out_dir: &Path) -> Result<PathBuf, TestGuestError> {
+    let name = spec.name;
     let src = source_dir();
     let lib_obj = out_dir.join(format!("{name}.lib.o"));
     let obj = out_dir.join(format!("{name}.o"));
