@@ -35,6 +35,7 @@ pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, String
         state_root: state::default_root(),
         tie_to_parent: true,
         network: Default::default(),
+        netns: None,
     };
     Sandbox::start(&opts).map_err(|e| e.to_string())
 }

@@ -158,6 +158,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         state_root: state::default_root(),
         tie_to_parent: !a.detach,
         network: a.network,
+        netns: None,
     };
     let mut sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
     let mut c = sb.client()?;

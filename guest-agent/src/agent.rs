@@ -143,6 +143,10 @@ impl Agent {
             Request::ResizeTty { id, exec_id, rows, cols } => self.resize(&id, exec_id.as_deref(), rows, cols),
             Request::Logs { id, exec_id, max_bytes } => self.logs(&id, exec_id.as_deref(), max_bytes),
             Request::Stats { id } => self.container(&id).map(|c| Response::Stats { stats: c.cgroup.stats() }),
+            Request::Update { id, resources } => self
+                .container(&id)
+                .and_then(|c| c.cgroup.update(&resources).map_err(|e| os_err("cgroup", e)))
+                .map(|()| Response::Ok),
             Request::Pause { id } => self.freeze(&id, true),
             Request::Resume { id } => self.freeze(&id, false),
             Request::Delete { id, force } => self.delete(&id, force),

@@ -62,14 +62,20 @@ impl Cgroup {
         std::fs::create_dir_all(&path).map_err(|source| CgroupError { path: path.clone(), source })?;
         let cg = Self { path };
         if let Some(r) = resources {
-            for (file, value) in limit_writes(r) {
-                if file == "memory.swap.max" && !cg.path.join(file).exists() {
-                    continue;
-                }
-                write(&cg.path.join(file), &value)?;
-            }
+            cg.update(r)?;
         }
         Ok(cg)
+    }
+
+    /// Writes the limits `r` sets; those it leaves out keep their values.
+    pub fn update(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        for (file, value) in limit_writes(r) {
+            if file == "memory.swap.max" && !self.path.join(file).exists() {
+                continue;
+            }
+            write(&self.path.join(file), &value)?;
+        }
+        Ok(())
     }
 
     pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
@@ -143,6 +149,29 @@ mod tests {
         assert!(w.contains(&("cpu.max", "50000 100000".into())));
         assert!(w.contains(&("cpu.weight", "39".into())));
         assert!(w.contains(&("pids.max", "32".into())));
+    }
+
+    #[test]
+    fn update_rewrites_only_the_limits_it_names() {
+        let root = tempfile::tempdir().expect("tmp");
+        let first = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().limit(64 << 20).build().expect("mem"))
+            .pids(LinuxPidsBuilder::default().limit(32).build().expect("pids"))
+            .build()
+            .expect("resources");
+        let cg = Cgroup::create(root.path(), "c1", Some(&first)).expect("create");
+        let later = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().limit(128 << 20).build().expect("mem"))
+            .build()
+            .expect("resources");
+        cg.update(&later).expect("update");
+        let read = |f: &str| std::fs::read_to_string(cg.path.join(f)).expect(f);
+        assert_eq!(read("memory.max"), (128u64 << 20).to_string());
+        assert_eq!(read("pids.max"), "32");
+        // A cgroup directory that vanished is an error naming the file.
+        std::fs::remove_dir_all(&cg.path).expect("rm");
+        let e = cg.update(&later).expect_err("gone");
+        assert!(e.to_string().contains("memory.max"), "{e}");
     }
 
     #[test]

@@ -145,6 +145,11 @@ pub enum Request {
     Stats {
         id: String,
     },
+    /// Replaces the container's cgroup limits (memory, CPU, pids) with these.
+    Update {
+        id: String,
+        resources: Box<oci_spec::runtime::LinuxResources>,
+    },
     Pause {
         id: String,
     },

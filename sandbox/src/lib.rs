@@ -9,6 +9,7 @@ pub mod host;
 pub mod hypervisor;
 pub mod mounts;
 pub mod net;
+pub mod netns;
 pub mod sandbox;
 pub mod state;
 

@@ -38,16 +38,32 @@ pub struct NetState {
     pub ip: Ipv4Addr,
     pub tap: String,
     pub mac: String,
+    /// Set when the sandbox lives in a pod's (CNI) network namespace instead of on the bridge.
+    #[serde(default)]
+    pub pod: Option<crate::netns::PodNet>,
 }
 
 impl NetState {
     pub fn for_sandbox(id: &str, ip: Ipv4Addr) -> Self {
         let h = crate::sandbox::name_hash(id);
         let o = ip.octets();
-        NetState { ip, tap: format!("isola{h:08x}"), mac: format!("02:49:53:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3]) }
+        NetState {
+            ip,
+            tap: format!("isola{h:08x}"),
+            mac: format!("02:49:53:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3]),
+            pod: None,
+        }
+    }
+
+    /// The guest takes over the pod's CNI interface: its address and MAC.
+    pub fn for_pod(pod: crate::netns::PodNet) -> Self {
+        NetState { ip: pod.ip, tap: crate::netns::TAP.into(), mac: pod.mac.clone(), pod: Some(pod) }
     }
 
     pub fn guest_config(&self) -> isola_protocol::NetConfig {
+        if let Some(p) = &self.pod {
+            return p.guest_config();
+        }
         isola_protocol::NetConfig {
             address: format!("{}/{PREFIX}", self.ip),
             gateway: Some(GATEWAY.to_string()),

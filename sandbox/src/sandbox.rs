@@ -53,6 +53,9 @@ pub struct SandboxOptions {
     /// Kill the VMM and its helpers if the starting process dies (foreground runs).
     pub tie_to_parent: bool,
     pub network: NetworkMode,
+    /// A pod's network namespace (from the OCI spec, set up by CNI): the VMM runs in it
+    /// and the guest takes over its interface. Overrides `network`.
+    pub netns: Option<PathBuf>,
 }
 
 /// `--network`: none (loopback only) or the `isola0` bridge with NAT (`auto` is the
@@ -159,7 +162,10 @@ impl Sandbox {
             agent_ready: None,
         };
         // On any error below, Drop kills what was started and removes the directory.
-        let bridge = opts.network != NetworkMode::None;
+        if let Some(ns) = &opts.netns {
+            sb.state.net = Some(crate::net::NetState::for_pod(crate::netns::inspect(ns)?));
+        }
+        let bridge = opts.network != NetworkMode::None && opts.netns.is_none();
         // The address stays reserved from allocation until the state (naming it) is saved.
         let _alloc = if bridge {
             crate::net::ensure_bridge()?;
@@ -195,10 +201,7 @@ impl Sandbox {
         }
         c.stdout(Stdio::null());
         self.spawn_vmm(c, opts, "isola-vmm")?;
-        if let Some(n) = &self.state.net {
-            crate::net::attach(&n.tap, Duration::from_secs(10))?;
-        }
-        Ok(())
+        self.connect_tap()
     }
 
     /// Starts the VMM (last of the sandbox's processes) and records it.
@@ -207,6 +210,9 @@ impl Sandbox {
         c.stderr(File::create(self.dir.join("vmm.log")).map_err(io("vmm log"))?);
         if opts.tie_to_parent {
             tie_to_parent(&mut c);
+        }
+        if let Some(pod) = self.state.net.as_ref().and_then(|n| n.pod.as_ref()) {
+            crate::netns::enter_before_exec(&mut c, &pod.netns)?;
         }
         self.spawned = Some(Instant::now());
         let child = c.spawn().map_err(io(format!("starting {what}")))?;
@@ -284,8 +290,15 @@ impl Sandbox {
         }
         q.stdout(File::create(self.dir.join("console.log")).map_err(io("console log"))?);
         self.spawn_vmm(q, opts, "qemu")?;
-        if let Some(n) = &self.state.net {
-            crate::net::attach(&n.tap, Duration::from_secs(10))?;
+        self.connect_tap()
+    }
+
+    /// Once the VMM has created its tap: onto the bridge, or redirected to the pod's interface.
+    fn connect_tap(&self) -> Result<(), SandboxError> {
+        match &self.state.net {
+            Some(crate::net::NetState { pod: Some(pod), .. }) => pod.redirect(Duration::from_secs(10))?,
+            Some(n) => crate::net::attach(&n.tap, Duration::from_secs(10))?,
+            None => {}
         }
         Ok(())
     }

@@ -80,6 +80,9 @@ pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
             }
         }
     }
+    if let Some(pod) = st.and_then(|s| s.net.as_ref()).and_then(|n| n.pod.as_ref()) {
+        pod.undo();
+    }
     // Binds of user directories live under the sandbox: unmount before deleting.
     if let Err(e) = crate::mounts::unmount_and_remove(dir) {
         log::warn!("cleaning {}: {e}", dir.display());

@@ -183,6 +183,7 @@ fn two_containers_in_one_sandbox_share_the_network_not_pids() {
         state_root: state::default_root(),
         tie_to_parent: true,
         network: Default::default(),
+        netns: None,
     };
     let sb = Sandbox::start(&opts).expect("sandbox");
     let mut c = sb.client().expect("client");

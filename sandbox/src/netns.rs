@@ -1,0 +1,196 @@
+//! A pod's network namespace, set up by CNI before the shim runs: the VMM is started
+//! inside it, creates its tap there, and tc redirects tie the tap to the CNI interface
+//! in both directions (as Kata does), so the guest owns the pod's address, MAC, routes
+//! and MTU while the host keeps nothing of it.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::net::NetError;
+
+/// The tap's name inside the pod's namespace (the namespace is the pod's own).
+pub const TAP: &str = "isolatap0";
+
+/// The CNI interface the guest takes over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodNet {
+    pub netns: PathBuf,
+    pub iface: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: u32,
+    pub mac: String,
+}
+
+/// `ip -j addr` and `ip -j route` output: only the fields we read.
+#[derive(Deserialize)]
+struct Link {
+    ifname: String,
+    #[serde(default)]
+    mtu: u32,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    addr_info: Vec<AddrInfo>,
+}
+
+#[derive(Deserialize)]
+struct AddrInfo {
+    family: String,
+    local: String,
+    prefixlen: u8,
+}
+
+#[derive(Deserialize)]
+struct Route {
+    dst: String,
+    #[serde(default)]
+    gateway: Option<String>,
+}
+
+fn in_netns(netns: &Path, args: &[&str]) -> Result<String, NetError> {
+    let mut all = vec![format!("--net={}", netns.display())];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let out = Command::new("nsenter").args(&all).output().map_err(|e| NetError::Spawn("nsenter".into(), e))?;
+    if !out.status.success() {
+        return Err(NetError::Command {
+            cmd: format!("nsenter {}", all.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn bad(netns: &Path, why: String) -> NetError {
+    NetError::Command { cmd: format!("inspecting network namespace {}", netns.display()), stderr: why }
+}
+
+/// Reads the first non-loopback interface with an IPv4 address, and the default route.
+pub fn inspect(netns: &Path) -> Result<PodNet, NetError> {
+    let links: Vec<Link> = serde_json::from_str(&in_netns(netns, &["ip", "-j", "addr", "show"])?)
+        .map_err(|e| bad(netns, format!("ip -j addr: {e}")))?;
+    let routes: Vec<Route> = serde_json::from_str(&in_netns(netns, &["ip", "-j", "-4", "route", "show"])?)
+        .map_err(|e| bad(netns, format!("ip -j route: {e}")))?;
+    parse(netns, links, routes)
+}
+
+fn parse(netns: &Path, links: Vec<Link>, routes: Vec<Route>) -> Result<PodNet, NetError> {
+    let (link, addr) = links
+        .iter()
+        .filter(|l| l.ifname != "lo" && l.ifname != TAP)
+        .find_map(|l| l.addr_info.iter().find(|a| a.family == "inet").map(|a| (l, a)))
+        .ok_or_else(|| bad(netns, "no interface with an IPv4 address (did CNI run?)".into()))?;
+    let ip = addr.local.parse().map_err(|_| bad(netns, format!("bad address {:?}", addr.local)))?;
+    let gateway = routes
+        .iter()
+        .find(|r| r.dst == "default")
+        .and_then(|r| r.gateway.as_deref())
+        .map(|g| g.parse().map_err(|_| bad(netns, format!("bad gateway {g:?}"))))
+        .transpose()?;
+    Ok(PodNet {
+        netns: netns.into(),
+        iface: link.ifname.clone(),
+        ip,
+        prefix: addr.prefixlen,
+        gateway,
+        mtu: if link.mtu == 0 { crate::net::MTU } else { link.mtu },
+        mac: link.address.clone(),
+    })
+}
+
+impl PodNet {
+    pub fn guest_config(&self) -> isola_protocol::NetConfig {
+        isola_protocol::NetConfig {
+            address: format!("{}/{}", self.ip, self.prefix),
+            gateway: self.gateway.map(|g| g.to_string()),
+            mtu: self.mtu,
+        }
+    }
+
+    /// Once the VMM has created its tap in the namespace: everything arriving on the CNI
+    /// interface leaves through the tap (to the guest) and the other way round.
+    pub fn redirect(&self, timeout: Duration) -> Result<(), NetError> {
+        let until = Instant::now() + timeout;
+        while in_netns(&self.netns, &["ip", "link", "show", "dev", TAP]).is_err() {
+            if Instant::now() > until {
+                return Err(NetError::NoTap(TAP.into()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        in_netns(&self.netns, &["ip", "link", "set", "dev", TAP, "mtu", &self.mtu.to_string(), "up"])?;
+        for (from, to) in [(self.iface.as_str(), TAP), (TAP, self.iface.as_str())] {
+            in_netns(&self.netns, &["tc", "qdisc", "add", "dev", from, "ingress"])?;
+            in_netns(
+                &self.netns,
+                &[
+                    "tc", "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32", "match", "u8",
+                    "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Takes the redirect off the CNI interface (the tap went with the VMM), so the
+    /// namespace is as CNI left it. The namespace may already be gone: not an error.
+    pub fn undo(&self) {
+        if self.netns.exists() {
+            let _ = in_netns(&self.netns, &["tc", "qdisc", "del", "dev", &self.iface, "ingress"]);
+        }
+    }
+}
+
+/// Runs the VMM inside `netns` (its tap is created there).
+pub fn enter_before_exec(cmd: &mut Command, netns: &Path) -> Result<(), NetError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let f = std::fs::File::open(netns).map_err(|e| bad(netns, e.to_string()))?;
+    // SAFETY: setns(2) is async-signal-safe; the fd stays open (moved into the closure) until exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn links(json: &str) -> Vec<Link> {
+        serde_json::from_str(json).expect("links")
+    }
+
+    #[test]
+    fn the_cni_interface_and_default_route_are_found() {
+        let l = links(
+            r#"[{"ifname":"lo","mtu":65536,"address":"00:00:00:00:00:00","addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]},
+                {"ifname":"eth0","mtu":1450,"address":"aa:bb:cc:dd:ee:ff","addr_info":[{"family":"inet6","local":"fe80::1","prefixlen":64},{"family":"inet","local":"10.22.0.7","prefixlen":24}]}]"#,
+        );
+        let r: Vec<Route> =
+            serde_json::from_str(r#"[{"dst":"default","gateway":"10.22.0.1"},{"dst":"10.22.0.0/24"}]"#).expect("r");
+        let p = parse(Path::new("/x"), l, r).expect("parse");
+        assert_eq!((p.iface.as_str(), p.ip, p.prefix, p.mtu), ("eth0", Ipv4Addr::new(10, 22, 0, 7), 24, 1450));
+        assert_eq!(p.gateway, Some(Ipv4Addr::new(10, 22, 0, 1)));
+        assert_eq!(p.mac, "aa:bb:cc:dd:ee:ff");
+        let c = p.guest_config();
+        assert_eq!((c.address.as_str(), c.gateway.as_deref(), c.mtu), ("10.22.0.7/24", Some("10.22.0.1"), 1450));
+    }
+
+    #[test]
+    fn a_namespace_without_an_address_is_a_clear_error() {
+        let l = links(r#"[{"ifname":"lo","addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8}]}]"#);
+        let e = parse(Path::new("/var/run/netns/x"), l, vec![]).expect_err("no address");
+        assert!(e.to_string().contains("no interface with an IPv4 address"), "{e}");
+        assert!(e.to_string().contains("/var/run/netns/x"), "{e}");
+    }
+}
