@@ -1,0 +1,17 @@
+//! `containerd-shim-isola-v2`: containerd's shim v2 for isola. One shim process and one
+//! microVM per pod (or per `ctr run` container); containerd's Task API is served over
+//! ttrpc and carried out by the guest agent.
+
+pub mod error;
+pub mod events;
+pub mod guest;
+pub mod metrics;
+pub mod pod;
+pub mod rootfs;
+pub mod service;
+pub mod spec;
+pub mod stdio;
+pub mod task;
+
+#[cfg(test)]
+mod pod_tests;

@@ -1,0 +1,504 @@
+//! The tasks of one shim: a pod's containers and their processes in one microVM. Plain
+//! methods with typed inputs, so the state machine and the event order are tested with
+//! a fake guest; `task.rs` adapts them to containerd's Task service.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use isola_protocol::{Request, Response};
+use oci_spec::runtime::{LinuxResources, Process, Spec};
+
+use crate::error::ShimError;
+use crate::events::{now, Event, EventSink};
+use crate::guest::{BootRequest, Booter, Guest};
+use crate::rootfs::{self, RootMount};
+use crate::spec::{self, Role};
+use crate::stdio::{Bridge, StdioPaths};
+
+/// Exit code reported when the VM (not the process) went away.
+pub const VM_GONE_EXIT: u32 = 255;
+/// How long after an exit the output may still drain.
+const DRAIN: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exit {
+    pub code: u32,
+    pub at: Timestamp,
+}
+
+pub struct Proc {
+    pub stdio: StdioPaths,
+    pub pid: u32,
+    pub status: Status,
+    pub exit: Option<Exit>,
+    bridge: Option<Bridge>,
+}
+
+impl Proc {
+    fn new(stdio: StdioPaths, pid: u32, bridge: Option<Bridge>) -> Self {
+        Proc { stdio, pid, status: Status::Created, exit: None, bridge }
+    }
+}
+
+pub struct Container {
+    pub bundle: String,
+    pub role: Role,
+    pub init: Proc,
+    pub execs: HashMap<String, Proc>,
+}
+
+/// What containerd's Create carries.
+#[derive(Clone, Debug, Default)]
+pub struct CreateRequest {
+    pub id: String,
+    pub bundle: String,
+    pub rootfs: Vec<RootMount>,
+    pub stdio: StdioPaths,
+    pub config_path: Option<PathBuf>,
+}
+
+#[derive(Default)]
+struct Inner {
+    guest: Option<Arc<dyn Guest>>,
+    /// The container whose delete ends the VM: the pod sandbox, or a standalone container.
+    owner: Option<String>,
+    /// The VM's share, kept after the VM is gone so deletes still unmount.
+    shared: Option<PathBuf>,
+    containers: HashMap<String, Container>,
+}
+
+pub struct Pod {
+    booter: Box<dyn Booter>,
+    events: Arc<dyn EventSink>,
+    inner: Mutex<Inner>,
+    /// Signalled on every exit, for Wait.
+    exited: Condvar,
+}
+
+fn not_found(id: &str, exec_id: Option<&str>) -> ShimError {
+    match exec_id {
+        Some(x) => ShimError::NotFound(format!("process {x} of task {id}")),
+        None => ShimError::NotFound(format!("task {id}")),
+    }
+}
+
+fn exec_key(exec_id: &str) -> Option<&str> {
+    (!exec_id.is_empty()).then_some(exec_id)
+}
+
+impl Pod {
+    pub fn new(booter: Box<dyn Booter>, events: Arc<dyn EventSink>) -> Arc<Self> {
+        Arc::new(Pod { booter, events, inner: Mutex::new(Inner::default()), exited: Condvar::new() })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, ShimError> {
+        self.inner.lock().map_err(|_| ShimError::FailedPrecondition("shim state lock poisoned".into()))
+    }
+
+    fn guest(inner: &Inner) -> Result<Arc<dyn Guest>, ShimError> {
+        inner.guest.clone().ok_or_else(|| ShimError::FailedPrecondition("the pod's VM is not running".into()))
+    }
+
+    pub fn create(self: &Arc<Self>, r: CreateRequest) -> Result<u32, ShimError> {
+        isola_protocol::validate_id(&r.id).map_err(|e| ShimError::InvalidArgument(e.message))?;
+        let config = PathBuf::from(&r.bundle).join("config.json");
+        let mut spec = Spec::load(&config)
+            .map_err(|e| ShimError::InvalidArgument(format!("reading {}: {e}", config.display())))?;
+        let (role, pod_id) = spec::role(&spec, &r.id);
+        let mut inner = self.lock()?;
+        if inner.containers.contains_key(&r.id) {
+            return Err(ShimError::AlreadyExists(format!("task {}", r.id)));
+        }
+        if inner.guest.is_none() {
+            if role == Role::InPod {
+                return Err(ShimError::FailedPrecondition(format!("pod {pod_id} has no running sandbox")));
+            }
+            let (memory_mib, vcpus) = spec::vm_size(&spec);
+            let hostname = spec.hostname().clone().filter(|h| !h.is_empty()).unwrap_or_else(|| spec::vm_name(&pod_id));
+            let req = BootRequest {
+                name: spec::vm_name(&pod_id),
+                hostname,
+                netns: spec::netns(&spec),
+                memory_mib,
+                vcpus,
+                config_path: r.config_path.clone(),
+            };
+            let guest = self.booter.boot(&req)?;
+            inner.shared = guest.shared_dir();
+            inner.guest = Some(guest);
+            inner.owner = Some(r.id.clone());
+            self.watch_vm();
+        }
+        let guest = Self::guest(&inner)?;
+        let (pid, bridge) = if role == Role::PodSandbox {
+            // The sandbox container is the VM: its "process" is the VMM.
+            (guest.vmm_pid(), None)
+        } else {
+            (0, Some(self.create_in_guest(&*guest, &r, &mut spec)?))
+        };
+        let record = crate::service::BundleRecord {
+            vm: inner.guest.as_ref().map(|g| g.state_dir()).unwrap_or_default(),
+            owner: inner.owner.as_deref() == Some(r.id.as_str()),
+            shared_dir: guest.shared_dir(),
+        };
+        record.save(&r.bundle);
+        inner.containers.insert(
+            r.id.clone(),
+            Container {
+                bundle: r.bundle.clone(),
+                role,
+                init: Proc::new(r.stdio.clone(), pid, bridge),
+                execs: HashMap::new(),
+            },
+        );
+        self.events.send(Event::Create {
+            id: r.id,
+            bundle: r.bundle,
+            stdin: r.stdio.stdin,
+            stdout: r.stdio.stdout,
+            stderr: r.stdio.stderr,
+            terminal: r.stdio.terminal,
+            pid,
+        });
+        Ok(pid)
+    }
+
+    /// Rootfs and binds into the share, the container in the guest, its stdio attached.
+    fn create_in_guest(&self, guest: &dyn Guest, r: &CreateRequest, spec: &mut Spec) -> Result<Bridge, ShimError> {
+        let shared = guest
+            .shared_dir()
+            .ok_or_else(|| ShimError::FailedPrecondition("the VM has no shared directory (virtiofsd)".into()))?;
+        let root_path = {
+            let p = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| "rootfs".into());
+            if p.is_absolute() {
+                p
+            } else {
+                PathBuf::from(&r.bundle).join(p)
+            }
+        };
+        let result = (|| {
+            let source = rootfs::mount_rootfs(&shared, &r.id, &r.rootfs, &root_path)?;
+            rootfs::share_bind_mounts(&shared, &r.id, spec)?;
+            guest.call(&Request::CreateContainer { id: r.id.clone(), spec: Box::new(spec.clone()), rootfs: source })?;
+            Bridge::start(guest, &r.id, None, &r.stdio).inspect_err(|_| {
+                let _ = guest.call(&Request::Delete { id: r.id.clone(), force: true });
+            })
+        })();
+        if result.is_err() {
+            rootfs::release(&shared, &r.id);
+        }
+        result
+    }
+
+    pub fn start(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<u32, ShimError> {
+        let exec = exec_key(exec_id);
+        let mut inner = self.lock()?;
+        let guest = inner.guest.clone();
+        let c = inner.containers.get_mut(id).ok_or_else(|| not_found(id, None))?;
+        let role = c.role;
+        let p = match exec {
+            None => &mut c.init,
+            Some(x) => c.execs.get_mut(x).ok_or_else(|| not_found(id, exec))?,
+        };
+        if p.status != Status::Created {
+            return Err(ShimError::FailedPrecondition(format!(
+                "{} is {:?}, not created",
+                exec.unwrap_or(id),
+                p.status
+            )));
+        }
+        if role == Role::PodSandbox {
+            p.status = Status::Running;
+            self.events.send(Event::Start { id: id.into(), pid: p.pid });
+            return Ok(p.pid);
+        }
+        let guest = guest.ok_or_else(|| ShimError::FailedPrecondition("the pod's VM is not running".into()))?;
+        let pid = match guest.call(&Request::Start { id: id.into(), exec_id: exec.map(Into::into) })? {
+            Response::Started { pid } => pid as u32,
+            other => return Err(isola_protocol::client::ClientError::Unexpected(Box::new(other)).into()),
+        };
+        p.pid = pid;
+        p.status = Status::Running;
+        self.events.send(match exec {
+            None => Event::Start { id: id.into(), pid },
+            Some(x) => Event::ExecStarted { id: id.into(), exec_id: x.into(), pid },
+        });
+        // The exit is recorded under the lock we hold, so it can only follow the start event.
+        let (pod, id, exec) = (Arc::clone(self), id.to_string(), exec.map(String::from));
+        std::thread::spawn(move || pod.await_exit(&*guest, &id, exec.as_deref()));
+        Ok(pid)
+    }
+
+    /// Runs on its own thread per process: the guest's wait, the output drained, the exit recorded.
+    fn await_exit(&self, guest: &dyn Guest, id: &str, exec: Option<&str>) {
+        let (code, oom) = match guest.wait(id, exec) {
+            Ok(s) => (s.code as u32, s.oom_killed),
+            Err(e) => {
+                log::warn!("waiting for {}: {e}", exec.unwrap_or(id));
+                (VM_GONE_EXIT, false)
+            }
+        };
+        let bridge = self.lock().ok().and_then(|mut i| Self::proc_mut(&mut i, id, exec).and_then(|p| p.bridge.take()));
+        if let Some(b) = bridge {
+            b.finish(DRAIN);
+        }
+        if let Ok(mut inner) = self.lock() {
+            self.record_exit(&mut inner, id, exec, code, oom);
+        }
+    }
+
+    fn proc_mut<'a>(inner: &'a mut Inner, id: &str, exec: Option<&str>) -> Option<&'a mut Proc> {
+        let c = inner.containers.get_mut(id)?;
+        match exec {
+            None => Some(&mut c.init),
+            Some(x) => c.execs.get_mut(x),
+        }
+    }
+
+    /// The first exit recorded wins (the agent's, or the VM's death).
+    fn record_exit(&self, inner: &mut Inner, id: &str, exec: Option<&str>, code: u32, oom: bool) {
+        let Some(p) = Self::proc_mut(inner, id, exec) else { return };
+        if p.exit.is_some() {
+            return;
+        }
+        let at = now();
+        p.exit = Some(Exit { code, at: at.clone() });
+        p.status = Status::Stopped;
+        if oom {
+            self.events.send(Event::Oom { id: id.into() });
+        }
+        self.events.send(Event::Exit { id: id.into(), exec_id: exec.map(Into::into), pid: p.pid, status: code, at });
+        self.exited.notify_all();
+    }
+
+    /// Every process still running is reported exited (the VM is gone).
+    fn exit_all(&self, inner: &mut Inner) {
+        let ids: Vec<(String, Vec<String>)> =
+            inner.containers.iter().map(|(id, c)| (id.clone(), c.execs.keys().cloned().collect())).collect();
+        for (id, execs) in ids {
+            for x in execs {
+                self.record_exit(inner, &id, Some(&x), VM_GONE_EXIT, false);
+            }
+            self.record_exit(inner, &id, None, VM_GONE_EXIT, false);
+        }
+    }
+
+    /// Polls the VM's processes; when one dies, every task exits and the rest is cleaned.
+    fn watch_vm(self: &Arc<Self>) {
+        let pod = Arc::downgrade(self);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let Some(pod) = pod.upgrade() else { return };
+            let Some(guest) = pod.lock().ok().and_then(|i| i.guest.clone()) else { return };
+            if guest.alive() {
+                continue;
+            }
+            log::warn!("the pod's VM died; reporting its tasks as exited");
+            guest.stop();
+            if let Ok(mut inner) = pod.lock() {
+                inner.guest = None;
+                pod.exit_all(&mut inner);
+            }
+            return;
+        });
+    }
+
+    pub fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<(), ShimError> {
+        let exec = exec_key(exec_id);
+        let mut inner = self.lock()?;
+        let guest = inner.guest.clone();
+        let c = inner.containers.get(id).ok_or_else(|| not_found(id, None))?;
+        let role = c.role;
+        let p = match exec {
+            None => &c.init,
+            Some(x) => c.execs.get(x).ok_or_else(|| not_found(id, exec))?,
+        };
+        if p.status == Status::Stopped {
+            return Err(ShimError::NotFound(format!("process {} already finished", exec.unwrap_or(id))));
+        }
+        let created = p.status == Status::Created;
+        if role == Role::PodSandbox {
+            // Killing the pause process: the sandbox task ends; the VM goes on Delete.
+            self.record_exit(&mut inner, id, None, 128 + signal, false);
+            return Ok(());
+        }
+        let guest = guest.ok_or_else(|| ShimError::FailedPrecondition("the pod's VM is not running".into()))?;
+        let sig = i32::try_from(signal).map_err(|_| ShimError::InvalidArgument(format!("signal {signal}")))?;
+        let targets: Vec<Option<String>> = if all && exec.is_none() {
+            c.execs
+                .iter()
+                .filter(|(_, p)| p.status == Status::Running)
+                .map(|(x, _)| Some(x.clone()))
+                .chain([None])
+                .collect()
+        } else {
+            vec![exec.map(Into::into)]
+        };
+        for t in targets {
+            let r = guest.call(&Request::Signal { id: id.into(), exec_id: t.clone(), signal: sig });
+            if let Err(e) = r {
+                if t.as_deref() == exec && created {
+                    // Never started: nothing ran, so it simply ends.
+                    self.record_exit(&mut inner, id, exec, 128 + signal, false);
+                    return Ok(());
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Blocks until the process has exited.
+    pub fn wait(&self, id: &str, exec_id: &str) -> Result<Exit, ShimError> {
+        let exec = exec_key(exec_id);
+        let mut inner = self.lock()?;
+        loop {
+            let p = Self::proc_mut(&mut inner, id, exec).ok_or_else(|| not_found(id, exec))?;
+            if let Some(e) = &p.exit {
+                return Ok(e.clone());
+            }
+            inner = self.exited.wait(inner).map_err(|_| ShimError::FailedPrecondition("lock poisoned".into()))?;
+        }
+    }
+
+    /// Removes a process or a container that is not running. Deleting the VM's owner ends the VM.
+    pub fn delete(&self, id: &str, exec_id: &str) -> Result<(u32, Exit), ShimError> {
+        let exec = exec_key(exec_id);
+        let mut inner = self.lock()?;
+        let c = inner.containers.get_mut(id).ok_or_else(|| not_found(id, None))?;
+        if let Some(x) = exec {
+            let p = c.execs.get(x).ok_or_else(|| not_found(id, exec))?;
+            if matches!(p.status, Status::Running | Status::Paused) {
+                return Err(ShimError::FailedPrecondition(format!("process {x} is running")));
+            }
+            let p = c.execs.remove(x).ok_or_else(|| not_found(id, exec))?;
+            return Ok((p.pid, p.exit.unwrap_or(Exit { code: 0, at: now() })));
+        }
+        if matches!(c.init.status, Status::Running | Status::Paused) {
+            return Err(ShimError::FailedPrecondition(format!("task {id} is running")));
+        }
+        let c = inner.containers.remove(id).ok_or_else(|| not_found(id, None))?;
+        if let Some(guest) = inner.guest.clone() {
+            if c.role != Role::PodSandbox {
+                if let Err(e) = guest.call(&Request::Delete { id: id.into(), force: true }) {
+                    log::warn!("deleting {id} in the guest: {e}");
+                }
+            }
+        }
+        if let Some(shared) = &inner.shared {
+            rootfs::release(shared, id);
+        }
+        if inner.owner.as_deref() == Some(id) {
+            if let Some(guest) = inner.guest.take() {
+                guest.stop();
+            }
+            self.exit_all(&mut inner);
+        }
+        let exit = c.init.exit.clone().unwrap_or(Exit { code: 0, at: now() });
+        self.events.send(Event::Delete { id: id.into(), pid: c.init.pid, status: exit.code, at: exit.at.clone() });
+        Ok((c.init.pid, exit))
+    }
+
+    pub fn exec(&self, id: &str, exec_id: &str, process: Process, stdio: StdioPaths) -> Result<(), ShimError> {
+        isola_protocol::validate_id(exec_id).map_err(|e| ShimError::InvalidArgument(e.message))?;
+        let mut inner = self.lock()?;
+        let guest = Self::guest(&inner)?;
+        let c = inner.containers.get_mut(id).ok_or_else(|| not_found(id, None))?;
+        if c.role == Role::PodSandbox || c.init.status != Status::Running {
+            return Err(ShimError::FailedPrecondition(format!("task {id} is not running")));
+        }
+        if c.execs.contains_key(exec_id) {
+            return Err(ShimError::AlreadyExists(format!("process {exec_id} of task {id}")));
+        }
+        guest.call(&Request::Exec { id: id.into(), exec_id: exec_id.into(), process: Box::new(process) })?;
+        let bridge = Bridge::start(&*guest, id, Some(exec_id), &stdio)?;
+        c.execs.insert(exec_id.into(), Proc::new(stdio, 0, Some(bridge)));
+        self.events.send(Event::ExecAdded { id: id.into(), exec_id: exec_id.into() });
+        Ok(())
+    }
+
+    fn in_guest(&self, id: &str) -> Result<(Arc<dyn Guest>, Role), ShimError> {
+        let inner = self.lock()?;
+        let c = inner.containers.get(id).ok_or_else(|| not_found(id, None))?;
+        Ok((Self::guest(&inner)?, c.role))
+    }
+
+    pub fn pause(&self, id: &str, paused: bool) -> Result<(), ShimError> {
+        let (guest, role) = self.in_guest(id)?;
+        if role != Role::PodSandbox {
+            let id = id.to_string();
+            guest.call(&if paused { Request::Pause { id: id.clone() } } else { Request::Resume { id: id.clone() } })?;
+        }
+        let mut inner = self.lock()?;
+        if let Some(c) = inner.containers.get_mut(id) {
+            c.init.status = if paused { Status::Paused } else { Status::Running };
+        }
+        self.events.send(if paused { Event::Paused { id: id.into() } } else { Event::Resumed { id: id.into() } });
+        Ok(())
+    }
+
+    pub fn stats(&self, id: &str) -> Result<isola_protocol::ContainerStats, ShimError> {
+        let (guest, role) = self.in_guest(id)?;
+        if role == Role::PodSandbox {
+            return Ok(Default::default());
+        }
+        match guest.call(&Request::Stats { id: id.into() })? {
+            Response::Stats { stats } => Ok(stats),
+            other => Err(isola_protocol::client::ClientError::Unexpected(Box::new(other)).into()),
+        }
+    }
+
+    pub fn update(&self, id: &str, resources: LinuxResources) -> Result<(), ShimError> {
+        let (guest, role) = self.in_guest(id)?;
+        if role != Role::PodSandbox {
+            guest.call(&Request::Update { id: id.into(), resources: Box::new(resources) })?;
+        }
+        Ok(())
+    }
+
+    pub fn resize(&self, id: &str, exec_id: &str, cols: u16, rows: u16) -> Result<(), ShimError> {
+        let (guest, _) = self.in_guest(id)?;
+        guest.call(&Request::ResizeTty { id: id.into(), exec_id: exec_key(exec_id).map(Into::into), rows, cols })?;
+        Ok(())
+    }
+
+    /// (bundle, pid, status, stdio, exit) of a process.
+    pub fn state(&self, id: &str, exec_id: &str) -> Result<(String, u32, Status, StdioPaths, Option<Exit>), ShimError> {
+        let exec = exec_key(exec_id);
+        let mut inner = self.lock()?;
+        let bundle = inner.containers.get(id).map(|c| c.bundle.clone()).ok_or_else(|| not_found(id, None))?;
+        let p = Self::proc_mut(&mut inner, id, exec).ok_or_else(|| not_found(id, exec))?;
+        Ok((bundle, p.pid, p.status, p.stdio.clone(), p.exit.clone()))
+    }
+
+    /// Pids of the container's processes that run.
+    pub fn pids(&self, id: &str) -> Result<Vec<u32>, ShimError> {
+        let inner = self.lock()?;
+        let c = inner.containers.get(id).ok_or_else(|| not_found(id, None))?;
+        Ok(std::iter::once(&c.init)
+            .chain(c.execs.values())
+            .filter(|p| matches!(p.status, Status::Running | Status::Paused))
+            .map(|p| p.pid)
+            .collect())
+    }
+
+    pub fn vmm_pid(&self) -> u32 {
+        self.lock().ok().and_then(|i| i.guest.as_ref().map(|g| g.vmm_pid())).unwrap_or(0)
+    }
+
+    /// No task left: the shim may exit.
+    pub fn is_empty(&self) -> bool {
+        self.lock().map(|i| i.containers.is_empty()).unwrap_or(true)
+    }
+}

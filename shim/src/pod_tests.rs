@@ -1,0 +1,305 @@
+//! Scenarios for the task state machine and the order of its events, on a fake guest
+//! whose processes exit when the test says so. Bundles are real directories; rootfs
+//! binds are real mounts (as root), undone by delete.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use isola_protocol::{ExitStatus, Request, Response, StdioStream};
+use oci_spec::runtime::Spec;
+
+use crate::error::ShimError;
+use crate::events::testing::Recorder;
+use crate::guest::{BootRequest, Booter, Guest};
+use crate::pod::{CreateRequest, Pod, Status, VM_GONE_EXIT};
+use crate::spec::{CONTAINER_TYPE, SANDBOX_ID};
+
+type Key = (String, Option<String>);
+
+#[derive(Default)]
+struct FakeGuest {
+    calls: Mutex<Vec<Request>>,
+    exits: Mutex<HashMap<Key, ExitStatus>>,
+    exited: Condvar,
+    dead: AtomicBool,
+    stopped: AtomicBool,
+    shared: PathBuf,
+}
+
+impl FakeGuest {
+    fn exit(&self, id: &str, exec: Option<&str>, code: i32, oom: bool) {
+        let mut e = self.exits.lock().expect("exits");
+        e.insert((id.into(), exec.map(Into::into)), ExitStatus { code, signal: None, oom_killed: oom });
+        self.exited.notify_all();
+    }
+
+    fn ops(&self) -> Vec<String> {
+        let calls = self.calls.lock().expect("calls");
+        calls.iter().map(|r| serde_json::to_value(r).expect("json")["op"].as_str().unwrap_or("?").to_string()).collect()
+    }
+}
+
+impl Guest for FakeGuest {
+    fn call(&self, req: &Request) -> Result<Response, ShimError> {
+        self.calls.lock().expect("calls").push(req.clone());
+        Ok(match req {
+            Request::Start { exec_id, .. } => Response::Started { pid: if exec_id.is_some() { 20 } else { 10 } },
+            Request::Stats { .. } => Response::Stats { stats: Default::default() },
+            _ => Response::Ok,
+        })
+    }
+
+    fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, ShimError> {
+        let key = (id.to_string(), exec_id.map(String::from));
+        let mut e = self.exits.lock().expect("exits");
+        loop {
+            if let Some(s) = e.get(&key) {
+                return Ok(*s);
+            }
+            if self.dead.load(Ordering::SeqCst) {
+                return Err(ShimError::FailedPrecondition("vm gone".into()));
+            }
+            e = self.exited.wait_timeout(e, Duration::from_millis(50)).expect("wait").0;
+        }
+    }
+
+    fn attach(&self, _id: &str, _exec_id: Option<&str>, _s: StdioStream) -> Result<UnixStream, ShimError> {
+        // The far end closes at once: the process printed nothing.
+        let (a, _b) = UnixStream::pair().map_err(crate::error::io("pair"))?;
+        Ok(a)
+    }
+
+    fn shared_dir(&self) -> Option<PathBuf> {
+        Some(self.shared.clone())
+    }
+
+    fn alive(&self) -> bool {
+        !self.dead.load(Ordering::SeqCst)
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    fn vmm_pid(&self) -> u32 {
+        4242
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.shared.join("vm")
+    }
+}
+
+struct FakeBooter {
+    guest: Arc<FakeGuest>,
+    boots: Arc<Mutex<Vec<BootRequest>>>,
+}
+
+impl Booter for FakeBooter {
+    fn boot(&self, req: &BootRequest) -> Result<Arc<dyn Guest>, ShimError> {
+        self.boots.lock().expect("boots").push(req.clone());
+        Ok(self.guest.clone())
+    }
+}
+
+struct World {
+    pod: Arc<Pod>,
+    guest: Arc<FakeGuest>,
+    events: Arc<Recorder>,
+    boots: Arc<Mutex<Vec<BootRequest>>>,
+    dir: tempfile::TempDir,
+}
+
+fn world() -> World {
+    assert!(nix::unistd::geteuid().is_root(), "rootfs binds need root (does not skip)");
+    let dir = tempfile::tempdir().expect("tmp");
+    let guest = Arc::new(FakeGuest { shared: dir.path().join("shared"), ..Default::default() });
+    let events = Arc::new(Recorder::default());
+    let boots = Arc::new(Mutex::new(Vec::new()));
+    let booter = FakeBooter { guest: guest.clone(), boots: boots.clone() };
+    World { pod: Pod::new(Box::new(booter), events.clone()), guest, events, boots, dir }
+}
+
+impl World {
+    /// A bundle with a config.json (these annotations) and an empty rootfs directory.
+    fn bundle(&self, id: &str, annotations: &[(&str, &str)]) -> CreateRequest {
+        let b = self.dir.path().join("bundles").join(id);
+        std::fs::create_dir_all(b.join("rootfs")).expect("bundle");
+        let mut spec = Spec::default();
+        spec.set_annotations(Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()));
+        spec.save(b.join("config.json")).expect("config.json");
+        CreateRequest { id: id.into(), bundle: b.display().to_string(), ..Default::default() }
+    }
+
+    fn topics(&self) -> Vec<String> {
+        self.events.topics()
+    }
+}
+
+fn wait_code(w: &World, id: &str, exec: &str) -> u32 {
+    w.pod.wait(id, exec).expect("wait").code
+}
+
+#[test]
+fn a_standalone_container_runs_exits_and_takes_its_vm_along_on_delete() {
+    let w = world();
+    let pid = w.pod.create(w.bundle("c1", &[])).expect("create");
+    assert_eq!(pid, 0, "no guest pid before start");
+    assert_eq!(w.boots.lock().expect("boots")[0].name, "c1");
+    assert!(w.dir.path().join("shared/c1/rootfs").exists(), "rootfs bound into the share");
+    assert_eq!(w.pod.start("c1", "").expect("start"), 10);
+    assert_eq!(w.pod.state("c1", "").expect("state").2, Status::Running);
+    w.guest.exit("c1", None, 42, false);
+    assert_eq!(wait_code(&w, "c1", ""), 42);
+    let (_, exit) = w.pod.delete("c1", "").expect("delete");
+    assert_eq!(exit.code, 42);
+    assert!(w.guest.stopped.load(Ordering::SeqCst), "the owner's delete stops the VM");
+    assert!(!w.dir.path().join("shared/c1").exists(), "rootfs unmounted and removed");
+    assert_eq!(w.topics(), ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
+    assert_eq!(w.guest.ops(), ["create_container", "start", "delete"]);
+    assert!(w.pod.is_empty());
+}
+
+#[test]
+fn exec_processes_have_their_own_lifecycle_and_events() {
+    let w = world();
+    w.pod.create(w.bundle("c1", &[])).expect("create");
+    let e = w.pod.exec("c1", "x1", Default::default(), Default::default()).expect_err("not running yet");
+    assert!(matches!(e, ShimError::FailedPrecondition(_)), "{e}");
+    w.pod.start("c1", "").expect("start");
+    w.pod.exec("c1", "x1", Default::default(), Default::default()).expect("exec");
+    let dup = w.pod.exec("c1", "x1", Default::default(), Default::default()).expect_err("duplicate");
+    assert!(matches!(dup, ShimError::AlreadyExists(_)), "{dup}");
+    assert_eq!(w.pod.start("c1", "x1").expect("start exec"), 20);
+    assert_eq!(w.pod.pids("c1").expect("pids"), vec![10, 20]);
+    let running = w.pod.delete("c1", "x1").expect_err("running exec");
+    assert!(matches!(running, ShimError::FailedPrecondition(_)), "{running}");
+    w.guest.exit("c1", Some("x1"), 3, false);
+    assert_eq!(wait_code(&w, "c1", "x1"), 3);
+    assert_eq!(w.pod.delete("c1", "x1").expect("delete exec").1.code, 3);
+    assert_eq!(w.pod.pids("c1").expect("pids"), vec![10]);
+    w.guest.exit("c1", None, 0, false);
+    wait_code(&w, "c1", "");
+    w.pod.delete("c1", "").expect("delete");
+    assert_eq!(
+        w.topics(),
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added:x1",
+            "/tasks/exec-started:x1",
+            "/tasks/exit:x1",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
+}
+
+#[test]
+fn a_cri_pod_shares_one_vm_and_ends_it_with_the_sandbox() {
+    let w = world();
+    let sb = [(CONTAINER_TYPE, "sandbox"), (SANDBOX_ID, "pod1")];
+    let app = [(CONTAINER_TYPE, "container"), (SANDBOX_ID, "pod1")];
+    assert_eq!(w.pod.create(w.bundle("pod1", &sb)).expect("sandbox"), 4242, "the sandbox task is the VMM");
+    w.pod.start("pod1", "").expect("start sandbox");
+    w.pod.create(w.bundle("app1", &app)).expect("app1");
+    w.pod.create(w.bundle("app2", &app)).expect("app2");
+    assert_eq!(w.boots.lock().expect("boots").len(), 1, "one VM for the pod");
+    w.pod.start("app1", "").expect("start app1");
+    w.pod.start("app2", "").expect("start app2");
+    // CRI stops containers, then the sandbox; removes containers, then the sandbox.
+    w.pod.kill("app1", "", 15, false).expect("kill app1");
+    w.guest.exit("app1", None, 143, false);
+    assert_eq!(wait_code(&w, "app1", ""), 143);
+    w.pod.delete("app1", "").expect("delete app1");
+    assert!(!w.guest.stopped.load(Ordering::SeqCst), "the VM outlives a container");
+    w.pod.kill("pod1", "", 9, false).expect("kill sandbox");
+    assert_eq!(wait_code(&w, "pod1", ""), 137);
+    w.pod.delete("pod1", "").expect("delete sandbox");
+    assert!(w.guest.stopped.load(Ordering::SeqCst), "the sandbox's delete ends the VM");
+    // app2 was still running: it is reported exited, never left hanging.
+    assert_eq!(wait_code(&w, "app2", ""), VM_GONE_EXIT);
+    assert!(w.pod.kill("pod1", "", 9, false).is_err(), "gone");
+    let t = w.topics();
+    let pos = |needle: &str| t.iter().position(|x| x == needle).expect(needle);
+    assert_eq!(t.iter().filter(|x| *x == "/tasks/create").count(), 3);
+    assert!(pos("/tasks/start") < pos("/tasks/exit"));
+    assert_eq!(t.iter().filter(|x| *x == "/tasks/exit").count(), 3, "{t:?}");
+    // app2's exit is announced when the VM goes, before the sandbox's delete.
+    assert_eq!(t[t.len() - 2..], ["/tasks/exit", "/tasks/delete"], "{t:?}");
+}
+
+#[test]
+fn a_dead_vm_ends_every_task_with_an_exit_event() {
+    let w = world();
+    w.pod.create(w.bundle("c1", &[])).expect("create");
+    w.pod.start("c1", "").expect("start");
+    w.guest.dead.store(true, Ordering::SeqCst);
+    assert_eq!(wait_code(&w, "c1", ""), VM_GONE_EXIT);
+    // The watcher notices within its poll period.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !w.guest.stopped.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(w.guest.stopped.load(Ordering::SeqCst), "what is left of the VM is cleaned");
+    let e = w.pod.exec("c1", "x", Default::default(), Default::default()).expect_err("no VM");
+    assert!(matches!(e, ShimError::FailedPrecondition(_)), "{e}");
+    w.pod.delete("c1", "").expect("delete after the VM died");
+    assert!(!w.dir.path().join("shared/c1").exists());
+    assert_eq!(w.topics(), ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
+}
+
+#[test]
+fn an_oom_kill_is_announced_before_the_exit() {
+    let w = world();
+    w.pod.create(w.bundle("c1", &[])).expect("create");
+    w.pod.start("c1", "").expect("start");
+    w.guest.exit("c1", None, 137, true);
+    assert_eq!(wait_code(&w, "c1", ""), 137);
+    assert_eq!(w.topics(), ["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"]);
+    w.pod.delete("c1", "").expect("delete");
+}
+
+#[test]
+fn bad_ids_unknown_tasks_and_orphan_pod_containers_are_named_errors() {
+    let w = world();
+    let mut r = w.bundle("ok", &[]);
+    r.id = "../etc".into();
+    assert!(matches!(w.pod.create(r), Err(ShimError::InvalidArgument(_))));
+    assert!(matches!(w.pod.start("nope", ""), Err(ShimError::NotFound(_))));
+    assert!(matches!(w.pod.wait("nope", ""), Err(ShimError::NotFound(_))));
+    let orphan = w.bundle("app", &[(CONTAINER_TYPE, "container"), (SANDBOX_ID, "pod9")]);
+    let e = w.pod.create(orphan).expect_err("no sandbox");
+    assert_eq!(e.to_string(), "pod pod9 has no running sandbox");
+    let mut missing = w.bundle("c2", &[]);
+    missing.bundle = "/nonexistent/bundle".into();
+    let e = w.pod.create(missing).expect_err("no config.json");
+    assert!(e.to_string().contains("/nonexistent/bundle/config.json"), "{e}");
+    assert!(w.topics().is_empty(), "no event for what failed");
+    w.pod.create(w.bundle("c1", &[])).expect("create");
+    assert!(matches!(w.pod.create(w.bundle("c1", &[])), Err(ShimError::AlreadyExists(_))));
+    let e = w.pod.delete("c1", "").err();
+    assert!(e.is_none(), "a created, never started task can be deleted: {e:?}");
+}
+
+#[test]
+fn pause_resume_and_kill_reach_the_guest_and_a_stopped_task_is_not_found() {
+    let w = world();
+    w.pod.create(w.bundle("c1", &[])).expect("create");
+    w.pod.start("c1", "").expect("start");
+    w.pod.pause("c1", true).expect("pause");
+    assert_eq!(w.pod.state("c1", "").expect("state").2, Status::Paused);
+    w.pod.pause("c1", false).expect("resume");
+    w.pod.kill("c1", "", 15, false).expect("kill");
+    w.guest.exit("c1", None, 143, false);
+    wait_code(&w, "c1", "");
+    let e = w.pod.kill("c1", "", 15, false).expect_err("already finished");
+    assert!(matches!(e, ShimError::NotFound(_)), "{e}");
+    assert_eq!(w.guest.ops(), ["create_container", "start", "pause", "resume", "signal"]);
+    assert_eq!(w.topics(), ["/tasks/create", "/tasks/start", "/tasks/paused", "/tasks/resumed", "/tasks/exit"]);
+    w.pod.delete("c1", "").expect("delete");
+}

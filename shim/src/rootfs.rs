@@ -1,0 +1,205 @@
+//! A container's filesystem on the host side of the pod's virtio-fs share: containerd's
+//! rootfs mounts (an overlay from the snapshotter, or a bind) mounted at
+//! `<shared>/<id>/rootfs`, and the spec's bind mounts bound under `<shared>/<id>/mounts/`
+//! with their sources rewritten to the guest's view. Everything lives under
+//! `<shared>/<id>`, so one recursive unmount undoes it, also after a crash.
+
+use std::path::{Path, PathBuf};
+
+use isola_protocol::{RootfsSource, SHARED_DIR};
+use isola_sandbox::mounts;
+use nix::mount::MsFlags;
+use oci_spec::runtime::Spec;
+
+use crate::error::ShimError;
+
+/// One rootfs mount from containerd's Create request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RootMount {
+    pub typ: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+/// Mount flags named in containerd's options; everything else is filesystem data.
+fn flag(opt: &str) -> Option<MsFlags> {
+    Some(match opt {
+        "ro" => MsFlags::MS_RDONLY,
+        "rw" | "defaults" => MsFlags::empty(),
+        "nosuid" => MsFlags::MS_NOSUID,
+        "nodev" => MsFlags::MS_NODEV,
+        "noexec" => MsFlags::MS_NOEXEC,
+        "noatime" => MsFlags::MS_NOATIME,
+        "relatime" => MsFlags::MS_RELATIME,
+        "bind" => MsFlags::MS_BIND,
+        "rbind" => MsFlags::MS_BIND | MsFlags::MS_REC,
+        _ => return None,
+    })
+}
+
+/// (flags, data) for `mount(2)`.
+pub fn split_options(options: &[String]) -> (MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in options {
+        match flag(o) {
+            Some(f) => flags |= f,
+            None => data.push(o.as_str()),
+        }
+    }
+    (flags, data.join(","))
+}
+
+fn is_bind(typ: &str, options: &[String]) -> bool {
+    typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind")
+}
+
+/// The container's directory under the share.
+pub fn container_dir(shared: &Path, id: &str) -> PathBuf {
+    shared.join(id)
+}
+
+/// Mounts the rootfs under the share and returns where the guest finds it.
+/// `root_path` is the spec's root (used when containerd passes no mounts: `ctr run --rootfs`).
+pub fn mount_rootfs(
+    shared: &Path,
+    id: &str,
+    rootfs: &[RootMount],
+    root_path: &Path,
+) -> Result<RootfsSource, ShimError> {
+    let target = container_dir(shared, id).join("rootfs");
+    match rootfs {
+        [] => mounts::bind(root_path, &target, false)?,
+        [m] if is_bind(&m.typ, &m.options) => {
+            mounts::bind(Path::new(&m.source), &target, m.options.iter().any(|o| o == "ro"))?
+        }
+        [m] => {
+            std::fs::create_dir_all(&target).map_err(crate::error::io(format!("mkdir {}", target.display())))?;
+            let (flags, data) = split_options(&m.options);
+            // Overlay lowerdir lists can be long; the kernel takes one page.
+            if data.len() >= 4096 {
+                return Err(ShimError::InvalidArgument(format!(
+                    "rootfs mount options are {} bytes; the kernel takes at most 4095",
+                    data.len()
+                )));
+            }
+            nix::mount::mount(Some(m.source.as_str()), &target, Some(m.typ.as_str()), flags, Some(data.as_str()))
+                .map_err(|e| ShimError::Io {
+                    what: format!("mounting {} rootfs at {}", m.typ, target.display()),
+                    source: e.into(),
+                })?;
+        }
+        more => {
+            return Err(ShimError::InvalidArgument(format!(
+                "{} rootfs mounts given; isola takes one (an overlay or a bind)",
+                more.len()
+            )))
+        }
+    }
+    Ok(RootfsSource::GuestPath { path: format!("{SHARED_DIR}/{id}/rootfs") })
+}
+
+/// Binds every host path the spec mounts into the share and points the mount at the
+/// guest's copy. Other mounts (proc, tmpfs, devpts…) are the guest kernel's own.
+pub fn share_bind_mounts(shared: &Path, id: &str, spec: &mut Spec) -> Result<(), ShimError> {
+    let Some(mut list) = spec.mounts().clone() else { return Ok(()) };
+    for (i, m) in list.iter_mut().enumerate() {
+        let options = m.options().clone().unwrap_or_default();
+        if !is_bind(m.typ().as_deref().unwrap_or(""), &options) {
+            continue;
+        }
+        let Some(src) = m.source().clone().filter(|s| s.is_absolute()) else {
+            return Err(ShimError::InvalidArgument(format!(
+                "bind mount to {} needs an absolute source",
+                m.destination().display()
+            )));
+        };
+        let host = container_dir(shared, id).join("mounts").join(i.to_string());
+        mounts::bind(&src, &host, options.iter().any(|o| o == "ro"))?;
+        m.set_source(Some(PathBuf::from(format!("{SHARED_DIR}/{id}/mounts/{i}"))));
+    }
+    spec.set_mounts(Some(list));
+    Ok(())
+}
+
+/// Unmounts and removes everything of container `id` under the share.
+pub fn release(shared: &Path, id: &str) {
+    if let Err(e) = mounts::unmount_and_remove(&container_dir(shared, id)) {
+        log::warn!("releasing the rootfs of {id}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::MountBuilder;
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let o: Vec<String> =
+            ["ro", "nosuid", "index=off", "lowerdir=/a:/b", "rbind"].iter().map(|s| s.to_string()).collect();
+        let (f, d) = split_options(&o);
+        assert_eq!(f, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC);
+        assert_eq!(d, "index=off,lowerdir=/a:/b");
+    }
+
+    #[test]
+    fn several_rootfs_mounts_are_refused_by_name() {
+        let d = tempfile::tempdir().expect("tmp");
+        let m = RootMount { typ: "overlay".into(), source: "overlay".into(), options: vec![] };
+        let e = mount_rootfs(d.path(), "c1", &[m.clone(), m], Path::new("/x")).expect_err("two");
+        assert!(e.to_string().contains("2 rootfs mounts given"), "{e}");
+    }
+
+    #[test]
+    fn a_relative_bind_source_is_an_error() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut spec = Spec::default();
+        let m = MountBuilder::default()
+            .destination("/data")
+            .typ("bind")
+            .source("relative/dir")
+            .options(vec!["rbind".to_string()])
+            .build()
+            .expect("mount");
+        spec.set_mounts(Some(vec![m]));
+        let e = share_bind_mounts(d.path(), "c1", &mut spec).expect_err("relative");
+        assert!(e.to_string().contains("/data needs an absolute source"), "{e}");
+    }
+
+    /// As root: a spec bind of a host file and a directory is bound into the share, the
+    /// spec points at the guest path, and release leaves the sources untouched.
+    #[test]
+    fn spec_binds_go_through_the_share_and_release_undoes_them() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root (does not skip)");
+        let shared = tempfile::tempdir().expect("shared");
+        let src = tempfile::tempdir().expect("src");
+        std::fs::write(src.path().join("resolv.conf"), "nameserver 10.0.0.1\n").expect("write");
+        let mut spec = Spec::default();
+        let mut list = spec.mounts().clone().unwrap_or_default();
+        let proc_mounts = list.len();
+        for (dst, s) in [("/etc/resolv.conf", src.path().join("resolv.conf")), ("/data", src.path().to_path_buf())] {
+            list.push(
+                MountBuilder::default()
+                    .destination(dst)
+                    .typ("bind")
+                    .source(s)
+                    .options(vec!["rbind".to_string(), "ro".to_string()])
+                    .build()
+                    .expect("mount"),
+            );
+        }
+        spec.set_mounts(Some(list));
+        share_bind_mounts(shared.path(), "c1", &mut spec).expect("share");
+        let m = spec.mounts().clone().expect("mounts");
+        let guest_src = m[proc_mounts].source().clone().expect("src");
+        assert_eq!(guest_src, PathBuf::from(format!("{SHARED_DIR}/c1/mounts/{proc_mounts}")));
+        let host = shared.path().join(format!("c1/mounts/{proc_mounts}"));
+        assert_eq!(std::fs::read_to_string(&host).expect("through the bind"), "nameserver 10.0.0.1\n");
+        assert!(mounts::mounts_under(shared.path()).len() >= 2);
+        release(shared.path(), "c1");
+        assert!(mounts::mounts_under(shared.path()).is_empty());
+        assert!(!shared.path().join("c1").exists());
+        assert!(src.path().join("resolv.conf").exists(), "source kept");
+    }
+}

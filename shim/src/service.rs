@@ -1,0 +1,102 @@
+//! The shim binary's life: `start` (one shim per pod, found by the pod's grouping),
+//! the long-running task server, and `delete` (cleanup after a shim that died).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{api, Config, DeleteResponse, ExitSignal, Flags, StartOpts};
+use serde::{Deserialize, Serialize};
+
+use crate::events::Publisher;
+use crate::guest::VmBooter;
+use crate::pod::Pod;
+use crate::task::TaskService;
+
+pub const RUNTIME_ID: &str = "io.containerd.isola.v2";
+const RECORD: &str = "isola.json";
+
+/// What a bundle needs for cleanup if the shim dies: written at Create.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRecord {
+    /// The sandbox's state directory.
+    pub vm: PathBuf,
+    /// This container's delete ends the VM.
+    pub owner: bool,
+    pub shared_dir: Option<PathBuf>,
+}
+
+impl BundleRecord {
+    pub fn save(&self, bundle: &str) {
+        let path = Path::new(bundle).join(RECORD);
+        match serde_json::to_vec(self) {
+            Ok(b) => {
+                if let Err(e) = std::fs::write(&path, b) {
+                    log::warn!("writing {}: {e}", path.display());
+                }
+            }
+            Err(e) => log::warn!("encoding {}: {e}", path.display()),
+        }
+    }
+
+    pub fn load(bundle: &Path) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(bundle.join(RECORD)).ok()?).ok()
+    }
+}
+
+/// Undoes what a dead shim left for container `id` in `bundle`: the VM if it owned it
+/// (processes, taps, sockets, mounts, directory), else its rootfs under the share.
+pub fn cleanup_bundle(bundle: &Path, id: &str) {
+    let Some(r) = BundleRecord::load(bundle) else { return };
+    if r.owner {
+        let st = isola_sandbox::state::SandboxState::load(&r.vm).ok();
+        isola_sandbox::state::cleanup(&r.vm, st.as_ref());
+    } else if let Some(shared) = &r.shared_dir {
+        crate::rootfs::release(shared, id);
+    }
+}
+
+pub struct Service {
+    namespace: String,
+    id: String,
+    exit: Arc<ExitSignal>,
+}
+
+impl containerd_shim::Shim for Service {
+    type T = TaskService;
+
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        Service { namespace: args.namespace.clone(), id: args.id.clone(), exit: Arc::new(ExitSignal::default()) }
+    }
+
+    fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
+        // containerd runs `start` in the bundle: the spec says which pod this is.
+        let grouping = match oci_spec::runtime::Spec::load("config.json") {
+            Ok(spec) => crate::spec::grouping(&spec, &opts.id),
+            Err(_) => opts.id.clone(),
+        };
+        let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+        containerd_shim::util::write_address(&address)?;
+        Ok(address)
+    }
+
+    fn delete_shim(&mut self) -> Result<DeleteResponse, containerd_shim::Error> {
+        let bundle = std::env::current_dir().map_err(|e| containerd_shim::Error::Other(e.to_string()))?;
+        cleanup_bundle(&bundle, &self.id);
+        Ok(api::DeleteResponse {
+            pid: 0,
+            exit_status: 128 + libc::SIGKILL as u32,
+            exited_at: Some(crate::events::now()).into(),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
+        let events = Arc::new(Publisher::new(publisher, self.namespace.clone()));
+        TaskService { pod: Pod::new(Box::new(VmBooter), events), exit: Arc::clone(&self.exit) }
+    }
+}

@@ -1,0 +1,163 @@
+//! What the shim reads from a container's OCI spec and containerd's options: which pod
+//! it belongs to (CRI annotations), its network namespace, the VM size it asks for, and
+//! the `ConfigPath` runtime option.
+
+use std::path::PathBuf;
+
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::CodedInputStream;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// The role a task plays in its pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The CRI sandbox ("pause") container: it is the VM itself; no guest process.
+    PodSandbox,
+    /// A container in the CRI pod named here.
+    InPod,
+    /// A container of its own (`ctr run`): its own VM.
+    Standalone,
+}
+
+/// The role and the pod (VM) id of a container, from its annotations.
+pub fn role(spec: &Spec, id: &str) -> (Role, String) {
+    let a = spec.annotations().clone().unwrap_or_default();
+    match (a.get(CONTAINER_TYPE).map(String::as_str), a.get(SANDBOX_ID)) {
+        (Some("sandbox"), _) => (Role::PodSandbox, id.to_string()),
+        (Some("container"), Some(pod)) => (Role::InPod, pod.clone()),
+        _ => (Role::Standalone, id.to_string()),
+    }
+}
+
+/// The shim process (and socket) a container goes to: its pod's.
+pub fn grouping(spec: &Spec, id: &str) -> String {
+    role(spec, id).1
+}
+
+/// The sandbox (VM) name for a pod id: CRI ids are 64 hex digits, too long for the
+/// unix socket paths under the state directory, so long ids keep a prefix and a hash.
+pub fn vm_name(pod_id: &str) -> String {
+    if pod_id.len() <= 24 {
+        return pod_id.to_string();
+    }
+    let prefix: String = pod_id.chars().take(15).collect();
+    format!("{prefix}-{:08x}", isola_sandbox::sandbox::name_hash(pod_id))
+}
+
+/// The network namespace CNI prepared, named by path in the spec.
+pub fn netns(spec: &Spec) -> Option<PathBuf> {
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::Network)
+        .and_then(|n| n.path().clone())
+}
+
+/// (memory MiB, vCPUs) the container's limits ask for.
+pub fn vm_size(spec: &Spec) -> (Option<u64>, Option<u8>) {
+    let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else { return (None, None) };
+    let mem = r.memory().as_ref().and_then(|m| m.limit()).filter(|l| *l > 0).map(|l| (l as u64).div_ceil(1 << 20));
+    let cpus = r.cpu().as_ref().and_then(|c| match (c.quota(), c.period()) {
+        (Some(q), Some(p)) if q > 0 && p > 0 => Some((q as u64).div_ceil(p).min(64) as u8),
+        _ => None,
+    });
+    (mem, cpus)
+}
+
+/// `ConfigPath` from containerd's runtime options (`runtimeoptions.v1.Options`, field 2),
+/// which CRI passes to non-runc runtimes.
+pub fn config_path(options: Option<&Any>) -> Option<PathBuf> {
+    let any = options?;
+    let mut input = CodedInputStream::from_bytes(&any.value);
+    while let Ok(Some(tag)) = input.read_raw_tag_or_eof() {
+        let (field, wire) = (tag >> 3, tag & 7);
+        match (field, wire) {
+            (2, 2) => return input.read_string().ok().filter(|s| !s.is_empty()).map(PathBuf::from),
+            (_, 0) => input.read_uint64().ok()?,
+            (_, 2) => {
+                input.read_bytes().ok()?;
+                0
+            }
+            _ => return None,
+        };
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use containerd_shim::protos::protobuf::CodedOutputStream;
+    use oci_spec::runtime::{
+        LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxResourcesBuilder,
+    };
+
+    fn with_annotations(pairs: &[(&str, &str)]) -> Spec {
+        let mut s = Spec::default();
+        s.set_annotations(Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()));
+        s
+    }
+
+    #[test]
+    fn cri_annotations_put_containers_in_their_pod() {
+        assert_eq!(role(&Spec::default(), "c1"), (Role::Standalone, "c1".into()));
+        let sb = with_annotations(&[(CONTAINER_TYPE, "sandbox"), (SANDBOX_ID, "pod1")]);
+        assert_eq!(role(&sb, "pod1"), (Role::PodSandbox, "pod1".into()));
+        let c = with_annotations(&[(CONTAINER_TYPE, "container"), (SANDBOX_ID, "pod1")]);
+        assert_eq!(role(&c, "app"), (Role::InPod, "pod1".into()));
+        assert_eq!(grouping(&c, "app"), "pod1");
+        // A container that names no pod is on its own.
+        let lone = with_annotations(&[(CONTAINER_TYPE, "container")]);
+        assert_eq!(role(&lone, "x"), (Role::Standalone, "x".into()));
+    }
+
+    #[test]
+    fn long_ids_get_short_stable_vm_names() {
+        let id = "3f9c1a7e".repeat(8);
+        let n = vm_name(&id);
+        assert!(n.len() <= 24 && n.starts_with("3f9c1a7e3f9c1a7"), "{n}");
+        assert_eq!(n, vm_name(&id));
+        assert_ne!(n, vm_name(&"3f9c1a7e".repeat(7)));
+        assert_eq!(vm_name("short"), "short");
+    }
+
+    #[test]
+    fn netns_and_vm_size_come_from_the_spec() {
+        let ns = LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path("/var/run/netns/cni-1")
+            .build()
+            .expect("ns");
+        let res = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().limit(100 << 20).build().expect("mem"))
+            .cpu(LinuxCpuBuilder::default().quota(150_000i64).period(100_000u64).build().expect("cpu"))
+            .build()
+            .expect("res");
+        let mut s = Spec::default();
+        s.set_linux(Some(LinuxBuilder::default().namespaces(vec![ns]).resources(res).build().expect("linux")));
+        assert_eq!(netns(&s), Some(PathBuf::from("/var/run/netns/cni-1")));
+        assert_eq!(vm_size(&s), (Some(100), Some(2)));
+        assert_eq!(netns(&Spec::default()), None);
+    }
+
+    #[test]
+    fn config_path_is_read_from_runtime_options() {
+        let mut value = Vec::new();
+        {
+            let mut out = CodedOutputStream::vec(&mut value);
+            out.write_string(1, "io.containerd.isola.v2.Options").expect("w");
+            out.write_string(2, "/etc/isola/other.toml").expect("w");
+            out.flush().expect("flush");
+        }
+        let any = Any { type_url: "runtimeoptions.v1.Options".into(), value, ..Default::default() };
+        assert_eq!(config_path(Some(&any)), Some(PathBuf::from("/etc/isola/other.toml")));
+        assert_eq!(config_path(None), None);
+        let junk = Any { value: vec![0xff, 0xff, 0xff], ..Default::default() };
+        assert_eq!(config_path(Some(&junk)), None);
+    }
+}

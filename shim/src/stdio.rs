@@ -1,0 +1,118 @@
+//! Bridging containerd's FIFOs (or a terminal) to a guest process's stdio streams, one
+//! copy thread per direction. An output FIFO is opened for writing in its thread: the
+//! open waits for containerd's reader without holding up Create.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use isola_protocol::StdioStream;
+
+use crate::error::ShimError;
+use crate::guest::Guest;
+
+/// The FIFO paths containerd gave for a process; empty means "not wanted".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StdioPaths {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// The running copies of one process's streams.
+pub struct Bridge {
+    outputs: usize,
+    done: Receiver<()>,
+}
+
+fn open_output(path: &str) -> Box<dyn Write + Send> {
+    if path.is_empty() {
+        return Box::new(std::io::sink());
+    }
+    match OpenOptions::new().write(true).open(path) {
+        Ok(f) => Box::new(f),
+        Err(e) => {
+            log::warn!("opening {path}: {e}; the output is dropped");
+            Box::new(std::io::sink())
+        }
+    }
+}
+
+/// Guest stream -> FIFO until EOF; the output is drained even when nobody reads it, so
+/// the process never blocks on a full pipe.
+fn copy_out(mut from: UnixStream, path: String, done: Sender<()>) {
+    std::thread::spawn(move || {
+        let mut to = open_output(&path);
+        let mut buf = [0u8; 32 * 1024];
+        let mut sink = false;
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !sink && to.write_all(&buf[..n]).is_err() {
+                        sink = true;
+                    }
+                }
+            }
+        }
+        drop(to);
+        let _ = done.send(());
+    });
+}
+
+/// FIFO -> guest stream until the writer closes (containerd's CloseIO), then EOF to the guest.
+fn copy_in(path: String, mut to: UnixStream) {
+    std::thread::spawn(move || {
+        match File::open(&path) {
+            Ok(mut from) => {
+                let _ = std::io::copy(&mut from, &mut to);
+            }
+            Err(e) => log::warn!("opening {path}: {e}"),
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+impl Bridge {
+    /// Attaches to every stream of the process (before it starts, so nothing is lost).
+    pub fn start(guest: &dyn Guest, id: &str, exec_id: Option<&str>, p: &StdioPaths) -> Result<Self, ShimError> {
+        let (tx, done) = channel();
+        if p.terminal {
+            let tty = guest.attach(id, exec_id, StdioStream::Tty)?;
+            if !p.stdin.is_empty() {
+                let input = tty.try_clone().map_err(crate::error::io("cloning the terminal stream"))?;
+                copy_in(p.stdin.clone(), input);
+            }
+            copy_out(tty, p.stdout.clone(), tx);
+            return Ok(Bridge { outputs: 1, done });
+        }
+        let out = guest.attach(id, exec_id, StdioStream::Stdout)?;
+        let err = guest.attach(id, exec_id, StdioStream::Stderr)?;
+        let input = guest.attach(id, exec_id, StdioStream::Stdin)?;
+        if p.stdin.is_empty() {
+            // No stdin: the process reads EOF at once rather than waiting forever.
+            let _ = input.shutdown(std::net::Shutdown::Write);
+        } else {
+            copy_in(p.stdin.clone(), input);
+        }
+        copy_out(out, p.stdout.clone(), tx.clone());
+        copy_out(err, p.stderr.clone(), tx);
+        Ok(Bridge { outputs: 2, done })
+    }
+
+    /// Waits (bounded: a background child may hold the pipe open) until every output
+    /// stream reached EOF, so containerd has all the output before it hears of the exit.
+    pub fn finish(self, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        for _ in 0..self.outputs {
+            let left = until.saturating_duration_since(Instant::now());
+            if self.done.recv_timeout(left).is_err() {
+                log::warn!("output still open {timeout:?} after exit; not waiting for it");
+                return;
+            }
+        }
+    }
+}
