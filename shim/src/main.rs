@@ -8,8 +8,5 @@ fn main() {
         no_sub_reaper: true,
         ..Default::default()
     };
-    containerd_shim::run::<containerd_shim_isola::service::Service>(
-        containerd_shim_isola::service::RUNTIME_ID,
-        Some(config),
-    );
+    containerd_shim_isola::service::run(config);
 }

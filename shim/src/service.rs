@@ -56,6 +56,23 @@ pub fn cleanup_bundle(bundle: &Path, id: &str) {
     }
 }
 
+/// Starts (or finds) the pod's shim and returns its ttrpc address.
+fn start(opts: StartOpts) -> Result<String, containerd_shim::Error> {
+    // containerd runs `start` in the bundle: the spec says which pod this is.
+    let grouping = match oci_spec::runtime::Spec::load("config.json") {
+        Ok(spec) => crate::spec::grouping(&spec, &opts.id),
+        Err(_) => opts.id.clone(),
+    };
+    let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+    containerd_shim::util::write_address(&address)?;
+    Ok(address)
+}
+
+/// The shim's entry point.
+pub fn run(config: Config) {
+    containerd_shim::run::<Service>(RUNTIME_ID, Some(config));
+}
+
 pub struct Service {
     namespace: String,
     id: String,
@@ -70,14 +87,7 @@ impl containerd_shim::Shim for Service {
     }
 
     fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
-        // containerd runs `start` in the bundle: the spec says which pod this is.
-        let grouping = match oci_spec::runtime::Spec::load("config.json") {
-            Ok(spec) => crate::spec::grouping(&spec, &opts.id),
-            Err(_) => opts.id.clone(),
-        };
-        let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
-        containerd_shim::util::write_address(&address)?;
-        Ok(address)
+        start(opts)
     }
 
     fn delete_shim(&mut self) -> Result<DeleteResponse, containerd_shim::Error> {
