@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: where the real guest lives, and loud
 //! failures when a prerequisite is missing (these tests never skip).
 
+pub mod containerd;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

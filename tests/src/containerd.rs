@@ -1,0 +1,214 @@
+//! A real containerd (Debian's) for the shim tests: its own root, state, socket and
+//! isola state directory under a temporary directory, the isola runtime registered for
+//! ctr and CRI, a CNI bridge network, and a busybox image imported from an archive
+//! built offline. Dropping it kills containerd and the shims it started, by PID.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const RUNTIME: &str = "io.containerd.isola.v2";
+pub const IMAGE: &str = "docker.io/library/busybox:isola";
+/// The CNI bridge on the host, removed when the fixture goes.
+const CNI_BRIDGE: &str = "isolacni0";
+
+pub struct Containerd {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    /// `ISOLA_STATE_DIR` of the shims this containerd starts.
+    pub isola_state: PathBuf,
+}
+
+/// (stdout, stderr, exit code) of a finished command.
+pub struct Out {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+fn config(d: &Path) -> String {
+    format!(
+        r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]
+[grpc]
+  address = "{d}/c.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  # No CAP_SYS_RESOURCE here.
+  restrict_oom_score_adj = true
+  # The sandbox is the VM: this image is never run, only unpacked.
+  sandbox_image = "{IMAGE}"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.isola]
+      runtime_type = "{RUNTIME}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{d}/cni"
+"#,
+        d = d.display()
+    )
+}
+
+fn cni(d: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "isola-test",
+        "plugins": [{
+            "type": "bridge", "bridge": CNI_BRIDGE, "isGateway": true, "ipMasq": false,
+            "ipam": {"type": "host-local", "subnet": "10.77.0.0/24", "routes": [{"dst": "0.0.0.0/0"}],
+                     "dataDir": format!("{}/ipam", d.display())}
+        }]
+    })
+    .to_string()
+}
+
+impl Containerd {
+    pub fn start() -> Self {
+        let bin = crate::require_binary("containerd", "apt-get install containerd");
+        crate::require_binary("ctr", "apt-get install containerd");
+        let shim = crate::require_binary("containerd-shim-isola-v2", "cargo build");
+        for plugin in ["bridge", "host-local"] {
+            assert!(
+                Path::new("/usr/lib/cni").join(plugin).is_file(),
+                "/usr/lib/cni/{plugin} is missing (apt-get install containernetworking-plugins); tests do not skip"
+            );
+        }
+        let dir = tempfile::Builder::new().prefix("ctrd").tempdir_in("/tmp").expect("containerd dir");
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("cni")).expect("cni dir");
+        std::fs::write(d.join("config.toml"), config(d)).expect("config");
+        std::fs::write(d.join("cni/10-isola.conflist"), cni(d)).expect("cni config");
+        let isola_state = d.join("isola");
+        let path = format!(
+            "{}:{}",
+            shim.parent().expect("shim dir").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .env("ISOLA_STATE_DIR", &isola_state)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("containerd.log")).expect("log"))
+            .spawn()
+            .expect("start containerd");
+        let c = Containerd { child, sock: d.join("c.sock"), isola_state, dir };
+        let until = Instant::now() + Duration::from_secs(20);
+        while c.ctr(&["version"]).code != 0 {
+            assert!(Instant::now() < until, "containerd did not come up:\n{}", c.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// `ctr -a <our socket> ARGS`.
+    pub fn ctr(&self, args: &[&str]) -> Out {
+        self.ctr_in(None, args)
+    }
+
+    pub fn ctr_in(&self, namespace: Option<&str>, args: &[&str]) -> Out {
+        let mut c = Command::new("ctr");
+        c.arg("-a").arg(&self.sock);
+        if let Some(ns) = namespace {
+            c.args(["-n", ns]);
+        }
+        let out = c.args(args).stdin(Stdio::null()).output().expect("run ctr");
+        Out {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        }
+    }
+
+    /// Builds the busybox image offline and imports it into `namespace` as [`IMAGE`].
+    pub fn import_image(&self, namespace: &str) {
+        let layout = self.dir.path().join("layout");
+        if !layout.join("index.json").exists() {
+            crate::registry::build_layout(&layout, "isola", "hello from the image");
+        }
+        let archive = self.dir.path().join("busybox.tar");
+        if !archive.exists() {
+            let out = Command::new(crate::require_binary("skopeo", "apt-get install skopeo"))
+                .args(["copy", "--quiet"])
+                .arg(format!("oci:{}:isola", layout.display()))
+                .arg(format!("docker-archive:{}:{IMAGE}", archive.display()))
+                .output()
+                .expect("skopeo");
+            assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let out = self.ctr_in(Some(namespace), &["images", "import", archive.to_str().expect("path")]);
+        assert_eq!(out.code, 0, "ctr images import: {}{}", out.stdout, out.stderr);
+    }
+
+    /// Pids of the shims this containerd started (their `-address` is our socket).
+    pub fn shim_pids(&self) -> Vec<i32> {
+        pids_with_args(&["containerd-shim-isola-v2", self.sock.to_str().unwrap_or("?")])
+    }
+
+    /// Sandbox processes (VMM and helpers) whose command line names our isola state dir.
+    pub fn sandbox_pids(&self) -> Vec<i32> {
+        pids_with_args(&[self.isola_state.to_str().unwrap_or("?")])
+    }
+
+    /// Mount points under our directory (rootfs overlays, binds, the share).
+    pub fn mounts(&self) -> Vec<String> {
+        let root = self.dir.path().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(String::from))
+            .filter(|m| m.starts_with(&root) && m.contains("/isola/"))
+            .collect()
+    }
+}
+
+/// Processes whose command line contains every one of `needles`.
+pub fn pids_with_args(needles: &[&str]) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !cmd.is_empty() && needles.iter().all(|n| cmd.contains(n)) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+pub fn kill9(pid: i32) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in self.shim_pids().into_iter().chain(self.sandbox_pids()) {
+            kill9(pid);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut mounts = self.mounts();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        // containerd's own snapshot mounts and the CNI bridge.
+        for m in std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines() {
+            if let Some(p) = m.split(' ').nth(4).filter(|p| p.starts_with(&self.dir.path().display().to_string())) {
+                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let _ = Command::new("ip").args(["link", "del", CNI_BRIDGE]).output();
+    }
+}

@@ -1,0 +1,190 @@
+//! containerd (Debian's, started by the test) running containers in isola microVMs
+//! through `containerd-shim-isola-v2`, driven with `ctr` as a user would.
+
+use std::time::{Duration, Instant};
+
+use isola_e2e::containerd::{kill9, Containerd, Out, IMAGE, RUNTIME};
+
+fn run(c: &Containerd, extra: &[&str], name: &str, cmd: &[&str]) -> Out {
+    let mut args = vec!["run", "--runtime", RUNTIME];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[IMAGE, name]);
+    args.extend_from_slice(cmd);
+    c.ctr(&args)
+}
+
+fn ok(o: &Out, what: &str) {
+    assert_eq!(o.code, 0, "{what}: {}{}", o.stdout, o.stderr);
+}
+
+/// `ctr task ls` status of `id` (RUNNING, STOPPED, PAUSED…).
+fn status(c: &Containerd, id: &str) -> String {
+    c.ctr(&["task", "ls"])
+        .stdout
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id)).then(|| f.get(2).unwrap_or(&"").to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn wait_status(c: &Containerd, id: &str, want: &str, within: Duration) {
+    let until = Instant::now() + within;
+    while status(c, id) != want {
+        assert!(Instant::now() < until, "{id} never became {want} (is {:?})\n{}", status(c, id), c.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Nothing of the sandbox is left: no VMM or helper process, no mount, no state dir.
+fn assert_nothing_left(c: &Containerd) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !(c.sandbox_pids().is_empty() && c.mounts().is_empty()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.sandbox_pids().is_empty(), "sandbox processes left: {:?}", c.sandbox_pids());
+    assert!(c.mounts().is_empty(), "mounts left: {:?}", c.mounts());
+    let dirs: Vec<_> = std::fs::read_dir(&c.isola_state).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    assert!(dirs.is_empty(), "sandbox state left: {dirs:?}");
+}
+
+#[test]
+fn ctr_run_prints_output_and_exit_codes_and_signals_propagate() {
+    let c = Containerd::start();
+    c.import_image("default");
+    let o = run(&c, &["--rm"], "echo", &["echo", "hi"]);
+    ok(&o, "echo hi");
+    assert_eq!(o.stdout, "hi\n");
+    // The image's own command and config (env, workdir) apply when none is given.
+    let o = run(&c, &["--rm"], "imagecmd", &[]);
+    ok(&o, "image command");
+    assert_eq!(o.stdout, "hello from the image\nfrom-image-config\n");
+    let o = run(&c, &["--rm"], "exit42", &["sh", "-c", "echo out; echo err >&2; exit 42"]);
+    assert_eq!(o.code, 42, "{}", o.stderr);
+    assert_eq!(o.stdout, "out\n");
+    assert!(o.stderr.contains("err"), "{}", o.stderr);
+    // Killed by a signal: 128 + 9, as with runc.
+    ok(&run(&c, &["-d"], "sig", &["sh", "-c", "while true; do busybox sleep 1; done"]), "run -d");
+    wait_status(&c, "sig", "RUNNING", Duration::from_secs(30));
+    ok(&c.ctr(&["task", "kill", "-s", "SIGKILL", "sig"]), "kill");
+    wait_status(&c, "sig", "STOPPED", Duration::from_secs(30));
+    let d = c.ctr(&["task", "delete", "sig"]);
+    assert!(d.stderr.contains("exit code 137"), "{}{}", d.stdout, d.stderr);
+    ok(&c.ctr(&["container", "rm", "sig"]), "container rm");
+    assert_nothing_left(&c);
+}
+
+#[test]
+fn detached_task_exec_ps_pause_resume_metrics_term_and_delete() {
+    let c = Containerd::start();
+    c.import_image("default");
+    let script = "trap 'echo got-term; exit 99' TERM; while true; do busybox sleep 1; done";
+    ok(&run(&c, &["-d"], "web", &["sh", "-c", script]), "run -d");
+    wait_status(&c, "web", "RUNNING", Duration::from_secs(30));
+    let e = c.ctr(&["task", "exec", "--exec-id", "x1", "web", "sh", "-c", "echo from-exec; exit 7"]);
+    assert_eq!((e.code, e.stdout.as_str()), (7, "from-exec\n"), "{}", e.stderr);
+    let ps = c.ctr(&["task", "ps", "web"]);
+    ok(&ps, "task ps");
+    assert!(ps.stdout.lines().count() >= 2, "a pid listed: {}", ps.stdout);
+    ok(&c.ctr(&["task", "pause", "web"]), "pause");
+    assert_eq!(status(&c, "web"), "PAUSED");
+    ok(&c.ctr(&["task", "resume", "web"]), "resume");
+    assert_eq!(status(&c, "web"), "RUNNING");
+    let m = c.ctr(&["task", "metrics", "web"]);
+    ok(&m, "metrics");
+    let usage = m.stdout.lines().find(|l| l.starts_with("memory.usage ")).expect("memory.usage line");
+    let bytes: u64 = usage.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("a number");
+    assert!(bytes > 0, "the guest's cgroup reports memory: {}", m.stdout);
+    assert!(m.stdout.contains("pids.current"), "{}", m.stdout);
+    ok(&c.ctr(&["task", "kill", "-s", "SIGTERM", "web"]), "kill TERM");
+    wait_status(&c, "web", "STOPPED", Duration::from_secs(30));
+    let d = c.ctr(&["task", "delete", "web"]);
+    assert!(d.stderr.contains("exit code 99"), "the trap's exit: {}{}", d.stdout, d.stderr);
+    ok(&c.ctr(&["container", "rm", "web"]), "container rm");
+    assert_nothing_left(&c);
+}
+
+#[test]
+fn env_cwd_bind_mounts_and_a_rootfs_directory() {
+    let c = Containerd::start();
+    c.import_image("default");
+    let vol = c.dir.path().join("vol");
+    std::fs::create_dir_all(&vol).expect("vol");
+    std::fs::write(vol.join("f"), "from-the-host\n").expect("write");
+    let mount = format!("type=bind,src={},dst=/vol,options=rbind:ro", vol.display());
+    let o = run(
+        &c,
+        &["--rm", "--env", "FOO=bar", "--cwd", "/etc", "--mount", &mount],
+        "opts",
+        &["sh", "-c", "echo $FOO; pwd; cat /vol/f; echo x > /vol/g || echo read-only"],
+    );
+    ok(&o, "run with options");
+    assert_eq!(o.stdout, "bar\n/etc\nfrom-the-host\nread-only\n", "{}", o.stderr);
+    let rootfs = isola_e2e::busybox_rootfs();
+    let o = c.ctr(&[
+        "run",
+        "--runtime",
+        RUNTIME,
+        "--rm",
+        "--rootfs",
+        rootfs.to_str().expect("path"),
+        "dir",
+        "sh",
+        "-c",
+        "echo rootfs-dir; exit 3",
+    ]);
+    assert_eq!((o.code, o.stdout.as_str()), (3, "rootfs-dir\n"), "{}", o.stderr);
+    assert_nothing_left(&c);
+}
+
+#[test]
+fn a_terminal_session_through_script() {
+    let c = Containerd::start();
+    c.import_image("default");
+    let cmd = format!(
+        "ctr -a {} run --runtime {RUNTIME} --rm -t {IMAGE} tty1 sh -c 'busybox tty; exit 5'",
+        c.sock.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/0"), "a terminal inside: {text}");
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert_nothing_left(&c);
+}
+
+#[test]
+fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
+    let c = Containerd::start();
+    c.import_image("default");
+    // The VMM dies: the task is reported exited, and ctr's cleanup removes the rest.
+    ok(&run(&c, &["-d"], "v", &["sh", "-c", "while true; do busybox sleep 1; done"]), "run -d");
+    wait_status(&c, "v", "RUNNING", Duration::from_secs(30));
+    let vmm: Vec<i32> =
+        c.sandbox_pids().into_iter().filter(|p| isola_e2e::containerd::pids_with_args(&["qemu-system"]).contains(p)).collect();
+    assert_eq!(vmm.len(), 1, "one VMM for the container: {:?}", c.sandbox_pids());
+    kill9(vmm[0]);
+    wait_status(&c, "v", "STOPPED", Duration::from_secs(30));
+    ok(&c.ctr(&["task", "delete", "v"]), "task delete");
+    ok(&c.ctr(&["container", "rm", "v"]), "container rm");
+    assert_nothing_left(&c);
+    // The shim dies: containerd runs `shim delete`, which removes the VM and its mounts.
+    ok(&run(&c, &["-d"], "s", &["sh", "-c", "while true; do busybox sleep 1; done"]), "run -d");
+    wait_status(&c, "s", "RUNNING", Duration::from_secs(30));
+    let shims = c.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim: {shims:?}");
+    kill9(shims[0]);
+    let until = Instant::now() + Duration::from_secs(30);
+    while !c.ctr(&["task", "ls"]).stdout.lines().skip(1).all(|l| !l.starts_with("s ") || l.contains("STOPPED")) {
+        assert!(Instant::now() < until, "task s still listed as live: {}", c.ctr(&["task", "ls"]).stdout);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.ctr(&["task", "delete", "s"]);
+    ok(&c.ctr(&["container", "rm", "s"]), "container rm");
+    assert_nothing_left(&c);
+    assert!(c.shim_pids().is_empty(), "shims left: {:?}", c.shim_pids());
+}
