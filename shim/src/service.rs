@@ -47,6 +47,7 @@ impl BundleRecord {
 /// Undoes what a dead shim left for container `id` in `bundle`: the VM if it owned it
 /// (processes, taps, sockets, mounts, directory), else its rootfs under the share.
 pub fn cleanup_bundle(bundle: &Path, id: &str) {
+    remove_dead_socket(bundle);
     let Some(r) = BundleRecord::load(bundle) else { return };
     if r.owner {
         let st = isola_sandbox::state::SandboxState::load(&r.vm).ok();
@@ -71,6 +72,21 @@ fn start(opts: StartOpts) -> Result<String, containerd_shim::Error> {
 /// The shim's entry point.
 pub fn run(config: Config) {
     containerd_shim::run::<Service>(RUNTIME_ID, Some(config));
+}
+
+/// The dead shim's ttrpc socket (named in the bundle's `address` file): removed once
+/// nothing answers on it, so a killed shim leaves no socket behind.
+fn remove_dead_socket(bundle: &Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else { return };
+    let path = PathBuf::from(address.trim().trim_start_matches("unix://"));
+    if path.as_os_str().is_empty() || std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        return;
+    }
+    if let Err(e) = std::fs::remove_file(&path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("removing {}: {e}", path.display());
+        }
+    }
 }
 
 pub struct Service {

@@ -84,11 +84,8 @@ impl Containerd {
         std::fs::write(d.join("config.toml"), config(d)).expect("config");
         std::fs::write(d.join("cni/10-isola.conflist"), cni(d)).expect("cni config");
         let isola_state = d.join("isola");
-        let path = format!(
-            "{}:{}",
-            shim.parent().expect("shim dir").display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
+        let path =
+            format!("{}:{}", shim.parent().expect("shim dir").display(), std::env::var("PATH").unwrap_or_default());
         let child = Command::new(bin)
             .arg("--config")
             .arg(d.join("config.toml"))
@@ -153,6 +150,14 @@ impl Containerd {
     /// Pids of the shims this containerd started (their `-address` is our socket).
     pub fn shim_pids(&self) -> Vec<i32> {
         pids_with_args(&["containerd-shim-isola-v2", self.sock.to_str().unwrap_or("?")])
+    }
+
+    /// The ttrpc socket a running shim serves (its `-socket` argument).
+    pub fn shim_socket(pid: i32) -> PathBuf {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let i = args.iter().position(|a| a == "-socket").expect("shim has -socket");
+        PathBuf::from(args[i + 1].trim_start_matches("unix://"))
     }
 
     /// Sandbox processes (VMM and helpers) whose command line names our isola state dir.

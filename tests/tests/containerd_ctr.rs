@@ -142,10 +142,8 @@ fn env_cwd_bind_mounts_and_a_rootfs_directory() {
 fn a_terminal_session_through_script() {
     let c = Containerd::start();
     c.import_image("default");
-    let cmd = format!(
-        "ctr -a {} run --runtime {RUNTIME} --rm -t {IMAGE} tty1 sh -c 'busybox tty; exit 5'",
-        c.sock.display()
-    );
+    let cmd =
+        format!("ctr -a {} run --runtime {RUNTIME} --rm -t {IMAGE} tty1 sh -c 'busybox tty; exit 5'", c.sock.display());
     let out = std::process::Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
         .stdin(std::process::Stdio::null())
@@ -164,8 +162,11 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     // The VMM dies: the task is reported exited, and ctr's cleanup removes the rest.
     ok(&run(&c, &["-d"], "v", &["sh", "-c", "while true; do busybox sleep 1; done"]), "run -d");
     wait_status(&c, "v", "RUNNING", Duration::from_secs(30));
-    let vmm: Vec<i32> =
-        c.sandbox_pids().into_iter().filter(|p| isola_e2e::containerd::pids_with_args(&["qemu-system"]).contains(p)).collect();
+    let vmm: Vec<i32> = c
+        .sandbox_pids()
+        .into_iter()
+        .filter(|p| isola_e2e::containerd::pids_with_args(&["qemu-system"]).contains(p))
+        .collect();
     assert_eq!(vmm.len(), 1, "one VMM for the container: {:?}", c.sandbox_pids());
     kill9(vmm[0]);
     wait_status(&c, "v", "STOPPED", Duration::from_secs(30));
@@ -177,6 +178,8 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     wait_status(&c, "s", "RUNNING", Duration::from_secs(30));
     let shims = c.shim_pids();
     assert_eq!(shims.len(), 1, "one shim: {shims:?}");
+    let socket = Containerd::shim_socket(shims[0]);
+    assert!(socket.exists(), "{}", socket.display());
     kill9(shims[0]);
     let until = Instant::now() + Duration::from_secs(30);
     while !c.ctr(&["task", "ls"]).stdout.lines().skip(1).all(|l| !l.starts_with("s ") || l.contains("STOPPED")) {
@@ -187,4 +190,5 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     ok(&c.ctr(&["container", "rm", "s"]), "container rm");
     assert_nothing_left(&c);
     assert!(c.shim_pids().is_empty(), "shims left: {:?}", c.shim_pids());
+    assert!(!socket.exists(), "the dead shim's socket {} is left", socket.display());
 }

@@ -1,0 +1,168 @@
+//! A two-container pod through containerd's CRI plugin, driven by a small CRI client
+//! (what kubelet does): one shim and one microVM for the pod, one network namespace
+//! (the pod's CNI address inside the guest), separate PID namespaces.
+
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use isola_e2e::containerd::{Containerd, IMAGE};
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+async fn client(c: &Containerd) -> RuntimeServiceClient<Channel> {
+    let sock = c.sock.clone();
+    let channel = Endpoint::try_from("http://[::]:50051")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let sock = sock.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(sock).await?)) }
+        }))
+        .await
+        .expect("connect to containerd's CRI");
+    RuntimeServiceClient::new(channel)
+}
+
+fn pod_config(logs: &std::path::Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "pod1".into(),
+            uid: "uid-pod1".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "pod1".into(),
+        log_directory: logs.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: Some(ImageSpec { image: IMAGE.into(), ..Default::default() }),
+        command: vec!["sh".into(), "-c".into(), format!("echo started-{name}; while true; do busybox sleep 1; done")],
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, cmd: &str) -> (String, i32) {
+    let r = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec!["sh".into(), "-c".into(), cmd.into()],
+            timeout: 30,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("exec {cmd:?} in {id}: {e}"))
+        .into_inner();
+    (String::from_utf8_lossy(&r.stdout).into_owned(), r.exit_code)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn two_containers_share_one_vm_and_network_but_not_pids() {
+    let c = Containerd::start();
+    c.import_image("k8s.io");
+    let logs = c.dir.path().join("pod-logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    let mut rt = client(&c).await;
+    let pod = pod_config(&logs);
+    let sandbox = rt
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(pod.clone()), runtime_handler: "isola".into() })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let status = rt
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox.clone(), verbose: false })
+        .await
+        .expect("status")
+        .into_inner();
+    let pod_ip = status.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
+    assert!(pod_ip.starts_with("10.77.0."), "CNI gave the pod an address: {pod_ip:?}");
+
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let id = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(container_config(name)),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", c.log()))
+            .into_inner()
+            .container_id;
+        rt.start_container(StartContainerRequest { container_id: id.clone() })
+            .await
+            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
+        ids.push(id);
+    }
+    let shims = c.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
+    let vmms = isola_e2e::containerd::pids_with_args(&["qemu-system", c.isola_state.to_str().expect("path")]);
+    assert_eq!(vmms.len(), 1, "one VM for the pod: {vmms:?}");
+
+    // One network: both containers see the pod's CNI address on the guest's eth0.
+    for id in &ids {
+        let (out, code) = exec(&mut rt, id, "busybox ip -4 -o addr show eth0").await;
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("inet {pod_ip}/24")), "{id} sees {out}");
+    }
+    // Traffic flows through the tc redirect between the CNI veth and the VM's tap: the
+    // guest reaches the CNI bridge on the host.
+    let (out, code) = exec(&mut rt, &ids[0], "busybox ping -c 1 -W 5 10.77.0.1").await;
+    assert_eq!(code, 0, "ping the CNI gateway from the pod: {out}");
+    // Two PID namespaces: each container sees only its own processes.
+    let (ps_a, _) = exec(&mut rt, &ids[0], "busybox ps -o args").await;
+    assert!(ps_a.contains("started-a") && !ps_a.contains("started-b"), "{ps_a}");
+    let (ps_b, _) = exec(&mut rt, &ids[1], "busybox ps -o args").await;
+    assert!(ps_b.contains("started-b") && !ps_b.contains("started-a"), "{ps_b}");
+    let (out, code) = exec(&mut rt, &ids[1], "echo to-stdout; exit 3").await;
+    assert_eq!((out.as_str(), code), ("to-stdout\n", 3));
+
+    let stats = rt
+        .container_stats(ContainerStatsRequest { container_id: ids[0].clone() })
+        .await
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let mem = stats.memory.and_then(|m| m.usage_bytes).map(|v| v.value).unwrap_or(0);
+    assert!(mem > 0, "the guest cgroup's memory usage reaches CRI: {mem}");
+
+    // The container's stdout reached the CRI log file through the shim's FIFOs.
+    let log = std::fs::read_to_string(logs.join("a.log")).unwrap_or_default();
+    assert!(log.contains("started-a"), "CRI log: {log:?}");
+
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sandbox.clone() })
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", c.log()));
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sandbox.clone() })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", c.log()));
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while !(c.sandbox_pids().is_empty() && c.shim_pids().is_empty() && c.mounts().is_empty()) {
+        assert!(
+            std::time::Instant::now() < until,
+            "left after RemovePodSandbox: processes {:?} shims {:?} mounts {:?}",
+            c.sandbox_pids(),
+            c.shim_pids(),
+            c.mounts()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
