@@ -3,12 +3,12 @@
 #   - Debian packages (QEMU, the 6.12 kernel source and its build tools, cpio)
 #   - the guest kernel from kernel-config/ (cached under ~/.cache/isola)
 #   - the guest initramfs from rootfs/
-#   - release builds of isola and isola-vmm
+#   - release builds of isola, isola-vmm and containerd-shim-isola-v2
 # and installs the guest into ${ISOLA_GUEST_DIR:-/var/lib/isola/guest}.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 guest_dir=${ISOLA_GUEST_DIR:-/var/lib/isola/guest}
-packages=(qemu-system-x86 linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils file busybox-static util-linux runc libseccomp-dev libcap-ng-dev docker-registry skopeo iproute2 iptables)
+packages=(qemu-system-x86 linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils file busybox-static util-linux runc libseccomp-dev libcap-ng-dev docker-registry skopeo iproute2 iptables containerd containernetworking-plugins protobuf-compiler bsdutils)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -47,7 +47,7 @@ kernel_out=$("$repo/kernel-config/build.sh" | tail -1)
 echo "setup: guest initramfs"
 initrd=$("$repo/rootfs/build.sh" | tail -1)
 echo "setup: isola binaries"
-cargo build -q --release --manifest-path "$repo/Cargo.toml" -p isola-cli -p isola-vmm
+cargo build -q --release --manifest-path "$repo/Cargo.toml" -p isola-cli -p isola-vmm -p containerd-shim-isola
 
 mkdir -p "$guest_dir"
 install -m 0644 "$kernel_out/vmlinux" "$guest_dir/vmlinux.tmp" && mv "$guest_dir/vmlinux.tmp" "$guest_dir/vmlinux"
