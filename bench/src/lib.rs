@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod container;
+pub mod ctr;
 pub mod exec;
 pub mod fs;
 pub mod memory;

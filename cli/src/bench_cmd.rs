@@ -21,6 +21,47 @@ pub enum BenchCmd {
     Overhead(OverheadArgs),
     /// File throughput in a container on a virtio-fs volume vs the host directory.
     Fs(SandboxBenchArgs),
+    /// `ctr run --rm IMAGE true` through a running containerd: isola's shim vs runc.
+    Ctr(CtrArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CtrArgs {
+    /// containerd's socket.
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    address: PathBuf,
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// An image already in containerd (`ctr images import` / `pull`).
+    #[arg(long)]
+    image: String,
+    /// Runs per runtime.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    runs: usize,
+    /// The peer runtime; `none` runs isola alone.
+    #[arg(long, default_value = "io.containerd.runc.v2")]
+    compare: String,
+    /// Where to write the JSON result.
+    #[arg(long, default_value = "bench-results/ctr.json")]
+    json: PathBuf,
+}
+
+fn ctr(a: CtrArgs) -> anyhow::Result<ExitCode> {
+    let mut runtimes = vec!["io.containerd.isola.v2".to_string()];
+    if a.compare != "none" {
+        runtimes.push(a.compare.clone());
+    }
+    let cfg = isola_bench::ctr::CtrBenchConfig {
+        address: a.address,
+        namespace: a.namespace,
+        image: a.image,
+        runtimes,
+        runs: a.runs,
+    };
+    let r = isola_bench::ctr::run_ctr_bench(&cfg)?;
+    print!("{}", isola_bench::ctr::table(&r));
+    write_json(&a.json, &r)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args, Debug)]
@@ -238,6 +279,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCmd::Boot(a) => boot(a),
         BenchCmd::Exec(a) => exec(a),
+        BenchCmd::Ctr(a) => ctr(a),
         BenchCmd::Density(a) => density(a),
         BenchCmd::Overhead(a) => overhead(a),
         BenchCmd::Fs(a) => fs(a),

@@ -103,7 +103,7 @@ pub fn build_layout(dir: &Path, tag: &str, motd: &str) {
         entry(&mut l1, d, tar::EntryType::Directory, b"", 0o755, None);
     }
     entry(&mut l1, "bin/busybox", tar::EntryType::Regular, &busybox, 0o755, None);
-    for app in ["sh", "cat", "echo", "ls", "id"] {
+    for app in ["sh", "cat", "echo", "ls", "id", "true"] {
         entry(&mut l1, &format!("bin/{app}"), tar::EntryType::Symlink, b"", 0o777, Some("busybox"));
     }
     entry(&mut l1, "etc/gone", tar::EntryType::Regular, b"whiteout me", 0o644, None);

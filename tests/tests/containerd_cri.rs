@@ -134,6 +134,16 @@ async fn two_containers_share_one_vm_and_network_but_not_pids() {
     let (out, code) = exec(&mut rt, &ids[1], "echo to-stdout; exit 3").await;
     assert_eq!((out.as_str(), code), ("to-stdout\n", 3));
 
+    // UpdateContainerResources reaches the container's cgroup in the guest.
+    rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: ids[0].clone(),
+        linux: Some(LinuxContainerResources { memory_limit_in_bytes: 100_663_296, ..Default::default() }),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("UpdateContainerResources: {e}"));
+    let (out, _) = exec(&mut rt, &ids[0], "c=$(cat /proc/self/cgroup); cat /sys/fs/cgroup${c#0::}/memory.max").await;
+    assert_eq!(out.trim(), "100663296", "the new limit in the guest");
     let stats = rt
         .container_stats(ContainerStatsRequest { container_id: ids[0].clone() })
         .await

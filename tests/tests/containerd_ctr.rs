@@ -191,4 +191,56 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     assert_nothing_left(&c);
     assert!(c.shim_pids().is_empty(), "shims left: {:?}", c.shim_pids());
     assert!(!socket.exists(), "the dead shim's socket {} is left", socket.display());
+    // The guest powers itself off: the task exits and cleanup leaves nothing.
+    ok(&run(&c, &["-d"], "g", &["sh", "-c", "while true; do busybox sleep 1; done"]), "run -d");
+    wait_status(&c, "g", "RUNNING", Duration::from_secs(30));
+    let uds = std::fs::read_dir(&c.isola_state)
+        .expect("isola state")
+        .flatten()
+        .map(|e| e.path().join("vsock.sock"))
+        .find(|p| p.exists())
+        .expect("the sandbox's vsock socket");
+    let mut agent = isola_protocol::client::AgentClient::connect(&uds, Duration::from_secs(10)).expect("agent");
+    let _ = agent.call(&isola_protocol::Request::Shutdown);
+    wait_status(&c, "g", "STOPPED", Duration::from_secs(30));
+    ok(&c.ctr(&["task", "delete", "g"]), "task delete");
+    ok(&c.ctr(&["container", "rm", "g"]), "container rm");
+    assert_nothing_left(&c);
+}
+
+/// `isola bench ctr` against this containerd: isola's shim and runc, same run. Only
+/// that it measures both; the figures are printed (ISOLA_CTR_BENCH_RUNS sets the runs).
+#[test]
+fn bench_ctr_measures_isola_and_runc_in_the_same_run() {
+    let c = Containerd::start();
+    c.import_image("default");
+    isola_e2e::require_binary("runc", "apt-get install runc");
+    let runs = std::env::var("ISOLA_CTR_BENCH_RUNS").unwrap_or_else(|_| "3".into());
+    let json = c.dir.path().join("ctr.json");
+    let (out, err, code) = isola_e2e::isola(
+        &[
+            "bench",
+            "ctr",
+            "--address",
+            c.sock.to_str().expect("path"),
+            "--image",
+            IMAGE,
+            "-n",
+            &runs,
+            "--json",
+            json.to_str().expect("path"),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    println!("{out}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
+    let results = r["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2, "{r}");
+    for res in results {
+        let n = res["samples_us"].as_array().map(Vec::len).unwrap_or(0);
+        assert_eq!(n.to_string(), runs, "{res}");
+    }
+    assert!(out.contains("io.containerd.isola.v2") && out.contains("io.containerd.runc.v2"), "{out}");
+    assert_nothing_left(&c);
 }
