@@ -37,6 +37,22 @@ fn wait_status(c: &Containerd, id: &str, want: &str, within: Duration) {
     }
 }
 
+/// `ctr run -d` of a shell loop (`script` before it), running when this returns.
+fn run_detached(c: &Containerd, id: &str, script: &str) {
+    let cmd = format!("{script} while true; do busybox sleep 1; done");
+    ok(&run(c, &["-d"], id, &["sh", "-c", &cmd]), "run -d");
+    wait_status(c, id, "RUNNING", Duration::from_secs(30));
+}
+
+/// Signals the task, waits for it to stop, and checks the exit code ctr reports on delete.
+fn kill_and_remove(c: &Containerd, id: &str, signal: &str, code: i32) {
+    ok(&c.ctr(&["task", "kill", "-s", signal, id]), "kill");
+    wait_status(c, id, "STOPPED", Duration::from_secs(30));
+    let d = c.ctr(&["task", "delete", id]);
+    assert!(d.stderr.contains(&format!("exit code {code}")), "{id}: {}{}", d.stdout, d.stderr);
+    ok(&c.ctr(&["container", "rm", id]), "container rm");
+}
+
 /// Nothing of the sandbox is left: no VMM or helper process, no mount, no state dir.
 fn assert_nothing_left(c: &Containerd) {
     let until = Instant::now() + Duration::from_secs(10);
@@ -65,13 +81,8 @@ fn ctr_run_prints_output_and_exit_codes_and_signals_propagate() {
     assert_eq!(o.stdout, "out\n");
     assert!(o.stderr.contains("err"), "{}", o.stderr);
     // Killed by a signal: 128 + 9, as with runc.
-    ok(&run(&c, &["-d"], "sig", &["sh", "-c", "while true; do busybox sleep 1; done"]), "run -d");
-    wait_status(&c, "sig", "RUNNING", Duration::from_secs(30));
-    ok(&c.ctr(&["task", "kill", "-s", "SIGKILL", "sig"]), "kill");
-    wait_status(&c, "sig", "STOPPED", Duration::from_secs(30));
-    let d = c.ctr(&["task", "delete", "sig"]);
-    assert!(d.stderr.contains("exit code 137"), "{}{}", d.stdout, d.stderr);
-    ok(&c.ctr(&["container", "rm", "sig"]), "container rm");
+    run_detached(&c, "sig", "");
+    kill_and_remove(&c, "sig", "SIGKILL", 137);
     assert_nothing_left(&c);
 }
 
@@ -79,9 +90,7 @@ fn ctr_run_prints_output_and_exit_codes_and_signals_propagate() {
 fn detached_task_exec_ps_pause_resume_metrics_term_and_delete() {
     let c = Containerd::start();
     c.import_image("default");
-    let script = "trap 'echo got-term; exit 99' TERM; while true; do busybox sleep 1; done";
-    ok(&run(&c, &["-d"], "web", &["sh", "-c", script]), "run -d");
-    wait_status(&c, "web", "RUNNING", Duration::from_secs(30));
+    run_detached(&c, "web", "trap 'echo got-term; exit 99' TERM;");
     let e = c.ctr(&["task", "exec", "--exec-id", "x1", "web", "sh", "-c", "echo from-exec; exit 7"]);
     assert_eq!((e.code, e.stdout.as_str()), (7, "from-exec\n"), "{}", e.stderr);
     let ps = c.ctr(&["task", "ps", "web"]);
@@ -97,11 +106,8 @@ fn detached_task_exec_ps_pause_resume_metrics_term_and_delete() {
     let bytes: u64 = usage.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("a number");
     assert!(bytes > 0, "the guest's cgroup reports memory: {}", m.stdout);
     assert!(m.stdout.contains("pids.current"), "{}", m.stdout);
-    ok(&c.ctr(&["task", "kill", "-s", "SIGTERM", "web"]), "kill TERM");
-    wait_status(&c, "web", "STOPPED", Duration::from_secs(30));
-    let d = c.ctr(&["task", "delete", "web"]);
-    assert!(d.stderr.contains("exit code 99"), "the trap's exit: {}{}", d.stdout, d.stderr);
-    ok(&c.ctr(&["container", "rm", "web"]), "container rm");
+    // The trap's own exit code comes back.
+    kill_and_remove(&c, "web", "SIGTERM", 99);
     assert_nothing_left(&c);
 }
 
@@ -160,8 +166,7 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     let c = Containerd::start();
     c.import_image("default");
     // The VMM dies: the task is reported exited, and ctr's cleanup removes the rest.
-    ok(&run(&c, &["-d"], "v", &["sh", "-c", "while true; do busybox sleep 1; done"]), "run -d");
-    wait_status(&c, "v", "RUNNING", Duration::from_secs(30));
+    run_detached(&c, "v", "");
     let vmm: Vec<i32> = c
         .sandbox_pids()
         .into_iter()
@@ -174,8 +179,7 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     ok(&c.ctr(&["container", "rm", "v"]), "container rm");
     assert_nothing_left(&c);
     // The shim dies: containerd runs `shim delete`, which removes the VM and its mounts.
-    ok(&run(&c, &["-d"], "s", &["sh", "-c", "while true; do busybox sleep 1; done"]), "run -d");
-    wait_status(&c, "s", "RUNNING", Duration::from_secs(30));
+    run_detached(&c, "s", "");
     let shims = c.shim_pids();
     assert_eq!(shims.len(), 1, "one shim: {shims:?}");
     let socket = Containerd::shim_socket(shims[0]);
@@ -192,8 +196,7 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     assert!(c.shim_pids().is_empty(), "shims left: {:?}", c.shim_pids());
     assert!(!socket.exists(), "the dead shim's socket {} is left", socket.display());
     // The guest powers itself off: the task exits and cleanup leaves nothing.
-    ok(&run(&c, &["-d"], "g", &["sh", "-c", "while true; do busybox sleep 1; done"]), "run -d");
-    wait_status(&c, "g", "RUNNING", Duration::from_secs(30));
+    run_detached(&c, "g", "");
     let uds = std::fs::read_dir(&c.isola_state)
         .expect("isola state")
         .flatten()
