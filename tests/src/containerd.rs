@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 pub const RUNTIME: &str = "io.containerd.isola.v2";
 pub const IMAGE: &str = "docker.io/library/busybox:isola";
+/// Guest memory of CRI pods, set by the `ConfigPath` runtime option.
+pub const CRI_VM_MIB: u64 = 384;
 /// The CNI bridge on the host, removed when the fixture goes.
 const CNI_BRIDGE: &str = "isolacni0";
 
@@ -46,6 +48,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       runtime_type = "io.containerd.runc.v2"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.isola]
       runtime_type = "{RUNTIME}"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.isola.options]
+        ConfigPath = "{d}/isola-cri.toml"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{d}/cni"
@@ -83,6 +87,8 @@ impl Containerd {
         std::fs::create_dir_all(d.join("cni")).expect("cni dir");
         std::fs::write(d.join("config.toml"), config(d)).expect("config");
         std::fs::write(d.join("cni/10-isola.conflist"), cni(d)).expect("cni config");
+        // Only CRI pods get this file (through the runtime options): their VMs are bigger.
+        std::fs::write(d.join("isola-cri.toml"), format!("memory_mib = {CRI_VM_MIB}\n")).expect("isola config");
         let isola_state = d.join("isola");
         let path =
             format!("{}:{}", shim.parent().expect("shim dir").display(), std::env::var("PATH").unwrap_or_default());

@@ -122,6 +122,16 @@ async fn two_containers_share_one_vm_and_network_but_not_pids() {
         assert_eq!(code, 0, "{out}");
         assert!(out.contains(&format!("inet {pod_ip}/24")), "{id} sees {out}");
     }
+    // containerd's runtime options (ConfigPath) chose this pod's isola config: its VM size.
+    let (meminfo, _) = exec(&mut rt, &ids[0], "cat /proc/meminfo").await;
+    let total_kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("MemTotal");
+    let want = isola_e2e::containerd::CRI_VM_MIB * 1024;
+    assert!(total_kib > want * 8 / 10 && total_kib <= want, "guest MemTotal {total_kib} KiB for {want} KiB");
     // Traffic flows through the tc redirect between the CNI veth and the VM's tap: the
     // guest reaches the CNI bridge on the host.
     let (out, code) = exec(&mut rt, &ids[0], "busybox ping -c 1 -W 5 10.77.0.1").await;

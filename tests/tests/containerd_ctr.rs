@@ -39,8 +39,14 @@ fn wait_status(c: &Containerd, id: &str, want: &str, within: Duration) {
 
 /// `ctr run -d` of a shell loop (`script` before it), running when this returns.
 fn run_detached(c: &Containerd, id: &str, script: &str) {
+    run_detached_with(c, &[], id, script)
+}
+
+fn run_detached_with(c: &Containerd, opts: &[&str], id: &str, script: &str) {
     let cmd = format!("{script} while true; do busybox sleep 1; done");
-    ok(&run(c, &["-d"], id, &["sh", "-c", &cmd]), "run -d");
+    let mut all = vec!["-d"];
+    all.extend_from_slice(opts);
+    ok(&run(c, &all, id, &["sh", "-c", &cmd]), "run -d");
     wait_status(c, id, "RUNNING", Duration::from_secs(30));
 }
 
@@ -90,7 +96,7 @@ fn ctr_run_prints_output_and_exit_codes_and_signals_propagate() {
 fn detached_task_exec_ps_pause_resume_metrics_term_and_delete() {
     let c = Containerd::start();
     c.import_image("default");
-    run_detached(&c, "web", "trap 'echo got-term; exit 99' TERM;");
+    run_detached_with(&c, &["--memory-limit", "268435456"], "web", "trap 'echo got-term; exit 99' TERM;");
     let e = c.ctr(&["task", "exec", "--exec-id", "x1", "web", "sh", "-c", "echo from-exec; exit 7"]);
     assert_eq!((e.code, e.stdout.as_str()), (7, "from-exec\n"), "{}", e.stderr);
     let ps = c.ctr(&["task", "ps", "web"]);
@@ -106,6 +112,8 @@ fn detached_task_exec_ps_pause_resume_metrics_term_and_delete() {
     let bytes: u64 = usage.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("a number");
     assert!(bytes > 0, "the guest's cgroup reports memory: {}", m.stdout);
     assert!(m.stdout.contains("pids.current"), "{}", m.stdout);
+    let limit = m.stdout.lines().find(|l| l.starts_with("memory.usage_limit ")).unwrap_or_default();
+    assert!(limit.contains("268435456"), "the spec's limit is the guest cgroup's: {}", m.stdout);
     // The trap's own exit code comes back.
     kill_and_remove(&c, "web", "SIGTERM", 99);
     assert_nothing_left(&c);
@@ -127,6 +135,17 @@ fn env_cwd_bind_mounts_and_a_rootfs_directory() {
     );
     ok(&o, "run with options");
     assert_eq!(o.stdout, "bar\n/etc\nfrom-the-host\nread-only\n", "{}", o.stderr);
+    // A memory limit sizes the VM: the limit plus headroom for the guest's kernel and agent.
+    let o = run(&c, &["--rm", "--memory-limit", "536870912"], "mem", &["cat", "/proc/meminfo"]);
+    ok(&o, "run with a memory limit");
+    let total_kib: u64 = o
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("MemTotal");
+    assert!(total_kib > 512 * 1024 && total_kib <= 640 * 1024, "VM of 512 + 128 MiB: MemTotal {total_kib} KiB");
     let rootfs = isola_e2e::busybox_rootfs();
     let o = c.ctr(&[
         "run",
