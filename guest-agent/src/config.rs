@@ -4,7 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::MsFlags;
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::syscall::{CapSets, Rlimit};
@@ -107,6 +107,12 @@ pub enum Mode {
         readonly: Vec<String>,
         /// (path in the container, contents): /etc/hosts, /etc/resolv.conf, /etc/hostname.
         files: Vec<(String, String)>,
+        /// The spec joins an existing IPC / UTS namespace (a pod member under CRI): in a
+        /// VM per pod, that is the guest's own, shared by the pod's containers.
+        #[serde(default)]
+        share_ipc: bool,
+        #[serde(default)]
+        share_uts: bool,
     },
     /// A process joining the namespaces of the container whose init is `pid`.
     Exec { pid: i32 },
@@ -257,6 +263,12 @@ pub fn for_create(
         });
     }
     let linux = spec.linux().as_ref();
+    // A namespace given by path is one to join: the pod's. Anything else is new.
+    let joins = |t: LinuxNamespaceType| {
+        linux
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == t && n.path().is_some()))
+    };
     Ok(InitConfig {
         mode: Mode::Create {
             rootfs: rootfs.to_path_buf(),
@@ -265,6 +277,8 @@ pub fn for_create(
             masked: linux.and_then(|l| l.masked_paths().clone()).unwrap_or_default(),
             readonly: linux.and_then(|l| l.readonly_paths().clone()).unwrap_or_default(),
             files,
+            share_ipc: joins(LinuxNamespaceType::Ipc),
+            share_uts: joins(LinuxNamespaceType::Uts),
         },
         cgroup,
         process,
@@ -329,8 +343,36 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_given_by_path_are_the_pods_and_the_rest_are_new() {
+        use oci_spec::runtime::LinuxNamespaceBuilder;
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut spec = Spec::default();
+        let mut linux = spec.linux().clone().expect("linux");
+        let ns = |t, path: Option<&str>| {
+            let mut b = LinuxNamespaceBuilder::default().typ(t);
+            if let Some(p) = path {
+                b = b.path(p);
+            }
+            b.build().expect("ns")
+        };
+        linux.set_namespaces(Some(vec![
+            ns(LinuxNamespaceType::Mount, None),
+            ns(LinuxNamespaceType::Pid, None),
+            ns(LinuxNamespaceType::Ipc, Some("/proc/42/ns/ipc")),
+            ns(LinuxNamespaceType::Uts, None),
+        ]));
+        spec.set_linux(Some(linux));
+        let cfg = for_create(&spec, dir.path(), None, vec![]).expect("config");
+        let Mode::Create { share_ipc, share_uts, .. } = cfg.mode else { panic!("create mode") };
+        assert!(share_ipc && !share_uts);
+        let cfg = for_create(&Spec::default(), dir.path(), None, vec![]).expect("config");
+        let Mode::Create { share_ipc, share_uts, .. } = cfg.mode else { panic!("create mode") };
+        assert!(!share_ipc && !share_uts, "the default spec asks for new ones");
+    }
+
+    #[test]
     fn a_user_namespace_needs_mappings_and_binds_sysfs_and_cgroup() {
-        use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType};
+        use oci_spec::runtime::{LinuxIdMappingBuilder, LinuxNamespaceBuilder};
         let mut spec = Spec::default();
         let mut linux = spec.linux().clone().expect("linux");
         let mut ns = linux.namespaces().clone().expect("ns");

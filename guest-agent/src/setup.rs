@@ -36,13 +36,20 @@ pub fn enter(sys: &dyn Syscall, cfg: &InitConfig) -> Result<(), SetupError> {
         sys.write_file(&cg.join("cgroup.procs"), b"0")?;
     }
     match &cfg.mode {
-        Mode::Create { .. } => match &cfg.user_ns {
-            // One unshare: the other namespaces are then owned by the new user namespace.
-            Some(u) => {
-                sys.unshare_user(&UserNs::map_text(&u.uid_map), &UserNs::map_text(&u.gid_map), CONTAINER_NAMESPACES)?
+        Mode::Create { share_ipc, share_uts, .. } => {
+            let mut new = CONTAINER_NAMESPACES;
+            if *share_ipc {
+                new.remove(CloneFlags::CLONE_NEWIPC);
             }
-            None => sys.unshare(CONTAINER_NAMESPACES)?,
-        },
+            if *share_uts {
+                new.remove(CloneFlags::CLONE_NEWUTS);
+            }
+            match &cfg.user_ns {
+                // One unshare: the other namespaces are then owned by the new user namespace.
+                Some(u) => sys.unshare_user(&UserNs::map_text(&u.uid_map), &UserNs::map_text(&u.gid_map), new)?,
+                None => sys.unshare(new)?,
+            }
+        }
         Mode::Exec { pid } => {
             let ns = PathBuf::from(format!("/proc/{pid}/ns"));
             if cfg.user_ns.is_some() {
@@ -190,7 +197,7 @@ fn setup_process(sys: &dyn Syscall, p: &ProcessConfig, seccomp: Option<&Profile>
 /// `wait_for_start` blocks until the host says Start (after the rootfs is ready, so
 /// setup errors surface at create time).
 pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig, wait_for_start: &mut dyn FnMut()) -> Result<(), SetupError> {
-    if let Mode::Create { rootfs, hostname, mounts, masked, readonly, files } = &cfg.mode {
+    if let Mode::Create { rootfs, hostname, mounts, masked, readonly, files, share_uts, .. } = &cfg.mode {
         setup_rootfs(sys, rootfs, mounts, files)?;
         enter_rootfs(sys, rootfs)?;
         for m in masked {
@@ -199,7 +206,8 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig, wait_for_start: &mut dyn FnM
         for r in readonly {
             sys.readonly_path(Path::new(r))?;
         }
-        if let Some(h) = hostname {
+        // A shared UTS namespace keeps the pod's hostname.
+        if let Some(h) = hostname.as_ref().filter(|_| !*share_uts) {
             sys.sethostname(h)?;
         }
     }
@@ -266,6 +274,8 @@ mod tests {
                 masked: vec!["/proc/kcore".into()],
                 readonly: vec!["/proc/sys".into()],
                 files: vec![("/etc/hosts".into(), "127.0.0.1 localhost\n".into())],
+                share_ipc: false,
+                share_uts: false,
             },
             cgroup: Some("/sys/fs/cgroup/isola/c1".into()),
             process: process(),
@@ -290,6 +300,18 @@ mod tests {
 
     fn pos(calls: &[String], prefix: &str) -> usize {
         calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in {calls:#?}"))
+    }
+
+    #[test]
+    fn a_pod_member_keeps_the_pods_ipc_and_uts_and_its_hostname() {
+        let mut cfg = create();
+        if let Mode::Create { share_ipc, share_uts, .. } = &mut cfg.mode {
+            (*share_ipc, *share_uts) = (true, true);
+        }
+        let c = run(&cfg);
+        let only = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
+        assert_eq!(c[1], format!("unshare {:#x}", only.bits()), "mount and PID only: {c:#?}");
+        assert!(!c.iter().any(|x| x.starts_with("sethostname")), "the pod's hostname stays: {c:#?}");
     }
 
     #[test]

@@ -141,6 +141,15 @@ async fn two_containers_share_one_vm_and_network_but_not_pids() {
     assert!(ps_a.contains("started-a") && !ps_a.contains("started-b"), "{ps_a}");
     let (ps_b, _) = exec(&mut rt, &ids[1], "busybox ps -o args").await;
     assert!(ps_b.contains("started-b") && !ps_b.contains("started-a"), "{ps_b}");
+    // The pod's IPC and UTS namespaces are shared (CRI joins the sandbox's); PID is not.
+    let ns = "busybox readlink /proc/self/ns/ipc; busybox readlink /proc/self/ns/pid; busybox hostname";
+    let (ns_a, _) = exec(&mut rt, &ids[0], ns).await;
+    let (ns_b, _) = exec(&mut rt, &ids[1], ns).await;
+    let (a, b): (Vec<&str>, Vec<&str>) = (ns_a.lines().collect(), ns_b.lines().collect());
+    assert_eq!(a.len(), 3, "{ns_a}");
+    assert_eq!(a[0], b[0], "one IPC namespace for the pod: {ns_a} / {ns_b}");
+    assert_ne!(a[1], b[1], "a PID namespace each: {ns_a} / {ns_b}");
+    assert_eq!((a[2], b[2]), ("pod1", "pod1"), "the pod's hostname");
     let (out, code) = exec(&mut rt, &ids[1], "echo to-stdout; exit 3").await;
     assert_eq!((out.as_str(), code), ("to-stdout\n", 3));
 
