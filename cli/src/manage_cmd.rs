@@ -80,7 +80,7 @@ pub fn kill(a: KillArgs) -> anyhow::Result<ExitCode> {
     let (_, st) = find(&a.sandbox)?;
     let id = st.container.clone().with_context(|| format!("sandbox {} has no container", a.sandbox))?;
     let mut c = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(10))?;
-    c.call_ok(&Request::Signal { id, exec_id: None, signal: sig })?;
+    c.call_ok(&Request::Signal { id, exec_id: None, signal: sig, all: false })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -132,7 +132,7 @@ impl Agent {
             Request::CreateContainer { id, spec, rootfs } => self.create(&id, &spec, rootfs),
             Request::Exec { id, exec_id, process } => self.exec(&id, &exec_id, &process),
             Request::Start { id, exec_id } => self.start(&id, exec_id.as_deref()),
-            Request::Signal { id, exec_id, signal } => self.signal(&id, exec_id.as_deref(), signal),
+            Request::Signal { id, exec_id, signal, all } => self.signal(&id, exec_id.as_deref(), signal, all),
             Request::Wait { id, exec_id } => {
                 self.wait(&id, exec_id.as_deref()).map(|status| Response::Exited { status })
             }
@@ -424,9 +424,16 @@ impl Agent {
         Ok(Response::Logs { data: String::from_utf8_lossy(&data[from..]).into_owned() })
     }
 
-    fn signal(&self, id: &str, exec_id: Option<&str>, sig: i32) -> Result<Response, AgentError> {
-        let (_, p) = self.proc(id, exec_id)?;
+    fn signal(&self, id: &str, exec_id: Option<&str>, sig: i32, all: bool) -> Result<Response, AgentError> {
+        let (c, p) = self.proc(id, exec_id)?;
         let s = Signal::try_from(sig).map_err(|_| err(ErrorCode::InvalidArgument, format!("bad signal {sig}")))?;
+        if all {
+            // Whatever runs in the container's cgroup, forks of execs included.
+            for pid in c.cgroup.pids() {
+                let _ = kill(Pid::from_raw(pid), s);
+            }
+            return Ok(Response::Ok);
+        }
         if self.reaper.try_get(p.pid).is_some() {
             return Err(err(ErrorCode::FailedPrecondition, "process has exited"));
         }
@@ -661,7 +668,7 @@ mod tests {
         for req in [
             Request::Start { id: "nope".into(), exec_id: None },
             Request::Wait { id: "../../x".into(), exec_id: None },
-            Request::Signal { id: "c".into(), exec_id: Some("a/b".into()), signal: 9 },
+            Request::Signal { id: "c".into(), exec_id: Some("a/b".into()), signal: 9, all: false },
             Request::Delete { id: "".into(), force: true },
         ] {
             let Response::Error(e) = a.handle(req.clone()) else { panic!("{req:?} should fail") };

@@ -78,6 +78,11 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The processes in the cgroup now.
+    pub fn pids(&self) -> Vec<i32> {
+        self.read("cgroup.procs").lines().filter_map(|l| l.trim().parse().ok()).collect()
+    }
+
     pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
         write(&self.path.join("cgroup.freeze"), if frozen { "1" } else { "0" })
     }
@@ -168,6 +173,8 @@ mod tests {
         let read = |f: &str| std::fs::read_to_string(cg.path.join(f)).expect(f);
         assert_eq!(read("memory.max"), (128u64 << 20).to_string());
         assert_eq!(read("pids.max"), "32");
+        std::fs::write(cg.path.join("cgroup.procs"), "12\n34\n").expect("procs");
+        assert_eq!(cg.pids(), vec![12, 34]);
         // A cgroup directory that vanished is an error naming the file.
         std::fs::remove_dir_all(&cg.path).expect("rm");
         let e = cg.update(&later).expect_err("gone");

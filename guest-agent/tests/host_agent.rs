@@ -141,7 +141,7 @@ fn containers_run_with_isolation_stdio_and_exit_codes() {
     c.call(&Request::Start { id: "c4".into(), exec_id: None }).expect("start");
     let mut armed = [0u8; 6];
     out.read_exact(&mut armed).expect("armed");
-    c.call_ok(&Request::Signal { id: "c4".into(), exec_id: None, signal: 15 }).expect("signal");
+    c.call_ok(&Request::Signal { id: "c4".into(), exec_id: None, signal: 15, all: false }).expect("signal");
     let mut rest = String::new();
     out.read_to_string(&mut rest).expect("rest");
     assert_eq!(rest, "got TERM\n");
@@ -234,7 +234,7 @@ fn stdin_exec_signals_and_bad_requests() {
         matches!(e, isola_protocol::client::ClientError::Agent(ref a) if a.code == ErrorCode::FailedPrecondition),
         "{e}"
     );
-    c.call_ok(&Request::Signal { id: "cat".into(), exec_id: None, signal: 9 }).expect("kill");
+    c.call_ok(&Request::Signal { id: "cat".into(), exec_id: None, signal: 9, all: false }).expect("kill");
     let Response::Exited { status } =
         c.call_with(&Request::Wait { id: "cat".into(), exec_id: None }, None).expect("wait")
     else {
@@ -392,7 +392,7 @@ fn a_user_namespace_maps_root_to_an_unprivileged_host_range() {
     let mut e_out = String::new();
     eo.read_to_string(&mut e_out).expect("exec output");
     assert_eq!(e_out.split_whitespace().collect::<Vec<_>>(), ["0", "0", "200000", "65536"], "{e_out}");
-    c.call(&Request::Signal { id: "userns1".into(), exec_id: None, signal: 9 }).expect("kill");
+    c.call(&Request::Signal { id: "userns1".into(), exec_id: None, signal: 9, all: false }).expect("kill");
     let mut e = String::new();
     let _ = err.read_to_string(&mut e);
 }

@@ -77,7 +77,7 @@ mod tests {
     fn round_trip_through_a_byte_stream() {
         let reqs = vec![
             Request::Ping,
-            Request::Signal { id: "c1".into(), exec_id: Some("e".into()), signal: 15 },
+            Request::Signal { id: "c1".into(), exec_id: Some("e".into()), signal: 15, all: false },
             Request::Wait { id: "c1".into(), exec_id: None },
         ];
         let mut buf = Vec::new();

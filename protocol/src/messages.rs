@@ -126,6 +126,9 @@ pub enum Request {
         id: String,
         exec_id: Option<String>,
         signal: i32,
+        /// Every process in the container (its cgroup), not only the one named.
+        #[serde(default)]
+        all: bool,
     },
     /// Blocks until the process exits.
     Wait {

@@ -335,26 +335,13 @@ impl Pod {
         }
         let guest = guest.ok_or_else(|| ShimError::FailedPrecondition("the pod's VM is not running".into()))?;
         let sig = i32::try_from(signal).map_err(|_| ShimError::InvalidArgument(format!("signal {signal}")))?;
-        let targets: Vec<Option<String>> = if all && exec.is_none() {
-            c.execs
-                .iter()
-                .filter(|(_, p)| p.status == Status::Running)
-                .map(|(x, _)| Some(x.clone()))
-                .chain([None])
-                .collect()
-        } else {
-            vec![exec.map(Into::into)]
-        };
-        for t in targets {
-            let r = guest.call(&Request::Signal { id: id.into(), exec_id: t.clone(), signal: sig });
-            if let Err(e) = r {
-                if t.as_deref() == exec && created {
-                    // Never started: nothing ran, so it simply ends.
-                    self.record_exit(&mut inner, id, exec, 128 + signal, false);
-                    return Ok(());
-                }
-                return Err(e);
-            }
+        let all = all && exec.is_none();
+        let r = guest.call(&Request::Signal { id: id.into(), exec_id: exec.map(Into::into), signal: sig, all });
+        match r {
+            // Never started: nothing ran, so it simply ends.
+            Err(_) if created => self.record_exit(&mut inner, id, exec, 128 + signal, false),
+            Err(e) => return Err(e),
+            Ok(_) => {}
         }
         Ok(())
     }

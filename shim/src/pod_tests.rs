@@ -294,7 +294,9 @@ fn pause_resume_and_kill_reach_the_guest_and_a_stopped_task_is_not_found() {
     w.pod.pause("c1", true).expect("pause");
     assert_eq!(w.pod.state("c1", "").expect("state").2, Status::Paused);
     w.pod.pause("c1", false).expect("resume");
-    w.pod.kill("c1", "", 15, false).expect("kill");
+    w.pod.kill("c1", "", 15, true).expect("kill all");
+    let last = w.guest.calls.lock().expect("calls").last().cloned();
+    assert_eq!(last, Some(Request::Signal { id: "c1".into(), exec_id: None, signal: 15, all: true }));
     w.guest.exit("c1", None, 143, false);
     wait_code(&w, "c1", "");
     let e = w.pod.kill("c1", "", 15, false).expect_err("already finished");

@@ -51,8 +51,11 @@ fn run_detached_with(c: &Containerd, opts: &[&str], id: &str, script: &str) {
 }
 
 /// Signals the task, waits for it to stop, and checks the exit code ctr reports on delete.
-fn kill_and_remove(c: &Containerd, id: &str, signal: &str, code: i32) {
-    ok(&c.ctr(&["task", "kill", "-s", signal, id]), "kill");
+fn kill_and_remove(c: &Containerd, id: &str, kill: &[&str], code: i32) {
+    let mut args = vec!["task", "kill"];
+    args.extend_from_slice(kill);
+    args.push(id);
+    ok(&c.ctr(&args), "kill");
     wait_status(c, id, "STOPPED", Duration::from_secs(30));
     let d = c.ctr(&["task", "delete", id]);
     assert!(d.stderr.contains(&format!("exit code {code}")), "{id}: {}{}", d.stdout, d.stderr);
@@ -86,9 +89,11 @@ fn ctr_run_prints_output_and_exit_codes_and_signals_propagate() {
     assert_eq!(o.code, 42, "{}", o.stderr);
     assert_eq!(o.stdout, "out\n");
     assert!(o.stderr.contains("err"), "{}", o.stderr);
-    // Killed by a signal: 128 + 9, as with runc.
+    // Killed by a signal: 128 + 9, as with runc; `--all` reaches an exec'd process too.
     run_detached(&c, "sig", "");
-    kill_and_remove(&c, "sig", "SIGKILL", 137);
+    let e = c.ctr(&["task", "exec", "-d", "--exec-id", "bg", "sig", "busybox", "sleep", "1000"]);
+    ok(&e, "exec -d");
+    kill_and_remove(&c, "sig", &["--all", "-s", "SIGKILL"], 137);
     assert_nothing_left(&c);
 }
 
@@ -115,7 +120,7 @@ fn detached_task_exec_ps_pause_resume_metrics_term_and_delete() {
     let limit = m.stdout.lines().find(|l| l.starts_with("memory.usage_limit ")).unwrap_or_default();
     assert!(limit.contains("268435456"), "the spec's limit is the guest cgroup's: {}", m.stdout);
     // The trap's own exit code comes back.
-    kill_and_remove(&c, "web", "SIGTERM", 99);
+    kill_and_remove(&c, "web", &["-s", "SIGTERM"], 99);
     assert_nothing_left(&c);
 }
 

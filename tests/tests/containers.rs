@@ -214,7 +214,7 @@ fn two_containers_in_one_sandbox_share_the_network_not_pids() {
     assert_ne!(field(&lines[0], "pid="), field(&lines[1], "pid="), "{lines:?}");
     assert_eq!((field(&lines[0], "me="), field(&lines[1], "me=")), ("1".into(), "1".into()));
     // A signal death is 128 + signal, with the signal reported.
-    c.call_ok(&Request::Signal { id: "app".into(), exec_id: None, signal: 9 }).expect("kill");
+    c.call_ok(&Request::Signal { id: "app".into(), exec_id: None, signal: 9, all: false }).expect("kill");
     let Response::Exited { status } =
         c.call_with(&Request::Wait { id: "app".into(), exec_id: None }, None).expect("wait")
     else {
