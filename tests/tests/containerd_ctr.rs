@@ -62,6 +62,22 @@ fn kill_and_remove(c: &Containerd, id: &str, kill: &[&str], code: i32) {
     ok(&c.ctr(&["container", "rm", id]), "container rm");
 }
 
+/// What `ctr events` printed while `f` ran: the events containerd got from the shim.
+fn events_during(c: &Containerd, f: impl FnOnce()) -> String {
+    let mut events = std::process::Command::new("ctr")
+        .arg("-a")
+        .arg(&c.sock)
+        .arg("events")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ctr events");
+    std::thread::sleep(Duration::from_millis(300));
+    f();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    String::from_utf8_lossy(&events.wait_with_output().expect("events output").stdout).into_owned()
+}
+
 /// Nothing of the sandbox is left: no VMM or helper process, no mount, no state dir.
 fn assert_nothing_left(c: &Containerd) {
     let until = Instant::now() + Duration::from_secs(10);
@@ -78,9 +94,26 @@ fn assert_nothing_left(c: &Containerd) {
 fn ctr_run_prints_output_and_exit_codes_and_signals_propagate() {
     let c = Containerd::start();
     c.import_image("default");
-    let o = run(&c, &["--rm"], "echo", &["echo", "hi"]);
-    ok(&o, "echo hi");
-    assert_eq!(o.stdout, "hi\n");
+    let out = events_during(&c, || {
+        let o = run(&c, &["--rm"], "echo", &["echo", "hi"]);
+        ok(&o, "echo hi");
+        assert_eq!(o.stdout, "hi\n");
+    });
+    let seen: Vec<String> = out
+        .lines()
+        .filter(|l| l.contains("/tasks/") && l.contains("\"echo\""))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")).map(String::from))
+        .collect();
+    assert_eq!(seen, ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], "task events in order");
+    // Out of memory: the guest's OOM killer ends the container's init; 137, and TaskOOM.
+    let out = events_during(&c, || {
+        let hog = "BEGIN { s = \"x\"; while (1) s = s s }";
+        let o = run(&c, &["--rm", "--memory-limit", "33554432"], "oom", &["busybox", "awk", hog]);
+        assert_eq!(o.code, 137, "{}{}", o.stdout, o.stderr);
+    });
+    let oom = out.lines().position(|l| l.contains("/tasks/oom") && l.contains("\"oom\""));
+    let exit = out.lines().position(|l| l.contains("/tasks/exit") && l.contains("\"oom\""));
+    assert!(oom.is_some() && oom < exit, "TaskOOM before TaskExit:\n{out}");
     // The image's own command and config (env, workdir) apply when none is given.
     let o = run(&c, &["--rm"], "imagecmd", &[]);
     ok(&o, "image command");
