@@ -145,7 +145,16 @@ impl Pod {
             // The sandbox container is the VM: its "process" is the VMM.
             (guest.vmm_pid(), None)
         } else {
-            (0, Some(self.create_in_guest(&*guest, &r, &mut spec)?))
+            match self.create_in_guest(&*guest, &r, &mut spec) {
+                Ok(b) => (0, Some(b)),
+                Err(e) => {
+                    // A VM booted for this container alone must not outlive its failure.
+                    if inner.owner.as_deref() == Some(r.id.as_str()) {
+                        Self::end_vm(&mut inner);
+                    }
+                    return Err(e);
+                }
+            }
         };
         let record = crate::service::BundleRecord {
             vm: inner.guest.as_ref().map(|g| g.state_dir()).unwrap_or_default(),
@@ -387,9 +396,7 @@ impl Pod {
             rootfs::release(shared, id);
         }
         if inner.owner.as_deref() == Some(id) {
-            if let Some(guest) = inner.guest.take() {
-                guest.stop();
-            }
+            Self::end_vm(&mut inner);
             self.exit_all(&mut inner);
         }
         let exit = c.init.exit.clone().unwrap_or(Exit { code: 0, at: now() });
@@ -478,6 +485,21 @@ impl Pod {
             .filter(|p| matches!(p.status, Status::Running | Status::Paused))
             .map(|p| p.pid)
             .collect())
+    }
+
+    /// Stops the VM (if any) and forgets it.
+    fn end_vm(inner: &mut Inner) {
+        if let Some(g) = inner.guest.take() {
+            g.stop();
+        }
+        inner.owner = None;
+    }
+
+    /// The shim is going away: no VM may stay behind it.
+    pub fn shutdown(&self) {
+        if let Ok(mut inner) = self.lock() {
+            Self::end_vm(&mut inner);
+        }
     }
 
     pub fn vmm_pid(&self) -> u32 {

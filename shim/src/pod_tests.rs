@@ -254,6 +254,22 @@ fn a_dead_vm_ends_every_task_with_an_exit_event() {
 }
 
 #[test]
+fn a_vm_booted_for_a_container_that_fails_to_create_is_stopped() {
+    let w = world();
+    let mut r = w.bundle("c1", &[]);
+    let m = crate::rootfs::RootMount { typ: "overlay".into(), source: "overlay".into(), options: vec![] };
+    r.rootfs = vec![m.clone(), m];
+    let e = w.pod.create(r).expect_err("two rootfs mounts");
+    assert!(matches!(e, ShimError::InvalidArgument(_)), "{e}");
+    assert!(w.guest.stopped.load(Ordering::SeqCst), "the VM went with the failed create");
+    assert!(w.pod.is_empty() && w.topics().is_empty());
+    // The next create boots afresh.
+    w.pod.create(w.bundle("c2", &[])).expect("create");
+    assert_eq!(w.boots.lock().expect("boots").len(), 2);
+    w.pod.delete("c2", "").expect("delete");
+}
+
+#[test]
 fn an_oom_kill_is_announced_before_the_exit() {
     let w = world();
     w.pod.create(w.bundle("c1", &[])).expect("create");

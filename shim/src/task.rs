@@ -162,6 +162,7 @@ impl containerd_shim::Task for TaskService {
     fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
         // One shim serves the whole pod: it stays while any task does.
         if self.pod.is_empty() {
+            self.pod.shutdown();
             self.exit.signal();
         }
         Ok(api::Empty::new())
