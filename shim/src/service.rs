@@ -92,6 +92,8 @@ fn remove_dead_socket(bundle: &Path) {
 pub struct Service {
     namespace: String,
     id: String,
+    /// Our ttrpc socket (`-socket`), empty for `start` and `delete`.
+    socket: PathBuf,
     exit: Arc<ExitSignal>,
 }
 
@@ -99,7 +101,12 @@ impl containerd_shim::Shim for Service {
     type T = TaskService;
 
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
-        Service { namespace: args.namespace.clone(), id: args.id.clone(), exit: Arc::new(ExitSignal::default()) }
+        Service {
+            namespace: args.namespace.clone(),
+            id: args.id.clone(),
+            socket: PathBuf::from(args.socket.trim_start_matches("unix://")),
+            exit: Arc::new(ExitSignal::default()),
+        }
     }
 
     fn start_shim(&mut self, opts: StartOpts) -> Result<String, containerd_shim::Error> {
@@ -119,6 +126,12 @@ impl containerd_shim::Shim for Service {
 
     fn wait(&mut self) {
         self.exit.wait();
+        // The crate removes the socket only if the bundle's `address` file is still
+        // there, and containerd may already have removed the bundle: unlink it here.
+        // Open connections (the Shutdown reply) are not affected.
+        if !self.socket.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.socket);
+        }
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {

@@ -16,6 +16,8 @@ const CNI_BRIDGE: &str = "isolacni0";
 
 pub struct Containerd {
     child: Child,
+    /// Network namespaces that existed before: any other `cni-*` one is CRI's, ours to remove.
+    netns_before: Vec<String>,
     pub dir: tempfile::TempDir,
     pub sock: PathBuf,
     /// `ISOLA_STATE_DIR` of the shims this containerd starts.
@@ -101,7 +103,7 @@ impl Containerd {
             .stderr(std::fs::File::create(d.join("containerd.log")).expect("log"))
             .spawn()
             .expect("start containerd");
-        let c = Containerd { child, sock: d.join("c.sock"), isola_state, dir };
+        let c = Containerd { child, netns_before: netns_names(), sock: d.join("c.sock"), isola_state, dir };
         let until = Instant::now() + Duration::from_secs(20);
         while c.ctr(&["version"]).code != 0 {
             assert!(Instant::now() < until, "containerd did not come up:\n{}", c.log());
@@ -159,11 +161,11 @@ impl Containerd {
     }
 
     /// The ttrpc socket a running shim serves (its `-socket` argument).
-    pub fn shim_socket(pid: i32) -> PathBuf {
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    pub fn shim_socket(pid: i32) -> Option<PathBuf> {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let args: Vec<String> = cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        let i = args.iter().position(|a| a == "-socket").expect("shim has -socket");
-        PathBuf::from(args[i + 1].trim_start_matches("unix://"))
+        let i = args.iter().position(|a| a == "-socket")?;
+        Some(PathBuf::from(args.get(i + 1)?.trim_start_matches("unix://")))
     }
 
     /// Sandbox processes (VMM and helpers) whose command line names our isola state dir.
@@ -197,6 +199,15 @@ pub fn pids_with_args(needles: &[&str]) -> Vec<i32> {
     pids
 }
 
+fn netns_names() -> Vec<String> {
+    std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 pub fn kill9(pid: i32) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
 }
@@ -205,8 +216,19 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for pid in self.shim_pids().into_iter().chain(self.sandbox_pids()) {
+        // A test that failed half-way leaves shims, VMs and pod namespaces: end them all.
+        for pid in self.shim_pids() {
+            let socket = Self::shim_socket(pid);
             kill9(pid);
+            if let Some(s) = socket {
+                let _ = std::fs::remove_file(s);
+            }
+        }
+        for pid in self.sandbox_pids() {
+            kill9(pid);
+        }
+        for ns in netns_names().into_iter().filter(|n| n.starts_with("cni-") && !self.netns_before.contains(n)) {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         }
         std::thread::sleep(Duration::from_millis(200));
         let mut mounts = self.mounts();

@@ -113,6 +113,7 @@ async fn two_containers_share_one_vm_and_network_but_not_pids() {
     }
     let shims = c.shim_pids();
     assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
+    let shim_socket = Containerd::shim_socket(shims[0]).expect("the shim's -socket");
     let vmms = isola_e2e::containerd::pids_with_args(&["qemu-system", c.isola_state.to_str().expect("path")]);
     assert_eq!(vmms.len(), 1, "one VM for the pod: {vmms:?}");
 
@@ -194,4 +195,5 @@ async fn two_containers_share_one_vm_and_network_but_not_pids() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(!shim_socket.exists(), "the shim's socket {} is left", shim_socket.display());
 }

@@ -239,7 +239,7 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     run_detached(&c, "s", "");
     let shims = c.shim_pids();
     assert_eq!(shims.len(), 1, "one shim: {shims:?}");
-    let socket = Containerd::shim_socket(shims[0]);
+    let socket = Containerd::shim_socket(shims[0]).expect("the shim's -socket");
     assert!(socket.exists(), "{}", socket.display());
     kill9(shims[0]);
     let until = Instant::now() + Duration::from_secs(30);
