@@ -71,9 +71,10 @@ fn events_during(c: &Containerd, f: impl FnOnce()) -> String {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("ctr events");
-    std::thread::sleep(Duration::from_millis(300));
+    // No readiness signal from `ctr events`: give it time to subscribe, and the events time to arrive.
+    std::thread::sleep(Duration::from_secs(1));
     f();
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_secs(1));
     let _ = events.kill();
     String::from_utf8_lossy(&events.wait_with_output().expect("events output").stdout).into_owned()
 }
