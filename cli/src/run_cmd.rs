@@ -8,9 +8,8 @@ use anyhow::Context;
 use clap::Args;
 use isola_protocol::{Request, Response};
 use isola_sandbox::container::{self, ContainerOptions};
-use isola_sandbox::hypervisor::DEFAULT_CMDLINE;
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
-use isola_sandbox::{choose, detect_kvm, state, BootSpec, HypervisorKind, QemuAccel};
+use isola_sandbox::{choose, detect_kvm, state, HypervisorKind};
 
 /// The container in a single-container sandbox is named after the sandbox.
 #[derive(Args, Debug)]
@@ -67,10 +66,6 @@ pub struct RunArgs {
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
-
-/// Guest memory beyond the container's limit: kernel, agent, page cache.
-const VM_HEADROOM_MIB: u64 = 128;
-const MIN_VM_MIB: u64 = 256;
 
 fn random_name() -> String {
     let mut b = [0u8; 4];
@@ -133,7 +128,6 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(rootfs.is_dir(), "rootfs {} is not a directory", rootfs.display());
     let kvm = detect_kvm();
     let host = isola_sandbox::config::Config::load()?;
-    let vcpus = a.cpus.map(|c| c.ceil().max(1.0) as u8).or(host.vcpus).unwrap_or(1);
     let kernel = host.kernel();
     anyhow::ensure!(
         kernel.is_file(),
@@ -141,15 +135,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         kernel.display(),
         isola_sandbox::config::path().display()
     );
-    let boot = BootSpec {
-        kernel,
-        initrd: Some(host.initramfs()),
-        cmdline: DEFAULT_CMDLINE.into(),
-        mem_mib: a.memory.map(|m| m + VM_HEADROOM_MIB).or(host.memory_mib).unwrap_or(0).max(MIN_VM_MIB),
-        vcpus,
-        timeout: Duration::from_secs(a.boot_timeout),
-        accel: QemuAccel::Auto,
-    };
+    let vcpus = a.cpus.map(|c| c.ceil().max(1.0) as u8);
+    let boot = host.boot_spec(a.memory, vcpus, Duration::from_secs(a.boot_timeout));
     let sopts = SandboxOptions {
         id: name.clone(),
         boot,

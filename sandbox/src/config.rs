@@ -12,10 +12,15 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::hypervisor::HypervisorKind;
+use crate::hypervisor::{BootSpec, HypervisorKind, QemuAccel, DEFAULT_CMDLINE};
+
+/// Guest memory beyond a container's own limit: kernel, agent, page cache.
+pub const VM_HEADROOM_MIB: u64 = 128;
+pub const MIN_VM_MIB: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -70,6 +75,20 @@ impl Config {
     pub fn initramfs(&self) -> PathBuf {
         self.initramfs.clone().unwrap_or_else(crate::assets::default_initrd)
     }
+
+    /// The VM for a container that asks for `memory_mib` and `vcpus`: its memory limit
+    /// plus headroom (at least [`MIN_VM_MIB`]), else this file's defaults.
+    pub fn boot_spec(&self, memory_mib: Option<u64>, vcpus: Option<u8>, timeout: Duration) -> BootSpec {
+        BootSpec {
+            kernel: self.kernel(),
+            initrd: Some(self.initramfs()),
+            cmdline: DEFAULT_CMDLINE.into(),
+            mem_mib: memory_mib.map(|m| m + VM_HEADROOM_MIB).or(self.memory_mib).unwrap_or(0).max(MIN_VM_MIB),
+            vcpus: vcpus.or(self.vcpus).unwrap_or(1),
+            timeout,
+            accel: QemuAccel::Auto,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -88,6 +107,17 @@ mod tests {
         let e = Config::parse("hypervisor = \"xen\"").expect_err("bad backend");
         assert!(e.contains("unknown variant `xen`"), "{e}");
         assert_eq!(Config::parse("vcpus = 0").expect_err("zero"), "vcpus must be at least 1");
+    }
+
+    #[test]
+    fn the_vm_is_the_limit_plus_headroom_or_the_configured_default() {
+        let c = Config::parse("memory_mib = 512\nvcpus = 2\n").expect("ok");
+        let t = Duration::from_secs(1);
+        assert_eq!((c.boot_spec(None, None, t).mem_mib, c.boot_spec(None, None, t).vcpus), (512, 2));
+        assert_eq!(c.boot_spec(Some(300), Some(3), t).mem_mib, 300 + VM_HEADROOM_MIB);
+        assert_eq!(c.boot_spec(Some(300), Some(3), t).vcpus, 3);
+        assert_eq!(c.boot_spec(Some(16), None, t).mem_mib, MIN_VM_MIB);
+        assert_eq!(Config::default().boot_spec(None, None, t).mem_mib, MIN_VM_MIB);
     }
 
     #[test]

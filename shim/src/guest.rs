@@ -9,7 +9,7 @@ use std::time::Duration;
 use isola_protocol::client::AgentClient;
 use isola_protocol::{ExitStatus, Request, Response, StdioStream};
 use isola_sandbox::sandbox::{NetworkMode, Sandbox, SandboxOptions};
-use isola_sandbox::{choose, detect_kvm, BootSpec, QemuAccel};
+use isola_sandbox::{choose, detect_kvm};
 
 use crate::error::ShimError;
 
@@ -66,15 +66,8 @@ impl Booter for VmBooter {
         .map_err(|e| ShimError::Config(e.to_string()))?;
         let kvm = detect_kvm();
         let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(64) as u8;
-        let boot = BootSpec {
-            kernel: cfg.kernel(),
-            initrd: Some(cfg.initramfs()),
-            cmdline: isola_sandbox::hypervisor::DEFAULT_CMDLINE.into(),
-            mem_mib: r.memory_mib.map(|m| m + VM_HEADROOM_MIB).or(cfg.memory_mib).unwrap_or(0).max(MIN_VM_MIB),
-            vcpus: r.vcpus.or(cfg.vcpus).unwrap_or(1).clamp(1, host_cpus.max(1)),
-            timeout: Duration::from_secs(60),
-            accel: QemuAccel::Auto,
-        };
+        let mut boot = cfg.boot_spec(r.memory_mib, r.vcpus, Duration::from_secs(60));
+        boot.vcpus = boot.vcpus.clamp(1, host_cpus.max(1));
         let opts = SandboxOptions {
             id: r.name.clone(),
             boot,
