@@ -72,7 +72,8 @@ impl NetState {
     }
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<(), NetError> {
+/// Runs a network tool; its stdout when it succeeds, its stderr in the error otherwise.
+pub(crate) fn run(cmd: &str, args: &[&str]) -> Result<String, NetError> {
     let out = Command::new(cmd).args(args).output().map_err(|e| NetError::Spawn(cmd.into(), e))?;
     if !out.status.success() {
         return Err(NetError::Command {
@@ -80,7 +81,7 @@ fn run(cmd: &str, args: &[&str]) -> Result<(), NetError> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn iptables_ensure(table: &str, rule: &[&str]) -> Result<(), NetError> {
@@ -91,7 +92,7 @@ fn iptables_ensure(table: &str, rule: &[&str]) -> Result<(), NetError> {
     }
     let mut add = vec!["-t", table, "-A"];
     add.extend_from_slice(rule);
-    run("iptables", &add)
+    run("iptables", &add).map(drop)
 }
 
 /// The bridge, its address, forwarding and NAT; idempotent.
@@ -137,7 +138,7 @@ pub fn attach(tap: &str, timeout: Duration) -> Result<(), NetError> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    run("ip", &["link", "set", tap, "master", BRIDGE, "up"])
+    run("ip", &["link", "set", tap, "master", BRIDGE, "up"]).map(drop)
 }
 
 /// DNS servers the guest can reach: the host's, minus loopback stubs.

@@ -54,16 +54,10 @@ struct Route {
 }
 
 fn in_netns(netns: &Path, args: &[&str]) -> Result<String, NetError> {
-    let mut all = vec![format!("--net={}", netns.display())];
-    all.extend(args.iter().map(|a| a.to_string()));
-    let out = Command::new("nsenter").args(&all).output().map_err(|e| NetError::Spawn("nsenter".into(), e))?;
-    if !out.status.success() {
-        return Err(NetError::Command {
-            cmd: format!("nsenter {}", all.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let enter = format!("--net={}", netns.display());
+    let mut all = vec![enter.as_str()];
+    all.extend_from_slice(args);
+    crate::net::run("nsenter", &all)
 }
 
 fn bad(netns: &Path, why: String) -> NetError {
