@@ -214,12 +214,7 @@ impl Pod {
         let exec = exec_key(exec_id);
         let mut inner = self.lock()?;
         let guest = inner.guest.clone();
-        let c = inner.containers.get_mut(id).ok_or_else(|| not_found(id, None))?;
-        let role = c.role;
-        let p = match exec {
-            None => &mut c.init,
-            Some(x) => c.execs.get_mut(x).ok_or_else(|| not_found(id, exec))?,
-        };
+        let (role, p) = Self::find(&mut inner, id, exec)?;
         if p.status != Status::Created {
             return Err(ShimError::FailedPrecondition(format!(
                 "{} is {:?}, not created",
@@ -258,7 +253,8 @@ impl Pod {
                 (VM_GONE_EXIT, false)
             }
         };
-        let bridge = self.lock().ok().and_then(|mut i| Self::proc_mut(&mut i, id, exec).and_then(|p| p.bridge.take()));
+        let bridge =
+            self.lock().ok().and_then(|mut i| Self::find(&mut i, id, exec).ok().and_then(|(_, p)| p.bridge.take()));
         if let Some(b) = bridge {
             b.finish(DRAIN);
         }
@@ -267,17 +263,19 @@ impl Pod {
         }
     }
 
-    fn proc_mut<'a>(inner: &'a mut Inner, id: &str, exec: Option<&str>) -> Option<&'a mut Proc> {
-        let c = inner.containers.get_mut(id)?;
-        match exec {
-            None => Some(&mut c.init),
-            Some(x) => c.execs.get_mut(x),
-        }
+    /// A container's role and one of its processes (its init, or exec `exec`).
+    fn find<'a>(inner: &'a mut Inner, id: &str, exec: Option<&str>) -> Result<(Role, &'a mut Proc), ShimError> {
+        let c = inner.containers.get_mut(id).ok_or_else(|| not_found(id, None))?;
+        let p = match exec {
+            None => &mut c.init,
+            Some(x) => c.execs.get_mut(x).ok_or_else(|| not_found(id, exec))?,
+        };
+        Ok((c.role, p))
     }
 
     /// The first exit recorded wins (the agent's, or the VM's death).
     fn record_exit(&self, inner: &mut Inner, id: &str, exec: Option<&str>, code: u32, oom: bool) {
-        let Some(p) = Self::proc_mut(inner, id, exec) else { return };
+        let Ok((_, p)) = Self::find(inner, id, exec) else { return };
         if p.exit.is_some() {
             return;
         }
@@ -327,12 +325,7 @@ impl Pod {
         let exec = exec_key(exec_id);
         let mut inner = self.lock()?;
         let guest = inner.guest.clone();
-        let c = inner.containers.get(id).ok_or_else(|| not_found(id, None))?;
-        let role = c.role;
-        let p = match exec {
-            None => &c.init,
-            Some(x) => c.execs.get(x).ok_or_else(|| not_found(id, exec))?,
-        };
+        let (role, p) = Self::find(&mut inner, id, exec)?;
         if p.status == Status::Stopped {
             return Err(ShimError::NotFound(format!("process {} already finished", exec.unwrap_or(id))));
         }
@@ -360,7 +353,7 @@ impl Pod {
         let exec = exec_key(exec_id);
         let mut inner = self.lock()?;
         loop {
-            let p = Self::proc_mut(&mut inner, id, exec).ok_or_else(|| not_found(id, exec))?;
+            let (_, p) = Self::find(&mut inner, id, exec)?;
             if let Some(e) = &p.exit {
                 return Ok(e.clone());
             }
@@ -472,7 +465,7 @@ impl Pod {
         let exec = exec_key(exec_id);
         let mut inner = self.lock()?;
         let bundle = inner.containers.get(id).map(|c| c.bundle.clone()).ok_or_else(|| not_found(id, None))?;
-        let p = Self::proc_mut(&mut inner, id, exec).ok_or_else(|| not_found(id, exec))?;
+        let (_, p) = Self::find(&mut inner, id, exec)?;
         Ok((bundle, p.pid, p.status, p.stdio.clone(), p.exit.clone()))
     }
 
