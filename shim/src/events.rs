@@ -122,9 +122,9 @@ impl EventSink for Publisher {
     }
 }
 
+/// Now, as containerd's events carry it (the shim crate's clock; zero if it is before 1970).
 pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() }
+    containerd_shim::util::timestamp().unwrap_or_default()
 }
 
 #[cfg(test)]
