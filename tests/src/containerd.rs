@@ -199,6 +199,16 @@ pub fn pids_with_args(needles: &[&str]) -> Vec<i32> {
     pids
 }
 
+/// `MemTotal` (KiB) from a guest's /proc/meminfo: how big the VM is.
+pub fn mem_total_kib(meminfo: &str) -> u64 {
+    meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MemTotal in {meminfo:?}"))
+}
+
 fn netns_names() -> Vec<String> {
     std::fs::read_dir("/var/run/netns")
         .into_iter()

@@ -125,12 +125,7 @@ async fn two_containers_share_one_vm_and_network_but_not_pids() {
     }
     // containerd's runtime options (ConfigPath) chose this pod's isola config: its VM size.
     let (meminfo, _) = exec(&mut rt, &ids[0], "cat /proc/meminfo").await;
-    let total_kib: u64 = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("MemTotal");
+    let total_kib = isola_e2e::containerd::mem_total_kib(&meminfo);
     let want = isola_e2e::containerd::CRI_VM_MIB * 1024;
     assert!(total_kib > want * 8 / 10 && total_kib <= want, "guest MemTotal {total_kib} KiB for {want} KiB");
     // Traffic flows through the tc redirect between the CNI veth and the VM's tap: the

@@ -177,13 +177,7 @@ fn env_cwd_bind_mounts_and_a_rootfs_directory() {
     // A memory limit sizes the VM: the limit plus headroom for the guest's kernel and agent.
     let o = run(&c, &["--rm", "--memory-limit", "536870912"], "mem", &["cat", "/proc/meminfo"]);
     ok(&o, "run with a memory limit");
-    let total_kib: u64 = o
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("MemTotal");
+    let total_kib = isola_e2e::containerd::mem_total_kib(&o.stdout);
     assert!(total_kib > 512 * 1024 && total_kib <= 640 * 1024, "VM of 512 + 128 MiB: MemTotal {total_kib} KiB");
     let rootfs = isola_e2e::busybox_rootfs();
     let o = c.ctr(&[
