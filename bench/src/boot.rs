@@ -250,7 +250,7 @@ fn repeat(
     cfg: &BootBenchConfig,
     key: SeriesKey,
     progress: &mut dyn FnMut(&str),
-    once: &mut dyn FnMut(usize) -> Result<BTreeMap<String, u64>, String>,
+    once: &mut dyn FnMut(usize) -> Result<BTreeMap<String, u64>, crate::BenchError>,
 ) -> Series {
     let (mut runs, mut failures) = (Vec::new(), Vec::new());
     for i in 0..cfg.warmup + cfg.runs {

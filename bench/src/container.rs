@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use isola_protocol::client::AgentClient;
-use isola_protocol::{Request, Response, RootfsSource};
-use isola_sandbox::container::{self, ContainerOptions};
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
-use isola_sandbox::{state, BootSpec, HypervisorKind, KvmKind};
+use isola_sandbox::spec::{self, ContainerOptions};
+use isola_sandbox::volume::Volume;
+use isola_sandbox::{state, BootSpec, Container, HypervisorKind, KvmKind, Rootfs};
+
+use crate::error::{io, BenchError};
 
 #[derive(Clone, Debug)]
 pub struct ContainerBenchConfig {
@@ -26,7 +27,7 @@ fn us(d: Duration) -> u64 {
 }
 
 /// A sandbox for a benchmark, named `bench-<name>-<pid>`.
-pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, String> {
+pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, BenchError> {
     let opts = SandboxOptions {
         id: format!("bench-{name}-{}", std::process::id()),
         boot: cfg.boot.clone(),
@@ -36,43 +37,41 @@ pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, String
         tie_to_parent: true,
         network: Default::default(),
         netns: None,
+        hostname: None,
     };
-    Sandbox::start(&opts).map_err(|e| e.to_string())
+    Ok(Sandbox::start(&opts)?)
 }
 
-/// A control connection with the sandbox set up and the bench rootfs provided for a
-/// container named after the sandbox.
-pub fn prepare(sb: &Sandbox, cfg: &ContainerBenchConfig) -> Result<(AgentClient, RootfsSource), String> {
-    let mut c = sb.client().map_err(|e| e.to_string())?;
-    c.call_ok(&Request::CreateSandbox { config: container::sandbox_config(&sb.state, &sb.id) })
-        .map_err(|e| e.to_string())?;
-    let rootfs = container::provide_rootfs(&c, &sb.state, &sb.id, &cfg.rootfs).map_err(|e| e.to_string())?;
-    Ok((c, rootfs))
+/// The bench rootfs running `args` as a container named after the sandbox, with `volumes`.
+pub fn container(
+    sb: &Sandbox,
+    cfg: &ContainerBenchConfig,
+    args: &[&str],
+    volumes: &[Volume],
+) -> Result<Container, BenchError> {
+    let spec =
+        spec::spec(&ContainerOptions { args: args.iter().map(|a| a.to_string()).collect(), ..Default::default() })?;
+    Ok(sb.create_container(&sb.id, spec, Rootfs::Dir(&cfg.rootfs), volumes)?)
 }
 
 /// One sandbox + one `true` container; phases in µs since the VMM was spawned, and
 /// `total` since this call began.
-pub fn isola_run_once(cfg: &ContainerBenchConfig, n: usize) -> Result<BTreeMap<String, u64>, String> {
+pub fn isola_run_once(cfg: &ContainerBenchConfig, n: usize) -> Result<BTreeMap<String, u64>, BenchError> {
     let t0 = Instant::now();
     let mut sb = sandbox(cfg, &format!("run{n}"))?;
-    let id = sb.id.clone();
-    let base = sb.spawned.ok_or("the sandbox has no spawn time")?;
+    let base = sb.spawned.ok_or(BenchError::Failed("the sandbox has no spawn time".into()))?;
     let mut phases = BTreeMap::new();
     if let Some(d) = sb.agent_ready {
         phases.insert("agent_ready".to_string(), us(d));
     }
-    let result = (|| -> Result<(), String> {
-        let (mut c, rootfs) = prepare(&sb, cfg)?;
-        let spec = container::spec(&ContainerOptions { args: vec!["true".into()], ..Default::default() })
-            .map_err(|e| e.to_string())?;
-        c.call(&Request::CreateContainer { id: id.clone(), spec: Box::new(spec), rootfs })
-            .map_err(|e| e.to_string())?;
+    let result = (|| -> Result<(), BenchError> {
+        let c = container(&sb, cfg, &["true"], &[])?;
         phases.insert("container_created".into(), us(base.elapsed()));
-        c.call(&Request::Start { id: id.clone(), exec_id: None }).map_err(|e| e.to_string())?;
+        c.start()?;
         phases.insert("container_started".into(), us(base.elapsed()));
-        match c.call_with(&Request::Wait { id: id.clone(), exec_id: None }, None).map_err(|e| e.to_string())? {
-            Response::Exited { status } if status.code == 0 => {}
-            other => return Err(format!("container ended with {other:?}")),
+        let status = c.wait()?;
+        if status.code != 0 {
+            return Err(BenchError::Failed(format!("container ended with {status:?}")));
         }
         phases.insert("container_exited".into(), us(base.elapsed()));
         Ok(())
@@ -84,23 +83,24 @@ pub fn isola_run_once(cfg: &ContainerBenchConfig, n: usize) -> Result<BTreeMap<S
 }
 
 /// A runc bundle for `true` on `rootfs` (read-only root, no terminal).
-pub fn runc_bundle(rootfs: &Path, dir: &Path) -> Result<(), String> {
-    let out = Command::new("runc").arg("spec").current_dir(dir).output().map_err(|e| format!("runc spec: {e}"))?;
+pub fn runc_bundle(rootfs: &Path, dir: &Path) -> Result<(), BenchError> {
+    let out = Command::new("runc").arg("spec").current_dir(dir).output().map_err(io("runc spec"))?;
     if !out.status.success() {
-        return Err(format!("runc spec: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(BenchError::Failed(format!("runc spec: {}", String::from_utf8_lossy(&out.stderr))));
     }
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
-    let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| BenchError::Json { what: path.display().to_string(), source })?;
     v["process"]["args"] = serde_json::json!(["true"]);
     v["process"]["terminal"] = serde_json::json!(false);
     v["root"]["path"] = serde_json::json!(rootfs.display().to_string());
     v["root"]["readonly"] = serde_json::json!(true);
-    std::fs::write(&path, v.to_string()).map_err(|e| e.to_string())
+    std::fs::write(&path, v.to_string()).map_err(io(format!("writing {}", path.display())))
 }
 
 /// `runc run` of the bundle: the whole create-start-exit-delete as the caller sees it.
-pub fn runc_run_once(bundle: &Path, n: usize) -> Result<BTreeMap<String, u64>, String> {
+pub fn runc_run_once(bundle: &Path, n: usize) -> Result<BTreeMap<String, u64>, BenchError> {
     let t0 = Instant::now();
     let id = format!("isola-bench-runc-{}-{n}", std::process::id());
     let st = Command::new("runc")
@@ -111,10 +111,10 @@ pub fn runc_run_once(bundle: &Path, n: usize) -> Result<BTreeMap<String, u64>, S
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| format!("runc: {e}"))?;
+        .map_err(io("runc"))?;
     let total = us(t0.elapsed());
     if !st.status.success() {
-        return Err(format!("runc run: {}", String::from_utf8_lossy(&st.stderr).trim()));
+        return Err(BenchError::Failed(format!("runc run: {}", String::from_utf8_lossy(&st.stderr).trim())));
     }
     Ok(BTreeMap::from([("total".to_string(), total)]))
 }

@@ -3,11 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use isola_protocol::client::AgentClient;
-use isola_protocol::{Request, Response};
-use isola_sandbox::container::{self, ContainerOptions};
+use isola_sandbox::spec::{self, ContainerOptions};
 
 use crate::container::ContainerBenchConfig;
+use crate::error::BenchError;
 use crate::memory::{self, ProcMemory};
 use crate::stats::Summary;
 
@@ -22,7 +21,7 @@ pub struct ExecBench {
     pub exec_us: Option<Summary>,
 }
 
-fn timed(n: usize, mut f: impl FnMut(usize) -> Result<(), String>) -> Result<Option<Summary>, String> {
+fn timed(n: usize, mut f: impl FnMut(usize) -> Result<(), BenchError>) -> Result<Option<Summary>, BenchError> {
     let mut v = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
@@ -32,41 +31,21 @@ fn timed(n: usize, mut f: impl FnMut(usize) -> Result<(), String>) -> Result<Opt
     Ok(Summary::of(&v))
 }
 
-pub fn run_exec(cfg: &ContainerBenchConfig, pings: usize, execs: usize) -> Result<ExecBench, String> {
+pub fn run_exec(cfg: &ContainerBenchConfig, pings: usize, execs: usize) -> Result<ExecBench, BenchError> {
     let mut sb = crate::container::sandbox(cfg, "exec")?;
     let result = (|| {
-        let id = sb.id.clone();
-        let (mut c, rootfs) = crate::container::prepare(&sb, cfg)?;
-        let spec =
-            container::spec(&ContainerOptions { args: vec!["sleep".into(), "100000".into()], ..Default::default() })
-                .map_err(|e| e.to_string())?;
-        c.call(&Request::CreateContainer { id: id.clone(), spec: Box::new(spec), rootfs })
-            .map_err(|e| e.to_string())?;
-        c.call(&Request::Start { id: id.clone(), exec_id: None }).map_err(|e| e.to_string())?;
-        let ping_us = timed(pings, |_| c.ping().map(drop).map_err(|e| e.to_string()))?;
-        let uds = sb.state.vsock_uds.clone();
-        let connect_us = timed(pings.min(200), |_| {
-            AgentClient::connect(&uds, Duration::from_secs(10))
-                .and_then(|mut c| c.ping())
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })?;
-        let process = container::spec(&ContainerOptions { args: vec!["true".into()], ..Default::default() })
-            .map_err(|e| e.to_string())?
-            .process()
-            .clone()
-            .ok_or("no process")?;
+        let c = crate::container::container(&sb, cfg, &["sleep", "100000"], &[])?;
+        c.start()?;
+        let agent = sb.agent();
+        let ping_us = timed(pings, |_| Ok(agent.ping().map(drop)?))?;
+        let connect_us = timed(pings.min(200), |_| Ok(agent.connect().and_then(|mut c| c.ping()).map(drop)?))?;
+        let process = spec::process(&ContainerOptions { args: vec!["true".into()], ..Default::default() })?;
         let exec_us = timed(execs, |i| {
-            let exec_id = format!("e{i}");
-            c.call(&Request::Exec { id: id.clone(), exec_id: exec_id.clone(), process: Box::new(process.clone()) })
-                .map_err(|e| e.to_string())?;
-            c.call(&Request::Start { id: id.clone(), exec_id: Some(exec_id.clone()) }).map_err(|e| e.to_string())?;
-            match c
-                .call_with(&Request::Wait { id: id.clone(), exec_id: Some(exec_id) }, None)
-                .map_err(|e| e.to_string())?
-            {
-                Response::Exited { status } if status.code == 0 => Ok(()),
-                other => Err(format!("exec ended with {other:?}")),
+            let p = c.exec(&format!("e{i}"), process.clone())?;
+            p.start()?;
+            match p.wait()? {
+                status if status.code == 0 => Ok(()),
+                status => Err(BenchError::Failed(format!("exec ended with {status:?}"))),
             }
         })?;
         Ok(ExecBench { backend: cfg.hypervisor.to_string(), ping_us, connect_us, exec_us })
@@ -104,12 +83,12 @@ pub fn run_density(cfg: &ContainerBenchConfig, n: usize) -> DensityBench {
         handles.push(std::thread::spawn(move || match crate::container::sandbox(&cfg, &format!("density{i}")) {
             Ok(mut sb) => {
                 let pids: Vec<i32> = std::iter::once(sb.state.vmm_pid).chain(sb.state.helper_pids.clone()).collect();
-                let _ = ready_tx.send(Ok((pids, sb.state.vsock_uds.clone())));
+                let _ = ready_tx.send(Ok((pids, sb.agent())));
                 let _ = stop_rx.recv();
                 sb.stop();
             }
             Err(e) => {
-                let _ = ready_tx.send(Err(e));
+                let _ = ready_tx.send(Err(e.to_string()));
             }
         }));
     }
@@ -127,7 +106,7 @@ pub fn run_density(cfg: &ContainerBenchConfig, n: usize) -> DensityBench {
     std::thread::sleep(Duration::from_millis(500));
     let mut per_sandbox = Vec::new();
     let mut all_answered_ping = failures.is_empty();
-    for (pids, uds) in &started {
+    for (pids, agent) in &started {
         let mut m = ProcMemory::default();
         for pid in pids {
             if let Some(p) = memory::of_pid(*pid, cfg.boot.mem_mib) {
@@ -135,7 +114,7 @@ pub fn run_density(cfg: &ContainerBenchConfig, n: usize) -> DensityBench {
             }
         }
         per_sandbox.push(m);
-        if AgentClient::connect(uds, Duration::from_secs(10)).and_then(|mut c| c.ping()).is_err() {
+        if agent.connect().and_then(|mut c| c.ping()).is_err() {
             all_answered_ping = false;
         }
     }

@@ -5,10 +5,11 @@
 
 use std::process::Command;
 
-use isola_protocol::{Request, Response};
-use isola_sandbox::container::{self, ContainerOptions, Volume};
+use isola_sandbox::volume::Volume;
+use isola_sandbox::StdioStream;
 
 use crate::container::ContainerBenchConfig;
+use crate::error::{io, BenchError};
 
 /// What the script does: 64 MiB written with fsync and read back with dd, then 500
 /// files created, listed and removed; busybox `time` reports each (10 ms resolution).
@@ -45,45 +46,38 @@ fn real_times(out: &str) -> Vec<f64> {
         .collect()
 }
 
-pub fn parse(out: &str) -> Result<FsResult, String> {
-    let [w, r, small] = real_times(out)[..] else { return Err(format!("expected three timings in {out:?}")) };
+pub fn parse(out: &str) -> Result<FsResult, BenchError> {
+    let [w, r, small] = real_times(out)[..] else {
+        return Err(BenchError::Failed(format!("expected three timings in {out:?}")));
+    };
     // A 10 ms clock: never divide by less than one tick.
     let tick = |t: f64| t.max(0.01);
     Ok(FsResult { write_mb_s: 64.0 / tick(w), read_mb_s: 64.0 / tick(r), small_files_per_s: 500.0 / tick(small) })
 }
 
-pub fn run(cfg: &ContainerBenchConfig) -> Result<FsBench, String> {
-    let shared = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let host_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+pub fn run(cfg: &ContainerBenchConfig) -> Result<FsBench, BenchError> {
+    let shared = tempfile::tempdir().map_err(io("temporary directory"))?;
+    let host_dir = tempfile::tempdir().map_err(io("temporary directory"))?;
     let out = Command::new("busybox")
         .args(["sh", "-c", SCRIPT, "bench"])
         .arg(host_dir.path())
         .output()
-        .map_err(|e| format!("busybox on the host: {e}"))?;
+        .map_err(io("busybox on the host"))?;
     let host = parse(&(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)))?;
 
     let mut sb = crate::container::sandbox(cfg, "fs")?;
     let result = (|| {
-        let id = sb.id.clone();
-        let (mut c, rootfs) = crate::container::prepare(&sb, cfg)?;
-        let mut spec = container::spec(&ContainerOptions {
-            args: vec!["sh".into(), "-c".into(), SCRIPT.into(), "bench".into(), "/data".into()],
-            ..Default::default()
-        })
-        .map_err(|e| e.to_string())?;
         let vol = Volume { host: shared.path().into(), guest: "/data".into(), readonly: false };
-        container::add_volumes(&sb.state, &id, &mut spec, &[vol]).map_err(|e| e.to_string())?;
-        c.call(&Request::CreateContainer { id: id.clone(), spec: Box::new(spec), rootfs })
-            .map_err(|e| e.to_string())?;
-        let mut out = c.attach(&id, None, isola_protocol::StdioStream::Stdout).map_err(|e| e.to_string())?;
-        let mut err = c.attach(&id, None, isola_protocol::StdioStream::Stderr).map_err(|e| e.to_string())?;
-        c.call(&Request::Start { id: id.clone(), exec_id: None }).map_err(|e| e.to_string())?;
+        let c = crate::container::container(&sb, cfg, &["sh", "-c", SCRIPT, "bench", "/data"], &[vol])?;
+        let mut out = c.init().stream(StdioStream::Stdout)?;
+        let mut err = c.init().stream(StdioStream::Stderr)?;
+        c.start()?;
         let (mut o, mut e) = (String::new(), String::new());
-        std::io::Read::read_to_string(&mut out, &mut o).map_err(|x| x.to_string())?;
-        std::io::Read::read_to_string(&mut err, &mut e).map_err(|x| x.to_string())?;
-        match c.call_with(&Request::Wait { id: id.clone(), exec_id: None }, None).map_err(|x| x.to_string())? {
-            Response::Exited { status } if status.code == 0 => parse(&(o + &e)),
-            other => Err(format!("fs script ended with {other:?}: {e}")),
+        std::io::Read::read_to_string(&mut out, &mut o).map_err(io("container stdout"))?;
+        std::io::Read::read_to_string(&mut err, &mut e).map_err(io("container stderr"))?;
+        match c.wait()? {
+            status if status.code == 0 => parse(&(o + &e)),
+            status => Err(BenchError::Failed(format!("fs script ended with {status:?}: {e}"))),
         }
     })();
     sb.stop();

@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod container;
 pub mod ctr;
+pub mod error;
 pub mod exec;
 pub mod fs;
 pub mod memory;
@@ -13,4 +14,5 @@ pub mod report;
 pub mod stats;
 
 pub use boot::{run_boot_bench, BootBench, BootBenchConfig, Series, SeriesKey};
+pub use error::BenchError;
 pub use stats::Summary;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use isola_sandbox::hypervisor::{command, BOOT_PROBE_CMDLINE};
 use isola_sandbox::{BootSpec, HypervisorKind, KvmKind, QemuAccel};
 
+use crate::error::{io, BenchError};
 use crate::memory::{self, ProcMemory};
 use crate::stats::Summary;
 
@@ -32,7 +33,7 @@ pub fn measure_once(
     kvm: KvmKind,
     guest: &Path,
     mem_mib: u64,
-) -> Result<ProcMemory, String> {
+) -> Result<ProcMemory, BenchError> {
     let spec = BootSpec {
         kernel: guest.into(),
         initrd: None,
@@ -42,9 +43,9 @@ pub fn measure_once(
         timeout: Duration::from_secs(60),
         accel,
     };
-    let mut cmd = command(kind, &spec, kvm).map_err(|e| e.to_string())?;
+    let mut cmd = command(kind, &spec, kvm)?;
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = cmd.spawn().map_err(|e| format!("spawn {kind}: {e}"))?;
+    let mut child = cmd.spawn().map_err(io(format!("spawn {kind}")))?;
     let (tx, rx) = channel();
     if let Some(out) = child.stdout.take() {
         std::thread::spawn(move || {
@@ -59,9 +60,9 @@ pub fn measure_once(
         Ok(()) => {
             // Let the VMM settle (lazy allocations after boot) before sampling.
             std::thread::sleep(Duration::from_millis(200));
-            memory::of_pid(child.id() as i32, mem_mib).ok_or_else(|| "cannot read smaps".to_string())
+            memory::of_pid(child.id() as i32, mem_mib).ok_or(BenchError::Failed("cannot read smaps".into()))
         }
-        Err(_) => Err(format!("{kind}: no idle marker within 30 s")),
+        Err(_) => Err(BenchError::Failed(format!("{kind}: no idle marker within 30 s"))),
     };
     let _ = child.kill();
     let _ = child.wait();

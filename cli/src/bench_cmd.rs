@@ -214,7 +214,7 @@ fn density(a: DensityArgs) -> anyhow::Result<ExitCode> {
 fn overhead(a: OverheadArgs) -> anyhow::Result<ExitCode> {
     let compare = compare_with_qemu(&a.compare)?;
     anyhow::ensure!(a.runs > 0, "--runs must be at least 1");
-    let guest = isola_vmm::testguest::build("idle", &assets::guest_dir().join("test-guests"))
+    let guest = isola_testguests::build("idle", &assets::guest_dir().join("test-guests"))
         .context("building the idle test guest")?;
     let kvm = detect_kvm();
     let series = isola_bench::overhead::run(kvm, &guest, a.memory, a.runs, compare);
@@ -290,7 +290,7 @@ fn boot(a: BootBenchArgs) -> anyhow::Result<ExitCode> {
     let compare_qemu = compare_with_qemu(&a.compare)?;
     anyhow::ensure!(a.runs > 0, "--runs must be at least 1");
     let guest_dir = assets::guest_dir().join("test-guests");
-    let test_guest = isola_vmm::testguest::build("boot_check_pvh", &guest_dir).context("building the test guest")?;
+    let test_guest = isola_testguests::build("boot_check_pvh", &guest_dir).context("building the test guest")?;
     let kvm = detect_kvm();
     let container = if a.no_container { None } else { Some(container_config(&a.container_rootfs, a.memory, a.cpus)?) };
     let cfg = BootBenchConfig {

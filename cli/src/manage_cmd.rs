@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use isola_protocol::{Request, Response};
 use isola_sandbox::state::{self, SandboxState};
+use isola_sandbox::ContainerStatus;
 
 /// A live sandbox by name.
 pub fn find(name: &str) -> anyhow::Result<(PathBuf, SandboxState)> {
@@ -27,15 +27,11 @@ pub struct PsArgs {
 pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for (_, st) in state::list(&state::default_root()) {
-        let status = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(2))
-            .and_then(|mut c| c.call(&Request::List))
+        let status = st
+            .agent(Duration::from_secs(2))
+            .list()
             .ok()
-            .and_then(|r| match r {
-                Response::List { containers } => {
-                    containers.into_iter().next().map(|c| format!("{:?}", c.status).to_lowercase())
-                }
-                _ => None,
-            })
+            .and_then(|containers| containers.into_iter().next().map(|c| format!("{:?}", c.status).to_lowercase()))
             .unwrap_or_else(|| "unreachable".into());
         rows.push(serde_json::json!({
             "name": st.id, "hypervisor": st.hypervisor, "vmm_pid": st.vmm_pid, "container": status,
@@ -79,8 +75,7 @@ pub fn kill(a: KillArgs) -> anyhow::Result<ExitCode> {
     let sig = parse_signal(&a.signal)?;
     let (_, st) = find(&a.sandbox)?;
     let id = st.container.clone().with_context(|| format!("sandbox {} has no container", a.sandbox))?;
-    let mut c = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(10))?;
-    c.call_ok(&Request::Signal { id, exec_id: None, signal: sig, all: false })?;
+    st.container(&id, Duration::from_secs(10)).signal(sig, false)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -105,9 +100,10 @@ pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
             }
         };
         if !a.force {
-            let running = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(5))
-                .and_then(|mut c| c.call(&Request::List))
-                .map(|r| matches!(r, Response::List { containers } if containers.iter().any(|c| c.exit.is_none() && c.status == isola_protocol::ContainerStatus::Running)))
+            let running = st
+                .agent(Duration::from_secs(5))
+                .list()
+                .map(|list| list.iter().any(|c| c.exit.is_none() && c.status == ContainerStatus::Running))
                 .unwrap_or(false);
             if running {
                 eprintln!("isola: sandbox {name} is running (use -f)");
@@ -145,19 +141,15 @@ pub struct InspectArgs {
 pub fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
     let (dir, st) = find(&a.name)?;
     let mut v = serde_json::json!({ "dir": dir, "state": st });
-    match isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(2)) {
-        Ok(mut c) => {
-            if let Ok(Response::List { containers }) = c.call(&Request::List) {
-                let mut list = Vec::new();
-                for ci in containers {
-                    let stats = match c.call(&Request::Stats { id: ci.id.clone() }) {
-                        Ok(Response::Stats { stats }) => serde_json::to_value(stats).ok(),
-                        _ => None,
-                    };
-                    list.push(serde_json::json!({ "info": ci, "stats": stats }));
-                }
-                v["containers"] = serde_json::Value::Array(list);
+    match st.agent(Duration::from_secs(2)).list() {
+        Ok(containers) => {
+            let mut list = Vec::new();
+            for ci in containers {
+                let stats = st.container(&ci.id, Duration::from_secs(2)).stats().ok();
+                let stats = stats.and_then(|s| serde_json::to_value(s).ok());
+                list.push(serde_json::json!({ "info": ci, "stats": stats }));
             }
+            v["containers"] = serde_json::Value::Array(list);
         }
         Err(e) => v["agent_error"] = serde_json::Value::String(e.to_string()),
     }
@@ -178,10 +170,6 @@ pub struct LogsArgs {
 pub fn logs(a: LogsArgs) -> anyhow::Result<ExitCode> {
     let (_, st) = find(&a.name)?;
     let id = st.container.clone().with_context(|| format!("sandbox {} has no container", a.name))?;
-    let mut c = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(10))?;
-    match c.call(&Request::Logs { id, exec_id: None, max_bytes: a.tail_bytes })? {
-        Response::Logs { data } => print!("{data}"),
-        other => anyhow::bail!("unexpected reply to logs: {other:?}"),
-    }
+    print!("{}", st.container(&id, Duration::from_secs(10)).logs(a.tail_bytes)?);
     Ok(ExitCode::SUCCESS)
 }

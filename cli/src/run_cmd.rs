@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use isola_protocol::{Request, Response};
-use isola_sandbox::container::{self, ContainerOptions};
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
-use isola_sandbox::{choose, detect_kvm, state, HypervisorKind};
+use isola_sandbox::spec::{self, ContainerOptions};
+use isola_sandbox::stdio::Bridges;
+use isola_sandbox::volume::Volume;
+use isola_sandbox::{choose, detect_kvm, state, ExitStatus, HypervisorKind, ProcessHandle, Rootfs};
 
 /// The container in a single-container sandbox is named after the sandbox.
 #[derive(Args, Debug)]
@@ -25,7 +26,7 @@ pub struct RunArgs {
     network: isola_sandbox::sandbox::NetworkMode,
     /// Bind a host path into the container: HOST:GUEST[:ro] (over virtio-fs).
     #[arg(short = 'v', long = "volume")]
-    volumes: Vec<container::Volume>,
+    volumes: Vec<Volume>,
     /// Sandbox name (default: a random one).
     #[arg(long)]
     name: Option<String>,
@@ -124,7 +125,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         uid,
         gid,
     };
-    let mut spec = container::spec(&opts)?;
+    let spec = spec::spec(&opts)?;
     anyhow::ensure!(rootfs.is_dir(), "rootfs {} is not a directory", rootfs.display());
     let kvm = detect_kvm();
     let host = isola_sandbox::config::Config::load()?;
@@ -146,24 +147,21 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         tie_to_parent: !a.detach,
         network: a.network,
         netns: None,
+        hostname: Some(name.clone()),
     };
     let mut sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
-    let mut c = sb.client()?;
-    c.call_ok(&Request::CreateSandbox { config: container::sandbox_config(&sb.state, &name) })?;
-    let rootfs = container::provide_rootfs(&c, &sb.state, &name, &rootfs)?;
-    container::add_volumes(&sb.state, &name, &mut spec, &a.volumes)?;
-    c.call(&Request::CreateContainer { id: name.clone(), spec: Box::new(spec), rootfs })?;
+    let c = sb.create_container(&name, spec, Rootfs::Dir(&rootfs), &a.volumes)?;
     sb.set_container(&name)?;
     if a.detach {
-        c.call(&Request::Start { id: name.clone(), exec_id: None })?;
+        c.start()?;
         println!("{name}");
         sb.detach();
         return Ok(ExitCode::SUCCESS);
     }
-    let bridges = container::attach(&c, &name, None, a.tty, a.interactive)?;
+    let bridges = Bridges::to_stdio(c.attach(a.tty)?, a.interactive)?;
     let raw = a.tty.then(RawTerminal::enter).flatten();
-    c.call(&Request::Start { id: name.clone(), exec_id: None })?;
-    let status = match wait_watching(&mut sb, &name) {
+    c.start()?;
+    let status = match wait_watching(&mut sb, c.init()) {
         Ok(s) => s,
         Err(e) => {
             drop(raw);
@@ -182,27 +180,17 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Waits for the container while watching the sandbox's processes: if the VMM or a
 /// helper (virtiofsd, the vsock daemon) dies, that is the error, not a hang.
-fn wait_watching(sb: &mut isola_sandbox::sandbox::Sandbox, name: &str) -> anyhow::Result<isola_protocol::ExitStatus> {
+fn wait_watching(sb: &mut Sandbox, init: ProcessHandle) -> anyhow::Result<ExitStatus> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let (uds, id) = (sb.state.vsock_uds.clone(), name.to_string());
     std::thread::spawn(move || {
-        let _ = tx.send(wait(&uds, &id, None));
+        let _ = tx.send(init.wait());
     });
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(r) => return r,
+            Ok(r) => return Ok(r?),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => sb.check_processes()?,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("lost the wait for {name}"),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => anyhow::bail!("lost the wait for the container"),
         }
-    }
-}
-
-/// Waits on its own connection (the control one stays free) until the process exits.
-fn wait(uds: &std::path::Path, id: &str, exec_id: Option<&str>) -> anyhow::Result<isola_protocol::ExitStatus> {
-    let mut w = isola_protocol::client::AgentClient::connect(uds, Duration::from_secs(30))?;
-    match w.call_with(&Request::Wait { id: id.into(), exec_id: exec_id.map(Into::into) }, None)? {
-        Response::Exited { status } => Ok(status),
-        other => anyhow::bail!("unexpected reply to wait: {other:?}"),
     }
 }
 
@@ -254,22 +242,20 @@ pub struct ExecArgs {
 pub fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
     let (dir, st) = crate::manage_cmd::find(&a.sandbox)?;
     let id = st.container.clone().with_context(|| format!("sandbox {} has no container", a.sandbox))?;
-    let spec = container::spec(&ContainerOptions {
+    let process = spec::process(&ContainerOptions {
         args: a.command.clone(),
         env: a.env.clone(),
         cwd: a.workdir.clone(),
         terminal: a.tty,
         ..Default::default()
     })?;
-    let process = spec.process().clone().context("spec without process")?;
     let exec_id = format!("exec-{}", std::process::id());
-    let mut c = isola_protocol::client::AgentClient::connect(&st.vsock_uds, Duration::from_secs(30))
-        .with_context(|| format!("connecting to sandbox in {}", dir.display()))?;
-    c.call(&Request::Exec { id: id.clone(), exec_id: exec_id.clone(), process: Box::new(process) })?;
-    let bridges = container::attach(&c, &id, Some(&exec_id), a.tty, a.interactive)?;
+    let c = st.container(&id, Duration::from_secs(30));
+    let p = c.exec(&exec_id, process).with_context(|| format!("exec in the sandbox in {}", dir.display()))?;
+    let bridges = Bridges::to_stdio(p.attach(a.tty)?, a.interactive)?;
     let raw = a.tty.then(RawTerminal::enter).flatten();
-    c.call(&Request::Start { id: id.clone(), exec_id: Some(exec_id.clone()) })?;
-    let status = wait(&st.vsock_uds, &id, Some(&exec_id))?;
+    p.start()?;
+    let status = p.wait()?;
     bridges.finish();
     drop(raw);
     Ok(exit_code(status.code))

@@ -3,12 +3,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,12 +17,14 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 
 use crate::cgroup::Cgroup;
-use crate::config::{self, InitConfig};
-use crate::helper::{CONSOLE_FD, REPORT_FD, START_FD};
+use crate::config;
+use crate::process::{self, Proc};
 use crate::reaper::{Exit, Reaper};
 use crate::rootfs::{self, Layout};
-use crate::stdio::{self, HostEnds};
 use crate::syscall::{Linux, Syscall};
+
+/// The syscalls the agent makes itself (mounts, hostname); tests record them instead.
+pub type Sys = Arc<dyn Syscall + Send + Sync>;
 
 /// Where the agent keeps its state, and how it finds itself to run the helper.
 #[derive(Clone, Debug)]
@@ -46,18 +44,6 @@ fn os_err(what: &str, e: impl std::fmt::Display) -> AgentError {
     err(ErrorCode::Os, format!("{what}: {e}"))
 }
 
-/// One process of a container (its init, or one added by Exec).
-pub struct Proc {
-    pub pid: i32,
-    pub terminal: bool,
-    stdio: Mutex<HostEnds>,
-    /// A spare handle on the pty master for resizing.
-    pty_control: Option<File>,
-    start: Mutex<Option<File>>,
-    report: Mutex<Option<BufReader<File>>>,
-    started: AtomicBool,
-}
-
 pub struct Container {
     pub id: String,
     dir: PathBuf,
@@ -71,19 +57,25 @@ pub struct Container {
 
 pub struct Agent {
     cfg: AgentConfig,
+    sys: Sys,
     reaper: Arc<Reaper>,
     sandbox: Mutex<SandboxConfig>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A handler that panicked mid-update still leaves usable state; keep serving.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Agent {
     pub fn new(cfg: AgentConfig, reaper: Arc<Reaper>) -> Self {
-        Self { cfg, reaper, sandbox: Mutex::new(SandboxConfig::default()), containers: Mutex::new(HashMap::new()) }
+        Self::with_syscalls(cfg, reaper, Arc::new(Linux))
+    }
+
+    pub fn with_syscalls(cfg: AgentConfig, reaper: Arc<Reaper>, sys: Sys) -> Self {
+        let (sandbox, containers) = (Mutex::new(SandboxConfig::default()), Mutex::new(HashMap::new()));
+        Self { cfg, sys, reaper, sandbox, containers }
     }
 
     fn container(&self, id: &str) -> Result<Arc<Container>, AgentError> {
@@ -161,10 +153,10 @@ impl Agent {
 
     fn create_sandbox(&self, config: SandboxConfig) -> Result<Response, AgentError> {
         if !config.hostname.is_empty() {
-            let _ = Linux.sethostname(&config.hostname);
+            let _ = self.sys.sethostname(&config.hostname);
         }
         if let Some(tag) = &config.shared_fs_tag {
-            mount_shared_fs(tag, Path::new(isola_protocol::SHARED_DIR))?;
+            mount_shared_fs(&*self.sys, tag, Path::new(isola_protocol::SHARED_DIR))?;
         }
         if self.cfg.is_init {
             // Only as the guest's PID 1: on a host (tests) this would be the host's network.
@@ -224,9 +216,9 @@ impl Agent {
                 p
             }
         };
-        rootfs::mount_overlay(&Linux, &lower, &layout).map_err(|e| os_err("rootfs", e))?;
+        rootfs::mount_overlay(&*self.sys, &lower, &layout).map_err(|e| os_err("rootfs", e))?;
         let cleanup = |cg: Option<&Cgroup>| {
-            let _ = Linux.umount_detach(&layout.rootfs);
+            let _ = self.sys.umount_detach(&layout.rootfs);
             let _ = std::fs::remove_dir_all(&dir);
             if let Some(cg) = cg {
                 cg.destroy();
@@ -248,11 +240,11 @@ impl Agent {
                     return Err(err(ErrorCode::InvalidArgument, e.to_string()));
                 }
             };
-        if let Err(e) = crate::setup::prepare_for_user_ns(&crate::syscall::Linux, &mut init_cfg) {
+        if let Err(e) = crate::setup::prepare_for_user_ns(&*self.sys, &mut init_cfg) {
             cleanup(Some(&cgroup));
             return Err(err(ErrorCode::Os, e.to_string()));
         }
-        let init = match self.spawn(&init_cfg, &dir, "init") {
+        let init = match process::spawn(&self.cfg.helper_exe, &self.reaper, &init_cfg, &dir, "init") {
             Ok(p) => p,
             Err(e) => {
                 cleanup(Some(&cgroup));
@@ -286,130 +278,15 @@ impl Agent {
         let cfg =
             config::for_exec(process, c.init.pid, Some(c.cgroup.path.clone()), c.seccomp.clone(), c.user_ns.clone())
                 .map_err(|e| err(ErrorCode::InvalidArgument, e.to_string()))?;
-        let p = self.spawn(&cfg, &c.dir, &format!("exec-{exec_id}"))?;
+        let p = process::spawn(&self.cfg.helper_exe, &self.reaper, &cfg, &c.dir, &format!("exec-{exec_id}"))?;
         let pid = p.pid;
         lock(&c.execs).insert(exec_id.into(), Arc::new(p));
         Ok(Response::Started { pid })
     }
 
-    /// Runs the init helper for `cfg` and waits until the process is set up and
-    /// waiting for Start.
-    fn spawn(&self, cfg: &InitConfig, dir: &Path, name: &str) -> Result<Proc, AgentError> {
-        std::fs::create_dir_all(dir).map_err(|e| os_err("state dir", e))?;
-        let cfg_path = dir.join(format!("{name}.json"));
-        let json = serde_json::to_vec(cfg).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
-        std::fs::write(&cfg_path, json).map_err(|e| os_err("writing process config", e))?;
-        let (start_r, start_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| os_err("pipe", e))?;
-        let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| os_err("pipe", e))?;
-        let mut cmd = Command::new(&self.cfg.helper_exe);
-        cmd.arg("init-helper").arg(&cfg_path).env_clear();
-        // A terminal comes from inside the container (over a console socket); pipes from here.
-        let (mut host, console) = if cfg.process.terminal {
-            let (ours, theirs) = stdio::console_pair().map_err(|e| os_err("console socket", e))?;
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-            (stdio::HostEnds::default(), Some((ours, theirs)))
-        } else {
-            let (host, child) = stdio::pipes().map_err(|e| os_err("stdio", e))?;
-            cmd.stdin(Stdio::from(child.stdin)).stdout(Stdio::from(child.stdout)).stderr(Stdio::from(child.stderr));
-            (host, None)
-        };
-        let mut dups = vec![(start_r.as_raw_fd(), START_FD), (report_w.as_raw_fd(), REPORT_FD)];
-        if let Some((_, theirs)) = &console {
-            dups.push((theirs.as_raw_fd(), CONSOLE_FD));
-        }
-        // SAFETY: dup2 is async-signal-safe and only touches fds this child inherited;
-        // it runs between fork and exec of the helper.
-        unsafe {
-            cmd.pre_exec(move || {
-                for &(from, to) in &dups {
-                    if libc::dup2(from, to) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        let helper = cmd.spawn().map_err(|e| os_err("starting init helper", e))?;
-        let helper_pid = helper.id() as i32;
-        // Our copies of the child's ends must go, or EOFs never arrive.
-        drop(cmd);
-        drop((start_r, report_w));
-        let console = console.map(|(ours, theirs)| {
-            drop(theirs);
-            ours
-        });
-        let mut report = BufReader::new(File::from(report_r));
-        // The helper's "pid" and its child's "ready" race each other: take both in any order.
-        let mut pid = None;
-        let mut ready = false;
-        let mut failure = None;
-        while pid.is_none() || !ready {
-            match read_report(&mut report) {
-                Ok(Report::Pid(p)) => pid = Some(p),
-                Ok(Report::Ready) => ready = true,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        self.reaper.wait(helper_pid, Some(Duration::from_secs(10)));
-        self.reaper.forget(helper_pid);
-        if let Some(e) = failure {
-            if let Some(p) = pid {
-                self.reaper.wait(p, Some(Duration::from_secs(5)));
-                self.reaper.forget(p);
-            }
-            return Err(e);
-        }
-        let pid = pid.ok_or_else(|| err(ErrorCode::Internal, "helper reported no pid"))?;
-        if let Some(sock) = &console {
-            // Sent before "ready", so it is already waiting in the socket.
-            host.pty = Some(stdio::recv_terminal(sock).map_err(|e| os_err("receiving the terminal", e))?);
-        }
-        let pty_control = host.pty.as_ref().and_then(|m| m.try_clone().ok());
-        Ok(Proc {
-            pid,
-            terminal: cfg.process.terminal,
-            stdio: Mutex::new(host),
-            pty_control,
-            start: Mutex::new(Some(File::from(start_w))),
-            report: Mutex::new(Some(report)),
-            started: AtomicBool::new(false),
-        })
-    }
-
     fn start(&self, id: &str, exec_id: Option<&str>) -> Result<Response, AgentError> {
         let (c, p) = self.proc(id, exec_id)?;
-        let Some(mut start) = lock(&p.start).take() else {
-            return Err(err(ErrorCode::FailedPrecondition, "already started"));
-        };
-        // Streams nobody attached go to a log for `Logs` (detached runs), rather than
-        // filling a pipe and blocking the process.
-        {
-            let mut ends = lock(&p.stdio);
-            let path = log_path(&c.dir, exec_id);
-            for from in [ends.stdout.take(), ends.stderr.take(), ends.pty.take()].into_iter().flatten() {
-                let log = std::fs::OpenOptions::new().create(true).append(true).open(&path);
-                match log {
-                    Ok(to) => {
-                        std::thread::spawn(move || stdio::pump(from, to));
-                    }
-                    Err(e) => eprintln!("isola-agent: log {}: {e}", path.display()),
-                }
-            }
-        }
-        start.write_all(b"s").map_err(|e| os_err("start", e))?;
-        drop(start);
-        p.started.store(true, Ordering::Release);
-        // EOF on the report pipe means exec happened; a line means it did not.
-        if let Some(mut report) = lock(&p.report).take() {
-            match read_report(&mut report) {
-                Err(e) if e.code == ErrorCode::Internal && e.message.contains("closed") => {}
-                Err(e) => return Err(e),
-                Ok(other) => return Err(err(ErrorCode::Internal, format!("process said {other:?}"))),
-            }
-        }
+        p.start(&log_path(&c.dir, exec_id))?;
         Ok(Response::Started { pid: p.pid })
     }
 
@@ -450,7 +327,7 @@ impl Agent {
     fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<Response, AgentError> {
         let (_, p) = self.proc(id, exec_id)?;
         let m = p.pty_control.as_ref().ok_or_else(|| err(ErrorCode::FailedPrecondition, "process has no terminal"))?;
-        stdio::resize(m, rows, cols).map_err(|e| os_err("resize", e))?;
+        crate::stdio::resize(m, rows, cols).map_err(|e| os_err("resize", e))?;
         Ok(Response::Ok)
     }
 
@@ -499,7 +376,7 @@ impl Agent {
         let _ = kill(Pid::from_raw(c.init.pid), Signal::SIGKILL);
         self.reaper.wait(c.init.pid, Some(Duration::from_secs(5)));
         c.cgroup.destroy();
-        let _ = Linux.umount_detach(&c.layout.rootfs);
+        let _ = self.sys.umount_detach(&c.layout.rootfs);
         let _ = std::fs::remove_dir_all(&c.dir);
         self.reaper.forget(c.init.pid);
         for p in lock(&c.execs).values() {
@@ -509,58 +386,9 @@ impl Agent {
         Ok(Response::Ok)
     }
 
-    /// Hands one stdio stream of a process to `conn`: replies Ok on it, then copies in
-    /// the background.
-    pub fn attach(
-        &self,
-        id: &str,
-        exec_id: Option<&str>,
-        stream: StdioStream,
-        mut conn: File,
-    ) -> Result<(), AgentError> {
-        let (_, p) = self.proc(id, exec_id)?;
-        let mut ends = lock(&p.stdio);
-        let available = match stream {
-            StdioStream::Stdout => ends.stdout.is_some(),
-            StdioStream::Stderr => ends.stderr.is_some(),
-            StdioStream::Stdin => ends.stdin.is_some(),
-            StdioStream::Tty => ends.pty.is_some(),
-        };
-        if !available {
-            return Err(err(
-                ErrorCode::FailedPrecondition,
-                format!("{stream:?} is not available (attached already, or wrong kind)"),
-            ));
-        }
-        isola_protocol::frame::write_frame(&mut conn, &Response::Ok).map_err(|e| os_err("attach", e))?;
-        let taken = |f: Option<File>| {
-            f.ok_or_else(|| err(ErrorCode::FailedPrecondition, format!("{stream:?} is not available")))
-        };
-        match stream {
-            StdioStream::Stdout | StdioStream::Stderr => {
-                let from = taken(if stream == StdioStream::Stdout { ends.stdout.take() } else { ends.stderr.take() })?;
-                std::thread::spawn(move || stdio::pump(from, conn));
-            }
-            StdioStream::Stdin => {
-                let to = taken(ends.stdin.take())?;
-                std::thread::spawn(move || stdio::pump(conn, to));
-            }
-            StdioStream::Tty => {
-                let master = taken(ends.pty.take())?;
-                let master_in = master.try_clone().map_err(|e| os_err("pty", e))?;
-                let conn_in = conn.try_clone().map_err(|e| os_err("conn", e))?;
-                let conn_end = conn.try_clone().map_err(|e| os_err("conn", e))?;
-                std::thread::spawn(move || {
-                    stdio::pump(master, conn);
-                    // The terminal is gone: end the whole connection. A half-close alone
-                    // does not reach the host through every vsock backend (vhost-device-vsock
-                    // drops it), and it also stops the input copy.
-                    let _ = nix::sys::socket::shutdown(conn_end.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-                });
-                std::thread::spawn(move || stdio::pump(conn_in, master_in));
-            }
-        }
-        Ok(())
+    /// Hands one stdio stream of a process to `conn` (see [`Proc::attach`]).
+    pub fn attach(&self, id: &str, exec_id: Option<&str>, stream: StdioStream, conn: File) -> Result<(), AgentError> {
+        self.proc(id, exec_id)?.1.attach(stream, conn)
     }
 
     pub fn is_init(&self) -> bool {
@@ -573,7 +401,7 @@ fn log_path(dir: &Path, exec_id: Option<&str>) -> PathBuf {
 }
 
 /// Mounts the sandbox's virtio-fs share (once; a second CreateSandbox finds it there).
-fn mount_shared_fs(tag: &str, at: &Path) -> Result<(), AgentError> {
+fn mount_shared_fs(sys: &dyn Syscall, tag: &str, at: &Path) -> Result<(), AgentError> {
     if tag.is_empty() || tag.len() > 36 || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(err(ErrorCode::InvalidArgument, format!("bad virtio-fs tag {tag:?}")));
     }
@@ -584,9 +412,9 @@ fn mount_shared_fs(tag: &str, at: &Path) -> Result<(), AgentError> {
     if mounted {
         return Ok(());
     }
-    std::fs::create_dir_all(at).map_err(|e| os_err("shared dir", e))?;
+    sys.mkdir_all(at).map_err(|e| os_err("shared dir", e))?;
     let flags = nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV;
-    nix::mount::mount(Some(tag), at, Some("virtiofs"), flags, None::<&str>)
+    sys.mount(tag, at, "virtiofs", flags, None)
         .map_err(|e| err(ErrorCode::Os, format!("mounting virtio-fs {tag} at {}: {e}", at.display())))
 }
 
@@ -595,35 +423,6 @@ pub fn exit_status(e: Exit, oom: bool) -> ExitStatus {
     match e {
         Exit::Code(code) => ExitStatus { code, signal: None, oom_killed: false },
         Exit::Signal(s) => ExitStatus { code: 128 + s, signal: Some(s), oom_killed: oom && s == libc::SIGKILL },
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Report {
-    Pid(i32),
-    Ready,
-}
-
-fn read_report(r: &mut BufReader<File>) -> Result<Report, AgentError> {
-    let mut line = String::new();
-    match r.read_line(&mut line) {
-        Ok(0) => Err(err(ErrorCode::Internal, "report pipe closed")),
-        Err(e) => Err(os_err("report pipe", e)),
-        Ok(_) => {
-            let line = line.trim_end();
-            if let Some(p) = line.strip_prefix("pid ") {
-                return p
-                    .parse()
-                    .map(Report::Pid)
-                    .map_err(|_| err(ErrorCode::Internal, format!("bad pid line {line:?}")));
-            }
-            if line == "ready" {
-                return Ok(Report::Ready);
-            }
-            let msg = line.strip_prefix("error ").unwrap_or(line).to_string();
-            let code = if msg.starts_with("exec ") { ErrorCode::Exec } else { ErrorCode::Os };
-            Err(err(code, msg))
-        }
     }
 }
 
@@ -637,20 +436,6 @@ mod tests {
         assert_eq!(exit_status(Exit::Signal(15), true), ExitStatus { code: 143, signal: Some(15), oom_killed: false });
         assert_eq!(exit_status(Exit::Signal(9), true), ExitStatus { code: 137, signal: Some(9), oom_killed: true });
         assert!(!exit_status(Exit::Signal(9), false).oom_killed);
-    }
-
-    #[test]
-    fn report_lines_parse_into_outcomes() {
-        let mut tmp = tempfile::tempfile().expect("tmp");
-        tmp.write_all(b"pid 42\nready\nerror exec /bin/nope: ENOENT\n").expect("write");
-        use std::io::Seek;
-        tmp.rewind().expect("rewind");
-        let mut r = BufReader::new(tmp);
-        assert_eq!(read_report(&mut r).expect("pid"), Report::Pid(42));
-        assert_eq!(read_report(&mut r).expect("ready"), Report::Ready);
-        let e = read_report(&mut r).expect_err("error");
-        assert_eq!(e.code, ErrorCode::Exec);
-        assert!(read_report(&mut r).expect_err("eof").message.contains("closed"));
     }
 
     #[test]
@@ -681,5 +466,30 @@ mod tests {
         };
         assert_eq!(e.code, ErrorCode::BadRequest);
         assert!(matches!(a.handle(Request::List), Response::List { containers } if containers.is_empty()));
+    }
+
+    #[test]
+    fn create_sandbox_makes_its_syscalls_through_the_seam() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let sys = Arc::new(crate::syscall::Recording::default());
+        let cfg = AgentConfig {
+            state_dir: dir.path().into(),
+            cgroup_root: dir.path().join("cg"),
+            helper_exe: "/bin/false".into(),
+            is_init: false,
+        };
+        let a = Agent::with_syscalls(cfg, Arc::new(Reaper::default()), sys.clone());
+        let config = SandboxConfig {
+            hostname: "pod-a".into(),
+            shared_fs_tag: Some("isola-shared".into()),
+            ..Default::default()
+        };
+        assert_eq!(a.handle(Request::CreateSandbox { config }), Response::Ok);
+        let calls = sys.calls();
+        assert!(calls.iter().any(|c| c == "sethostname pod-a"), "{calls:?}");
+        assert!(calls.iter().any(|c| c.starts_with("mount isola-shared /run/isola/shared virtiofs")), "{calls:?}");
+        let bad = SandboxConfig { shared_fs_tag: Some("../etc".into()), ..Default::default() };
+        let Response::Error(e) = a.handle(Request::CreateSandbox { config: bad }) else { panic!("bad tag accepted") };
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
     }
 }

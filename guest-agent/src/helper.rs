@@ -3,40 +3,18 @@
 //! namespace, or a process joining one). It reports on fd 4 and exits; the container
 //! process is then reparented to the agent (PID 1 / subreaper), which reaps it.
 //!
-//! fd 3: start pipe (read). The container process blocks on it after setup; a byte
-//! means start, EOF means the container was deleted before it started.
-//! fd 4: report pipe (write, close-on-exec in the container process):
-//! `pid <n>`, then `ready`, or `error <message>`. EOF after start means exec succeeded.
-//! fd 5 (terminal processes only): a unix socket the container process sends its pty
-//! master over (SCM_RIGHTS) before it reports `ready`.
+//! The fds it is handed and what it reports on them: `report.rs`.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::FromRawFd;
 
 use nix::unistd::{fork, ForkResult};
 
 use crate::config::InitConfig;
+use crate::report::{fail, say, REPORT_FD, START_FD};
 use crate::setup;
 use crate::syscall::Linux;
-
-pub const START_FD: i32 = 3;
-pub const REPORT_FD: i32 = 4;
-pub const CONSOLE_FD: i32 = 5;
-
-/// One line in one write(2): lines from the helper and its child share the pipe and
-/// must not interleave (writes under PIPE_BUF are atomic).
-fn say(report: &mut File, line: &str) {
-    let mut l = line.replace('\n', " ");
-    l.truncate(2000);
-    l.push('\n');
-    let _ = report.write_all(l.as_bytes());
-}
-
-fn fail(report: &mut File, code: i32, msg: impl std::fmt::Display) -> ! {
-    say(report, &format!("error {msg}"));
-    std::process::exit(code)
-}
 
 pub fn run(config_path: &str) -> ! {
     // SAFETY: the agent set up fds 3 and 4 (start and report pipes) for this process

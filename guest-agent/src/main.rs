@@ -8,11 +8,12 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use isola_protocol::READY_MARKER;
+
 use isola_guest_agent::agent::{Agent, AgentConfig};
 use isola_guest_agent::{boot_timer, helper, init, reaper::Reaper, server, switch_root, syscall::Linux};
 
 /// The line the host waits for: userspace is up (and, as agent, listening).
-const READY_MARKER: &str = "isola-init: ready";
 /// On the kernel command line: print the marker and power off (boot benchmarks).
 const ONESHOT_FLAG: &str = "isola.oneshot";
 
@@ -70,7 +71,12 @@ fn guest_main() -> ! {
     let agent = Arc::new(Agent::new(cfg, reaper));
     match server::listen_vsock(isola_protocol::AGENT_PORT) {
         Ok(l) => {
-            println!("{READY_MARKER} uptime={uptime}s agent=vsock:{}", isola_protocol::AGENT_PORT);
+            println!(
+                "{} uptime={uptime}s {}{}",
+                isola_protocol::READY_MARKER,
+                isola_protocol::READY_AGENT_FIELD,
+                isola_protocol::AGENT_PORT
+            );
             let _ = std::io::stdout().flush();
             if let Err(e) = server::serve(agent, l) {
                 eprintln!("isola-agent: {e}");

@@ -214,7 +214,7 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig, wait_for_start: &mut dyn FnM
     if cfg.process.terminal {
         // From the container's own devpts (after pivot_root, or after joining its mount
         // namespace), so the process sees a /dev/pts/N that exists in its view.
-        sys.open_terminal(crate::helper::CONSOLE_FD)?;
+        sys.open_terminal(crate::report::CONSOLE_FD)?;
     }
     wait_for_start();
     setup_process(sys, &cfg.process, cfg.seccomp.as_ref())?;

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::frame::{read_frame, write_frame, FrameError};
-use crate::{AgentError, Request, Response, StdioStream, AGENT_PORT, PROTOCOL_VERSION};
+use crate::{
+    AgentError, ContainerInfo, ContainerStats, ExitStatus, Request, Response, RootfsSource, SandboxConfig, StdioStream,
+    AGENT_PORT, PROTOCOL_VERSION,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -102,10 +105,117 @@ impl AgentClient {
 
     /// Expects `Ok`.
     pub fn call_ok(&mut self, req: &Request) -> Result<(), ClientError> {
-        match self.call(req)? {
+        self.expect(req, Self::ok)
+    }
+
+    /// Sends `req` and hands the reply to `pick`, which returns `None` for a reply of
+    /// the wrong kind: the one place replies are matched against requests.
+    fn expect<T>(
+        &mut self,
+        req: &Request,
+        pick: impl FnOnce(Response) -> Result<T, Response>,
+    ) -> Result<T, ClientError> {
+        pick(self.call(req)?).map_err(|other| ClientError::Unexpected(Box::new(other)))
+    }
+
+    fn ok(r: Response) -> Result<(), Response> {
+        match r {
             Response::Ok => Ok(()),
+            other => Err(other),
+        }
+    }
+
+    fn started(r: Response) -> Result<i32, Response> {
+        match r {
+            Response::Started { pid } => Ok(pid),
+            other => Err(other),
+        }
+    }
+
+    pub fn create_sandbox(&mut self, config: SandboxConfig) -> Result<(), ClientError> {
+        self.expect(&Request::CreateSandbox { config }, Self::ok)
+    }
+
+    /// Prepares container `id`; its init waits for [`Self::start`]. Returns the init's pid.
+    pub fn create_container(
+        &mut self,
+        id: &str,
+        spec: oci_spec::runtime::Spec,
+        rootfs: RootfsSource,
+    ) -> Result<i32, ClientError> {
+        self.expect(&Request::CreateContainer { id: id.into(), spec: Box::new(spec), rootfs }, Self::started)
+    }
+
+    /// Starts the init (`exec_id` None) or an exec'd process; returns its pid.
+    pub fn start(&mut self, id: &str, exec_id: Option<&str>) -> Result<i32, ClientError> {
+        self.expect(&Request::Start { id: id.into(), exec_id: exec_id.map(Into::into) }, Self::started)
+    }
+
+    /// Adds process `exec_id` to a running container; it waits for [`Self::start`].
+    pub fn exec(&mut self, id: &str, exec_id: &str, process: oci_spec::runtime::Process) -> Result<i32, ClientError> {
+        let req = Request::Exec { id: id.into(), exec_id: exec_id.into(), process: Box::new(process) };
+        self.expect(&req, Self::started)
+    }
+
+    pub fn signal(&mut self, id: &str, exec_id: Option<&str>, signal: i32, all: bool) -> Result<(), ClientError> {
+        self.expect(&Request::Signal { id: id.into(), exec_id: exec_id.map(Into::into), signal, all }, Self::ok)
+    }
+
+    /// Blocks (no timeout) until the process exits.
+    pub fn wait(&mut self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, ClientError> {
+        match self.call_with(&Request::Wait { id: id.into(), exec_id: exec_id.map(Into::into) }, None)? {
+            Response::Exited { status } => Ok(status),
             other => Err(ClientError::Unexpected(Box::new(other))),
         }
+    }
+
+    pub fn close_stdin(&mut self, id: &str, exec_id: Option<&str>) -> Result<(), ClientError> {
+        self.expect(&Request::CloseStdin { id: id.into(), exec_id: exec_id.map(Into::into) }, Self::ok)
+    }
+
+    pub fn resize_tty(&mut self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<(), ClientError> {
+        self.expect(&Request::ResizeTty { id: id.into(), exec_id: exec_id.map(Into::into), rows, cols }, Self::ok)
+    }
+
+    pub fn stats(&mut self, id: &str) -> Result<ContainerStats, ClientError> {
+        self.expect(&Request::Stats { id: id.into() }, |r| match r {
+            Response::Stats { stats } => Ok(stats),
+            other => Err(other),
+        })
+    }
+
+    pub fn update(&mut self, id: &str, resources: oci_spec::runtime::LinuxResources) -> Result<(), ClientError> {
+        self.expect(&Request::Update { id: id.into(), resources: Box::new(resources) }, Self::ok)
+    }
+
+    /// Freezes (`true`) or thaws the container's cgroup.
+    pub fn set_paused(&mut self, id: &str, paused: bool) -> Result<(), ClientError> {
+        let req = if paused { Request::Pause { id: id.into() } } else { Request::Resume { id: id.into() } };
+        self.expect(&req, Self::ok)
+    }
+
+    pub fn delete(&mut self, id: &str, force: bool) -> Result<(), ClientError> {
+        self.expect(&Request::Delete { id: id.into(), force }, Self::ok)
+    }
+
+    pub fn list(&mut self) -> Result<Vec<ContainerInfo>, ClientError> {
+        self.expect(&Request::List, |r| match r {
+            Response::List { containers } => Ok(containers),
+            other => Err(other),
+        })
+    }
+
+    /// The last `max_bytes` a process printed while nothing was attached.
+    pub fn logs(&mut self, id: &str, exec_id: Option<&str>, max_bytes: u32) -> Result<String, ClientError> {
+        self.expect(&Request::Logs { id: id.into(), exec_id: exec_id.map(Into::into), max_bytes }, |r| match r {
+            Response::Logs { data } => Ok(data),
+            other => Err(other),
+        })
+    }
+
+    /// Asks the guest to power off.
+    pub fn shutdown(&mut self) -> Result<(), ClientError> {
+        self.expect(&Request::Shutdown, Self::ok)
     }
 
     pub fn ping(&mut self) -> Result<String, ClientError> {

@@ -28,5 +28,11 @@ pub const SHARED_DIR: &str = "/run/isola/shared";
 /// The virtio-fs tag isola gives that directory.
 pub const SHARED_FS_TAG: &str = "isola-shared";
 
+/// What the agent prints on the console once it listens: boot probes, tests and the
+/// sandbox wait for this line (`isola-init: ready uptime=… agent=vsock:<port>`).
+pub const READY_MARKER: &str = "isola-init: ready";
+/// The part of the ready line that says the agent's vsock listener is up.
+pub const READY_AGENT_FIELD: &str = "agent=vsock:";
+
 /// Largest frame either side accepts (an OCI spec is a few KiB; this is a sanity bound).
 pub const MAX_FRAME: usize = 4 << 20;

@@ -1,10 +1,10 @@
-//! The two sandbox backends, behind one description of what to boot.
+//! Which VMM runs a sandbox, and the one description of what to boot; each backend
+//! program's own command line lives in `backend/`.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::assets::find_binary;
 use crate::host::KvmKind;
 
 /// Which VMM runs the sandbox.
@@ -116,83 +116,13 @@ impl BootSpec {
     }
 }
 
-/// The full command line that boots `spec` on `kind`.
+/// The command line of a boot probe of `spec` on `kind` (the guest alone, no sandbox).
 pub fn command(kind: HypervisorKind, spec: &BootSpec, kvm: KvmKind) -> Result<Command, HypervisorError> {
     spec.validate()?;
     match kind {
-        HypervisorKind::IsolaVmm => {
-            let mut c = isola_vmm_command(spec)?;
-            c.args(["--timeout-ms", &spec.timeout.as_millis().to_string()]);
-            Ok(c)
-        }
-        HypervisorKind::Qemu => {
-            let bin = find_binary("qemu-system-x86_64")
-                .ok_or(HypervisorError::MissingBinary("qemu-system-x86_64", " (apt-get install qemu-system-x86)"))?;
-            let mut c = Command::new(bin);
-            c.args(qemu_args(spec, kvm, false));
-            Ok(c)
-        }
+        HypervisorKind::IsolaVmm => crate::backend::isola_vmm::probe_command(spec),
+        HypervisorKind::Qemu => crate::backend::qemu::probe_command(spec, kvm),
     }
-}
-
-/// isola-vmm booting `spec`, with no time limit (a sandbox runs until stopped).
-pub fn isola_vmm_command(spec: &BootSpec) -> Result<Command, HypervisorError> {
-    let bin = find_binary("isola-vmm").ok_or(HypervisorError::MissingBinary("isola-vmm", " (cargo build)"))?;
-    let mut c = Command::new(bin);
-    c.arg("--kernel").arg(&spec.kernel);
-    if let Some(rd) = &spec.initrd {
-        c.arg("--initrd").arg(rd);
-    }
-    c.args(["--cmdline", &spec.cmdline, "--mem-mib", &spec.mem_mib.to_string(), "--vcpus", &spec.vcpus.to_string()]);
-    Ok(c)
-}
-
-/// QEMU's microvm machine with an i8042 so the guest's reset ends QEMU at once (without
-/// it Linux spends ~1.5 s in reboot fallbacks); no ACPI (with it, guest userspace console output stalled
-/// here), the legacy PIT and RTC kept (without them TCG boots hung), no default devices.
-/// `shared_memory` backs guest RAM with a shared memfd, which vhost-user daemons need
-/// to map the rings.
-pub fn qemu_args(spec: &BootSpec, kvm: KvmKind, shared_memory: bool) -> Vec<String> {
-    let use_kvm = match spec.accel {
-        QemuAccel::Kvm => true,
-        QemuAccel::Tcg => false,
-        QemuAccel::Auto => kvm == KvmKind::Hardware,
-    };
-    let (accel, cpu) = if use_kvm { ("kvm", "host") } else { ("tcg", "max") };
-    let machine = if shared_memory {
-        "microvm,acpi=off,isa-serial=on,memory-backend=mem"
-    } else {
-        "microvm,acpi=off,isa-serial=on"
-    };
-    let mut a: Vec<String> = [
-        "-M",
-        machine,
-        "-accel",
-        accel,
-        "-cpu",
-        cpu,
-        "-nodefaults",
-        "-no-user-config",
-        "-nographic",
-        "-no-reboot",
-        "-serial",
-        "stdio",
-        "-device",
-        "i8042",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    a.extend(["-m".into(), format!("{}M", spec.mem_mib), "-smp".into(), spec.vcpus.to_string()]);
-    if shared_memory {
-        a.extend(["-object".into(), format!("memory-backend-memfd,id=mem,size={}M,share=on", spec.mem_mib)]);
-    }
-    a.extend(["-kernel".into(), spec.kernel.display().to_string()]);
-    if let Some(rd) = &spec.initrd {
-        a.extend(["-initrd".into(), rd.display().to_string()]);
-    }
-    a.extend(["-append".into(), spec.cmdline.clone()]);
-    a
 }
 
 #[cfg(test)]
@@ -219,25 +149,6 @@ mod tests {
         assert_eq!(choose(None, KvmKind::Pvm), HypervisorKind::Qemu);
         assert_eq!(choose(None, KvmKind::Missing), HypervisorKind::Qemu);
         assert_eq!(choose(Some(HypervisorKind::IsolaVmm), KvmKind::Pvm), HypervisorKind::IsolaVmm);
-    }
-
-    #[test]
-    fn qemu_uses_tcg_unless_kvm_is_hardware() {
-        let d = tempfile::tempdir().expect("tmp");
-        let s = spec(d.path());
-        let tcg = qemu_args(&s, KvmKind::Pvm, false).join(" ");
-        assert!(tcg.contains("-accel tcg -cpu max"), "{tcg}");
-        assert!(tcg.contains("-m 128M -smp 2"), "{tcg}");
-        assert!(tcg.contains("-append console=ttyS0"), "{tcg}");
-        let kvm = qemu_args(&s, KvmKind::Hardware, false).join(" ");
-        assert!(kvm.contains("-accel kvm -cpu host"), "{kvm}");
-        let forced = BootSpec { accel: QemuAccel::Kvm, ..s.clone() };
-        assert!(qemu_args(&forced, KvmKind::Pvm, false).join(" ").contains("-accel kvm"));
-        let forced = BootSpec { accel: QemuAccel::Tcg, ..s };
-        assert!(qemu_args(&forced, KvmKind::Hardware, false).join(" ").contains("-accel tcg"));
-        let shared = qemu_args(&forced, KvmKind::Pvm, true).join(" ");
-        assert!(shared.contains("isa-serial=on,memory-backend=mem"), "{shared}");
-        assert!(shared.contains("memory-backend-memfd,id=mem,size=128M,share=on"), "{shared}");
     }
 
     #[test]

@@ -1,18 +1,30 @@
-//! Host side of an isola sandbox: picks a hypervisor backend, starts it, and
-//! watches the guest boot.
+//! Host side of an isola sandbox: picks a hypervisor backend, starts it and its helper
+//! programs, watches the guest boot, and runs containers in it through the agent.
 
+pub mod agent;
 pub mod assets;
+pub mod backend;
 pub mod boot;
+pub mod cmd;
 pub mod config;
 pub mod container;
 pub mod host;
 pub mod hypervisor;
 pub mod mounts;
+pub mod names;
 pub mod net;
 pub mod netns;
 pub mod sandbox;
+pub mod spec;
 pub mod state;
+pub mod stdio;
+pub mod volume;
 
 pub use boot::{boot, BootReport, Phase};
+pub use container::{Container, ContainerError, ProcessHandle, Rootfs, Streams};
 pub use host::{detect_kvm, KvmKind};
 pub use hypervisor::{choose, BootSpec, HypervisorKind, QemuAccel};
+/// What the agent reports, as callers of this crate see it.
+pub use isola_protocol::{
+    client::ClientError, ContainerInfo, ContainerStats, ContainerStatus, ExitStatus, StdioStream, READY_MARKER,
+};

@@ -8,7 +8,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -20,10 +19,10 @@ pub const MTU: u32 = 1500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("`{cmd}` failed: {stderr}")]
-    Command { cmd: String, stderr: String },
-    #[error("cannot run {0}: {1} (install iproute2 and iptables)")]
-    Spawn(String, std::io::Error),
+    #[error(transparent)]
+    Cmd(#[from] crate::cmd::CmdError),
+    #[error("enabling ip_forward: {0}")]
+    Forward(std::io::Error),
     #[error("no free address left in 10.88.0.0/16")]
     Exhausted,
     #[error("tap {0} did not appear (the VMM did not create it)")]
@@ -45,7 +44,7 @@ pub struct NetState {
 
 impl NetState {
     pub fn for_sandbox(id: &str, ip: Ipv4Addr) -> Self {
-        let h = crate::sandbox::name_hash(id);
+        let h = crate::names::name_hash(id);
         let o = ip.octets();
         NetState {
             ip,
@@ -72,38 +71,25 @@ impl NetState {
     }
 }
 
-/// Runs a network tool; its stdout when it succeeds, its stderr in the error otherwise.
-pub(crate) fn run(cmd: &str, args: &[&str]) -> Result<String, NetError> {
-    let out = Command::new(cmd).args(args).output().map_err(|e| NetError::Spawn(cmd.into(), e))?;
-    if !out.status.success() {
-        return Err(NetError::Command {
-            cmd: format!("{cmd} {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 fn iptables_ensure(table: &str, rule: &[&str]) -> Result<(), NetError> {
     let mut check = vec!["-t", table, "-C"];
     check.extend_from_slice(rule);
-    if run("iptables", &check).is_ok() {
+    if crate::cmd::run("iptables", &check).is_ok() {
         return Ok(());
     }
     let mut add = vec!["-t", table, "-A"];
     add.extend_from_slice(rule);
-    run("iptables", &add).map(drop)
+    crate::cmd::run("iptables", &add).map(drop).map_err(Into::into)
 }
 
 /// The bridge, its address, forwarding and NAT; idempotent.
 pub fn ensure_bridge() -> Result<(), NetError> {
     if !Path::new("/sys/class/net").join(BRIDGE).exists() {
-        run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
-        run("ip", &["addr", "add", &format!("{GATEWAY}/{PREFIX}"), "dev", BRIDGE])?;
+        crate::cmd::run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
+        crate::cmd::run("ip", &["addr", "add", &format!("{GATEWAY}/{PREFIX}"), "dev", BRIDGE])?;
     }
-    run("ip", &["link", "set", BRIDGE, "up"])?;
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-        .map_err(|e| NetError::Command { cmd: "enable ip_forward".into(), stderr: e.to_string() })?;
+    crate::cmd::run("ip", &["link", "set", BRIDGE, "up"])?;
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(NetError::Forward)?;
     let subnet = format!("10.88.0.0/{PREFIX}");
     iptables_ensure("nat", &["POSTROUTING", "-s", &subnet, "!", "-o", BRIDGE, "-j", "MASQUERADE"])?;
     iptables_ensure("filter", &["FORWARD", "-i", BRIDGE, "-j", "ACCEPT"])?;
@@ -138,7 +124,7 @@ pub fn attach(tap: &str, timeout: Duration) -> Result<(), NetError> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    run("ip", &["link", "set", tap, "master", BRIDGE, "up"]).map(drop)
+    crate::cmd::run("ip", &["link", "set", tap, "master", BRIDGE, "up"]).map(drop).map_err(Into::into)
 }
 
 /// DNS servers the guest can reach: the host's, minus loopback stubs.

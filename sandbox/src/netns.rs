@@ -10,7 +10,20 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::net::NetError;
+use crate::cmd::CmdError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodNetError {
+    #[error(transparent)]
+    Cmd(#[from] CmdError),
+    #[error("inspecting network namespace {netns}: {why}")]
+    Bad { netns: String, why: String },
+    #[error("tap {0} did not appear (the VMM did not create it)")]
+    NoTap(String),
+}
+
+/// A CNI link that reports no MTU gets Ethernet's.
+const DEFAULT_MTU: u32 = 1500;
 
 /// The tap's name inside the pod's namespace (the namespace is the pod's own).
 pub const TAP: &str = "isolatap0";
@@ -53,19 +66,19 @@ struct Route {
     gateway: Option<String>,
 }
 
-fn in_netns(netns: &Path, args: &[&str]) -> Result<String, NetError> {
+fn in_netns(netns: &Path, args: &[&str]) -> Result<String, PodNetError> {
     let enter = format!("--net={}", netns.display());
     let mut all = vec![enter.as_str()];
     all.extend_from_slice(args);
-    crate::net::run("nsenter", &all)
+    Ok(crate::cmd::run("nsenter", &all)?)
 }
 
-fn bad(netns: &Path, why: String) -> NetError {
-    NetError::Command { cmd: format!("inspecting network namespace {}", netns.display()), stderr: why }
+fn bad(netns: &Path, why: String) -> PodNetError {
+    PodNetError::Bad { netns: netns.display().to_string(), why }
 }
 
 /// Reads the first non-loopback interface with an IPv4 address, and the default route.
-pub fn inspect(netns: &Path) -> Result<PodNet, NetError> {
+pub fn inspect(netns: &Path) -> Result<PodNet, PodNetError> {
     let links: Vec<Link> = serde_json::from_str(&in_netns(netns, &["ip", "-j", "addr", "show"])?)
         .map_err(|e| bad(netns, format!("ip -j addr: {e}")))?;
     let routes: Vec<Route> = serde_json::from_str(&in_netns(netns, &["ip", "-j", "-4", "route", "show"])?)
@@ -73,7 +86,7 @@ pub fn inspect(netns: &Path) -> Result<PodNet, NetError> {
     parse(netns, links, routes)
 }
 
-fn parse(netns: &Path, links: Vec<Link>, routes: Vec<Route>) -> Result<PodNet, NetError> {
+fn parse(netns: &Path, links: Vec<Link>, routes: Vec<Route>) -> Result<PodNet, PodNetError> {
     let (link, addr) = links
         .iter()
         .filter(|l| l.ifname != "lo" && l.ifname != TAP)
@@ -92,7 +105,7 @@ fn parse(netns: &Path, links: Vec<Link>, routes: Vec<Route>) -> Result<PodNet, N
         ip,
         prefix: addr.prefixlen,
         gateway,
-        mtu: if link.mtu == 0 { crate::net::MTU } else { link.mtu },
+        mtu: if link.mtu == 0 { DEFAULT_MTU } else { link.mtu },
         mac: link.address.clone(),
     })
 }
@@ -108,11 +121,11 @@ impl PodNet {
 
     /// Once the VMM has created its tap in the namespace: everything arriving on the CNI
     /// interface leaves through the tap (to the guest) and the other way round.
-    pub fn redirect(&self, timeout: Duration) -> Result<(), NetError> {
+    pub fn redirect(&self, timeout: Duration) -> Result<(), PodNetError> {
         let until = Instant::now() + timeout;
         while in_netns(&self.netns, &["ip", "link", "show", "dev", TAP]).is_err() {
             if Instant::now() > until {
-                return Err(NetError::NoTap(TAP.into()));
+                return Err(PodNetError::NoTap(TAP.into()));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -140,7 +153,7 @@ impl PodNet {
 }
 
 /// Runs the VMM inside `netns` (its tap is created there).
-pub fn enter_before_exec(cmd: &mut Command, netns: &Path) -> Result<(), NetError> {
+pub fn enter_before_exec(cmd: &mut Command, netns: &Path) -> Result<(), PodNetError> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let f = std::fs::File::open(netns).map_err(|e| bad(netns, e.to_string()))?;

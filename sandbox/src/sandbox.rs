@@ -8,12 +8,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use isola_protocol::client::{AgentClient, ClientError};
-use isola_protocol::Request;
+use isola_protocol::SandboxConfig;
+use oci_spec::runtime::Spec;
 
-use crate::assets::find_binary;
+use crate::agent::Agent;
+use crate::backend::{isola_vmm, qemu, vhost_vsock, virtiofsd};
+use crate::container::{Container, ContainerError, Rootfs};
 use crate::host::KvmKind;
-use crate::hypervisor::{isola_vmm_command, qemu_args, BootSpec, HypervisorKind};
+use crate::hypervisor::{BootSpec, HypervisorKind};
+use crate::names::guest_cid;
 use crate::state::{self, SandboxState};
+use crate::volume::Volume;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -21,8 +26,6 @@ pub enum SandboxError {
     BadId(String),
     #[error("sandbox {0} already exists")]
     Exists(String),
-    #[error("{0} not found: {1}")]
-    Missing(&'static str, &'static str),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("the guest agent did not come up within {timeout:?}: {cause}{log}")]
@@ -33,6 +36,10 @@ pub enum SandboxError {
     Hypervisor(#[from] crate::hypervisor::HypervisorError),
     #[error("network: {0}")]
     Net(#[from] crate::net::NetError),
+    #[error("pod network: {0}")]
+    PodNet(#[from] crate::netns::PodNetError),
+    #[error("configuring the sandbox: {0}")]
+    Configure(ClientError),
     #[error("{what} exited ({status}); the sandbox cannot go on{log}")]
     ProcessDied { what: String, status: String, log: String },
 }
@@ -56,6 +63,8 @@ pub struct SandboxOptions {
     /// A pod's network namespace (from the OCI spec, set up by CNI): the VMM runs in it
     /// and the guest takes over its interface. Overrides `network`.
     pub netns: Option<PathBuf>,
+    /// The guest's hostname (default: the sandbox's id).
+    pub hostname: Option<String>,
 }
 
 /// `--network`: none (loopback only) or the `isola0` bridge with NAT (`auto` is the
@@ -87,6 +96,7 @@ pub struct Sandbox {
     /// When the VMM was spawned, and how long after that the agent first answered.
     pub spawned: Option<Instant>,
     pub agent_ready: Option<Duration>,
+    agent: Agent,
     children: Vec<Child>,
     /// (what, log file) of each child, in the same order.
     child_info: Vec<(String, String)>,
@@ -117,14 +127,18 @@ fn tail(path: &Path) -> String {
     out
 }
 
-/// A guest CID per sandbox (3 and up; 0-2 are reserved), stable for its name.
-pub fn guest_cid(id: &str) -> u32 {
-    3 + name_hash(id) % 1_000_000
-}
+/// How long one agent call may take before the host gives up on it.
+pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A stable 32-bit hash of a sandbox name (FNV-1a), for per-sandbox names and numbers.
-pub fn name_hash(id: &str) -> u32 {
-    id.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+/// The sandbox's CreateSandbox settings: its hostname, and its virtio-fs share if any.
+pub fn sandbox_config(state: &SandboxState, hostname: &str) -> SandboxConfig {
+    SandboxConfig {
+        hostname: hostname.into(),
+        shared_fs_tag: state.shared_dir.as_ref().map(|_| isola_protocol::SHARED_FS_TAG.to_string()),
+        network: state.net.as_ref().map(crate::net::NetState::guest_config),
+        dns: if state.net.is_some() { crate::net::host_dns() } else { vec![] },
+        ..Default::default()
+    }
 }
 
 fn now_unix() -> u64 {
@@ -155,6 +169,7 @@ impl Sandbox {
                 shared_dir: None,
                 net: None,
             },
+            agent: Agent::new(&dir.join("vsock.sock"), AGENT_CALL_TIMEOUT),
             children: vec![],
             child_info: vec![],
             stopped: false,
@@ -183,24 +198,26 @@ impl Sandbox {
         }
         drop(_alloc);
         sb.wait_for_agent(opts.boot.timeout)?;
+        let config = sandbox_config(&sb.state, opts.hostname.as_deref().unwrap_or(&opts.id));
+        sb.agent.call(|c| c.create_sandbox(config)).map_err(SandboxError::Configure)?;
         Ok(sb)
     }
 
     /// isola-vmm serves the hybrid-vsock socket itself: no helper process.
     fn start_isola_vmm(&mut self, opts: &SandboxOptions) -> Result<(), SandboxError> {
-        let mut c = isola_vmm_command(&opts.boot)?;
-        c.arg("--vsock-uds").arg(&self.state.vsock_uds);
-        c.args(["--vsock-cid", &guest_cid(&self.id).to_string()]);
-        c.arg("--console").arg(self.dir.join("console.log"));
-        if let Some(sock) = self.start_virtiofsd(opts)? {
-            c.arg("--shared-memory").arg("--fs-socket").arg(sock).args(["--fs-tag", isola_protocol::SHARED_FS_TAG]);
-        }
-        if let Some(n) = &self.state.net {
-            // isola-vmm creates the tap like QEMU does: gone when the VMM is.
-            c.args(["--tap", &n.tap, "--mac", &n.mac]);
-        }
+        let fs_socket = self.start_virtiofsd(opts)?;
+        let console = self.dir.join("console.log");
+        let net = self.state.net.clone();
+        let devices = isola_vmm::SandboxDevices {
+            vsock_uds: &self.state.vsock_uds,
+            cid: guest_cid(&self.id),
+            console: &console,
+            fs_socket: fs_socket.as_deref(),
+            tap: net.as_ref().map(|n| (n.tap.as_str(), n.mac.as_str())),
+        };
+        let mut c = isola_vmm::sandbox_command(&opts.boot, &devices)?;
         c.stdout(Stdio::null());
-        self.spawn_vmm(c, opts, "isola-vmm")?;
+        self.spawn_vmm(c, opts, isola_vmm::EXE)?;
         self.connect_tap()
     }
 
@@ -259,35 +276,17 @@ impl Sandbox {
     }
 
     fn start_qemu(&mut self, opts: &SandboxOptions) -> Result<(), SandboxError> {
-        let daemon = find_binary("vhost-device-vsock").ok_or(SandboxError::Missing(
-            "vhost-device-vsock",
-            "cargo install vhost-device-vsock (scripts/setup.sh does)",
-        ))?;
-        let vhost_sock = self.dir.join("vhost-vsock.sock");
-        let mut d = Command::new(daemon);
-        d.arg("--guest-cid")
-            .arg(guest_cid(&self.id).to_string())
-            .arg("--socket")
-            .arg(&vhost_sock)
-            .arg("--uds-path")
-            .arg(&self.state.vsock_uds);
-        self.spawn_helper(d, opts, "vhost-device-vsock", "vsock.log", &vhost_sock)?;
-        let fs_sock = self.start_virtiofsd(opts)?;
-        let qemu = find_binary("qemu-system-x86_64")
-            .ok_or(SandboxError::Missing("qemu-system-x86_64", "apt-get install qemu-system-x86"))?;
-        let mut q = Command::new(qemu);
-        q.args(qemu_args(&opts.boot, opts.kvm, true));
-        q.arg("-chardev").arg(format!("socket,id=vsock,path={}", vhost_sock.display()));
-        q.arg("-device").arg("vhost-user-vsock-device,chardev=vsock");
-        if let Some(sock) = fs_sock {
-            q.arg("-chardev").arg(format!("socket,id=fs,path={}", sock.display()));
-            q.arg("-device").arg(format!("vhost-user-fs-device,chardev=fs,tag={}", isola_protocol::SHARED_FS_TAG));
-        }
-        if let Some(n) = &self.state.net {
-            // QEMU creates the tap and it vanishes with QEMU: nothing to leak on SIGKILL.
-            q.arg("-netdev").arg(format!("tap,id=net0,ifname={},script=no,downscript=no", n.tap));
-            q.arg("-device").arg(format!("virtio-net-device,netdev=net0,mac={}", n.mac));
-        }
+        let vhost_sock = self.dir.join(vhost_vsock::SOCKET);
+        let d = vhost_vsock::command(&vhost_vsock::find()?, guest_cid(&self.id), &vhost_sock, &self.state.vsock_uds);
+        self.spawn_helper(d, opts, vhost_vsock::EXE, vhost_vsock::LOG, &vhost_sock)?;
+        let fs_socket = self.start_virtiofsd(opts)?;
+        let net = self.state.net.clone();
+        let devices = qemu::SandboxDevices {
+            vhost_vsock: &vhost_sock,
+            fs_socket: fs_socket.as_deref(),
+            tap: net.as_ref().map(|n| (n.tap.as_str(), n.mac.as_str())),
+        };
+        let mut q = qemu::sandbox_command(&opts.boot, opts.kvm, &devices)?;
         q.stdout(File::create(self.dir.join("console.log")).map_err(io("console log"))?);
         self.spawn_vmm(q, opts, "qemu")?;
         self.connect_tap()
@@ -306,19 +305,14 @@ impl Sandbox {
     /// virtiofsd sharing `<dir>/shared` with the guest, when it is installed (without it
     /// container rootfs are uploaded instead). Returns its vhost-user socket.
     fn start_virtiofsd(&mut self, opts: &SandboxOptions) -> Result<Option<PathBuf>, SandboxError> {
-        let Some(bin) = find_binary("virtiofsd") else {
+        let Some(bin) = virtiofsd::find() else {
             log::info!("virtiofsd not found: containers get uploaded rootfs");
             return Ok(None);
         };
         let shared = self.dir.join("shared");
         std::fs::create_dir_all(&shared).map_err(io("creating the shared directory"))?;
-        let sock = self.dir.join("virtiofs.sock");
-        let mut d = Command::new(bin);
-        d.arg("--socket-path").arg(&sock).arg("--shared-dir").arg(&shared);
-        // chroot, not a namespace sandbox: binds we add under the share later must be
-        // visible to it; --announce-submounts keeps their inode numbers apart.
-        d.args(["--sandbox", "chroot", "--announce-submounts", "--cache", "auto", "--log-level", "warn"]);
-        self.spawn_helper(d, opts, "virtiofsd", "virtiofsd.log", &sock)?;
+        let sock = self.dir.join(virtiofsd::SOCKET);
+        self.spawn_helper(virtiofsd::command(&bin, &sock, &shared), opts, virtiofsd::EXE, virtiofsd::LOG, &sock)?;
         self.state.shared_dir = Some(shared);
         Ok(Some(sock))
     }
@@ -360,7 +354,7 @@ impl Sandbox {
             // Connecting before the guest's vsock driver is live can wedge
             // vhost-device-vsock's connection; the agent prints its marker once listening.
             let console = std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default();
-            if !console.contains("agent=vsock:") {
+            if !console.contains(isola_protocol::READY_AGENT_FIELD) {
                 if Instant::now() > until {
                     return Err(SandboxError::AgentTimeout {
                         timeout,
@@ -387,8 +381,25 @@ impl Sandbox {
         }
     }
 
-    pub fn client(&self) -> Result<AgentClient, ClientError> {
-        AgentClient::connect(&self.state.vsock_uds, Duration::from_secs(30))
+    /// The sandbox's agent (its control connection is shared with every handle).
+    pub fn agent(&self) -> Agent {
+        self.agent.clone()
+    }
+
+    /// Creates container `id` in this sandbox; see [`Container::create`].
+    pub fn create_container(
+        &self,
+        id: &str,
+        spec: Spec,
+        rootfs: Rootfs<'_>,
+        volumes: &[Volume],
+    ) -> Result<Container, ContainerError> {
+        Container::create(self.agent(), self.state.shared_dir.clone(), id, spec, rootfs, volumes)
+    }
+
+    /// A handle on container `id`, created earlier.
+    pub fn container(&self, id: &str) -> Container {
+        Container::existing(self.agent(), self.state.shared_dir.clone(), id)
     }
 
     pub fn set_container(&mut self, id: &str) -> Result<(), SandboxError> {
@@ -410,7 +421,7 @@ impl Sandbox {
             return;
         }
         self.stopped = true;
-        request_power_off(&self.state.vsock_uds);
+        let _ = self.agent.shutdown();
         let until = Instant::now() + Duration::from_secs(5);
         if let Some(vmm) = self.children.last_mut() {
             while Instant::now() < until {
@@ -434,19 +445,12 @@ impl Drop for Sandbox {
     }
 }
 
-/// Asks the agent to power the guest off; an unreachable agent is the caller's to handle
-/// (it kills the VMM after a grace period).
-fn request_power_off(uds: &Path) {
-    if let Ok(mut c) = AgentClient::connect(uds, Duration::from_secs(2)) {
-        let _ = c.call(&Request::Shutdown);
-    }
-}
-
-/// Stops a sandbox started by another process (`isola rm`, `isola kill`).
+/// Stops a sandbox started by another process (`isola rm`, `isola kill`); an
+/// unreachable agent gets its VMM killed after a grace period.
 pub fn stop_by_state(dir: &Path, st: &SandboxState) {
-    request_power_off(&st.vsock_uds);
+    let _ = st.agent(Duration::from_secs(2)).shutdown();
     let until = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < until && state::process_matches(st.vmm_pid, state::vmm_exe_name(st.hypervisor)) {
+    while Instant::now() < until && state::process_matches(st.vmm_pid, crate::backend::vmm_exe(st.hypervisor)) {
         std::thread::sleep(Duration::from_millis(10));
     }
     state::cleanup(dir, Some(st));

@@ -39,6 +39,16 @@ impl SandboxState {
         std::fs::rename(tmp, dir.join("state.json"))
     }
 
+    /// Its agent, reached from another process than the one that started it.
+    pub fn agent(&self, timeout: std::time::Duration) -> crate::agent::Agent {
+        crate::agent::Agent::new(&self.vsock_uds, timeout)
+    }
+
+    /// A handle on its container `id`.
+    pub fn container(&self, id: &str, timeout: std::time::Duration) -> crate::container::Container {
+        crate::container::Container::existing(self.agent(timeout), self.shared_dir.clone(), id)
+    }
+
     pub fn load(dir: &Path) -> std::io::Result<Self> {
         serde_json::from_slice(&std::fs::read(dir.join("state.json"))?).map_err(std::io::Error::other)
     }
@@ -54,16 +64,6 @@ pub fn process_matches(pid: i32, exe_name: &str) -> bool {
     !zombie && String::from_utf8_lossy(argv0).ends_with(exe_name)
 }
 
-pub fn vmm_exe_name(kind: HypervisorKind) -> &'static str {
-    match kind {
-        HypervisorKind::IsolaVmm => "isola-vmm",
-        HypervisorKind::Qemu => "qemu-system-x86_64",
-    }
-}
-
-/// The helper daemons a sandbox may have.
-pub const HELPER_EXES: &[&str] = &["vhost-device-vsock", "virtiofsd"];
-
 /// Kills whatever of the sandbox still runs and removes its directory. A pid is only
 /// killed while it still runs the program we started (pids get recycled).
 pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
@@ -71,11 +71,11 @@ pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
         let kill = |pid: i32| {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         };
-        if st.vmm_pid > 0 && process_matches(st.vmm_pid, vmm_exe_name(st.hypervisor)) {
+        if st.vmm_pid > 0 && process_matches(st.vmm_pid, crate::backend::vmm_exe(st.hypervisor)) {
             kill(st.vmm_pid);
         }
         for &pid in &st.helper_pids {
-            if pid > 0 && HELPER_EXES.iter().any(|exe| process_matches(pid, exe)) {
+            if pid > 0 && crate::backend::HELPER_EXES.iter().any(|exe| process_matches(pid, exe)) {
                 kill(pid);
             }
         }
@@ -99,7 +99,7 @@ pub fn list(root: &Path) -> Vec<(PathBuf, SandboxState)> {
             continue;
         }
         match SandboxState::load(&dir) {
-            Ok(st) if process_matches(st.vmm_pid, vmm_exe_name(st.hypervisor)) => live.push((dir, st)),
+            Ok(st) if process_matches(st.vmm_pid, crate::backend::vmm_exe(st.hypervisor)) => live.push((dir, st)),
             Ok(st) => cleanup(&dir, Some(&st)),
             // Being created right now, or debris: only old debris goes.
             Err(_) => {

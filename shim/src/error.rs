@@ -29,6 +29,19 @@ pub enum ShimError {
     Config(String),
 }
 
+impl From<isola_sandbox::ContainerError> for ShimError {
+    fn from(e: isola_sandbox::ContainerError) -> Self {
+        use isola_sandbox::ContainerError as C;
+        match e {
+            C::Agent(e) => ShimError::Agent(e),
+            C::Mount(e) => ShimError::Mount(e),
+            C::Stream(what, source) => ShimError::Io { what: format!("streams of {what}"), source },
+            C::NoSharedFs => ShimError::FailedPrecondition("the VM has no shared directory (virtiofsd)".into()),
+            other => ShimError::InvalidArgument(other.to_string()),
+        }
+    }
+}
+
 pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ShimError {
     let what = what.into();
     move |source| ShimError::Io { what, source }

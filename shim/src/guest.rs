@@ -1,15 +1,14 @@
 //! The pod's microVM as the task logic sees it: boot it, call its agent, watch it, stop
 //! it. A trait, so the task logic (event order, state machine) is tested without a VM.
 
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use isola_protocol::client::AgentClient;
-use isola_protocol::{ExitStatus, Request, Response, StdioStream};
+use isola_sandbox::agent::Agent;
 use isola_sandbox::sandbox::{NetworkMode, Sandbox, SandboxOptions};
-use isola_sandbox::{choose, detect_kvm};
+use isola_sandbox::{choose, detect_kvm, Container, ContainerStats, ExitStatus, ProcessHandle, Rootfs, Streams};
+use oci_spec::runtime::{LinuxResources, Process, Spec};
 
 use crate::error::ShimError;
 
@@ -32,13 +31,24 @@ pub trait Booter: Send + Sync {
     fn boot(&self, req: &BootRequest) -> Result<Arc<dyn Guest>, ShimError>;
 }
 
-/// A booted VM with its agent ready.
+/// A booted VM with its agent ready. `exec_id` None means a container's init.
 pub trait Guest: Send + Sync {
-    /// One request on a fresh connection.
-    fn call(&self, req: &Request) -> Result<Response, ShimError>;
+    /// Creates container `id`; its rootfs is in the share already (see `rootfs.rs`).
+    fn create(&self, id: &str, spec: &Spec) -> Result<(), ShimError>;
+    /// Lets the process run; its pid in the guest.
+    fn start(&self, id: &str, exec_id: Option<&str>) -> Result<u32, ShimError>;
+    fn exec(&self, id: &str, exec_id: &str, process: &Process) -> Result<(), ShimError>;
+    fn signal(&self, id: &str, exec_id: Option<&str>, signal: i32, all: bool) -> Result<(), ShimError>;
+    /// Removes the container, killing it if it runs.
+    fn delete(&self, id: &str) -> Result<(), ShimError>;
+    fn set_paused(&self, id: &str, paused: bool) -> Result<(), ShimError>;
+    fn stats(&self, id: &str) -> Result<ContainerStats, ShimError>;
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), ShimError>;
+    fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<(), ShimError>;
     /// Blocks until the process exits.
     fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, ShimError>;
-    fn attach(&self, id: &str, exec_id: Option<&str>, stream: StdioStream) -> Result<UnixStream, ShimError>;
+    /// Every stream of the process (before it starts).
+    fn attach(&self, id: &str, exec_id: Option<&str>, terminal: bool) -> Result<Streams, ShimError>;
     /// The host directory shared with the guest over virtio-fs.
     fn shared_dir(&self) -> Option<PathBuf>;
     /// Whether the VMM and its helpers all still run.
@@ -49,10 +59,6 @@ pub trait Guest: Send + Sync {
     /// The sandbox's state directory on the host (for cleanup after a shim crash).
     fn state_dir(&self) -> PathBuf;
 }
-
-/// Guest memory beyond the container's own limit: kernel, agent, page cache.
-pub const VM_HEADROOM_MIB: u64 = 128;
-pub const MIN_VM_MIB: u64 = 256;
 
 /// Boots real sandboxes under the state root (`/run/isola` or `$ISOLA_STATE_DIR`).
 pub struct VmBooter;
@@ -80,48 +86,87 @@ impl Booter for VmBooter {
             // Without a pod namespace a container has loopback only, as with runc.
             network: NetworkMode::None,
             netns: r.netns.clone(),
+            hostname: Some(r.hostname.clone()),
         };
         let sb = Sandbox::start(&opts)?;
-        let config = isola_sandbox::container::sandbox_config(&sb.state, &r.hostname);
-        let uds = sb.state.vsock_uds.clone();
-        let vmm_pid = sb.state.vmm_pid as u32;
-        let shared = sb.state.shared_dir.clone();
-        let dir = sb.dir.clone();
-        let vm = VmGuest { sandbox: Mutex::new(Some(sb)), uds, vmm_pid, shared, dir };
-        vm.call(&Request::CreateSandbox { config })?;
+        let vm = VmGuest {
+            agent: sb.agent(),
+            vmm_pid: sb.state.vmm_pid as u32,
+            shared: sb.state.shared_dir.clone(),
+            dir: sb.dir.clone(),
+            sandbox: Mutex::new(Some(sb)),
+        };
         Ok(Arc::new(vm))
     }
 }
 
+/// The real VM: each call goes through the sandbox crate's container handle.
 struct VmGuest {
     sandbox: Mutex<Option<Sandbox>>,
-    uds: PathBuf,
+    agent: Agent,
     vmm_pid: u32,
     shared: Option<PathBuf>,
     dir: PathBuf,
 }
 
 impl VmGuest {
-    fn client(&self) -> Result<AgentClient, ShimError> {
-        Ok(AgentClient::connect(&self.uds, Duration::from_secs(10))?)
+    fn container(&self, id: &str) -> Container {
+        Container::existing(self.agent.clone(), self.shared.clone(), id)
+    }
+
+    fn process(&self, id: &str, exec_id: Option<&str>) -> ProcessHandle {
+        match exec_id {
+            None => self.container(id).init(),
+            Some(x) => self.container(id).process(x),
+        }
     }
 }
 
 impl Guest for VmGuest {
-    fn call(&self, req: &Request) -> Result<Response, ShimError> {
-        Ok(self.client()?.call(req)?)
+    fn create(&self, id: &str, spec: &Spec) -> Result<(), ShimError> {
+        Container::create(self.agent.clone(), self.shared.clone(), id, spec.clone(), Rootfs::InShare, &[])?;
+        Ok(())
+    }
+
+    fn start(&self, id: &str, exec_id: Option<&str>) -> Result<u32, ShimError> {
+        Ok(self.process(id, exec_id).start()? as u32)
+    }
+
+    fn exec(&self, id: &str, exec_id: &str, process: &Process) -> Result<(), ShimError> {
+        self.container(id).exec(exec_id, process.clone())?;
+        Ok(())
+    }
+
+    fn signal(&self, id: &str, exec_id: Option<&str>, signal: i32, all: bool) -> Result<(), ShimError> {
+        Ok(self.process(id, exec_id).signal(signal, all)?)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), ShimError> {
+        Ok(self.container(id).delete(true)?)
+    }
+
+    fn set_paused(&self, id: &str, paused: bool) -> Result<(), ShimError> {
+        Ok(self.container(id).set_paused(paused)?)
+    }
+
+    fn stats(&self, id: &str) -> Result<ContainerStats, ShimError> {
+        Ok(self.container(id).stats()?)
+    }
+
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), ShimError> {
+        Ok(self.container(id).update(resources.clone())?)
+    }
+
+    fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<(), ShimError> {
+        Ok(self.process(id, exec_id).resize(rows, cols)?)
     }
 
     fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, ShimError> {
-        let req = Request::Wait { id: id.into(), exec_id: exec_id.map(Into::into) };
-        match self.client()?.call_with(&req, None)? {
-            Response::Exited { status } => Ok(status),
-            other => Err(isola_protocol::client::ClientError::Unexpected(Box::new(other)).into()),
-        }
+        Ok(self.process(id, exec_id).wait()?)
     }
 
-    fn attach(&self, id: &str, exec_id: Option<&str>, stream: StdioStream) -> Result<UnixStream, ShimError> {
-        Ok(self.client()?.attach(id, exec_id, stream)?)
+    fn attach(&self, id: &str, exec_id: Option<&str>, terminal: bool) -> Result<Streams, ShimError> {
+        Ok(self.process(id, exec_id).attach(terminal)?)
     }
 
     fn shared_dir(&self) -> Option<PathBuf> {

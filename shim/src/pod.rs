@@ -8,7 +8,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
-use isola_protocol::{Request, Response};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 
 use crate::error::ShimError;
@@ -156,7 +155,7 @@ impl Pod {
                 }
             }
         };
-        let record = crate::service::BundleRecord {
+        let record = crate::bundle::BundleRecord {
             vm: inner.guest.as_ref().map(|g| g.state_dir()).unwrap_or_default(),
             owner: inner.owner.as_deref() == Some(r.id.as_str()),
             shared_dir: guest.shared_dir(),
@@ -197,11 +196,11 @@ impl Pod {
             }
         };
         let result = (|| {
-            let source = rootfs::mount_rootfs(&shared, &r.id, &r.rootfs, &root_path)?;
+            rootfs::mount_rootfs(&shared, &r.id, &r.rootfs, &root_path)?;
             rootfs::share_bind_mounts(&shared, &r.id, spec)?;
-            guest.call(&Request::CreateContainer { id: r.id.clone(), spec: Box::new(spec.clone()), rootfs: source })?;
+            guest.create(&r.id, spec)?;
             Bridge::start(guest, &r.id, None, &r.stdio).inspect_err(|_| {
-                let _ = guest.call(&Request::Delete { id: r.id.clone(), force: true });
+                let _ = guest.delete(&r.id);
             })
         })();
         if result.is_err() {
@@ -228,10 +227,7 @@ impl Pod {
             return Ok(p.pid);
         }
         let guest = guest.ok_or_else(|| ShimError::FailedPrecondition("the pod's VM is not running".into()))?;
-        let pid = match guest.call(&Request::Start { id: id.into(), exec_id: exec.map(Into::into) })? {
-            Response::Started { pid } => pid as u32,
-            other => return Err(isola_protocol::client::ClientError::Unexpected(Box::new(other)).into()),
-        };
+        let pid = guest.start(id, exec)?;
         p.pid = pid;
         p.status = Status::Running;
         self.events.send(match exec {
@@ -338,7 +334,7 @@ impl Pod {
         let guest = guest.ok_or_else(|| ShimError::FailedPrecondition("the pod's VM is not running".into()))?;
         let sig = i32::try_from(signal).map_err(|_| ShimError::InvalidArgument(format!("signal {signal}")))?;
         let all = all && exec.is_none();
-        let r = guest.call(&Request::Signal { id: id.into(), exec_id: exec.map(Into::into), signal: sig, all });
+        let r = guest.signal(id, exec, sig, all);
         match r {
             // Never started: nothing ran, so it simply ends.
             Err(_) if created => self.record_exit(&mut inner, id, exec, 128 + signal, false),
@@ -380,7 +376,7 @@ impl Pod {
         let c = inner.containers.remove(id).ok_or_else(|| not_found(id, None))?;
         if let Some(guest) = inner.guest.clone() {
             if c.role != Role::PodSandbox {
-                if let Err(e) = guest.call(&Request::Delete { id: id.into(), force: true }) {
+                if let Err(e) = guest.delete(id) {
                     log::warn!("deleting {id} in the guest: {e}");
                 }
             }
@@ -408,7 +404,7 @@ impl Pod {
         if c.execs.contains_key(exec_id) {
             return Err(ShimError::AlreadyExists(format!("process {exec_id} of task {id}")));
         }
-        guest.call(&Request::Exec { id: id.into(), exec_id: exec_id.into(), process: Box::new(process) })?;
+        guest.exec(id, exec_id, &process)?;
         let bridge = Bridge::start(&*guest, id, Some(exec_id), &stdio)?;
         c.execs.insert(exec_id.into(), Proc::new(stdio, 0, Some(bridge)));
         self.events.send(Event::ExecAdded { id: id.into(), exec_id: exec_id.into() });
@@ -425,7 +421,7 @@ impl Pod {
         let (guest, role) = self.in_guest(id)?;
         if role != Role::PodSandbox {
             let id = id.to_string();
-            guest.call(&if paused { Request::Pause { id: id.clone() } } else { Request::Resume { id: id.clone() } })?;
+            guest.set_paused(&id, paused)?;
         }
         let mut inner = self.lock()?;
         if let Some(c) = inner.containers.get_mut(id) {
@@ -440,23 +436,20 @@ impl Pod {
         if role == Role::PodSandbox {
             return Ok(Default::default());
         }
-        match guest.call(&Request::Stats { id: id.into() })? {
-            Response::Stats { stats } => Ok(stats),
-            other => Err(isola_protocol::client::ClientError::Unexpected(Box::new(other)).into()),
-        }
+        guest.stats(id)
     }
 
     pub fn update(&self, id: &str, resources: LinuxResources) -> Result<(), ShimError> {
         let (guest, role) = self.in_guest(id)?;
         if role != Role::PodSandbox {
-            guest.call(&Request::Update { id: id.into(), resources: Box::new(resources) })?;
+            guest.update(id, &resources)?;
         }
         Ok(())
     }
 
     pub fn resize(&self, id: &str, exec_id: &str, cols: u16, rows: u16) -> Result<(), ShimError> {
         let (guest, _) = self.in_guest(id)?;
-        guest.call(&Request::ResizeTty { id: id.into(), exec_id: exec_key(exec_id).map(Into::into), rows, cols })?;
+        guest.resize(id, exec_key(exec_id), rows, cols)?;
         Ok(())
     }
 

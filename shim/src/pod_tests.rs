@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use isola_protocol::{ExitStatus, Request, Response, StdioStream};
-use oci_spec::runtime::Spec;
+use isola_protocol::{ContainerStats, ExitStatus, Request, RootfsSource};
+use isola_sandbox::Streams;
+use oci_spec::runtime::{LinuxResources, Process, Spec};
 
 use crate::error::ShimError;
 use crate::events::testing::Recorder;
@@ -43,14 +44,58 @@ impl FakeGuest {
     }
 }
 
+impl FakeGuest {
+    /// Records each call as the protocol request the real guest would get.
+    fn record(&self, req: Request) {
+        self.calls.lock().expect("calls").push(req);
+    }
+}
+
 impl Guest for FakeGuest {
-    fn call(&self, req: &Request) -> Result<Response, ShimError> {
-        self.calls.lock().expect("calls").push(req.clone());
-        Ok(match req {
-            Request::Start { exec_id, .. } => Response::Started { pid: if exec_id.is_some() { 20 } else { 10 } },
-            Request::Stats { .. } => Response::Stats { stats: Default::default() },
-            _ => Response::Ok,
-        })
+    fn create(&self, id: &str, spec: &Spec) -> Result<(), ShimError> {
+        let rootfs = RootfsSource::GuestPath { path: format!("/run/isola/shared/{id}/rootfs") };
+        self.record(Request::CreateContainer { id: id.into(), spec: Box::new(spec.clone()), rootfs });
+        Ok(())
+    }
+
+    fn start(&self, id: &str, exec_id: Option<&str>) -> Result<u32, ShimError> {
+        self.record(Request::Start { id: id.into(), exec_id: exec_id.map(Into::into) });
+        Ok(if exec_id.is_some() { 20 } else { 10 })
+    }
+
+    fn exec(&self, id: &str, exec_id: &str, process: &Process) -> Result<(), ShimError> {
+        self.record(Request::Exec { id: id.into(), exec_id: exec_id.into(), process: Box::new(process.clone()) });
+        Ok(())
+    }
+
+    fn signal(&self, id: &str, exec_id: Option<&str>, signal: i32, all: bool) -> Result<(), ShimError> {
+        self.record(Request::Signal { id: id.into(), exec_id: exec_id.map(Into::into), signal, all });
+        Ok(())
+    }
+
+    fn delete(&self, id: &str) -> Result<(), ShimError> {
+        self.record(Request::Delete { id: id.into(), force: true });
+        Ok(())
+    }
+
+    fn set_paused(&self, id: &str, paused: bool) -> Result<(), ShimError> {
+        self.record(if paused { Request::Pause { id: id.into() } } else { Request::Resume { id: id.into() } });
+        Ok(())
+    }
+
+    fn stats(&self, id: &str) -> Result<ContainerStats, ShimError> {
+        self.record(Request::Stats { id: id.into() });
+        Ok(Default::default())
+    }
+
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), ShimError> {
+        self.record(Request::Update { id: id.into(), resources: Box::new(resources.clone()) });
+        Ok(())
+    }
+
+    fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<(), ShimError> {
+        self.record(Request::ResizeTty { id: id.into(), exec_id: exec_id.map(Into::into), rows, cols });
+        Ok(())
     }
 
     fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, ShimError> {
@@ -67,10 +112,13 @@ impl Guest for FakeGuest {
         }
     }
 
-    fn attach(&self, _id: &str, _exec_id: Option<&str>, _s: StdioStream) -> Result<UnixStream, ShimError> {
-        // The far end closes at once: the process printed nothing.
-        let (a, _b) = UnixStream::pair().map_err(crate::error::io("pair"))?;
-        Ok(a)
+    fn attach(&self, _id: &str, _exec_id: Option<&str>, terminal: bool) -> Result<Streams, ShimError> {
+        // The far ends close at once: the process printed nothing.
+        let stream = || UnixStream::pair().map(|(a, _b)| a).map_err(crate::error::io("pair"));
+        if terminal {
+            return Ok(Streams::Tty(stream()?));
+        }
+        Ok(Streams::Pipes { stdin: stream()?, stdout: stream()?, stderr: stream()? })
     }
 
     fn shared_dir(&self) -> Option<PathBuf> {

@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-use isola_protocol::{RootfsSource, SHARED_DIR};
 use isola_sandbox::mounts;
+use isola_sandbox::volume::{container_dir, guest_path};
 use nix::mount::MsFlags;
 use oci_spec::runtime::Spec;
 
@@ -54,19 +54,9 @@ fn is_bind(typ: &str, options: &[String]) -> bool {
     typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind")
 }
 
-/// The container's directory under the share.
-pub fn container_dir(shared: &Path, id: &str) -> PathBuf {
-    shared.join(id)
-}
-
-/// Mounts the rootfs under the share and returns where the guest finds it.
+/// Mounts the rootfs under the share, where [`isola_sandbox::Rootfs::InShare`] says it is.
 /// `root_path` is the spec's root (used when containerd passes no mounts: `ctr run --rootfs`).
-pub fn mount_rootfs(
-    shared: &Path,
-    id: &str,
-    rootfs: &[RootMount],
-    root_path: &Path,
-) -> Result<RootfsSource, ShimError> {
+pub fn mount_rootfs(shared: &Path, id: &str, rootfs: &[RootMount], root_path: &Path) -> Result<(), ShimError> {
     let target = container_dir(shared, id).join("rootfs");
     match rootfs {
         [] => mounts::bind(root_path, &target, false)?,
@@ -96,7 +86,7 @@ pub fn mount_rootfs(
             )))
         }
     }
-    Ok(RootfsSource::GuestPath { path: format!("{SHARED_DIR}/{id}/rootfs") })
+    Ok(())
 }
 
 /// Binds every host path the spec mounts into the share and points the mount at the
@@ -116,7 +106,7 @@ pub fn share_bind_mounts(shared: &Path, id: &str, spec: &mut Spec) -> Result<(),
         };
         let host = container_dir(shared, id).join("mounts").join(i.to_string());
         mounts::bind(&src, &host, options.iter().any(|o| o == "ro"))?;
-        m.set_source(Some(PathBuf::from(format!("{SHARED_DIR}/{id}/mounts/{i}"))));
+        m.set_source(Some(PathBuf::from(guest_path(id, &format!("mounts/{i}")))));
     }
     spec.set_mounts(Some(list));
     Ok(())
@@ -124,9 +114,7 @@ pub fn share_bind_mounts(shared: &Path, id: &str, spec: &mut Spec) -> Result<(),
 
 /// Unmounts and removes everything of container `id` under the share.
 pub fn release(shared: &Path, id: &str) {
-    if let Err(e) = mounts::unmount_and_remove(&container_dir(shared, id)) {
-        log::warn!("releasing the rootfs of {id}: {e}");
-    }
+    isola_sandbox::volume::release(shared, id);
 }
 
 #[cfg(test)]
@@ -193,7 +181,7 @@ mod tests {
         share_bind_mounts(shared.path(), "c1", &mut spec).expect("share");
         let m = spec.mounts().clone().expect("mounts");
         let guest_src = m[proc_mounts].source().clone().expect("src");
-        assert_eq!(guest_src, PathBuf::from(format!("{SHARED_DIR}/c1/mounts/{proc_mounts}")));
+        assert_eq!(guest_src, PathBuf::from(format!("{}/c1/mounts/{proc_mounts}", isola_protocol::SHARED_DIR)));
         let host = shared.path().join(format!("c1/mounts/{proc_mounts}"));
         assert_eq!(std::fs::read_to_string(&host).expect("through the bind"), "nameserver 10.0.0.1\n");
         assert!(mounts::mounts_under(shared.path()).len() >= 2);

@@ -1,61 +1,19 @@
 //! The shim binary's life: `start` (one shim per pod, found by the pod's grouping),
 //! the long-running task server, and `delete` (cleanup after a shim that died).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{api, Config, DeleteResponse, ExitSignal, Flags, StartOpts};
-use serde::{Deserialize, Serialize};
 
+use crate::bundle::cleanup_bundle;
 use crate::events::Publisher;
 use crate::guest::VmBooter;
 use crate::pod::Pod;
 use crate::task::TaskService;
 
 pub const RUNTIME_ID: &str = "io.containerd.isola.v2";
-const RECORD: &str = "isola.json";
-
-/// What a bundle needs for cleanup if the shim dies: written at Create.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BundleRecord {
-    /// The sandbox's state directory.
-    pub vm: PathBuf,
-    /// This container's delete ends the VM.
-    pub owner: bool,
-    pub shared_dir: Option<PathBuf>,
-}
-
-impl BundleRecord {
-    pub fn save(&self, bundle: &str) {
-        let path = Path::new(bundle).join(RECORD);
-        match serde_json::to_vec(self) {
-            Ok(b) => {
-                if let Err(e) = std::fs::write(&path, b) {
-                    log::warn!("writing {}: {e}", path.display());
-                }
-            }
-            Err(e) => log::warn!("encoding {}: {e}", path.display()),
-        }
-    }
-
-    pub fn load(bundle: &Path) -> Option<Self> {
-        serde_json::from_slice(&std::fs::read(bundle.join(RECORD)).ok()?).ok()
-    }
-}
-
-/// Undoes what a dead shim left for container `id` in `bundle`: the VM if it owned it
-/// (processes, taps, sockets, mounts, directory), else its rootfs under the share.
-pub fn cleanup_bundle(bundle: &Path, id: &str) {
-    remove_dead_socket(bundle);
-    let Some(r) = BundleRecord::load(bundle) else { return };
-    if r.owner {
-        let st = isola_sandbox::state::SandboxState::load(&r.vm).ok();
-        isola_sandbox::state::cleanup(&r.vm, st.as_ref());
-    } else if let Some(shared) = &r.shared_dir {
-        crate::rootfs::release(shared, id);
-    }
-}
 
 /// Starts (or finds) the pod's shim and returns its ttrpc address.
 fn start(opts: StartOpts) -> Result<String, containerd_shim::Error> {
@@ -72,21 +30,6 @@ fn start(opts: StartOpts) -> Result<String, containerd_shim::Error> {
 /// The shim's entry point.
 pub fn run(config: Config) {
     containerd_shim::run::<Service>(RUNTIME_ID, Some(config));
-}
-
-/// The dead shim's ttrpc socket (named in the bundle's `address` file): removed once
-/// nothing answers on it, so a killed shim leaves no socket behind.
-fn remove_dead_socket(bundle: &Path) {
-    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else { return };
-    let path = PathBuf::from(address.trim().trim_start_matches("unix://"));
-    if path.as_os_str().is_empty() || std::os::unix::net::UnixStream::connect(&path).is_ok() {
-        return;
-    }
-    if let Err(e) = std::fs::remove_file(&path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            log::warn!("removing {}: {e}", path.display());
-        }
-    }
 }
 
 pub struct Service {

@@ -44,7 +44,7 @@ pub fn vm_name(pod_id: &str) -> String {
         return pod_id.to_string();
     }
     let prefix: String = pod_id.chars().take(15).collect();
-    format!("{prefix}-{:08x}", isola_sandbox::sandbox::name_hash(pod_id))
+    format!("{prefix}-{:08x}", isola_sandbox::names::name_hash(pod_id))
 }
 
 /// The network namespace CNI prepared, named by path in the spec.

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use isola_protocol::StdioStream;
+use isola_sandbox::Streams;
 
 use crate::error::ShimError;
 use crate::guest::Guest;
@@ -80,18 +80,17 @@ impl Bridge {
     /// Attaches to every stream of the process (before it starts, so nothing is lost).
     pub fn start(guest: &dyn Guest, id: &str, exec_id: Option<&str>, p: &StdioPaths) -> Result<Self, ShimError> {
         let (tx, done) = channel();
-        if p.terminal {
-            let tty = guest.attach(id, exec_id, StdioStream::Tty)?;
-            if !p.stdin.is_empty() {
-                let input = tty.try_clone().map_err(crate::error::io("cloning the terminal stream"))?;
-                copy_in(p.stdin.clone(), input);
+        let (input, out, err) = match guest.attach(id, exec_id, p.terminal)? {
+            Streams::Tty(tty) => {
+                if !p.stdin.is_empty() {
+                    let input = tty.try_clone().map_err(crate::error::io("cloning the terminal stream"))?;
+                    copy_in(p.stdin.clone(), input);
+                }
+                copy_out(tty, p.stdout.clone(), tx);
+                return Ok(Bridge { outputs: 1, done });
             }
-            copy_out(tty, p.stdout.clone(), tx);
-            return Ok(Bridge { outputs: 1, done });
-        }
-        let out = guest.attach(id, exec_id, StdioStream::Stdout)?;
-        let err = guest.attach(id, exec_id, StdioStream::Stderr)?;
-        let input = guest.attach(id, exec_id, StdioStream::Stdin)?;
+            Streams::Pipes { stdin, stdout, stderr } => (stdin, stdout, stderr),
+        };
         if p.stdin.is_empty() {
             // No stdin: the process reads EOF at once rather than waiting forever.
             let _ = input.shutdown(std::net::Shutdown::Write);

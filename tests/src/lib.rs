@@ -21,7 +21,7 @@ pub fn linux_guest() -> (PathBuf, PathBuf) {
 /// A test guest built from vmm/guests into the target directory.
 pub fn test_guest(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/isola/guests");
-    isola_vmm::testguest::build(name, &dir).unwrap_or_else(|e| panic!("building test guest {name}: {e}"))
+    isola_testguests::build(name, &dir).unwrap_or_else(|e| panic!("building test guest {name}: {e}"))
 }
 
 pub fn linux_spec(timeout: Duration) -> BootSpec {

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use isola_e2e::{busybox_rootfs, isola, linux_guest, processes_mentioning};
-use isola_protocol::{Request, Response, RootfsSource};
-use isola_sandbox::container::{self, ContainerOptions};
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
+use isola_sandbox::spec::{self, ContainerOptions};
 use isola_sandbox::{choose, detect_kvm, state, BootSpec, QemuAccel};
+use isola_sandbox::{Rootfs, StdioStream};
 
 fn rootfs() -> String {
     busybox_rootfs().display().to_string()
@@ -184,24 +184,21 @@ fn two_containers_in_one_sandbox_share_the_network_not_pids() {
         tie_to_parent: true,
         network: Default::default(),
         netns: None,
+        hostname: None,
     };
     let sb = Sandbox::start(&opts).expect("sandbox");
-    let mut c = sb.client().expect("client");
     let show = "echo net=$(readlink /proc/self/ns/net) pid=$(readlink /proc/self/ns/pid) me=$$; sleep 1000";
     for id in ["app", "sidecar"] {
-        let spec = container::spec(&ContainerOptions {
-            args: vec!["sh".into(), "-c".into(), show.into()],
-            ..Default::default()
-        })
-        .expect("spec");
-        container::upload_rootfs(&c, id, &busybox_rootfs()).expect("upload");
-        c.call(&Request::CreateContainer { id: id.into(), spec: Box::new(spec), rootfs: RootfsSource::Upload })
-            .expect("create");
+        let spec =
+            spec::spec(&ContainerOptions { args: vec!["sh".into(), "-c".into(), show.into()], ..Default::default() })
+                .expect("spec");
+        sb.create_container(id, spec, Rootfs::Upload(&busybox_rootfs()), &[]).expect("create");
     }
     let mut lines = Vec::new();
     for id in ["app", "sidecar"] {
-        let mut out = c.attach(id, None, isola_protocol::StdioStream::Stdout).expect("stdout");
-        c.call(&Request::Start { id: id.into(), exec_id: None }).expect("start");
+        let c = sb.container(id);
+        let mut out = c.init().stream(StdioStream::Stdout).expect("stdout");
+        c.start().expect("start");
         let mut line = String::new();
         let mut byte = [0u8; 1];
         while std::io::Read::read(&mut out, &mut byte).expect("read") == 1 && byte[0] != b'\n' {
@@ -214,18 +211,13 @@ fn two_containers_in_one_sandbox_share_the_network_not_pids() {
     assert_ne!(field(&lines[0], "pid="), field(&lines[1], "pid="), "{lines:?}");
     assert_eq!((field(&lines[0], "me="), field(&lines[1], "me=")), ("1".into(), "1".into()));
     // A signal death is 128 + signal, with the signal reported.
-    c.call_ok(&Request::Signal { id: "app".into(), exec_id: None, signal: 9, all: false }).expect("kill");
-    let Response::Exited { status } =
-        c.call_with(&Request::Wait { id: "app".into(), exec_id: None }, None).expect("wait")
-    else {
-        panic!()
-    };
+    sb.container("app").signal(9, false).expect("kill");
+    let status = sb.container("app").wait().expect("wait");
     assert_eq!((status.code, status.signal, status.oom_killed), (137, Some(9), false));
-    let Response::List { containers } = c.call(&Request::List).expect("list") else { panic!() };
+    let containers = sb.agent().list().expect("list");
     assert_eq!(containers.len(), 2);
-    let Response::Stats { stats } = c.call(&Request::Stats { id: "sidecar".into() }).expect("stats") else { panic!() };
+    let stats = sb.container("sidecar").stats().expect("stats");
     assert!(stats.pids_current >= 1, "{stats:?}");
-    drop(c);
     drop(sb);
     assert_gone("e2e-pod");
 }

@@ -3,7 +3,6 @@
 pub mod boot;
 pub mod devices;
 pub mod memory;
-pub mod testguest;
 pub mod vcpu;
 pub mod virtio;
 pub mod vm;

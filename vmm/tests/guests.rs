@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use isola_testguests as testguest;
 use isola_vmm::memory::e820_map;
-use isola_vmm::testguest;
 
 fn guest(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests");

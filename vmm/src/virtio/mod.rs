@@ -8,7 +8,7 @@ pub mod vsock;
 pub mod worker;
 
 #[cfg(test)]
-mod test_guest;
+mod mock_driver;
 
 pub use interrupt::{Interrupt, INT_CONFIG, INT_VRING};
 pub use mmio::{MmioTransport, NOTIFY_REG_OFFSET};

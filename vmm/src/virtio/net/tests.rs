@@ -2,7 +2,7 @@
 //! network namespace the test creates.
 
 use super::{process_tx, NetBackend, NetCounters, RxState, Tap, VNET_HDR_LEN};
-use crate::virtio::test_guest::{with_hdr, FakeTap, Guest};
+use crate::virtio::mock_driver::{with_hdr, FakeTap, Guest};
 
 #[test]
 fn tx_frames_go_out_whole_from_one_or_many_descriptors() {

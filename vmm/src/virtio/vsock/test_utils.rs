@@ -3,7 +3,7 @@
 
 use vm_memory::GuestMemoryMmap;
 
-use crate::virtio::test_guest::Guest;
+use crate::virtio::mock_driver::Guest;
 
 use super::packet::HDR_LEN;
 use super::{process_rx, process_tx, Counters, Header, Packet, VsockBackend, HOST_CID, TYPE_STREAM};

@@ -1,4 +1,4 @@
-//! Building the freestanding test guests in `vmm/guests/` (assembly or C) with the
+//! The freestanding test guests in `testguests/guests/`: building them (assembly or C) with the
 //! system compiler and linker. Used by the integration tests and by `isola bench` to boot the same
 //! tiny guest under every backend.
 

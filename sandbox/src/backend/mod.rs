@@ -1,0 +1,28 @@
+//! One module per program a sandbox runs: where its binary is, its command line, its
+//! sockets and how to tell it is ready. `sandbox.rs` supervises them all the same way.
+
+pub mod isola_vmm;
+pub mod qemu;
+pub mod vhost_vsock;
+pub mod virtiofsd;
+
+use std::path::PathBuf;
+
+use crate::assets::find_binary;
+use crate::hypervisor::{HypervisorError, HypervisorKind};
+
+/// The one lookup of a backend binary: beside this program, then on PATH.
+pub fn require(exe: &'static str, hint: &'static str) -> Result<PathBuf, HypervisorError> {
+    find_binary(exe).ok_or(HypervisorError::MissingBinary(exe, hint))
+}
+
+/// The executable name a VMM of `kind` runs as (to recognise it by pid later).
+pub fn vmm_exe(kind: HypervisorKind) -> &'static str {
+    match kind {
+        HypervisorKind::IsolaVmm => isola_vmm::EXE,
+        HypervisorKind::Qemu => qemu::EXE,
+    }
+}
+
+/// The helper daemons a sandbox may have.
+pub const HELPER_EXES: &[&str] = &[vhost_vsock::EXE, virtiofsd::EXE];

@@ -1,0 +1,127 @@
+//! The OCI spec of a container from what a user asked for (`isola run`, benchmarks):
+//! the runtime-spec defaults with our process, limits, and the sandbox's network.
+
+use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, Spec};
+
+use crate::container::ContainerError;
+
+/// What the user asked for.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerOptions {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    pub terminal: bool,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub hostname: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The runtime-spec defaults (mounts, masked paths, capabilities) with our process.
+pub fn spec(o: &ContainerOptions) -> Result<Spec, ContainerError> {
+    if o.args.is_empty() {
+        return Err(ContainerError::NoCommand);
+    }
+    for e in &o.env {
+        if !e.contains('=') || e.starts_with('=') {
+            return Err(ContainerError::BadEnv(e.clone()));
+        }
+    }
+    let mut spec = Spec::default();
+    let mut p = spec.process().clone().ok_or_else(|| ContainerError::Spec("default spec has no process".into()))?;
+    p.set_args(Some(o.args.clone()));
+    let mut env = vec![DEFAULT_PATH.to_string()];
+    if o.terminal {
+        env.push("TERM=xterm".into());
+    }
+    env.extend(o.env.iter().cloned());
+    p.set_env(Some(env));
+    if let Some(cwd) = &o.cwd {
+        p.set_cwd(cwd.into());
+    }
+    p.set_terminal(Some(o.terminal));
+    let mut user = p.user().clone();
+    if let Some(uid) = o.uid {
+        user.set_uid(uid);
+    }
+    if let Some(gid) = o.gid {
+        user.set_gid(gid);
+    }
+    p.set_user(user);
+    spec.set_process(Some(p));
+    spec.set_hostname(o.hostname.clone());
+    let mut res = LinuxResourcesBuilder::default();
+    if let Some(m) = o.memory_bytes {
+        let mem =
+            LinuxMemoryBuilder::default().limit(m as i64).build().map_err(|e| ContainerError::Spec(e.to_string()))?;
+        res = res.memory(mem);
+    }
+    if let Some(c) = o.cpus {
+        let cpu = LinuxCpuBuilder::default()
+            .quota((c * 100_000.0) as i64)
+            .period(100_000u64)
+            .build()
+            .map_err(|e| ContainerError::Spec(e.to_string()))?;
+        res = res.cpu(cpu);
+    }
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    linux.set_resources(Some(res.build().map_err(|e| ContainerError::Spec(e.to_string()))?));
+    // The network namespace is the sandbox's (the VM's), shared by the pod.
+    if let Some(ns) = linux.namespaces().clone() {
+        linux.set_namespaces(Some(
+            ns.into_iter().filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network).collect(),
+        ));
+    }
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+/// Just the process of [`spec`] (for `exec`).
+pub fn process(o: &ContainerOptions) -> Result<oci_spec::runtime::Process, ContainerError> {
+    spec(o)?.process().clone().ok_or_else(|| ContainerError::Spec("default spec has no process".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn spec_carries_args_env_limits_and_no_netns() {
+        let o = ContainerOptions {
+            args: vec!["sh".into()],
+            env: vec!["A=1".into()],
+            cwd: Some("/tmp".into()),
+            memory_bytes: Some(64 << 20),
+            cpus: Some(0.5),
+            hostname: Some("h".into()),
+            uid: Some(1000),
+            ..Default::default()
+        };
+        let s = spec(&o).expect("spec");
+        let p = s.process().as_ref().expect("process");
+        assert_eq!(p.args().as_ref().expect("args"), &["sh".to_string()]);
+        assert!(p.env().as_ref().expect("env").contains(&"A=1".to_string()));
+        assert_eq!(p.cwd().to_str(), Some("/tmp"));
+        assert_eq!(p.user().uid(), 1000);
+        let l = s.linux().as_ref().expect("linux");
+        let r = l.resources().as_ref().expect("resources");
+        assert_eq!(r.memory().as_ref().and_then(|m| m.limit()), Some(64 << 20));
+        assert_eq!(r.cpu().as_ref().and_then(|c| c.quota()), Some(50_000));
+        assert!(l
+            .namespaces()
+            .as_ref()
+            .expect("ns")
+            .iter()
+            .all(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network));
+    }
+
+    #[test]
+    fn bad_options_are_named() {
+        assert!(matches!(spec(&ContainerOptions::default()), Err(ContainerError::NoCommand)));
+        let o = ContainerOptions { args: vec!["sh".into()], env: vec!["NOEQUALS".into()], ..Default::default() };
+        assert_eq!(spec(&o).expect_err("env").to_string(), "invalid --env \"NOEQUALS\": expected KEY=VALUE");
+    }
+}
