@@ -101,8 +101,16 @@ pub enum VmError {
     Kvm { op: &'static str, source: kvm_ioctls::Error },
     #[error("cannot open console output {path}: {source}")]
     Console { path: String, source: std::io::Error },
-    #[error("cannot set up device: {0}")]
-    Device(String),
+    #[error("vsock device: {0}")]
+    Vsock(#[from] crate::virtio::vsock::MuxerError),
+    #[error("net device: {0}")]
+    Net(#[from] crate::virtio::net::NetError),
+    #[error("fs device: {0}")]
+    Fs(#[from] crate::virtio::fs::FsError),
+    #[error("device bus: {0}")]
+    Bus(#[from] crate::devices::BusError),
+    #[error("{what}: {source}")]
+    Setup { what: &'static str, source: std::io::Error },
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
     #[error("guest did not finish within {timeout:?}; stopped at rip {rip:#x}")]
@@ -254,18 +262,17 @@ fn console_writer(out: &ConsoleOut) -> Result<Box<dyn Write + Send>, VmError> {
 /// The virtio devices `config` asks for, in slot order (their backends opened now, so
 /// a bad tap or socket fails before anything boots).
 fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn crate::virtio::VirtioDevice>>, VmError> {
-    let dev = |e: String| VmError::Device(e);
     let mut v: Vec<Box<dyn crate::virtio::VirtioDevice>> = Vec::new();
     if let Some(c) = &config.vsock {
-        let muxer = UnixMuxer::new(c.guest_cid, &c.uds_path).map_err(|e| dev(e.to_string()))?;
+        let muxer = UnixMuxer::new(c.guest_cid, &c.uds_path)?;
         v.push(Box::new(Vsock::new(c.guest_cid, Box::new(muxer))));
     }
     if let Some(n) = &config.net {
-        let tap = Tap::open(&n.tap).map_err(|e| dev(e.to_string()))?;
+        let tap = Tap::open(&n.tap)?;
         v.push(Box::new(Net::new(n.mac, Box::new(tap))));
     }
     if let Some(f) = &config.fs {
-        v.push(Box::new(Fs::connect(&f.tag, &f.socket).map_err(|e| dev(e.to_string()))?));
+        v.push(Box::new(Fs::connect(&f.tag, &f.socket)?));
     }
     Ok(v)
 }
@@ -295,11 +302,11 @@ fn add_virtio(
     device: Box<dyn crate::virtio::VirtioDevice>,
 ) -> Result<(), VmError> {
     let (base, irq) = virtio_slot(slot);
-    let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Device(format!("virtio irqfd: {e}")))?;
+    let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::Setup { what: "virtio irqfd", source })?;
     vm.register_irqfd(&irqfd, irq).map_err(kvm_err("register virtio irqfd"))?;
     let interrupt = Arc::new(crate::virtio::Interrupt::new(irqfd));
     let transport = crate::virtio::MmioTransport::new(device, mem.clone(), interrupt)
-        .map_err(|e| VmError::Device(format!("virtio transport: {e}")))?;
+        .map_err(|source| VmError::Setup { what: "virtio transport", source })?;
     for (i, evt) in transport.queue_events().iter().enumerate() {
         let addr = IoEventAddress::Mmio(base + crate::virtio::NOTIFY_REG_OFFSET);
         if let Err(e) = vm.register_ioevent(evt, &addr, i as u32) {
@@ -307,7 +314,7 @@ fn add_virtio(
             log::debug!("virtio slot {slot}: no ioeventfd for queue {i}: {e}");
         }
     }
-    bus.insert(base, VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport))).map_err(|e| VmError::Device(e.to_string()))
+    Ok(bus.insert(base, VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport)))?)
 }
 
 fn build_devices(
@@ -318,15 +325,15 @@ fn build_devices(
     start: Instant,
     events: Sender<VmEvent>,
 ) -> Result<VcpuShared, VmError> {
-    let dev_err = |e: crate::devices::BusError| VmError::Device(e.to_string());
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
-    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Device(format!("serial eventfd: {e}")))?;
+    let serial_irq =
+        EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::Setup { what: "serial eventfd", source })?;
     vm.register_irqfd(&serial_irq, SERIAL_IRQ).map_err(kvm_err("register serial irqfd"))?;
     let serial = SerialConsole::new(serial_irq, console_writer(&config.console)?);
-    pio.insert(SERIAL_PORT_BASE, 8, Arc::new(Mutex::new(serial))).map_err(dev_err)?;
-    pio.insert(I8042_PORT_BASE, 5, Arc::new(Mutex::new(I8042::new(events.clone())))).map_err(dev_err)?;
-    mmio.insert(BOOT_TIMER_ADDR, 0x1000, Arc::new(Mutex::new(BootTimer::new(start, events)))).map_err(dev_err)?;
+    pio.insert(SERIAL_PORT_BASE, 8, Arc::new(Mutex::new(serial)))?;
+    pio.insert(I8042_PORT_BASE, 5, Arc::new(Mutex::new(I8042::new(events.clone()))))?;
+    mmio.insert(BOOT_TIMER_ADDR, 0x1000, Arc::new(Mutex::new(BootTimer::new(start, events))))?;
     for (slot, device) in virtio.into_iter().enumerate() {
         add_virtio(vm, &mut mmio, mem, slot, device)?;
     }
@@ -352,7 +359,7 @@ fn run_vcpus(
 ) -> Result<(Vec<Duration>, Duration), VmError> {
     // A no-op handler so the kick signal interrupts KVM_RUN (EINTR) instead of killing us.
     vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler)
-        .map_err(|e| VmError::Device(format!("kick signal handler: {e}")))?;
+        .map_err(|e| VmError::Setup { what: "kick signal handler", source: e.into() })?;
     let (done_tx, done_rx) = channel();
     let mut handles: Vec<JoinHandle<()>> = Vec::new();
     for mut vcpu in vcpus {
@@ -363,7 +370,7 @@ fn run_vcpus(
                 let outcome = vcpu.run();
                 let _ = tx.send(ThreadMsg::Done(vcpu.id, outcome));
             })
-            .map_err(|e| VmError::Device(format!("spawn vcpu thread: {e}")))?;
+            .map_err(|source| VmError::Setup { what: "spawn vcpu thread", source })?;
         handles.push(h);
     }
     drop(done_tx);

@@ -283,7 +283,7 @@ mod tests {
         fn write_config(&mut self, _: u64, _: &[u8]) {}
         fn activate(&mut self, ctx: ActivateContext) -> Result<(), super::super::ActivateError> {
             if self.fail {
-                return Err(super::super::ActivateError::Backend("boom".into()));
+                return Err(super::super::ActivateError::AlreadyActive("test device"));
             }
             self.seen.lock().expect("lock").activated = Some((ctx.queues.len(), ctx.acked_features));
             Ok(())

@@ -35,8 +35,12 @@ pub mod status {
 pub enum ActivateError {
     #[error("queue {0} is not ready or its rings do not fit in guest memory")]
     BadQueue(usize),
-    #[error("device backend failed to start: {0}")]
-    Backend(String),
+    #[error("{0} is already running")]
+    AlreadyActive(&'static str),
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+    #[error(transparent)]
+    Fs(#[from] fs::FsError),
 }
 
 /// What a device gets when the driver sets DRIVER_OK.

@@ -21,8 +21,8 @@ pub struct WorkerHandle<H> {
 
 /// A stop eventfd pair: one for the handler to watch, one to signal it.
 pub fn stop_pair() -> Result<(EventFd, EventFd), ActivateError> {
-    let a = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| ActivateError::Backend(e.to_string()))?;
-    let b = a.try_clone().map_err(|e| ActivateError::Backend(e.to_string()))?;
+    let a = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| ActivateError::Io { what: "stop eventfd", source })?;
+    let b = a.try_clone().map_err(|source| ActivateError::Io { what: "stop eventfd", source })?;
     Ok((a, b))
 }
 
@@ -31,7 +31,7 @@ pub fn spawn<H: Worker>(name: &str, handler: H, stop: EventFd) -> Result<WorkerH
     let handle = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || run(handler))
-        .map_err(|e| ActivateError::Backend(format!("spawn {name} thread: {e}")))?;
+        .map_err(|source| ActivateError::Io { what: "spawn device thread", source })?;
     Ok(WorkerHandle { stop, handle })
 }
 

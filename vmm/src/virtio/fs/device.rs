@@ -165,8 +165,8 @@ impl VirtioDevice for Fs {
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
         let calls: Result<Vec<EventFd>, _> = (0..NUM_QUEUES).map(|_| EventFd::new(libc::EFD_NONBLOCK)).collect();
-        let calls = calls.map_err(|e| ActivateError::Backend(e.to_string()))?;
-        self.setup(&ctx, &calls).map_err(|e| ActivateError::Backend(e.to_string()))?;
+        let calls = calls.map_err(|source| ActivateError::Io { what: "fs call eventfd", source })?;
+        self.setup(&ctx, &calls)?;
         let (stop, theirs) = stop_pair()?;
         let fwd = CallForwarder { calls, interrupt: ctx.interrupt, stop: theirs, stopped: false };
         self.worker = Some(spawn("virtio-fs", fwd, stop)?);

@@ -53,10 +53,10 @@ impl VirtioDevice for Net {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let mut backend = self.backend.take().ok_or_else(|| ActivateError::Backend("net already running".into()))?;
+        let mut backend = self.backend.take().ok_or(ActivateError::AlreadyActive("net"))?;
         if let Err(e) = backend.set_offloads(ctx.acked_features) {
             self.backend = Some(backend);
-            return Err(ActivateError::Backend(format!("tap offloads: {e}")));
+            return Err(ActivateError::Io { what: "tap offloads", source: e });
         }
         let (stop, theirs) = stop_pair()?;
         let mut rx = RxState::default();

@@ -59,7 +59,7 @@ impl VirtioDevice for Vsock {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let backend = self.backend.take().ok_or_else(|| ActivateError::Backend("vsock already running".into()))?;
+        let backend = self.backend.take().ok_or(ActivateError::AlreadyActive("vsock"))?;
         let (stop, theirs) = stop_pair()?;
         let handler = VsockHandler {
             mem: ctx.mem,

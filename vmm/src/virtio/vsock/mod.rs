@@ -17,8 +17,8 @@ mod test_utils;
 pub use device::Vsock;
 pub use packet::{Header, Packet};
 pub use queues::{process_rx, process_tx, Counters};
-pub use unix::UnixMuxer;
 pub use unix::BUF_ALLOC;
+pub use unix::{MuxerError, UnixMuxer};
 
 use std::os::fd::RawFd;
 
