@@ -8,6 +8,8 @@ pub mod boot;
 pub mod cmd;
 pub mod config;
 pub mod container;
+#[cfg(test)]
+mod container_tests;
 pub mod host;
 pub mod hypervisor;
 pub mod mounts;
