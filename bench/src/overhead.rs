@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::sync::mpsc::channel;
 use std::time::Duration;
 
-use isola_sandbox::hypervisor::{command, BOOT_PROBE_CMDLINE};
+use isola_sandbox::backend::probe_command as command;
+use isola_sandbox::hypervisor::BOOT_PROBE_CMDLINE;
 use isola_sandbox::{BootSpec, HypervisorKind, KvmKind, QemuAccel};
 
 use crate::error::{io, BenchError};

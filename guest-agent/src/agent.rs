@@ -18,7 +18,7 @@ use oci_spec::runtime::Spec;
 
 use crate::cgroup::Cgroup;
 use crate::config;
-use crate::process::{self, Proc};
+use crate::process::{self, lock, Proc};
 use crate::reaper::{Exit, Reaper};
 use crate::rootfs::{self, Layout};
 use crate::syscall::{Linux, Syscall};
@@ -61,11 +61,6 @@ pub struct Agent {
     reaper: Arc<Reaper>,
     sandbox: Mutex<SandboxConfig>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A handler that panicked mid-update still leaves usable state; keep serving.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Agent {

@@ -13,11 +13,15 @@ use std::time::Duration;
 
 use isola_protocol::{AgentError, ErrorCode, Response, StdioStream};
 
-use crate::agent::lock;
 use crate::config::InitConfig;
 use crate::reaper::Reaper;
 use crate::report::{read_report, Report, CONSOLE_FD, REPORT_FD, START_FD};
 use crate::stdio::{self, HostEnds};
+
+/// A handler that panicked mid-update still leaves usable state: keep serving.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> AgentError {
     AgentError::new(code, msg)

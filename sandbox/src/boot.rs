@@ -5,8 +5,9 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use crate::backend::probe_command as command;
 use crate::host::KvmKind;
-use crate::hypervisor::{command, BootSpec, HypervisorError, HypervisorKind};
+use crate::hypervisor::{BootSpec, HypervisorError, HypervisorKind};
 
 /// One milestone, in microseconds since the VMM process was spawned.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

@@ -25,9 +25,9 @@ pub enum ContainerError {
     Rootfs { path: String, reason: String },
     #[error(transparent)]
     Agent(#[from] ClientError),
-    #[error("invalid volume {0:?}: expected HOST:GUEST[:ro] with absolute paths")]
-    BadVolume(String),
-    #[error("volumes need the sandbox's shared directory (virtio-fs): install virtiofsd")]
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
+    #[error("this rootfs needs the sandbox's shared directory (virtio-fs): install virtiofsd")]
     NoSharedFs,
     #[error(transparent)]
     Mount(#[from] crate::mounts::MountError),

@@ -228,5 +228,5 @@ fn bad_rootfs_and_missing_share_are_named() {
     let root = rootfs_dir();
     let v = Volume { host: "/tmp".into(), guest: "/t".into(), readonly: false };
     let e = Container::create(fake.agent(), None, "c1", spec(), Rootfs::Upload(root.path()), &[v]).err().expect("vol");
-    assert!(matches!(e, ContainerError::NoSharedFs), "{e}");
+    assert!(matches!(e, ContainerError::Volume(crate::volume::VolumeError::NoSharedFs)), "{e}");
 }

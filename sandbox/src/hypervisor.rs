@@ -2,7 +2,6 @@
 //! program's own command line lives in `backend/`.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::host::KvmKind;
@@ -113,15 +112,6 @@ impl BootSpec {
             return Err(HypervisorError::Spec(format!("{} MiB of memory is too little (at least 16)", self.mem_mib)));
         }
         Ok(())
-    }
-}
-
-/// The command line of a boot probe of `spec` on `kind` (the guest alone, no sandbox).
-pub fn command(kind: HypervisorKind, spec: &BootSpec, kvm: KvmKind) -> Result<Command, HypervisorError> {
-    spec.validate()?;
-    match kind {
-        HypervisorKind::IsolaVmm => crate::backend::isola_vmm::probe_command(spec),
-        HypervisorKind::Qemu => crate::backend::qemu::probe_command(spec, kvm),
     }
 }
 

@@ -6,7 +6,17 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
 
-use crate::container::ContainerError;
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("invalid volume {0:?}: expected HOST:GUEST[:ro] with absolute paths")]
+    Bad(String),
+    #[error("volumes need the sandbox's shared directory (virtio-fs): install virtiofsd")]
+    NoSharedFs,
+    #[error("volume mount for {0}: {1}")]
+    Spec(String, String),
+    #[error(transparent)]
+    Mount(#[from] crate::mounts::MountError),
+}
 
 /// Where container `id`'s files live in the share, on the host.
 pub fn container_dir(shared: &Path, id: &str) -> PathBuf {
@@ -34,9 +44,9 @@ pub struct Volume {
 }
 
 impl std::str::FromStr for Volume {
-    type Err = ContainerError;
+    type Err = VolumeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || ContainerError::BadVolume(s.into());
+        let bad = || VolumeError::Bad(s.into());
         let mut parts = s.split(':');
         let (host, guest) = (parts.next().ok_or_else(bad)?, parts.next().ok_or_else(bad)?);
         let readonly = match parts.next() {
@@ -52,11 +62,11 @@ impl std::str::FromStr for Volume {
 }
 
 /// Binds each volume into the shared directory and adds the matching bind mount to `spec`.
-pub fn add_volumes(shared: Option<&Path>, id: &str, spec: &mut Spec, volumes: &[Volume]) -> Result<(), ContainerError> {
+pub fn add_volumes(shared: Option<&Path>, id: &str, spec: &mut Spec, volumes: &[Volume]) -> Result<(), VolumeError> {
     if volumes.is_empty() {
         return Ok(());
     }
-    let shared = shared.ok_or(ContainerError::NoSharedFs)?;
+    let shared = shared.ok_or(VolumeError::NoSharedFs)?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for (i, v) in volumes.iter().enumerate() {
         crate::mounts::bind(&v.host, &container_dir(shared, id).join("volumes").join(i.to_string()), v.readonly)?;
@@ -70,7 +80,7 @@ pub fn add_volumes(shared: Option<&Path>, id: &str, spec: &mut Spec, volumes: &[
             .source(PathBuf::from(guest_path(id, &format!("volumes/{i}"))))
             .options(options)
             .build()
-            .map_err(|e| ContainerError::Spec(e.to_string()))?;
+            .map_err(|e| VolumeError::Spec(v.guest.clone(), e.to_string()))?;
         mounts.push(m);
     }
     spec.set_mounts(Some(mounts));

@@ -7,9 +7,11 @@ pub mod vhost_vsock;
 pub mod virtiofsd;
 
 use std::path::PathBuf;
+use std::process::Command;
 
 use crate::assets::find_binary;
-use crate::hypervisor::{HypervisorError, HypervisorKind};
+use crate::host::KvmKind;
+use crate::hypervisor::{BootSpec, HypervisorError, HypervisorKind};
 
 /// The one lookup of a backend binary: beside this program, then on PATH.
 pub fn require(exe: &'static str, hint: &'static str) -> Result<PathBuf, HypervisorError> {
@@ -26,3 +28,12 @@ pub fn vmm_exe(kind: HypervisorKind) -> &'static str {
 
 /// The helper daemons a sandbox may have.
 pub const HELPER_EXES: &[&str] = &[vhost_vsock::EXE, virtiofsd::EXE];
+
+/// The command line of a boot probe of `spec` on `kind` (the guest alone, no sandbox).
+pub fn probe_command(kind: HypervisorKind, spec: &BootSpec, kvm: KvmKind) -> Result<Command, HypervisorError> {
+    spec.validate()?;
+    match kind {
+        HypervisorKind::IsolaVmm => isola_vmm::probe_command(spec),
+        HypervisorKind::Qemu => qemu::probe_command(spec, kvm),
+    }
+}
