@@ -9,6 +9,19 @@ scripts/setup.sh
 cargo clippy -q --workspace --all-targets
 cargo build -q --workspace
 # Unit and integration tests in parallel; the microVM tests one at a time (2 cores, TCG).
-{ cargo test --workspace --exclude isola-e2e 2>&1 && scripts/fuzz.sh 10 && cargo test -p isola-e2e -- --test-threads=1 2>&1; } | tee target/test-output.txt
+# Every step runs even when an earlier one failed (--no-fail-fast: every test binary);
+# a step that fails without a failing test (a build error, a fuzz crash) counts as one.
+out=target/test-output.txt
+: > "$out"
+step() {
+  local log=target/test-step.txt
+  if ! "$@" 2>&1 | tee "$log"; then
+    grep -q '^test result: FAILED' "$log" || echo "test result: FAILED. 0 passed; 1 failed; (step failed: $*)" | tee -a "$log"
+  fi
+  cat "$log" >> "$out"
+}
+step cargo test --no-fail-fast --workspace --exclude isola-e2e
+step scripts/fuzz.sh 10
+step cargo test --no-fail-fast -p isola-e2e -- --test-threads=1
 # Cargo prints one "test result" line per test binary; add them up for one closing line.
-awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' target/test-output.txt
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' "$out"

@@ -27,7 +27,7 @@ impl Guest {
     pub fn marker(&self) -> &'static str {
         match self {
             Guest::TestGuest => "isola-guest: done",
-            Guest::Linux => "isola-init: ready",
+            Guest::Linux => isola_sandbox::READY_MARKER,
             Guest::Container => "",
         }
     }

@@ -9,9 +9,6 @@ use clap::Args;
 use isola_sandbox::hypervisor::BOOT_PROBE_CMDLINE;
 use isola_sandbox::{assets, boot, choose, detect_kvm, BootSpec, HypervisorKind, QemuAccel};
 
-/// What `isola boot` waits for on the console by default: our /init's marker.
-const INIT_MARKER: &str = "isola-init: ready";
-
 #[derive(Args, Debug)]
 pub struct BootArgs {
     /// Backend: isola-vmm or qemu (default: isola-vmm on hardware KVM, else qemu).
@@ -39,7 +36,7 @@ pub struct BootArgs {
     #[arg(long, default_value_t = 1)]
     cpus: u8,
     /// Console line that means "booted".
-    #[arg(long, default_value = INIT_MARKER)]
+    #[arg(long, default_value = isola_sandbox::READY_MARKER)]
     marker: String,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60)]
