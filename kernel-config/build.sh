@@ -30,7 +30,15 @@ else
 fi
 key=$(printf '%s\n' "$src_id" "$(sha256sum "$fragment" "$0" | cut -c1-64)" | sha256sum | cut -c1-16)
 out=$cache/kernel/$key
-if [ -f "$out/vmlinux" ] && [ -f "$out/bzImage" ]; then
+# What isolation rests on, checked on every kernel we hand out (cached ones too).
+hardened() {
+  if grep -q '^CONFIG_VSOCKETS_LOOPBACK=y' "$1"; then
+    echo "build.sh: $1 has CONFIG_VSOCKETS_LOOPBACK=y: guest processes could reach the agent" >&2
+    return 1
+  fi
+}
+if [ -f "$out/vmlinux" ] && [ -f "$out/bzImage" ] && [ -f "$out/config" ]; then
+  hardened "$out/config"
   echo "$out"
   exit 0
 fi
@@ -50,6 +58,7 @@ while IFS= read -r line; do
   fi
 done < "$fragment"
 [ "$missing" = 0 ] || exit 1
+hardened "$build/.config"
 make -s -C "$src" O="$build" -j"$jobs" vmlinux bzImage
 mkdir -p "$out.tmp"
 cp "$build/vmlinux" "$out.tmp/vmlinux"

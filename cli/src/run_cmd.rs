@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
+use isola_sandbox::seccomp::Seccomp;
 use isola_sandbox::spec::{self, ContainerOptions};
 use isola_sandbox::stdio::Bridges;
 use isola_sandbox::volume::Volume;
@@ -57,6 +58,11 @@ pub struct RunArgs {
     /// CPU limit for the container (e.g. 0.5); the VM gets that many vCPUs, rounded up.
     #[arg(long)]
     cpus: Option<f64>,
+    /// Security options as Docker takes them: `seccomp=unconfined` (no filter; for
+    /// debugging, unsafe) or `seccomp=PROFILE.json`. The default filter refuses, among
+    /// others, vsock sockets, module loading, kexec, BPF, mounts and new namespaces.
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
     /// Backend: isola-vmm or qemu (default: by host).
     #[arg(long)]
     hypervisor: Option<HypervisorKind>,
@@ -114,7 +120,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     anyhow::ensure!(!args.is_empty(), "no command given");
+    let seccomp = seccomp_choice(&a.security_opt)?;
+    if seccomp == Seccomp::Unconfined {
+        eprintln!("isola: warning: seccomp=unconfined: the container runs without a syscall filter (unsafe)");
+    }
     let opts = ContainerOptions {
+        seccomp,
         args,
         env,
         cwd,
@@ -194,6 +205,18 @@ fn wait_watching(sb: &mut Sandbox, init: ProcessHandle) -> anyhow::Result<ExitSt
     }
 }
 
+/// The seccomp choice among `--security-opt` values; other options are refused by name.
+fn seccomp_choice(opts: &[String]) -> anyhow::Result<Seccomp> {
+    let mut choice = Seccomp::Default;
+    for o in opts {
+        match o.split_once('=') {
+            Some(("seccomp", v)) => choice = Seccomp::parse(v)?,
+            _ => anyhow::bail!("--security-opt {o:?}: isola takes seccomp=unconfined or seccomp=PROFILE.json"),
+        }
+    }
+    Ok(choice)
+}
+
 fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(255))
 }
@@ -271,5 +294,9 @@ mod tests {
         assert_eq!(parse_user("1000:50").expect("uid:gid"), (1000, Some(50)));
         assert!(parse_user("bob").is_err());
         assert!(random_name().starts_with("isola-"));
+        assert_eq!(seccomp_choice(&[]).expect("default"), Seccomp::Default);
+        assert_eq!(seccomp_choice(&["seccomp=unconfined".into()]).expect("off"), Seccomp::Unconfined);
+        let e = seccomp_choice(&["apparmor=x".into()]).expect_err("unknown");
+        assert!(e.to_string().contains("apparmor=x"), "{e}");
     }
 }

@@ -78,9 +78,7 @@ fn guest_main() -> ! {
                 isola_protocol::AGENT_PORT
             );
             let _ = std::io::stdout().flush();
-            if let Err(e) = server::serve(agent, l) {
-                eprintln!("isola-agent: {e}");
-            }
+            server::serve(agent, l)
         }
         Err(e) => eprintln!("isola-agent: cannot listen on vsock: {e}"),
     }
@@ -123,10 +121,7 @@ fn host_main(args: &[String]) -> ! {
     let agent = Arc::new(Agent::new(AgentConfig { state_dir, cgroup_root, helper_exe: exe(), is_init: false }, reaper));
     println!("{READY_MARKER} agent=unix:{}", path.display());
     let _ = std::io::stdout().flush();
-    if let Err(e) = server::serve(agent, server::Listener::Unix(listener)) {
-        eprintln!("isola-agent: {e}");
-    }
-    std::process::exit(1)
+    server::serve(agent, server::Listener::Unix(listener))
 }
 
 /// Ends the VM with a reset, which isola-vmm (i8042) and QEMU (-no-reboot) turn into exit.

@@ -82,11 +82,13 @@ impl AgentClient {
         }
     }
 
-    /// One request, one reply, within the client's timeout (None: wait forever, for `Wait`).
+    /// One request, one reply, all within `timeout` (None: wait forever, for `Wait`): a
+    /// deadline for the whole call, so an agent that trickles bytes cannot stretch it.
     pub fn call_with(&mut self, req: &Request, timeout: Option<Duration>) -> Result<Response, ClientError> {
-        self.stream.set_read_timeout(timeout).map_err(FrameError::Io)?;
-        write_frame(&mut self.stream, req)?;
-        match read_frame::<Response, _>(&mut self.stream) {
+        let mut s = Deadline::new(&self.stream, timeout);
+        s.stream.set_write_timeout(timeout).map_err(FrameError::Io)?;
+        write_frame(&mut s, req)?;
+        match read_frame::<Response, _>(&mut s) {
             Ok(Response::Error(e)) => Err(ClientError::Agent(e)),
             Ok(r) => Ok(r),
             Err(FrameError::Io(e))
@@ -252,6 +254,46 @@ impl AgentClient {
     }
 }
 
+/// A stream whose every read and write gets only the time left until one deadline.
+struct Deadline<'a> {
+    stream: &'a UnixStream,
+    until: Option<std::time::Instant>,
+}
+
+impl<'a> Deadline<'a> {
+    fn new(stream: &'a UnixStream, timeout: Option<Duration>) -> Self {
+        Deadline { stream, until: timeout.map(|t| std::time::Instant::now() + t) }
+    }
+
+    /// Time left, as a socket timeout; an error once the deadline has passed.
+    fn left(&self) -> std::io::Result<Option<Duration>> {
+        let Some(until) = self.until else { return Ok(None) };
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        Ok(Some(left))
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.set_read_timeout(self.left()?)?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.set_write_timeout(self.left()?)?;
+        (&mut &*self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Serves the hybrid-vsock handshake on a plain unix listener: used by tests that run
 /// the agent on the host.
 pub fn accept_handshake<S: Read + Write>(s: &mut S) -> std::io::Result<u32> {
@@ -311,5 +353,44 @@ mod tests {
         let e = connect_vsock(&dir.join("missing.sock"), 7, Duration::from_secs(1)).expect_err("missing");
         assert!(matches!(e, ClientError::Connect { .. }));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_agent_that_trickles_its_reply_hits_the_whole_call_deadline() {
+        let dir = tempfile_dir("trickle");
+        let path = dir.join("v.sock");
+        let l = UnixListener::bind(&path).expect("bind");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            accept_handshake(&mut s).expect("handshake");
+            let _: Request = read_frame(&mut s).expect("req");
+            // A valid length prefix, then one byte every 50 ms: each read succeeds in time.
+            let _ = s.write_all(&[0, 0, 0, 100]);
+            for _ in 0..60 {
+                if s.write_all(b" ").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut c = AgentClient::connect(&path, Duration::from_millis(400)).expect("connect");
+        let t = std::time::Instant::now();
+        let e = c.ping().expect_err("deadline");
+        assert!(matches!(e, ClientError::Timeout(_)), "{e}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the call ended at its deadline, not per read: {:?}",
+            t.elapsed()
+        );
+        drop(c);
+        let _ = server.join();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("isola-proto-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir
     }
 }

@@ -17,6 +17,7 @@ pub mod names;
 pub mod net;
 pub mod netns;
 pub mod sandbox;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod stdio;

@@ -17,6 +17,8 @@ pub struct ContainerOptions {
     pub hostname: Option<String>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// The container's seccomp filter (`--security-opt seccomp=`).
+    pub seccomp: crate::seccomp::Seccomp,
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -76,6 +78,7 @@ pub fn spec(o: &ContainerOptions) -> Result<Spec, ContainerError> {
             ns.into_iter().filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network).collect(),
         ));
     }
+    linux.set_seccomp(o.seccomp.profile().map_err(|e| ContainerError::Spec(e.to_string()))?);
     spec.set_linux(Some(linux));
     Ok(spec)
 }

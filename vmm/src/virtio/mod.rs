@@ -17,6 +17,13 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+/// Whether the `n`th occurrence of something a guest can repeat at will (a malformed
+/// chain, a stray packet) is worth a log line: the first ten, then every power of two,
+/// so a hostile guest cannot fill the host's disk through our log.
+pub fn worth_logging(n: u64) -> bool {
+    n <= 10 || n.is_power_of_two()
+}
+
 /// VIRTIO_F_VERSION_1: every device we offer is a modern (1.x) device.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 

@@ -24,14 +24,23 @@ pub fn process_tx(queue: &mut Queue, mem: &GuestMemoryMmap, backend: &mut dyn Ne
     while let Some(chain) = queue.pop_descriptor_chain(mem) {
         let head = chain.head_index();
         frame.clear();
+        let log = crate::virtio::worth_logging(c.tx_malformed + 1);
         let ok = match Reader::new(mem, chain) {
             Ok(mut r) if (VNET_HDR_LEN..=MAX_FRAME).contains(&r.available_bytes()) => r.read_to_end(&mut frame).is_ok(),
             Ok(r) => {
-                log::warn!("net: tx chain {head} of {} bytes dropped", r.available_bytes());
+                if log {
+                    log::warn!(
+                        "net: tx chain {head} of {} bytes dropped ({} so far)",
+                        r.available_bytes(),
+                        c.tx_malformed + 1
+                    );
+                }
                 false
             }
             Err(e) => {
-                log::warn!("net: tx chain {head}: {e}");
+                if log {
+                    log::warn!("net: tx chain {head}: {e} ({} so far)", c.tx_malformed + 1);
+                }
                 false
             }
         };

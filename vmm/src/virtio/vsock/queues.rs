@@ -69,7 +69,9 @@ pub fn process_tx(
             }
             Err(e) => {
                 counters.malformed += 1;
-                log::warn!("vsock: dropped tx chain {head}: {e} ({} so far)", counters.malformed);
+                if crate::virtio::worth_logging(counters.malformed) {
+                    log::warn!("vsock: dropped tx chain {head}: {e} ({} so far)", counters.malformed);
+                }
             }
         }
         if let Err(e) = queue.add_used(mem, head, 0) {
@@ -124,7 +126,9 @@ pub fn process_rx(
             }
             Err(e) => {
                 counters.malformed += 1;
-                log::warn!("vsock: rx chain {head} unusable: {e} ({} so far)", counters.malformed);
+                if crate::virtio::worth_logging(counters.malformed) {
+                    log::warn!("vsock: rx chain {head} unusable: {e} ({} so far)", counters.malformed);
+                }
                 0
             }
         };

@@ -10,4 +10,6 @@ mod handshake;
 mod muxer;
 
 pub use conn::BUF_ALLOC;
+#[cfg(test)]
+pub use muxer::MAX_CONTROL_QUEUE;
 pub use muxer::{MuxerError, UnixMuxer};

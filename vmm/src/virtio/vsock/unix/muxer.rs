@@ -3,7 +3,7 @@
 //! steps a connection returns. All sockets sit in one inner epoll whose fd the device's
 //! event loop watches.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{ErrorKind, Read as _};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -16,6 +16,9 @@ use super::handshake::{self, Peeked, MAX_CONNECT_LINE};
 use crate::virtio::vsock::{op, Packet, VsockBackend, HOST_CID, TYPE_STREAM};
 
 const MAX_CONNECTIONS: usize = 1024;
+/// Control packets (RST, credit, REQUEST/RESPONSE, SHUTDOWN) waiting for the guest at
+/// most, as in Firecracker: a guest that stops taking them cannot grow our memory.
+pub const MAX_CONTROL_QUEUE: usize = 256;
 /// Host-side ports we hand out for host-initiated connections start here.
 const FIRST_LOCAL_PORT: u32 = 1 << 30;
 const LISTENER_TOKEN: u64 = u64::MAX;
@@ -31,6 +34,16 @@ pub enum MuxerError {
 /// (host port, guest port)
 type Key = (u32, u32);
 
+/// Which connection (both ends) and op a queued control packet is for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ControlId(u64, u64, u32, u32, u16);
+
+impl ControlId {
+    fn of(p: &Packet) -> Self {
+        ControlId(p.hdr.src_cid, p.hdr.dst_cid, p.hdr.src_port, p.hdr.dst_port, p.hdr.op)
+    }
+}
+
 pub struct UnixMuxer {
     guest_cid: u64,
     uds_path: PathBuf,
@@ -40,8 +53,11 @@ pub struct UnixMuxer {
     pending: HashMap<RawFd, UnixStream>,
     conns: HashMap<Key, Conn>,
     by_fd: HashMap<RawFd, Key>,
-    /// Control packets for the guest, in order.
+    /// Control packets for the guest, in order; at most one of each op per key.
     rxq: VecDeque<Packet>,
+    queued: HashSet<ControlId>,
+    /// Control packets not queued because the queue was full or one was pending.
+    dropped_control: u64,
     /// Connections whose host socket has data (or EOF) to read.
     readable: VecDeque<Key>,
     next_port: u32,
@@ -71,9 +87,34 @@ impl UnixMuxer {
             conns: HashMap::new(),
             by_fd: HashMap::new(),
             rxq: VecDeque::new(),
+            queued: HashSet::new(),
+            dropped_control: 0,
             readable: VecDeque::new(),
             next_port: FIRST_LOCAL_PORT,
         })
+    }
+
+    /// Queues a control packet unless one of the same op for the same key is already
+    /// waiting (the guest resyncs from the next packet's credit fields) or the queue is
+    /// full (then the guest, which is not taking packets, loses it).
+    fn push_control(&mut self, p: Packet) {
+        let id = ControlId::of(&p);
+        if self.rxq.len() >= MAX_CONTROL_QUEUE || !self.queued.insert(id) {
+            self.dropped_control += 1;
+            if crate::virtio::worth_logging(self.dropped_control) {
+                log::warn!(
+                    "vsock: control packet dropped ({} so far): queue full or already pending",
+                    self.dropped_control
+                );
+            }
+            return;
+        }
+        self.rxq.push_back(p);
+    }
+
+    /// Control packets queued for the guest now, and dropped so far (tests, stats).
+    pub fn control_queue(&self) -> (usize, u64) {
+        (self.rxq.len(), self.dropped_control)
     }
 
     pub fn uds_path(&self) -> &Path {
@@ -101,7 +142,7 @@ impl UnixMuxer {
             Step::Nothing => {}
             Step::Control(op, flags) => {
                 let p = self.packet(key, op, flags);
-                self.rxq.push_back(p);
+                self.push_control(p);
             }
             Step::Reset => return self.reset_conn(key),
         }
@@ -145,7 +186,7 @@ impl UnixMuxer {
     /// Ends a connection both ways: RST to the guest, the host socket closed.
     fn reset_conn(&mut self, key: Key) {
         let p = self.packet(key, op::RST, 0);
-        self.rxq.push_back(p);
+        self.push_control(p);
         self.remove(key);
     }
 
@@ -255,7 +296,7 @@ impl UnixMuxer {
 
     /// RST for a key that has no connection.
     fn push_rst(&mut self, key: Key) {
-        self.rxq.push_back(Packet::to_guest(self.guest_cid, key.0, key.1, op::RST));
+        self.push_control(Packet::to_guest(self.guest_cid, key.0, key.1, op::RST));
     }
 
     /// The next packet from a readable host socket, if any.
@@ -267,7 +308,7 @@ impl UnixMuxer {
             HostRead::Data { data, then_credit_request } => {
                 if then_credit_request {
                     let req = self.packet(key, op::CREDIT_REQUEST, 0);
-                    self.rxq.push_back(req);
+                    self.push_control(req);
                 }
                 let mut p = self.packet(key, op::RW, 0);
                 p.data = data;
@@ -287,7 +328,7 @@ impl VsockBackend for UnixMuxer {
         let known = self.conns.contains_key(&key);
         if h.dst_cid != HOST_CID || h.type_ != TYPE_STREAM || (!known && h.op != op::REQUEST) {
             if let Some(r) = pkt.rst_reply() {
-                self.rxq.push_back(r);
+                self.push_control(r);
             }
             return;
         }
@@ -310,6 +351,7 @@ impl VsockBackend for UnixMuxer {
 
     fn recv_pkt(&mut self, max_payload: usize) -> Option<Packet> {
         if let Some(p) = self.rxq.pop_front() {
+            self.queued.remove(&ControlId::of(&p));
             return Some(p);
         }
         while let Some(key) = self.readable.pop_front() {
@@ -367,6 +409,7 @@ impl VsockBackend for UnixMuxer {
             self.drop_pending(fd);
         }
         self.rxq.clear();
+        self.queued.clear();
     }
 }
 
