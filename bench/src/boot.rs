@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::stats::Summary;
 
 /// Which guest a series boots.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Guest {
     /// The freestanding `boot_check_pvh` test guest: reports, hits the boot timer, resets.
     TestGuest,
@@ -34,7 +34,7 @@ impl Guest {
 }
 
 /// One series: a backend (with QEMU's accelerator) on one guest.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct SeriesKey {
     pub backend: String,
     pub guest: Guest,
@@ -62,7 +62,7 @@ pub struct BootBenchConfig {
     pub container: Option<crate::container::ContainerBenchConfig>,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Series {
     pub key: SeriesKey,
     /// Phase name → µs since the VMM process was spawned, one map per run.
@@ -73,7 +73,7 @@ pub struct Series {
     pub failures: Vec<String>,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Ratio {
     pub guest: Guest,
     pub phase: String,
@@ -85,7 +85,7 @@ pub struct Ratio {
 }
 
 /// Fixed inputs, recorded so a result can be reproduced.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Inputs {
     pub runs: usize,
     pub warmup: usize,
@@ -99,8 +99,10 @@ pub struct Inputs {
     pub initrd_sha256: Option<String>,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct BootBench {
+    #[serde(default)]
+    pub provenance: crate::provenance::Provenance,
     pub inputs: Inputs,
     pub series: Vec<Series>,
     pub ratios: Vec<Ratio>,
@@ -108,7 +110,7 @@ pub struct BootBench {
     pub not_run: Vec<String>,
 }
 
-fn sha256_file(p: &Path) -> Option<String> {
+pub fn sha256_file(p: &Path) -> Option<String> {
     let mut f = std::fs::File::open(p).ok()?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -134,12 +136,20 @@ pub fn plan(cfg: &BootBenchConfig) -> (Vec<(SeriesKey, HypervisorKind, QemuAccel
     let mut not_run = Vec::new();
     let key = |backend: &str, guest| SeriesKey { backend: backend.into(), guest };
     plan.push((key("isola-vmm", Guest::TestGuest), HypervisorKind::IsolaVmm, QemuAccel::Kvm));
-    if cfg.compare_qemu {
+    let qemu_kvm = if cfg.compare_qemu {
+        crate::peer::qemu_kvm_unusable(cfg.kvm, &cfg.test_guest, Guest::TestGuest.marker())
+    } else {
+        None
+    };
+    if let (true, Some(why)) = (cfg.compare_qemu, &qemu_kvm) {
+        not_run.push(format!("qemu-kvm: {why}"));
+    }
+    if cfg.compare_qemu && qemu_kvm.is_none() {
         plan.push((key("qemu-kvm", Guest::TestGuest), HypervisorKind::Qemu, QemuAccel::Kvm));
     }
     if cfg.kvm == KvmKind::Hardware {
         plan.push((key("isola-vmm", Guest::Linux), HypervisorKind::IsolaVmm, QemuAccel::Kvm));
-        if cfg.compare_qemu {
+        if cfg.compare_qemu && qemu_kvm.is_none() {
             plan.push((key("qemu-kvm", Guest::Linux), HypervisorKind::Qemu, QemuAccel::Kvm));
         }
     } else {
@@ -288,6 +298,9 @@ fn container_series(cfg: &BootBenchConfig, progress: &mut dyn FnMut(&str), not_r
 }
 
 pub fn run_boot_bench(cfg: &BootBenchConfig, progress: &mut dyn FnMut(&str)) -> BootBench {
+    let vmm = isola_sandbox::backend::isola_vmm::find().ok();
+    let bins: Vec<&Path> = [Some(cfg.test_guest.as_path()), vmm.as_deref()].into_iter().flatten().collect();
+    let mut provenance = crate::provenance::Provenance::start(cfg.kvm.describe(), &bins);
     let (plan, mut not_run) = plan(cfg);
     let mut series: Vec<Series> =
         plan.into_iter().map(|(key, kind, accel)| run_series(cfg, key, kind, accel, progress)).collect();
@@ -306,7 +319,8 @@ pub fn run_boot_bench(cfg: &BootBenchConfig, progress: &mut dyn FnMut(&str)) -> 
         initrd_sha256: uses_linux.then(|| sha256_file(&cfg.linux_initrd)).flatten(),
     };
     let ratios = ratios(&series);
-    BootBench { inputs, series, ratios, not_run }
+    provenance.finish();
+    BootBench { provenance, inputs, series, ratios, not_run }
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub struct OverheadSeries {
     /// VMM RSS minus resident guest RAM, KiB.
     pub overhead_kib: Option<Summary>,
     pub failures: Vec<String>,
+    /// Why this peer could not run on this host at all.
+    pub not_run: Option<String>,
 }
 
 /// Boots the idle guest, waits for its marker, reads the VMM's smaps, kills it.
@@ -78,14 +80,40 @@ pub fn run(kvm: KvmKind, guest: &Path, mem_mib: u64, runs: usize, compare_qemu: 
     plan.into_iter()
         .map(|(name, kind, accel)| {
             let (mut samples, mut failures) = (Vec::new(), Vec::new());
-            for i in 0..runs {
+            // The peer must boot at least once in three tries, or it cannot run here.
+            if kind == HypervisorKind::Qemu {
+                let mut last = String::new();
+                for _ in 0..3 {
+                    match measure_once(kind, accel, kvm, guest, mem_mib) {
+                        Ok(m) => {
+                            samples.push(m);
+                            break;
+                        }
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+                if samples.is_empty() {
+                    let not_run =
+                        Some(format!("QEMU with KVM cannot boot a guest on this host ({}): {last}", kvm.describe()));
+                    return OverheadSeries {
+                        backend: name.into(),
+                        mem_mib,
+                        overhead_kib: None,
+                        samples,
+                        failures,
+                        not_run,
+                    };
+                }
+            }
+            let not_run = None;
+            for i in samples.len()..runs {
                 match measure_once(kind, accel, kvm, guest, mem_mib) {
                     Ok(m) => samples.push(m),
                     Err(e) => failures.push(format!("run {i}: {e}")),
                 }
             }
             let o: Vec<u64> = samples.iter().map(ProcMemory::overhead_kib).collect();
-            OverheadSeries { backend: name.into(), mem_mib, overhead_kib: Summary::of(&o), samples, failures }
+            OverheadSeries { backend: name.into(), mem_mib, overhead_kib: Summary::of(&o), samples, failures, not_run }
         })
         .collect()
 }

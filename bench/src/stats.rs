@@ -1,7 +1,7 @@
 //! Order statistics of a sample of microsecond timings.
 
 /// min / p50 / p95 / max of `n` samples, in microseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub n: usize,
     pub min: u64,

@@ -23,6 +23,12 @@ pub enum BenchCmd {
     Fs(SandboxBenchArgs),
     /// `ctr run --rm IMAGE true` through a running containerd: isola's shim vs runc.
     Ctr(CtrArgs),
+    /// Two `bench boot` results phase by phase: ratio, confidence interval, verdict.
+    Compare(crate::bench_ab_cmd::CompareArgs),
+    /// Two isola-vmm variants booted alternately in one session, then compared.
+    Ab(crate::bench_ab_cmd::AbArgs),
+    /// Adds a row of headline ratios to the history table in bench/README.md.
+    History(crate::bench_ab_cmd::HistoryArgs),
 }
 
 #[derive(Args, Debug)]
@@ -223,7 +229,10 @@ fn overhead(a: OverheadArgs) -> anyhow::Result<ExitCode> {
     for s in &series {
         match &s.overhead_kib {
             Some(o) => println!("  {:<10} n={} min {} p50 {} max {}", s.backend, o.n, o.min, o.p50, o.max),
-            None => println!("  {:<10} no samples", s.backend),
+            None => match &s.not_run {
+                Some(why) => println!("  {:<10} not run here: {why}", s.backend),
+                None => println!("  {:<10} no samples", s.backend),
+            },
         }
         for f in &s.failures {
             println!("  {:<10} FAILED {f}", s.backend);
@@ -237,7 +246,7 @@ fn overhead(a: OverheadArgs) -> anyhow::Result<ExitCode> {
         }
     }
     write_json(&a.json, &series)?;
-    let failed = series.iter().any(|s| s.overhead_kib.is_none());
+    let failed = series.iter().any(|s| s.overhead_kib.is_none() && s.not_run.is_none());
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
@@ -283,6 +292,9 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Density(a) => density(a),
         BenchCmd::Overhead(a) => overhead(a),
         BenchCmd::Fs(a) => fs(a),
+        BenchCmd::Compare(a) => crate::bench_ab_cmd::compare(a),
+        BenchCmd::Ab(a) => crate::bench_ab_cmd::ab(a),
+        BenchCmd::History(a) => crate::bench_ab_cmd::history(a),
     }
 }
 
@@ -308,6 +320,9 @@ fn boot(a: BootBenchArgs) -> anyhow::Result<ExitCode> {
     };
     let result = run_boot_bench(&cfg, &mut |msg| eprint!("\r\x1b[K{msg}"));
     eprintln!();
+    if let Some(w) = result.provenance.load_warning() {
+        println!("{w}");
+    }
     print!("{}", isola_bench::report::table(&result));
     for p in [&a.json, &a.svg] {
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -1,5 +1,6 @@
 //! `isola`: run sandboxes in microVMs.
 
+mod bench_ab_cmd;
 mod bench_cmd;
 mod boot_cmd;
 mod image_cmd;

@@ -59,7 +59,11 @@ fn bench_boot_runs_every_series_and_phases_are_ordered() {
         }
         assert!(s["failures"].as_array().expect("failures").is_empty(), "{name}: {s}");
     }
-    assert!(v["ratios"].as_array().expect("ratios").iter().any(|r| r["phase"] == "exited"), "{v}");
+    // QEMU's KVM accelerator aborts on some PVM hosts: then the bench says so, and the
+    // container ratio (against runc) is the one that must be there.
+    let ratio = |phase: &str| v["ratios"].as_array().expect("ratios").iter().any(|r| r["phase"] == phase);
+    let qemu_kvm_not_run = v["not_run"].to_string().contains("qemu-kvm: QEMU with KVM cannot boot");
+    assert!(ratio("exited") || (qemu_kvm_not_run && ratio("total")), "{v}");
     assert!(v["inputs"]["test_guest_sha256"].as_str().is_some_and(|h| h.len() == 64));
     let svg = std::fs::read_to_string(&svg).expect("svg written");
     assert!(svg.starts_with("<svg") && svg.contains("isola-vmm"), "{}", &svg[..svg.len().min(200)]);
@@ -126,7 +130,12 @@ fn bench_exec_density_and_overhead_report_their_figures() {
     let v = read("overhead.json");
     let series = v.as_array().expect("series");
     assert_eq!(series.len(), 2, "isola-vmm and qemu: {v}");
+    assert!(series[0]["not_run"].is_null(), "isola-vmm always runs: {v}");
     for s in series {
+        if let Some(why) = s["not_run"].as_str() {
+            assert!(s["backend"] == "qemu-kvm" && why.contains("QEMU with KVM cannot boot"), "{v}");
+            continue;
+        }
         let sample = &s["samples"][0];
         let (rss, guest) = (sample["rss_kib"].as_u64().expect("rss"), sample["guest_rss_kib"].as_u64().expect("g"));
         assert!(rss > guest && guest > 0, "the guest's RAM is found and the VMM has some of its own: {s}");

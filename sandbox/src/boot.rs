@@ -93,9 +93,20 @@ pub fn boot(
     kvm: KvmKind,
     spec: &BootSpec,
     marker: &str,
+    echo: Option<&mut dyn Write>,
+) -> Result<BootReport, BootFailure> {
+    boot_with(command(kind, spec, kvm)?, kind, kvm, spec, marker, echo)
+}
+
+/// [`boot`] with a command line of the caller's (another build of the VMM, extra flags).
+pub fn boot_with(
+    mut cmd: std::process::Command,
+    kind: HypervisorKind,
+    kvm: KvmKind,
+    spec: &BootSpec,
+    marker: &str,
     mut echo: Option<&mut dyn Write>,
 ) -> Result<BootReport, BootFailure> {
-    let mut cmd = command(kind, spec, kvm)?;
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let spawned = Instant::now();
     let mut child: Child = cmd.spawn().map_err(|e| BootFailure::Spawn(kind, e))?;

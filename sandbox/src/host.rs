@@ -3,7 +3,7 @@
 use std::path::Path;
 
 /// The kind of `/dev/kvm` here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KvmKind {
     /// VMX/SVM-backed KVM: real Linux guests boot at native speed.

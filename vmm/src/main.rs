@@ -33,6 +33,10 @@ struct Args {
     /// Stop the guest after this many milliseconds and fail.
     #[arg(long)]
     timeout_ms: Option<u64>,
+    /// Waits this long before setting anything up: a deliberately slower VMM, so
+    /// `isola bench ab` can show that it detects a slowdown. Never needed otherwise.
+    #[arg(long, default_value_t = 0, hide = true)]
+    start_delay_ms: u64,
     /// Back guest RAM with a shareable memfd (needed by vhost-user devices).
     #[arg(long)]
     shared_memory: bool,
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
     let start = Instant::now();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = Args::parse();
+    std::thread::sleep(Duration::from_millis(args.start_delay_ms));
     let console = match args.console.as_str() {
         "stdout" => ConsoleOut::Stdout,
         "none" => ConsoleOut::Discard,

@@ -14,20 +14,30 @@ pub fn find() -> Result<PathBuf, HypervisorError> {
 
 /// isola-vmm booting `spec`, with no time limit (a sandbox runs until stopped).
 pub fn base_command(spec: &BootSpec) -> Result<Command, HypervisorError> {
-    let mut c = Command::new(find()?);
+    Ok(command_at(&find()?, spec))
+}
+
+/// The isola-vmm at `bin` booting `spec` (benchmarks compare two builds this way).
+pub fn command_at(bin: &Path, spec: &BootSpec) -> Command {
+    let mut c = Command::new(bin);
     c.arg("--kernel").arg(&spec.kernel);
     if let Some(rd) = &spec.initrd {
         c.arg("--initrd").arg(rd);
     }
     c.args(["--cmdline", &spec.cmdline, "--mem-mib", &spec.mem_mib.to_string(), "--vcpus", &spec.vcpus.to_string()]);
-    Ok(c)
+    c
 }
 
 /// A boot probe: the guest alone, ended by isola-vmm itself after the spec's timeout.
 pub fn probe_command(spec: &BootSpec) -> Result<Command, HypervisorError> {
-    let mut c = base_command(spec)?;
+    Ok(probe_command_at(&find()?, spec))
+}
+
+/// A boot probe with the isola-vmm at `bin`.
+pub fn probe_command_at(bin: &Path, spec: &BootSpec) -> Command {
+    let mut c = command_at(bin, spec);
     c.args(["--timeout-ms", &spec.timeout.as_millis().to_string()]);
-    Ok(c)
+    c
 }
 
 /// What a sandbox's isola-vmm is given beyond the boot spec.
