@@ -131,16 +131,15 @@ fn host_kernel() -> String {
 /// The matrix this host can run: isola-vmm on the test guest always; Linux under
 /// isola-vmm only on hardware KVM; QEMU (KVM where usable) on the same guests, and
 /// QEMU TCG on Linux where KVM cannot boot it.
-pub fn plan(cfg: &BootBenchConfig) -> (Vec<(SeriesKey, HypervisorKind, QemuAccel)>, Vec<String>) {
+/// `qemu_kvm` is why QEMU with KVM cannot run here, if it cannot ([`crate::peer`]).
+pub fn plan(
+    cfg: &BootBenchConfig,
+    qemu_kvm: Option<String>,
+) -> (Vec<(SeriesKey, HypervisorKind, QemuAccel)>, Vec<String>) {
     let mut plan = Vec::new();
     let mut not_run = Vec::new();
     let key = |backend: &str, guest| SeriesKey { backend: backend.into(), guest };
     plan.push((key("isola-vmm", Guest::TestGuest), HypervisorKind::IsolaVmm, QemuAccel::Kvm));
-    let qemu_kvm = if cfg.compare_qemu {
-        crate::peer::qemu_kvm_unusable(cfg.kvm, &cfg.test_guest, Guest::TestGuest.marker())
-    } else {
-        None
-    };
     if let (true, Some(why)) = (cfg.compare_qemu, &qemu_kvm) {
         not_run.push(format!("qemu-kvm: {why}"));
     }
@@ -301,7 +300,11 @@ pub fn run_boot_bench(cfg: &BootBenchConfig, progress: &mut dyn FnMut(&str)) -> 
     let vmm = isola_sandbox::backend::isola_vmm::find().ok();
     let bins: Vec<&Path> = [Some(cfg.test_guest.as_path()), vmm.as_deref()].into_iter().flatten().collect();
     let mut provenance = crate::provenance::Provenance::start(cfg.kvm.describe(), &bins);
-    let (plan, mut not_run) = plan(cfg);
+    let qemu_kvm = cfg
+        .compare_qemu
+        .then(|| crate::peer::qemu_kvm_unusable(cfg.kvm, &cfg.test_guest, Guest::TestGuest.marker()))
+        .flatten();
+    let (plan, mut not_run) = plan(cfg, qemu_kvm);
     let mut series: Vec<Series> =
         plan.into_iter().map(|(key, kind, accel)| run_series(cfg, key, kind, accel, progress)).collect();
     series.extend(container_series(cfg, progress, &mut not_run));
@@ -371,13 +374,16 @@ mod tests {
             kvm: KvmKind::Pvm,
             container: None,
         };
-        let (p, not_run) = plan(&cfg);
+        let (p, not_run) = plan(&cfg, None);
         let names: Vec<String> = p.iter().map(|(k, ..)| k.to_string()).collect();
         assert_eq!(names, ["isola-vmm / TestGuest", "qemu-kvm / TestGuest", "qemu-tcg / Linux"]);
         assert_eq!(not_run.len(), 1);
         assert!(not_run[0].contains("hardware KVM"));
+        let (p, not_run) = plan(&cfg, Some("QEMU aborted".into()));
+        assert!(p.iter().all(|(k, ..)| k.backend != "qemu-kvm"), "an unusable peer is not planned");
+        assert!(not_run.iter().any(|n| n == "qemu-kvm: QEMU aborted"), "{not_run:?}");
         let hw = BootBenchConfig { kvm: KvmKind::Hardware, ..cfg };
-        let (p, not_run) = plan(&hw);
+        let (p, not_run) = plan(&hw, None);
         assert_eq!(p.len(), 4);
         assert!(not_run.is_empty());
     }

@@ -83,13 +83,13 @@ pub fn write_svg(b: &BootBench, path: &std::path::Path) -> Result<(), PlotError>
         .margin(15)
         .x_label_area_size(35)
         .y_label_area_size(210)
-        .build_cartesian_2d(x0..x1, (0..n - 1).into_segmented())
+        .build_cartesian_2d(x0..x1, (0..n.max(2) - 1).into_segmented())
         .map_err(|e| err(&e))?;
     let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     chart
         .configure_mesh()
         .disable_y_mesh()
-        .y_labels(n)
+        .y_labels(n.max(2))
         .y_label_formatter(&|y| match y {
             SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
             _ => String::new(),
@@ -190,13 +190,13 @@ pub fn write_distributions(
         .margin(15)
         .x_label_area_size(35)
         .y_label_area_size(300)
-        .build_cartesian_2d(lo..hi, (0..n - 1).into_segmented())
+        .build_cartesian_2d(lo..hi, (0..n.max(2) - 1).into_segmented())
         .map_err(|e| err(&e))?;
     let labels: Vec<String> = boxes.iter().map(|b| b.0.clone()).collect();
     chart
         .configure_mesh()
         .disable_y_mesh()
-        .y_labels(n)
+        .y_labels(n.max(2))
         .y_label_formatter(&|y| match y {
             SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
             _ => String::new(),
