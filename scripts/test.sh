@@ -22,6 +22,7 @@ step() {
 }
 step cargo test --no-fail-fast --workspace --exclude isola-e2e
 step scripts/fuzz.sh 10
+step scripts/bench-gate.sh
 step cargo test --no-fail-fast -p isola-e2e -- --test-threads=1
 # Cargo prints one "test result" line per test binary; add them up for one closing line.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' "$out"
