@@ -74,6 +74,12 @@ fn a_connection_flood_does_not_power_the_sandbox_off() {
         held.push(s);
     }
     assert!(held.len() > isola_guest_limit(), "opened {} connections", held.len());
+    // QEMU runs under its own seccomp filter (`-sandbox on,…`), which sets no_new_privs.
+    if st.hypervisor == isola_sandbox::HypervisorKind::Qemu {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", st.vmm_pid)).expect("QEMU's status");
+        let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).map(str::trim).unwrap_or("").to_string();
+        assert_eq!((field("Seccomp:"), field("NoNewPrivs:")), ("2".to_string(), "1".to_string()), "{status}");
+    }
     drop(held);
     std::thread::sleep(Duration::from_millis(500));
     let agent = st.agent(Duration::from_secs(10));

@@ -30,10 +30,15 @@ pub struct SandboxDevices<'a> {
     pub tap: Option<(&'a str, &'a str)>,
 }
 
+/// QEMU's own seccomp filter for a sandbox: no obsolete syscalls, no setuid, no fork
+/// or exec, no scheduler or resource changes. A guest that takes over QEMU is held by it.
+pub const SANDBOX_SECCOMP: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 /// The sandbox's QEMU; its console is its stdout.
 pub fn sandbox_command(spec: &BootSpec, kvm: KvmKind, d: &SandboxDevices<'_>) -> Result<Command, HypervisorError> {
     let mut q = Command::new(find()?);
     q.args(args(spec, kvm, true));
+    q.args(["-sandbox", SANDBOX_SECCOMP]);
     q.arg("-chardev").arg(format!("socket,id=vsock,path={}", d.vhost_vsock.display()));
     q.arg("-device").arg("vhost-user-vsock-device,chardev=vsock");
     if let Some(sock) = d.fs_socket {
