@@ -1,6 +1,8 @@
 //! SVG of a boot benchmark: one stacked bar per series, each segment the p50 time
 //! between consecutive phases.
 
+use plotters::coord::ranged1d::SegmentedCoord;
+use plotters::coord::types::{RangedCoordf64, RangedCoordusize};
 use plotters::prelude::*;
 
 use crate::boot::BootBench;
@@ -50,6 +52,48 @@ pub struct PlotError {
 /// (phase, start ms, end ms) of one stacked bar segment.
 type Segment = (String, f64, f64);
 
+/// A chart with one labelled row per entry of `labels` (segmented, so each label sits
+/// at the middle of its own row) over the horizontal range `x`.
+struct RowsArea {
+    caption: String,
+    x: std::ops::Range<f64>,
+    labels: Vec<String>,
+    label_width: u32,
+}
+
+type RowsChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, SegmentedCoord<RangedCoordusize>>>;
+
+impl RowsArea {
+    fn chart<'a, 'b>(
+        &self,
+        area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+        x_desc: &str,
+        x_tick: &dyn Fn(&f64) -> String,
+    ) -> Result<RowsChart<'a, 'b>, Box<dyn std::error::Error + 'a>> {
+        let n = self.labels.len().max(1);
+        let mut chart = ChartBuilder::on(area)
+            .caption(&self.caption, ("sans-serif", 18))
+            .margin(15)
+            .x_label_area_size(35)
+            .y_label_area_size(self.label_width)
+            // A one-row axis needs two segments to place its label.
+            .build_cartesian_2d(self.x.clone(), (0..n.max(2) - 1).into_segmented())?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n.max(2))
+            .y_label_formatter(&|y| match y {
+                SegmentValue::CenterOf(i) => self.labels.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .x_label_formatter(x_tick)
+            .x_desc(x_desc)
+            .draw()?;
+        Ok(chart)
+    }
+}
+
 /// Whether the bars span more than 100×: then the time axis is logarithmic.
 fn wants_log(rows: &[(String, Vec<Segment>)]) -> bool {
     let ends: Vec<f64> = rows.iter().filter_map(|(_, s)| s.last().map(|x| x.2)).filter(|e| *e > 0.0).collect();
@@ -77,27 +121,10 @@ pub fn write_svg(b: &BootBench, path: &std::path::Path) -> Result<(), PlotError>
     let (plot, legend) = root.split_horizontally(880);
     let caption =
         if log { "p50 phase times, ms since VMM spawn (log scale)" } else { "p50 phase times, ms since VMM spawn" };
-    let n = rows.len().max(1);
-    let mut chart = ChartBuilder::on(&plot)
-        .caption(format!("isola bench boot: {caption}"), ("sans-serif", 18))
-        .margin(15)
-        .x_label_area_size(35)
-        .y_label_area_size(210)
-        .build_cartesian_2d(x0..x1, (0..n.max(2) - 1).into_segmented())
-        .map_err(|e| err(&e))?;
     let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .y_labels(n.max(2))
-        .y_label_formatter(&|y| match y {
-            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .x_label_formatter(&|v| if log { format!("{:.3}", 10f64.powf(*v)) } else { format!("{v:.0}") })
-        .x_desc("ms")
-        .draw()
-        .map_err(|e| err(&e))?;
+    let tick = |v: &f64| if log { format!("{:.3}", 10f64.powf(*v)) } else { format!("{v:.0}") };
+    let rows_area = RowsArea { caption: format!("isola bench boot: {caption}"), x: x0..x1, labels, label_width: 210 };
+    let mut chart = rows_area.chart(&plot, "ms", &tick).map_err(|e| err(&e))?;
     for (pi, phase) in names.iter().enumerate() {
         let color = COLORS[pi % COLORS.len()];
         let bars: Vec<Rectangle<(f64, SegmentValue<usize>)>> = rows
@@ -185,25 +212,15 @@ pub fn write_distributions(
     let n = boxes.len().max(1);
     let root = SVGBackend::new(path, (1000, 120 + 28 * n as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{a_name} vs {b_name}: each phase relative to {a_name}'s median"), ("sans-serif", 18))
-        .margin(15)
-        .x_label_area_size(35)
-        .y_label_area_size(300)
-        .build_cartesian_2d(lo..hi, (0..n.max(2) - 1).into_segmented())
-        .map_err(|e| err(&e))?;
     let labels: Vec<String> = boxes.iter().map(|b| b.0.clone()).collect();
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .y_labels(n.max(2))
-        .y_label_formatter(&|y| match y {
-            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .x_desc(format!("time / {a_name}'s median"))
-        .draw()
-        .map_err(|e| err(&e))?;
+    let rows_area = RowsArea {
+        caption: format!("{a_name} vs {b_name}: each phase relative to {a_name}'s median"),
+        x: lo..hi,
+        labels,
+        label_width: 300,
+    };
+    let mut chart =
+        rows_area.chart(&root, &format!("time / {a_name}'s median"), &|v| format!("{v:.1}")).map_err(|e| err(&e))?;
     for (i, (_, [min, p25, p50, p75, max], color)) in boxes.iter().enumerate() {
         let mut r = Rectangle::new(
             [(*p25, SegmentValue::Exact(i)), (*p75, SegmentValue::Exact(i + 1))],

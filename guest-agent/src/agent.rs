@@ -18,7 +18,7 @@ use oci_spec::runtime::Spec;
 
 use crate::cgroup::Cgroup;
 use crate::config;
-use crate::process::{self, lock, Proc};
+use crate::process::{self, err, lock, os_err, Proc};
 use crate::reaper::{Exit, Reaper};
 use crate::rootfs::{self, Layout};
 use crate::syscall::{Linux, Syscall};
@@ -34,14 +34,6 @@ pub struct AgentConfig {
     pub helper_exe: PathBuf,
     /// PID 1 in a guest: Shutdown powers the VM off. On a host (tests): the agent exits.
     pub is_init: bool,
-}
-
-fn err(code: ErrorCode, msg: impl Into<String>) -> AgentError {
-    AgentError::new(code, msg)
-}
-
-fn os_err(what: &str, e: impl std::fmt::Display) -> AgentError {
-    err(ErrorCode::Os, format!("{what}: {e}"))
 }
 
 pub struct Container {

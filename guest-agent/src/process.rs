@@ -23,11 +23,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn err(code: ErrorCode, msg: impl Into<String>) -> AgentError {
+pub(crate) fn err(code: ErrorCode, msg: impl Into<String>) -> AgentError {
     AgentError::new(code, msg)
 }
 
-fn os_err(what: &str, e: impl std::fmt::Display) -> AgentError {
+pub(crate) fn os_err(what: &str, e: impl std::fmt::Display) -> AgentError {
     err(ErrorCode::Os, format!("{what}: {e}"))
 }
 

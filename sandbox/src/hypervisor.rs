@@ -115,22 +115,28 @@ impl BootSpec {
     }
 }
 
+/// A valid spec whose kernel is a dummy file in `dir` (unit tests).
+#[cfg(test)]
+pub(crate) fn test_spec(dir: &std::path::Path) -> BootSpec {
+    let k = dir.join("vmlinux");
+    std::fs::write(&k, b"k").expect("kernel");
+    BootSpec {
+        kernel: k,
+        initrd: None,
+        cmdline: "console=ttyS0".into(),
+        mem_mib: 128,
+        vcpus: 2,
+        timeout: Duration::from_secs(5),
+        accel: QemuAccel::Auto,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn spec(dir: &std::path::Path) -> BootSpec {
-        let k = dir.join("vmlinux");
-        std::fs::write(&k, b"k").expect("kernel");
-        BootSpec {
-            kernel: k,
-            initrd: None,
-            cmdline: "console=ttyS0".into(),
-            mem_mib: 128,
-            vcpus: 2,
-            timeout: Duration::from_secs(5),
-            accel: QemuAccel::Auto,
-        }
+        test_spec(dir)
     }
 
     #[test]

@@ -103,21 +103,7 @@ pub fn args(spec: &BootSpec, kvm: KvmKind, shared_memory: bool) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn spec(dir: &std::path::Path) -> BootSpec {
-        let k = dir.join("vmlinux");
-        std::fs::write(&k, b"k").expect("kernel");
-        BootSpec {
-            kernel: k,
-            initrd: None,
-            cmdline: "console=ttyS0".into(),
-            mem_mib: 128,
-            vcpus: 2,
-            timeout: Duration::from_secs(5),
-            accel: QemuAccel::Auto,
-        }
-    }
+    use crate::hypervisor::test_spec as spec;
 
     #[test]
     fn qemu_uses_tcg_unless_kvm_is_hardware() {
