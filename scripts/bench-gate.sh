@@ -20,10 +20,10 @@ if [ ! -x "$bin" ]; then
   CARGO_TARGET_DIR=$cache/target cargo build -q --release --manifest-path "$wt/Cargo.toml" -p isola-vmm
   cp "$cache/target/release/isola-vmm" "$bin.tmp" && mv "$bin.tmp" "$bin"
 fi
-[ -x target/release/isola ] && [ -x target/release/isola-vmm ] || cargo build -q --release -p isola-cli -p isola-vmm
+cargo build -q --release -p isola-cli -p isola-vmm
 set +e
 target/release/isola bench ab -n 15 --warmup 2 --a "$bin" --b target/release/isola-vmm \
-  --alpha 0.01 --min-effect 10 --fail-on-slower --json target/bench-gate.json --svg target/bench-gate.svg 2>/dev/null
+  --alpha 0.01 --min-effect 10 --fail-on-slower --json target/bench-gate.json --svg target/bench-gate.svg
 rc=$?
 set -e
 case $rc in
