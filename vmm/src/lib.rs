@@ -1,10 +1,11 @@
 //! isola-vmm: a minimal KVM virtual machine monitor built on rust-vmm crates.
 
 pub mod boot;
+pub mod confine;
 pub mod devices;
 pub mod memory;
 pub mod vcpu;
 pub mod virtio;
 pub mod vm;
 
-pub use vm::{run, ConsoleOut, FsConfig, NetConfig, VmConfig, VmError, VmReport, VsockConfig};
+pub use vm::{run, Confine, ConsoleOut, FsConfig, NetConfig, VmConfig, VmError, VmReport, VsockConfig};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use isola_vmm::memory::Backing;
-use isola_vmm::{ConsoleOut, FsConfig, NetConfig, VmConfig, VsockConfig};
+use isola_vmm::{Confine, ConsoleOut, FsConfig, NetConfig, VmConfig, VsockConfig};
 
 /// Boot a kernel in a KVM microVM.
 #[derive(Parser, Debug)]
@@ -37,6 +37,16 @@ struct Args {
     /// `isola bench ab` can show that it detects a slowdown. Never needed otherwise.
     #[arg(long, default_value_t = 0, hide = true)]
     start_delay_ms: u64,
+    /// Do not confine the VMM (no seccomp filter, capabilities kept): for debugging
+    /// only; a guest that escapes into the VMM then owns the host.
+    #[arg(long)]
+    no_confine: bool,
+    /// Confine, but without the seccomp filter: for finding a missing syscall; unsafe.
+    #[arg(long)]
+    no_seccomp: bool,
+    /// After confining, make a forbidden syscall (the filter must kill the VMM).
+    #[arg(long, hide = true)]
+    confine_selftest: bool,
     /// Back guest RAM with a shareable memfd (needed by vhost-user devices).
     #[arg(long)]
     shared_memory: bool,
@@ -95,6 +105,12 @@ fn main() -> ExitCode {
         vsock: args.vsock_uds.map(|uds_path| VsockConfig { guest_cid: args.vsock_cid, uds_path }),
         net,
         fs: args.fs_socket.map(|socket| FsConfig { socket, tag: args.fs_tag }),
+        confine: match (args.no_confine, args.no_seccomp, args.confine_selftest) {
+            (true, _, _) => Confine::Off,
+            (_, true, _) => Confine::NoSeccomp,
+            (_, _, true) => Confine::SelfTest,
+            _ => Confine::Full,
+        },
     };
     match isola_vmm::run(&config, start) {
         Ok(_) => ExitCode::SUCCESS,

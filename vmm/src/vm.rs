@@ -49,6 +49,21 @@ pub struct VmConfig {
     pub net: Option<NetConfig>,
     /// A virtio-fs device served by the vhost-user daemon (virtiofsd) at this socket.
     pub fs: Option<FsConfig>,
+    /// How much the VMM gives up before the guest runs ([`crate::confine`]).
+    pub confine: Confine,
+}
+
+/// `Full` unless asked otherwise for debugging.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Confine {
+    #[default]
+    Full,
+    /// Capabilities, no_new_privs and limits, but no syscall filter (unsafe).
+    NoSeccomp,
+    /// Nothing given up (unsafe).
+    Off,
+    /// Full, then a syscall outside the filter: the process must be killed (tests).
+    SelfTest,
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +126,8 @@ pub enum VmError {
     Bus(#[from] crate::devices::BusError),
     #[error("{what}: {source}")]
     Setup { what: &'static str, source: std::io::Error },
+    #[error("confining the VMM: {0}")]
+    Confine(crate::confine::ConfineError),
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
     #[error("guest did not finish within {timeout:?}; stopped at rip {rip:#x}")]
@@ -174,6 +191,18 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
     for id in 0..config.vcpus {
         vcpus.push(Vcpu::new(&vm, id, config.vcpus, &supported, &mem, &kernel, boot_info, cr3, shared.clone())?);
+    }
+    match config.confine {
+        Confine::Off => log::warn!("not confined (--no-confine): a guest that escapes into the VMM owns the host"),
+        c => {
+            crate::confine::confine(c != Confine::NoSeccomp).map_err(VmError::Confine)?;
+            if c == Confine::SelfTest {
+                // SAFETY: socket(2) with plain integers; the filter must kill us here.
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+                log::error!("confinement self-test: a forbidden syscall was allowed");
+                return Err(VmError::Confine(crate::confine::ConfineError::Filter("self-test syscall allowed".into())));
+            }
+        }
     }
     let ready = start.elapsed();
     log_event("vmm_ready", ready);

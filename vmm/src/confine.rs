@@ -1,0 +1,237 @@
+//! What isola-vmm gives up once the VM is built and before the guest runs: everything
+//! it opened stays open (KVM, guest memory, the tap, sockets, the console), but from
+//! then on it holds no capability, cannot gain privileges, cannot write files past a
+//! size, and may make only the syscalls its threads need (a seccomp filter for every
+//! thread, as Firecracker does); anything else kills the process.
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+};
+
+/// Largest file the VMM may write (console log, its own log): a guest that prints
+/// without end cannot fill the host's disk.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Open files at most (the vsock muxer takes up to 1024 connections).
+pub const MAX_OPEN_FILES: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfineError {
+    #[error("{what}: {source}")]
+    Os { what: &'static str, source: std::io::Error },
+    #[error("building the seccomp filter: {0}")]
+    Filter(String),
+}
+
+fn os(what: &'static str) -> impl FnOnce(std::io::Error) -> ConfineError {
+    move |source| ConfineError::Os { what, source }
+}
+
+fn check(rc: libc::c_int, what: &'static str) -> Result<(), ConfineError> {
+    if rc < 0 {
+        return Err(os(what)(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Syscalls every isola-vmm thread may make after setup (vCPUs: KVM_RUN and exit
+/// handling; device threads: epoll, eventfds, the tap, unix sockets, vhost-user
+/// messages; all: memory, futexes, thread start and exit, clocks, logging).
+const ALLOWED: &[i64] = &[
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_readv,
+    libc::SYS_writev,
+    libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_close,
+    libc::SYS_shutdown,
+    libc::SYS_accept4,
+    libc::SYS_connect,
+    libc::SYS_getsockopt,
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_ctl,
+    libc::SYS_epoll_create1,
+    libc::SYS_eventfd2,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_ioctl,
+    libc::SYS_fcntl,
+    libc::SYS_lseek,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+    libc::SYS_futex,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mprotect,
+    libc::SYS_madvise,
+    libc::SYS_mremap,
+    libc::SYS_brk,
+    libc::SYS_mincore,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_rt_sigaction,
+    libc::SYS_sigaltstack,
+    libc::SYS_clone3,
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_tgkill,
+    libc::SYS_sched_yield,
+    libc::SYS_sched_getaffinity,
+    libc::SYS_getrandom,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_restart_syscall,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+];
+
+fn cond(arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, ConfineError> {
+    SeccompCondition::new(arg, len, op, value).map_err(|e| ConfineError::Filter(e.to_string()))
+}
+
+fn rule(conds: Vec<SeccompCondition>) -> Result<SeccompRule, ConfineError> {
+    SeccompRule::new(conds).map_err(|e| ConfineError::Filter(e.to_string()))
+}
+
+/// The allow-list, with argument checks where a call is only safe one way.
+pub fn rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, ConfineError> {
+    let mut m: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED.iter().map(|&n| (n, vec![])).collect();
+    // Threads only: never a new process.
+    let thread = libc::CLONE_THREAD as u64;
+    m.insert(
+        libc::SYS_clone,
+        vec![rule(vec![cond(2, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(thread), thread)?])?],
+    );
+    // Unix sockets only (guest-initiated vsock connections to `<uds>_<port>`).
+    m.insert(
+        libc::SYS_socket,
+        vec![rule(vec![cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?])?],
+    );
+    // Reading only (the memory report reads /proc/self/status): no create, no write.
+    let write_or_create = (libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC) as u64;
+    m.insert(
+        libc::SYS_openat,
+        vec![rule(vec![cond(2, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(write_or_create), 0)?])?],
+    );
+    // Naming our own threads.
+    m.insert(
+        libc::SYS_prctl,
+        vec![rule(vec![cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::PR_SET_NAME as u64)?])?],
+    );
+    Ok(m)
+}
+
+fn program(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    mismatch: SeccompAction,
+    matched: SeccompAction,
+) -> Result<BpfProgram, ConfineError> {
+    let f = SeccompFilter::new(rules, mismatch, matched, TargetArch::x86_64)
+        .map_err(|e| ConfineError::Filter(e.to_string()))?;
+    f.try_into().map_err(|e: seccompiler::BackendError| ConfineError::Filter(e.to_string()))
+}
+
+/// How many syscalls the filter allows (for reports).
+pub fn allowed_count() -> usize {
+    ALLOWED.len() + 4
+}
+
+fn set_limit(resource: libc::__rlimit_resource_t, value: u64, what: &'static str) -> Result<(), ConfineError> {
+    let lim = libc::rlimit { rlim_cur: value, rlim_max: value };
+    // SAFETY: setrlimit reads the struct we pass and nothing else.
+    check(unsafe { libc::setrlimit(resource, &lim) }, what)
+}
+
+fn drop_capabilities() -> Result<(), ConfineError> {
+    for cap in 0..=63 {
+        // SAFETY: PR_CAPBSET_DROP takes plain integers; unknown capabilities are EINVAL.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        if rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {
+            return Err(os("dropping the capability bounding set")(std::io::Error::last_os_error()));
+        }
+    }
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes plain integers and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    check(rc, "clearing ambient capabilities")?;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header { version: 0x2008_0522, pid: 0 };
+    let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: capset(2) with a v3 header and its two data words, all ours and valid.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+    check(rc as libc::c_int, "dropping capabilities")
+}
+
+/// Confines this process, all its threads included. `seccomp` false leaves the
+/// syscall filter off (for debugging; unsafe).
+pub fn confine(seccomp: bool) -> Result<(), ConfineError> {
+    // Past the file-size limit a write fails with EFBIG instead of killing us.
+    // SAFETY: setting a signal's disposition to ignore has no other effect.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    set_limit(libc::RLIMIT_FSIZE, MAX_FILE_BYTES, "limiting file size")?;
+    set_limit(libc::RLIMIT_CORE, 0, "disabling core dumps")?;
+    set_limit(libc::RLIMIT_NOFILE, MAX_OPEN_FILES, "limiting open files")?;
+    // SAFETY: plain integers.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "setting no_new_privs")?;
+    drop_capabilities()?;
+    if !seccomp {
+        return Ok(());
+    }
+    // glibc starts threads with clone3 when it can, and falls back to clone on ENOSYS;
+    // clone3's flags live in memory a filter cannot read, so it is refused that way.
+    let clone3 = BTreeMap::from([(libc::SYS_clone3, vec![])]);
+    let deny_clone3 = program(clone3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32))?;
+    let allow = program(rules()?, SeccompAction::KillProcess, SeccompAction::Allow)?;
+    for p in [&deny_clone3, &allow] {
+        seccompiler::apply_filter_all_threads(p).map_err(|e| ConfineError::Filter(e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_compiles_and_leaves_out_process_creation_and_exec() {
+        let r = rules().expect("rules");
+        for forbidden in [
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+            libc::SYS_ptrace,
+            libc::SYS_mount,
+            libc::SYS_setuid,
+            libc::SYS_bpf,
+        ] {
+            assert!(!r.contains_key(&forbidden), "syscall {forbidden} must not be allowed");
+        }
+        assert!(r[&libc::SYS_clone].len() == 1 && r[&libc::SYS_socket].len() == 1);
+        program(r, SeccompAction::KillProcess, SeccompAction::Allow).expect("compiles to BPF");
+        assert!(allowed_count() > 50);
+    }
+}
