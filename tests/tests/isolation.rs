@@ -56,8 +56,18 @@ fn a_container_cannot_reach_the_agent_over_vsock() {
     }
 }
 
+/// Removes the sandbox however the test ends.
+struct Removed(&'static str);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = isola(&["rm", "-f", self.0], None);
+    }
+}
+
 #[test]
 fn a_connection_flood_does_not_power_the_sandbox_off() {
+    let _cleanup = Removed("e2e-flood");
     let r = busybox_rootfs().display().to_string();
     let (out, err, code) = isola(&["run", "-d", "--name", "e2e-flood", "--rootfs", &r, "--", "sleep", "1000"], None);
     assert_eq!(code, 0, "{out}{err}");
@@ -66,7 +76,9 @@ fn a_connection_flood_does_not_power_the_sandbox_off() {
         .find(|(_, s)| s.id == "e2e-flood")
         .map(|(_, s)| s)
         .expect("sandbox on record");
-    // More connections than the agent serves at once, all held open.
+    // More connections than the agent serves at once, all held open. Each waits for
+    // its handshake answer before it is closed: vhost-device-vsock 0.3 (the QEMU
+    // backend's daemon) panics writing `OK` to a client that already left.
     let mut held = Vec::new();
     for _ in 0..isola_guest_limit() + 44 {
         let Ok(mut s) = UnixStream::connect(&st.vsock_uds) else { break };
@@ -74,6 +86,11 @@ fn a_connection_flood_does_not_power_the_sandbox_off() {
         held.push(s);
     }
     assert!(held.len() > isola_guest_limit(), "opened {} connections", held.len());
+    for s in &mut held {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut byte = [0u8; 1];
+        while matches!(std::io::Read::read(s, &mut byte), Ok(1)) && byte[0] != b'\n' {}
+    }
     // QEMU runs under its own seccomp filter (`-sandbox on,…`), which sets no_new_privs.
     if st.hypervisor == isola_sandbox::HypervisorKind::Qemu {
         let status = std::fs::read_to_string(format!("/proc/{}/status", st.vmm_pid)).expect("QEMU's status");
@@ -82,9 +99,9 @@ fn a_connection_flood_does_not_power_the_sandbox_off() {
     }
     drop(held);
     std::thread::sleep(Duration::from_millis(500));
-    let agent = st.agent(Duration::from_secs(10));
+    let agent = st.agent(Duration::from_secs(5));
     let mut answered = false;
-    for _ in 0..50 {
+    for _ in 0..10 {
         if agent.ping().is_ok() {
             answered = true;
             break;
