@@ -10,9 +10,9 @@ use isola_sandbox::backend::isola_vmm::probe_command_at;
 use isola_sandbox::boot::boot_with;
 use isola_sandbox::{BootSpec, HypervisorKind, KvmKind, QemuAccel};
 
-use crate::boot::{phases_of, sha256_file, summarize, Guest, Series, SeriesKey};
+use crate::boot::{phases_of, summarize, Guest, Series, SeriesKey};
 use crate::compare::{compare_pairs, Comparison};
-use crate::provenance::Provenance;
+use crate::provenance::{sha256_file, Provenance};
 use crate::significance::Level;
 
 /// One side of the comparison.

@@ -2,12 +2,10 @@
 //! isola-vmm to each peer on the same guest.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use isola_sandbox::{boot, BootReport, BootSpec, HypervisorKind, KvmKind, QemuAccel};
-use sha2::{Digest, Sha256};
 
 use crate::stats::Summary;
 
@@ -108,20 +106,6 @@ pub struct BootBench {
     pub ratios: Vec<Ratio>,
     /// Series not run on this host, and why.
     pub not_run: Vec<String>,
-}
-
-pub fn sha256_file(p: &Path) -> Option<String> {
-    let mut f = std::fs::File::open(p).ok()?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn host_kernel() -> String {
@@ -317,9 +301,9 @@ pub fn run_boot_bench(cfg: &BootBenchConfig, progress: &mut dyn FnMut(&str)) -> 
         cmdline: cfg.cmdline.clone(),
         host_kernel: host_kernel(),
         kvm: cfg.kvm,
-        test_guest_sha256: sha256_file(&cfg.test_guest),
-        kernel_sha256: uses_linux.then(|| sha256_file(&cfg.linux_kernel)).flatten(),
-        initrd_sha256: uses_linux.then(|| sha256_file(&cfg.linux_initrd)).flatten(),
+        test_guest_sha256: crate::provenance::sha256_file(&cfg.test_guest),
+        kernel_sha256: uses_linux.then(|| crate::provenance::sha256_file(&cfg.linux_kernel)).flatten(),
+        initrd_sha256: uses_linux.then(|| crate::provenance::sha256_file(&cfg.linux_initrd)).flatten(),
     };
     let ratios = ratios(&series);
     provenance.finish();

@@ -1,7 +1,10 @@
 //! What makes a benchmark result reproducible, recorded in every bench JSON: which
 //! isola, which binaries and guests, which host and how busy it was.
 
+use std::io::Read;
 use std::path::Path;
+
+use sha2::{Digest, Sha256};
 
 /// Load average (1 min) per CPU above which `isola bench` warns that figures are noisy.
 pub const BUSY_LOAD_PER_CPU: f64 = 0.5;
@@ -24,6 +27,21 @@ pub struct Provenance {
     pub turbo: Option<String>,
     pub load_before: Option<f64>,
     pub load_after: Option<f64>,
+}
+
+/// The SHA-256 of a file, hex; `None` when it cannot be read.
+pub fn sha256_file(p: &Path) -> Option<String> {
+    let mut f = std::fs::File::open(p).ok()?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn read_trimmed(p: &str) -> Option<String> {
@@ -55,8 +73,8 @@ impl Provenance {
     pub fn start(kvm: &str, binaries: &[&Path]) -> Self {
         let exe = std::env::current_exe().ok();
         let mut bins: Vec<(String, Option<String>)> =
-            exe.iter().map(|p| (p.display().to_string(), crate::boot::sha256_file(p))).collect();
-        bins.extend(binaries.iter().map(|p| (p.display().to_string(), crate::boot::sha256_file(p))));
+            exe.iter().map(|p| (p.display().to_string(), sha256_file(p))).collect();
+        bins.extend(binaries.iter().map(|p| (p.display().to_string(), sha256_file(p))));
         Provenance {
             isola_version: env!("CARGO_PKG_VERSION").into(),
             isola_commit: option_env!("ISOLA_COMMIT").unwrap_or("unknown").into(),
