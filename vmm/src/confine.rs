@@ -155,7 +155,8 @@ fn set_limit(resource: libc::__rlimit_resource_t, value: u64, what: &'static str
     check(unsafe { libc::setrlimit(resource, &lim) }, what)
 }
 
-fn drop_capabilities() -> Result<(), ConfineError> {
+/// Empties the bounding and ambient sets, so nothing can ever be regained.
+fn drop_capability_bounds() -> Result<(), ConfineError> {
     for cap in 0..=63 {
         // SAFETY: PR_CAPBSET_DROP takes plain integers; unknown capabilities are EINVAL.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
@@ -165,7 +166,12 @@ fn drop_capabilities() -> Result<(), ConfineError> {
     }
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes plain integers and touches no memory.
     let rc = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
-    check(rc, "clearing ambient capabilities")?;
+    check(rc, "clearing ambient capabilities")
+}
+
+/// Empties the effective, permitted and inheritable sets (last: the uid change and the
+/// bounding set need some of them).
+fn clear_capabilities() -> Result<(), ConfineError> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -185,9 +191,20 @@ fn drop_capabilities() -> Result<(), ConfineError> {
     check(rc as libc::c_int, "dropping capabilities")
 }
 
-/// Confines this process, all its threads included. `seccomp` false leaves the
-/// syscall filter off (for debugging; unsafe).
-pub fn confine(seccomp: bool) -> Result<(), ConfineError> {
+/// Becomes `uid`:`gid` with no supplementary groups, on every thread (the kernel's
+/// setresuid/setresgid are per thread; glibc's wrappers apply them to all).
+fn become_user(uid: u32, gid: u32) -> Result<(), ConfineError> {
+    // SAFETY: setgroups with an empty list reads no memory.
+    check(unsafe { libc::setgroups(0, std::ptr::null()) }, "dropping supplementary groups")?;
+    // SAFETY: plain integers.
+    check(unsafe { libc::setresgid(gid, gid, gid) }, "setting the group id")?;
+    // SAFETY: plain integers.
+    check(unsafe { libc::setresuid(uid, uid, uid) }, "setting the user id")
+}
+
+/// Confines this process, all its threads included: as `user` (uid, gid) when given,
+/// and without the syscall filter when `seccomp` is false (for debugging; unsafe).
+pub fn confine(seccomp: bool, user: Option<(u32, u32)>) -> Result<(), ConfineError> {
     // Past the file-size limit a write fails with EFBIG instead of killing us.
     // SAFETY: setting a signal's disposition to ignore has no other effect.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
@@ -196,7 +213,13 @@ pub fn confine(seccomp: bool) -> Result<(), ConfineError> {
     set_limit(libc::RLIMIT_NOFILE, MAX_OPEN_FILES, "limiting open files")?;
     // SAFETY: plain integers.
     check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "setting no_new_privs")?;
-    drop_capabilities()?;
+    // Bounding set, then the uid change, then the sets: each step needs a capability
+    // the next one takes away (CAP_SETPCAP, CAP_SETUID/SETGID).
+    drop_capability_bounds()?;
+    if let Some((uid, gid)) = user {
+        become_user(uid, gid)?;
+    }
+    clear_capabilities()?;
     if !seccomp {
         return Ok(());
     }

@@ -44,6 +44,13 @@ struct Args {
     /// Confine, but without the seccomp filter: for finding a missing syscall; unsafe.
     #[arg(long)]
     no_seccomp: bool,
+    /// Run the guest as this uid (and --gid) once KVM, memory, devices and sockets are
+    /// open. Host sockets the guest connects to (`<uds>_<port>`) must then be
+    /// reachable by that user.
+    #[arg(long, requires = "gid")]
+    uid: Option<u32>,
+    #[arg(long, requires = "uid")]
+    gid: Option<u32>,
     /// After confining, make a forbidden syscall (the filter must kill the VMM).
     #[arg(long, hide = true)]
     confine_selftest: bool,
@@ -105,6 +112,7 @@ fn main() -> ExitCode {
         vsock: args.vsock_uds.map(|uds_path| VsockConfig { guest_cid: args.vsock_cid, uds_path }),
         net,
         fs: args.fs_socket.map(|socket| FsConfig { socket, tag: args.fs_tag }),
+        user: args.uid.zip(args.gid),
         confine: match (args.no_confine, args.no_seccomp, args.confine_selftest) {
             (true, _, _) => Confine::Off,
             (_, true, _) => Confine::NoSeccomp,

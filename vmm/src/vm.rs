@@ -51,6 +51,8 @@ pub struct VmConfig {
     pub fs: Option<FsConfig>,
     /// How much the VMM gives up before the guest runs ([`crate::confine`]).
     pub confine: Confine,
+    /// The unprivileged (uid, gid) to run the guest as, once everything is open.
+    pub user: Option<(u32, u32)>,
 }
 
 /// `Full` unless asked otherwise for debugging.
@@ -195,7 +197,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     match config.confine {
         Confine::Off => log::warn!("not confined (--no-confine): a guest that escapes into the VMM owns the host"),
         c => {
-            crate::confine::confine(c != Confine::NoSeccomp).map_err(VmError::Confine)?;
+            crate::confine::confine(c != Confine::NoSeccomp, config.user).map_err(VmError::Confine)?;
             if c == Confine::SelfTest {
                 // SAFETY: socket(2) with plain integers; the filter must kill us here.
                 unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };

@@ -57,6 +57,15 @@ fn a_running_vmm_holds_no_capability_and_runs_under_seccomp() {
 }
 
 #[test]
+fn the_guest_runs_as_the_unprivileged_user_it_is_given() {
+    let (s, _) = status_while_running(&["--uid", "65534", "--gid", "65534"]);
+    assert_eq!(field(&s, "Uid:").split_whitespace().collect::<Vec<_>>(), ["65534"; 4], "{s}");
+    assert_eq!(field(&s, "Gid:").split_whitespace().collect::<Vec<_>>(), ["65534"; 4], "{s}");
+    assert_eq!(field(&s, "Groups:"), "", "no supplementary groups: {s}");
+    assert_eq!(field(&s, "CapEff:"), "0000000000000000", "{s}");
+}
+
+#[test]
 fn the_opt_out_is_really_off() {
     let (s, _) = status_while_running(&["--no-confine"]);
     assert_eq!(field(&s, "Seccomp:"), "0", "{s}");

@@ -7,6 +7,9 @@ use std::process::Command;
 use crate::hypervisor::{BootSpec, HypervisorError};
 
 pub const EXE: &str = "isola-vmm";
+/// The user a sandbox's isola-vmm runs its guest as once everything is open ("nobody"):
+/// it owns no file, so a guest that escapes into the VMM can touch nothing of the host's.
+pub const SANDBOX_UID: u32 = 65534;
 
 pub fn find() -> Result<PathBuf, HypervisorError> {
     super::require(EXE, " (cargo build)")
@@ -54,6 +57,8 @@ pub struct SandboxDevices<'a> {
 
 pub fn sandbox_command(spec: &BootSpec, d: &SandboxDevices<'_>) -> Result<Command, HypervisorError> {
     let mut c = base_command(spec)?;
+    let id = SANDBOX_UID.to_string();
+    c.args(["--uid", &id, "--gid", &id]);
     c.arg("--vsock-uds").arg(d.vsock_uds).args(["--vsock-cid", &d.cid.to_string()]);
     c.arg("--console").arg(d.console);
     if let Some(sock) = d.fs_socket {
@@ -63,4 +68,31 @@ pub fn sandbox_command(spec: &BootSpec, d: &SandboxDevices<'_>) -> Result<Comman
         c.args(["--tap", tap, "--mac", mac]);
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_vmm_runs_its_guest_as_nobody_with_its_devices() {
+        let d = tempfile::tempdir().expect("tmp");
+        let spec = crate::hypervisor::test_spec(d.path());
+        let devices = SandboxDevices {
+            vsock_uds: Path::new("/run/isola/x/vsock.sock"),
+            cid: 7,
+            console: Path::new("/run/isola/x/console.log"),
+            fs_socket: Some(Path::new("/run/isola/x/virtiofs.sock")),
+            tap: Some(("isolatap", "02:00:00:00:00:01")),
+        };
+        let c = command_at(Path::new("/usr/bin/isola-vmm"), &spec);
+        assert_eq!(c.get_program(), "/usr/bin/isola-vmm");
+        let c = sandbox_command(&spec, &devices).expect("isola-vmm is built beside the tests (cargo build)");
+        let argv: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let line = argv.join(" ");
+        assert!(line.contains("--uid 65534 --gid 65534"), "{line}");
+        assert!(line.contains("--vsock-uds /run/isola/x/vsock.sock --vsock-cid 7"), "{line}");
+        assert!(line.contains("--shared-memory --fs-socket /run/isola/x/virtiofs.sock"), "{line}");
+        assert!(line.contains("--tap isolatap --mac 02:00:00:00:00:01"), "{line}");
+    }
 }
