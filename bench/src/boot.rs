@@ -108,10 +108,6 @@ pub struct BootBench {
     pub not_run: Vec<String>,
 }
 
-fn host_kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
-}
-
 /// The matrix this host can run: isola-vmm on the test guest always; Linux under
 /// isola-vmm only on hardware KVM; QEMU (KVM where usable) on the same guests, and
 /// QEMU TCG on Linux where KVM cannot boot it.
@@ -299,7 +295,7 @@ pub fn run_boot_bench(cfg: &BootBenchConfig, progress: &mut dyn FnMut(&str)) -> 
         vcpus: cfg.vcpus,
         mem_mib: cfg.mem_mib,
         cmdline: cfg.cmdline.clone(),
-        host_kernel: host_kernel(),
+        host_kernel: crate::provenance::host_kernel(),
         kvm: cfg.kvm,
         test_guest_sha256: crate::provenance::sha256_file(&cfg.test_guest),
         kernel_sha256: uses_linux.then(|| crate::provenance::sha256_file(&cfg.linux_kernel)).flatten(),

@@ -82,30 +82,23 @@ pub fn run(kvm: KvmKind, guest: &Path, mem_mib: u64, runs: usize, compare_qemu: 
             let (mut samples, mut failures) = (Vec::new(), Vec::new());
             // The peer must boot at least once in three tries, or it cannot run here.
             if kind == HypervisorKind::Qemu {
-                let mut last = String::new();
-                for _ in 0..3 {
-                    match measure_once(kind, accel, kvm, guest, mem_mib) {
-                        Ok(m) => {
-                            samples.push(m);
-                            break;
+                let first = crate::peer::first_of_tries(kvm, || {
+                    measure_once(kind, accel, kvm, guest, mem_mib).map_err(|e| e.to_string())
+                });
+                match first {
+                    Ok(m) => samples.push(m),
+                    Err(why) => {
+                        return OverheadSeries {
+                            backend: name.into(),
+                            mem_mib,
+                            overhead_kib: None,
+                            samples,
+                            failures,
+                            not_run: Some(why),
                         }
-                        Err(e) => last = e.to_string(),
                     }
                 }
-                if samples.is_empty() {
-                    let not_run =
-                        Some(format!("QEMU with KVM cannot boot a guest on this host ({}): {last}", kvm.describe()));
-                    return OverheadSeries {
-                        backend: name.into(),
-                        mem_mib,
-                        overhead_kib: None,
-                        samples,
-                        failures,
-                        not_run,
-                    };
-                }
             }
-            let not_run = None;
             for i in samples.len()..runs {
                 match measure_once(kind, accel, kvm, guest, mem_mib) {
                     Ok(m) => samples.push(m),
@@ -113,7 +106,14 @@ pub fn run(kvm: KvmKind, guest: &Path, mem_mib: u64, runs: usize, compare_qemu: 
                 }
             }
             let o: Vec<u64> = samples.iter().map(ProcMemory::overhead_kib).collect();
-            OverheadSeries { backend: name.into(), mem_mib, overhead_kib: Summary::of(&o), samples, failures, not_run }
+            OverheadSeries {
+                backend: name.into(),
+                mem_mib,
+                overhead_kib: Summary::of(&o),
+                samples,
+                failures,
+                not_run: None,
+            }
         })
         .collect()
 }

@@ -23,13 +23,26 @@ pub fn qemu_kvm_unusable(kvm: KvmKind, guest: &Path, marker: &str) -> Option<Str
         timeout: Duration::from_secs(20),
         accel: QemuAccel::Kvm,
     };
+    let once = || match boot(HypervisorKind::Qemu, kvm, &spec, marker, None) {
+        Ok(r) if r.success => Ok(()),
+        Ok(r) => Err(r.diagnostics.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    first_of_tries(kvm, once).err()
+}
+
+/// The first success of `attempt` in [`TRIES`] tries, or why QEMU with KVM cannot run
+/// here (its last failure).
+pub fn first_of_tries<T>(kvm: KvmKind, mut attempt: impl FnMut() -> Result<T, String>) -> Result<T, String> {
     let mut last = String::new();
-    for _ in 0..3 {
-        match boot(HypervisorKind::Qemu, kvm, &spec, marker, None) {
-            Ok(r) if r.success => return None,
-            Ok(r) => last = r.diagnostics.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string(),
-            Err(e) => last = e.to_string(),
+    for _ in 0..TRIES {
+        match attempt() {
+            Ok(v) => return Ok(v),
+            Err(e) => last = e,
         }
     }
-    Some(format!("QEMU with KVM cannot boot a guest on this host ({}): {last}", kvm.describe()))
+    Err(format!("QEMU with KVM cannot boot a guest on this host ({}): {last}", kvm.describe()))
 }
+
+/// Boots a peer gets before it is reported as not run.
+pub const TRIES: usize = 3;

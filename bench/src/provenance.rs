@@ -48,6 +48,11 @@ fn read_trimmed(p: &str) -> Option<String> {
     std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// The running kernel's release.
+pub fn host_kernel() -> String {
+    read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default()
+}
+
 /// The 1-minute load average.
 pub fn load_average() -> Option<f64> {
     read_trimmed("/proc/loadavg")?.split_whitespace().next()?.parse().ok()
@@ -80,7 +85,7 @@ impl Provenance {
             isola_commit: option_env!("ISOLA_COMMIT").unwrap_or("unknown").into(),
             command: std::env::args().collect(),
             binaries: bins,
-            host_kernel: read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_default(),
+            host_kernel: host_kernel(),
             cpu_model: cpu_model(),
             cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             kvm: kvm.into(),

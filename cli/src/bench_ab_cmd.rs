@@ -11,6 +11,8 @@ use isola_bench::compare::{compare_benches, table, Comparison};
 use isola_bench::significance::Level;
 use isola_sandbox::{assets, detect_kvm};
 
+use crate::bench_cmd::write_file;
+
 #[derive(Args, Debug)]
 pub struct LevelArgs {
     /// Family-wise false-positive rate of the verdicts (split over the phases).
@@ -65,20 +67,13 @@ fn load(p: &Path) -> anyhow::Result<BootBench> {
     serde_json::from_str(&text).with_context(|| format!("{} is not an `isola bench boot` result", p.display()))
 }
 
-fn write(p: &Path, text: &str) -> anyhow::Result<()> {
-    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))
-}
-
 pub fn compare(a: CompareArgs) -> anyhow::Result<ExitCode> {
     let (base, new) = (load(&a.base)?, load(&a.new)?);
     let c = compare_benches(&base, &new, &a.vary, a.level.level()?)?;
     println!("isola bench compare: {} (A) vs {} (B)", a.base.display(), a.new.display());
     print!("{}", table(&c, "A", "B"));
     if let Some(p) = &a.json {
-        write(p, &serde_json::to_string_pretty(&c)?)?;
+        write_file(p, &serde_json::to_string_pretty(&c)?)?;
     }
     if let Some(p) = &a.svg {
         let pairs = isola_bench::plot::distribution_pairs(&base.series, &new.series);
@@ -173,7 +168,7 @@ pub fn ab(a: AbArgs) -> anyhow::Result<ExitCode> {
             println!("FAILED {}: {f}", s.key.backend);
         }
     }
-    write(&a.json, &serde_json::to_string_pretty(&r)?)?;
+    write_file(&a.json, &serde_json::to_string_pretty(&r)?)?;
     let pairs = isola_bench::plot::distribution_pairs(&r.series[..1], &r.series[1..]);
     isola_bench::plot::write_distributions(&pairs, "A", "B", &a.svg)?;
     println!("wrote {} and {}", a.json.display(), a.svg.display());
@@ -199,7 +194,7 @@ pub fn history(a: HistoryArgs) -> anyhow::Result<ExitCode> {
     let b = load(&a.result)?;
     let text = std::fs::read_to_string(&a.readme).with_context(|| format!("reading {}", a.readme.display()))?;
     let updated = isola_bench::history::add_row(&text, &a.release, &b)?;
-    write(&a.readme, &updated)?;
+    write_file(&a.readme, &updated)?;
     println!("{}: history row for {} written", a.readme.display(), a.release);
     Ok(ExitCode::SUCCESS)
 }

@@ -154,11 +154,16 @@ fn container_config(rootfs: &std::path::Path, memory: u64, cpus: u8) -> anyhow::
     })
 }
 
-fn write_json(path: &std::path::Path, v: &impl serde::Serialize) -> anyhow::Result<()> {
+/// Writes `text` to `path`, creating its directory.
+pub(crate) fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(path, serde_json::to_string_pretty(v)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_json(path: &std::path::Path, v: &impl serde::Serialize) -> anyhow::Result<()> {
+    write_file(path, &serde_json::to_string_pretty(v)?)?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }

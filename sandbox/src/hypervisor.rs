@@ -133,11 +133,8 @@ pub(crate) fn test_spec(dir: &std::path::Path) -> BootSpec {
 
 #[cfg(test)]
 mod tests {
+    use super::test_spec as spec;
     use super::*;
-
-    fn spec(dir: &std::path::Path) -> BootSpec {
-        test_spec(dir)
-    }
 
     #[test]
     fn automatic_choice_follows_the_host() {

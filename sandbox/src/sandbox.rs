@@ -155,6 +155,7 @@ impl Sandbox {
             return Err(SandboxError::Exists(opts.id.clone()));
         }
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let vsock_uds = dir.join("vsock.sock");
         let mut sb = Sandbox {
             id: opts.id.clone(),
             dir: dir.clone(),
@@ -163,13 +164,13 @@ impl Sandbox {
                 hypervisor: opts.hypervisor,
                 vmm_pid: 0,
                 helper_pids: vec![],
-                vsock_uds: dir.join("vsock.sock"),
+                vsock_uds: vsock_uds.clone(),
                 container: None,
                 created_unix: now_unix(),
                 shared_dir: None,
                 net: None,
             },
-            agent: Agent::new(&dir.join("vsock.sock"), AGENT_CALL_TIMEOUT),
+            agent: Agent::new(&vsock_uds, AGENT_CALL_TIMEOUT),
             children: vec![],
             child_info: vec![],
             stopped: false,
