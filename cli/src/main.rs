@@ -70,12 +70,7 @@ fn main() -> ExitCode {
         Cmd::Images(a) => image_cmd::images(a),
         Cmd::Rmi(a) => image_cmd::rmi(a),
         Cmd::Import(a) => image_cmd::import(a),
-        Cmd::Info => {
-            let kvm = isola_sandbox::detect_kvm();
-            println!("kvm: {}", kvm.describe());
-            println!("default backend: {}", isola_sandbox::choose(None, kvm));
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Info => info(),
     };
     match result {
         Ok(code) => code,
@@ -84,4 +79,14 @@ fn main() -> ExitCode {
             ExitCode::from(125)
         }
     }
+}
+
+/// What this host is and which backend a run gets here, and why.
+fn info() -> anyhow::Result<ExitCode> {
+    let kvm = isola_sandbox::detect_kvm();
+    let requested = isola_sandbox::config::Config::load()?.hypervisor;
+    println!("kvm: {}", kvm.describe());
+    println!("default backend: {}", isola_sandbox::choose(requested, kvm));
+    println!("because: {}", isola_sandbox::hypervisor::choice_reason(requested, kvm));
+    Ok(ExitCode::SUCCESS)
 }

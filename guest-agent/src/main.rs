@@ -5,6 +5,7 @@
 //!                                     the agent on a host, for tests
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -126,6 +127,13 @@ fn host_main(args: &[String]) -> ! {
 
 /// Ends the VM with a reset, which isola-vmm (i8042) and QEMU (-no-reboot) turn into exit.
 fn power_off() -> ! {
+    // The console's last lines (the ready marker among them) may still sit in the
+    // tty's buffer; a reset now would drop them.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    for fd in [std::io::stdout().as_fd(), std::io::stderr().as_fd()] {
+        let _ = nix::sys::termios::tcdrain(fd);
+    }
     nix::unistd::sync();
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
     // reboot(2) returns only on failure; PID 1 must never exit.

@@ -45,6 +45,16 @@ pub fn choose(requested: Option<HypervisorKind>, kvm: KvmKind) -> HypervisorKind
     })
 }
 
+/// Why [`choose`] picks what it picks, in words for `isola info`.
+pub fn choice_reason(requested: Option<HypervisorKind>, kvm: KvmKind) -> &'static str {
+    match (requested, kvm) {
+        (Some(_), _) => "set by `hypervisor` in the configuration",
+        (None, KvmKind::Hardware) => "hardware KVM is available, so isola's own VMM runs every guest",
+        (None, KvmKind::Pvm) => "/dev/kvm is PVM, where a stock Linux guest cannot boot; QEMU runs guests under TCG",
+        (None, KvmKind::Missing) => "there is no /dev/kvm; QEMU runs guests under TCG",
+    }
+}
+
 /// QEMU's accelerator. `Auto` is KVM on hardware KVM and TCG elsewhere: a stock Linux
 /// guest cannot run under PVM, but the tiny test guests can, so the benchmark asks for
 /// KVM explicitly to compare like with like.
@@ -141,6 +151,8 @@ mod tests {
         assert_eq!(choose(None, KvmKind::Hardware), HypervisorKind::IsolaVmm);
         assert_eq!(choose(None, KvmKind::Pvm), HypervisorKind::Qemu);
         assert_eq!(choose(None, KvmKind::Missing), HypervisorKind::Qemu);
+        assert!(choice_reason(None, KvmKind::Pvm).contains("PVM"));
+        assert!(choice_reason(Some(HypervisorKind::Qemu), KvmKind::Hardware).contains("configuration"));
         assert_eq!(choose(Some(HypervisorKind::IsolaVmm), KvmKind::Pvm), HypervisorKind::IsolaVmm);
     }
 

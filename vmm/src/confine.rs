@@ -113,7 +113,8 @@ pub fn rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, ConfineError> {
     let thread = libc::CLONE_THREAD as u64;
     m.insert(
         libc::SYS_clone,
-        vec![rule(vec![cond(2, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(thread), thread)?])?],
+        // clone(flags, stack, parent_tid, child_tid, tls): the flags are argument 0.
+        vec![rule(vec![cond(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(thread), thread)?])?],
     );
     // Unix sockets only (guest-initiated vsock connections to `<uds>_<port>`).
     m.insert(

@@ -81,4 +81,6 @@ fn a_forbidden_syscall_kills_the_vmm() {
         .output()
         .expect("isola-vmm");
     assert_eq!(out.status.signal(), Some(libc::SIGSYS), "killed by the filter: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("self-test: threads started"), "threads must still start once confined: {err}");
 }

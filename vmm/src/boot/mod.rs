@@ -2,6 +2,7 @@
 
 mod gdt;
 mod kernel;
+pub mod mptable;
 mod paging;
 mod params;
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The end-to-end scenarios under isola-vmm on a real KVM: boots L1 once
+# (scripts/nested/l1.sh: nested KVM under QEMU TCG) and runs the e2e test binaries
+# there, one test at a time, with isola pinned to the isola-vmm backend. Their
+# "test result" lines are what scripts/test.sh counts.
+#   scripts/nested/tests.sh [BINARY[:FILTER]…]   (default: the list below)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+# Each e2e test binary that exercises the container path; all of its tests.
+wanted=("$@")
+[ ${#wanted[@]} -gt 0 ] || wanted=(containers linux_guest isolation images containerd_ctr nested)
+declare -A exe
+while IFS='=' read -r name path; do exe[$name]=$path; done < <(
+  cargo test -q -p isola-e2e --no-run --message-format=json 2>/dev/null |
+    jq -r 'select(.executable != null and .target.kind[0] == "test") | "\(.target.name)=\(.executable)"')
+job=$repo/target/l1-job.sh
+{
+  echo 'set -u; fail=0'
+  # Pinned: a run that cannot use isola-vmm fails instead of falling back to QEMU.
+  echo 'mkdir -p /etc/isola && echo "hypervisor = \"isola-vmm\"" > /etc/isola/config.toml'
+  echo 'target/debug/isola info || fail=1'
+  for w in "${wanted[@]}"; do
+    name=${w%%:*}; filter=${w#"$name"}; filter=${filter#:}
+    [ -n "${exe[$name]:-}" ] || { echo "nested: no e2e test binary named $name" >&2; exit 2; }
+    echo "echo '== nested KVM (isola-vmm in L1): $name $filter =='"
+    echo "ISOLA_NESTED=1 ${exe[$name]} --test-threads=1 $filter || fail=1"
+  done
+  echo 'exit $fail'
+} > "$job"
+exec "$repo/scripts/nested/l1.sh" "$job" "$repo/target/l1-out"
