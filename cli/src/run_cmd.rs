@@ -161,17 +161,21 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         hostname: Some(name.clone()),
     };
     let mut sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
-    let c = sb.create_container(&name, spec, Rootfs::Dir(&rootfs), &a.volumes)?;
+    let c = sb.create_container(&name, spec, Rootfs::Dir(&rootfs), &a.volumes);
+    let c = cause(&mut sb, c)?;
     sb.set_container(&name)?;
     if a.detach {
-        c.start()?;
+        let started = c.start();
+        cause(&mut sb, started)?;
         println!("{name}");
         sb.detach();
         return Ok(ExitCode::SUCCESS);
     }
-    let bridges = Bridges::to_stdio(c.attach(a.tty)?, a.interactive)?;
+    let streams = c.attach(a.tty);
+    let bridges = Bridges::to_stdio(cause(&mut sb, streams)?, a.interactive)?;
     let raw = a.tty.then(RawTerminal::enter).flatten();
-    c.start()?;
+    let started = c.start();
+    cause(&mut sb, started)?;
     let status = match wait_watching(&mut sb, c.init()) {
         Ok(s) => s,
         Err(e) => {
@@ -187,6 +191,15 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     drop(raw);
     sb.stop();
     Ok(exit_code(status.code))
+}
+
+/// A failed call's real cause when a process of the sandbox died (the watchdog then
+/// ended the rest, which is what made the call fail).
+fn cause<T, E: Into<anyhow::Error>>(sb: &mut Sandbox, r: Result<T, E>) -> anyhow::Result<T> {
+    r.map_err(|e| match sb.check_processes() {
+        Err(died) => died.into(),
+        Ok(()) => e.into(),
+    })
 }
 
 /// Waits for the container while watching the sandbox's processes: if the VMM or a

@@ -22,6 +22,7 @@ pub mod spec;
 pub mod state;
 pub mod stdio;
 pub mod volume;
+pub mod watchdog;
 
 pub use boot::{boot, BootReport, Phase};
 pub use container::{Container, ContainerError, ProcessHandle, Rootfs, Streams};

@@ -19,6 +19,7 @@ use crate::hypervisor::{BootSpec, HypervisorKind};
 use crate::names::guest_cid;
 use crate::state::{self, SandboxState};
 use crate::volume::Volume;
+use crate::watchdog::{Watched, Watchdog};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -100,6 +101,8 @@ pub struct Sandbox {
     children: Vec<Child>,
     /// (what, log file) of each child, in the same order.
     child_info: Vec<(String, String)>,
+    /// Kills the rest when one process dies during the sandbox's life (see watchdog.rs).
+    watchdog: Option<Watchdog>,
     stopped: bool,
 }
 
@@ -173,6 +176,7 @@ impl Sandbox {
             agent: Agent::new(&vsock_uds, AGENT_CALL_TIMEOUT),
             children: vec![],
             child_info: vec![],
+            watchdog: None,
             stopped: false,
             spawned: None,
             agent_ready: None,
@@ -198,6 +202,7 @@ impl Sandbox {
             HypervisorKind::IsolaVmm => sb.start_isola_vmm(opts)?,
         }
         drop(_alloc);
+        sb.arm_watchdog()?;
         sb.wait_for_agent(opts.boot.timeout)?;
         let config = sandbox_config(&sb.state, opts.hostname.as_deref().unwrap_or(&opts.id));
         sb.agent.call(|c| c.create_sandbox(config)).map_err(SandboxError::Configure)?;
@@ -240,9 +245,23 @@ impl Sandbox {
         self.state.save(&self.dir).map_err(io("saving sandbox state"))
     }
 
-    /// Whether every process of the sandbox still runs; names the first that does not
+    fn arm_watchdog(&mut self) -> Result<(), SandboxError> {
+        let procs = self
+            .children
+            .iter()
+            .zip(&self.child_info)
+            .map(|(c, (what, log))| Watched { pid: c.id() as i32, what: what.clone(), log: self.dir.join(log) })
+            .collect();
+        self.watchdog = Some(Watchdog::start(procs).map_err(io("starting the sandbox watchdog"))?);
+        Ok(())
+    }
+
+    /// Whether every process of the sandbox still runs; names the first that died
     /// (a foreground run stops instead of hanging on a dead virtiofsd, say).
     pub fn check_processes(&mut self) -> Result<(), SandboxError> {
+        if let Some(d) = self.watchdog.as_ref().and_then(Watchdog::death) {
+            return Err(SandboxError::ProcessDied { what: d.what, status: d.status, log: tail(&d.log) });
+        }
         for (c, (what, log)) in self.children.iter_mut().zip(&self.child_info) {
             if let Ok(Some(st)) = c.try_wait() {
                 return Err(SandboxError::ProcessDied {
@@ -347,6 +366,12 @@ impl Sandbox {
     fn wait_for_agent(&mut self, timeout: Duration) -> Result<(), SandboxError> {
         let until = Instant::now() + timeout;
         loop {
+            // A helper that died first is the cause, not the VMM the watchdog then killed.
+            if let Some(d) = self.watchdog.as_ref().and_then(Watchdog::death) {
+                if self.child_info.last().is_none_or(|(vmm, _)| *vmm != d.what) {
+                    return Err(SandboxError::ProcessDied { what: d.what, status: d.status, log: tail(&d.log) });
+                }
+            }
             if let Some(vmm) = self.children.last_mut() {
                 if let Ok(Some(status)) = vmm.try_wait() {
                     return Err(SandboxError::VmmDied { status: status.to_string(), log: self.logs() });
@@ -410,6 +435,9 @@ impl Sandbox {
 
     /// Leaves the sandbox running when this handle goes away (`isola run -d`).
     pub fn detach(mut self) {
+        if let Some(w) = self.watchdog.as_mut() {
+            w.disarm();
+        }
         self.stopped = true;
         self.children.clear();
         self.child_info.clear();
@@ -422,6 +450,9 @@ impl Sandbox {
             return;
         }
         self.stopped = true;
+        if let Some(w) = self.watchdog.as_mut() {
+            w.disarm();
+        }
         let _ = self.agent.shutdown();
         let until = Instant::now() + Duration::from_secs(5);
         if let Some(vmm) = self.children.last_mut() {

@@ -9,7 +9,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 # Each e2e test binary that exercises the container path; all of its tests.
 wanted=("$@")
-[ ${#wanted[@]} -gt 0 ] || wanted=(containers linux_guest isolation images containerd_ctr nested)
+[ ${#wanted[@]} -gt 0 ] || wanted=(containers linux_guest isolation images containerd_ctr guest_machine)
 declare -A exe
 while IFS='=' read -r name path; do exe[$name]=$path; done < <(
   cargo test -q -p isola-e2e --no-run --message-format=json 2>/dev/null |
@@ -24,7 +24,7 @@ job=$repo/target/l1-job.sh
     name=${w%%:*}; filter=${w#"$name"}; filter=${filter#:}
     [ -n "${exe[$name]:-}" ] || { echo "nested: no e2e test binary named $name" >&2; exit 2; }
     echo "echo '== nested KVM (isola-vmm in L1): $name $filter =='"
-    echo "ISOLA_NESTED=1 ${exe[$name]} --test-threads=1 $filter || fail=1"
+    echo "ISOLA_NESTED=1 ${exe[$name]} --test-threads=1 --color never $filter || fail=1"
   done
   echo 'exit $fail'
 } > "$job"

@@ -122,8 +122,16 @@ mod tests {
         b.iter().fold(0u8, |a, x| a.wrapping_add(*x)) == 0
     }
 
-    /// Reads the table back the way Linux's mpparse does; returns (cpus, bsp, ioapic id, routes).
-    fn parse(t: &[u8]) -> (Vec<u8>, Vec<u8>, u8, Vec<(u8, u8)>) {
+    /// What Linux's mpparse would find.
+    struct Parsed {
+        cpus: Vec<u8>,
+        bsp: Vec<u8>,
+        ioapic: u8,
+        routes: Vec<(u8, u8)>,
+    }
+
+    /// Reads the table back the way Linux's mpparse does.
+    fn parse(t: &[u8]) -> Parsed {
         assert_eq!(&t[..4], b"_MP_");
         assert!(sums_to_zero(&t[..16]), "floating pointer checksum");
         let addr = u32::from_le_bytes(t[4..8].try_into().expect("4 bytes")) as u64;
@@ -160,12 +168,12 @@ mod tests {
             };
         }
         assert_eq!(at, len, "entry count matches the length");
-        (cpus, bsp, ioapic, routes)
+        Parsed { cpus, bsp, ioapic, routes }
     }
 
     #[test]
     fn every_vcpu_is_listed_and_only_vcpu0_boots() {
-        let (cpus, bsp, ioapic, _) = parse(&build(4).expect("table"));
+        let Parsed { cpus, bsp, ioapic, .. } = parse(&build(4).expect("table"));
         assert_eq!(cpus, vec![0, 1, 2, 3]);
         assert_eq!(bsp, vec![0]);
         assert_eq!(ioapic, 5, "the IO-APIC id is not a vCPU's");
@@ -173,7 +181,7 @@ mod tests {
 
     #[test]
     fn isa_irqs_reach_the_same_ioapic_pin() {
-        let (_, _, _, routes) = parse(&build(1).expect("table"));
+        let routes = parse(&build(1).expect("table")).routes;
         assert_eq!(routes.len(), usize::from(IOAPIC_PINS));
         assert!(routes.iter().all(|(irq, pin)| irq == pin), "{routes:?}");
     }
