@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: unit, KVM test guests, and end-to-end with the real Linux guest.
+# Runs every test: unit, KVM test guests, end-to-end with the real Linux guest, and
+# the end-to-end tests again under isola-vmm inside nested KVM (scripts/nested/).
 # Sets the machine up first (scripts/setup.sh is idempotent and cached).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,5 +25,7 @@ step cargo test --no-fail-fast --workspace --exclude isola-e2e
 step scripts/fuzz.sh 10
 step scripts/bench-gate.sh
 step cargo test --no-fail-fast -p isola-e2e -- --test-threads=1
+# The same e2e binaries under isola-vmm on a real KVM: nested, in one L1 guest.
+step scripts/nested/tests.sh
 # Cargo prints one "test result" line per test binary; add them up for one closing line.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f; exit (f > 0) }' "$out"

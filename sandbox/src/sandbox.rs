@@ -19,7 +19,7 @@ use crate::hypervisor::{BootSpec, HypervisorKind};
 use crate::names::guest_cid;
 use crate::state::{self, SandboxState};
 use crate::volume::Volume;
-use crate::watchdog::{Watched, Watchdog};
+use crate::watchdog::{Watchdog, Watched};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {

@@ -45,7 +45,9 @@ impl Watchdog {
         let (d, f) = (disarmed.clone(), first.clone());
         let thread = std::thread::Builder::new().name("sandbox-watchdog".into()).spawn(move || {
             while !d.load(Ordering::Acquire) {
-                if let Some((i, status)) = procs.iter().enumerate().find_map(|(i, p)| exit_status(p.pid).map(|s| (i, s))) {
+                if let Some((i, status)) =
+                    procs.iter().enumerate().find_map(|(i, p)| exit_status(p.pid).map(|s| (i, s)))
+                {
                     if d.load(Ordering::Acquire) {
                         return;
                     }

@@ -222,7 +222,10 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     let vmm: Vec<i32> = c
         .sandbox_pids()
         .into_iter()
-        .filter(|p| isola_e2e::containerd::pids_with_args(&["qemu-system"]).contains(p))
+        .filter(|p| {
+            use isola_sandbox::{backend::vmm_exe, state::process_matches, HypervisorKind};
+            [HypervisorKind::Qemu, HypervisorKind::IsolaVmm].iter().any(|k| process_matches(*p, vmm_exe(*k)))
+        })
         .collect();
     assert_eq!(vmm.len(), 1, "one VMM for the container: {:?}", c.sandbox_pids());
     kill9(vmm[0]);
