@@ -11,7 +11,7 @@ use isola_bench::compare::{compare_benches, table, Comparison};
 use isola_bench::significance::Level;
 use isola_sandbox::{assets, detect_kvm};
 
-use crate::bench_cmd::write_file;
+use crate::output::write_file;
 
 #[derive(Args, Debug)]
 pub struct LevelArgs {

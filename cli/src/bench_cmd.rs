@@ -9,6 +9,8 @@ use isola_bench::boot::{run_boot_bench, BootBenchConfig};
 use isola_bench::container::ContainerBenchConfig;
 use isola_sandbox::{assets, detect_kvm};
 
+use crate::output::write_file;
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCmd {
     /// Boot N times per backend and guest; report phases, ratios to peers, JSON and SVG.
@@ -152,14 +154,6 @@ fn container_config(rootfs: &std::path::Path, memory: u64, cpus: u8) -> anyhow::
         kvm,
         rootfs: rootfs.into(),
     })
-}
-
-/// Writes `text` to `path`, creating its directory.
-pub(crate) fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn write_json(path: &std::path::Path, v: &impl serde::Serialize) -> anyhow::Result<()> {

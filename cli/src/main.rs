@@ -5,6 +5,7 @@ mod bench_cmd;
 mod boot_cmd;
 mod image_cmd;
 mod manage_cmd;
+mod output;
 mod run_cmd;
 
 use std::process::ExitCode;

@@ -78,8 +78,12 @@ fn bulk_tcp_both_ways_arrives_intact() {
         let mut req = [0u8; 1024];
         let _ = c.read(&mut req);
         let started = Instant::now();
-        write!(c, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n", served.len())
-            .expect("header");
+        write!(
+            c,
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n",
+            served.len()
+        )
+        .expect("header");
         c.write_all(&served).expect("the guest takes the whole blob");
         started.elapsed()
     });
@@ -95,9 +99,5 @@ fn bulk_tcp_both_ways_arrives_intact() {
     let down_time = server.join().expect("server");
     assert_eq!(out.split_whitespace().next(), Some(blob_sha.as_str()), "host → guest: intact ({out})");
     let mibs = |bytes: usize, t: std::time::Duration| bytes as f64 / (1 << 20) as f64 / t.as_secs_f64().max(1e-3);
-    eprintln!(
-        "bulk: guest → host {:.1} MiB/s, host → guest {:.1} MiB/s",
-        mibs(up_len, up_time),
-        mibs(BLOB, down_time)
-    );
+    eprintln!("bulk: guest → host {:.1} MiB/s, host → guest {:.1} MiB/s", mibs(up_len, up_time), mibs(BLOB, down_time));
 }

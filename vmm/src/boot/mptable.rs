@@ -76,8 +76,8 @@ pub fn build(vcpus: u8) -> Result<Vec<u8>, BootError> {
     count += 2;
 
     let table_addr = MPTABLE_ADDR as u32 + FLOATING_LEN as u32;
-    let table_len = u16::try_from(HEADER_LEN + entries.len())
-        .map_err(|_| BootError::GuestWrite { what: "mp table (too long)" })?;
+    let table_len =
+        u16::try_from(HEADER_LEN + entries.len()).map_err(|_| BootError::GuestWrite { what: "mp table (too long)" })?;
     let mut header = Vec::with_capacity(HEADER_LEN);
     header.extend_from_slice(b"PCMP");
     header.extend_from_slice(&table_len.to_le_bytes());
