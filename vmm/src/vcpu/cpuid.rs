@@ -19,19 +19,6 @@ const EDX_HTT: u32 = 1 << 28;
 const TOPOLOGY_LEVEL_SMT: u32 = 1;
 const TOPOLOGY_LEVEL_CORE: u32 = 2;
 
-/// CPUID.1:ECX TSC_DEADLINE.
-const ECX_TSC_DEADLINE: u32 = 1 << 24;
-
-/// Offers the LAPIC's TSC-deadline timer mode. KVM emulates it with the in-kernel
-/// LAPIC but leaves it out of KVM_GET_SUPPORTED_CPUID (it is KVM_CAP_TSC_DEADLINE_TIMER);
-/// without it Linux programs the LAPIC timer in one-shot mode, each rearm a
-/// divide-and-count, and calibrates the LAPIC against the PIT at boot.
-pub fn offer_tsc_deadline(cpuid: &mut CpuId) {
-    for e in cpuid.as_mut_slice().iter_mut().filter(|e| e.function == LEAF_FEATURES) {
-        e.ecx |= ECX_TSC_DEADLINE;
-    }
-}
-
 /// Adjusts `cpuid` (a copy of the supported set) for vCPU `id` of `count`.
 /// One socket, one thread per core, `count` cores; APIC id = vCPU index.
 pub fn patch_cpuid(cpuid: &mut CpuId, id: u8, count: u8) {
@@ -126,14 +113,6 @@ mod tests {
 
     fn find(c: &CpuId, f: u32, i: u32) -> kvm_cpuid_entry2 {
         *c.as_slice().iter().find(|e| e.function == f && e.index == i).expect("leaf")
-    }
-
-    #[test]
-    fn the_tsc_deadline_timer_is_offered_on_leaf_1() {
-        let mut c =
-            CpuId::from_entries(&[kvm_cpuid_entry2 { function: LEAF_FEATURES, ..Default::default() }]).expect("cpuid");
-        offer_tsc_deadline(&mut c);
-        assert_eq!(c.as_slice()[0].ecx & ECX_TSC_DEADLINE, ECX_TSC_DEADLINE);
     }
 
     #[test]
