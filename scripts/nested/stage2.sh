@@ -13,7 +13,7 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 ln -sf pts/ptmx /dev/ptmx
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /run
-mount -t tmpfs tmpfs /tmp
+# /tmp stays the overlay's (the repo may live there); writes go to RAM all the same.
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 l1out /l1out
 modules=$(arg modules)
 kver=$(uname -r)
