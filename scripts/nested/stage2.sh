@@ -13,7 +13,8 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 ln -sf pts/ptmx /dev/ptmx
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /run
-# /tmp stays the overlay's (the repo may live there); writes go to RAM all the same.
+# A fresh /tmp, unless the repo lives there (then the overlay's: writes go to RAM too).
+case "$(arg cwd)" in /tmp/*) ;; *) mount -t tmpfs tmpfs /tmp ;; esac
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 l1out /l1out
 modules=$(arg modules)
 kver=$(uname -r)
