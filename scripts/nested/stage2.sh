@@ -13,8 +13,14 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 ln -sf pts/ptmx /dev/ptmx
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /run
-# A fresh /tmp, unless the repo lives there (then the overlay's: writes go to RAM too).
-case "$(arg cwd)" in /tmp/*) ;; *) mount -t tmpfs tmpfs /tmp ;; esac
+# A fresh /tmp (containerd's snapshots need a real tmpfs, not the overlay); a repo
+# that lives under /tmp is carried over it.
+repo=$(arg cwd)
+case "$repo" in
+  /tmp/*) mkdir -p /run/l1repo && mount --bind "$repo" /run/l1repo
+    mount -t tmpfs tmpfs /tmp && mkdir -p "$repo" && mount --move /run/l1repo "$repo" ;;
+  *) mount -t tmpfs tmpfs /tmp ;;
+esac
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 l1out /l1out
 modules=$(arg modules)
 kver=$(uname -r)
