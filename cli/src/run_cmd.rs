@@ -165,17 +165,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let c = cause(&mut sb, c)?;
     sb.set_container(&name)?;
     if a.detach {
-        let started = c.start();
-        cause(&mut sb, started)?;
+        cause(&mut sb, c.start())?;
         println!("{name}");
         sb.detach();
         return Ok(ExitCode::SUCCESS);
     }
-    let streams = c.attach(a.tty);
-    let bridges = Bridges::to_stdio(cause(&mut sb, streams)?, a.interactive)?;
+    let bridges = Bridges::to_stdio(cause(&mut sb, c.attach(a.tty))?, a.interactive)?;
     let raw = a.tty.then(RawTerminal::enter).flatten();
-    let started = c.start();
-    cause(&mut sb, started)?;
+    cause(&mut sb, c.start())?;
     let status = match wait_watching(&mut sb, c.init()) {
         Ok(s) => s,
         Err(e) => {

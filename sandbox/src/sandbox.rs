@@ -19,7 +19,7 @@ use crate::hypervisor::{BootSpec, HypervisorKind};
 use crate::names::guest_cid;
 use crate::state::{self, SandboxState};
 use crate::volume::Volume;
-use crate::watchdog::{Watchdog, Watched};
+use crate::watchdog::{Death, Watchdog, Watched};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -128,6 +128,11 @@ fn tail(path: &Path) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The error naming a process the watchdog saw die first.
+fn died(d: Death) -> SandboxError {
+    SandboxError::ProcessDied { what: d.what, status: d.status, log: tail(&d.log) }
 }
 
 /// How long one agent call may take before the host gives up on it.
@@ -260,7 +265,7 @@ impl Sandbox {
     /// (a foreground run stops instead of hanging on a dead virtiofsd, say).
     pub fn check_processes(&mut self) -> Result<(), SandboxError> {
         if let Some(d) = self.watchdog.as_ref().and_then(Watchdog::death) {
-            return Err(SandboxError::ProcessDied { what: d.what, status: d.status, log: tail(&d.log) });
+            return Err(died(d));
         }
         for (c, (what, log)) in self.children.iter_mut().zip(&self.child_info) {
             if let Ok(Some(st)) = c.try_wait() {
@@ -369,7 +374,7 @@ impl Sandbox {
             // A helper that died first is the cause, not the VMM the watchdog then killed.
             if let Some(d) = self.watchdog.as_ref().and_then(Watchdog::death) {
                 if self.child_info.last().is_none_or(|(vmm, _)| *vmm != d.what) {
-                    return Err(SandboxError::ProcessDied { what: d.what, status: d.status, log: tail(&d.log) });
+                    return Err(died(d));
                 }
             }
             if let Some(vmm) = self.children.last_mut() {

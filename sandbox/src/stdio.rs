@@ -2,21 +2,24 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::channel;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::{Duration, Instant};
 
 use crate::container::{ContainerError, Streams};
 
 /// Background copies between our stdio and a process's streams.
 pub struct Bridges {
-    outputs: Vec<JoinHandle<()>>,
+    /// One message per output copy that has ended.
+    ended: Receiver<()>,
+    copies: usize,
     /// The output sockets again, to end copies whose EOF never comes.
     ends: Vec<UnixStream>,
 }
 
 /// How long output may keep coming once the process has exited.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+type Output = (UnixStream, Box<dyn Write + Send>);
 
 impl Bridges {
     /// Copies the process's output to our stdout/stderr, and our stdin to it when
@@ -28,8 +31,7 @@ impl Bridges {
                     let input = tty.try_clone().map_err(|e| ContainerError::Stream("the terminal".into(), e))?;
                     copy_in(std::io::stdin(), input);
                 }
-                let ends = tty.try_clone().into_iter().collect();
-                Ok(Bridges { outputs: vec![copy_out(tty, std::io::stdout())], ends })
+                Ok(Self::outputs(vec![(tty, Box::new(std::io::stdout()))]))
             }
             Streams::Pipes { stdin: input, stdout, stderr } => {
                 if stdin {
@@ -37,13 +39,20 @@ impl Bridges {
                 } else {
                     let _ = input.shutdown(std::net::Shutdown::Write);
                 }
-                let ends = [&stdout, &stderr].iter().filter_map(|s| s.try_clone().ok()).collect();
-                Ok(Bridges {
-                    outputs: vec![copy_out(stdout, std::io::stdout()), copy_out(stderr, std::io::stderr())],
-                    ends,
-                })
+                Ok(Self::outputs(vec![(stdout, Box::new(std::io::stdout())), (stderr, Box::new(std::io::stderr()))]))
             }
         }
+    }
+
+    /// Starts one copy per output, keeping a handle on each socket to cut it off.
+    fn outputs(outputs: Vec<Output>) -> Self {
+        let (tx, ended) = channel();
+        let copies = outputs.len();
+        let ends = outputs.iter().filter_map(|(from, _)| from.try_clone().ok()).collect();
+        for (from, to) in outputs {
+            copy_out(from, to, tx.clone());
+        }
+        Bridges { ended, copies, ends }
     }
 
     /// Waits until the process's output streams hit EOF (everything was printed), or
@@ -53,33 +62,20 @@ impl Bridges {
     }
 
     pub fn finish_within(self, grace: Duration) {
-        let (tx, rx) = channel();
-        let n = self.outputs.len();
-        for h in self.outputs {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let _ = h.join();
-                let _ = tx.send(());
-            });
-        }
-        let until = std::time::Instant::now() + grace;
-        let mut done = 0;
-        while done < n {
-            match rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
-                Ok(()) => done += 1,
-                Err(_) => {
-                    log::warn!("the container's output did not end within {grace:?} of its exit; cutting it off");
-                    for s in &self.ends {
-                        let _ = s.shutdown(std::net::Shutdown::Read);
-                    }
-                    break;
+        let until = Instant::now() + grace;
+        for _ in 0..self.copies {
+            if self.ended.recv_timeout(until.saturating_duration_since(Instant::now())).is_err() {
+                log::warn!("the container's output did not end within {grace:?} of its exit; cutting it off");
+                for s in &self.ends {
+                    let _ = s.shutdown(std::net::Shutdown::Read);
                 }
+                return;
             }
         }
     }
 }
 
-fn copy_out(mut from: UnixStream, mut to: impl Write + Send + 'static) -> JoinHandle<()> {
+fn copy_out(mut from: UnixStream, mut to: impl Write + Send + 'static, ended: Sender<()>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         while let Ok(n) = from.read(&mut buf) {
@@ -88,7 +84,8 @@ fn copy_out(mut from: UnixStream, mut to: impl Write + Send + 'static) -> JoinHa
             }
             let _ = to.flush();
         }
-    })
+        let _ = ended.send(());
+    });
 }
 
 fn copy_in(mut from: impl Read + Send + 'static, mut to: UnixStream) {
@@ -106,9 +103,8 @@ mod tests {
     fn output_that_never_ends_is_cut_off_after_the_grace() {
         let (ours, theirs) = UnixStream::pair().expect("pair");
         let (ours_err, _theirs_err) = UnixStream::pair().expect("pair");
-        let ends = vec![ours.try_clone().expect("clone"), ours_err.try_clone().expect("clone")];
-        let b = Bridges { outputs: vec![copy_out(ours, std::io::sink()), copy_out(ours_err, std::io::sink())], ends };
-        let started = std::time::Instant::now();
+        let b = Bridges::outputs(vec![(ours, Box::new(std::io::sink())), (ours_err, Box::new(std::io::sink()))]);
+        let started = Instant::now();
         b.finish_within(Duration::from_millis(200));
         assert!(started.elapsed() < Duration::from_secs(5), "cut off, not waited for");
         drop(theirs);

@@ -59,7 +59,6 @@ impl Vcpu {
         let fd = vm.create_vcpu(u64::from(id)).map_err(kvm("create vcpu"))?;
         let mut cpuid = supported.clone();
         cpuid::patch_cpuid(&mut cpuid, id, count);
-
         fd.set_cpuid2(&cpuid).map_err(kvm("set cpuid"))?;
         let msrs = regs::boot_msrs().map_err(|_| VcpuError::Setup("msr list"))?;
         let written = fd.set_msrs(&msrs).map_err(kvm("set msrs"))?;
