@@ -171,7 +171,7 @@ impl Container {
         }
         match &self.shared {
             Some(shared) if matches!(rootfs, Rootfs::Dir(_)) => {
-                crate::mounts::bind(dir, &volume::container_dir(shared, &self.id).join("rootfs"), true)?;
+                crate::mounts::bind(dir, shared, &Path::new(&self.id).join("rootfs"), true)?;
                 Ok(in_share)
             }
             _ => {

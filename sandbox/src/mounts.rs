@@ -1,9 +1,13 @@
 //! Host mounts under a sandbox's shared directory (container rootfs, volumes), and the
 //! cleanup that takes them down before anything under it is deleted.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::beneath::{BeneathError, Kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -11,6 +15,8 @@ pub enum MountError {
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
     #[error("bind mount of {src} on {dst}: {source}")]
     Bind { src: PathBuf, dst: PathBuf, source: nix::Error },
+    #[error(transparent)]
+    Beneath(#[from] BeneathError),
     #[error("{0} is still mounted; refusing to delete under it")]
     StillMounted(PathBuf),
 }
@@ -46,32 +52,89 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Binds `src` onto `dst` (created), read-only when asked; never propagating back.
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MountError {
     let path = path.to_path_buf();
     move |source| MountError::Io { what, path, source }
 }
 
-pub fn bind(src: &Path, dst: &Path, readonly: bool) -> Result<(), MountError> {
+fn last_err(src: &Path, dst: &Path) -> MountError {
+    MountError::Bind { src: src.into(), dst: dst.into(), source: nix::Error::last() }
+}
+
+/// Binds `src` (and what is mounted under it) onto `share/rel`, which is created beneath
+/// the guest-writable `share` without following symlinks ([`crate::beneath`]).
+///
+/// The bind is whole before it appears: a detached copy of `src` gets nosuid, nodev
+/// and, when asked, read-only on every mount in it (recursive: a submount of a `:ro`
+/// volume is read-only too), then is moved into place. The share propagates to
+/// virtiofsd's own mount namespace, where a bind remounted read-only only afterwards
+/// would stay writable. The copy is private: nothing mounted later under `src` leaks
+/// into the guest's view.
+pub fn bind(src: &Path, share: &Path, rel: &Path, readonly: bool) -> Result<(), MountError> {
+    let dst = share.join(rel);
     let meta = std::fs::metadata(src).map_err(io("cannot use", src))?;
-    if meta.is_dir() {
-        std::fs::create_dir_all(dst).map_err(io("mkdir", dst))?;
-    } else {
-        if let Some(p) = dst.parent() {
-            std::fs::create_dir_all(p).map_err(io("mkdir", p))?;
-        }
-        std::fs::File::create(dst).map_err(io("create", dst))?;
+    let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+    let target = crate::beneath::mount_point(share, &dst, kind)?;
+    let src_c = std::ffi::CString::new(src.as_os_str().as_bytes())
+        .map_err(|_| io("cannot use", src)(std::io::ErrorKind::InvalidInput.into()))?;
+    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: open_tree(2) with a NUL-terminated path; it returns a new descriptor.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, src_c.as_ptr(), flags) };
+    if tree < 0 {
+        return Err(last_err(src, &dst));
     }
-    let be = |source| MountError::Bind { src: src.into(), dst: dst.into(), source };
-    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(be)?;
-    // Private first, so nothing mounted later under either side leaks across.
-    mount(None::<&str>, dst, None::<&str>, MsFlags::MS_PRIVATE | MsFlags::MS_REC, None::<&str>).map_err(be)?;
-    if readonly {
-        let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
-        if let Err(e) = mount(None::<&str>, dst, None::<&str>, ro, None::<&str>) {
-            let _ = umount2(dst, MntFlags::MNT_DETACH);
-            return Err(be(e));
-        }
+    // SAFETY: a new descriptor that nothing else owns.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as libc::c_int) };
+    let ro = if readonly { libc::MOUNT_ATTR_RDONLY } else { 0 };
+    let mut attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | ro,
+        attr_clr: 0,
+        propagation: libc::MS_PRIVATE,
+        userns_fd: 0,
+    };
+    let empty = c"";
+    // SAFETY: mount_setattr(2) on our detached tree, with a mount_attr of the size we pass.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &mut attr as *mut libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(last_err(src, &dst));
+    }
+    let to = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
+    // SAFETY: move_mount(2) between two descriptors we hold, with empty paths.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_move_mount, tree.as_raw_fd(), empty.as_ptr(), target.as_raw_fd(), empty.as_ptr(), to)
+    };
+    if rc < 0 {
+        return Err(last_err(src, &dst));
+    }
+    Ok(())
+}
+
+/// Makes `share` a mount of its own (nosuid, nodev) that propagates what is mounted
+/// under it later (container rootfs, volumes) to the helpers that serve it from their
+/// own mount namespace (virtiofsd's sandbox holds a slave copy).
+pub fn prepare_share(share: &Path) -> Result<(), MountError> {
+    let be = |source| MountError::Bind { src: share.into(), dst: share.into(), source };
+    let nothing = None::<&str>;
+    mount(Some(share), share, nothing, MsFlags::MS_BIND, nothing).map_err(be)?;
+    let result = (|| {
+        let f = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mount(nothing, share, nothing, f, nothing)?;
+        // Its own peer group, not that of the filesystem it sits on.
+        mount(nothing, share, nothing, MsFlags::MS_PRIVATE, nothing)?;
+        mount(nothing, share, nothing, MsFlags::MS_SHARED, nothing)
+    })();
+    if let Err(e) = result {
+        let _ = umount2(share, MntFlags::MNT_DETACH);
+        return Err(be(e));
     }
     Ok(())
 }
@@ -110,13 +173,48 @@ mod tests {
         let src = tempfile::tempdir().expect("src");
         std::fs::write(src.path().join("precious"), "keep me").expect("write");
         let sb = tempfile::tempdir().expect("sandbox dir");
-        let dst = sb.path().join("shared/c1/rootfs");
-        bind(src.path(), &dst, true).expect("bind");
+        let dst = sb.path().join("c1/rootfs");
+        bind(src.path(), sb.path(), Path::new("c1/rootfs"), true).expect("bind");
         assert_eq!(std::fs::read_to_string(dst.join("precious")).expect("through the bind"), "keep me");
         assert!(std::fs::write(dst.join("new"), "x").is_err(), "read-only");
         assert_eq!(mounts_under(sb.path()), vec![dst.clone()]);
         unmount_and_remove(sb.path()).expect("cleanup");
         assert!(!sb.path().exists());
         assert_eq!(std::fs::read_to_string(src.path().join("precious")).expect("source kept"), "keep me");
+    }
+
+    fn options_of(p: &Path) -> String {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let line = text.lines().find(|l| l.split_whitespace().nth(4) == Some(&*p.to_string_lossy())).expect("mounted");
+        line.split_whitespace().nth(5).expect("options").to_string()
+    }
+
+    /// As root: a `:ro` bind is read-only all the way down (a submount of the source
+    /// too), nosuid and nodev, and a symlink planted at the mount point is refused.
+    #[test]
+    fn read_only_binds_are_recursive_nosuid_nodev_and_refuse_planted_symlinks() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root (does not skip)");
+        let src = tempfile::tempdir().expect("src");
+        let sub = src.path().join("sub");
+        std::fs::create_dir(&sub).expect("sub");
+        mount(Some("tmpfs"), &sub, Some("tmpfs"), MsFlags::empty(), Some("size=1m")).expect("submount");
+        let share = tempfile::tempdir().expect("share");
+        let result = std::panic::catch_unwind(|| {
+            bind(src.path(), share.path(), Path::new("c1/volumes/0"), true).expect("bind");
+            let dst = share.path().join("c1/volumes/0");
+            assert!(std::fs::write(dst.join("sub/new"), "x").is_err(), "the submount is read-only too");
+            for p in [dst.clone(), dst.join("sub")] {
+                let o = options_of(&p);
+                assert!(o.split(',').any(|f| f == "ro"), "{}: {o}", p.display());
+                assert!(o.contains("nosuid") && o.contains("nodev"), "{}: {o}", p.display());
+            }
+            let outside = tempfile::tempdir().expect("outside");
+            std::os::unix::fs::symlink(outside.path(), share.path().join("c1/evil")).expect("plant");
+            assert!(bind(src.path(), share.path(), Path::new("c1/evil/x"), false).is_err(), "through a symlink");
+            assert!(mounts_under(outside.path()).is_empty(), "nothing mounted outside the share");
+            unmount_and_remove(share.path()).expect("cleanup");
+        });
+        let _ = umount2(&sub, MntFlags::MNT_DETACH);
+        assert!(result.is_ok(), "see the panic above");
     }
 }

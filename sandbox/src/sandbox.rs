@@ -12,7 +12,7 @@ use isola_protocol::SandboxConfig;
 use oci_spec::runtime::Spec;
 
 use crate::agent::Agent;
-use crate::backend::{isola_vmm, qemu, vhost_vsock, virtiofsd};
+use crate::backend::{console, isola_vmm, qemu, vhost_vsock, virtiofsd};
 use crate::container::{Container, ContainerError, Rootfs};
 use crate::host::KvmKind;
 use crate::hypervisor::{BootSpec, HypervisorKind};
@@ -115,6 +115,10 @@ fn tie_to_parent(cmd: &mut Command) {
         });
     }
 }
+
+/// The most a guest's console log may hold (isola-vmm's own file-size limit; the
+/// console pump's for QEMU): a guest that prints without end cannot fill the disk.
+pub const CONSOLE_MAX_BYTES: u64 = 64 << 20;
 
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -311,10 +315,29 @@ impl Sandbox {
             fs_socket: fs_socket.as_deref(),
             tap: net.as_ref().map(|n| (n.tap.as_str(), n.mac.as_str())),
         };
-        let mut q = qemu::sandbox_command(&opts.boot, opts.kvm, &devices)?;
-        q.stdout(File::create(self.dir.join("console.log")).map_err(io("console log"))?);
+        let jail = self.dir.join("qemu-root");
+        std::fs::create_dir(&jail).map_err(io("creating QEMU's empty root"))?;
+        let mut q = qemu::sandbox_command(&opts.boot, opts.kvm, &devices, &jail)?;
+        q.stdout(self.start_console_pump(opts)?);
         self.spawn_vmm(q, opts, "qemu")?;
         self.connect_tap()
+    }
+
+    /// The capped console log of a VMM that cannot cap its own; returns the pipe end
+    /// the VMM writes its console to.
+    fn start_console_pump(&mut self, opts: &SandboxOptions) -> Result<std::io::PipeWriter, SandboxError> {
+        let (r, w) = std::io::pipe().map_err(io("console pipe"))?;
+        let log = File::create(self.dir.join("console.log")).map_err(io("console log"))?;
+        let id = isola_vmm::SANDBOX_UID;
+        let mut c = console::command(r, log, CONSOLE_MAX_BYTES, id, id);
+        if opts.tie_to_parent {
+            tie_to_parent(&mut c);
+        }
+        let child = c.spawn().map_err(io(format!("starting {}", console::EXE)))?;
+        self.state.helper_pids.push(child.id() as i32);
+        self.children.push(child);
+        self.child_info.push((console::EXE.to_string(), "console.log".into()));
+        Ok(w)
     }
 
     /// Once the VMM has created its tap: onto the bridge, or redirected to the pod's interface.
@@ -336,6 +359,8 @@ impl Sandbox {
         };
         let shared = self.dir.join("shared");
         std::fs::create_dir_all(&shared).map_err(io("creating the shared directory"))?;
+        crate::mounts::prepare_share(&shared)
+            .map_err(|e| io("preparing the shared directory")(std::io::Error::other(e)))?;
         let sock = self.dir.join(virtiofsd::SOCKET);
         self.spawn_helper(virtiofsd::command(&bin, &sock, &shared), opts, virtiofsd::EXE, virtiofsd::LOG, &sock)?;
         self.state.shared_dir = Some(shared);

@@ -69,7 +69,8 @@ pub fn add_volumes(shared: Option<&Path>, id: &str, spec: &mut Spec, volumes: &[
     let shared = shared.ok_or(VolumeError::NoSharedFs)?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for (i, v) in volumes.iter().enumerate() {
-        crate::mounts::bind(&v.host, &container_dir(shared, id).join("volumes").join(i.to_string()), v.readonly)?;
+        let rel = Path::new(id).join("volumes").join(i.to_string());
+        crate::mounts::bind(&v.host, shared, &rel, v.readonly)?;
         let mut options = vec!["rbind".to_string()];
         if v.readonly {
             options.push("ro".into());

@@ -4,10 +4,11 @@
 //! with their sources rewritten to the guest's view. Everything lives under
 //! `<shared>/<id>`, so one recursive unmount undoes it, also after a crash.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use isola_sandbox::mounts;
-use isola_sandbox::volume::{container_dir, guest_path};
+use isola_sandbox::volume::guest_path;
 use nix::mount::MsFlags;
 use oci_spec::runtime::Spec;
 
@@ -57,15 +58,19 @@ fn is_bind(typ: &str, options: &[String]) -> bool {
 /// Mounts the rootfs under the share, where [`isola_sandbox::Rootfs::InShare`] says it is.
 /// `root_path` is the spec's root (used when containerd passes no mounts: `ctr run --rootfs`).
 pub fn mount_rootfs(shared: &Path, id: &str, rootfs: &[RootMount], root_path: &Path) -> Result<(), ShimError> {
-    let target = container_dir(shared, id).join("rootfs");
+    let rel = Path::new(id).join("rootfs");
+    let target = shared.join(&rel);
     match rootfs {
-        [] => mounts::bind(root_path, &target, false)?,
+        [] => mounts::bind(root_path, shared, &rel, false)?,
         [m] if is_bind(&m.typ, &m.options) => {
-            mounts::bind(Path::new(&m.source), &target, m.options.iter().any(|o| o == "ro"))?
+            mounts::bind(Path::new(&m.source), shared, &rel, m.options.iter().any(|o| o == "ro"))?
         }
         [m] => {
-            std::fs::create_dir_all(&target).map_err(crate::error::io(format!("mkdir {}", target.display())))?;
+            let at = isola_sandbox::beneath::mount_point(shared, &target, isola_sandbox::beneath::Kind::Dir)
+                .map_err(isola_sandbox::mounts::MountError::from)?;
             let (flags, data) = split_options(&m.options);
+            // Nothing in an image is setuid or a device on the host.
+            let flags = flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             // Overlay lowerdir lists can be long; the kernel takes one page.
             if data.len() >= 4096 {
                 return Err(ShimError::InvalidArgument(format!(
@@ -73,11 +78,14 @@ pub fn mount_rootfs(shared: &Path, id: &str, rootfs: &[RootMount], root_path: &P
                     data.len()
                 )));
             }
-            nix::mount::mount(Some(m.source.as_str()), &target, Some(m.typ.as_str()), flags, Some(data.as_str()))
-                .map_err(|e| ShimError::Io {
+            // Onto the directory just opened beneath the share, never a path a guest could swap.
+            let at = PathBuf::from(format!("/proc/self/fd/{}", at.as_raw_fd()));
+            nix::mount::mount(Some(m.source.as_str()), &at, Some(m.typ.as_str()), flags, Some(data.as_str())).map_err(
+                |e| ShimError::Io {
                     what: format!("mounting {} rootfs at {}", m.typ, target.display()),
                     source: e.into(),
-                })?;
+                },
+            )?;
         }
         more => {
             return Err(ShimError::InvalidArgument(format!(
@@ -104,8 +112,8 @@ pub fn share_bind_mounts(shared: &Path, id: &str, spec: &mut Spec) -> Result<(),
                 m.destination().display()
             )));
         };
-        let host = container_dir(shared, id).join("mounts").join(i.to_string());
-        mounts::bind(&src, &host, options.iter().any(|o| o == "ro"))?;
+        let rel = Path::new(id).join("mounts").join(i.to_string());
+        mounts::bind(&src, shared, &rel, options.iter().any(|o| o == "ro"))?;
         m.set_source(Some(PathBuf::from(guest_path(id, &format!("mounts/{i}")))));
     }
     spec.set_mounts(Some(list));

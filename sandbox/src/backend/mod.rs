@@ -1,6 +1,7 @@
 //! One module per program a sandbox runs: where its binary is, its command line, its
 //! sockets and how to tell it is ready. `sandbox.rs` supervises them all the same way.
 
+pub mod console;
 pub mod isola_vmm;
 pub mod qemu;
 pub mod vhost_vsock;
@@ -27,7 +28,7 @@ pub fn vmm_exe(kind: HypervisorKind) -> &'static str {
 }
 
 /// The helper daemons a sandbox may have.
-pub const HELPER_EXES: &[&str] = &[vhost_vsock::EXE, virtiofsd::EXE];
+pub const HELPER_EXES: &[&str] = &[vhost_vsock::EXE, virtiofsd::EXE, console::EXE];
 
 /// The command line of a boot probe of `spec` on `kind` (the guest alone, no sandbox).
 pub fn probe_command(kind: HypervisorKind, spec: &BootSpec, kvm: KvmKind) -> Result<Command, HypervisorError> {

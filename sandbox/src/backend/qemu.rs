@@ -30,15 +30,29 @@ pub struct SandboxDevices<'a> {
     pub tap: Option<(&'a str, &'a str)>,
 }
 
-/// QEMU's own seccomp filter for a sandbox: no obsolete syscalls, no setuid, no fork
-/// or exec, no scheduler or resource changes. A guest that takes over QEMU is held by it.
-pub const SANDBOX_SECCOMP: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+/// QEMU's own seccomp filter for a sandbox: no obsolete syscalls, no fork or exec, no
+/// scheduler or resource changes. A guest that takes over QEMU is held by it. set*uid
+/// stays allowed because QEMU installs the filter before `-runas` drops it to
+/// [`SANDBOX_USER`]; once every uid is non-root its capabilities are gone, so those
+/// calls can no longer raise anything (and no_new_privs is set either way).
+pub const SANDBOX_SECCOMP: &str = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny";
 
-/// The sandbox's QEMU; its console is its stdout.
-pub fn sandbox_command(spec: &BootSpec, kvm: KvmKind, d: &SandboxDevices<'_>) -> Result<Command, HypervisorError> {
+/// The user a sandbox's QEMU becomes once its devices, sockets and tap are open
+/// ("nobody", as isola-vmm): it owns no host file.
+pub const SANDBOX_USER: &str = "65534:65534";
+
+/// The sandbox's QEMU; its console is its stdout. It chroots into `jail` (an empty
+/// directory) and becomes [`SANDBOX_USER`] just before the guest starts.
+pub fn sandbox_command(
+    spec: &BootSpec,
+    kvm: KvmKind,
+    d: &SandboxDevices<'_>,
+    jail: &Path,
+) -> Result<Command, HypervisorError> {
     let mut q = Command::new(find()?);
     q.args(args(spec, kvm, true));
-    q.args(["-sandbox", SANDBOX_SECCOMP]);
+    q.args(["-sandbox", SANDBOX_SECCOMP, "-runas", SANDBOX_USER]);
+    q.arg("-chroot").arg(jail);
     q.arg("-chardev").arg(format!("socket,id=vsock,path={}", d.vhost_vsock.display()));
     q.arg("-device").arg("vhost-user-vsock-device,chardev=vsock");
     if let Some(sock) = d.fs_socket {
