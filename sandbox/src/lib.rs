@@ -6,6 +6,7 @@ pub mod assets;
 pub mod backend;
 pub mod beneath;
 pub mod boot;
+pub mod cgroup;
 pub mod cmd;
 pub mod config;
 pub mod container;

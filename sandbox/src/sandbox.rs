@@ -12,7 +12,8 @@ use isola_protocol::SandboxConfig;
 use oci_spec::runtime::Spec;
 
 use crate::agent::Agent;
-use crate::backend::{console, isola_vmm, qemu, vhost_vsock, virtiofsd};
+use crate::backend::{console, isola_vmm, qemu, unprivileged, vhost_vsock, virtiofsd};
+use crate::cgroup::{self, Hierarchy, HostCgroup};
 use crate::container::{Container, ContainerError, Rootfs};
 use crate::host::KvmKind;
 use crate::hypervisor::{BootSpec, HypervisorKind};
@@ -41,6 +42,8 @@ pub enum SandboxError {
     PodNet(#[from] crate::netns::PodNetError),
     #[error("configuring the sandbox: {0}")]
     Configure(ClientError),
+    #[error("host cgroup: {0}")]
+    Cgroup(crate::cgroup::CgroupError),
     #[error("{what} exited ({status}); the sandbox cannot go on{log}")]
     ProcessDied { what: String, status: String, log: String },
 }
@@ -103,6 +106,8 @@ pub struct Sandbox {
     child_info: Vec<(String, String)>,
     /// Kills the rest when one process dies during the sandbox's life (see watchdog.rs).
     watchdog: Option<Watchdog>,
+    /// The host cgroup every process of the sandbox runs in (None: no memory controller).
+    cgroup: Option<HostCgroup>,
     stopped: bool,
 }
 
@@ -139,6 +144,10 @@ fn died(d: Death) -> SandboxError {
     SandboxError::ProcessDied { what: d.what, status: d.status, log: tail(&d.log) }
 }
 
+/// The sandbox's subdirectory holding its vsock sockets (and nothing else: isola-vmm's
+/// jail binds just this one).
+pub const VSOCK_DIR: &str = "vsock";
+
 /// How long one agent call may take before the host gives up on it.
 pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -167,7 +176,7 @@ impl Sandbox {
             return Err(SandboxError::Exists(opts.id.clone()));
         }
         std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        let vsock_uds = dir.join("vsock.sock");
+        let vsock_uds = dir.join(VSOCK_DIR).join("vsock.sock");
         let mut sb = Sandbox {
             id: opts.id.clone(),
             dir: dir.clone(),
@@ -186,11 +195,23 @@ impl Sandbox {
             children: vec![],
             child_info: vec![],
             watchdog: None,
+            cgroup: None,
             stopped: false,
             spawned: None,
             agent_ready: None,
         };
         // On any error below, Drop kills what was started and removes the directory.
+        sb.make_vsock_dir()?;
+        sb.cgroup = match Hierarchy::detect() {
+            Some(h) => {
+                let limit = (opts.boot.mem_mib << 20).saturating_add(crate::backend::overhead_bytes(opts.hypervisor));
+                Some(HostCgroup::create(&h, &cgroup::name_for(&dir), limit).map_err(SandboxError::Cgroup)?)
+            }
+            None => {
+                log::warn!("no memory cgroup controller: the sandbox's processes run without a memory limit");
+                None
+            }
+        };
         if let Some(ns) = &opts.netns {
             sb.state.net = Some(crate::net::NetState::for_pod(crate::netns::inspect(ns)?));
         }
@@ -240,18 +261,38 @@ impl Sandbox {
     fn spawn_vmm(&mut self, mut c: Command, opts: &SandboxOptions, what: &str) -> Result<(), SandboxError> {
         c.stdin(Stdio::null());
         c.stderr(File::create(self.dir.join("vmm.log")).map_err(io("vmm log"))?);
-        if opts.tie_to_parent {
-            tie_to_parent(&mut c);
-        }
         if let Some(pod) = self.state.net.as_ref().and_then(|n| n.pod.as_ref()) {
             crate::netns::enter_before_exec(&mut c, &pod.netns)?;
         }
+        self.confine_spawn(&mut c, opts);
         self.spawned = Some(Instant::now());
         let child = c.spawn().map_err(io(format!("starting {what}")))?;
         self.state.vmm_pid = child.id() as i32;
         self.children.push(child);
         self.child_info.push((what.to_string(), "vmm.log".into()));
         self.state.save(&self.dir).map_err(io("saving sandbox state"))
+    }
+
+    /// The directory of the sandbox's vsock sockets, owned by the unprivileged user the
+    /// vsock daemon runs as (it creates them there) and closed to everyone else.
+    fn make_vsock_dir(&self) -> Result<(), SandboxError> {
+        use std::os::unix::fs::PermissionsExt;
+        let d = self.dir.join(VSOCK_DIR);
+        std::fs::create_dir(&d).map_err(io("creating the vsock directory"))?;
+        let id = isola_vmm::SANDBOX_UID;
+        std::os::unix::fs::chown(&d, Some(id), Some(id)).map_err(io("handing the vsock directory over"))?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(io("closing the vsock directory"))
+    }
+
+    /// What every process of the sandbox gets between fork and exec: its cgroup, and
+    /// death with its starter for foreground runs.
+    fn confine_spawn(&self, c: &mut Command, opts: &SandboxOptions) {
+        if let Some(cg) = &self.cgroup {
+            cg.join_before_exec(c);
+        }
+        if opts.tie_to_parent {
+            tie_to_parent(c);
+        }
     }
 
     fn arm_watchdog(&mut self) -> Result<(), SandboxError> {
@@ -283,7 +324,7 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Starts a helper daemon logging to `log`, and waits for its socket.
+    /// Starts a helper daemon logging to `log` (as `user` when given), and waits for its socket.
     fn spawn_helper(
         &mut self,
         mut c: Command,
@@ -291,11 +332,13 @@ impl Sandbox {
         what: &str,
         log: &str,
         sock: &Path,
+        user: Option<u32>,
     ) -> Result<(), SandboxError> {
         c.stdin(Stdio::null()).stdout(Stdio::null());
         c.stderr(File::create(self.dir.join(log)).map_err(io(format!("{what} log")))?);
-        if opts.tie_to_parent {
-            tie_to_parent(&mut c);
+        self.confine_spawn(&mut c, opts);
+        if let Some(id) = user {
+            unprivileged::drop_to(&mut c, id, id);
         }
         let child = c.spawn().map_err(io(format!("starting {what}")))?;
         self.state.helper_pids.push(child.id() as i32);
@@ -305,9 +348,13 @@ impl Sandbox {
     }
 
     fn start_qemu(&mut self, opts: &SandboxOptions) -> Result<(), SandboxError> {
-        let vhost_sock = self.dir.join(vhost_vsock::SOCKET);
-        let d = vhost_vsock::command(&vhost_vsock::find()?, guest_cid(&self.id), &vhost_sock, &self.state.vsock_uds);
-        self.spawn_helper(d, opts, vhost_vsock::EXE, vhost_vsock::LOG, &vhost_sock)?;
+        let vhost_sock = self.dir.join(VSOCK_DIR).join(vhost_vsock::SOCKET);
+        let bin = vhost_vsock::find()?;
+        let prog = unprivileged::Program::open(&bin).map_err(io(format!("opening {}", bin.display())))?;
+        let mut d = vhost_vsock::command(&prog.via_fd(), guest_cid(&self.id), &vhost_sock, &self.state.vsock_uds);
+        prog.name(&mut d);
+        // It needs nothing privileged, only its directory.
+        self.spawn_helper(d, opts, vhost_vsock::EXE, vhost_vsock::LOG, &vhost_sock, Some(isola_vmm::SANDBOX_UID))?;
         let fs_socket = self.start_virtiofsd(opts)?;
         let net = self.state.net.clone();
         let devices = qemu::SandboxDevices {
@@ -329,10 +376,9 @@ impl Sandbox {
         let (r, w) = std::io::pipe().map_err(io("console pipe"))?;
         let log = File::create(self.dir.join("console.log")).map_err(io("console log"))?;
         let id = isola_vmm::SANDBOX_UID;
-        let mut c = console::command(r, log, CONSOLE_MAX_BYTES, id, id);
-        if opts.tie_to_parent {
-            tie_to_parent(&mut c);
-        }
+        let mut c = console::command(r, log, CONSOLE_MAX_BYTES);
+        self.confine_spawn(&mut c, opts);
+        unprivileged::drop_to(&mut c, id, id);
         let child = c.spawn().map_err(io(format!("starting {}", console::EXE)))?;
         self.state.helper_pids.push(child.id() as i32);
         self.children.push(child);
@@ -362,7 +408,9 @@ impl Sandbox {
         crate::mounts::prepare_share(&shared)
             .map_err(|e| io("preparing the shared directory")(std::io::Error::other(e)))?;
         let sock = self.dir.join(virtiofsd::SOCKET);
-        self.spawn_helper(virtiofsd::command(&bin, &sock, &shared), opts, virtiofsd::EXE, virtiofsd::LOG, &sock)?;
+        let d = virtiofsd::command(&bin, &sock, &shared);
+        // Root, as serving files as their owners needs (it drops the rest itself).
+        self.spawn_helper(d, opts, virtiofsd::EXE, virtiofsd::LOG, &sock, None)?;
         self.state.shared_dir = Some(shared);
         Ok(Some(sock))
     }

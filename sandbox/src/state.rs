@@ -83,6 +83,7 @@ pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
     if let Some(pod) = st.and_then(|s| s.net.as_ref()).and_then(|n| n.pod.as_ref()) {
         pod.undo();
     }
+    crate::cgroup::remove_for(dir);
     // Binds of user directories live under the sandbox: unmount before deleting.
     if let Err(e) = crate::mounts::unmount_and_remove(dir) {
         log::warn!("cleaning {}: {e}", dir.display());

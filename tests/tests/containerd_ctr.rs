@@ -255,7 +255,7 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     let uds = std::fs::read_dir(&c.isola_state)
         .expect("isola state")
         .flatten()
-        .map(|e| e.path().join("vsock.sock"))
+        .map(|e| e.path().join(isola_sandbox::sandbox::VSOCK_DIR).join("vsock.sock"))
         .find(|p| p.exists())
         .expect("the sandbox's vsock socket");
     let mut agent = isola_protocol::client::AgentClient::connect(&uds, Duration::from_secs(10)).expect("agent");

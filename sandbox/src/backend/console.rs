@@ -10,9 +10,10 @@ use std::process::{Command, Stdio};
 /// How the pump shows in `ps` and is recognised by pid later.
 pub const EXE: &str = "isola-console";
 
-/// Copies at most `max_bytes` of `from` into `log`, then discards the rest, as the
-/// unprivileged `uid`:`gid` (it needs nothing but the two descriptors it is given).
-pub fn command(from: std::io::PipeReader, log: File, max_bytes: u64, uid: u32, gid: u32) -> Command {
+/// Copies at most `max_bytes` of `from` into `log`, then discards the rest. It needs
+/// nothing but the two descriptors it is given, so it runs as nobody
+/// ([`crate::backend::unprivileged::drop_to`]).
+pub fn command(from: std::io::PipeReader, log: File, max_bytes: u64) -> Command {
     let mut c = Command::new("/bin/sh");
     c.arg0(EXE).args([
         "-c",
@@ -21,7 +22,6 @@ pub fn command(from: std::io::PipeReader, log: File, max_bytes: u64, uid: u32, g
         &max_bytes.to_string(),
     ]);
     c.stdin(Stdio::from(from)).stdout(Stdio::from(log)).stderr(Stdio::null());
-    c.uid(uid).gid(gid);
     c
 }
 
@@ -35,8 +35,9 @@ mod tests {
         let d = tempfile::tempdir().expect("tmp");
         let path = d.path().join("console.log");
         let (r, mut w) = std::io::pipe().expect("pipe");
-        let me = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
-        let mut pump = command(r, File::create(&path).expect("log"), 1000, me.0, me.1).spawn().expect("pump");
+        let mut c = command(r, File::create(&path).expect("log"), 1000);
+        crate::backend::unprivileged::drop_to(&mut c, nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+        let mut pump = c.spawn().expect("pump");
         // Far past the cap: the writer would block for ever if the pump stopped reading.
         for _ in 0..256 {
             w.write_all(&[b'x'; 4096]).expect("the pump keeps reading");

@@ -4,6 +4,7 @@
 pub mod console;
 pub mod isola_vmm;
 pub mod qemu;
+pub mod unprivileged;
 pub mod vhost_vsock;
 pub mod virtiofsd;
 
@@ -24,6 +25,17 @@ pub fn vmm_exe(kind: HypervisorKind) -> &'static str {
     match kind {
         HypervisorKind::IsolaVmm => isola_vmm::EXE,
         HypervisorKind::Qemu => qemu::EXE,
+    }
+}
+
+/// Host memory a sandbox may use beyond its guest RAM (the limit of its cgroup, which
+/// holds the VMM and its helpers): isola-vmm itself needs a few MiB and virtiofsd a
+/// few more; QEMU under TCG also keeps a translated-code cache, which grows with the
+/// guest's code (QEMU's default cap is 1 GiB; 512 MiB is far above what it reaches here).
+pub fn overhead_bytes(kind: HypervisorKind) -> u64 {
+    match kind {
+        HypervisorKind::IsolaVmm => 128 << 20,
+        HypervisorKind::Qemu => 512 << 20,
     }
 }
 

@@ -1,0 +1,193 @@
+//! A sandbox's host cgroup, `isola/<name>` in the memory hierarchy (cgroup v2, or v1's
+//! memory controller on hybrid hosts): the VMM and every helper are placed in it
+//! between fork and exec, so everything they and their threads allocate, guest RAM
+//! included, counts against one limit of guest RAM plus a fixed overhead. A guest that
+//! makes its VMM grow gets the VMM killed, never the host's memory.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("{what} {path}: {source}")]
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
+    let path = path.to_path_buf();
+    move |source| CgroupError::Io { what, path, source }
+}
+
+/// Where memory is controlled on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// The unified hierarchy with the memory controller (`memory.max`).
+    V2(PathBuf),
+    /// cgroup v1's memory controller (`memory.limit_in_bytes`).
+    V1(PathBuf),
+}
+
+impl Hierarchy {
+    /// The one this host has, if any.
+    pub fn detect() -> Option<Self> {
+        let root = Path::new("/sys/fs/cgroup");
+        let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        if controllers.split_whitespace().any(|c| c == "memory") {
+            return Some(Self::V2(root.into()));
+        }
+        let v1 = root.join("memory");
+        v1.join("memory.limit_in_bytes").exists().then_some(Self::V1(v1))
+    }
+
+    fn root(&self) -> &Path {
+        match self {
+            Self::V2(p) | Self::V1(p) => p,
+        }
+    }
+
+    fn limit_file(&self) -> &'static str {
+        match self {
+            Self::V2(_) => "memory.max",
+            Self::V1(_) => "memory.limit_in_bytes",
+        }
+    }
+}
+
+/// The cgroup name of the sandbox in `dir`: its id plus a hash of the directory, so
+/// sandboxes of two state roots never share one, and cleanup finds it from `dir` alone.
+pub fn name_for(dir: &Path) -> String {
+    let id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    format!("{id}-{:08x}", crate::names::name_hash(&dir.to_string_lossy()))
+}
+
+/// One sandbox's cgroup.
+#[derive(Clone, Debug)]
+pub struct HostCgroup {
+    pub dir: PathBuf,
+    procs: CString,
+}
+
+impl HostCgroup {
+    /// Creates `isola/<name>` under `h` with a memory limit of `limit_bytes`.
+    pub fn create(h: &Hierarchy, name: &str, limit_bytes: u64) -> Result<Self, CgroupError> {
+        let parent = h.root().join("isola");
+        std::fs::create_dir_all(&parent).map_err(io("creating", &parent))?;
+        if let Hierarchy::V2(root) = h {
+            // The memory controller has to be handed down at each level.
+            for level in [root.as_path(), parent.as_path()] {
+                let ctl = level.join("cgroup.subtree_control");
+                std::fs::write(&ctl, "+memory").map_err(io("enabling memory in", &ctl))?;
+            }
+        }
+        let dir = parent.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io("creating", &dir)(e)),
+        }
+        let cg = Self { procs: CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap_or_default(), dir };
+        let limit = cg.dir.join(h.limit_file());
+        if let Err(e) = std::fs::write(&limit, limit_bytes.to_string()) {
+            cg.remove();
+            return Err(io("setting", &limit)(e));
+        }
+        // Swap would let the group run past the limit: none, where the host has it.
+        let swap = match h {
+            Hierarchy::V2(_) => ("memory.swap.max", "0".to_string()),
+            Hierarchy::V1(_) => ("memory.memsw.limit_in_bytes", limit_bytes.to_string()),
+        };
+        if cg.dir.join(swap.0).exists() {
+            let _ = std::fs::write(cg.dir.join(swap.0), swap.1);
+        }
+        Ok(cg)
+    }
+
+    /// Makes `cmd`'s process join this cgroup before it execs (so nothing it allocates
+    /// is ever outside it); a failed join fails the spawn.
+    pub fn join_before_exec(&self, cmd: &mut Command) {
+        let procs = self.procs.clone();
+        // SAFETY: open/write/close are async-signal-safe; the path was allocated before
+        // the fork and is only read here.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // "0" is the writing process itself.
+                let n = libc::write(fd, c"0".as_ptr().cast(), 1);
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if n != 1 {
+                    return Err(err);
+                }
+                Ok(())
+            });
+        }
+    }
+
+    pub fn remove(&self) {
+        remove_dir(&self.dir);
+    }
+}
+
+/// Removes cgroup `dir`, waiting up to 2 s for its last processes to finish exiting.
+fn remove_dir(dir: &Path) {
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if Instant::now() > until => {
+                log::warn!("removing cgroup {}: {e}", dir.display());
+                return;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// Removes the cgroup of the sandbox in `dir`, if there is one (cleanup after any exit).
+pub fn remove_for(dir: &Path) {
+    if let Some(h) = Hierarchy::detect() {
+        remove_dir(&h.root().join("isola").join(name_for(dir)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// As root: a process placed in the cgroup is held to its limit (the kernel kills
+    /// it past it), one within it runs, and removal leaves nothing.
+    #[test]
+    fn processes_in_the_cgroup_are_held_to_its_limit() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root (does not skip)");
+        let h = Hierarchy::detect().expect("this host has a memory cgroup controller");
+        let dir = tempfile::tempdir().expect("tmp");
+        let cg = HostCgroup::create(&h, &name_for(&dir.path().join("cg-test")), 32 << 20).expect("create");
+        let dd = |bs: &str| {
+            let mut c = Command::new("dd");
+            c.args(["if=/dev/zero", "of=/dev/null", "count=1", &format!("bs={bs}")]);
+            c.stderr(std::process::Stdio::null());
+            cg.join_before_exec(&mut c);
+            c.status().expect("dd")
+        };
+        assert!(dd("1M").success(), "within the limit");
+        let over = dd("128M");
+        assert_eq!(over.signal(), Some(libc::SIGKILL), "a 128 MiB buffer in a 32 MiB cgroup: {over:?}");
+        cg.remove();
+        assert!(!cg.dir.exists(), "removed");
+    }
+
+    #[test]
+    fn names_differ_by_state_root() {
+        assert_ne!(name_for(Path::new("/run/isola/a")), name_for(Path::new("/tmp/x/a")));
+        assert!(name_for(Path::new("/run/isola/a")).starts_with("a-"));
+    }
+}
