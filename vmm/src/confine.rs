@@ -216,6 +216,9 @@ pub fn confine(seccomp: bool, user: Option<(u32, u32)>) -> Result<(), ConfineErr
         become_user(uid, gid)?;
     }
     clear_capabilities()?;
+    // The uid change cleared the parent-death signal that ties a jailed VMM to its
+    // supervisor.
+    crate::jail::rearm_parent_death().map_err(|e| ConfineError::Filter(e.to_string()))?;
     if !seccomp {
         return Ok(());
     }
@@ -228,6 +231,51 @@ pub fn confine(seccomp: bool, user: Option<(u32, u32)>) -> Result<(), ConfineErr
         seccompiler::apply_filter_all_threads(p).map_err(|e| ConfineError::Filter(e.to_string()))?;
     }
     Ok(())
+}
+
+/// What the jail's supervisor may do: wait for the VMM, take a signal, and end.
+const SUPERVISOR_ALLOWED: &[i64] = &[
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_close,
+    libc::SYS_wait4,
+    libc::SYS_waitid,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigaction,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_tgkill,
+    libc::SYS_kill,
+    libc::SYS_futex,
+    libc::SYS_munmap,
+    libc::SYS_brk,
+    libc::SYS_sigaltstack,
+    libc::SYS_restart_syscall,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+];
+
+/// The allow-list of the jail's supervisor.
+pub fn supervisor_rules() -> BTreeMap<i64, Vec<SeccompRule>> {
+    SUPERVISOR_ALLOWED.iter().map(|&n| (n, vec![])).collect()
+}
+
+/// Confines the jail's supervisor as the VMM is confined (as `user`, no capability,
+/// no_new_privs), with its own far smaller filter.
+pub fn confine_supervisor(user: Option<(u32, u32)>) -> Result<(), ConfineError> {
+    set_limit(libc::RLIMIT_CORE, 0, "disabling core dumps")?;
+    // SAFETY: plain integers.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "setting no_new_privs")?;
+    drop_capability_bounds()?;
+    if let Some((uid, gid)) = user {
+        become_user(uid, gid)?;
+    }
+    clear_capabilities()?;
+    let p = program(supervisor_rules(), SeccompAction::KillProcess, SeccompAction::Allow)?;
+    seccompiler::apply_filter(&p).map_err(|e| ConfineError::Filter(e.to_string()))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 pub mod boot;
 pub mod confine;
 pub mod devices;
+pub mod jail;
 pub mod memory;
 pub mod vcpu;
 pub mod virtio;

@@ -51,6 +51,10 @@ struct Args {
     uid: Option<u32>,
     #[arg(long, requires = "uid")]
     gid: Option<u32>,
+    /// Run in a jail (needs root): own mount, IPC and PID namespaces, pivoted into an
+    /// empty read-only root holding only the vsock socket's directory.
+    #[arg(long)]
+    jail: bool,
     /// After confining, make a forbidden syscall (the filter must kill the VMM).
     #[arg(long, hide = true)]
     confine_selftest: bool,
@@ -84,6 +88,13 @@ fn main() -> ExitCode {
     let start = Instant::now();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = Args::parse();
+    // First, while this process has one thread: the jail forks.
+    if args.jail {
+        if let Err(e) = isola_vmm::jail::enter(args.uid.zip(args.gid)) {
+            eprintln!("isola-vmm: error: {e}");
+            return ExitCode::from(1);
+        }
+    }
     std::thread::sleep(Duration::from_millis(args.start_delay_ms));
     let console = match args.console.as_str() {
         "stdout" => ConsoleOut::Stdout,
@@ -113,6 +124,7 @@ fn main() -> ExitCode {
         net,
         fs: args.fs_socket.map(|socket| FsConfig { socket, tag: args.fs_tag }),
         user: args.uid.zip(args.gid),
+        jailed: args.jail,
         confine: match (args.no_confine, args.no_seccomp, args.confine_selftest) {
             (true, _, _) => Confine::Off,
             (_, true, _) => Confine::NoSeccomp,

@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::thread::JoinHandleExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -53,6 +53,9 @@ pub struct VmConfig {
     pub confine: Confine,
     /// The unprivileged (uid, gid) to run the guest as, once everything is open.
     pub user: Option<(u32, u32)>,
+    /// Running inside [`crate::jail`] (entered by `main`): pivot into its root once
+    /// everything is open.
+    pub jailed: bool,
 }
 
 /// `Full` unless asked otherwise for debugging.
@@ -128,6 +131,8 @@ pub enum VmError {
     Bus(#[from] crate::devices::BusError),
     #[error("{what}: {source}")]
     Setup { what: &'static str, source: std::io::Error },
+    #[error("jail: {0}")]
+    Jail(crate::jail::JailError),
     #[error("confining the VMM: {0}")]
     Confine(crate::confine::ConfineError),
     #[error(transparent)]
@@ -195,6 +200,13 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     for id in 0..config.vcpus {
         vcpus.push(Vcpu::new(&vm, id, config.vcpus, &supported, &mem, &kernel, boot_info, cr3, shared.clone())?);
     }
+    // Read at exit for the memory report; there is no /proc inside the jail.
+    let status = File::open("/proc/self/status").ok();
+    if config.jailed {
+        let keep: Vec<PathBuf> =
+            config.vsock.iter().filter_map(|v| v.uds_path.parent().map(Path::to_path_buf)).collect();
+        crate::jail::pivot(&keep).map_err(VmError::Jail)?;
+    }
     match config.confine {
         Confine::Off => log::warn!("not confined (--no-confine): a guest that escapes into the VMM owns the host"),
         c => {
@@ -231,7 +243,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
         config.vcpus
     );
     let outcome = run_vcpus(vcpus, &shared, &events, config.timeout, start);
-    report_memory(&mem);
+    report_memory(&mem, status);
     // Guest memory must outlive the vCPU threads; they are joined inside run_vcpus.
     drop(mem);
     let (boot_timer, exited) = outcome?;
@@ -245,8 +257,12 @@ pub fn log_event(name: &str, at: Duration) {
 
 /// Prints `event=rss_kib` (this process) and `event=guest_resident_kib` (guest RAM pages
 /// actually in memory), so callers can compute the VMM's own overhead.
-fn report_memory(mem: &GuestMemoryMmap) {
-    let rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+fn report_memory(mem: &GuestMemoryMmap, status: Option<File>) {
+    let text = status.and_then(|mut f| {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut f, &mut s).ok().map(|_| s)
+    });
+    let rss = text.and_then(|s| {
         s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
     });
     let guest: u64 = mem.iter().map(|r| resident_bytes(r.as_ptr(), r.len() as usize)).sum();

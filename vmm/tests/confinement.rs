@@ -84,3 +84,85 @@ fn a_forbidden_syscall_kills_the_vmm() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("self-test: threads started"), "threads must still start once confined: {err}");
 }
+
+fn ns(pid: &str, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// With --jail: the pid the caller holds is a supervisor as confined as the VMM; the
+/// VMM under it is PID 1 of its own PID namespace, with its own mount and IPC
+/// namespaces and a root that holds nothing of the host's but the vsock directory;
+/// killing the supervisor takes the VMM with it.
+#[test]
+fn a_jailed_vmm_lives_in_its_own_namespaces_and_dies_with_its_supervisor() {
+    assert!(Path::new("/dev/kvm").exists(), "/dev/kvm is missing: these tests need KVM; they do not skip");
+    let dir = tempfile::tempdir().expect("tmp");
+    let vsock = dir.path().join("vsock");
+    std::fs::create_dir(&vsock).expect("vsock dir");
+    let mut sup = Command::new(env!("CARGO_BIN_EXE_isola-vmm"))
+        .arg("--kernel")
+        .arg(guest("idle"))
+        .args(["--timeout-ms", "20000", "--jail", "--uid", "65534", "--gid", "65534", "--vsock-uds"])
+        .arg(vsock.join("v.sock"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("isola-vmm");
+    let out = sup.stdout.take().expect("stdout");
+    let idle = BufReader::new(out).lines().map_while(Result::ok).any(|l| l.contains("isola-guest: idle"));
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", sup.id())).unwrap_or_default();
+    let vmm = children.split_whitespace().next().unwrap_or("").to_string();
+    let read = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let (sup_status, vmm_status) = (read(&sup.id().to_string()), read(&vmm));
+    let root: Vec<String> = std::fs::read_dir(format!("/proc/{vmm}/root"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let jailed_vsock = Path::new(&format!("/proc/{vmm}/root")).join(vsock.strip_prefix("/").expect("absolute"));
+    let sees_socket = jailed_vsock.join("v.sock").exists();
+    let spaces: Vec<(String, String)> = ["mnt", "pid", "ipc"].iter().map(|k| (ns("self", k), ns(&vmm, k))).collect();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sup.id() as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill the supervisor");
+    let _ = sup.wait();
+    let vmm_gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        !Path::new(&format!("/proc/{vmm}")).exists()
+    });
+    assert!(idle, "the idle guest came up in the jail");
+    assert!(!vmm.is_empty(), "the supervisor has the VMM as its child");
+    for s in [&sup_status, &vmm_status] {
+        assert_eq!(field(s, "Seccomp:"), "2", "{s}");
+        assert_eq!(field(s, "NoNewPrivs:"), "1", "{s}");
+        assert_eq!(field(s, "CapEff:"), "0000000000000000", "{s}");
+        assert_eq!(field(s, "Uid:").split_whitespace().collect::<Vec<_>>(), ["65534"; 4], "{s}");
+    }
+    assert_eq!(field(&vmm_status, "NSpid:").split_whitespace().last(), Some("1"), "PID 1 of its own namespace");
+    for (host, jailed) in &spaces {
+        assert!(!jailed.is_empty() && host != jailed, "{host} vs {jailed}");
+    }
+    assert_eq!(
+        root,
+        vec![vsock.components().nth(1).expect("top dir").as_os_str().to_string_lossy().into_owned()],
+        "the jail's root holds only the way to the vsock directory"
+    );
+    assert!(sees_socket, "the vsock socket is reachable in the jail");
+    assert!(vmm_gone, "the VMM outlived its supervisor");
+}
+
+/// The supervisor ends as the VMM does: a clean guest exit is 0, a VMM killed by its
+/// filter is a supervisor killed by the same signal.
+#[test]
+fn a_jailed_vmm_ends_the_way_its_vmm_ends() {
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_isola-vmm"))
+            .arg("--kernel")
+            .arg(guest("boot_check_pvh"))
+            .args(["--timeout-ms", "10000", "--jail"])
+            .args(extra)
+            .output()
+            .expect("isola-vmm")
+    };
+    let ok = run(&[]);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let killed = run(&["--confine-selftest"]);
+    assert_eq!(killed.status.signal(), Some(libc::SIGSYS), "{killed:?}");
+}

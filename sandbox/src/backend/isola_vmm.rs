@@ -58,7 +58,7 @@ pub struct SandboxDevices<'a> {
 pub fn sandbox_command(spec: &BootSpec, d: &SandboxDevices<'_>) -> Result<Command, HypervisorError> {
     let mut c = base_command(spec)?;
     let id = SANDBOX_UID.to_string();
-    c.args(["--uid", &id, "--gid", &id]);
+    c.args(["--jail", "--uid", &id, "--gid", &id]);
     c.arg("--vsock-uds").arg(d.vsock_uds).args(["--vsock-cid", &d.cid.to_string()]);
     c.arg("--console").arg(d.console);
     if let Some(sock) = d.fs_socket {
@@ -90,7 +90,7 @@ mod tests {
         let c = sandbox_command(&spec, &devices).expect("isola-vmm is built beside the tests (cargo build)");
         let argv: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let line = argv.join(" ");
-        assert!(line.contains("--uid 65534 --gid 65534"), "{line}");
+        assert!(line.contains("--jail --uid 65534 --gid 65534"), "{line}");
         assert!(line.contains("--vsock-uds /run/isola/x/vsock.sock --vsock-cid 7"), "{line}");
         assert!(line.contains("--shared-memory --fs-socket /run/isola/x/virtiofs.sock"), "{line}");
         assert!(line.contains("--tap isolatap --mac 02:00:00:00:00:01"), "{line}");
