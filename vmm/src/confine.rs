@@ -61,7 +61,6 @@ const ALLOWED: &[i64] = &[
     libc::SYS_eventfd2,
     libc::SYS_poll,
     libc::SYS_ppoll,
-    libc::SYS_ioctl,
     libc::SYS_fcntl,
     libc::SYS_lseek,
     libc::SYS_fstat,
@@ -121,18 +120,136 @@ pub fn rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, ConfineError> {
         libc::SYS_socket,
         vec![rule(vec![cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?])?],
     );
-    // Reading only (the memory report reads /proc/self/status): no create, no write.
-    let write_or_create = (libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC) as u64;
-    m.insert(
-        libc::SYS_openat,
-        vec![rule(vec![cond(2, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(write_or_create), 0)?])?],
-    );
-    // Naming our own threads.
-    m.insert(
-        libc::SYS_prctl,
-        vec![rule(vec![cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::PR_SET_NAME as u64)?])?],
-    );
+    m.insert(libc::SYS_openat, read_only_open()?);
+    // Naming our own threads; no_new_privs (already set) as a thread narrows itself.
+    let prctl = |op: libc::c_int| rule(vec![cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, op as u64)?]);
+    m.insert(libc::SYS_prctl, vec![prctl(libc::PR_SET_NAME)?, prctl(libc::PR_SET_NO_NEW_PRIVS)?]);
+    // A thread adding a filter to itself (its kind's narrower list): flags 0, so never
+    // TSYNC, and a filter can only take away.
+    let mode = cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, u64::from(libc::SECCOMP_SET_MODE_FILTER))?;
+    let no_flags = cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, 0)?;
+    m.insert(libc::SYS_seccomp, vec![rule(vec![mode, no_flags])?]);
+    m.insert(libc::SYS_ioctl, ioctl_rules(ALLOWED_IOCTLS)?);
     Ok(m)
+}
+
+/// `_IO(KVMIO, 0x80)`: enter the guest.
+pub const KVM_RUN: u64 = 0xae80;
+/// `_IOR(KVMIO, 0x81, struct kvm_regs)`: where a stopped or failed vCPU was.
+pub const KVM_GET_REGS: u64 = 0x8090_ae81;
+/// The tap's offloads, set when the driver acks its features.
+pub const TUNSETOFFLOAD: u64 = 0x4004_54d0;
+/// Non-blocking mode on accepted vsock streams (`set_nonblocking`).
+pub const FIONBIO: u64 = 0x5421;
+
+/// The only ioctls after setup: everything else on /dev/kvm, the VM, the tap or a
+/// socket (new memory slots, new vCPUs, device assignment…) kills the VMM.
+const ALLOWED_IOCTLS: &[u64] = &[KVM_RUN, KVM_GET_REGS, TUNSETOFFLOAD, FIONBIO];
+/// A vCPU thread's: it runs the guest and activates devices (the tap's offloads).
+const VCPU_IOCTLS: &[u64] = &[KVM_RUN, KVM_GET_REGS, TUNSETOFFLOAD];
+/// A device worker's: vsock streams it accepts or connects.
+const WORKER_IOCTLS: &[u64] = &[FIONBIO];
+
+/// openat for reading only: no create, no write, no truncate.
+fn read_only_open() -> Result<Vec<SeccompRule>, ConfineError> {
+    let write_or_create = (libc::O_ACCMODE | libc::O_CREAT | libc::O_TRUNC) as u64;
+    Ok(vec![rule(vec![cond(2, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(write_or_create), 0)?])?])
+}
+
+fn ioctl_rules(requests: &[u64]) -> Result<Vec<SeccompRule>, ConfineError> {
+    requests.iter().map(|&r| rule(vec![cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, r)?])).collect()
+}
+
+/// Syscalls common to every thread kind on top of its own: memory, futexes, signals
+/// (the vCPU kick), clocks, logging, thread exit.
+const THREAD_COMMON: &[i64] = &[
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_read,
+    libc::SYS_close,
+    libc::SYS_futex,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mprotect,
+    libc::SYS_madvise,
+    libc::SYS_mremap,
+    libc::SYS_brk,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_sigaltstack,
+    libc::SYS_gettid,
+    libc::SYS_getpid,
+    libc::SYS_sched_yield,
+    libc::SYS_getrandom,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_restart_syscall,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+];
+
+/// Which thread a per-thread filter is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadKind {
+    /// Runs KVM_RUN and serves port and MMIO exits inline, device activation included
+    /// (eventfds, vhost-user messages to virtiofsd).
+    Vcpu,
+    /// A device's event loop: epoll, its queues' eventfds, the tap, unix sockets.
+    Worker,
+}
+
+/// The allow-list of one thread kind, within the process-wide one.
+pub fn thread_rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, ConfineError> {
+    let own: &[i64] = match kind {
+        ThreadKind::Vcpu => &[libc::SYS_sendmsg, libc::SYS_recvmsg, libc::SYS_eventfd2, libc::SYS_fcntl],
+        ThreadKind::Worker => &[
+            libc::SYS_epoll_wait,
+            libc::SYS_epoll_pwait,
+            libc::SYS_epoll_ctl,
+            libc::SYS_epoll_create1,
+            libc::SYS_readv,
+            libc::SYS_recvfrom,
+            libc::SYS_recvmsg,
+            libc::SYS_sendto,
+            libc::SYS_sendmsg,
+            libc::SYS_shutdown,
+            libc::SYS_accept4,
+            libc::SYS_connect,
+            libc::SYS_getsockopt,
+            libc::SYS_fcntl,
+            libc::SYS_unlink,
+            libc::SYS_unlinkat,
+            libc::SYS_prctl,
+        ],
+    };
+    let mut m: BTreeMap<i64, Vec<SeccompRule>> = THREAD_COMMON.iter().chain(own).map(|&n| (n, vec![])).collect();
+    let ioctls = match kind {
+        ThreadKind::Vcpu => VCPU_IOCTLS,
+        ThreadKind::Worker => WORKER_IOCTLS,
+    };
+    m.insert(libc::SYS_ioctl, ioctl_rules(ioctls)?);
+    // glibc's malloc reads /proc/sys/vm/overcommit_memory when it trims a thread's heap.
+    m.insert(libc::SYS_openat, read_only_open()?);
+    if kind == ThreadKind::Worker {
+        // Guest-initiated vsock connections: unix sockets only.
+        let unix = cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?;
+        m.insert(libc::SYS_socket, vec![rule(vec![unix])?]);
+        let named = cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::PR_SET_NAME as u64)?;
+        m.insert(libc::SYS_prctl, vec![rule(vec![named])?]);
+    }
+    Ok(m)
+}
+
+/// The compiled per-thread filters, once the process is confined.
+static THREAD_FILTERS: std::sync::OnceLock<(BpfProgram, BpfProgram)> = std::sync::OnceLock::new();
+
+/// Narrows the calling thread to its kind's allow-list (on top of the process-wide
+/// filter). Does nothing when the process is not under seccomp.
+pub fn enter_thread(kind: ThreadKind) -> Result<(), ConfineError> {
+    let Some((vcpu, worker)) = THREAD_FILTERS.get() else { return Ok(()) };
+    let p = if kind == ThreadKind::Vcpu { vcpu } else { worker };
+    seccompiler::apply_filter(p).map_err(|e| ConfineError::Filter(e.to_string()))
 }
 
 fn program(
@@ -227,6 +344,8 @@ pub fn confine(seccomp: bool, user: Option<(u32, u32)>) -> Result<(), ConfineErr
     let clone3 = BTreeMap::from([(libc::SYS_clone3, vec![])]);
     let deny_clone3 = program(clone3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32))?;
     let allow = program(rules()?, SeccompAction::KillProcess, SeccompAction::Allow)?;
+    let per_thread = |k| program(thread_rules(k)?, SeccompAction::KillProcess, SeccompAction::Allow);
+    let _ = THREAD_FILTERS.set((per_thread(ThreadKind::Vcpu)?, per_thread(ThreadKind::Worker)?));
     for p in [&deny_clone3, &allow] {
         seccompiler::apply_filter_all_threads(p).map_err(|e| ConfineError::Filter(e.to_string()))?;
     }
@@ -300,5 +419,35 @@ mod tests {
         assert!(r[&libc::SYS_clone].len() == 1 && r[&libc::SYS_socket].len() == 1);
         assert!(r.len() > 50, "{} syscalls", r.len());
         program(r, SeccompAction::KillProcess, SeccompAction::Allow).expect("compiles to BPF");
+    }
+
+    #[test]
+    fn each_thread_kind_gets_only_its_own_calls_and_ioctls() {
+        let vcpu = thread_rules(ThreadKind::Vcpu).expect("vcpu rules");
+        let worker = thread_rules(ThreadKind::Worker).expect("worker rules");
+        // Nobody but the spawner starts threads; a vCPU never touches a socket of its own.
+        for no in [
+            libc::SYS_clone,
+            libc::SYS_clone3,
+            libc::SYS_socket,
+            libc::SYS_accept4,
+            libc::SYS_connect,
+            libc::SYS_epoll_wait,
+        ] {
+            assert!(!vcpu.contains_key(&no), "vcpu thread allows syscall {no}");
+        }
+        assert!(!worker.contains_key(&libc::SYS_clone) && !worker.contains_key(&libc::SYS_seccomp));
+        assert_eq!(vcpu[&libc::SYS_ioctl].len(), VCPU_IOCTLS.len());
+        assert_eq!(worker[&libc::SYS_ioctl].len(), 1, "a worker's only ioctl is FIONBIO");
+        assert!(!WORKER_IOCTLS.contains(&KVM_RUN) && VCPU_IOCTLS.contains(&KVM_RUN));
+        // Every per-thread call is in the process-wide list too (else it could never pass).
+        let all = rules().expect("rules");
+        for n in vcpu.keys().chain(worker.keys()) {
+            assert!(all.contains_key(n), "syscall {n} is per-thread but not process-wide");
+        }
+        for k in [ThreadKind::Vcpu, ThreadKind::Worker] {
+            program(thread_rules(k).expect("rules"), SeccompAction::KillProcess, SeccompAction::Allow)
+                .expect("compiles");
+        }
     }
 }

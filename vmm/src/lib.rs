@@ -5,6 +5,7 @@ pub mod confine;
 pub mod devices;
 pub mod jail;
 pub mod memory;
+pub mod spawner;
 pub mod vcpu;
 pub mod virtio;
 pub mod vm;

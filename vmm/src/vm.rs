@@ -207,6 +207,9 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
             config.vsock.iter().filter_map(|v| v.uds_path.parent().map(Path::to_path_buf)).collect();
         crate::jail::pivot(&keep).map_err(VmError::Jail)?;
     }
+    if config.confine == Confine::Full || config.confine == Confine::SelfTest {
+        crate::spawner::start().map_err(|source| VmError::Setup { what: "device thread spawner", source })?;
+    }
     match config.confine {
         Confine::Off => log::warn!("not confined (--no-confine): a guest that escapes into the VMM owns the host"),
         c => {
@@ -429,7 +432,10 @@ fn run_vcpus(
         let h = std::thread::Builder::new()
             .name(format!("vcpu{}", vcpu.id))
             .spawn(move || {
-                let outcome = vcpu.run();
+                let outcome = match crate::confine::enter_thread(crate::confine::ThreadKind::Vcpu) {
+                    Ok(()) => vcpu.run(),
+                    Err(e) => VcpuOutcome::Failed(VcpuError::Confine(e)),
+                };
                 let _ = tx.send(ThreadMsg::Done(vcpu.id, outcome));
             })
             .map_err(|source| VmError::Setup { what: "spawn vcpu thread", source })?;

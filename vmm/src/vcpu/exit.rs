@@ -33,6 +33,8 @@ pub enum VcpuError {
     Kvm { op: &'static str, source: kvm_ioctls::Error },
     #[error("cannot build vcpu {0}")]
     Setup(&'static str),
+    #[error("confining the vcpu thread: {0}")]
+    Confine(crate::confine::ConfineError),
     #[error("vcpu {vcpu}: guest triple fault (KVM_EXIT_SHUTDOWN) at rip {rip:#x}")]
     TripleFault { vcpu: u8, rip: u64 },
     #[error("vcpu {vcpu}: guest halted with interrupts off (KVM_EXIT_HLT) at rip {rip:#x}")]

@@ -28,14 +28,16 @@ pub fn stop_pair() -> Result<(EventFd, EventFd), ActivateError> {
 
 /// Runs `handler` on its own thread until it reports stopped; `stop` signals it.
 pub fn spawn<H: Worker>(name: &str, handler: H, stop: EventFd) -> Result<WorkerHandle<H>, ActivateError> {
-    let handle = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || run(handler))
+    let handle = crate::spawner::spawn(name, move || run(handler))
         .map_err(|source| ActivateError::Io { what: "spawn device thread", source })?;
     Ok(WorkerHandle { stop, handle })
 }
 
 fn run<H: Worker>(handler: H) -> Option<H> {
+    if let Err(e) = crate::confine::enter_thread(crate::confine::ThreadKind::Worker) {
+        log::error!("device thread: {e}");
+        return Some(handler);
+    }
     let mut em = match EventManager::<Arc<Mutex<H>>>::new() {
         Ok(em) => em,
         Err(e) => {
