@@ -366,6 +366,7 @@ impl Sandbox {
         std::fs::create_dir(&jail).map_err(io("creating QEMU's empty root"))?;
         let mut q = qemu::sandbox_command(&opts.boot, opts.kvm, &devices, &jail)?;
         q.stdout(self.start_console_pump(opts)?);
+        unprivileged::bound_capabilities(&mut q, qemu::SANDBOX_CAPS);
         self.spawn_vmm(q, opts, "qemu")?;
         self.connect_tap()
     }

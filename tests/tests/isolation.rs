@@ -119,3 +119,131 @@ fn a_connection_flood_does_not_power_the_sandbox_off() {
 fn isola_guest_limit() -> usize {
     256
 }
+
+fn status_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
+}
+
+fn status_field(status: &str, key: &str) -> String {
+    status.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).unwrap_or("").to_string()
+}
+
+fn children_of(pid: i32) -> Vec<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+fn memory_cgroup_of(pid: i32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let v1 = text.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()));
+    v1.or_else(|| text.lines().find_map(|l| l.strip_prefix("0::").map(str::to_string))).unwrap_or_default()
+}
+
+fn ns_of(pid: &str, kind: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+fn assert_unprivileged(what: &str, s: &str) {
+    assert_eq!(status_field(s, "Uid:").split_whitespace().collect::<Vec<_>>(), ["65534"; 4], "{what}: {s}");
+    assert_eq!(status_field(s, "CapEff:"), "0000000000000000", "{what}: {s}");
+    assert_eq!(status_field(s, "CapPrm:"), "0000000000000000", "{what}: {s}");
+    // QEMU keeps what it needed before `-runas` in its bounding set, nothing else.
+    let allowed = isola_sandbox::backend::qemu::SANDBOX_CAPS.iter().fold(0u64, |m, c| m | 1 << c);
+    let bounding = u64::from_str_radix(&status_field(s, "CapBnd:"), 16).unwrap_or(u64::MAX);
+    assert_eq!(bounding & !allowed, 0, "{what}: bounding set {bounding:#x}: {s}");
+    assert_eq!(status_field(s, "NoNewPrivs:"), "1", "{what}: {s}");
+}
+
+/// Every process of a sandbox runs with the least it needs: one host memory cgroup of
+/// guest RAM plus overhead holds them all; the VMM (isola-vmm jailed in its own
+/// namespaces, or QEMU chrooted) runs as nobody under seccomp; virtiofsd serves from its
+/// namespace sandbox without mknod/setfcap and sees a `:ro` volume read-only, nosuid,
+/// nodev; QEMU's helpers run as nobody. Removing the sandbox removes the cgroup.
+#[test]
+fn every_sandbox_process_is_confined() {
+    let _cleanup = Removed("e2e-confined");
+    let vol = tempfile::tempdir().expect("volume");
+    let v = format!("{}:/data:ro", vol.path().display());
+    let r = busybox_rootfs().display().to_string();
+    let args = ["run", "-d", "--name", "e2e-confined", "-m", "256", "-v", &v, "--rootfs", &r, "--", "sleep", "1000"];
+    let (out, err, code) = isola(&args, None);
+    assert_eq!(code, 0, "{out}{err}");
+    let st = state::SandboxState::load(&state::default_root().join("e2e-confined")).expect("state");
+    let cg = memory_cgroup_of(st.vmm_pid);
+    assert!(cg.contains("/isola/e2e-confined-"), "the VMM is in the sandbox's cgroup: {cg:?}");
+    for &pid in &st.helper_pids {
+        assert_eq!(memory_cgroup_of(pid), cg, "helper {pid} shares the VMM's cgroup");
+    }
+    let base = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        PathBuf::from("/sys/fs/cgroup")
+    } else {
+        PathBuf::from("/sys/fs/cgroup/memory")
+    };
+    let dir = base.join(cg.trim_start_matches('/'));
+    let limit = ["memory.max", "memory.limit_in_bytes"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .expect("a memory limit file");
+    // Guest RAM as the VMM was given it (`-m` plus the guest's own share).
+    let argv = std::fs::read(format!("/proc/{}/cmdline", st.vmm_pid)).expect("cmdline");
+    let argv: Vec<String> = argv.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let mem_mib: u64 = argv
+        .windows(2)
+        .find(|w| w[0] == "-m" || w[0] == "--mem-mib")
+        .and_then(|w| w[1].trim_end_matches('M').parse().ok())
+        .expect("the VMM's memory argument");
+    assert!(mem_mib >= 256, "{argv:?}");
+    let overhead = isola_sandbox::backend::overhead_bytes(st.hypervisor);
+    assert_eq!(limit.trim().parse::<u64>().ok(), Some((mem_mib << 20) + overhead), "limit = guest RAM + overhead");
+
+    let vmm = status_of(st.vmm_pid);
+    assert_eq!(status_field(&vmm, "Seccomp:"), "2", "{vmm}");
+    assert_unprivileged("VMM", &vmm);
+    match st.hypervisor {
+        isola_sandbox::HypervisorKind::IsolaVmm => {
+            // The pid on record is the jail's supervisor; the VMM is its only child.
+            let jailed = *children_of(st.vmm_pid).first().expect("the jailed VMM");
+            let s = status_of(jailed);
+            assert_eq!(status_field(&s, "Seccomp:"), "2", "{s}");
+            assert_unprivileged("jailed VMM", &s);
+            assert_eq!(status_field(&s, "NSpid:").split_whitespace().last(), Some("1"), "{s}");
+            for k in ["mnt", "pid", "ipc"] {
+                assert_ne!(ns_of("self", k), ns_of(&jailed.to_string(), k), "{k} namespace");
+            }
+        }
+        isola_sandbox::HypervisorKind::Qemu => {
+            let root = std::fs::read_dir(format!("/proc/{}/root", st.vmm_pid)).map(|d| d.count()).unwrap_or(99);
+            assert_eq!(root, 0, "QEMU is chrooted into an empty directory");
+            for &pid in &st.helper_pids {
+                let s = status_of(pid);
+                let name = status_field(&s, "Name:");
+                if name != "virtiofsd" {
+                    assert_unprivileged(&name, &s);
+                }
+            }
+        }
+    }
+    // virtiofsd: the parent waits; its child serves, in its own mount namespace.
+    let fsd = st
+        .helper_pids
+        .iter()
+        .copied()
+        .find(|&p| status_field(&status_of(p), "Name:") == "virtiofsd")
+        .expect("virtiofsd");
+    let worker = *children_of(fsd).first().expect("virtiofsd's sandboxed child");
+    let ws = status_of(worker);
+    assert_eq!(status_field(&ws, "Seccomp:"), "2", "{ws}");
+    assert_ne!(ns_of("self", "mnt"), ns_of(&worker.to_string(), "mnt"), "virtiofsd has its own mount namespace");
+    let caps = u64::from_str_radix(&status_field(&ws, "CapEff:"), 16).expect("caps");
+    assert_eq!(caps & (1 << 27 | 1 << 31), 0, "no CAP_MKNOD or CAP_SETFCAP: {caps:#x}");
+    let mounts = std::fs::read_to_string(format!("/proc/{worker}/mountinfo")).expect("virtiofsd's mounts");
+    let volume =
+        mounts.lines().find(|l| l.contains("/volumes/0")).unwrap_or_else(|| panic!("volume not seen: {mounts}"));
+    let opts = volume.split_whitespace().nth(5).unwrap_or("");
+    assert!(opts.split(',').any(|o| o == "ro"), "read-only where virtiofsd serves it: {volume}");
+    assert!(opts.contains("nosuid") && opts.contains("nodev"), "{volume}");
+
+    let (_, err, code) = isola(&["rm", "-f", "e2e-confined"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!dir.exists(), "the cgroup {} is removed with the sandbox", dir.display());
+}

@@ -41,6 +41,11 @@ pub const SANDBOX_SECCOMP: &str = "on,obsolete=deny,elevateprivileges=allow,spaw
 /// ("nobody", as isola-vmm): it owns no host file.
 pub const SANDBOX_USER: &str = "65534:65534";
 
+/// The capabilities QEMU starts with (its bounding set): opening the sockets it is
+/// given (dac_override), creating its tap (net_admin), and `-chroot`/`-runas`
+/// (sys_chroot, setuid, setgid). After `-runas` it holds none.
+pub const SANDBOX_CAPS: &[u32] = &[1, 6, 7, 12, 18];
+
 /// The sandbox's QEMU; its console is its stdout. It chroots into `jail` (an empty
 /// directory) and becomes [`SANDBOX_USER`] just before the guest starts.
 pub fn sandbox_command(

@@ -9,17 +9,42 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Makes `cmd` become `uid`:`gid` with no supplementary groups just before exec. It
-/// runs after the hooks registered before it, which `Command::uid` would not (std
-/// changes ids before any hook).
+/// Makes `cmd` become `uid`:`gid` with no supplementary groups, an empty capability
+/// bounding set and no_new_privs just before exec (nothing it runs can ever gain a
+/// privilege). It runs after the hooks registered before it, which `Command::uid`
+/// would not (std changes ids before any hook).
 pub fn drop_to(cmd: &mut Command, uid: u32, gid: u32) {
-    // SAFETY: setgroups/setresgid/setresuid are async-signal-safe and take integers.
+    // SAFETY: prctl/setgroups/setresgid/setresuid are async-signal-safe and take integers.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setgroups(0, std::ptr::null()) != 0
+            for cap in 0..=63 {
+                // Unknown capabilities are EINVAL; every known one goes.
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setresgid(gid, gid, gid) != 0
                 || libc::setresuid(uid, uid, uid) != 0
             {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Empties `cmd`'s capability bounding set except `keep` just before exec: a program
+/// run as root then starts with only those (and no_new_privs keeps it so).
+pub fn bound_capabilities(cmd: &mut Command, keep: &'static [u32]) {
+    // SAFETY: prctl takes integers and is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for cap in 0..=63u32 {
+                if !keep.contains(&cap) {
+                    libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
+                }
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -72,5 +97,10 @@ mod tests {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.starts_with("uid=65534") && text.contains("gid=65534") && !text.contains("groups=0"), "{text}");
+        let mut c = Command::new("grep");
+        c.args(["-E", "^(CapBnd|NoNewPrivs)", "/proc/self/status"]);
+        drop_to(&mut c, 65534, 65534);
+        let out = String::from_utf8_lossy(&c.output().expect("grep").stdout).into_owned();
+        assert!(out.contains("CapBnd:\t0000000000000000") && out.contains("NoNewPrivs:\t1"), "{out}");
     }
 }
