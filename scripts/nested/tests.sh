@@ -24,7 +24,11 @@ job=$repo/target/l1-job.sh
     name=${w%%:*}; filter=${w#"$name"}; filter=${filter#:}
     [ -n "${exe[$name]:-}" ] || { echo "nested: no e2e test binary named $name" >&2; exit 2; }
     echo "echo '== nested KVM (isola-vmm in L1): $name $filter =='"
-    echo "ISOLA_NESTED=1 ${exe[$name]} --test-threads=1 --color never $filter || fail=1"
+    # A binary that hangs (L1's emulated SVM can wedge a vCPU) is stopped and shown,
+    # so the rest of the batch still runs.
+    echo "ISOLA_NESTED=1 timeout -k 10 600 ${exe[$name]} --test-threads=1 --color never $filter; rc=\$?"
+    echo "[ \$rc = 0 ] || fail=1"
+    echo "if [ \$rc = 124 ] || [ \$rc = 137 ]; then echo 'nested: $name did not finish in 600 s; L1 state:'; ps -eo pid,stat,wchan:32,etime,args | grep -v ' \\[' | tail -25; dmesg | tail -20; echo 'test result: FAILED. 0 passed; 1 failed; (timed out)'; fi"
   done
   echo 'exit $fail'
 } > "$job"

@@ -396,6 +396,11 @@ fn many_connections_keep_their_data_apart() {
 #[test]
 fn floods_of_stray_packets_and_credit_requests_keep_the_control_queue_bounded() {
     use super::unix::MAX_CONTROL_QUEUE;
+    let rss_kib = || {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<i64>().ok())
+    };
+    let before = rss_kib().expect("VmRSS");
     let mut s = setup();
     let l = host_listener(&s, 5000);
     let _host = guest_connect(&mut s, &l, BUF_ALLOC);
@@ -423,4 +428,9 @@ fn floods_of_stray_packets_and_credit_requests_keep_the_control_queue_bounded() 
     let got = recv(&mut s);
     assert_eq!(ops(&got), [op::CREDIT_UPDATE]);
     assert_eq!(s.mux.connection_count(), 1, "the live connection survived the flood");
+    // Unbounded, the first flood alone queued ~70 MiB of RST packets (137 MiB for 2·10⁶).
+    // Tests beside this one share the process, so the bound is loose.
+    let grown = rss_kib().expect("VmRSS") - before;
+    eprintln!("RSS grew by {grown} KiB over 2·10⁶ flood packets");
+    assert!(grown < 32 << 10, "the muxer grew by {grown} KiB");
 }
