@@ -1,7 +1,7 @@
 //! A running sandbox: a microVM with the agent listening on vsock, reachable through
 //! a hybrid-vsock unix socket, whatever the backend.
 
-use std::fs::File;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -162,6 +162,22 @@ pub fn sandbox_config(state: &SandboxState, hostname: &str) -> SandboxConfig {
     }
 }
 
+/// Creates `dir` and missing parents, the last one unlistable by anyone but root (state
+/// holds sockets and logs of every sandbox); others may only pass through it, as the
+/// unprivileged vsock daemon must to reach its own directory.
+fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o711).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
 fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -172,10 +188,16 @@ impl Sandbox {
         opts.boot.validate()?;
         state::list(&opts.state_root);
         let dir = opts.state_root.join(&opts.id);
-        if dir.exists() {
-            return Err(SandboxError::Exists(opts.id.clone()));
+        create_private_dir_all(&opts.state_root).map_err(io(format!("creating {}", opts.state_root.display())))?;
+        // Taking the name is the exclusive create itself: of two starts with one name,
+        // exactly one gets the directory, the other "exists" (never each other's files).
+        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(SandboxError::Exists(opts.id.clone()))
+            }
+            Err(e) => return Err(io(format!("creating {}", dir.display()))(e)),
         }
-        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         let vsock_uds = dir.join(VSOCK_DIR).join("vsock.sock");
         let mut sb = Sandbox {
             id: opts.id.clone(),
@@ -260,7 +282,7 @@ impl Sandbox {
     /// Starts the VMM (last of the sandbox's processes) and records it.
     fn spawn_vmm(&mut self, mut c: Command, opts: &SandboxOptions, what: &str) -> Result<(), SandboxError> {
         c.stdin(Stdio::null());
-        c.stderr(File::create(self.dir.join("vmm.log")).map_err(io("vmm log"))?);
+        c.stderr(state::create_private(&self.dir.join("vmm.log")).map_err(io("vmm log"))?);
         if let Some(pod) = self.state.net.as_ref().and_then(|n| n.pod.as_ref()) {
             crate::netns::enter_before_exec(&mut c, &pod.netns)?;
         }
@@ -335,7 +357,7 @@ impl Sandbox {
         user: Option<u32>,
     ) -> Result<(), SandboxError> {
         c.stdin(Stdio::null()).stdout(Stdio::null());
-        c.stderr(File::create(self.dir.join(log)).map_err(io(format!("{what} log")))?);
+        c.stderr(state::create_private(&self.dir.join(log)).map_err(io(format!("{what} log")))?);
         self.confine_spawn(&mut c, opts);
         if let Some(id) = user {
             unprivileged::drop_to(&mut c, id, id);
@@ -375,7 +397,7 @@ impl Sandbox {
     /// the VMM writes its console to.
     fn start_console_pump(&mut self, opts: &SandboxOptions) -> Result<std::io::PipeWriter, SandboxError> {
         let (r, w) = std::io::pipe().map_err(io("console pipe"))?;
-        let log = File::create(self.dir.join("console.log")).map_err(io("console log"))?;
+        let log = state::create_private(&self.dir.join("console.log")).map_err(io("console log"))?;
         let id = isola_vmm::SANDBOX_UID;
         let mut c = console::command(r, log, CONSOLE_MAX_BYTES);
         self.confine_spawn(&mut c, opts);

@@ -35,7 +35,8 @@ pub struct SandboxState {
 impl SandboxState {
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join("state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        let mut f = create_private(&tmp)?;
+        std::io::Write::write_all(&mut f, &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
         std::fs::rename(tmp, dir.join("state.json"))
     }
 
@@ -52,6 +53,12 @@ impl SandboxState {
     pub fn load(dir: &Path) -> std::io::Result<Self> {
         serde_json::from_slice(&std::fs::read(dir.join("state.json"))?).map_err(std::io::Error::other)
     }
+}
+
+/// Creates (or truncates) a file only its owner may read: state and logs of a sandbox.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
 
 /// Is `pid` alive and still the program we started (not a recycled pid)?

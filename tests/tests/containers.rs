@@ -353,3 +353,32 @@ fn a_dead_helper_ends_the_run_with_a_clear_error() {
     assert!(started.elapsed() < Duration::from_secs(30), "it ended because of the helper, not the sleep");
     assert_gone("e2e-helper-dies");
 }
+
+/// Two `isola run --name X` at once: exactly one gets the name, the other is told it
+/// exists and touches nothing of the winner's; removing the winner leaves nothing.
+#[test]
+fn two_runs_racing_for_one_name_leave_one_winner() {
+    let _ = isola(&["rm", "-f", "e2e-race"], None);
+    let r = rootfs();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            let (r, start) = (r.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                isola(&["run", "-d", "--name", "e2e-race", "--rootfs", &r, "--", "sleep", "1000"], None)
+            })
+        })
+        .collect();
+    let results: Vec<(String, String, i32)> = racers.into_iter().map(|t| t.join().expect("racer")).collect();
+    let winners = results.iter().filter(|(_, _, code)| *code == 0).count();
+    let lost = results.iter().find(|(_, _, code)| *code != 0);
+    let (_, _, rm_code) = isola(&["exec", "e2e-race", "--", "true"], None);
+    let (_, rm_err, rm) = isola(&["rm", "-f", "e2e-race"], None);
+    assert_eq!(winners, 1, "exactly one run gets the name: {results:?}");
+    let (_, err, _) = lost.expect("one run lost");
+    assert!(err.contains("already exists"), "the loser is told the name is taken: {err}");
+    assert_eq!(rm_code, 0, "the winner's sandbox still works after the race");
+    assert_eq!(rm, 0, "{rm_err}");
+    assert_gone("e2e-race");
+}

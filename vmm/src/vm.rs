@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -319,7 +320,9 @@ fn console_writer(out: &ConsoleOut) -> Result<Box<dyn Write + Send>, VmError> {
         ConsoleOut::Stdout => Box::new(std::io::stdout()),
         ConsoleOut::Discard => Box::new(std::io::sink()),
         ConsoleOut::File(p) => {
-            Box::new(File::create(p).map_err(|source| VmError::Console { path: p.display().to_string(), source })?)
+            // Only its owner may read what the guest printed.
+            let f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(p);
+            Box::new(f.map_err(|source| VmError::Console { path: p.display().to_string(), source })?)
         }
     })
 }
