@@ -154,6 +154,7 @@ fn download(
     let mut failure = None;
     let r = store.put_blob_resumable(
         d,
+        Some(size),
         &mut |offset| {
             let what = format!("blob {d}");
             let resp = if offset > 0 {

@@ -48,6 +48,17 @@ pub struct ImageRecord {
 
 pub struct Store {
     root: PathBuf,
+    max_unpacked: u64,
+}
+
+/// The most one image may unpack to, by default (its layers' uncompressed tar bytes):
+/// a small gzip layer can expand a thousandfold.
+pub const DEFAULT_MAX_UNPACKED: u64 = 16 << 30;
+
+/// Creates (or truncates) a file only its owner may read.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
 
 /// `sha256:<64 lowercase hex>` → the hex part.
@@ -66,6 +77,7 @@ fn stream(
     mut to: Option<&mut std::fs::File>,
     h: &mut Sha256,
     have: &mut u64,
+    limit: Option<u64>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), (&'static str, std::io::Error)> {
     let mut buf = vec![0u8; 1 << 16];
@@ -76,6 +88,10 @@ fn stream(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(("downloading into", e)),
         };
+        if limit.is_some_and(|l| *have + n as u64 > l) {
+            let msg = format!("more than the {} bytes its descriptor declares", limit.unwrap_or(0));
+            return Err(("receiving", std::io::Error::new(std::io::ErrorKind::FileTooLarge, msg)));
+        }
         h.update(&buf[..n]);
         if let Some(f) = to.as_mut() {
             f.write_all(&buf[..n]).map_err(|e| ("writing", e))?;
@@ -98,12 +114,25 @@ impl Store {
         std::env::var_os("ISOLA_IMAGE_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/lib/isola/images".into())
     }
 
+    /// Opens (creating) the store at `root`, closed to everyone but its owner: image
+    /// files keep their setuid bits and file capabilities for the guest, and nobody on
+    /// the host can reach them to run them. Unpacking an image is capped at
+    /// `$ISOLA_MAX_UNPACKED_BYTES` (default [`DEFAULT_MAX_UNPACKED`]).
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         for d in ["blobs/sha256", "rootfs", "tmp"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io("creating", &p))?;
         }
-        Ok(Self { root: root.into() })
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(io("closing", root))?;
+        let max_unpacked =
+            std::env::var("ISOLA_MAX_UNPACKED_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_UNPACKED);
+        Ok(Self { root: root.into(), max_unpacked })
+    }
+
+    /// Caps what unpacking one image may write (its layers' uncompressed tar streams).
+    pub fn set_max_unpacked(&mut self, bytes: u64) {
+        self.max_unpacked = bytes;
     }
 
     fn tmp_path(&self, tag: &str) -> PathBuf {
@@ -130,9 +159,9 @@ impl Store {
     /// Streams `r` into the store, keeping it only if it hashes to `digest`.
     pub fn put_blob(&self, digest: &str, mut r: impl Read) -> Result<u64, StoreError> {
         let tmp = self.tmp_path(digest_hex(digest)?);
-        let mut f = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+        let mut f = create_private(&tmp).map_err(io("creating", &tmp))?;
         let (mut h, mut total) = (Sha256::new(), 0u64);
-        if let Err((op, e)) = stream(&mut r, Some(&mut f), &mut h, &mut total, &mut |_| {}) {
+        if let Err((op, e)) = stream(&mut r, Some(&mut f), &mut h, &mut total, None, &mut |_| {}) {
             let _ = std::fs::remove_file(&tmp);
             return Err(io(op, &tmp)(e));
         }
@@ -144,26 +173,35 @@ impl Store {
     /// re-hashed and `open(offset)` asked to continue from its end (it answers with a
     /// reader and whether it honoured the offset; if not, we start over). Verified
     /// before it is kept, like [`Store::put_blob`].
+    /// More bytes than `declared` (the descriptor's size) fail the download at once and
+    /// discard what was received.
     pub fn put_blob_resumable(
         &self,
         digest: &str,
+        declared: Option<u64>,
         open: &mut dyn FnMut(u64) -> Result<(Box<dyn Read>, bool), StoreError>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<u64, StoreError> {
         let part = self.root.join("tmp").join(format!("{}.partial", digest_hex(digest)?));
         let (mut h, mut have) = (Sha256::new(), 0u64);
         if let Ok(mut f) = std::fs::File::open(&part) {
-            stream(&mut f, None, &mut h, &mut have, &mut |_| {}).map_err(|(_, e)| io("reading", &part)(e))?;
+            stream(&mut f, None, &mut h, &mut have, None, &mut |_| {}).map_err(|(_, e)| io("reading", &part)(e))?;
         }
         let (mut r, honoured) = open(have)?;
         let mut f = if honoured && have > 0 {
             std::fs::OpenOptions::new().append(true).open(&part).map_err(io("appending", &part))?
         } else {
             (h, have) = (Sha256::new(), 0);
-            std::fs::File::create(&part).map_err(io("creating", &part))?
+            create_private(&part).map_err(io("creating", &part))?
         };
-        // On an error the partial file stays for the next attempt.
-        stream(&mut r, Some(&mut f), &mut h, &mut have, progress).map_err(|(op, e)| io(op, &part)(e))?;
+        // On an error the partial file stays for the next attempt, unless it is already
+        // too big: that one is garbage.
+        if let Err((op, e)) = stream(&mut r, Some(&mut f), &mut h, &mut have, declared, progress) {
+            if e.kind() == std::io::ErrorKind::FileTooLarge {
+                let _ = std::fs::remove_file(&part);
+            }
+            return Err(io(op, &part)(e));
+        }
         self.keep_if_matches(&part, digest, h)?;
         Ok(have)
     }
@@ -241,10 +279,11 @@ impl Store {
             let tmp = self.tmp_path(&format!("rootfs-{}", digest_hex(manifest_digest)?));
             let _ = std::fs::remove_dir_all(&tmp);
             std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
+            let mut budget = self.max_unpacked;
             for d in &layers {
                 let p = self.blob_path(d)?;
                 let f = std::fs::File::open(&p).map_err(io("opening", &p))?;
-                if let Err(source) = crate::unpack::apply_layer(f, &tmp) {
+                if let Err(source) = crate::unpack::apply_layer(f, &tmp, &mut budget) {
                     let _ = std::fs::remove_dir_all(&tmp);
                     return Err(StoreError::Layer { digest: d.clone(), source });
                 }
@@ -305,6 +344,7 @@ mod tests {
         let e = s
             .put_blob_resumable(
                 &d,
+                None,
                 &mut |_| Ok((Box::new(Dies(Box::leak(first.clone().into_boxed_slice()))), true)),
                 &mut |_| {},
             )
@@ -316,6 +356,7 @@ mod tests {
         let n = s
             .put_blob_resumable(
                 &d,
+                Some(content.len() as u64),
                 &mut |off| {
                     asked = Some(off);
                     Ok((Box::new(std::io::Cursor::new(rest.clone())), true))
@@ -329,8 +370,31 @@ mod tests {
         let d2 = sha256_of(b"whole");
         std::fs::write(dir.path().join("tmp").join(format!("{}.partial", digest_hex(&d2).expect("hex"))), b"wh")
             .expect("partial");
-        s.put_blob_resumable(&d2, &mut |_| Ok((Box::new(&b"whole"[..]), false)), &mut |_| {}).expect("restart");
+        s.put_blob_resumable(&d2, None, &mut |_| Ok((Box::new(&b"whole"[..]), false)), &mut |_| {}).expect("restart");
         assert_eq!(s.read_blob(&d2).expect("stored"), b"whole");
+    }
+
+    #[test]
+    fn a_blob_larger_than_declared_fails_and_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = Store::open(dir.path()).expect("store");
+        let content = vec![7u8; 100_000];
+        let d = sha256_of(&content);
+        let e = s
+            .put_blob_resumable(
+                &d,
+                Some(1000),
+                &mut |_| Ok((Box::new(std::io::Cursor::new(content.clone())), true)),
+                &mut |_| {},
+            )
+            .expect_err("over the declared size");
+        assert!(e.to_string().contains("declares"), "{e}");
+        assert!(!s.has_blob(&d));
+        let tmp: Vec<_> = std::fs::read_dir(dir.path().join("tmp")).expect("tmp").flatten().collect();
+        assert!(tmp.is_empty(), "nothing left: {tmp:?}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path()).expect("root").permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "the store is closed to others");
     }
 
     #[test]

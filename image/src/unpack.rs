@@ -10,9 +10,40 @@ use std::path::{Component, Path, PathBuf};
 pub enum UnpackError {
     #[error("layer entry {0:?} would land outside the rootfs")]
     Escape(String),
+    #[error("the image unpacks to more than the {0} bytes allowed (ISOLA_MAX_UNPACKED_BYTES)")]
+    TooLarge(u64),
     #[error("layer: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Counts what is read through it against a budget shared by an image's layers.
+struct Budget<'a, R> {
+    inner: R,
+    left: &'a mut u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Budget<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > *self.left {
+            return Err(std::io::Error::new(std::io::ErrorKind::FileTooLarge, TooLargeMarker(self.limit)));
+        }
+        *self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+#[derive(Debug)]
+struct TooLargeMarker(u64);
+
+impl std::fmt::Display for TooLargeMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "over the unpack limit of {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for TooLargeMarker {}
 
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
@@ -56,11 +87,38 @@ fn remove_any(p: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Applies one layer (plain or gzip tar, detected by its magic) on top of `root`.
-pub fn apply_layer(reader: impl Read, root: &Path) -> Result<(), UnpackError> {
+/// Applies one layer (plain or gzip tar, detected by its magic) on top of `root`,
+/// reading at most `budget` uncompressed bytes (what is read is taken off it).
+pub fn apply_layer(reader: impl Read, root: &Path, budget: &mut u64) -> Result<(), UnpackError> {
+    let limit = *budget;
+    match apply(reader, root, budget) {
+        Err(UnpackError::Io(e)) if is_over_budget(&e) => Err(UnpackError::TooLarge(limit)),
+        r => r,
+    }
+}
+
+/// Whether `e` is (or wraps, as the tar reader does) the budget running out.
+fn is_over_budget(e: &std::io::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
+    while let Some(err) = cur {
+        if err.is::<TooLargeMarker>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            cur = io.get_ref().map(|r| r as _);
+            continue;
+        }
+        cur = err.source();
+    }
+    e.kind() == std::io::ErrorKind::FileTooLarge
+}
+
+fn apply(reader: impl Read, root: &Path, budget: &mut u64) -> Result<(), UnpackError> {
+    let limit = *budget;
     let mut buf = BufReader::new(reader);
     let gz = buf.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     let inner: Box<dyn Read> = if gz { Box::new(flate2::read::GzDecoder::new(buf)) } else { Box::new(buf) };
+    let inner = Budget { inner, left: budget, limit };
     let mut ar = tar::Archive::new(inner);
     ar.set_preserve_permissions(true);
     ar.set_preserve_ownerships(true);
@@ -103,6 +161,10 @@ pub fn apply_layer(reader: impl Read, root: &Path) -> Result<(), UnpackError> {
 mod tests {
     use super::*;
 
+    fn unlimited() -> u64 {
+        u64::MAX
+    }
+
     fn layer(entries: &[(&str, Option<&str>)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (path, content) in entries {
@@ -140,9 +202,9 @@ mod tests {
         let root = tempfile::tempdir().expect("root");
         let l1 =
             layer(&[("etc", None), ("etc/a", Some("1")), ("etc/b", Some("2")), ("var", None), ("var/x", Some("x"))]);
-        apply_layer(l1.as_slice(), root.path()).expect("layer 1");
+        apply_layer(l1.as_slice(), root.path(), &mut unlimited()).expect("layer 1");
         let l2 = gzip(&layer(&[("etc/.wh.a", Some("")), ("var/.wh..wh..opq", Some("")), ("var/y", Some("y"))]));
-        apply_layer(l2.as_slice(), root.path()).expect("layer 2 (gzip)");
+        apply_layer(l2.as_slice(), root.path(), &mut unlimited()).expect("layer 2 (gzip)");
         assert!(!root.path().join("etc/a").exists());
         assert_eq!(std::fs::read_to_string(root.path().join("etc/b")).expect("b"), "2");
         assert!(!root.path().join("var/x").exists(), "opaque dir hides the lower contents");
@@ -173,23 +235,50 @@ mod tests {
         // `..` in a path.
         let mut b = tar::Builder::new(Vec::new());
         raw_entry(&mut b, b"../escaped", tar::EntryType::Regular, None, b"x");
-        let e = apply_layer(b.into_inner().expect("tar").as_slice(), root.path()).expect_err("dotdot");
+        let e =
+            apply_layer(b.into_inner().expect("tar").as_slice(), root.path(), &mut unlimited()).expect_err("dotdot");
         assert!(matches!(e, UnpackError::Escape(_)), "{e}");
         // A symlink to outside, then a file through it.
         let target = outside.path().to_str().expect("p").as_bytes().to_vec();
         let mut b = tar::Builder::new(Vec::new());
         raw_entry(&mut b, b"link", tar::EntryType::Symlink, Some(&target), b"");
         raw_entry(&mut b, b"link/pwned", tar::EntryType::Regular, None, b"x");
-        let e = apply_layer(b.into_inner().expect("tar").as_slice(), root.path()).expect_err("symlink escape");
+        let e = apply_layer(b.into_inner().expect("tar").as_slice(), root.path(), &mut unlimited())
+            .expect_err("symlink escape");
         assert!(matches!(e, UnpackError::Escape(_)), "{e}");
         // A whiteout through the symlink must not delete outside either.
         std::fs::write(outside.path().join("victim"), "keep").expect("victim");
         let mut b = tar::Builder::new(Vec::new());
         raw_entry(&mut b, b"link/.wh.victim", tar::EntryType::Regular, None, b"");
-        let e = apply_layer(b.into_inner().expect("tar").as_slice(), root.path()).expect_err("whiteout escape");
+        let e = apply_layer(b.into_inner().expect("tar").as_slice(), root.path(), &mut unlimited())
+            .expect_err("whiteout escape");
         assert!(matches!(e, UnpackError::Escape(_)), "{e}");
         assert!(outside.path().join("victim").exists());
         assert!(!outside.path().join("pwned").exists());
         assert!(!root.path().parent().expect("parent").join("escaped").exists());
+    }
+
+    #[test]
+    fn a_layer_that_unpacks_past_the_budget_is_refused() {
+        let root = tempfile::tempdir().expect("root");
+        // 4 MiB of zeros compress to a few KiB: the bomb shape.
+        let big = vec![0u8; 4 << 20];
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(big.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, "zeros", big.as_slice()).expect("entry");
+        let layer = gzip(&b.into_inner().expect("tar"));
+        assert!(layer.len() < 64 << 10, "{} bytes compressed", layer.len());
+        let mut budget = 1 << 20;
+        let e = apply_layer(layer.as_slice(), root.path(), &mut budget).expect_err("over budget");
+        assert!(matches!(e, UnpackError::TooLarge(1048576)), "{e}");
+        let mut budget = 8 << 20;
+        apply_layer(layer.as_slice(), root.path(), &mut budget).expect("within budget");
+        assert!(budget < (4 << 20), "what was read is taken off the budget: {budget}");
     }
 }
