@@ -1,7 +1,7 @@
 //! Importing images without a registry: an OCI image layout directory, an oci-archive
 //! (a tar of one), or a docker-archive (`docker save`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use oci_spec::image::ImageManifest;
 
@@ -22,8 +22,74 @@ fn bad(p: &Path, reason: impl Into<String>) -> ImportError {
     ImportError::Bad { path: p.display().to_string(), reason: reason.into() }
 }
 
-fn read(p: &Path) -> Result<Vec<u8>, ImportError> {
-    std::fs::read(p).map_err(|e| bad(p, e.to_string()))
+/// Opens `rel` inside `root` as if `root` were `/`: symlinks an archive planted are
+/// followed only within it (`openat2` `RESOLVE_IN_ROOT`), never to a host file.
+fn open_in(root: &Path, rel: &str) -> Result<std::fs::File, ImportError> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let shown = root.join(rel);
+    let root_c = std::ffi::CString::new(root.as_os_str().as_bytes()).map_err(|_| bad(root, "path has a NUL"))?;
+    let rel_c = std::ffi::CString::new(rel).map_err(|_| bad(&shown, "path has a NUL"))?;
+    // SAFETY: open(2) with a NUL-terminated path; a new descriptor or -1.
+    let dir = unsafe { libc::open(root_c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if dir < 0 {
+        return Err(bad(root, std::io::Error::last_os_error().to_string()));
+    }
+    // SAFETY: a new descriptor that nothing else owns (closed when it drops).
+    let dir = unsafe { std::os::fd::OwnedFd::from_raw_fd(dir) };
+    // SAFETY: open_how is plain data; zeroed then filled.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: openat2 with our directory, a NUL-terminated path and an open_how of the
+    // size passed; it writes nothing back.
+    let fd = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), rel_c.as_ptr(), &how, std::mem::size_of::<libc::open_how>())
+    };
+    if fd < 0 {
+        return Err(bad(&shown, std::io::Error::last_os_error().to_string()));
+    }
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    let f = unsafe { std::fs::File::from_raw_fd(fd as libc::c_int) };
+    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return Err(bad(&shown, "not a regular file"));
+    }
+    Ok(f)
+}
+
+fn read_in(root: &Path, rel: &str) -> Result<Vec<u8>, ImportError> {
+    let mut v = Vec::new();
+    std::io::Read::read_to_end(&mut open_in(root, rel)?, &mut v).map_err(|e| bad(&root.join(rel), e.to_string()))?;
+    Ok(v)
+}
+
+/// The blobs one import added, removed again unless the import succeeds.
+struct Added<'a> {
+    store: &'a Store,
+    digests: Vec<String>,
+    done: bool,
+}
+
+impl Added<'_> {
+    fn put(&mut self, digest: &str, r: impl std::io::Read) -> Result<(), ImportError> {
+        let fresh = !self.store.has_blob(digest);
+        self.store.put_blob(digest, r)?;
+        if fresh {
+            self.digests.push(digest.into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Added<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            for d in &self.digests {
+                self.store.remove_blob(d);
+            }
+        }
+    }
 }
 
 /// Imports from `src` (a layout directory or either archive) as `name`.
@@ -31,13 +97,20 @@ pub fn import(src: &Path, name: &str, store: &Store) -> Result<ImageRecord, Impo
     if src.is_dir() {
         return import_dir(src, name, store);
     }
-    // Archives are unpacked to a scratch directory first (plain entries only).
+    // Archives are unpacked to a scratch directory first.
     let scratch = store.scratch_dir("import")?;
     let result = (|| {
         let f = std::fs::File::open(src).map_err(|e| bad(src, e.to_string()))?;
         let mut ar = tar::Archive::new(f);
         for entry in ar.entries().map_err(|e| bad(src, e.to_string()))? {
             let mut entry = entry.map_err(|e| bad(src, e.to_string()))?;
+            // Files, directories and symlinks (docker save links duplicate layers; they
+            // are only ever followed inside the scratch directory). A hard link could
+            // name a host file on the same filesystem, a device node a host device.
+            let kind = entry.header().entry_type();
+            if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
+                continue;
+            }
             if !entry.unpack_in(&scratch).map_err(|e| bad(src, e.to_string()))? {
                 return Err(bad(src, "an entry escapes the archive"));
             }
@@ -49,22 +122,25 @@ pub fn import(src: &Path, name: &str, store: &Store) -> Result<ImageRecord, Impo
 }
 
 fn import_dir(dir: &Path, name: &str, store: &Store) -> Result<ImageRecord, ImportError> {
-    if dir.join("index.json").is_file() {
-        import_oci_layout(dir, name, store)
-    } else if dir.join("manifest.json").is_file() {
-        import_docker_archive(dir, name, store)
+    let mut added = Added { store, digests: vec![], done: false };
+    let r = if open_in(dir, "index.json").is_ok() {
+        import_oci_layout(dir, name, &mut added)
+    } else if open_in(dir, "manifest.json").is_ok() {
+        import_docker_archive(dir, name, &mut added)
     } else {
         Err(bad(dir, "neither an OCI image layout (index.json) nor a docker-archive (manifest.json)"))
-    }
+    };
+    added.done = r.is_ok();
+    r
 }
 
-fn layout_blob(dir: &Path, digest: &str) -> Result<PathBuf, ImportError> {
-    let hex = crate::store::digest_hex(digest)?;
-    Ok(dir.join("blobs/sha256").join(hex))
+fn layout_blob(digest: &str) -> Result<String, ImportError> {
+    Ok(format!("blobs/sha256/{}", crate::store::digest_hex(digest)?))
 }
 
-fn import_oci_layout(dir: &Path, name: &str, store: &Store) -> Result<ImageRecord, ImportError> {
-    let mut bytes = read(&dir.join("index.json"))?;
+fn import_oci_layout(dir: &Path, name: &str, added: &mut Added<'_>) -> Result<ImageRecord, ImportError> {
+    let store = added.store;
+    let mut bytes = read_in(dir, "index.json")?;
     let mut digest = sha256_of(&bytes);
     // index.json → (possibly a nested index →) a manifest.
     let manifest: ImageManifest = loop {
@@ -73,42 +149,34 @@ fn import_oci_layout(dir: &Path, name: &str, store: &Store) -> Result<ImageRecor
             Fetched::Index(idx) => {
                 let d = if idx.manifests().len() == 1 { idx.manifests()[0].clone() } else { manifest::select(&idx)? };
                 digest = d.digest().to_string();
-                bytes = read(&layout_blob(dir, &digest)?)?;
+                bytes = read_in(dir, &layout_blob(&digest)?)?;
             }
         }
     };
-    store.put_blob(&digest, bytes.as_slice())?;
+    added.put(&digest, bytes.as_slice())?;
     for d in std::iter::once(manifest.config()).chain(manifest.layers().iter()) {
         let d = d.digest().to_string();
-        let p = layout_blob(dir, &d)?;
-        let f = std::fs::File::open(&p).map_err(|e| bad(&p, e.to_string()))?;
-        store.put_blob(&d, f)?;
+        added.put(&d, open_in(dir, &layout_blob(&d)?)?)?;
     }
     Ok(store.commit(name, &digest, &manifest)?)
 }
 
 /// `docker save`: manifest.json names the config and layer tars by path; the layers
 /// are stored as they are and a manifest is synthesized for them.
-fn import_docker_archive(dir: &Path, name: &str, store: &Store) -> Result<ImageRecord, ImportError> {
+fn import_docker_archive(dir: &Path, name: &str, added: &mut Added<'_>) -> Result<ImageRecord, ImportError> {
+    let store = added.store;
     let m: serde_json::Value =
-        serde_json::from_slice(&read(&dir.join("manifest.json"))?).map_err(|e| bad(dir, e.to_string()))?;
+        serde_json::from_slice(&read_in(dir, "manifest.json")?).map_err(|e| bad(dir, e.to_string()))?;
     let first = m.get(0).ok_or_else(|| bad(dir, "manifest.json lists no image"))?;
-    let inside = |rel: &str| -> Result<PathBuf, ImportError> {
-        if rel.split('/').any(|c| c == "..") || rel.starts_with('/') {
-            return Err(bad(dir, format!("path {rel:?} escapes the archive")));
-        }
-        Ok(dir.join(rel))
-    };
-    let config_path = inside(first["Config"].as_str().ok_or_else(|| bad(dir, "no Config"))?)?;
-    let config = read(&config_path)?;
+    // Paths are resolved inside the archive whatever they say (`..`, absolute, links).
+    let config = read_in(dir, first["Config"].as_str().ok_or_else(|| bad(dir, "no Config"))?)?;
     let config_digest = sha256_of(&config);
-    store.put_blob(&config_digest, config.as_slice())?;
+    added.put(&config_digest, config.as_slice())?;
     let mut layers = Vec::new();
     for l in first["Layers"].as_array().ok_or_else(|| bad(dir, "no Layers"))? {
-        let p = inside(l.as_str().ok_or_else(|| bad(dir, "a layer path is not a string"))?)?;
-        let data = read(&p)?;
+        let data = read_in(dir, l.as_str().ok_or_else(|| bad(dir, "a layer path is not a string"))?)?;
         let d = sha256_of(&data);
-        store.put_blob(&d, data.as_slice())?;
+        added.put(&d, data.as_slice())?;
         layers.push(serde_json::json!({
             "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": data.len()
         }));
@@ -121,7 +189,79 @@ fn import_docker_archive(dir: &Path, name: &str, store: &Store) -> Result<ImageR
     });
     let bytes = serde_json::to_vec(&manifest).map_err(|e| bad(dir, e.to_string()))?;
     let digest = sha256_of(&bytes);
-    store.put_blob(&digest, bytes.as_slice())?;
+    added.put(&digest, bytes.as_slice())?;
     let parsed: ImageManifest = serde_json::from_slice(&bytes).map_err(|e| bad(dir, e.to_string()))?;
     Ok(store.commit(name, &digest, &parsed)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        if let Some(l) = link {
+            h.set_link_name(l).expect("link");
+        }
+        h.set_path(name).expect("path");
+        h.set_cksum();
+        b.append(&h, data).expect("append");
+    }
+
+    fn layer() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        entry(&mut b, "hello", tar::EntryType::Regular, None, b"hi");
+        b.into_inner().expect("tar")
+    }
+
+    fn blobs(store_dir: &Path) -> usize {
+        std::fs::read_dir(store_dir.join("blobs/sha256")).map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// A docker-archive whose members are links to host files (absolute, `..`, hard)
+    /// imports nothing of the host's and leaves no blob; links inside the archive (as
+    /// `docker save` makes for duplicate layers) still work.
+    #[test]
+    fn archive_links_never_reach_host_files_and_a_failed_import_leaves_no_blob() {
+        let host = tempfile::tempdir().expect("host");
+        let secret = host.path().join("secret");
+        std::fs::write(&secret, "host secret").expect("secret");
+        let store_dir = tempfile::tempdir().expect("store");
+        let store = Store::open(store_dir.path()).expect("store");
+        let work = tempfile::tempdir().expect("work");
+        let secret_s = secret.display().to_string();
+        let up = format!("../../../../../../..{secret_s}");
+        for (how, link) in [("absolute", secret_s.as_str()), ("dotdot", up.as_str())] {
+            for kind in [tar::EntryType::Symlink, tar::EntryType::Link] {
+                let mut b = tar::Builder::new(Vec::new());
+                let manifest = br#"[{"Config":"config.json","Layers":["l/layer.tar"]}]"#;
+                entry(&mut b, "manifest.json", tar::EntryType::Regular, None, manifest);
+                entry(&mut b, "config.json", tar::EntryType::Regular, None, b"{}");
+                entry(&mut b, "l/layer.tar", kind, Some(link), b"");
+                let archive = work.path().join(format!("{how}-{kind:?}.tar"));
+                std::fs::write(&archive, b.into_inner().expect("tar")).expect("archive");
+                let e = import(&archive, "evil:latest", &store).expect_err("a link to a host file");
+                assert!(!e.to_string().contains("host secret"), "{e}");
+                assert_eq!(blobs(store_dir.path()), 0, "{how} {kind:?}: a failed import leaves no blob");
+            }
+        }
+        // Duplicate layers linked inside the archive import fine.
+        let mut b = tar::Builder::new(Vec::new());
+        let manifest = br#"[{"Config":"config.json","Layers":["a/layer.tar","b/layer.tar"]}]"#;
+        entry(&mut b, "manifest.json", tar::EntryType::Regular, None, manifest);
+        entry(&mut b, "config.json", tar::EntryType::Regular, None, b"{}");
+        entry(&mut b, "a/layer.tar", tar::EntryType::Regular, None, &layer());
+        entry(&mut b, "b/layer.tar", tar::EntryType::Symlink, Some("../a/layer.tar"), b"");
+        let archive = work.path().join("dedup.tar");
+        std::fs::write(&archive, b.into_inner().expect("tar")).expect("archive");
+        let r = import(&archive, "dedup:latest", &store).expect("links inside the archive");
+        assert_eq!(r.layers.len(), 2);
+        assert_eq!(std::fs::read_to_string(store.rootfs(&r).join("hello")).expect("unpacked"), "hi");
+    }
 }

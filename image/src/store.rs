@@ -217,6 +217,13 @@ impl Store {
         std::fs::rename(tmp, &dst).map_err(io("storing", &dst))
     }
 
+    /// Deletes blob `digest` (undoing a failed import's additions).
+    pub fn remove_blob(&self, digest: &str) {
+        if let Ok(p) = self.blob_path(digest) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
     pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
         let p = self.blob_path(digest)?;
         std::fs::read(&p).map_err(io("reading", &p))
