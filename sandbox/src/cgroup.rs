@@ -151,10 +151,36 @@ fn remove_dir(dir: &Path) {
     }
 }
 
-/// Removes the cgroup of the sandbox in `dir`, if there is one (cleanup after any exit).
+/// SIGKILLs every process in cgroup `dir` (cgroup v2's `cgroup.kill` where the kernel
+/// has it; one by one otherwise, until none is left or 2 s pass).
+fn kill_all(dir: &Path) {
+    if std::fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let pids: Vec<i32> = procs.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        if pids.is_empty() || Instant::now() > until {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills whatever still runs in the cgroup of the sandbox in `dir` and removes it:
+/// cleanup after any exit, also when no record names the processes (a starter killed
+/// before it saved one).
 pub fn remove_for(dir: &Path) {
     if let Some(h) = Hierarchy::detect() {
-        remove_dir(&h.root().join("isola").join(name_for(dir)));
+        let cg = h.root().join("isola").join(name_for(dir));
+        if cg.is_dir() {
+            kill_all(&cg);
+            remove_dir(&cg);
+        }
     }
 }
 
@@ -183,6 +209,24 @@ mod tests {
         assert_eq!(over.signal(), Some(libc::SIGKILL), "a 128 MiB buffer in a 32 MiB cgroup: {over:?}");
         cg.remove();
         assert!(!cg.dir.exists(), "removed");
+    }
+
+    /// As root: cleanup by directory alone kills what runs in the sandbox's cgroup.
+    #[test]
+    fn cleanup_kills_what_runs_in_the_cgroup_without_a_record() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root (does not skip)");
+        let h = Hierarchy::detect().expect("this host has a memory cgroup controller");
+        let dir = tempfile::tempdir().expect("tmp");
+        let sandbox = dir.path().join("sb-kill");
+        let cg = HostCgroup::create(&h, &name_for(&sandbox), 64 << 20).expect("create");
+        let mut c = Command::new("sleep");
+        c.arg("1000");
+        cg.join_before_exec(&mut c);
+        let mut child = c.spawn().expect("sleep");
+        remove_for(&sandbox);
+        let status = child.wait().expect("wait");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(!cg.dir.exists(), "the cgroup is gone");
     }
 
     #[test]

@@ -178,10 +178,6 @@ fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 impl Sandbox {
     pub fn start(opts: &SandboxOptions) -> Result<Self, SandboxError> {
         isola_protocol::validate_id(&opts.id).map_err(|_| SandboxError::BadId(opts.id.clone()))?;
@@ -209,7 +205,7 @@ impl Sandbox {
                 helper_pids: vec![],
                 vsock_uds: vsock_uds.clone(),
                 container: None,
-                created_unix: now_unix(),
+                created_unix: state::now_unix(),
                 shared_dir: None,
                 net: None,
             },
@@ -366,6 +362,8 @@ impl Sandbox {
         self.state.helper_pids.push(child.id() as i32);
         self.children.push(child);
         self.child_info.push((what.to_string(), log.to_string()));
+        // On record at once: a starter killed from here on leaves nothing unnamed.
+        self.state.save(&self.dir).map_err(io("saving sandbox state"))?;
         self.wait_for_socket(sock, what, log)
     }
 

@@ -97,6 +97,11 @@ pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
     }
 }
 
+/// Seconds since the epoch (0 if the clock is before it).
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 /// Sandboxes with a live VMM; stale entries are cleaned on the way.
 pub fn list(root: &Path) -> Vec<(PathBuf, SandboxState)> {
     let Ok(entries) = std::fs::read_dir(root) else { return vec![] };
@@ -108,6 +113,8 @@ pub fn list(root: &Path) -> Vec<(PathBuf, SandboxState)> {
         }
         match SandboxState::load(&dir) {
             Ok(st) if process_matches(st.vmm_pid, crate::backend::vmm_exe(st.hypervisor)) => live.push((dir, st)),
+            // Helpers started, the VMM not yet: being created right now, unless old.
+            Ok(st) if st.vmm_pid == 0 && now_unix().saturating_sub(st.created_unix) < 60 => {}
             Ok(st) => cleanup(&dir, Some(&st)),
             // Being created right now, or debris: only old debris goes.
             Err(_) => {
@@ -154,8 +161,13 @@ mod tests {
         let me = root.path().join("impostor");
         std::fs::create_dir_all(&me).expect("dir");
         state("impostor", std::process::id() as i32).save(&me).expect("save");
+        // One whose helpers run but whose VMM is not started yet is left alone.
+        let starting = root.path().join("starting");
+        std::fs::create_dir_all(&starting).expect("dir");
+        SandboxState { created_unix: now_unix(), ..state("starting", 0) }.save(&starting).expect("save");
         assert!(list(root.path()).is_empty());
         assert!(!dead.exists() && !me.exists(), "stale entries removed");
+        assert!(starting.exists(), "a sandbox being started is not cleaned");
     }
 
     #[test]

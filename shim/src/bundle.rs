@@ -30,6 +30,11 @@ impl BundleRecord {
         }
     }
 
+    /// Forgets the record (a boot that failed cleaned up after itself).
+    pub fn remove(bundle: &str) {
+        let _ = std::fs::remove_file(Path::new(bundle).join(RECORD));
+    }
+
     pub fn load(bundle: &Path) -> Option<Self> {
         serde_json::from_slice(&std::fs::read(bundle.join(RECORD)).ok()?).ok()
     }

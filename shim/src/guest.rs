@@ -29,6 +29,9 @@ pub struct BootRequest {
 
 pub trait Booter: Send + Sync {
     fn boot(&self, req: &BootRequest) -> Result<Arc<dyn Guest>, ShimError>;
+    /// Where the VM named `name` will keep its state: recorded in the bundle before
+    /// the boot starts, so a shim killed mid-boot is cleaned up from it.
+    fn state_dir_for(&self, name: &str) -> PathBuf;
 }
 
 /// A booted VM with its agent ready. `exec_id` None means a container's init.
@@ -97,6 +100,10 @@ impl Booter for VmBooter {
             sandbox: Mutex::new(Some(sb)),
         };
         Ok(Arc::new(vm))
+    }
+
+    fn state_dir_for(&self, name: &str) -> PathBuf {
+        isola_sandbox::state::default_root().join(name)
     }
 }
 

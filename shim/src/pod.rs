@@ -133,7 +133,18 @@ impl Pod {
                 vcpus,
                 config_path: r.config_path.clone(),
             };
-            let guest = self.booter.boot(&req)?;
+            // First the record: a shim killed during the boot leaves a VM that
+            // `delete` must still find (its processes are found by its cgroup).
+            let planned =
+                crate::bundle::BundleRecord { vm: self.booter.state_dir_for(&req.name), owner: true, shared_dir: None };
+            planned.save(&r.bundle);
+            let guest = match self.booter.boot(&req) {
+                Ok(g) => g,
+                Err(e) => {
+                    crate::bundle::BundleRecord::remove(&r.bundle);
+                    return Err(e);
+                }
+            };
             inner.shared = guest.shared_dir();
             inner.guest = Some(guest);
             inner.owner = Some(r.id.clone());

@@ -145,12 +145,21 @@ impl Guest for FakeGuest {
 struct FakeBooter {
     guest: Arc<FakeGuest>,
     boots: Arc<Mutex<Vec<BootRequest>>>,
+    /// The bundle records that existed when each boot began.
+    records_at_boot: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl Booter for FakeBooter {
     fn boot(&self, req: &BootRequest) -> Result<Arc<dyn Guest>, ShimError> {
         self.boots.lock().expect("boots").push(req.clone());
+        let bundles = self.guest.shared.parent().map(|p| p.join("bundles")).unwrap_or_default();
+        let found = std::fs::read_dir(bundles).into_iter().flatten().flatten().map(|e| e.path().join("isola.json"));
+        self.records_at_boot.lock().expect("records").extend(found.filter(|p| p.exists()));
         Ok(self.guest.clone())
+    }
+
+    fn state_dir_for(&self, _name: &str) -> PathBuf {
+        self.guest.state_dir()
     }
 }
 
@@ -159,6 +168,7 @@ struct World {
     guest: Arc<FakeGuest>,
     events: Arc<Recorder>,
     boots: Arc<Mutex<Vec<BootRequest>>>,
+    records_at_boot: Arc<Mutex<Vec<PathBuf>>>,
     dir: tempfile::TempDir,
 }
 
@@ -168,8 +178,9 @@ fn world() -> World {
     let guest = Arc::new(FakeGuest { shared: dir.path().join("shared"), ..Default::default() });
     let events = Arc::new(Recorder::default());
     let boots = Arc::new(Mutex::new(Vec::new()));
-    let booter = FakeBooter { guest: guest.clone(), boots: boots.clone() };
-    World { pod: Pod::new(Box::new(booter), events.clone()), guest, events, boots, dir }
+    let records_at_boot = Arc::new(Mutex::new(Vec::new()));
+    let booter = FakeBooter { guest: guest.clone(), boots: boots.clone(), records_at_boot: records_at_boot.clone() };
+    World { pod: Pod::new(Box::new(booter), events.clone()), guest, events, boots, records_at_boot, dir }
 }
 
 impl World {
@@ -197,6 +208,8 @@ fn a_standalone_container_runs_exits_and_takes_its_vm_along_on_delete() {
     let w = world();
     let pid = w.pod.create(w.bundle("c1", &[])).expect("create");
     assert_eq!(pid, 0, "no guest pid before start");
+    let records = w.records_at_boot.lock().expect("records").clone();
+    assert_eq!(records, vec![w.dir.path().join("bundles/c1/isola.json")], "the cleanup record exists before the boot");
     assert_eq!(w.boots.lock().expect("boots")[0].name, "c1");
     assert!(w.dir.path().join("shared/c1/rootfs").exists(), "rootfs bound into the share");
     assert_eq!(w.pod.start("c1", "").expect("start"), 10);
