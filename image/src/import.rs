@@ -199,19 +199,7 @@ mod tests {
     use super::*;
 
     fn entry(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        if let Some(l) = link {
-            h.set_link_name(l).expect("link");
-        }
-        h.set_path(name).expect("path");
-        h.set_cksum();
-        b.append(&h, data).expect("append");
+        crate::unpack::tests::raw_entry(b, name.as_bytes(), kind, link.map(str::as_bytes), data);
     }
 
     fn layer() -> Vec<u8> {

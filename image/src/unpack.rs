@@ -158,7 +158,7 @@ fn apply(reader: impl Read, root: &Path, budget: &mut u64) -> Result<(), UnpackE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn unlimited() -> u64 {
@@ -212,7 +212,14 @@ mod tests {
         assert!(!root.path().join("etc/.wh.a").exists(), "whiteout markers are not files");
     }
 
-    fn raw_entry(b: &mut tar::Builder<Vec<u8>>, name: &[u8], kind: tar::EntryType, link: Option<&[u8]>, data: &[u8]) {
+    /// One tar entry with its name and link as given (old-style header, no checks).
+    pub(crate) fn raw_entry(
+        b: &mut tar::Builder<Vec<u8>>,
+        name: &[u8],
+        kind: tar::EntryType,
+        link: Option<&[u8]>,
+        data: &[u8],
+    ) {
         let mut h = tar::Header::new_old();
         h.as_old_mut().name[..name.len()].copy_from_slice(name);
         if let Some(l) = link {
@@ -264,14 +271,7 @@ mod tests {
         // 4 MiB of zeros compress to a few KiB: the bomb shape.
         let big = vec![0u8; 4 << 20];
         let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_size(big.len() as u64);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(0);
-        h.set_cksum();
-        b.append_data(&mut h, "zeros", big.as_slice()).expect("entry");
+        raw_entry(&mut b, b"zeros", tar::EntryType::Regular, None, &big);
         let layer = gzip(&b.into_inner().expect("tar"));
         assert!(layer.len() < 64 << 10, "{} bytes compressed", layer.len());
         let mut budget = 1 << 20;
