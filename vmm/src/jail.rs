@@ -44,7 +44,11 @@ static SUPERVISOR_ALIVE: AtomicI32 = AtomicI32::new(-1);
 
 /// Unshares the mount, IPC and PID namespaces and forks. Returns in the child (the VMM
 /// to be); the parent supervises it and never returns. Call before any thread exists.
-pub fn enter(user: Option<(u32, u32)>) -> Result<(), JailError> {
+/// `confine_supervisor` confines the parent once it is the supervisor (given by the
+/// caller: the jail knows nothing of the VMM's own confinement).
+pub type ConfineSupervisor = fn(Option<(u32, u32)>) -> Result<(), String>;
+
+pub fn enter(user: Option<(u32, u32)>, confine_supervisor: ConfineSupervisor) -> Result<(), JailError> {
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
     // SAFETY: unshare(2) with plain flags.
     check(unsafe { libc::unshare(flags) }.into(), "unsharing namespaces (the jail needs root)")?;
@@ -67,7 +71,7 @@ pub fn enter(user: Option<(u32, u32)>) -> Result<(), JailError> {
     }
     // SAFETY: closing the read end the supervisor does not use.
     unsafe { libc::close(fds[0]) };
-    std::process::exit(supervise(pid, user))
+    std::process::exit(supervise(pid, user, confine_supervisor))
 }
 
 /// Dies with the supervisor. The kernel clears the parent-death signal when the
@@ -90,7 +94,7 @@ pub fn rearm_parent_death() -> Result<(), JailError> {
     Ok(())
 }
 
-fn supervise(child: libc::pid_t, user: Option<(u32, u32)>) -> i32 {
+fn supervise(child: libc::pid_t, user: Option<(u32, u32)>, confine_supervisor: ConfineSupervisor) -> i32 {
     // Terminating signals are taken by a signalfd: the supervisor then dies the same
     // way, and the kernel kills the VMM after it.
     // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset.
@@ -107,7 +111,7 @@ fn supervise(child: libc::pid_t, user: Option<(u32, u32)>) -> i32 {
     let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC) };
     // SAFETY: pidfd_open with integers; a new descriptor.
     let pfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) } as libc::c_int;
-    if let Err(e) = crate::confine::confine_supervisor(user) {
+    if let Err(e) = confine_supervisor(user) {
         eprintln!("isola-vmm: error: confining the jail's supervisor: {e}");
         // SAFETY: kill with integers; the VMM must not outlive a failed supervisor.
         unsafe { libc::kill(child, libc::SIGKILL) };

@@ -90,7 +90,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     // First, while this process has one thread: the jail forks.
     if args.jail {
-        if let Err(e) = isola_vmm::jail::enter(args.uid.zip(args.gid)) {
+        if let Err(e) = isola_vmm::jail::enter(args.uid.zip(args.gid), |u| {
+            isola_vmm::confine::confine_supervisor(u).map_err(|e| e.to_string())
+        }) {
             eprintln!("isola-vmm: error: {e}");
             return ExitCode::from(1);
         }
