@@ -202,7 +202,18 @@ pub enum ThreadKind {
 /// The allow-list of one thread kind, within the process-wide one.
 pub fn thread_rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, ConfineError> {
     let own: &[i64] = match kind {
-        ThreadKind::Vcpu => &[libc::SYS_sendmsg, libc::SYS_recvmsg, libc::SYS_eventfd2, libc::SYS_fcntl],
+        // A device reset (the guest's driver probing, or powering off) stops its worker
+        // and takes its backend back on this thread: the vsock muxer then drops its
+        // connections from its own epoll set and shuts their sockets.
+        ThreadKind::Vcpu => &[
+            libc::SYS_sendmsg,
+            libc::SYS_recvmsg,
+            libc::SYS_eventfd2,
+            libc::SYS_fcntl,
+            libc::SYS_epoll_ctl,
+            libc::SYS_epoll_create1,
+            libc::SYS_shutdown,
+        ],
         ThreadKind::Worker => &[
             libc::SYS_epoll_wait,
             libc::SYS_epoll_pwait,
