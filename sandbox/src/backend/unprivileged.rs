@@ -9,20 +9,33 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Between fork and exec: empties the bounding set except `keep` and sets
+/// no_new_privs. Unknown capabilities are EINVAL; every known one goes.
+fn bound_and_no_new_privs(keep: &[u32]) -> std::io::Result<()> {
+    for cap in 0..=63u32 {
+        if !keep.contains(&cap) {
+            // SAFETY: prctl takes integers and is async-signal-safe.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        }
+    }
+    // SAFETY: as above.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Makes `cmd` become `uid`:`gid` with no supplementary groups, an empty capability
 /// bounding set and no_new_privs just before exec (nothing it runs can ever gain a
 /// privilege). It runs after the hooks registered before it, which `Command::uid`
 /// would not (std changes ids before any hook).
 pub fn drop_to(cmd: &mut Command, uid: u32, gid: u32) {
-    // SAFETY: prctl/setgroups/setresgid/setresuid are async-signal-safe and take integers.
+    // SAFETY: the hook only makes async-signal-safe calls (prctl, setgroups,
+    // setresgid, setresuid) with integers.
     unsafe {
         cmd.pre_exec(move || {
-            for cap in 0..=63 {
-                // Unknown capabilities are EINVAL; every known one goes.
-                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
-            }
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::setgroups(0, std::ptr::null()) != 0
+            bound_and_no_new_privs(&[])?;
+            if libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setresgid(gid, gid, gid) != 0
                 || libc::setresuid(uid, uid, uid) != 0
             {
@@ -36,20 +49,8 @@ pub fn drop_to(cmd: &mut Command, uid: u32, gid: u32) {
 /// Empties `cmd`'s capability bounding set except `keep` just before exec: a program
 /// run as root then starts with only those (and no_new_privs keeps it so).
 pub fn bound_capabilities(cmd: &mut Command, keep: &'static [u32]) {
-    // SAFETY: prctl takes integers and is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            for cap in 0..=63u32 {
-                if !keep.contains(&cap) {
-                    libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
-                }
-            }
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // SAFETY: the hook only calls prctl with integers (async-signal-safe).
+    unsafe { cmd.pre_exec(move || bound_and_no_new_privs(keep)) };
 }
 
 /// A binary opened now, to be executed later by a user who may not reach its path.
