@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// others, vsock sockets, module loading, kexec, BPF, mounts and new namespaces.
     #[arg(long = "security-opt")]
     security_opt: Vec<String>,
+    /// Add a Linux capability to the container's default set (e.g. NET_ADMIN). It
+    /// applies inside the microVM only: the host never grants it.
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
     /// Backend: isola-vmm or qemu (default: by host).
     #[arg(long)]
     hypervisor: Option<HypervisorKind>,
@@ -126,6 +130,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let opts = ContainerOptions {
         seccomp,
+        cap_add: a.cap_add.clone(),
         args,
         env,
         cwd,

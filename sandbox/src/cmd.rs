@@ -1,13 +1,14 @@
 //! Runs the host's network tools (`ip`, `iptables`, `tc`, `nsenter`) and reports their
 //! stderr when they fail.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
     #[error("`{cmd}` failed: {stderr}")]
     Failed { cmd: String, stderr: String },
-    #[error("cannot run {0}: {1} (install iproute2 and iptables)")]
+    #[error("cannot run {0}: {1} (install iproute2, iptables and nftables)")]
     Spawn(String, std::io::Error),
 }
 
@@ -17,6 +18,29 @@ pub fn run(cmd: &str, args: &[&str]) -> Result<String, CmdError> {
     if !out.status.success() {
         return Err(CmdError::Failed {
             cmd: format!("{cmd} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Like [`run`], with `input` on the tool's stdin (`nft -f -`, `iptables-restore`).
+pub fn run_with_input(cmd: &str, args: &[&str], input: &str) -> Result<String, CmdError> {
+    let spawn = |e| CmdError::Spawn(cmd.into(), e);
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).map_err(spawn)?;
+    }
+    let out = child.wait_with_output().map_err(spawn)?;
+    if !out.status.success() {
+        return Err(CmdError::Failed {
+            cmd: format!("{cmd} {} <<< {input:?}", args.join(" ")),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
@@ -33,5 +57,8 @@ mod tests {
         let e = run("sh", &["-c", "echo bad >&2; exit 1"]).expect_err("fails");
         assert!(e.to_string().contains("bad"), "{e}");
         assert!(matches!(run("isola-no-such-tool", &[]), Err(CmdError::Spawn(..))));
+        assert_eq!(run_with_input("tr", &["a-z", "A-Z"], "hi").expect("tr"), "HI");
+        let e = run_with_input("sh", &["-c", "cat >&2; exit 3"], "why").expect_err("fails");
+        assert!(e.to_string().contains("why"), "{e}");
     }
 }

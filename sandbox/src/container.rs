@@ -19,6 +19,8 @@ pub enum ContainerError {
     NoCommand,
     #[error("invalid --env {0:?}: expected KEY=VALUE")]
     BadEnv(String),
+    #[error("unknown capability {0:?} (names as in capabilities(7), e.g. NET_ADMIN)")]
+    BadCapability(String),
     #[error("building the OCI spec: {0}")]
     Spec(String),
     #[error("rootfs {path}: {reason}")]

@@ -17,6 +17,7 @@ pub mod hypervisor;
 pub mod mounts;
 pub mod names;
 pub mod net;
+pub mod netfilter;
 pub mod netns;
 pub mod sandbox;
 pub mod seccomp;

@@ -1,5 +1,6 @@
 //! Sandbox networking on the host: the `isola0` bridge (10.88.0.1/16) with NAT to the
-//! outside, one address per sandbox, and one tap per sandbox that QEMU itself creates
+//! outside, one address per sandbox (isolated from the others and from the host's own
+//! services: [`crate::netfilter`]), and one tap per sandbox that QEMU itself creates
 //! (non-persistent), so it disappears with the VMM however the VMM ends.
 //!
 //! For the containerd shim the same tap can instead be created inside a pod's network
@@ -21,8 +22,8 @@ pub const MTU: u32 = 1500;
 pub enum NetError {
     #[error(transparent)]
     Cmd(#[from] crate::cmd::CmdError),
-    #[error("enabling ip_forward: {0}")]
-    Forward(std::io::Error),
+    #[error(transparent)]
+    Filter(#[from] crate::netfilter::FilterError),
     #[error("no free address left in 10.88.0.0/16")]
     Exhausted,
     #[error("tap {0} did not appear (the VMM did not create it)")]
@@ -82,18 +83,17 @@ fn iptables_ensure(table: &str, rule: &[&str]) -> Result<(), NetError> {
     crate::cmd::run("iptables", &add).map(drop).map_err(Into::into)
 }
 
-/// The bridge, its address, forwarding and NAT; idempotent.
-pub fn ensure_bridge() -> Result<(), NetError> {
+/// The bridge, its address, NAT and the isolation rules ([`crate::netfilter`]);
+/// idempotent. Call with the lock ([`lock`]) held.
+pub fn ensure_bridge(_lock: &AllocLock) -> Result<(), NetError> {
     if !Path::new("/sys/class/net").join(BRIDGE).exists() {
         crate::cmd::run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
         crate::cmd::run("ip", &["addr", "add", &format!("{GATEWAY}/{PREFIX}"), "dev", BRIDGE])?;
     }
     crate::cmd::run("ip", &["link", "set", BRIDGE, "up"])?;
-    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(NetError::Forward)?;
+    crate::netfilter::ensure_host_rules()?;
     let subnet = format!("10.88.0.0/{PREFIX}");
-    iptables_ensure("nat", &["POSTROUTING", "-s", &subnet, "!", "-o", BRIDGE, "-j", "MASQUERADE"])?;
-    iptables_ensure("filter", &["FORWARD", "-i", BRIDGE, "-j", "ACCEPT"])?;
-    iptables_ensure("filter", &["FORWARD", "-o", BRIDGE, "-j", "ACCEPT"])
+    iptables_ensure("nat", &["POSTROUTING", "-s", &subnet, "!", "-o", BRIDGE, "-j", "MASQUERADE"])
 }
 
 /// An exclusive lock over address allocation (held until the sandbox's state is saved).
@@ -115,16 +115,18 @@ pub fn allocate(in_use: &[Ipv4Addr]) -> Result<Ipv4Addr, NetError> {
         .ok_or(NetError::Exhausted)
 }
 
-/// Puts the VMM's tap on the bridge once the VMM has created it.
-pub fn attach(tap: &str, timeout: Duration) -> Result<(), NetError> {
+/// Puts the VMM's tap on the bridge once the VMM has created it: an isolated port
+/// that passes only the sandbox's own MAC and address, then up.
+pub fn attach(n: &NetState, timeout: Duration) -> Result<(), NetError> {
     let until = Instant::now() + timeout;
-    while !Path::new("/sys/class/net").join(tap).exists() {
+    while !Path::new("/sys/class/net").join(&n.tap).exists() {
         if Instant::now() > until {
-            return Err(NetError::NoTap(tap.into()));
+            return Err(NetError::NoTap(n.tap.clone()));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    crate::cmd::run("ip", &["link", "set", tap, "master", BRIDGE, "up"]).map(drop).map_err(Into::into)
+    crate::netfilter::isolate_port(n)?;
+    crate::cmd::run("ip", &["link", "set", &n.tap, "up"]).map(drop).map_err(Into::into)
 }
 
 /// DNS servers the guest can reach: the host's, minus loopback stubs.

@@ -236,8 +236,8 @@ impl Sandbox {
         let bridge = opts.network != NetworkMode::None && opts.netns.is_none();
         // The address stays reserved from allocation until the state (naming it) is saved.
         let _alloc = if bridge {
-            crate::net::ensure_bridge()?;
             let lock = crate::net::lock(&opts.state_root)?;
+            crate::net::ensure_bridge(&lock)?;
             let in_use: Vec<_> =
                 state::list(&opts.state_root).iter().filter_map(|(_, st)| st.net.as_ref().map(|n| n.ip)).collect();
             sb.state.net = Some(crate::net::NetState::for_sandbox(&opts.id, crate::net::allocate(&in_use)?));
@@ -411,7 +411,7 @@ impl Sandbox {
     fn connect_tap(&self) -> Result<(), SandboxError> {
         match &self.state.net {
             Some(crate::net::NetState { pod: Some(pod), .. }) => pod.redirect(Duration::from_secs(10))?,
-            Some(n) => crate::net::attach(&n.tap, Duration::from_secs(10))?,
+            Some(n) => crate::net::attach(n, Duration::from_secs(10))?,
             None => {}
         }
         Ok(())

@@ -19,6 +19,37 @@ pub struct ContainerOptions {
     pub gid: Option<u32>,
     /// The container's seccomp filter (`--security-opt seccomp=`).
     pub seccomp: crate::seccomp::Seccomp,
+    /// Capabilities added to the default set (`--cap-add NET_ADMIN`, as Docker takes them).
+    pub cap_add: Vec<String>,
+}
+
+/// A capability by Docker's name (`NET_ADMIN`) or the kernel's (`CAP_NET_ADMIN`).
+fn capability(name: &str) -> Result<oci_spec::runtime::Capability, ContainerError> {
+    let upper = name.to_ascii_uppercase();
+    upper
+        .strip_prefix("CAP_")
+        .unwrap_or(&upper)
+        .parse()
+        .map_err(|_| ContainerError::BadCapability(name.to_string()))
+}
+
+/// Adds `names` to the bounding, effective and permitted sets (never ambient).
+fn add_capabilities(p: &mut oci_spec::runtime::Process, names: &[String]) -> Result<(), ContainerError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let add: Vec<_> = names.iter().map(|n| capability(n)).collect::<Result<_, _>>()?;
+    let mut caps = p.capabilities().clone().unwrap_or_default();
+    let extend = |set: &Option<oci_spec::runtime::Capabilities>| {
+        let mut set = set.clone().unwrap_or_default();
+        set.extend(add.iter().copied());
+        Some(set)
+    };
+    caps.set_bounding(extend(caps.bounding()));
+    caps.set_effective(extend(caps.effective()));
+    caps.set_permitted(extend(caps.permitted()));
+    p.set_capabilities(Some(caps));
+    Ok(())
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -54,6 +85,7 @@ pub fn spec(o: &ContainerOptions) -> Result<Spec, ContainerError> {
         user.set_gid(gid);
     }
     p.set_user(user);
+    add_capabilities(&mut p, &o.cap_add)?;
     spec.set_process(Some(p));
     spec.set_hostname(o.hostname.clone());
     let mut res = LinuxResourcesBuilder::default();
@@ -126,5 +158,25 @@ mod tests {
         assert!(matches!(spec(&ContainerOptions::default()), Err(ContainerError::NoCommand)));
         let o = ContainerOptions { args: vec!["sh".into()], env: vec!["NOEQUALS".into()], ..Default::default() };
         assert_eq!(spec(&o).expect_err("env").to_string(), "invalid --env \"NOEQUALS\": expected KEY=VALUE");
+        let o = ContainerOptions { args: vec!["sh".into()], cap_add: vec!["NET_FLY".into()], ..Default::default() };
+        assert!(spec(&o).expect_err("cap").to_string().contains("NET_FLY"));
+    }
+
+    #[test]
+    fn added_capabilities_join_every_set_but_ambient() {
+        use oci_spec::runtime::Capability;
+        let o = ContainerOptions {
+            args: vec!["sh".into()],
+            cap_add: vec!["NET_ADMIN".into(), "cap_net_raw".into()],
+            ..Default::default()
+        };
+        let s = spec(&o).expect("spec");
+        let c = s.process().as_ref().and_then(|p| p.capabilities().clone()).expect("caps");
+        for set in [c.bounding(), c.effective(), c.permitted()] {
+            let set = set.as_ref().expect("set");
+            assert!(set.contains(&Capability::NetAdmin) && set.contains(&Capability::NetRaw), "{set:?}");
+            assert!(set.contains(&Capability::Kill), "defaults kept: {set:?}");
+        }
+        assert!(c.ambient().as_ref().is_none_or(|a| !a.contains(&Capability::NetAdmin)));
     }
 }

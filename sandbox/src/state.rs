@@ -87,8 +87,10 @@ pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
             }
         }
     }
-    if let Some(pod) = st.and_then(|s| s.net.as_ref()).and_then(|n| n.pod.as_ref()) {
-        pod.undo();
+    match st.and_then(|s| s.net.as_ref()) {
+        Some(crate::net::NetState { pod: Some(pod), .. }) => pod.undo(),
+        Some(n) => crate::netfilter::release_port(&n.tap),
+        None => {}
     }
     crate::cgroup::remove_for(dir);
     // Binds of user directories live under the sandbox: unmount before deleting.

@@ -276,12 +276,14 @@ fn sandbox_taps() -> Vec<String> {
         .collect()
 }
 
-/// The default network: an address on isola0, a route to the host, DNS; `--network
-/// none` is loopback only; taps vanish with the VMM, also after SIGKILL.
+/// The default network: an address on isola0, a route out through the host (NAT),
+/// DNS; `--network none` is loopback only; taps and their rules vanish with the VMM,
+/// also after SIGKILL.
 #[test]
-fn containers_reach_the_host_over_the_bridge_and_taps_do_not_leak() {
+fn containers_reach_the_outside_over_the_bridge_and_taps_do_not_leak() {
     let r = rootfs();
-    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("listener");
+    let outside = isola_e2e::outside::Outside::new(1);
+    let listener = outside.listen(outside.addr);
     let port = listener.local_addr().expect("addr").port();
     let accept = std::thread::spawn(move || {
         let (mut c, peer) = listener.accept().expect("the guest connects");
@@ -291,15 +293,16 @@ fn containers_reach_the_host_over_the_bridge_and_taps_do_not_leak() {
     });
     // Only this sandbox's tap counts (tests running beside this one make their own).
     let own_tap = isola_sandbox::net::NetState::for_sandbox("e2e-net", std::net::Ipv4Addr::UNSPECIFIED).tap;
-    let script = format!("ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; echo hello-host | nc 10.88.0.1 {port}");
+    let script = format!("ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; echo hello-host | nc {} {port}", outside.addr);
     let (out, err, code) = isola(&["run", "--name", "e2e-net", "--rootfs", &r, "--", "sh", "-c", &script], None);
     assert_eq!(code, 0, "{out}\n{err}");
     let (got, peer) = accept.join().expect("accept thread");
     assert_eq!(got, "hello-host\n");
     let addr = out.trim().strip_prefix("inet ").expect("an address").to_string();
     assert!(addr.starts_with("10.88.") && addr.ends_with("/16"), "{addr}");
-    assert_eq!(peer.to_string(), addr.trim_end_matches("/16"), "the host sees the guest's own address");
+    assert_eq!(peer, outside.host_addr, "the outside sees the host's address (NAT)");
     assert!(!sandbox_taps().contains(&own_tap), "tap {own_tap} left");
+    assert!(!isola_sandbox::netfilter::port_chains().contains(&own_tap), "the rules of {own_tap} left");
 
     let (out, err, code) = isola(
         &["run", "--name", "e2e-nonet", "--network", "none", "--rootfs", &r, "--", "sh", "-c", "ls /sys/class/net"],
@@ -321,6 +324,7 @@ fn containers_reach_the_host_over_the_bridge_and_taps_do_not_leak() {
     assert!(gone, "tap {tap} outlived its VMM");
     let _ = isola(&["ps"], None);
     assert_gone("e2e-net-kill");
+    assert!(!isola_sandbox::netfilter::port_chains().contains(&tap), "the rules of {tap} outlived the cleanup");
 }
 
 /// A foreground run whose virtiofsd dies stops with an error naming it, instead of

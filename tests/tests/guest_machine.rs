@@ -3,7 +3,6 @@
 //! and a network device that carries bulk TCP both ways intact.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::time::Instant;
 
 use isola_e2e::{busybox_rootfs, isola};
@@ -41,14 +40,16 @@ fn hex(d: impl AsRef<[u8]>) -> String {
 }
 
 /// 64 MiB of pseudo-random bytes each way through the guest's network device and the
-/// bridge, checked by SHA-256 on the other side: guest → host (`nc` sends a file of a
+/// bridge to a peer beyond the uplink, checked by SHA-256 on the other side: guest → out (`nc` sends a file of a
 /// read-only volume), host → guest (an HTTP download). The guest only copies, so the
 /// time goes to the devices, not to making data.
 #[test]
 fn bulk_tcp_both_ways_arrives_intact() {
     const BLOB: usize = 64 << 20;
-    let upload = TcpListener::bind("0.0.0.0:0").expect("listener");
-    let download = TcpListener::bind("0.0.0.0:0").expect("listener");
+    // Guests may not reach the host's own services: the peer is beyond the uplink.
+    let outside = isola_e2e::outside::Outside::new(3);
+    let upload = outside.listen(outside.addr);
+    let download = outside.listen(outside.addr);
     let (up_port, down_port) = (upload.local_addr().expect("addr").port(), download.local_addr().expect("addr").port());
     let receiver = std::thread::spawn(move || {
         let (mut c, _) = upload.accept().expect("the guest connects");
@@ -88,7 +89,7 @@ fn bulk_tcp_both_ways_arrives_intact() {
         started.elapsed()
     });
     let script =
-        format!("nc 10.88.0.1 {up_port} < /data/blob && wget -q -O - http://10.88.0.1:{down_port}/blob | sha256sum");
+        format!("nc {o} {up_port} < /data/blob && wget -q -O - http://{o}:{down_port}/blob | sha256sum", o = outside.addr);
     let r = rootfs();
     let args = ["run", "--name", "e2e-bulk", "-v", &volume, "--rootfs", &r, "--", "sh", "-c", &script];
     let (out, err, code) = isola(&args, None);

@@ -247,3 +247,84 @@ fn every_sandbox_process_is_confined() {
     assert_eq!(code, 0, "{err}");
     assert!(!dir.exists(), "the cgroup {} is removed with the sandbox", dir.display());
 }
+
+/// Two sandboxes on the bridge, the second one hostile (root with CAP_NET_ADMIN in its
+/// guest): it reaches the outside through NAT, but not its neighbour, not the host's
+/// own services (on the gateway or any other host address), not link-local metadata;
+/// and once it takes its neighbour's address or another MAC, not even the outside.
+/// Controls show each blocked peer does answer those it should.
+#[test]
+fn a_sandbox_cannot_spoof_or_reach_its_neighbour_the_host_or_metadata() {
+    use std::io::BufRead;
+    use std::net::Ipv4Addr;
+    let _a = Removed("e2e-net-a");
+    let _b = Removed("e2e-net-b");
+    let mut outside = isola_e2e::outside::Outside::new(2);
+    let metadata = Ipv4Addr::new(169, 254, 169, 254);
+    outside.add_address(metadata);
+    let world = outside.serve(outside.addr, "from-outside\n");
+    let meta = outside.serve(metadata, "from-metadata\n");
+    let host = isola_e2e::outside::Server::start(std::net::TcpListener::bind("0.0.0.0:0").expect("host"), "from-host\n");
+    let r = busybox_rootfs().display().to_string();
+
+    let a_script = "while :; do echo from-a | nc -l -p 7000; done";
+    let (out, err, code) = isola(&["run", "-d", "--name", "e2e-net-a", "--rootfs", &r, "--", "sh", "-c", a_script], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let a_ip = state::SandboxState::load(&state::default_root().join("e2e-net-a"))
+        .expect("state")
+        .net
+        .expect("a is on the bridge")
+        .ip;
+    // Control: the host may open connections to a sandbox, and A's server answers.
+    let read_a = || -> String {
+        let line = || -> Option<String> {
+            let c = std::net::TcpStream::connect_timeout(&(a_ip, 7000).into(), Duration::from_secs(3)).ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+            let mut line = String::new();
+            std::io::BufReader::new(c).read_line(&mut line).ok()?;
+            Some(line)
+        };
+        line().unwrap_or_default()
+    };
+    let reached = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        read_a() == "from-a\n"
+    });
+    assert!(reached, "the host reaches A's server at {a_ip}:7000");
+
+    let (o, m, h) = (outside.addr, metadata, host.port);
+    let (w, mp) = (world.port, meta.port);
+    let hu = outside.host_addr;
+    let b_script = format!(
+        "try() {{ echo \"$1: $(timeout 6 sh -c \"sleep 1 | nc -w 3 $2 $3\" 2>/dev/null | head -1)\"; }}
+         me=$(ip -4 addr show eth0 | grep -o 'inet [0-9./]*' | cut -d' ' -f2); mac=$(cat /sys/class/net/eth0/address)
+         try outside {o} {w}; try neighbour {a_ip} 7000; try gateway 10.88.0.1 {h}; try host-uplink {hu} {h}
+         try metadata {m} {mp}
+         ip addr flush dev eth0; ip addr add {a_ip}/16 dev eth0; ip route add default via 10.88.0.1
+         try spoofed-ip {o} {w}
+         ip addr flush dev eth0; ip link set eth0 down; ip link set eth0 address 02:00:00:00:00:99; ip link set eth0 up
+         ip addr add $me dev eth0; ip route add default via 10.88.0.1; ip neigh flush dev eth0
+         try spoofed-mac {o} {w}
+         ip addr flush dev eth0; ip link set eth0 down; ip link set eth0 address $mac; ip link set eth0 up
+         ip addr add $me dev eth0; ip route add default via 10.88.0.1; ip neigh flush dev eth0
+         try restored {o} {w}"
+    );
+    let args = ["run", "--name", "e2e-net-b", "--cap-add", "NET_ADMIN", "--rootfs", &r, "--", "sh", "-c", &b_script];
+    let (out, err, code) = isola(&args, None);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let got = |k: &str| {
+        out.lines().find_map(|l| l.strip_prefix(&format!("{k}: "))).map(str::to_string).unwrap_or_default()
+    };
+    assert_eq!(got("outside"), "from-outside", "B reaches the outside through NAT:\n{out}");
+    assert_eq!(got("restored"), "from-outside", "with its own MAC and address again, B works:\n{out}");
+    for k in ["neighbour", "gateway", "host-uplink", "metadata", "spoofed-ip", "spoofed-mac"] {
+        assert_eq!(got(k), "", "{k} must be unreachable from B:\n{out}");
+    }
+    assert_eq!(host.accepted(), 0, "no connection from B reached a host service");
+    assert_eq!(meta.accepted(), 0, "no connection from B reached the metadata address");
+    assert_eq!(world.accepted(), 2, "only the two legitimate connections left the host:\n{out}");
+    // Control for the host service and metadata: they do answer the host itself.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", h)).is_ok());
+    assert!(std::net::TcpStream::connect_timeout(&(metadata, mp).into(), Duration::from_secs(3)).is_ok());
+    assert_eq!(read_a(), "from-a\n", "A still serves: B's attempts did not disturb it");
+}

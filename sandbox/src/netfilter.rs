@@ -1,0 +1,167 @@
+//! Isolation of sandboxes on the `isola0` bridge. A guest kernel is hostile, so:
+//! - each tap is an isolated bridge port: sandboxes never reach each other at layer 2,
+//!   and routing between them through the gateway is dropped;
+//! - each tap's ingress (an nftables `netdev` chain, before the bridge sees the frame)
+//!   passes only ARP and IPv4 from the sandbox's own MAC and address: no spoofing;
+//! - input from the bridge to the host is dropped except replies to connections the
+//!   host opened; link-local (169.254.0.0/16, cloud metadata) is never forwarded;
+//! - forwarding is enabled for the bridge and the uplinks, not host-wide.
+//!
+//! The per-tap chain is keyed by the tap's name and removed by the sandbox's cleanup,
+//! however the sandbox ended; the host-wide rules are shared, like the bridge.
+
+use std::path::Path;
+
+use crate::cmd::{run, run_with_input, CmdError};
+use crate::net::{NetState, BRIDGE};
+
+/// nftables table (family `netdev`) holding one ingress chain per tap.
+pub const TABLE: &str = "isola";
+const INPUT_CHAIN: &str = "ISOLA-INPUT";
+const FORWARD_CHAIN: &str = "ISOLA-FORWARD";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("network isolation rules: {0} (install iptables and nftables)")]
+    Cmd(#[from] CmdError),
+    #[error("enabling forwarding on {dev}: {source}")]
+    Forward { dev: String, source: std::io::Error },
+}
+
+/// The host-wide rules, as one `iptables-restore --noflush` transaction: declaring
+/// the chains replaces their contents atomically, so concurrent callers never see
+/// them half-filled.
+fn host_rules() -> String {
+    let b = BRIDGE;
+    format!(
+        "*filter\n:{INPUT_CHAIN} - [0:0]\n:{FORWARD_CHAIN} - [0:0]\n\
+         -A {INPUT_CHAIN} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
+         -A {INPUT_CHAIN} -j DROP\n\
+         -A {FORWARD_CHAIN} -i {b} -o {b} -j DROP\n\
+         -A {FORWARD_CHAIN} -i {b} -d 169.254.0.0/16 -j DROP\n\
+         -A {FORWARD_CHAIN} -i {b} -j ACCEPT\n\
+         -A {FORWARD_CHAIN} -o {b} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n\
+         -A {FORWARD_CHAIN} -o {b} -j DROP\n\
+         COMMIT\n"
+    )
+}
+
+/// The jumps into our chains, first in the built-in chains (checked, then inserted).
+fn jumps() -> [[&'static str; 5]; 3] {
+    [
+        ["INPUT", "-i", BRIDGE, "-j", INPUT_CHAIN],
+        ["FORWARD", "-i", BRIDGE, "-j", FORWARD_CHAIN],
+        ["FORWARD", "-o", BRIDGE, "-j", FORWARD_CHAIN],
+    ]
+}
+
+/// Host-wide rules and forwarding; idempotent. Call with the network lock held (the
+/// check-then-insert of the jumps is not atomic by itself).
+pub fn ensure_host_rules() -> Result<(), FilterError> {
+    run_with_input("iptables-restore", &["--noflush"], &host_rules())?;
+    for j in jumps() {
+        let mut check = vec!["-C"];
+        check.extend_from_slice(&j);
+        if run("iptables", &check).is_err() {
+            let mut insert = vec!["-I", j[0], "1"];
+            insert.extend_from_slice(&j[1..]);
+            run("iptables", &insert)?;
+        }
+    }
+    for dev in std::iter::once(BRIDGE.to_string()).chain(uplinks()) {
+        let path = Path::new("/proc/sys/net/ipv4/conf").join(&dev).join("forwarding");
+        std::fs::write(&path, "1").map_err(|source| FilterError::Forward { dev, source })?;
+    }
+    Ok(())
+}
+
+/// Interfaces of the host's default routes: NATed traffic leaves, and its replies
+/// arrive (and are forwarded), there.
+fn uplinks() -> Vec<String> {
+    let out = run("ip", &["-4", "route", "show", "default"]).unwrap_or_default();
+    parse_uplinks(&out)
+}
+
+fn parse_uplinks(routes: &str) -> Vec<String> {
+    let mut devs: Vec<String> = Vec::new();
+    for l in routes.lines() {
+        let mut w = l.split_whitespace().skip_while(|w| *w != "dev");
+        let Some(d) = w.next().and(w.next()) else { continue };
+        if d != BRIDGE && !d.contains('/') && !d.starts_with('.') && !devs.iter().any(|x| x == d) {
+            devs.push(d.to_string());
+        }
+    }
+    devs
+}
+
+/// The tap's ingress chain: only its own MAC with its own address, ARP or IPv4.
+fn port_rules(n: &NetState) -> String {
+    let (t, mac, ip) = (&n.tap, &n.mac, n.ip);
+    format!(
+        "table netdev {TABLE} {{}}\n\
+         add chain netdev {TABLE} {t} {{ type filter hook ingress device \"{t}\" priority 0; policy drop; }}\n\
+         flush chain netdev {TABLE} {t}\n\
+         add rule netdev {TABLE} {t} ether saddr {mac} arp saddr ether {mac} arp saddr ip {ip} accept\n\
+         add rule netdev {TABLE} {t} ether saddr {mac} ip saddr {ip} accept\n"
+    )
+}
+
+/// Pins the tap's MAC and address and makes it an isolated bridge port; call before
+/// the port is up. A chain left by an earlier sandbox with this tap name is replaced.
+pub fn isolate_port(n: &NetState) -> Result<(), FilterError> {
+    run_with_input("nft", &["-f", "-"], &port_rules(n))?;
+    run("ip", &["link", "set", &n.tap, "master", BRIDGE])?;
+    run("ip", &["link", "set", "dev", &n.tap, "type", "bridge_slave", "isolated", "on"])?;
+    Ok(())
+}
+
+/// Removes the tap's chain (gone already when the kernel dropped it with the device).
+pub fn release_port(tap: &str) {
+    if let Err(e) = run("nft", &["delete", "chain", "netdev", TABLE, tap]) {
+        log::debug!("no chain for {tap} to remove: {e}");
+    }
+}
+
+/// The taps that still have a chain (for cleanup and leak checks).
+pub fn port_chains() -> Vec<String> {
+    let Ok(out) = run("nft", &["list", "table", "netdev", TABLE]) else { return vec![] };
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("chain "))
+        .map(|c| c.trim_end_matches('{').trim().to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uplinks_are_the_default_routes_devices() {
+        let routes = "default via 192.0.2.1 dev eth0 proto dhcp\ndefault via 10.0.0.1 dev wlan0 metric 600\n\
+                      default dev isola0\ndefault via 1.1.1.1 dev eth0\n";
+        assert_eq!(parse_uplinks(routes), ["eth0", "wlan0"]);
+    }
+
+    #[test]
+    fn a_port_passes_only_its_own_mac_and_address() {
+        let n = NetState::for_sandbox("a", std::net::Ipv4Addr::new(10, 88, 0, 9));
+        let r = port_rules(&n);
+        assert!(r.contains("policy drop"), "{r}");
+        assert_eq!(r.matches(" accept").count(), 2, "ARP and IPv4 only: {r}");
+        assert!(r.contains(&format!("ether saddr {} ip saddr 10.88.0.9 accept", n.mac)), "{r}");
+        assert!(r.contains(&format!("arp saddr ether {} arp saddr ip 10.88.0.9", n.mac)), "{r}");
+        assert!(r.contains(&format!("device \"{}\"", n.tap)), "{r}");
+    }
+
+    #[test]
+    fn the_host_drops_what_the_bridge_sends_it_and_link_local() {
+        let r = host_rules();
+        let input: Vec<&str> = r.lines().filter(|l| l.starts_with("-A ISOLA-INPUT")).collect();
+        assert_eq!(input.last(), Some(&"-A ISOLA-INPUT -j DROP"), "{r}");
+        let fwd: Vec<&str> = r.lines().filter(|l| l.starts_with("-A ISOLA-FORWARD")).collect();
+        let pos = |s: &str| fwd.iter().position(|l| l.contains(s)).unwrap_or(usize::MAX);
+        assert!(pos("FORWARD -o isola0 -j DROP") > pos("ESTABLISHED"), "{r}");
+        assert!(pos("169.254.0.0/16 -j DROP") < pos("-i isola0 -j ACCEPT"), "{r}");
+        assert!(pos("-i isola0 -o isola0 -j DROP") < pos("-i isola0 -j ACCEPT"), "{r}");
+    }
+}
