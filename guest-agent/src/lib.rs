@@ -6,6 +6,8 @@ pub mod boot_timer;
 pub mod cgroup;
 pub mod config;
 pub mod helper;
+#[cfg(test)]
+mod in_root_tests;
 pub mod init;
 pub mod net;
 pub mod process;

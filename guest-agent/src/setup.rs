@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
-use crate::config::{join_inside, InitConfig, Mode, ProcessConfig, UserNs};
+use crate::config::{InitConfig, Mode, ProcessConfig, UserNs};
 use crate::seccomp::Profile;
-use crate::syscall::{Syscall, SyscallError};
+use crate::syscall::{InRoot, Syscall, SyscallError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -80,26 +80,28 @@ fn setup_rootfs(
     sys.mount("none", Path::new("/"), "", MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     let rootfs_str = rootfs.to_string_lossy();
     sys.mount(&rootfs_str, rootfs, "", MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    // Every target below is resolved inside the rootfs: the image's symlinks stay in it.
     for m in mounts {
         let target = mount_target(sys, rootfs, m)?;
         let flags = MsFlags::from_bits_truncate(m.flags);
-        sys.mount(&m.source, &target, &m.fstype, flags & !MsFlags::MS_RDONLY, m.data.as_deref())?;
+        sys.mount_in(&m.source, &target, &m.fstype, flags & !MsFlags::MS_RDONLY, m.data.as_deref())?;
         if flags.contains(MsFlags::MS_RDONLY) {
             // Read-only on this mount point only: a plain remount would make a shared
-            // superblock (cgroup2, a bind source) read-only everywhere.
+            // superblock (cgroup2, a bind source) read-only everywhere. Resolved again,
+            // so it is the new mount that is remounted.
             let ro = MsFlags::MS_REMOUNT
                 | MsFlags::MS_BIND
                 | MsFlags::MS_RDONLY
                 | (flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_REC));
-            sys.mount(&m.source, &target, "", ro, None)?;
+            sys.mount_in(&m.source, &target, "", ro, None)?;
         }
     }
-    let dev = rootfs.join("dev");
-    sys.mkdir_all(&dev)?;
+    let dev = InRoot::new(rootfs, "/dev")?;
+    sys.mkdir_in(&dev)?;
     for d in DEVICES {
         let target = dev.join(d);
-        sys.touch(&target)?;
-        sys.mount(&format!("/dev/{d}"), &target, "", MsFlags::MS_BIND, None)?;
+        sys.touch_in(&target)?;
+        sys.mount_in(&format!("/dev/{d}"), &target, "", MsFlags::MS_BIND, None)?;
     }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
@@ -108,29 +110,29 @@ fn setup_rootfs(
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
     ] {
-        sys.symlink(target, &dev.join(link))?;
+        sys.symlink_in(target, &dev.join(link))?;
     }
     write_files(sys, rootfs, files)
 }
 
-/// Creates the mount point for `m` (a file for file binds) and returns its path.
-fn mount_target(sys: &dyn Syscall, rootfs: &Path, m: &crate::config::MountSpec) -> Result<PathBuf, SetupError> {
-    let target = join_inside(rootfs, &m.destination)?;
+/// Creates the mount point for `m` (a file for file binds) inside the rootfs.
+fn mount_target<'a>(
+    sys: &dyn Syscall,
+    rootfs: &'a Path,
+    m: &crate::config::MountSpec,
+) -> Result<InRoot<'a>, SetupError> {
+    let target = InRoot::new(rootfs, &m.destination)?;
     if m.file_bind {
-        sys.touch(&target)?;
+        sys.touch_in(&target)?;
     } else {
-        sys.mkdir_all(&target)?;
+        sys.mkdir_in(&target)?;
     }
     Ok(target)
 }
 
 fn write_files(sys: &dyn Syscall, rootfs: &Path, files: &[(String, String)]) -> Result<(), SetupError> {
     for (path, contents) in files {
-        let p = join_inside(rootfs, path)?;
-        if let Some(parent) = p.parent() {
-            sys.mkdir_all(parent)?;
-        }
-        sys.write_file(&p, contents.as_bytes())?;
+        sys.write_in(&InRoot::new(rootfs, path)?, contents.as_bytes())?;
     }
     Ok(())
 }

@@ -17,6 +17,8 @@ pub enum SyscallError {
     Os { op: &'static str, source: nix::Error },
     #[error("the uid/gid map writer ended with {0}")]
     IdMapper(String),
+    #[error("{op} {path} (resolved inside the rootfs): {reason}")]
+    InRoot { op: &'static str, path: PathBuf, reason: String },
     #[error("injected failure at: {0}")]
     Injected(String),
     #[error("capabilities: {0}")]
@@ -34,8 +36,53 @@ fn os(op: &'static str) -> impl Fn(nix::Error) -> SyscallError {
 /// Resource limit: (resource name as in OCI, soft, hard).
 pub type Rlimit = (String, u64, u64);
 
+/// A path inside a container's rootfs, taken from the spec or the image: the Linux
+/// implementation resolves it with the rootfs as its root (`openat2` with
+/// `RESOLVE_IN_ROOT`, through the pathrs crate), so an image's symlink, absolute or
+/// `..`, can never make the agent create, write or mount outside that rootfs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InRoot<'a> {
+    pub root: &'a Path,
+    /// Relative to `root`, without `..` (see [`crate::config::join_inside`]).
+    pub rel: PathBuf,
+}
+
+impl<'a> InRoot<'a> {
+    pub fn new(root: &'a Path, path: &str) -> Result<Self, crate::config::ConfigError> {
+        let full = crate::config::join_inside(root, path)?;
+        let rel = full.strip_prefix(root).map(Path::to_path_buf).unwrap_or_default();
+        Ok(InRoot { root, rel })
+    }
+
+    pub fn join(&self, name: &str) -> Self {
+        InRoot { root: self.root, rel: self.rel.join(name) }
+    }
+
+    /// The plain path (for messages and the recording seam; never opened as is).
+    pub fn display_path(&self) -> PathBuf {
+        self.root.join(&self.rel)
+    }
+}
+
 pub trait Syscall {
     fn mkdir_all(&self, path: &Path) -> Result<(), SyscallError>;
+    /// `mkdir -p` inside a rootfs.
+    fn mkdir_in(&self, at: &InRoot) -> Result<(), SyscallError>;
+    /// Creates an empty file (and its parents) inside a rootfs if missing, to bind onto.
+    fn touch_in(&self, at: &InRoot) -> Result<(), SyscallError>;
+    /// Writes a file (and its parents) inside a rootfs.
+    fn write_in(&self, at: &InRoot, contents: &[u8]) -> Result<(), SyscallError>;
+    fn symlink_in(&self, target: &str, at: &InRoot) -> Result<(), SyscallError>;
+    /// Mounts onto a mount point inside a rootfs, through a descriptor of the resolved
+    /// target (never a path an image could swap under us).
+    fn mount_in(
+        &self,
+        source: &str,
+        at: &InRoot,
+        fstype: &str,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), SyscallError>;
     fn mount(
         &self,
         source: &str,
@@ -46,9 +93,6 @@ pub trait Syscall {
     ) -> Result<(), SyscallError>;
     fn umount_detach(&self, target: &Path) -> Result<(), SyscallError>;
     fn write_file(&self, path: &Path, contents: &[u8]) -> Result<(), SyscallError>;
-    /// Creates an empty file to bind-mount onto (if missing).
-    fn touch(&self, path: &Path) -> Result<(), SyscallError>;
-    fn symlink(&self, target: &str, link: &Path) -> Result<(), SyscallError>;
     /// Hides `path`: /dev/null over a file, an empty read-only tmpfs over a directory.
     fn mask_path(&self, path: &Path) -> Result<(), SyscallError>;
     /// Makes `path` a read-only bind mount of itself.
@@ -123,9 +167,99 @@ fn cstrings(v: &[String]) -> Result<Vec<CString>, nix::Error> {
     v.iter().map(|s| CString::new(s.as_bytes()).map_err(|_| nix::Error::EINVAL)).collect()
 }
 
+fn in_root_err<'a>(op: &'static str, at: &'a InRoot) -> impl Fn(pathrs::error::Error) -> SyscallError + 'a {
+    move |e| SyscallError::InRoot { op, path: at.display_path(), reason: e.to_string() }
+}
+
+fn open_root(at: &InRoot) -> Result<pathrs::Root, SyscallError> {
+    pathrs::Root::open(at.root).map_err(in_root_err("open the rootfs for", at))
+}
+
+fn mkdir_parent(root: &pathrs::Root, at: &InRoot) -> Result<(), SyscallError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = at.rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+        root.mkdir_all(parent, &std::fs::Permissions::from_mode(0o755)).map_err(in_root_err("mkdir", at))?;
+    }
+    Ok(())
+}
+
 impl Syscall for Linux {
     fn mkdir_all(&self, path: &Path) -> Result<(), SyscallError> {
         std::fs::create_dir_all(path).map_err(path_err("mkdir", path))
+    }
+
+    fn mkdir_in(&self, at: &InRoot) -> Result<(), SyscallError> {
+        use std::os::unix::fs::PermissionsExt;
+        let root = open_root(at)?;
+        root.mkdir_all(&at.rel, &std::fs::Permissions::from_mode(0o755)).map(drop).map_err(in_root_err("mkdir", at))
+    }
+
+    fn touch_in(&self, at: &InRoot) -> Result<(), SyscallError> {
+        use std::os::unix::fs::PermissionsExt;
+        let root = open_root(at)?;
+        if root.resolve(&at.rel).is_ok() {
+            return Ok(());
+        }
+        mkdir_parent(&root, at)?;
+        root.create_file(&at.rel, pathrs::flags::OpenFlags::O_RDONLY, &std::fs::Permissions::from_mode(0o644))
+            .map(drop)
+            .map_err(in_root_err("create", at))
+    }
+
+    fn write_in(&self, at: &InRoot, contents: &[u8]) -> Result<(), SyscallError> {
+        use pathrs::flags::OpenFlags;
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let root = open_root(at)?;
+        mkdir_parent(&root, at)?;
+        let mut f = match root.resolve(&at.rel) {
+            // An existing file, or the one an in-root symlink names: written in place.
+            Ok(h) => h.reopen(OpenFlags::O_WRONLY | OpenFlags::O_TRUNC).map_err(in_root_err("open", at))?,
+            Err(_) => {
+                // A dangling symlink (e.g. resolv.conf to a resolver that does not run
+                // here) is replaced by the file, as the container expects to read it.
+                if root.resolve_nofollow(&at.rel).is_ok() {
+                    root.remove_file(&at.rel).map_err(in_root_err("replace", at))?;
+                }
+                let flags = OpenFlags::O_WRONLY | OpenFlags::O_EXCL;
+                root.create_file(&at.rel, flags, &std::fs::Permissions::from_mode(0o644))
+                    .map_err(in_root_err("create", at))?
+            }
+        };
+        f.write_all(contents).map_err(|e| SyscallError::InRoot {
+            op: "write",
+            path: at.display_path(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn symlink_in(&self, target: &str, at: &InRoot) -> Result<(), SyscallError> {
+        let root = open_root(at)?;
+        if root.resolve_nofollow(&at.rel).is_ok() {
+            return Ok(());
+        }
+        mkdir_parent(&root, at)?;
+        root.create(&at.rel, &pathrs::InodeType::Symlink(target.into())).map_err(in_root_err("symlink", at))
+    }
+
+    fn mount_in(
+        &self,
+        source: &str,
+        at: &InRoot,
+        fstype: &str,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), SyscallError> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let target = open_root(at)?.resolve(&at.rel).map_err(in_root_err("resolve the mount point", at))?;
+        // The magic link names exactly the inode resolved above; mount(2) follows it.
+        let via = PathBuf::from(format!("/proc/self/fd/{}", target.as_fd().as_raw_fd()));
+        let fs = (!fstype.is_empty()).then_some(fstype);
+        nix::mount::mount(Some(source), &via, fs, flags, data).map_err(|source| SyscallError::Mount {
+            fstype: fstype.to_string(),
+            target: at.display_path(),
+            source,
+        })
     }
 
     fn mount(
@@ -150,23 +284,6 @@ impl Syscall for Linux {
 
     fn write_file(&self, path: &Path, contents: &[u8]) -> Result<(), SyscallError> {
         std::fs::write(path, contents).map_err(path_err("write", path))
-    }
-
-    fn touch(&self, path: &Path) -> Result<(), SyscallError> {
-        if path.exists() {
-            return Ok(());
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(path_err("mkdir", parent))?;
-        }
-        std::fs::File::create(path).map(drop).map_err(path_err("create", path))
-    }
-
-    fn symlink(&self, target: &str, link: &Path) -> Result<(), SyscallError> {
-        match std::os::unix::fs::symlink(target, link) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(path_err("symlink", link)(e)),
-            _ => Ok(()),
-        }
     }
 
     fn mask_path(&self, path: &Path) -> Result<(), SyscallError> {
@@ -406,6 +523,28 @@ impl Syscall for Recording {
     fn mkdir_all(&self, path: &Path) -> Result<(), SyscallError> {
         self.record(format!("mkdir {}", path.display()))
     }
+    fn mkdir_in(&self, at: &InRoot) -> Result<(), SyscallError> {
+        self.mkdir_all(&at.display_path())
+    }
+    fn touch_in(&self, at: &InRoot) -> Result<(), SyscallError> {
+        self.record(format!("touch {}", at.display_path().display()))
+    }
+    fn write_in(&self, at: &InRoot, contents: &[u8]) -> Result<(), SyscallError> {
+        self.write_file(&at.display_path(), contents)
+    }
+    fn symlink_in(&self, target: &str, at: &InRoot) -> Result<(), SyscallError> {
+        self.record(format!("symlink {target} {}", at.display_path().display()))
+    }
+    fn mount_in(
+        &self,
+        source: &str,
+        at: &InRoot,
+        fstype: &str,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<(), SyscallError> {
+        self.mount(source, &at.display_path(), fstype, flags, data)
+    }
     fn mount(
         &self,
         source: &str,
@@ -421,12 +560,6 @@ impl Syscall for Recording {
     }
     fn write_file(&self, path: &Path, contents: &[u8]) -> Result<(), SyscallError> {
         self.record(format!("write {} {}", path.display(), String::from_utf8_lossy(contents).trim()))
-    }
-    fn touch(&self, path: &Path) -> Result<(), SyscallError> {
-        self.record(format!("touch {}", path.display()))
-    }
-    fn symlink(&self, target: &str, link: &Path) -> Result<(), SyscallError> {
-        self.record(format!("symlink {target} {}", link.display()))
     }
     fn mask_path(&self, path: &Path) -> Result<(), SyscallError> {
         self.record(format!("mask {}", path.display()))

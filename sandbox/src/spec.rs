@@ -26,11 +26,7 @@ pub struct ContainerOptions {
 /// A capability by Docker's name (`NET_ADMIN`) or the kernel's (`CAP_NET_ADMIN`).
 fn capability(name: &str) -> Result<oci_spec::runtime::Capability, ContainerError> {
     let upper = name.to_ascii_uppercase();
-    upper
-        .strip_prefix("CAP_")
-        .unwrap_or(&upper)
-        .parse()
-        .map_err(|_| ContainerError::BadCapability(name.to_string()))
+    upper.strip_prefix("CAP_").unwrap_or(&upper).parse().map_err(|_| ContainerError::BadCapability(name.to_string()))
 }
 
 /// Adds `names` to the bounding, effective and permitted sets (never ambient).

@@ -293,7 +293,8 @@ fn containers_reach_the_outside_over_the_bridge_and_taps_do_not_leak() {
     });
     // Only this sandbox's tap counts (tests running beside this one make their own).
     let own_tap = isola_sandbox::net::NetState::for_sandbox("e2e-net", std::net::Ipv4Addr::UNSPECIFIED).tap;
-    let script = format!("ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; echo hello-host | nc {} {port}", outside.addr);
+    let script =
+        format!("ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; echo hello-host | nc {} {port}", outside.addr);
     let (out, err, code) = isola(&["run", "--name", "e2e-net", "--rootfs", &r, "--", "sh", "-c", &script], None);
     assert_eq!(code, 0, "{out}\n{err}");
     let (got, peer) = accept.join().expect("accept thread");

@@ -88,8 +88,10 @@ fn bulk_tcp_both_ways_arrives_intact() {
         c.write_all(&served).expect("the guest takes the whole blob");
         started.elapsed()
     });
-    let script =
-        format!("nc {o} {up_port} < /data/blob && wget -q -O - http://{o}:{down_port}/blob | sha256sum", o = outside.addr);
+    let script = format!(
+        "nc {o} {up_port} < /data/blob && wget -q -O - http://{o}:{down_port}/blob | sha256sum",
+        o = outside.addr
+    );
     let r = rootfs();
     let args = ["run", "--name", "e2e-bulk", "-v", &volume, "--rootfs", &r, "--", "sh", "-c", &script];
     let (out, err, code) = isola(&args, None);

@@ -264,11 +264,13 @@ fn a_sandbox_cannot_spoof_or_reach_its_neighbour_the_host_or_metadata() {
     outside.add_address(metadata);
     let world = outside.serve(outside.addr, "from-outside\n");
     let meta = outside.serve(metadata, "from-metadata\n");
-    let host = isola_e2e::outside::Server::start(std::net::TcpListener::bind("0.0.0.0:0").expect("host"), "from-host\n");
+    let host =
+        isola_e2e::outside::Server::start(std::net::TcpListener::bind("0.0.0.0:0").expect("host"), "from-host\n");
     let r = busybox_rootfs().display().to_string();
 
     let a_script = "while :; do echo from-a | nc -l -p 7000; done";
-    let (out, err, code) = isola(&["run", "-d", "--name", "e2e-net-a", "--rootfs", &r, "--", "sh", "-c", a_script], None);
+    let (out, err, code) =
+        isola(&["run", "-d", "--name", "e2e-net-a", "--rootfs", &r, "--", "sh", "-c", a_script], None);
     assert_eq!(code, 0, "{out}{err}");
     let a_ip = state::SandboxState::load(&state::default_root().join("e2e-net-a"))
         .expect("state")
@@ -312,9 +314,8 @@ fn a_sandbox_cannot_spoof_or_reach_its_neighbour_the_host_or_metadata() {
     let args = ["run", "--name", "e2e-net-b", "--cap-add", "NET_ADMIN", "--rootfs", &r, "--", "sh", "-c", &b_script];
     let (out, err, code) = isola(&args, None);
     assert_eq!(code, 0, "{out}\n{err}");
-    let got = |k: &str| {
-        out.lines().find_map(|l| l.strip_prefix(&format!("{k}: "))).map(str::to_string).unwrap_or_default()
-    };
+    let got =
+        |k: &str| out.lines().find_map(|l| l.strip_prefix(&format!("{k}: "))).map(str::to_string).unwrap_or_default();
     assert_eq!(got("outside"), "from-outside", "B reaches the outside through NAT:\n{out}");
     assert_eq!(got("restored"), "from-outside", "with its own MAC and address again, B works:\n{out}");
     for k in ["neighbour", "gateway", "host-uplink", "metadata", "spoofed-ip", "spoofed-mac"] {
