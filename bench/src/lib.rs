@@ -17,6 +17,7 @@ pub mod plot;
 pub mod provenance;
 pub mod report;
 pub mod significance;
+pub mod soak;
 pub mod stats;
 
 pub use boot::{run_boot_bench, BootBench, BootBenchConfig, Series, SeriesKey};

@@ -25,12 +25,34 @@ pub enum BenchCmd {
     Fs(SandboxBenchArgs),
     /// `ctr run --rm IMAGE true` through a running containerd: isola's shim vs runc.
     Ctr(CtrArgs),
+    /// Many sandboxes in a row, then many at once: failures, leaks, host memory drift.
+    Soak(SoakArgs),
     /// Two `bench boot` results phase by phase: ratio, confidence interval, verdict.
     Compare(crate::bench_ab_cmd::CompareArgs),
     /// Two isola-vmm variants booted alternately in one session, then compared.
     Ab(crate::bench_ab_cmd::AbArgs),
     /// Adds a row of headline ratios to the history table in bench/README.md.
     History(crate::bench_ab_cmd::HistoryArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SoakArgs {
+    /// Sandboxes started one after another (each runs `true` to its end).
+    #[arg(long, default_value_t = 200)]
+    sequential: usize,
+    /// Sandboxes started at once, after the sequential ones.
+    #[arg(long, default_value_t = 20)]
+    concurrent: usize,
+    #[command(flatten)]
+    sandbox: SandboxBenchArgs,
+}
+
+fn soak(a: SoakArgs) -> anyhow::Result<ExitCode> {
+    let cfg = container_config(&a.sandbox.rootfs, a.sandbox.memory, a.sandbox.cpus)?;
+    let r = isola_bench::soak::run_soak(&cfg, a.sequential, a.concurrent);
+    print!("{}", isola_bench::soak::table(&r));
+    write_json(&a.sandbox.json.unwrap_or_else(|| "bench-results/soak.json".into()), &r)?;
+    Ok(if r.clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 #[derive(Args, Debug)]
@@ -288,6 +310,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Boot(a) => boot(a),
         BenchCmd::Exec(a) => exec(a),
         BenchCmd::Ctr(a) => ctr(a),
+        BenchCmd::Soak(a) => soak(a),
         BenchCmd::Density(a) => density(a),
         BenchCmd::Overhead(a) => overhead(a),
         BenchCmd::Fs(a) => fs(a),

@@ -14,6 +14,7 @@ pub mod container;
 mod container_tests;
 pub mod host;
 pub mod hypervisor;
+pub mod inventory;
 pub mod mounts;
 pub mod names;
 pub mod net;

@@ -2,6 +2,7 @@
 //! failures when a prerequisite is missing (these tests never skip).
 
 pub mod containerd;
+pub use isola_sandbox::inventory as leaks;
 pub mod outside;
 pub mod registry;
 

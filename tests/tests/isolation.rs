@@ -248,9 +248,10 @@ fn every_sandbox_process_is_confined() {
     assert!(!dir.exists(), "the cgroup {} is removed with the sandbox", dir.display());
 }
 
-/// Two sandboxes on the bridge, the second one hostile (root with CAP_NET_ADMIN in its
-/// guest): it reaches the outside through NAT, but not its neighbour, not the host's
-/// own services (on the gateway or any other host address), not link-local metadata;
+/// Two sandboxes on the bridge, the second one hostile (root with CAP_NET_ADMIN and
+/// CAP_NET_RAW in its guest, no seccomp filter): it reaches the outside through NAT,
+/// but not its neighbour, not the host's own services (on the gateway or any other
+/// host address), not link-local metadata;
 /// and once it takes its neighbour's address or another MAC, not even the outside.
 /// Controls show each blocked peer does answer those it should.
 #[test]
@@ -306,17 +307,22 @@ fn a_sandbox_cannot_spoof_or_reach_its_neighbour_the_host_or_metadata() {
          try spoofed-ip {o} {w}
          ip addr flush dev eth0; ip link set eth0 down; ip link set eth0 address 02:00:00:00:00:99; ip link set eth0 up
          ip addr add $me dev eth0; ip route add default via 10.88.0.1; ip neigh flush dev eth0
-         try spoofed-mac {o} {w}
+         echo \"mac: $(cat /sys/class/net/eth0/address)\"; try spoofed-mac {o} {w}
          ip addr flush dev eth0; ip link set eth0 down; ip link set eth0 address $mac; ip link set eth0 up
          ip addr add $me dev eth0; ip route add default via 10.88.0.1; ip neigh flush dev eth0
          try restored {o} {w}"
     );
-    let args = ["run", "--name", "e2e-net-b", "--cap-add", "NET_ADMIN", "--rootfs", &r, "--", "sh", "-c", &b_script];
+    // No seccomp filter either: B models a guest whose kernel is the attacker's.
+    let caps = ["--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW", "--security-opt", "seccomp=unconfined"];
+    let mut args = vec!["run", "--name", "e2e-net-b"];
+    args.extend_from_slice(&caps);
+    args.extend_from_slice(&["--rootfs", &r, "--", "sh", "-c", &b_script]);
     let (out, err, code) = isola(&args, None);
     assert_eq!(code, 0, "{out}\n{err}");
     let got =
         |k: &str| out.lines().find_map(|l| l.strip_prefix(&format!("{k}: "))).map(str::to_string).unwrap_or_default();
     assert_eq!(got("outside"), "from-outside", "B reaches the outside through NAT:\n{out}");
+    assert_eq!(got("mac"), "02:00:00:00:00:99", "B did take another MAC:\n{out}\n{err}");
     assert_eq!(got("restored"), "from-outside", "with its own MAC and address again, B works:\n{out}");
     for k in ["neighbour", "gateway", "host-uplink", "metadata", "spoofed-ip", "spoofed-mac"] {
         assert_eq!(got(k), "", "{k} must be unreachable from B:\n{out}");

@@ -1,0 +1,126 @@
+//! What sandboxes hold on this host — processes, taps, network namespaces, mounts,
+//! state directories, nftables chains, iptables rules, cgroups — as one snapshot, so a
+//! leak check (the chaos test, `isola bench soak`) compares before and after.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Programs a sandbox or the shim starts.
+pub const PROGRAMS: &[&str] = &[
+    "isola-vmm",
+    "qemu-system-x86_64",
+    "virtiofsd",
+    "vhost-device-vsock",
+    "isola-console",
+    "containerd-shim-isola-v2",
+];
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub items: BTreeSet<String>,
+}
+
+fn names_in(dir: &str, prefix: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| keep(n))
+                .map(|n| format!("{prefix} {n}"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn processes() -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // A zombie is reaped by its parent; only running processes count.
+        if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        let argv0 = String::from_utf8_lossy(argv0);
+        let base = Path::new(argv0.as_ref()).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        if PROGRAMS.contains(&base.as_str()) {
+            out.push(format!("process {pid} {base}"));
+        }
+    }
+    out
+}
+
+fn mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter(|m| m.contains("isola"))
+        .map(|m| format!("mount {m}"))
+        .collect()
+}
+
+fn iptables() -> Vec<String> {
+    let out = std::process::Command::new("iptables-save").output().map(|o| o.stdout).unwrap_or_default();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter(|l| l.starts_with("-A") && l.contains("isola"))
+        .map(|l| format!("iptables {l}"))
+        .collect()
+}
+
+fn cgroups() -> Vec<String> {
+    ["/sys/fs/cgroup/isola", "/sys/fs/cgroup/memory/isola"]
+        .iter()
+        // Control files have a dot (memory.max); sandbox cgroups are `<name>-<hash>`.
+        .flat_map(|d| names_in(d, "cgroup", |n| !n.contains('.')))
+        .collect()
+}
+
+/// What is on the host now.
+pub fn snapshot() -> Snapshot {
+    let state_root = crate::state::default_root();
+    let mut items = BTreeSet::new();
+    items.extend(processes());
+    items.extend(names_in("/sys/class/net", "link", |n| n.starts_with("isola") && n != "isola0"));
+    items.extend(names_in("/run/netns", "netns", |_| true));
+    items.extend(mounts());
+    items.extend(names_in(&state_root.display().to_string(), "state", |n| !n.starts_with('.')));
+    items.extend(crate::netfilter::port_chains().into_iter().map(|c| format!("nft chain {c}")));
+    items.extend(iptables());
+    items.extend(cgroups());
+    Snapshot { items }
+}
+
+/// What `after` has that `before` did not.
+pub fn leaked(before: &Snapshot, after: &Snapshot) -> Vec<String> {
+    after.items.difference(&before.items).cloned().collect()
+}
+
+/// Waits up to `secs` for the host to be back to `before` (processes end and the
+/// kernel drops taps asynchronously); the leaks that remain.
+pub fn settle(before: &Snapshot, secs: u64) -> Vec<String> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let l = leaked(before, &snapshot());
+        if l.is_empty() || std::time::Instant::now() > until {
+            return l;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_items_are_leaks_and_old_ones_are_not() {
+        let before = Snapshot { items: ["link isola1".to_string()].into() };
+        let after = Snapshot { items: ["link isola1".to_string(), "mount /run/isola/x/shared".to_string()].into() };
+        assert_eq!(leaked(&before, &after), ["mount /run/isola/x/shared"]);
+        assert!(leaked(&after, &before).is_empty());
+    }
+}
