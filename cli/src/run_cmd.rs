@@ -52,11 +52,12 @@ pub struct RunArgs {
     /// User id (and optionally :gid) to run as.
     #[arg(short = 'u', long)]
     user: Option<String>,
-    /// Container memory limit in MiB (the VM gets this plus headroom).
-    #[arg(short = 'm', long)]
+    /// Container memory limit in MiB (the VM gets this plus headroom), 4 to 1048576.
+    #[arg(short = 'm', long, value_parser = parse_memory_mib)]
     memory: Option<u64>,
-    /// CPU limit for the container (e.g. 0.5); the VM gets that many vCPUs, rounded up.
-    #[arg(long)]
+    /// CPU limit for the container (e.g. 0.5); the VM gets that many vCPUs, rounded up
+    /// (at most 255).
+    #[arg(long, value_parser = parse_cpus)]
     cpus: Option<f64>,
     /// Security options as Docker takes them: `seccomp=unconfined` (no filter; for
     /// debugging, unsafe) or `seccomp=PROFILE.json`. The default filter refuses, among
@@ -313,5 +314,41 @@ mod tests {
         assert_eq!(seccomp_choice(&["seccomp=unconfined".into()]).expect("off"), Seccomp::Unconfined);
         let e = seccomp_choice(&["apparmor=x".into()]).expect_err("unknown");
         assert!(e.to_string().contains("apparmor=x"), "{e}");
+    }
+}
+
+/// `-m`: MiB, bounded so the byte count and the VM's size cannot overflow.
+fn parse_memory_mib(s: &str) -> Result<u64, String> {
+    let m: u64 = s.parse().map_err(|_| format!("{s:?} is not a number of MiB"))?;
+    if !(4..=1 << 20).contains(&m) {
+        return Err(format!("{m} MiB is out of range (4 to 1048576 MiB)"));
+    }
+    Ok(m)
+}
+
+/// `--cpus`: a positive number of CPUs, at most 255 (the VM's vCPU count).
+fn parse_cpus(s: &str) -> Result<f64, String> {
+    let c: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of CPUs"))?;
+    if !(c > 0.0 && c <= 255.0) {
+        return Err(format!("{s} CPUs is out of range (more than 0, at most 255)"));
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[test]
+    fn memory_and_cpus_out_of_range_are_refused_by_name() {
+        assert_eq!(parse_memory_mib("512"), Ok(512));
+        for bad in ["0", "18446744073709551615", "2000000", "1g", "-1"] {
+            let e = parse_memory_mib(bad).expect_err(bad);
+            assert!(e.contains("MiB"), "{e}");
+        }
+        assert_eq!(parse_cpus("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "256", "NaN", "inf", "x"] {
+            assert!(parse_cpus(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -279,13 +279,17 @@ impl Agent {
 
     fn logs(&self, id: &str, exec_id: Option<&str>, max_bytes: u32) -> Result<Response, AgentError> {
         let (c, _) = self.proc(id, exec_id)?;
-        let data = match std::fs::read(log_path(&c.dir, exec_id)) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(os_err("log", e)),
-        };
-        let from = data.len().saturating_sub(max_bytes as usize);
-        Ok(Response::Logs { data: String::from_utf8_lossy(&data[from..]).into_owned() })
+        let mut data =
+            crate::log::tail(&log_path(&c.dir, exec_id), u64::from(max_bytes)).map_err(|e| os_err("log", e))?;
+        loop {
+            let text = String::from_utf8_lossy(&data).into_owned();
+            // Escaped control bytes grow in JSON: keep the newest part that fits a frame.
+            let encoded = serde_json::to_vec(&text).map(|v| v.len()).unwrap_or(usize::MAX);
+            if encoded + 1024 <= isola_protocol::MAX_FRAME || data.is_empty() {
+                return Ok(Response::Logs { data: text });
+            }
+            data.drain(..data.len().div_ceil(2));
+        }
     }
 
     fn signal(&self, id: &str, exec_id: Option<&str>, sig: i32, all: bool) -> Result<Response, AgentError> {

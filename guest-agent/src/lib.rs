@@ -9,6 +9,7 @@ pub mod helper;
 #[cfg(test)]
 mod in_root_tests;
 pub mod init;
+pub mod log;
 pub mod net;
 pub mod process;
 pub mod reaper;

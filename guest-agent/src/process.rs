@@ -141,14 +141,18 @@ impl Proc {
         // filling a pipe and blocking the process.
         {
             let mut ends = lock(&p.stdio);
-            let path = log.to_path_buf();
-            for from in [ends.stdout.take(), ends.stderr.take(), ends.pty.take()].into_iter().flatten() {
-                let log = std::fs::OpenOptions::new().create(true).append(true).open(&path);
-                match log {
-                    Ok(to) => {
-                        std::thread::spawn(move || stdio::pump(from, to));
+            let unattached: Vec<_> =
+                [ends.stdout.take(), ends.stderr.take(), ends.pty.take()].into_iter().flatten().collect();
+            if !unattached.is_empty() {
+                match crate::log::Log::open(log, crate::log::CAP) {
+                    Ok(l) => {
+                        let l = std::sync::Arc::new(std::sync::Mutex::new(l));
+                        for from in unattached {
+                            let l = l.clone();
+                            std::thread::spawn(move || crate::log::pump_into(from, l));
+                        }
                     }
-                    Err(e) => eprintln!("isola-agent: log {}: {e}", path.display()),
+                    Err(e) => eprintln!("isola-agent: log {}: {e}", log.display()),
                 }
             }
         }

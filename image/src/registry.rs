@@ -52,6 +52,25 @@ fn www_authenticate_params(h: &str) -> Option<(String, Vec<(String, String)>)> {
     Some((realm?, params))
 }
 
+/// The most a token endpoint's reply may hold.
+const TOKEN_REPLY_MAX: u64 = 1 << 20;
+
+/// Where a registry may send us for a token: HTTPS, or plain HTTP only from a
+/// loopback registry to a loopback realm (never from HTTPS down to HTTP, nor to
+/// another scheme).
+fn check_realm(realm: &str, registry_scheme: &str) -> Result<(), String> {
+    let (scheme, rest) = realm.split_once("://").ok_or_else(|| format!("token realm {realm:?} is not a URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let bare = if host.starts_with('[') { host.split(']').next().map(|h| &h[1..]) } else { host.split(':').next() };
+    let loopback = matches!(bare, Some("localhost" | "127.0.0.1" | "::1"));
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" if !host.is_empty() => Ok(()),
+        "http" if registry_scheme == "http" && loopback => Ok(()),
+        _ => Err(format!("refusing token realm {realm:?}: only https (or http between loopback addresses)")),
+    }
+}
+
 impl<'a> Session<'a> {
     fn new(r: &'a Reference) -> Self {
         let agent = ureq::AgentBuilder::new()
@@ -69,15 +88,15 @@ impl<'a> Session<'a> {
         let reg = self.r.registry.clone();
         let (realm, params) = www_authenticate_params(challenge)
             .ok_or_else(|| PullError::Auth(reg.clone(), format!("unsupported challenge {challenge:?}")))?;
+        check_realm(&realm, self.r.scheme()).map_err(|why| PullError::Auth(reg.clone(), why))?;
         let mut req = self.agent.get(&realm);
         for (k, v) in &params {
             req = req.query(k, v);
         }
-        let body: serde_json::Value = req
-            .call()
-            .map_err(|e| PullError::Auth(reg.clone(), e.to_string()))?
-            .into_json()
-            .map_err(|e| PullError::Auth(reg.clone(), e.to_string()))?;
+        let reply = req.call().map_err(|e| PullError::Auth(reg.clone(), e.to_string()))?;
+        // A token reply is small; a hostile one may not make us read without end.
+        let body: serde_json::Value = serde_json::from_reader(reply.into_reader().take(TOKEN_REPLY_MAX))
+            .map_err(|e| PullError::Auth(reg.clone(), format!("token reply: {e}")))?;
         let token = body["token"]
             .as_str()
             .or(body["access_token"].as_str())
@@ -278,5 +297,24 @@ mod tests {
         assert_eq!(p[0], ("service".to_string(), "registry.docker.io".to_string()));
         assert_eq!(p[1].1, "repository:library/busybox:pull");
         assert!(www_authenticate_params("Basic realm=x").is_none());
+    }
+
+    #[test]
+    fn token_realms_must_be_https_or_loopback_http() {
+        assert!(check_realm("https://auth.docker.io/token", "https").is_ok());
+        assert!(check_realm("http://127.0.0.1:5000/token", "http").is_ok());
+        assert!(check_realm("http://[::1]:5000/token", "http").is_ok());
+        for (realm, reg) in [
+            ("http://auth.example.com/token", "https"),
+            ("http://127.0.0.1/token", "https"),
+            ("http://169.254.169.254/latest/meta-data", "http"),
+            ("http://localhost.evil.com/token", "http"),
+            ("http://127.0.0.1@evil.com/token", "http"),
+            ("file:///etc/shadow", "https"),
+            ("gopher://x/", "https"),
+            ("token", "https"),
+        ] {
+            assert!(check_realm(realm, reg).is_err(), "{realm} from a {reg} registry must be refused");
+        }
     }
 }
