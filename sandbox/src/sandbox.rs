@@ -208,6 +208,7 @@ impl Sandbox {
                 created_unix: state::now_unix(),
                 shared_dir: None,
                 net: None,
+                creator: state::Creator::me(),
             },
             agent: Agent::new(&vsock_uds, AGENT_CALL_TIMEOUT),
             children: vec![],
@@ -219,6 +220,8 @@ impl Sandbox {
             agent_ready: None,
         };
         // On any error below, Drop kills what was started and removes the directory.
+        // Recorded at once: if we are killed from here on, the next command cleans up.
+        sb.state.save(&dir).map_err(io(format!("saving the state of {}", opts.id)))?;
         sb.make_vsock_dir()?;
         sb.cgroup = match Hierarchy::detect() {
             Some(h) => {

@@ -30,6 +30,35 @@ pub struct SandboxState {
     /// Address and tap on the isola0 bridge, when networked.
     #[serde(default)]
     pub net: Option<crate::net::NetState>,
+    /// The process creating the sandbox: while it lives and the VMM is not started,
+    /// the sandbox is being created; once it died, what it left is cleaned at once.
+    #[serde(default)]
+    pub creator: Option<Creator>,
+}
+
+/// A process, told apart from a later one with the same pid by its start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creator {
+    pub pid: i32,
+    pub start_ticks: u64,
+}
+
+/// Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot.
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name's ')', fields start at 3 (state): starttime is 20 further.
+    stat.rsplit(')').next()?.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Creator {
+    pub fn me() -> Option<Self> {
+        let pid = std::process::id() as i32;
+        start_ticks(pid).map(|start_ticks| Creator { pid, start_ticks })
+    }
+
+    pub fn alive(&self) -> bool {
+        start_ticks(self.pid) == Some(self.start_ticks)
+    }
 }
 
 impl SandboxState {
@@ -115,8 +144,11 @@ pub fn list(root: &Path) -> Vec<(PathBuf, SandboxState)> {
         }
         match SandboxState::load(&dir) {
             Ok(st) if process_matches(st.vmm_pid, crate::backend::vmm_exe(st.hypervisor)) => live.push((dir, st)),
-            // Helpers started, the VMM not yet: being created right now, unless old.
-            Ok(st) if st.vmm_pid == 0 && now_unix().saturating_sub(st.created_unix) < 60 => {}
+            // Helpers started, the VMM not yet: being created right now, while its
+            // creator lives (a state without one: unless old).
+            Ok(st)
+                if st.vmm_pid == 0
+                    && st.creator.map_or(now_unix().saturating_sub(st.created_unix) < 60, |c| c.alive()) => {}
             Ok(st) => cleanup(&dir, Some(&st)),
             // Being created right now, or debris: only old debris goes.
             Err(_) => {
@@ -150,6 +182,7 @@ mod tests {
             created_unix: 0,
             shared_dir: None,
             net: None,
+            creator: None,
         }
     }
 
@@ -167,9 +200,23 @@ mod tests {
         let starting = root.path().join("starting");
         std::fs::create_dir_all(&starting).expect("dir");
         SandboxState { created_unix: now_unix(), ..state("starting", 0) }.save(&starting).expect("save");
+        // Being started by a live creator (us), and by one that died (a recent state).
+        let by_me = root.path().join("by-me");
+        std::fs::create_dir_all(&by_me).expect("dir");
+        SandboxState { created_unix: now_unix(), creator: Creator::me(), ..state("by-me", 0) }
+            .save(&by_me)
+            .expect("save");
+        let orphan = root.path().join("orphan");
+        std::fs::create_dir_all(&orphan).expect("dir");
+        let dead_creator = Creator::me().map(|c| Creator { start_ticks: c.start_ticks + 1, ..c });
+        assert!(dead_creator.is_some_and(|c| !c.alive()), "a different start time is another process");
+        SandboxState { created_unix: now_unix(), creator: dead_creator, ..state("orphan", 0) }
+            .save(&orphan)
+            .expect("save");
         assert!(list(root.path()).is_empty());
         assert!(!dead.exists() && !me.exists(), "stale entries removed");
-        assert!(starting.exists(), "a sandbox being started is not cleaned");
+        assert!(starting.exists() && by_me.exists(), "a sandbox being started is not cleaned");
+        assert!(!orphan.exists(), "a sandbox whose creator died is cleaned at once");
     }
 
     #[test]
