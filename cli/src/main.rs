@@ -6,6 +6,7 @@ mod boot_cmd;
 mod image_cmd;
 mod manage_cmd;
 mod output;
+mod reap_cmd;
 mod run_cmd;
 
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ enum Cmd {
     Import(image_cmd::ImportArgs),
     /// Say what this host offers (KVM kind) and which backend isola would use.
     Info,
+    /// (internal) Removes a foreground run's sandbox once that run's CLI is gone.
+    #[command(name = "__reap", hide = true)]
+    Reap(reap_cmd::ReapArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Boot(args) => boot_cmd::run(args),
         Cmd::Run(args) => run_cmd::run(args),
+        Cmd::Reap(args) => Ok(reap_cmd::reap(args)),
         Cmd::Exec(args) => run_cmd::exec(args),
         Cmd::Ps(args) => manage_cmd::ps(args),
         Cmd::Kill(args) => manage_cmd::kill(args),

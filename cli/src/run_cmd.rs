@@ -166,6 +166,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         netns: None,
         hostname: Some(name.clone()),
     };
+    // A foreground run killed with -9 is cleaned up at once by this helper.
+    let _reaper = (!a.detach).then(|| crate::reap_cmd::spawn(&sopts.state_root, &name)).flatten();
     let mut sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
     let c = sb.create_container(&name, spec, Rootfs::Dir(&rootfs), &a.volumes);
     let c = cause(&mut sb, c)?;

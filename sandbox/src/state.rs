@@ -52,7 +52,10 @@ fn start_ticks(pid: i32) -> Option<u64> {
 
 impl Creator {
     pub fn me() -> Option<Self> {
-        let pid = std::process::id() as i32;
+        Self::of(std::process::id() as i32)
+    }
+
+    pub fn of(pid: i32) -> Option<Self> {
         start_ticks(pid).map(|start_ticks| Creator { pid, start_ticks })
     }
 

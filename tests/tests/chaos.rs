@@ -188,3 +188,45 @@ fn a_short_soak_has_no_failures_and_no_leaks() {
     }
     assert!(out.contains("host-side RSS"), "{out}");
 }
+
+/// A foreground `isola run` killed with -9 once its container runs: its sandbox (VM,
+/// helpers, share mounts, tap and rules, cgroup, state) is gone within seconds without
+/// any other isola command being run (the run's cleaner does it).
+#[test]
+fn a_killed_foreground_run_is_cleaned_without_another_command() {
+    let bin = require_binary("isola", "cargo build");
+    let vol = tempfile::tempdir().expect("volume");
+    let v = format!("{}:/data", vol.path().display());
+    let r = busybox_rootfs().display().to_string();
+    let before = leaks::snapshot();
+    let mut cli = Command::new(&bin)
+        .args([
+            "run",
+            "--name",
+            "e2e-killed-fg",
+            "-v",
+            &v,
+            "--rootfs",
+            &r,
+            "--",
+            "sh",
+            "-c",
+            "touch /data/up; sleep 600",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("isola run");
+    let until = Instant::now() + Duration::from_secs(60);
+    while !vol.path().join("up").exists() {
+        assert!(Instant::now() < until, "the container never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!leaks::leaked(&before, &leaks::snapshot()).is_empty(), "the running sandbox shows in the inventory");
+    kill9(cli.id() as i32);
+    let _ = cli.wait();
+    let left = leaks::settle(&before, 15);
+    assert!(left.is_empty(), "left behind after kill -9 of the CLI: {left:#?}");
+    assert!(vol.path().join("up").exists(), "the volume's own files are kept");
+}
