@@ -79,12 +79,17 @@ fn cgroups() -> Vec<String> {
         .collect()
 }
 
+/// A sandbox's tap on the bridge (`isola` + 8 hex digits, [`crate::net::NetState`]).
+fn is_sandbox_tap(name: &str) -> bool {
+    name.strip_prefix("isola").is_some_and(|h| h.len() == 8 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// What is on the host now.
 pub fn snapshot() -> Snapshot {
     let state_root = crate::state::default_root();
     let mut items = BTreeSet::new();
     items.extend(processes());
-    items.extend(names_in("/sys/class/net", "link", |n| n.starts_with("isola") && n != "isola0"));
+    items.extend(names_in("/sys/class/net", "link", is_sandbox_tap));
     items.extend(names_in("/run/netns", "netns", |_| true));
     items.extend(mounts());
     items.extend(names_in(&state_root.display().to_string(), "state", |n| !n.starts_with('.')));
@@ -122,5 +127,6 @@ mod tests {
         let after = Snapshot { items: ["link isola1".to_string(), "mount /run/isola/x/shared".to_string()].into() };
         assert_eq!(leaked(&before, &after), ["mount /run/isola/x/shared"]);
         assert!(leaked(&after, &before).is_empty());
+        assert!(is_sandbox_tap("isola0a1b2c3d") && !is_sandbox_tap("isola0") && !is_sandbox_tap("isolacni0"));
     }
 }

@@ -192,3 +192,111 @@ async fn two_containers_share_one_vm_and_network_but_not_pids() {
     }
     assert!(!shim_socket.exists(), "the shim's socket {} is left", shim_socket.display());
 }
+
+/// The pod's life (RunPodSandbox, CreateContainer, StartContainer, ExecSync, Stop,
+/// Remove) with one kill -9 at a random moment of it: the shim, the VMM, virtiofsd or
+/// the vsock daemon. Then what kubelet does (stop and remove every pod), and the leak
+/// check. Seeded like the other chaos rounds (`ISOLA_CHAOS_SEED`, `ISOLA_CHAOS_ROUNDS`).
+#[tokio::test(flavor = "current_thread")]
+async fn a_pod_leaves_nothing_after_kill_minus_nine_anywhere() {
+    let c = Containerd::start();
+    c.import_image("k8s.io");
+    let logs = c.dir.path().join("pod-logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    let mut rt = client(&c).await;
+    let seed: u64 = std::env::var("ISOLA_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    eprintln!("chaos seed {seed} (ISOLA_CHAOS_SEED={seed} replays this run)");
+    let mut x = seed.max(1);
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let rounds = std::env::var("ISOLA_CHAOS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let before = isola_e2e::leaks::snapshot();
+    let mut points = Vec::new();
+    for round in 0..rounds {
+        let victim = ["shim", "vmm", "virtiofsd", "vsock"][next(4) as usize];
+        let delay = Duration::from_millis(next(4000));
+        let (shim_of, state) = (c.shim_pids(), c.isola_state.clone());
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let life_done = done.clone();
+        // From `delay` on, the first moment the victim exists (or never, if the life ends first).
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let want = match victim {
+                "shim" => "containerd-shim-isola-v2",
+                "vmm" => "qemu-system",
+                "virtiofsd" => "virtiofsd",
+                _ => "vhost-device-vsock",
+            };
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let pid = if victim == "shim" {
+                    isola_e2e::containerd::pids_with_args(&[want]).into_iter().find(|p| !shim_of.contains(p))
+                } else {
+                    isola_e2e::containerd::pids_with_args(&[want, state.to_str().unwrap_or("/")]).first().copied()
+                };
+                if let Some(p) = pid {
+                    isola_e2e::containerd::kill9(p);
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        });
+        let pod = pod_config(&logs);
+        // The life; any step may fail once the kill landed.
+        let life = async {
+            let sandbox = rt
+                .run_pod_sandbox(RunPodSandboxRequest { config: Some(pod.clone()), runtime_handler: "isola".into() })
+                .await?
+                .into_inner()
+                .pod_sandbox_id;
+            let id = rt
+                .create_container(CreateContainerRequest {
+                    pod_sandbox_id: sandbox.clone(),
+                    config: Some(container_config("a")),
+                    sandbox_config: Some(pod.clone()),
+                })
+                .await?
+                .into_inner()
+                .container_id;
+            rt.start_container(StartContainerRequest { container_id: id.clone() }).await?;
+            let _ = exec(&mut rt, &id, "echo hi").await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sandbox.clone() }).await?;
+            rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sandbox }).await?;
+            Ok::<(), tonic::Status>(())
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(120), life).await;
+        life_done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let killed = killer.join().unwrap_or(false);
+        // kubelet's cleanup: every pod stopped and removed.
+        for _ in 0..3 {
+            let pods = rt.list_pod_sandbox(ListPodSandboxRequest::default()).await.map(|r| r.into_inner().items);
+            let pods = pods.unwrap_or_default();
+            if pods.is_empty() {
+                break;
+            }
+            for p in pods {
+                let _ = rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: p.id.clone() }).await;
+                let _ = rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: p.id }).await;
+            }
+        }
+        let point = format!("{}@{}ms", if killed { victim } else { "none" }, delay.as_millis() / 1000 * 1000);
+        let left = isola_e2e::leaks::settle(&before, 30);
+        let dirs: Vec<_> =
+            std::fs::read_dir(&c.isola_state).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(
+            left.is_empty() && dirs.is_empty() && c.mounts().is_empty(),
+            "round {round} (seed {seed}), kill -9 of {point} (life: {outcome:?}): left {left:#?} {dirs:?} {:?}\n{}",
+            c.mounts(),
+            c.log()
+        );
+        points.push(point);
+    }
+    eprintln!("chaos CRI pod (seed {seed}): kill points {}", points.join(", "));
+}
