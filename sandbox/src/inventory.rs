@@ -66,7 +66,8 @@ fn iptables() -> Vec<String> {
     let out = std::process::Command::new("iptables-save").output().map(|o| o.stdout).unwrap_or_default();
     String::from_utf8_lossy(&out)
         .lines()
-        .filter(|l| l.starts_with("-A") && l.contains("isola"))
+        // The shared rules (like the bridge, made once and kept) are not a sandbox's.
+        .filter(|l| l.starts_with("-A") && l.contains("isola") && !crate::netfilter::is_shared_rule(l))
         .map(|l| format!("iptables {l}"))
         .collect()
 }

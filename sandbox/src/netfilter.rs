@@ -75,6 +75,13 @@ pub fn ensure_host_rules() -> Result<(), FilterError> {
     Ok(())
 }
 
+/// An `iptables-save` line of the host-wide rules (ours chains, their jumps, the NAT).
+pub fn is_shared_rule(line: &str) -> bool {
+    line.contains(INPUT_CHAIN)
+        || line.contains(FORWARD_CHAIN)
+        || line.contains("-s 10.88.0.0/16 ! -o isola0 -j MASQUERADE")
+}
+
 /// Interfaces of the host's default routes: NATed traffic leaves, and its replies
 /// arrive (and are forwarded), there.
 fn uplinks() -> Vec<String> {
@@ -163,5 +170,10 @@ mod tests {
         assert!(pos("FORWARD -o isola0 -j DROP") > pos("ESTABLISHED"), "{r}");
         assert!(pos("169.254.0.0/16 -j DROP") < pos("-i isola0 -j ACCEPT"), "{r}");
         assert!(pos("-i isola0 -o isola0 -j DROP") < pos("-i isola0 -j ACCEPT"), "{r}");
+        assert!(fwd.iter().chain(&input).all(|l| is_shared_rule(l)), "{r}");
+        assert!(is_shared_rule("-A POSTROUTING -s 10.88.0.0/16 ! -o isola0 -j MASQUERADE"));
+        assert!(!is_shared_rule(
+            "-A PREROUTING -p tcp --dport 8080 -j DNAT --to-destination 10.88.0.5:80 -m comment --comment isola"
+        ));
     }
 }

@@ -248,9 +248,13 @@ impl Sandbox {
         } else {
             None
         };
-        match opts.hypervisor {
-            HypervisorKind::Qemu => sb.start_qemu(opts)?,
-            HypervisorKind::IsolaVmm => sb.start_isola_vmm(opts)?,
+        let started = match opts.hypervisor {
+            HypervisorKind::Qemu => sb.start_qemu(opts),
+            HypervisorKind::IsolaVmm => sb.start_isola_vmm(opts),
+        };
+        // A step that failed because a process of the sandbox died reports that death.
+        if let Err(e) = started {
+            return Err(sb.check_processes().err().unwrap_or(e));
         }
         drop(_alloc);
         sb.arm_watchdog()?;
