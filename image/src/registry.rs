@@ -235,12 +235,36 @@ pub fn pull(r: &Reference, store: &Store, progress: &mut dyn FnMut(&str)) -> Res
             }
         }
     };
-    store.put_blob(&digest, bytes.as_slice())?;
     let blobs: Vec<(String, u64)> = std::iter::once(manifest.config())
         .chain(manifest.layers().iter())
         .map(|d| (d.digest().to_string(), d.size()))
         .collect();
     let missing: Vec<(String, u64)> = blobs.into_iter().filter(|(d, _)| !store.has_blob(d)).collect();
+    // What this pull adds; a failed pull takes it out again (partial downloads stay,
+    // at most their declared size, for the next pull to resume).
+    let mut added: Vec<String> = missing.iter().map(|(d, _)| d.clone()).collect();
+    if !store.has_blob(&digest) {
+        added.push(digest.clone());
+    }
+    let r_name = r.to_string();
+    let result = fetch_and_commit(&mut s, store, &r_name, (&digest, &bytes), &manifest, missing, progress);
+    if result.is_err() {
+        store.remove_unreferenced(&added);
+    }
+    result
+}
+
+/// The manifest (`digest`, `bytes`) and the `missing` blobs into the store, then the image.
+fn fetch_and_commit(
+    s: &mut Session<'_>,
+    store: &Store,
+    name: &str,
+    (digest, bytes): (&str, &[u8]),
+    manifest: &ImageManifest,
+    missing: Vec<(String, u64)>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ImageRecord, PullError> {
+    store.put_blob(digest, bytes)?;
     progress(&format!("{} blob(s) to download", missing.len()));
     // Up to four downloads at once, each resumable; the first error wins.
     let queue = std::sync::Mutex::new(missing);
@@ -280,7 +304,7 @@ pub fn pull(r: &Reference, store: &Store, progress: &mut dyn FnMut(&str)) -> Res
     }
     result?;
     progress("unpacking");
-    Ok(store.commit(&r.to_string(), &digest, &manifest)?)
+    Ok(store.commit(name, digest, manifest)?)
 }
 
 #[cfg(test)]

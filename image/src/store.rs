@@ -224,6 +224,18 @@ impl Store {
         }
     }
 
+    /// Deletes those of `digests` that no recorded image uses (undoing what a failed
+    /// pull added, without touching what a concurrent pull has committed since).
+    pub fn remove_unreferenced(&self, digests: &[String]) {
+        let records = self.list();
+        let used = |d: &String| {
+            records.iter().any(|r| &r.config_digest == d || &r.manifest_digest == d || r.layers.contains(d))
+        };
+        for d in digests.iter().filter(|d| !used(d)) {
+            self.remove_blob(d);
+        }
+    }
+
     pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
         let p = self.blob_path(digest)?;
         std::fs::read(&p).map_err(io("reading", &p))

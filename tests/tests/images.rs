@@ -58,12 +58,17 @@ fn pulled_images_are_verified_unpacked_with_whiteouts_and_run() {
     bytes[last] ^= 0xff;
     std::fs::write(&f, bytes).expect("corrupt");
     let bad_ref = format!("{}/test/busybox:v2", reg.addr);
+    let blobs = || -> std::collections::BTreeSet<String> {
+        walk(&store.path().join("blobs")).into_iter().filter(|p| !p.contains("partial")).collect()
+    };
+    let blobs_before = blobs();
     let (_, err, code) = isola_env(&["pull", &bad_ref], None, &env);
     assert_ne!(code, 0);
     assert!(err.contains("digest mismatch"), "{err}");
     let (out, _, _) = isola_env(&["images"], None, &env);
     assert!(!out.contains(":v2"), "no partial image: {out}");
     assert!(std::fs::read_dir(store.path().join("tmp")).expect("tmp").next().is_none(), "no partial files");
+    assert_eq!(blobs(), blobs_before, "the failed pull took out the manifest and blobs it had added");
 
     // Errors a user meets are one clear line.
     let (_, err, code) = isola_env(&["pull", "127.0.0.1:1/nothing:here"], None, &env);
@@ -122,4 +127,21 @@ fn docker_and_oci_archives_import() {
     let (_, err, code) = isola(&["import", "/nonexistent.tar", "--name", "x"], None);
     assert_ne!(code, 0);
     assert!(err.contains("/nonexistent.tar"), "{err}");
+}
+
+/// Every file under `dir`, as paths relative to it.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if let Ok(rel) = p.strip_prefix(dir) {
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    out
 }
