@@ -329,11 +329,15 @@ fn containers_reach_the_outside_over_the_bridge_and_taps_do_not_leak() {
 }
 
 /// A foreground run whose virtiofsd dies stops with an error naming it, instead of
-/// hanging on a filesystem that will never answer, and leaves nothing behind.
+/// hanging on a filesystem that will never answer, and leaves nothing behind; also
+/// while another VM boots beside it (load).
 #[test]
 fn a_dead_helper_ends_the_run_with_a_clear_error() {
     let isola_bin = isola_e2e::require_binary("isola", "cargo build");
     let _ = isola(&["rm", "-f", "e2e-helper-dies"], None);
+    let r = rootfs();
+    let load =
+        std::thread::spawn(move || isola(&["run", "--name", "e2e-load", "--rootfs", &r, "--", "sleep", "3"], None));
     let child = std::process::Command::new(isola_bin)
         .args(["run", "--name", "e2e-helper-dies", "--rootfs", &rootfs(), "--", "sleep", "600"])
         .stdout(std::process::Stdio::null())
@@ -357,6 +361,8 @@ fn a_dead_helper_ends_the_run_with_a_clear_error() {
     assert!(err.contains("virtiofsd exited"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30), "it ended because of the helper, not the sleep");
     assert_gone("e2e-helper-dies");
+    let (_, err, code) = load.join().expect("the other run");
+    assert_eq!(code, 0, "the VM beside it is unaffected: {err}");
 }
 
 /// Two `isola run --name X` at once: exactly one gets the name, the other is told it
