@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: where the real guest lives, and loud
 //! failures when a prerequisite is missing (these tests never skip).
 
+pub mod chaos;
 pub mod containerd;
 pub use isola_sandbox::inventory as leaks;
 pub mod outside;

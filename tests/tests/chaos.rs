@@ -8,34 +8,10 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use isola_e2e::chaos::{rounds, Rng};
 use isola_e2e::containerd::{kill9, Containerd, IMAGE, RUNTIME};
 use isola_e2e::{busybox_rootfs, isola, leaks, require_binary};
 use isola_sandbox::state;
-
-/// xorshift64*: small, seedable, enough to pick victims and moments.
-struct Rng(u64);
-
-impl Rng {
-    fn from_env() -> (Self, u64) {
-        let seed = std::env::var("ISOLA_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-        });
-        (Rng(seed.max(1)), seed)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn rounds(default: usize) -> usize {
-    std::env::var("ISOLA_CHAOS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
 
 fn program_of(pid: i32) -> String {
     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();

@@ -204,18 +204,10 @@ async fn a_pod_leaves_nothing_after_kill_minus_nine_anywhere() {
     let logs = c.dir.path().join("pod-logs");
     std::fs::create_dir_all(&logs).expect("logs");
     let mut rt = client(&c).await;
-    let seed: u64 = std::env::var("ISOLA_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    });
+    let (mut rng, seed) = isola_e2e::chaos::Rng::from_env();
     eprintln!("chaos seed {seed} (ISOLA_CHAOS_SEED={seed} replays this run)");
-    let mut x = seed.max(1);
-    let mut next = move |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
-    let rounds = std::env::var("ISOLA_CHAOS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let mut next = move |n: u64| rng.below(n);
+    let rounds = isola_e2e::chaos::rounds(4);
     let before = isola_e2e::leaks::snapshot();
     let mut points = Vec::new();
     for round in 0..rounds {
