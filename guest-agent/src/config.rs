@@ -7,8 +7,6 @@ use nix::mount::MsFlags;
 use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 use serde::{Deserialize, Serialize};
 
-use crate::syscall::{CapSets, Rlimit};
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("spec has no process")]
@@ -130,6 +128,19 @@ pub struct InitConfig {
     /// Create: a new user namespace with these maps. Exec: join the container's.
     #[serde(default)]
     pub user_ns: Option<UserNs>,
+}
+
+/// Resource limit: (resource name as in OCI, soft, hard).
+pub type Rlimit = (String, u64, u64);
+
+/// Capability names (`CAP_…`) per set, as in the OCI spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CapSets {
+    pub bounding: Vec<String>,
+    pub effective: Vec<String>,
+    pub permitted: Vec<String>,
+    pub inheritable: Vec<String>,
+    pub ambient: Vec<String>,
 }
 
 /// Joins an absolute container path onto `root`, refusing `..` so nothing lands outside.

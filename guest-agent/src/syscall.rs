@@ -33,8 +33,7 @@ fn os(op: &'static str) -> impl Fn(nix::Error) -> SyscallError {
     move |source| SyscallError::Os { op, source }
 }
 
-/// Resource limit: (resource name as in OCI, soft, hard).
-pub type Rlimit = (String, u64, u64);
+pub use crate::config::{CapSets, Rlimit};
 
 /// A path inside a container's rootfs, taken from the spec or the image: the Linux
 /// implementation resolves it with the rootfs as its root (`openat2` with
@@ -122,16 +121,6 @@ pub trait Syscall {
     fn set_seccomp(&self, profile: &crate::seccomp::Profile, nnp: bool) -> Result<(), SyscallError>;
     /// Replaces the process; returns only on failure.
     fn exec(&self, path: &str, args: &[String], env: &[String]) -> SyscallError;
-}
-
-/// Capability names (`CAP_…`) per set, as in the OCI spec.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CapSets {
-    pub bounding: Vec<String>,
-    pub effective: Vec<String>,
-    pub permitted: Vec<String>,
-    pub inheritable: Vec<String>,
-    pub ambient: Vec<String>,
 }
 
 /// The real kernel.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-pub const BRIDGE: &str = "isola0";
+pub use crate::netfilter::BRIDGE;
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
 pub const PREFIX: u8 = 16;
 pub const MTU: u32 = 1500;
@@ -60,6 +60,11 @@ impl NetState {
         NetState { ip: pod.ip, tap: crate::netns::TAP.into(), mac: pod.mac.clone(), pod: Some(pod) }
     }
 
+    /// What the isolation rules pin for this sandbox.
+    pub fn port(&self) -> crate::netfilter::Port<'_> {
+        crate::netfilter::Port { tap: &self.tap, mac: &self.mac, ip: self.ip }
+    }
+
     pub fn guest_config(&self) -> isola_protocol::NetConfig {
         if let Some(p) = &self.pod {
             return p.guest_config();
@@ -92,8 +97,7 @@ pub fn ensure_bridge(_lock: &AllocLock) -> Result<(), NetError> {
     }
     crate::cmd::run("ip", &["link", "set", BRIDGE, "up"])?;
     crate::netfilter::ensure_host_rules()?;
-    let subnet = format!("10.88.0.0/{PREFIX}");
-    iptables_ensure("nat", &["POSTROUTING", "-s", &subnet, "!", "-o", BRIDGE, "-j", "MASQUERADE"])
+    iptables_ensure("nat", &crate::netfilter::masquerade_rule()[1..])
 }
 
 /// An exclusive lock over address allocation (held until the sandbox's state is saved).
@@ -125,7 +129,7 @@ pub fn attach(n: &NetState, timeout: Duration) -> Result<(), NetError> {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    crate::netfilter::isolate_port(n)?;
+    crate::netfilter::isolate_port(n.port())?;
     crate::cmd::run("ip", &["link", "set", &n.tap, "up"]).map(drop).map_err(Into::into)
 }
 

@@ -12,8 +12,22 @@
 
 use std::path::Path;
 
+use std::net::Ipv4Addr;
+
 use crate::cmd::{run, run_with_input, CmdError};
-use crate::net::{NetState, BRIDGE};
+
+/// The bridge the rules guard (the sandboxes' side; [`crate::net`] makes it).
+pub const BRIDGE: &str = "isola0";
+/// Its subnet, NATed to the outside.
+pub const SUBNET: &str = "10.88.0.0/16";
+
+/// One sandbox's port: its tap, and the only MAC and address it may send from.
+#[derive(Clone, Copy, Debug)]
+pub struct Port<'a> {
+    pub tap: &'a str,
+    pub mac: &'a str,
+    pub ip: Ipv4Addr,
+}
 
 /// nftables table (family `netdev`) holding one ingress chain per tap.
 pub const TABLE: &str = "isola";
@@ -82,6 +96,11 @@ pub fn is_shared_rule(line: &str) -> bool {
         || line.contains("-s 10.88.0.0/16 ! -o isola0 -j MASQUERADE")
 }
 
+/// The NAT of the bridge's subnet, as `iptables-save` prints it (after `-t nat`).
+pub fn masquerade_rule() -> [&'static str; 9] {
+    ["-A", "POSTROUTING", "-s", SUBNET, "!", "-o", BRIDGE, "-j", "MASQUERADE"]
+}
+
 /// Interfaces of the host's default routes: NATed traffic leaves, and its replies
 /// arrive (and are forwarded), there.
 fn uplinks() -> Vec<String> {
@@ -102,8 +121,8 @@ fn parse_uplinks(routes: &str) -> Vec<String> {
 }
 
 /// The tap's ingress chain: only its own MAC with its own address, ARP or IPv4.
-fn port_rules(n: &NetState) -> String {
-    let (t, mac, ip) = (&n.tap, &n.mac, n.ip);
+fn port_rules(p: Port) -> String {
+    let (t, mac, ip) = (p.tap, p.mac, p.ip);
     format!(
         "table netdev {TABLE} {{}}\n\
          add chain netdev {TABLE} {t} {{ type filter hook ingress device \"{t}\" priority 0; policy drop; }}\n\
@@ -115,10 +134,10 @@ fn port_rules(n: &NetState) -> String {
 
 /// Pins the tap's MAC and address and makes it an isolated bridge port; call before
 /// the port is up. A chain left by an earlier sandbox with this tap name is replaced.
-pub fn isolate_port(n: &NetState) -> Result<(), FilterError> {
-    run_with_input("nft", &["-f", "-"], &port_rules(n))?;
-    run("ip", &["link", "set", &n.tap, "master", BRIDGE])?;
-    run("ip", &["link", "set", "dev", &n.tap, "type", "bridge_slave", "isolated", "on"])?;
+pub fn isolate_port(p: Port) -> Result<(), FilterError> {
+    run_with_input("nft", &["-f", "-"], &port_rules(p))?;
+    run("ip", &["link", "set", p.tap, "master", BRIDGE])?;
+    run("ip", &["link", "set", "dev", p.tap, "type", "bridge_slave", "isolated", "on"])?;
     Ok(())
 }
 
@@ -151,8 +170,8 @@ mod tests {
 
     #[test]
     fn a_port_passes_only_its_own_mac_and_address() {
-        let n = NetState::for_sandbox("a", std::net::Ipv4Addr::new(10, 88, 0, 9));
-        let r = port_rules(&n);
+        let n = Port { tap: "isola0000002a", mac: "02:49:53:58:00:09", ip: Ipv4Addr::new(10, 88, 0, 9) };
+        let r = port_rules(n);
         assert!(r.contains("policy drop"), "{r}");
         assert_eq!(r.matches(" accept").count(), 2, "ARP and IPv4 only: {r}");
         assert!(r.contains(&format!("ether saddr {} ip saddr 10.88.0.9 accept", n.mac)), "{r}");
