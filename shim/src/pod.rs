@@ -21,6 +21,8 @@ use crate::stdio::{Bridge, StdioPaths};
 pub const VM_GONE_EXIT: u32 = 255;
 /// How long after an exit the output may still drain.
 const DRAIN: Duration = Duration::from_secs(2);
+/// How long a failed signal waits for the exit it may have raced.
+const RACE_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -75,7 +77,13 @@ struct Inner {
     /// The VM's share, kept after the VM is gone so deletes still unmount.
     shared: Option<PathBuf>,
     containers: HashMap<String, Container>,
+    /// Exits of processes deleted lately, for a Wait that wakes after the delete
+    /// (bounded: the oldest go first).
+    gone: std::collections::VecDeque<((String, Option<String>), Exit)>,
 }
+
+/// How many deleted processes' exits are kept for late Waits.
+const GONE_KEPT: usize = 64;
 
 pub struct Pod {
     booter: Box<dyn Booter>,
@@ -346,13 +354,33 @@ impl Pod {
         let sig = i32::try_from(signal).map_err(|_| ShimError::InvalidArgument(format!("signal {signal}")))?;
         let all = all && exec.is_none();
         let r = guest.signal(id, exec, sig, all);
-        match r {
-            // Never started: nothing ran, so it simply ends.
-            Err(_) if created => self.record_exit(&mut inner, id, exec, 128 + signal, false),
-            Err(e) => return Err(e),
-            Ok(_) => {}
+        if created {
+            // Never started: nothing ran, so it ends here (as runc's created init does),
+            // whatever the guest said; Wait returns and Delete reports 128 + signal.
+            if let Err(e) = r {
+                log::debug!("signal to created {}: {e}", exec.unwrap_or(id));
+            }
+            self.record_exit(&mut inner, id, exec, 128 + signal, false);
+            return Ok(());
         }
-        Ok(())
+        let Err(e) = r else { return Ok(()) };
+        // A kill that raced an exit: the guest's wait reports that exit right after.
+        // Then it is "already finished" (NotFound), as containerd expects.
+        let until = std::time::Instant::now() + RACE_GRACE;
+        loop {
+            if Self::find(&mut inner, id, exec).map_or(true, |(_, p)| p.exit.is_some()) {
+                return Err(ShimError::NotFound(format!("process {} already finished", exec.unwrap_or(id))));
+            }
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(e);
+            }
+            inner = self
+                .exited
+                .wait_timeout(inner, left)
+                .map_err(|_| ShimError::FailedPrecondition("lock poisoned".into()))?
+                .0;
+        }
     }
 
     /// Blocks until the process has exited.
@@ -360,9 +388,15 @@ impl Pod {
         let exec = exec_key(exec_id);
         let mut inner = self.lock()?;
         loop {
-            let (_, p) = Self::find(&mut inner, id, exec)?;
-            if let Some(e) = &p.exit {
-                return Ok(e.clone());
+            let found = Self::find(&mut inner, id, exec).map(|(_, p)| p.exit.clone());
+            let key = (id.to_string(), exec.map(String::from));
+            match found {
+                Ok(Some(e)) => return Ok(e),
+                Ok(None) => {}
+                // Deleted while we waited: its exit, if it was ours to wait for.
+                Err(e) => {
+                    return inner.gone.iter().find(|(k, _)| *k == key).map(|(_, x)| x.clone()).ok_or(e);
+                }
             }
             inner = self.exited.wait(inner).map_err(|_| ShimError::FailedPrecondition("lock poisoned".into()))?;
         }
@@ -378,13 +412,45 @@ impl Pod {
             if matches!(p.status, Status::Running | Status::Paused) {
                 return Err(ShimError::FailedPrecondition(format!("process {x} is running")));
             }
+            if p.exit.is_none() {
+                // Created, never started: it ends here, so a pending Wait returns.
+                self.record_exit(&mut inner, id, exec, 128 + 9, false);
+            }
+            let c = inner.containers.get_mut(id).ok_or_else(|| not_found(id, None))?;
             let p = c.execs.remove(x).ok_or_else(|| not_found(id, exec))?;
-            return Ok((p.pid, p.exit.unwrap_or(Exit { code: 0, at: now() })));
+            let exit = p.exit.unwrap_or(Exit { code: 0, at: now() });
+            inner.gone.push_back(((id.to_string(), Some(x.to_string())), exit.clone()));
+            if inner.gone.len() > GONE_KEPT {
+                inner.gone.pop_front();
+            }
+            self.exited.notify_all();
+            return Ok((p.pid, exit));
         }
         if matches!(c.init.status, Status::Running | Status::Paused) {
             return Err(ShimError::FailedPrecondition(format!("task {id} is running")));
         }
+        // A created task that never ran ends as runc's does on delete (its init killed):
+        // a pending Wait returns, and the exit precedes the delete event.
+        let mut unexited: Vec<String> =
+            c.execs.iter().filter(|(_, p)| p.exit.is_none()).map(|(x, _)| x.clone()).collect();
+        if c.init.exit.is_none() {
+            unexited.push(String::new());
+        }
+        for x in unexited {
+            self.record_exit(&mut inner, id, exec_key(&x), 128 + 9, false);
+        }
         let c = inner.containers.remove(id).ok_or_else(|| not_found(id, None))?;
+        let exits = std::iter::once((None, &c.init)).chain(c.execs.iter().map(|(x, p)| (Some(x.clone()), p)));
+        for (x, p) in exits {
+            if let Some(e) = &p.exit {
+                inner.gone.push_back(((id.to_string(), x), e.clone()));
+            }
+        }
+        while inner.gone.len() > GONE_KEPT {
+            inner.gone.pop_front();
+        }
+        // Waits on this task's processes end now (with the exits kept above).
+        self.exited.notify_all();
         if let Some(guest) = inner.guest.clone() {
             if c.role != Role::PodSandbox {
                 if let Err(e) = guest.delete(id) {
@@ -459,8 +525,17 @@ impl Pod {
     }
 
     pub fn resize(&self, id: &str, exec_id: &str, cols: u16, rows: u16) -> Result<(), ShimError> {
+        let exec = exec_key(exec_id);
+        let terminal = {
+            let mut inner = self.lock()?;
+            Self::find(&mut inner, id, exec)?.1.stdio.terminal
+        };
+        // A process without a terminal has nothing to resize: ignored, as runc does.
+        if !terminal {
+            return Ok(());
+        }
         let (guest, _) = self.in_guest(id)?;
-        guest.resize(id, exec_key(exec_id), rows, cols)?;
+        guest.resize(id, exec, rows, cols)?;
         Ok(())
     }
 

@@ -28,6 +28,8 @@ struct FakeGuest {
     exited: Condvar,
     dead: AtomicBool,
     stopped: AtomicBool,
+    /// Signals fail as for a process that has just ended.
+    signal_fails: AtomicBool,
     shared: PathBuf,
 }
 
@@ -70,6 +72,9 @@ impl Guest for FakeGuest {
 
     fn signal(&self, id: &str, exec_id: Option<&str>, signal: i32, all: bool) -> Result<(), ShimError> {
         self.record(Request::Signal { id: id.into(), exec_id: exec_id.map(Into::into), signal, all });
+        if self.signal_fails.load(Ordering::SeqCst) {
+            return Err(ShimError::FailedPrecondition(format!("{id} is not running")));
+        }
         Ok(())
     }
 
@@ -380,5 +385,67 @@ fn pause_resume_and_kill_reach_the_guest_and_a_stopped_task_is_not_found() {
     assert!(matches!(e, ShimError::NotFound(_)), "{e}");
     assert_eq!(w.guest.ops(), ["create_container", "start", "pause", "resume", "signal"]);
     assert_eq!(w.topics(), ["/tasks/create", "/tasks/start", "/tasks/paused", "/tasks/resumed", "/tasks/exit"]);
+    w.pod.delete("c1", "").expect("delete");
+}
+
+#[test]
+fn killing_a_created_task_ends_it_so_wait_returns_and_delete_reports_it() {
+    let w = world();
+    w.pod.create(w.bundle("c1", &[])).expect("create");
+    w.pod.kill("c1", "", 9, false).expect("kill a created task");
+    assert_eq!(wait_code(&w, "c1", ""), 137, "Wait returns 128 + signal");
+    assert_eq!(w.pod.state("c1", "").expect("state").2, Status::Stopped);
+    assert_eq!(w.pod.delete("c1", "").expect("delete").1.code, 137);
+    assert_eq!(w.topics(), ["/tasks/create", "/tasks/exit", "/tasks/delete"]);
+}
+
+#[test]
+fn deleting_a_created_task_ends_a_pending_wait() {
+    let w = world();
+    w.pod.create(w.bundle("c1", &[])).expect("create");
+    let pod = w.pod.clone();
+    let waiter = std::thread::spawn(move || pod.wait("c1", ""));
+    std::thread::sleep(Duration::from_millis(100));
+    let (_, exit) = w.pod.delete("c1", "").expect("delete");
+    assert_eq!(exit.code, 137, "ended as a killed created init");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(waiter.join());
+    });
+    let got = rx.recv_timeout(Duration::from_secs(5)).expect("the pending Wait returned");
+    assert_eq!(got.expect("waiter").expect("an exit").code, 137);
+    assert_eq!(w.topics(), ["/tasks/create", "/tasks/exit", "/tasks/delete"]);
+}
+
+#[test]
+fn resizing_a_process_without_a_terminal_is_ignored() {
+    let w = world();
+    w.pod.create(w.bundle("c1", &[])).expect("create");
+    w.pod.start("c1", "").expect("start");
+    w.pod.resize("c1", "", 80, 24).expect("ignored, as runc does");
+    assert!(!w.guest.ops().contains(&"resize_tty".to_string()), "{:?}", w.guest.ops());
+    assert!(matches!(w.pod.resize("nope", "", 80, 24), Err(ShimError::NotFound(_))));
+    w.guest.exit("c1", None, 0, false);
+    wait_code(&w, "c1", "");
+    w.pod.delete("c1", "").expect("delete");
+}
+
+#[test]
+fn a_kill_racing_an_exit_is_already_finished_and_other_failures_stay_errors() {
+    let w = world();
+    w.pod.create(w.bundle("c1", &[])).expect("create");
+    w.pod.start("c1", "").expect("start");
+    w.guest.signal_fails.store(true, Ordering::SeqCst);
+    // No exit follows: the guest's error stands.
+    let e = w.pod.kill("c1", "", 15, false).expect_err("fails");
+    assert!(matches!(e, ShimError::FailedPrecondition(_)), "{e}");
+    // The exit arrives just after the failed signal: "already finished".
+    let guest = w.guest.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        guest.exit("c1", None, 0, false);
+    });
+    let e = w.pod.kill("c1", "", 15, false).expect_err("raced");
+    assert!(matches!(e, ShimError::NotFound(ref m) if m.contains("already finished")), "{e}");
     w.pod.delete("c1", "").expect("delete");
 }
