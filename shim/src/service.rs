@@ -29,7 +29,65 @@ fn start(opts: StartOpts) -> Result<String, containerd_shim::Error> {
 
 /// The shim's entry point.
 pub fn run(config: Config) {
+    let args: Vec<String> = std::env::args().collect();
+    // containerd-shim's bootstrap needs containerd's environment (TTRPC_ADDRESS, a
+    // namespace) even for `delete`; an operator cleaning up by hand has neither.
+    if args.last().map(String::as_str) == Some("delete") && std::env::var_os("TTRPC_ADDRESS").is_none() {
+        std::process::exit(standalone_delete(&args[1..]));
+    }
     containerd_shim::run::<Service>(RUNTIME_ID, Some(config));
+}
+
+/// `-id ID` (or `--id=ID`) and `-bundle DIR` from a shim command line.
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().enumerate().find_map(|(i, a)| {
+        let bare = a.trim_start_matches('-');
+        if a.starts_with('-') && bare == name {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            bare.strip_prefix(name).and_then(|v| v.strip_prefix('=')).filter(|_| a.starts_with('-'))
+        }
+    })
+}
+
+/// `delete` outside containerd: the same cleanup from the bundle (the working
+/// directory, or `-bundle`), and the same reply on stdout.
+fn standalone_delete(args: &[String]) -> i32 {
+    use containerd_shim::protos::protobuf::Message;
+    let Some(id) = flag(args, "id") else {
+        eprintln!("{RUNTIME_ID}: delete needs -id ID (and runs in the bundle, or takes -bundle DIR)");
+        return 1;
+    };
+    let bundle = match flag(args, "bundle") {
+        Some(b) => PathBuf::from(b),
+        None => match std::env::current_dir() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("{RUNTIME_ID}: delete: the bundle (working directory): {e}");
+                return 1;
+            }
+        },
+    };
+    cleanup_bundle(&bundle, id);
+    let reply = deleted();
+    let mut out = std::io::stdout().lock();
+    match reply.write_to_writer(&mut out) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{RUNTIME_ID}: delete: writing the reply: {e}");
+            1
+        }
+    }
+}
+
+/// What `delete` answers: the task was killed.
+fn deleted() -> DeleteResponse {
+    api::DeleteResponse {
+        pid: 0,
+        exit_status: 128 + libc::SIGKILL as u32,
+        exited_at: Some(crate::events::now()).into(),
+        ..Default::default()
+    }
 }
 
 pub struct Service {
@@ -59,12 +117,7 @@ impl containerd_shim::Shim for Service {
     fn delete_shim(&mut self) -> Result<DeleteResponse, containerd_shim::Error> {
         let bundle = std::env::current_dir().map_err(|e| containerd_shim::Error::Other(e.to_string()))?;
         cleanup_bundle(&bundle, &self.id);
-        Ok(api::DeleteResponse {
-            pid: 0,
-            exit_status: 128 + libc::SIGKILL as u32,
-            exited_at: Some(crate::events::now()).into(),
-            ..Default::default()
-        })
+        Ok(deleted())
     }
 
     fn wait(&mut self) {
@@ -80,5 +133,20 @@ impl containerd_shim::Shim for Service {
     fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
         let events = Arc::new(Publisher::new(publisher, self.namespace.clone()));
         TaskService { pod: Pod::new(Box::new(VmBooter), events), exit: Arc::clone(&self.exit) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_flags_are_read_in_either_spelling() {
+        let a: Vec<String> = ["-namespace", "k8s.io", "-id", "c1", "--bundle=/b", "delete"].map(String::from).to_vec();
+        assert_eq!(flag(&a, "id"), Some("c1"));
+        assert_eq!(flag(&a, "bundle"), Some("/b"));
+        assert_eq!(flag(&a, "address"), None);
+        let b: Vec<String> = ["--id", "x"].map(String::from).to_vec();
+        assert_eq!(flag(&b, "id"), Some("x"));
     }
 }
