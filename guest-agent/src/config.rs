@@ -19,6 +19,8 @@ pub enum ConfigError {
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("user namespace: {0}")]
     UserNs(String),
+    #[error("hostname requires a new UTS namespace")]
+    HostnameWithoutUts,
 }
 
 /// One line of /proc/<pid>/uid_map or gid_map.
@@ -273,7 +275,21 @@ pub fn for_create(
             file_bind,
         });
     }
+    // A file the spec mounts is the host's (CRI's hosts, resolv.conf, hostname): never
+    // written by us, so its contents (the pod's DNS) are what the container reads.
+    let mut files = files;
+    files.retain(|(path, _)| {
+        let p = join_inside(Path::new("/"), path).ok();
+        !mounts.iter().any(|m| join_inside(Path::new("/"), &m.destination).ok() == p)
+    });
     let linux = spec.linux().as_ref();
+    let has_uts = linux
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
+    // As runc: a hostname without a UTS namespace would rename the whole VM.
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !has_uts {
+        return Err(ConfigError::HostnameWithoutUts);
+    }
     // A namespace given by path is one to join: the pod's. Anything else is new.
     let joins = |t: LinuxNamespaceType| {
         linux
@@ -379,6 +395,37 @@ mod tests {
         let cfg = for_create(&Spec::default(), dir.path(), None, vec![]).expect("config");
         let Mode::Create { share_ipc, share_uts, .. } = cfg.mode else { panic!("create mode") };
         assert!(!share_ipc && !share_uts, "the default spec asks for new ones");
+    }
+
+    #[test]
+    fn files_the_spec_mounts_are_not_written_and_a_hostname_needs_uts() {
+        use oci_spec::runtime::MountBuilder;
+        let mut spec = Spec::default();
+        let mut mounts = spec.mounts().clone().unwrap_or_default();
+        for f in ["/etc/resolv.conf", "/etc//hosts"] {
+            let m = MountBuilder::default()
+                .destination(f)
+                .source("/host/file")
+                .typ("bind")
+                .options(vec!["rbind".into(), "ro".into()]);
+            mounts.push(m.build().expect("mount"));
+        }
+        spec.set_mounts(Some(mounts));
+        let files = ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"].map(|f| (f.to_string(), "x".to_string()));
+        let cfg = for_create(&spec, Path::new("/r"), None, files.to_vec()).expect("config");
+        let Mode::Create { files, .. } = &cfg.mode else { panic!("create mode") };
+        assert_eq!(files.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["/etc/hostname"]);
+
+        let mut spec = Spec::default();
+        spec.set_hostname(Some("box".into()));
+        assert!(for_create(&spec, Path::new("/r"), None, vec![]).is_ok(), "the default spec has a UTS namespace");
+        let mut linux = spec.linux().clone().expect("linux");
+        let ns = linux.namespaces().clone().unwrap_or_default();
+        linux.set_namespaces(Some(ns.into_iter().filter(|n| n.typ() != LinuxNamespaceType::Uts).collect()));
+        spec.set_linux(Some(linux));
+        assert_eq!(for_create(&spec, Path::new("/r"), None, vec![]), Err(ConfigError::HostnameWithoutUts));
+        spec.set_hostname(None);
+        assert!(for_create(&spec, Path::new("/r"), None, vec![]).is_ok(), "no hostname, no UTS: the VM's");
     }
 
     #[test]

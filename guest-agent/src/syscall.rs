@@ -446,6 +446,11 @@ impl Syscall for Linux {
 
     fn set_capabilities(&self, c: &CapSets) -> Result<(), SyscallError> {
         let map = |e: caps::errors::CapsError| SyscallError::Caps(e.to_string());
+        // After a change to a non-zero uid (with keep-caps) the permitted set is kept
+        // but the effective one is empty, and dropping from the bounding set needs
+        // CAP_SETPCAP in effect: raise effective to what is permitted first.
+        let permitted = caps::read(None, caps::CapSet::Permitted).map_err(map)?;
+        caps::set(None, caps::CapSet::Effective, &permitted).map_err(map)?;
         let bounding = cap_set(&c.bounding)?;
         for cap in caps::all() {
             if !bounding.contains(&cap) {

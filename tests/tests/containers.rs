@@ -393,3 +393,17 @@ fn two_runs_racing_for_one_name_leave_one_winner() {
     assert_eq!(rm, 0, "{rm_err}");
     assert_gone("e2e-race");
 }
+
+/// A container as a non-root user starts (the bounding set is cut while we still may,
+/// then the ids change) with the spec's bounding set, as runc does.
+#[test]
+fn a_non_root_user_starts_with_the_specs_bounding_set() {
+    let script = "id -u; id -g; grep '^CapBnd' /proc/self/status";
+    let args = ["run", "--name", "e2e-user", "-u", "1000:1000", "--rootfs", &rootfs(), "--", "sh", "-c", script];
+    let (out, err, code) = isola(&args, None);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // The runtime-spec defaults: AUDIT_WRITE, KILL, NET_BIND_SERVICE.
+    let mask = (1u64 << 29) | (1 << 5) | (1 << 10);
+    assert_eq!(out, format!("1000\n1000\nCapBnd:\t{mask:016x}\n"), "{err}");
+    assert_gone("e2e-user");
+}
