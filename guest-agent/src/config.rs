@@ -21,6 +21,8 @@ pub enum ConfigError {
     UserNs(String),
     #[error("hostname requires a new UTS namespace")]
     HostnameWithoutUts,
+    #[error("sysctl {0:?} is not allowed: {1}")]
+    Sysctl(String, &'static str),
 }
 
 /// One line of /proc/<pid>/uid_map or gid_map.
@@ -113,6 +115,9 @@ pub enum Mode {
         share_ipc: bool,
         #[serde(default)]
         share_uts: bool,
+        /// The spec's sysctls, checked to be namespaced (`/proc/sys` path, value).
+        #[serde(default)]
+        sysctls: Vec<(String, String)>,
     },
     /// A process joining the namespaces of the container whose init is `pid`.
     Exec { pid: i32 },
@@ -158,6 +163,46 @@ pub fn join_inside(root: &Path, path: &str) -> Result<PathBuf, ConfigError> {
             Component::Normal(n) => out.push(n),
             Component::ParentDir | Component::Prefix(_) => return Err(ConfigError::BadPath(path.into())),
         }
+    }
+    Ok(out)
+}
+
+/// The spec's sysctls as `/proc/sys` files, as runc allows them: those of the IPC
+/// namespace (`kernel.shm*`, `kernel.msg*`, `kernel.sem`, `fs.mqueue.*`), of the
+/// network namespace (`net.*`: the VM's, which is the pod's), and of the UTS namespace
+/// when the container has one. A sysctl of the whole guest kernel is refused: it would
+/// reach the container's pod neighbours.
+fn sysctls(spec: &Spec, has_uts: bool) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    let all = spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default();
+    let mut keys: Vec<_> = all.into_iter().collect();
+    keys.sort();
+    for (key, value) in keys {
+        let bad = |why| ConfigError::Sysctl(key.clone(), why);
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/')) {
+            return Err(bad("not a sysctl name"));
+        }
+        let name = key.replace('/', ".");
+        if name.split('.').any(|c| c.is_empty() || c == "..") {
+            return Err(bad("not a sysctl name"));
+        }
+        let ipc = ["kernel.shmmax", "kernel.shmall", "kernel.shmmni", "kernel.shm_rmid_forced", "kernel.msgmax"]
+            .contains(&name.as_str())
+            || ["kernel.msgmnb", "kernel.msgmni", "kernel.sem"].contains(&name.as_str())
+            || name.starts_with("fs.mqueue.");
+        let uts = name == "kernel.hostname" || name == "kernel.domainname";
+        let allowed = ipc || name.starts_with("net.") || (uts && has_uts);
+        if !allowed {
+            return Err(bad(if uts {
+                "needs a new UTS namespace"
+            } else {
+                "not namespaced (it would reach the whole guest)"
+            }));
+        }
+        if value.contains('\n') || value.len() > 4096 {
+            return Err(bad("the value has a newline or is too long"));
+        }
+        out.push((format!("/proc/sys/{}", name.replace('.', "/")), value));
     }
     Ok(out)
 }
@@ -290,6 +335,7 @@ pub fn for_create(
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !has_uts {
         return Err(ConfigError::HostnameWithoutUts);
     }
+    let sysctls = sysctls(spec, has_uts)?;
     // A namespace given by path is one to join: the pod's. Anything else is new.
     let joins = |t: LinuxNamespaceType| {
         linux
@@ -306,6 +352,7 @@ pub fn for_create(
             files,
             share_ipc: joins(LinuxNamespaceType::Ipc),
             share_uts: joins(LinuxNamespaceType::Uts),
+            sysctls,
         },
         cgroup,
         process,
@@ -426,6 +473,35 @@ mod tests {
         assert_eq!(for_create(&spec, Path::new("/r"), None, vec![]), Err(ConfigError::HostnameWithoutUts));
         spec.set_hostname(None);
         assert!(for_create(&spec, Path::new("/r"), None, vec![]).is_ok(), "no hostname, no UTS: the VM's");
+    }
+
+    #[test]
+    fn namespaced_sysctls_become_proc_sys_writes_and_the_rest_is_refused() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut spec = Spec::default();
+            let mut linux = spec.linux().clone().expect("linux");
+            linux.set_sysctl(Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()));
+            spec.set_linux(Some(linux));
+            for_create(&spec, Path::new("/r"), None, vec![])
+        };
+        let cfg = with(&[("kernel.shm_rmid_forced", "1"), ("fs.mqueue.msg_max", "100"), ("net/ipv4/ip_forward", "1")])
+            .expect("namespaced");
+        let Mode::Create { sysctls, .. } = &cfg.mode else { panic!("create mode") };
+        assert_eq!(
+            sysctls,
+            &[
+                ("/proc/sys/fs/mqueue/msg_max".to_string(), "100".to_string()),
+                ("/proc/sys/kernel/shm_rmid_forced".into(), "1".into()),
+                ("/proc/sys/net/ipv4/ip_forward".into(), "1".into()),
+            ]
+        );
+        for bad in ["kernel.pid_max", "vm.overcommit_memory", "../../etc/passwd", "net..x", "kernel.shm_rmid_forced\n"]
+        {
+            let e = with(&[(bad, "1")]).expect_err(bad);
+            assert!(matches!(e, ConfigError::Sysctl(..)), "{bad}: {e}");
+        }
+        assert!(with(&[("kernel.hostname", "x")]).is_ok(), "the default spec has its own UTS namespace");
+        assert!(with(&[("net.core.somaxconn", "1\n2")]).is_err(), "one value, one line");
     }
 
     #[test]

@@ -199,8 +199,13 @@ fn setup_process(sys: &dyn Syscall, p: &ProcessConfig, seccomp: Option<&Profile>
 /// `wait_for_start` blocks until the host says Start (after the rootfs is ready, so
 /// setup errors surface at create time).
 pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig, wait_for_start: &mut dyn FnMut()) -> Result<(), SetupError> {
-    if let Mode::Create { rootfs, hostname, mounts, masked, readonly, files, share_uts, .. } = &cfg.mode {
+    if let Mode::Create { rootfs, hostname, mounts, masked, readonly, files, share_uts, sysctls, .. } = &cfg.mode {
         setup_rootfs(sys, rootfs, mounts, files)?;
+        // In the container's namespaces already, through the guest's /proc (the
+        // container's own /proc/sys is read-only once its paths are set).
+        for (path, value) in sysctls {
+            sys.write_file(Path::new(path), value.as_bytes())?;
+        }
         enter_rootfs(sys, rootfs)?;
         for m in masked {
             sys.mask_path(Path::new(m))?;
@@ -278,6 +283,7 @@ mod tests {
                 files: vec![("/etc/hosts".into(), "127.0.0.1 localhost\n".into())],
                 share_ipc: false,
                 share_uts: false,
+                sysctls: vec![("/proc/sys/kernel/shm_rmid_forced".into(), "1".into())],
             },
             cgroup: Some("/sys/fs/cgroup/isola/c1".into()),
             process: process(),
@@ -329,6 +335,8 @@ mod tests {
         assert!(pivot < pos(&c, "umount ."));
         assert!(pivot < pos(&c, "mask /proc/kcore"));
         assert!(pivot < pos(&c, "readonly /proc/sys"));
+        let sysctl = pos(&c, "write /proc/sys/kernel/shm_rmid_forced 1");
+        assert!(pos(&c, "unshare") < sysctl && sysctl < pivot, "in the new namespaces, before /proc/sys is read-only");
         let ids = pos(&c, "setids 1000 1000");
         assert!(pos(&c, "setgroups") < ids && pos(&c, "rlimit") < ids);
         assert!(pos(&c, "write /proc/self/oom_score_adj 100") < ids, "needs privilege");
