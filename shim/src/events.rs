@@ -94,18 +94,50 @@ pub struct Publisher {
     tx: Mutex<Sender<Event>>,
 }
 
+/// How often, and how far apart, a failed publish reconnects and retries: long enough
+/// for containerd to restart (its socket keeps its path).
+const RETRIES: usize = 60;
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Publisher {
-    pub fn new(remote: RemotePublisher, namespace: String) -> Self {
+    /// `address` is containerd's ttrpc socket, to reconnect to after it restarted.
+    pub fn new(remote: RemotePublisher, namespace: String, address: String) -> Self {
         let (tx, rx) = channel::<Event>();
         std::thread::spawn(move || {
-            for e in rx {
-                let topic = e.topic();
-                if let Err(err) = remote.publish(Context::default(), topic, &namespace, e.message()) {
-                    log::warn!("publishing {topic}: {err}");
-                }
-            }
+            let publish = |r: &RemotePublisher, e: &Event| {
+                r.publish(Context::default(), e.topic(), &namespace, e.clone().message()).map_err(|e| e.to_string())
+            };
+            let connect = || RemotePublisher::new(&address).map_err(|e| e.to_string());
+            forward(rx.into_iter(), remote, publish, connect, RETRY_PAUSE);
         });
         Publisher { tx: Mutex::new(tx) }
+    }
+}
+
+/// Sends each event in order; after a failure, reconnects and retries the same event
+/// (up to [`RETRIES`] times), so a containerd restart loses no exit.
+fn forward<R>(
+    events: impl Iterator<Item = Event>,
+    mut remote: R,
+    publish: impl Fn(&R, &Event) -> Result<(), String>,
+    connect: impl Fn() -> Result<R, String>,
+    pause: std::time::Duration,
+) {
+    for e in events {
+        let mut tries = 0;
+        while let Err(err) = publish(&remote, &e) {
+            tries += 1;
+            if tries > RETRIES {
+                log::warn!("publishing {}: {err}; giving up on this event", e.topic());
+                break;
+            }
+            log::debug!("publishing {}: {err}; reconnecting", e.topic());
+            std::thread::sleep(pause);
+            match connect() {
+                Ok(r) => remote = r,
+                Err(c) => log::debug!("reconnecting to containerd: {c}"),
+            }
+        }
     }
 }
 
@@ -164,6 +196,50 @@ pub mod testing {
 mod tests {
     use super::*;
     use containerd_shim::protos::protobuf::Message;
+
+    #[test]
+    fn a_restarted_containerd_gets_every_event_in_order_after_a_reconnect() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Connection n (0 = the first) is broken while n < 2: its publishes fail.
+        let generation = AtomicUsize::new(0);
+        let got = Mutex::new(Vec::new());
+        let events = (0..5u32).map(|pid| Event::Start { id: "c".into(), pid });
+        forward(
+            events,
+            0usize,
+            |conn: &usize, e: &Event| {
+                // containerd "restarts" after the second event: the old connection breaks.
+                if *conn < 1 && got.lock().expect("got").len() >= 2 {
+                    return Err("EPIPE".into());
+                }
+                got.lock().expect("got").push(e.clone());
+                Ok(())
+            },
+            || Ok(generation.fetch_add(1, Ordering::SeqCst) + 1),
+            std::time::Duration::ZERO,
+        );
+        let pids: Vec<u32> = got
+            .into_inner()
+            .expect("got")
+            .iter()
+            .map(|e| if let Event::Start { pid, .. } = e { *pid } else { 99 })
+            .collect();
+        assert_eq!(pids, [0, 1, 2, 3, 4], "nothing lost, nothing reordered");
+        assert_eq!(generation.load(Ordering::SeqCst), 1, "one reconnect");
+        // A containerd that never comes back: each event is given up after the retries.
+        let tries = AtomicUsize::new(0);
+        forward(
+            std::iter::once(Event::Oom { id: "c".into() }),
+            (),
+            |_: &(), _: &Event| {
+                tries.fetch_add(1, Ordering::SeqCst);
+                Err("gone".into())
+            },
+            || Err("refused".into()),
+            std::time::Duration::ZERO,
+        );
+        assert_eq!(tries.load(Ordering::SeqCst), RETRIES + 1);
+    }
 
     #[test]
     fn exit_of_init_names_the_container_twice_and_exec_exit_names_the_exec() {

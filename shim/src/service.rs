@@ -131,7 +131,8 @@ impl containerd_shim::Shim for Service {
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        let events = Arc::new(Publisher::new(publisher, self.namespace.clone()));
+        let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
+        let events = Arc::new(Publisher::new(publisher, self.namespace.clone(), address));
         TaskService { pod: Pod::new(Box::new(VmBooter), events), exit: Arc::clone(&self.exit) }
     }
 }
