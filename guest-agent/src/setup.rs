@@ -223,6 +223,10 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig, wait_for_start: &mut dyn FnM
         // namespace), so the process sees a /dev/pts/N that exists in its view.
         sys.open_terminal(crate::report::CONSOLE_FD)?;
     }
+    // In the container's root now: a missing program fails here, before Start.
+    if let Some(prog) = cfg.process.args.first() {
+        sys.find_program(prog, &cfg.process.env)?;
+    }
     wait_for_start();
     setup_process(sys, &cfg.process, cfg.seccomp.as_ref())?;
     Ok(())
@@ -349,6 +353,7 @@ mod tests {
         let term = pos(&c, "open_terminal 5");
         assert!(pivot < term && pos(&c, "mask /proc/kcore") < term && term < pos(&c, "setsid"));
         assert_eq!(c.last().expect("calls"), "exec /bin/sh /bin/sh -c true");
+        assert!(pivot < pos(&c, "lookup /bin/sh") && pos(&c, "lookup /bin/sh") < pos(&c, "setsid"), "before Start");
         assert_eq!(c[c.len() - 3], "chdir /work");
     }
 

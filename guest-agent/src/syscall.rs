@@ -27,6 +27,10 @@ pub enum SyscallError {
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("exec {path}: {source}")]
     Exec { path: String, source: nix::Error },
+    #[error("exec: {0:?}: executable file not found in $PATH")]
+    NotInPath(String),
+    #[error("exec: {0:?}: no such executable file")]
+    NoProgram(String),
 }
 
 fn os(op: &'static str) -> impl Fn(nix::Error) -> SyscallError {
@@ -119,12 +123,18 @@ pub trait Syscall {
     fn set_no_new_privs(&self) -> Result<(), SyscallError>;
     /// Installs a seccomp filter; `nnp` says no_new_privs is (or may be) set with it.
     fn set_seccomp(&self, profile: &crate::seccomp::Profile, nnp: bool) -> Result<(), SyscallError>;
+    /// Whether `prog` would be found by exec in the container (its `PATH`, as exec
+    /// would look), so a missing binary fails Create, as with runc, not Start.
+    fn find_program(&self, prog: &str, env: &[String]) -> Result<(), SyscallError>;
     /// Replaces the process; returns only on failure.
     fn exec(&self, path: &str, args: &[String], env: &[String]) -> SyscallError;
 }
 
 /// The real kernel.
 pub struct Linux;
+
+/// Where a program is looked for when the environment names no PATH.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// After the maps are written: act as the namespace's root (when it is mapped), so files
 /// we create on filesystems mounted inside the namespace have an owner it can express.
@@ -475,6 +485,29 @@ impl Syscall for Linux {
         Ok(())
     }
 
+    fn find_program(&self, prog: &str, env: &[String]) -> Result<(), SyscallError> {
+        use std::os::unix::fs::PermissionsExt;
+        let runnable =
+            |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if prog.contains('/') {
+            return if runnable(Path::new(prog)) { Ok(()) } else { Err(SyscallError::NoProgram(prog.into())) };
+        }
+        let from_env = env.iter().find_map(|e| e.strip_prefix("PATH=")).map(String::from);
+        // execvp looks in our own PATH too: either one finding it is enough.
+        let ours = std::env::var("PATH").ok();
+        let dirs = [from_env, ours, Some(DEFAULT_PATH.to_string())];
+        let found = dirs
+            .iter()
+            .flatten()
+            .flat_map(|p| p.split(':'))
+            .any(|d| !d.is_empty() && runnable(&Path::new(d).join(prog)));
+        if found {
+            Ok(())
+        } else {
+            Err(SyscallError::NotInPath(prog.into()))
+        }
+    }
+
     fn exec(&self, path: &str, args: &[String], env: &[String]) -> SyscallError {
         let err = |source| SyscallError::Exec { path: path.to_string(), source };
         let (Ok(p), Ok(a), Ok(e)) = (CString::new(path), cstrings(args), cstrings(env)) else {
@@ -608,6 +641,9 @@ impl Syscall for Recording {
     }
     fn set_no_new_privs(&self) -> Result<(), SyscallError> {
         self.record("no_new_privs".into())
+    }
+    fn find_program(&self, prog: &str, _env: &[String]) -> Result<(), SyscallError> {
+        self.record(format!("lookup {prog}"))
     }
     fn exec(&self, path: &str, args: &[String], _env: &[String]) -> SyscallError {
         let _ = self.record(format!("exec {path} {}", args.join(" ")));

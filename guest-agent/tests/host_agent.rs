@@ -152,27 +152,33 @@ fn containers_run_with_isolation_stdio_and_exit_codes() {
     };
     assert_eq!(status.code, 9);
 
-    // A missing program is an exec error, reported at start.
+    // A missing program fails Create (as with runc), by name; not found in PATH either.
     upload(&c, "c5", &rootfs);
-    c.call(&Request::CreateContainer {
-        id: "c5".into(),
-        spec: Box::new(spec(&["/bin/nope"])),
-        rootfs: RootfsSource::Upload,
-    })
-    .expect("create");
-    let e = c.call(&Request::Start { id: "c5".into(), exec_id: None }).expect_err("exec fails");
-    assert!(e.to_string().contains("/bin/nope"), "{e}");
-    let Response::Exited { status } =
-        c.call_with(&Request::Wait { id: "c5".into(), exec_id: None }, None).expect("wait")
-    else {
-        panic!()
-    };
-    assert_eq!(status.code, 127, "command not found");
+    let e = c
+        .call(&Request::CreateContainer {
+            id: "c5".into(),
+            spec: Box::new(spec(&["/bin/nope"])),
+            rootfs: RootfsSource::Upload,
+        })
+        .expect_err("create fails");
+    assert!(e.to_string().contains("\"/bin/nope\": no such executable file"), "{e}");
+    upload(&c, "c6", &rootfs);
+    let e = c
+        .call(&Request::CreateContainer {
+            id: "c6".into(),
+            spec: Box::new(spec(&["nope"])),
+            rootfs: RootfsSource::Upload,
+        })
+        .expect_err("create fails");
+    assert!(e.to_string().contains("executable file not found in $PATH"), "{e}");
 
     let Response::List { containers } = c.call(&Request::List).expect("list") else { panic!("list") };
-    assert_eq!(containers.len(), 5);
+    assert!(
+        containers.iter().all(|c| c.id != "c5" && c.id != "c6"),
+        "a failed create leaves no container: {containers:?}"
+    );
     assert!(containers.iter().all(|c| c.status == ContainerStatus::Stopped), "{containers:?}");
-    for id in ["c1", "c2", "c3", "c4", "c5"] {
+    for id in ["c1", "c2", "c3", "c4"] {
         c.call_ok(&Request::Delete { id: id.into(), force: false }).expect("delete");
     }
     let Response::List { containers } = c.call(&Request::List).expect("list") else { panic!("list") };
