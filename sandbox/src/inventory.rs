@@ -13,6 +13,8 @@ pub const PROGRAMS: &[&str] = &[
     "vhost-device-vsock",
     "isola-console",
     "containerd-shim-isola-v2",
+    // The shim's per-process host stand-ins (their argv[0]).
+    "isola-task",
 ];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -11,6 +11,7 @@ pub mod pod;
 pub mod rootfs;
 pub mod service;
 pub mod spec;
+pub mod standin;
 pub mod stdio;
 pub mod task;
 

@@ -15,6 +15,7 @@ use crate::events::{now, Event, EventSink};
 use crate::guest::{BootRequest, Booter, Guest};
 use crate::rootfs::{self, RootMount};
 use crate::spec::{self, Role};
+use crate::standin::{StandIn, StandInCommand};
 use crate::stdio::{Bridge, StdioPaths};
 
 /// Exit code reported when the VM (not the process) went away.
@@ -40,15 +41,27 @@ pub struct Exit {
 
 pub struct Proc {
     pub stdio: StdioPaths,
+    /// The host pid containerd sees: the process's stand-in ([`crate::standin`]).
     pub pid: u32,
+    /// The pid in the guest, once started (0 before).
+    pub guest_pid: u32,
     pub status: Status,
     pub exit: Option<Exit>,
     bridge: Option<Bridge>,
+    standin: Option<StandIn>,
 }
 
 impl Proc {
-    fn new(stdio: StdioPaths, pid: u32, bridge: Option<Bridge>) -> Self {
-        Proc { stdio, pid, status: Status::Created, exit: None, bridge }
+    fn new(stdio: StdioPaths, standin: StandIn, bridge: Option<Bridge>) -> Self {
+        Proc {
+            stdio,
+            pid: standin.pid(),
+            guest_pid: 0,
+            status: Status::Created,
+            exit: None,
+            bridge,
+            standin: Some(standin),
+        }
     }
 }
 
@@ -88,6 +101,7 @@ const GONE_KEPT: usize = 64;
 pub struct Pod {
     booter: Box<dyn Booter>,
     events: Arc<dyn EventSink>,
+    standin: StandInCommand,
     inner: Mutex<Inner>,
     /// Signalled on every exit, for Wait.
     exited: Condvar,
@@ -106,7 +120,11 @@ fn exec_key(exec_id: &str) -> Option<&str> {
 
 impl Pod {
     pub fn new(booter: Box<dyn Booter>, events: Arc<dyn EventSink>) -> Arc<Self> {
-        Arc::new(Pod { booter, events, inner: Mutex::new(Inner::default()), exited: Condvar::new() })
+        Self::with_stand_in(booter, events, StandInCommand::this_binary())
+    }
+
+    pub fn with_stand_in(booter: Box<dyn Booter>, events: Arc<dyn EventSink>, standin: StandInCommand) -> Arc<Self> {
+        Arc::new(Pod { booter, events, standin, inner: Mutex::new(Inner::default()), exited: Condvar::new() })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, ShimError> {
@@ -159,21 +177,23 @@ impl Pod {
             self.watch_vm();
         }
         let guest = Self::guest(&inner)?;
-        let (pid, bridge) = if role == Role::PodSandbox {
-            // The sandbox container is the VM: its "process" is the VMM.
-            (guest.vmm_pid(), None)
-        } else {
-            match self.create_in_guest(&*guest, &r, &mut spec) {
-                Ok(b) => (0, Some(b)),
-                Err(e) => {
-                    // A VM booted for this container alone must not outlive its failure.
-                    if inner.owner.as_deref() == Some(r.id.as_str()) {
-                        Self::end_vm(&mut inner);
-                    }
-                    return Err(e);
+        let made = (|| {
+            // The sandbox container is the VM itself: no process in the guest.
+            let bridge =
+                if role == Role::PodSandbox { None } else { Some(self.create_in_guest(&*guest, &r, &mut spec)?) };
+            Ok::<_, ShimError>((bridge, StandIn::spawn(&self.standin, &[&r.id])?))
+        })();
+        let (bridge, standin) = match made {
+            Ok(x) => x,
+            Err(e) => {
+                // A VM booted for this container alone must not outlive its failure.
+                if inner.owner.as_deref() == Some(r.id.as_str()) {
+                    Self::end_vm(&mut inner);
                 }
+                return Err(e);
             }
         };
+        let pid = standin.pid();
         let record = crate::bundle::BundleRecord {
             vm: inner.guest.as_ref().map(|g| g.state_dir()).unwrap_or_default(),
             owner: inner.owner.as_deref() == Some(r.id.as_str()),
@@ -185,7 +205,7 @@ impl Pod {
             Container {
                 bundle: r.bundle.clone(),
                 role,
-                init: Proc::new(r.stdio.clone(), pid, bridge),
+                init: Proc::new(r.stdio.clone(), standin, bridge),
                 execs: HashMap::new(),
             },
         );
@@ -246,8 +266,8 @@ impl Pod {
             return Ok(p.pid);
         }
         let guest = guest.ok_or_else(|| ShimError::FailedPrecondition("the pod's VM is not running".into()))?;
-        let pid = guest.start(id, exec)?;
-        p.pid = pid;
+        p.guest_pid = guest.start(id, exec)?;
+        let pid = p.pid;
         p.status = Status::Running;
         self.events.send(match exec {
             None => Event::Start { id: id.into(), pid },
@@ -297,6 +317,8 @@ impl Pod {
         let at = now();
         p.exit = Some(Exit { code, at: at.clone() });
         p.status = Status::Stopped;
+        // Its host pid ends with it.
+        drop(p.standin.take());
         if oom {
             self.events.send(Event::Oom { id: id.into() });
         }
@@ -483,7 +505,8 @@ impl Pod {
         }
         guest.exec(id, exec_id, &process)?;
         let bridge = Bridge::start(&*guest, id, Some(exec_id), &stdio)?;
-        c.execs.insert(exec_id.into(), Proc::new(stdio, 0, Some(bridge)));
+        let standin = StandIn::spawn(&self.standin, &[id, exec_id])?;
+        c.execs.insert(exec_id.into(), Proc::new(stdio, standin, Some(bridge)));
         self.events.send(Event::ExecAdded { id: id.into(), exec_id: exec_id.into() });
         Ok(())
     }

@@ -185,7 +185,11 @@ fn world() -> World {
     let boots = Arc::new(Mutex::new(Vec::new()));
     let records_at_boot = Arc::new(Mutex::new(Vec::new()));
     let booter = FakeBooter { guest: guest.clone(), boots: boots.clone(), records_at_boot: records_at_boot.clone() };
-    World { pod: Pod::new(Box::new(booter), events.clone()), guest, events, boots, records_at_boot, dir }
+    // Stand-ins: `cat` lives until its stdin closes, as the real one does (the task
+    // names become the shell's $0 and $1).
+    let standin = crate::standin::StandInCommand { program: "sh".into(), args: vec!["-c".into(), "cat".into()] };
+    let pod = Pod::with_stand_in(Box::new(booter), events.clone(), standin);
+    World { pod, guest, events, boots, records_at_boot, dir }
 }
 
 impl World {
@@ -204,6 +208,11 @@ impl World {
     }
 }
 
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+}
+
 fn wait_code(w: &World, id: &str, exec: &str) -> u32 {
     w.pod.wait(id, exec).expect("wait").code
 }
@@ -212,15 +221,17 @@ fn wait_code(w: &World, id: &str, exec: &str) -> u32 {
 fn a_standalone_container_runs_exits_and_takes_its_vm_along_on_delete() {
     let w = world();
     let pid = w.pod.create(w.bundle("c1", &[])).expect("create");
-    assert_eq!(pid, 0, "no guest pid before start");
+    assert!(pid > 0 && alive(pid), "Create reports a live host pid (the stand-in): {pid}");
     let records = w.records_at_boot.lock().expect("records").clone();
     assert_eq!(records, vec![w.dir.path().join("bundles/c1/isola.json")], "the cleanup record exists before the boot");
     assert_eq!(w.boots.lock().expect("boots")[0].name, "c1");
     assert!(w.dir.path().join("shared/c1/rootfs").exists(), "rootfs bound into the share");
-    assert_eq!(w.pod.start("c1", "").expect("start"), 10);
+    assert_eq!(w.pod.start("c1", "").expect("start"), pid, "Start and State report the same host pid");
+    assert_eq!(w.pod.state("c1", "").expect("state").1, pid);
     assert_eq!(w.pod.state("c1", "").expect("state").2, Status::Running);
     w.guest.exit("c1", None, 42, false);
     assert_eq!(wait_code(&w, "c1", ""), 42);
+    assert!(!alive(pid), "the host pid ends with the process");
     let (_, exit) = w.pod.delete("c1", "").expect("delete");
     assert_eq!(exit.code, 42);
     assert!(w.guest.stopped.load(Ordering::SeqCst), "the owner's delete stops the VM");
@@ -240,14 +251,17 @@ fn exec_processes_have_their_own_lifecycle_and_events() {
     w.pod.exec("c1", "x1", Default::default(), Default::default()).expect("exec");
     let dup = w.pod.exec("c1", "x1", Default::default(), Default::default()).expect_err("duplicate");
     assert!(matches!(dup, ShimError::AlreadyExists(_)), "{dup}");
-    assert_eq!(w.pod.start("c1", "x1").expect("start exec"), 20);
-    assert_eq!(w.pod.pids("c1").expect("pids"), vec![10, 20]);
+    let init = w.pod.state("c1", "").expect("state").1;
+    let x1 = w.pod.start("c1", "x1").expect("start exec");
+    assert!(alive(x1) && x1 != init, "an exec has a host pid of its own");
+    assert_eq!(w.pod.pids("c1").expect("pids"), vec![init, x1]);
     let running = w.pod.delete("c1", "x1").expect_err("running exec");
     assert!(matches!(running, ShimError::FailedPrecondition(_)), "{running}");
     w.guest.exit("c1", Some("x1"), 3, false);
     assert_eq!(wait_code(&w, "c1", "x1"), 3);
     assert_eq!(w.pod.delete("c1", "x1").expect("delete exec").1.code, 3);
-    assert_eq!(w.pod.pids("c1").expect("pids"), vec![10]);
+    assert_eq!(w.pod.pids("c1").expect("pids"), vec![init]);
+    assert!(!alive(x1), "the exec's host pid ended with it");
     w.guest.exit("c1", None, 0, false);
     wait_code(&w, "c1", "");
     w.pod.delete("c1", "").expect("delete");
@@ -270,7 +284,8 @@ fn a_cri_pod_shares_one_vm_and_ends_it_with_the_sandbox() {
     let w = world();
     let sb = [(CONTAINER_TYPE, "sandbox"), (SANDBOX_ID, "pod1")];
     let app = [(CONTAINER_TYPE, "container"), (SANDBOX_ID, "pod1")];
-    assert_eq!(w.pod.create(w.bundle("pod1", &sb)).expect("sandbox"), 4242, "the sandbox task is the VMM");
+    let sandbox_pid = w.pod.create(w.bundle("pod1", &sb)).expect("sandbox");
+    assert!(sandbox_pid != 4242 && alive(sandbox_pid), "the sandbox task has its own host pid, not the VMM's");
     w.pod.start("pod1", "").expect("start sandbox");
     w.pod.create(w.bundle("app1", &app)).expect("app1");
     w.pod.create(w.bundle("app2", &app)).expect("app2");
@@ -285,6 +300,7 @@ fn a_cri_pod_shares_one_vm_and_ends_it_with_the_sandbox() {
     assert!(!w.guest.stopped.load(Ordering::SeqCst), "the VM outlives a container");
     w.pod.kill("pod1", "", 9, false).expect("kill sandbox");
     assert_eq!(wait_code(&w, "pod1", ""), 137);
+    assert!(!alive(sandbox_pid), "killing the sandbox task ends its pid, while the VM waits for Delete");
     w.pod.delete("pod1", "").expect("delete sandbox");
     assert!(w.guest.stopped.load(Ordering::SeqCst), "the sandbox's delete ends the VM");
     // app2 was still running: it is reported exited, never left hanging.

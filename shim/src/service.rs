@@ -30,6 +30,9 @@ fn start(opts: StartOpts) -> Result<String, containerd_shim::Error> {
 /// The shim's entry point.
 pub fn run(config: Config) {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(crate::standin::ARG) {
+        crate::standin::serve();
+    }
     // containerd-shim's bootstrap needs containerd's environment (TTRPC_ADDRESS, a
     // namespace) even for `delete`; an operator cleaning up by hand has neither.
     if args.last().map(String::as_str) == Some("delete") && std::env::var_os("TTRPC_ADDRESS").is_none() {

@@ -1,0 +1,91 @@
+//! A host process per task process, whose pid is the one containerd and kubelet see.
+//! The guest's pids mean nothing on the host, and the VMM lives as long as the pod, so
+//! each container process gets a small stand-in (as gVisor's and Kata 1.x's shims did):
+//! it starts with the process (at Create or Exec), does nothing, and ends when the
+//! process has exited (the shim closes its stdin), or when the shim dies.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use crate::error::ShimError;
+
+/// The name stand-ins show in `ps` (their argv[0]).
+pub const NAME: &str = "isola-task";
+/// The argument that makes the shim binary a stand-in.
+pub const ARG: &str = "__stand-in";
+
+/// How to start a stand-in: the shim binary itself, or any program that runs until
+/// its stdin closes (tests use `cat`).
+#[derive(Clone, Debug)]
+pub struct StandInCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl StandInCommand {
+    /// This binary, as `isola-task __stand-in`.
+    pub fn this_binary() -> Self {
+        let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        StandInCommand { program, args: vec![ARG.into()] }
+    }
+}
+
+pub struct StandIn {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl StandIn {
+    /// `task` names it in `ps` (`isola-task __stand-in c1 exec1`).
+    pub fn spawn(cmd: &StandInCommand, task: &[&str]) -> Result<Self, ShimError> {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(&cmd.program);
+        c.arg0(NAME).args(&cmd.args).args(task).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = c.spawn().map_err(crate::error::io("starting the task's host stand-in"))?;
+        let stdin = child.stdin.take();
+        Ok(StandIn { child, stdin })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for StandIn {
+    /// EOF on its stdin ends it; it is our child, so it is reaped here.
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The stand-in's whole life (`isola-task __stand-in …`): wait for EOF, then exit.
+pub fn serve() -> ! {
+    let mut sink = [0u8; 64];
+    while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+    std::process::exit(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stand_in_lives_until_dropped_and_is_reaped() {
+        let cmd = StandInCommand { program: "cat".into(), args: vec![] };
+        let s = StandIn::spawn(&cmd, &[]).expect("spawn");
+        let pid = s.pid() as i32;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "alive while the process runs");
+        drop(s);
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "gone and reaped once it exited");
+    }
+}
