@@ -38,6 +38,7 @@ pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, BenchE
         network: Default::default(),
         netns: None,
         hostname: None,
+        cgroup_path: None,
     };
     Ok(Sandbox::start(&opts)?)
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    #[error("cgroup path {0:?} is not a path below the hierarchy (no `..`, not empty)")]
+    BadPath(PathBuf),
     #[error("{what} {path}: {source}")]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
 }
@@ -74,16 +76,29 @@ pub struct HostCgroup {
 impl HostCgroup {
     /// Creates `isola/<name>` under `h` with a memory limit of `limit_bytes`.
     pub fn create(h: &Hierarchy, name: &str, limit_bytes: u64) -> Result<Self, CgroupError> {
-        let parent = h.root().join("isola");
+        Self::create_at(h, &Path::new("isola").join(name), limit_bytes)
+    }
+
+    /// Creates the cgroup at `rel` (below the hierarchy's root, e.g. a pod's
+    /// `cgroupsPath`), with its parents, and the memory limit.
+    pub fn create_at(h: &Hierarchy, rel: &Path, limit_bytes: u64) -> Result<Self, CgroupError> {
+        let rel = clean_relative(rel)?;
+        let dir = h.root().join(&rel);
+        let parent = dir.parent().unwrap_or(h.root()).to_path_buf();
         std::fs::create_dir_all(&parent).map_err(io("creating", &parent))?;
         if let Hierarchy::V2(root) = h {
             // The memory controller has to be handed down at each level.
-            for level in [root.as_path(), parent.as_path()] {
+            let mut level = root.clone();
+            let mut levels = vec![level.clone()];
+            for c in rel.parent().into_iter().flat_map(Path::components) {
+                level.push(c);
+                levels.push(level.clone());
+            }
+            for level in levels {
                 let ctl = level.join("cgroup.subtree_control");
                 std::fs::write(&ctl, "+memory").map_err(io("enabling memory in", &ctl))?;
             }
         }
-        let dir = parent.join(name);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -132,6 +147,60 @@ impl HostCgroup {
 
     pub fn remove(&self) {
         remove_dir(&self.dir);
+    }
+}
+
+/// `rel` as plain components below the root: a leading `/` is dropped, `..` refused.
+fn clean_relative(rel: &Path) -> Result<PathBuf, CgroupError> {
+    let mut out = PathBuf::new();
+    for c in rel.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::RootDir | std::path::Component::CurDir => {}
+            _ => return Err(CgroupError::BadPath(rel.to_path_buf())),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(CgroupError::BadPath(rel.to_path_buf()));
+    }
+    Ok(out)
+}
+
+/// An OCI `cgroupsPath` as a path below the hierarchy's root. The cgroupfs form
+/// (`/kubepods/pod1/c1`) is used as it is; the systemd form (`slice:prefix:name`) as
+/// systemd lays it out (`kubepods-pod1.slice` is `kubepods.slice/kubepods-pod1.slice`,
+/// the unit `prefix-name.scope` inside it), as runc's systemd driver does.
+pub fn oci_path(cgroups_path: &str) -> Result<PathBuf, CgroupError> {
+    let parts: Vec<&str> = cgroups_path.split(':').collect();
+    let path = match parts[..] {
+        [one] => PathBuf::from(one),
+        [slice, prefix, name] => {
+            let mut p = PathBuf::new();
+            if !slice.is_empty() && slice != "-.slice" {
+                let stem = slice.strip_suffix(".slice").ok_or_else(|| CgroupError::BadPath(cgroups_path.into()))?;
+                let mut acc = String::new();
+                for part in stem.split('-') {
+                    if part.is_empty() {
+                        return Err(CgroupError::BadPath(cgroups_path.into()));
+                    }
+                    acc = if acc.is_empty() { part.to_string() } else { format!("{acc}-{part}") };
+                    p.push(format!("{acc}.slice"));
+                }
+            }
+            let unit = if prefix.is_empty() { format!("{name}.scope") } else { format!("{prefix}-{name}.scope") };
+            p.push(unit);
+            p
+        }
+        _ => return Err(CgroupError::BadPath(cgroups_path.into())),
+    };
+    clean_relative(&path)
+}
+
+/// Kills what runs in the cgroup at `dir` (recorded by a sandbox) and removes it.
+pub fn remove_dir_of(dir: &Path) {
+    if dir.is_dir() {
+        kill_all(dir);
+        remove_dir(dir);
     }
 }
 
@@ -188,6 +257,22 @@ pub fn remove_for(dir: &Path) {
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn oci_cgroup_paths_in_both_forms() {
+        assert_eq!(oci_path("/kubepods/besteffort/pod1/c1").expect("fs"), Path::new("kubepods/besteffort/pod1/c1"));
+        assert_eq!(oci_path("default/c1").expect("relative"), Path::new("default/c1"));
+        assert_eq!(
+            oci_path("kubepods-besteffort-pod1.slice:cri-containerd:c1").expect("systemd"),
+            Path::new(
+                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/cri-containerd-c1.scope"
+            )
+        );
+        assert_eq!(oci_path("system.slice:docker:abc").expect("systemd"), Path::new("system.slice/docker-abc.scope"));
+        for bad in ["/a/../../etc", "", "/", "x.slice:a", "bad:p:n", "a--b.slice:p:n"] {
+            assert!(oci_path(bad).is_err(), "{bad}");
+        }
+    }
 
     /// As root: a process placed in the cgroup is held to its limit (the kernel kills
     /// it past it), one within it runs, and removal leaves nothing.

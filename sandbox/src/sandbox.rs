@@ -69,6 +69,10 @@ pub struct SandboxOptions {
     pub netns: Option<PathBuf>,
     /// The guest's hostname (default: the sandbox's id).
     pub hostname: Option<String>,
+    /// Where the sandbox's processes go in the host's cgroup tree, below its root (a
+    /// pod's `cgroupsPath`, so the pod's limits and accounting hold the VM); default
+    /// `isola/<name>-<hash>`.
+    pub cgroup_path: Option<PathBuf>,
 }
 
 /// `--network`: none (loopback only) or the `isola0` bridge with NAT (`auto` is the
@@ -209,6 +213,7 @@ impl Sandbox {
                 shared_dir: None,
                 net: None,
                 creator: state::Creator::me(),
+                cgroup: None,
             },
             agent: Agent::new(&vsock_uds, AGENT_CALL_TIMEOUT),
             children: vec![],
@@ -226,7 +231,17 @@ impl Sandbox {
         sb.cgroup = match Hierarchy::detect() {
             Some(h) => {
                 let limit = (opts.boot.mem_mib << 20).saturating_add(crate::backend::overhead_bytes(opts.hypervisor));
-                Some(HostCgroup::create(&h, &cgroup::name_for(&dir), limit).map_err(SandboxError::Cgroup)?)
+                let cg = match &opts.cgroup_path {
+                    Some(rel) => HostCgroup::create_at(&h, rel, limit),
+                    None => HostCgroup::create(&h, &cgroup::name_for(&dir), limit),
+                };
+                let cg = cg.map_err(SandboxError::Cgroup)?;
+                if opts.cgroup_path.is_some() {
+                    // Recorded at once: cleanup after any exit removes it from the state.
+                    sb.state.cgroup = Some(cg.dir.clone());
+                    sb.state.save(&dir).map_err(io(format!("saving the state of {}", opts.id)))?;
+                }
+                Some(cg)
             }
             None => {
                 log::warn!("no memory cgroup controller: the sandbox's processes run without a memory limit");

@@ -34,6 +34,10 @@ pub struct SandboxState {
     /// the sandbox is being created; once it died, what it left is cleaned at once.
     #[serde(default)]
     pub creator: Option<Creator>,
+    /// A host cgroup given by the caller (a pod's `cgroupsPath`), removed on cleanup;
+    /// without one the sandbox's is found from its directory.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// A process, told apart from a later one with the same pid by its start time.
@@ -125,6 +129,9 @@ pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
         None => {}
     }
     crate::cgroup::remove_for(dir);
+    if let Some(cg) = st.and_then(|s| s.cgroup.as_ref()) {
+        crate::cgroup::remove_dir_of(cg);
+    }
     // Binds of user directories live under the sandbox: unmount before deleting.
     if let Err(e) = crate::mounts::unmount_and_remove(dir) {
         log::warn!("cleaning {}: {e}", dir.display());
@@ -186,6 +193,7 @@ mod tests {
             shared_dir: None,
             net: None,
             creator: None,
+            cgroup: None,
         }
     }
 

@@ -25,6 +25,9 @@ pub struct BootRequest {
     pub vcpus: Option<u8>,
     /// `ConfigPath` from containerd's runtime options.
     pub config_path: Option<PathBuf>,
+    /// The owning container's `linux.cgroupsPath`, as a path below the host's cgroup
+    /// root: the VMM and its helpers run there (in the pod's cgroup under CRI).
+    pub cgroup_path: Option<PathBuf>,
 }
 
 pub trait Booter: Send + Sync {
@@ -90,6 +93,7 @@ impl Booter for VmBooter {
             network: NetworkMode::None,
             netns: r.netns.clone(),
             hostname: Some(r.hostname.clone()),
+            cgroup_path: r.cgroup_path.clone(),
         };
         let sb = Sandbox::start(&opts)?;
         let vm = VmGuest {

@@ -158,6 +158,7 @@ impl Pod {
                 memory_mib,
                 vcpus,
                 config_path: r.config_path.clone(),
+                cgroup_path: spec::cgroup_path(&spec)?,
             };
             // First the record: a shim killed during the boot leaves a VM that
             // `delete` must still find (its processes are found by its cgroup).

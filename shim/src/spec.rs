@@ -89,6 +89,17 @@ pub fn config_path(options: Option<&Any>) -> Option<PathBuf> {
     None
 }
 
+/// The spec's `linux.cgroupsPath` below the host's cgroup root (cgroupfs or systemd
+/// form), for the VM's processes; none when the spec names none.
+pub fn cgroup_path(spec: &Spec) -> Result<Option<PathBuf>, crate::error::ShimError> {
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else { return Ok(None) };
+    let p = p.to_string_lossy().into_owned();
+    if p.is_empty() {
+        return Ok(None);
+    }
+    isola_sandbox::cgroup::oci_path(&p).map(Some).map_err(|e| crate::error::ShimError::InvalidArgument(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

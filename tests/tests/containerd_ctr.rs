@@ -309,3 +309,46 @@ fn bench_ctr_measures_isola_and_runc_in_the_same_run() {
     assert!(out.contains("io.containerd.isola.v2") && out.contains("io.containerd.runc.v2"), "{out}");
     assert_nothing_left(&c);
 }
+
+/// The task's host cgroup (its spec's `cgroupsPath`) holds the VM: the VMM and every
+/// helper run in it, with the VM's size plus overhead as its memory limit; its pid is
+/// a host process (the stand-in) that ends with the task; the cgroup goes on delete.
+#[test]
+fn the_vm_runs_in_the_tasks_cgroup_and_its_pid_lives_as_long_as_the_task() {
+    let c = Containerd::start();
+    c.import_image("default");
+    run_detached(&c, "cgpath", "");
+    let info: serde_json::Value = serde_json::from_str(&c.ctr(&["container", "info", "cgpath"]).stdout).expect("info");
+    let path = info["Spec"]["linux"]["cgroupsPath"].as_str().expect("ctr sets a cgroupsPath").to_string();
+    let memory_cgroup = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.splitn(3, ':').collect();
+                (f.len() == 3 && (f[1] == "memory" || f[1].is_empty())).then(|| f[2].to_string())
+            })
+            .unwrap_or_default()
+    };
+    let vm = c.sandbox_pids();
+    assert!(!vm.is_empty(), "the VM's processes");
+    for pid in &vm {
+        assert_eq!(memory_cgroup(*pid), path, "process {pid} runs in the task's cgroup");
+    }
+    let base = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        std::path::PathBuf::from("/sys/fs/cgroup")
+    } else {
+        std::path::PathBuf::from("/sys/fs/cgroup/memory")
+    };
+    let dir = base.join(path.trim_start_matches('/'));
+    assert!(dir.is_dir(), "{}", dir.display());
+    // The task's pid is a host process, and not the VMM.
+    let line = c.ctr(&["task", "ls"]).stdout.lines().find(|l| l.starts_with("cgpath ")).unwrap_or_default().to_string();
+    let pid: i32 = line.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("a pid");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "task pid {pid} exists on the host");
+    assert!(!vm.contains(&pid), "the task's pid is not the VMM's");
+    kill_and_remove(&c, "cgpath", &["-s", "SIGKILL"], 137);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the task's pid ended with it");
+    assert_nothing_left(&c);
+    assert!(!dir.exists(), "the cgroup {} is removed with the VM", dir.display());
+}
