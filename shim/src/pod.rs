@@ -150,7 +150,8 @@ impl Pod {
                 return Err(ShimError::FailedPrecondition(format!("pod {pod_id} has no running sandbox")));
             }
             let (memory_mib, vcpus) = spec::vm_size(&spec);
-            let hostname = spec.hostname().clone().filter(|h| !h.is_empty()).unwrap_or_else(|| spec::vm_name(&pod_id));
+            let host = || nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+            let hostname = spec::vm_hostname(&spec, &pod_id, host);
             let req = BootRequest {
                 name: spec::vm_name(&pod_id),
                 hostname,

@@ -47,6 +47,25 @@ pub fn vm_name(pod_id: &str) -> String {
     format!("{prefix}-{:08x}", isola_sandbox::names::name_hash(pod_id))
 }
 
+/// The VM's hostname for its owning container: the spec's; with neither a hostname
+/// nor a UTS namespace of its own (a host-UTS container or pod), the host's, which is
+/// what runc's container would show; else the VM's name.
+pub fn vm_hostname(spec: &Spec, pod_id: &str, host: impl FnOnce() -> String) -> String {
+    if let Some(h) = spec.hostname().clone().filter(|h| !h.is_empty()) {
+        return h;
+    }
+    let own_uts = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
+    if own_uts {
+        vm_name(pod_id)
+    } else {
+        host()
+    }
+}
+
 /// The network namespace CNI prepared, named by path in the spec.
 pub fn netns(spec: &Spec) -> Option<PathBuf> {
     spec.linux()
@@ -102,6 +121,21 @@ pub fn cgroup_path(spec: &Spec) -> Result<Option<PathBuf>, crate::error::ShimErr
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_vm_is_named_by_the_spec_else_the_host_without_its_own_uts() {
+        let mut spec = Spec::default();
+        spec.set_hostname(None);
+        assert_eq!(vm_hostname(&spec, "c1", || "node1".into()), "c1", "own UTS namespace, no hostname");
+        spec.set_hostname(Some("web".into()));
+        assert_eq!(vm_hostname(&spec, "c1", || "node1".into()), "web");
+        spec.set_hostname(None);
+        let mut linux = spec.linux().clone().expect("linux");
+        let ns = linux.namespaces().clone().unwrap_or_default();
+        linux.set_namespaces(Some(ns.into_iter().filter(|n| n.typ() != LinuxNamespaceType::Uts).collect()));
+        spec.set_linux(Some(linux));
+        assert_eq!(vm_hostname(&spec, "c1", || "node1".into()), "node1", "host UTS: the host's name");
+    }
     use super::*;
     use containerd_shim::protos::protobuf::CodedOutputStream;
     use oci_spec::runtime::{
