@@ -113,6 +113,12 @@ impl Cgroup {
             pids_max: num("pids.max"),
             io_read_bytes: sum_io("rbytes="),
             io_write_bytes: sum_io("wbytes="),
+            pids: self
+                .read("cgroup.procs")
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .take(isola_protocol::MAX_PIDS_LISTED)
+                .collect(),
         }
     }
 

@@ -95,7 +95,13 @@ pub struct ContainerStats {
     pub pids_max: Option<u64>,
     pub io_read_bytes: u64,
     pub io_write_bytes: u64,
+    /// Every process of the container, by guest pid (at most [`MAX_PIDS_LISTED`]).
+    #[serde(default)]
+    pub pids: Vec<i32>,
 }
+
+/// The most pids one stats reply lists (the rest are counted in `pids_current`).
+pub const MAX_PIDS_LISTED: usize = 4096;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]

@@ -57,6 +57,7 @@ mod tests {
             pids_max: None,
             io_read_bytes: 10,
             io_write_bytes: 20,
+            pids: vec![1, 2, 3],
         };
         let any = to_any(&s).expect("encode");
         assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");

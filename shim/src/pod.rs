@@ -573,15 +573,30 @@ impl Pod {
         Ok((bundle, p.pid, p.status, p.stdio.clone(), p.exit.clone()))
     }
 
-    /// Pids of the container's processes that run.
+    /// Every process of the container: the ones containerd knows (init, execs) by
+    /// their host pids, then the others by their guest pids (they have no host pid: a
+    /// deliberate difference of a VM, said in the README).
     pub fn pids(&self, id: &str) -> Result<Vec<u32>, ShimError> {
-        let inner = self.lock()?;
-        let c = inner.containers.get(id).ok_or_else(|| not_found(id, None))?;
-        Ok(std::iter::once(&c.init)
-            .chain(c.execs.values())
-            .filter(|p| matches!(p.status, Status::Running | Status::Paused))
-            .map(|p| p.pid)
-            .collect())
+        let (known, role) = {
+            let inner = self.lock()?;
+            let c = inner.containers.get(id).ok_or_else(|| not_found(id, None))?;
+            let known: Vec<(u32, u32)> = std::iter::once(&c.init)
+                .chain(c.execs.values())
+                .filter(|p| matches!(p.status, Status::Running | Status::Paused))
+                .map(|p| (p.guest_pid, p.pid))
+                .collect();
+            (known, c.role)
+        };
+        let mut out: Vec<u32> = known.iter().map(|(_, host)| *host).collect();
+        if role == Role::PodSandbox || known.is_empty() {
+            return Ok(out);
+        }
+        let (guest, _) = self.in_guest(id)?;
+        let in_guest = guest.stats(id)?.pids;
+        out.extend(
+            in_guest.into_iter().filter_map(|p| u32::try_from(p).ok()).filter(|p| !known.iter().any(|(g, _)| g == p)),
+        );
+        Ok(out)
     }
 
     /// Stops the VM (if any) and forgets it.

@@ -30,6 +30,8 @@ struct FakeGuest {
     stopped: AtomicBool,
     /// Signals fail as for a process that has just ended.
     signal_fails: AtomicBool,
+    /// What the guest lists as the container's processes (guest pids).
+    guest_pids: Mutex<Vec<i32>>,
     shared: PathBuf,
 }
 
@@ -90,7 +92,7 @@ impl Guest for FakeGuest {
 
     fn stats(&self, id: &str) -> Result<ContainerStats, ShimError> {
         self.record(Request::Stats { id: id.into() });
-        Ok(Default::default())
+        Ok(ContainerStats { pids: self.guest_pids.lock().expect("pids").clone(), ..Default::default() })
     }
 
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), ShimError> {
@@ -255,6 +257,11 @@ fn exec_processes_have_their_own_lifecycle_and_events() {
     let x1 = w.pod.start("c1", "x1").expect("start exec");
     assert!(alive(x1) && x1 != init, "an exec has a host pid of its own");
     assert_eq!(w.pod.pids("c1").expect("pids"), vec![init, x1]);
+    // The guest's other processes are listed too, by guest pid; init (10) and the exec
+    // (20) by their host pids.
+    *w.guest.guest_pids.lock().expect("pids") = vec![10, 20, 33, 34];
+    assert_eq!(w.pod.pids("c1").expect("pids"), vec![init, x1, 33, 34]);
+    w.guest.guest_pids.lock().expect("pids").clear();
     let running = w.pod.delete("c1", "x1").expect_err("running exec");
     assert!(matches!(running, ShimError::FailedPrecondition(_)), "{running}");
     w.guest.exit("c1", Some("x1"), 3, false);
