@@ -71,6 +71,54 @@ fn last_err(src: &Path, dst: &Path) -> MountError {
 /// would stay writable. The copy is private: nothing mounted later under `src` leaks
 /// into the guest's view.
 pub fn bind(src: &Path, share: &Path, rel: &Path, readonly: bool) -> Result<(), MountError> {
+    bind_with(src, share, rel, readonly, Propagation::Private)
+}
+
+/// Whether mounts made on the host under a bind's source later reach the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    /// Nothing propagates (the default, `rprivate`).
+    Private,
+    /// Host → guest (`rslave`, and `rshared`, whose other direction a VM cannot give):
+    /// the bind is a slave of its source's peer group, and shared on, so virtiofsd's
+    /// copy of the share receives what the host mounts there. Needs a shared source.
+    FromHost,
+}
+
+impl Propagation {
+    /// From OCI mount options.
+    pub fn from_options(options: &[String]) -> Self {
+        let from_host = options.iter().any(|o| matches!(o.as_str(), "rslave" | "slave" | "rshared" | "shared"));
+        if from_host {
+            Self::FromHost
+        } else {
+            Self::Private
+        }
+    }
+}
+
+fn set_propagation(tree: &OwnedFd, propagation: u64, src: &Path, dst: &Path) -> Result<(), MountError> {
+    let mut attr = libc::mount_attr { attr_set: 0, attr_clr: 0, propagation, userns_fd: 0 };
+    let empty = c"";
+    // SAFETY: mount_setattr(2) on a mount we hold a descriptor of, with a mount_attr of the size we pass.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &mut attr as *mut libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(last_err(src, dst));
+    }
+    Ok(())
+}
+
+/// [`bind`] with a propagation choice.
+pub fn bind_with(src: &Path, share: &Path, rel: &Path, readonly: bool, prop: Propagation) -> Result<(), MountError> {
     let dst = share.join(rel);
     let meta = std::fs::metadata(src).map_err(io("cannot use", src))?;
     let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
@@ -86,10 +134,14 @@ pub fn bind(src: &Path, share: &Path, rel: &Path, readonly: bool) -> Result<(), 
     // SAFETY: a new descriptor that nothing else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as libc::c_int) };
     let ro = if readonly { libc::MOUNT_ATTR_RDONLY } else { 0 };
+    let propagation = match prop {
+        Propagation::Private => libc::MS_PRIVATE,
+        Propagation::FromHost => libc::MS_SLAVE,
+    };
     let mut attr = libc::mount_attr {
         attr_set: libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | ro,
         attr_clr: 0,
-        propagation: libc::MS_PRIVATE,
+        propagation,
         userns_fd: 0,
     };
     let empty = c"";
@@ -114,6 +166,11 @@ pub fn bind(src: &Path, share: &Path, rel: &Path, readonly: bool) -> Result<(), 
     };
     if rc < 0 {
         return Err(last_err(src, &dst));
+    }
+    if prop == Propagation::FromHost {
+        // Slave and shared: what the host mounts under the source reaches this bind,
+        // and from it virtiofsd's copy (a copy propagates only from a shared mount).
+        set_propagation(&tree, libc::MS_SHARED, src, &dst)?;
     }
     Ok(())
 }
@@ -181,6 +238,36 @@ mod tests {
         unmount_and_remove(sb.path()).expect("cleanup");
         assert!(!sb.path().exists());
         assert_eq!(std::fs::read_to_string(src.path().join("precious")).expect("source kept"), "keep me");
+    }
+
+    /// As root: with host → guest propagation (`rslave`), what the host mounts under a
+    /// shared source after the bind shows through it; a private bind does not see it.
+    #[test]
+    fn propagating_binds_see_later_host_mounts_and_private_ones_do_not() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root (does not skip)");
+        let src = tempfile::tempdir().expect("src");
+        let s = src.path();
+        mount(Some(s), s, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("self-bind");
+        mount(None::<&str>, s, None::<&str>, MsFlags::MS_SHARED, None::<&str>).expect("shared");
+        let share = tempfile::tempdir().expect("share");
+        bind_with(s, share.path(), Path::new("a"), false, Propagation::FromHost).expect("rslave bind");
+        bind_with(s, share.path(), Path::new("b"), false, Propagation::Private).expect("private bind");
+        std::fs::create_dir(s.join("sub")).expect("sub");
+        mount(Some("tmpfs"), &s.join("sub"), Some("tmpfs"), MsFlags::empty(), Some("size=1m")).expect("later mount");
+        std::fs::write(s.join("sub/late"), "hi").expect("write");
+        let seen = |b: &str| share.path().join(b).join("sub/late").exists();
+        let (a, b) = (seen("a"), seen("b"));
+        // Shared on, so a copy of the share (virtiofsd's) receives it too.
+        let info = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        let a_path = share.path().join("a").display().to_string();
+        let a_line =
+            info.lines().find(|l| l.split_whitespace().nth(4) == Some(a_path.as_str())).unwrap_or("").to_string();
+        let _ = umount2(&s.join("sub"), MntFlags::MNT_DETACH);
+        unmount_and_remove(share.path()).expect("cleanup");
+        let _ = umount2(s, MntFlags::MNT_DETACH);
+        assert!(a, "the rslave bind sees the host's later mount");
+        assert!(!b, "the private bind does not");
+        assert!(a_line.contains("shared:") && a_line.contains("master:"), "slave and shared: {a_line}");
     }
 
     fn options_of(p: &Path) -> String {

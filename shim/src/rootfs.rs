@@ -113,7 +113,8 @@ pub fn share_bind_mounts(shared: &Path, id: &str, spec: &mut Spec) -> Result<(),
             )));
         };
         let rel = Path::new(id).join("mounts").join(i.to_string());
-        mounts::bind(&src, shared, &rel, options.iter().any(|o| o == "ro"))?;
+        let propagation = mounts::Propagation::from_options(&options);
+        mounts::bind_with(&src, shared, &rel, options.iter().any(|o| o == "ro"), propagation)?;
         m.set_source(Some(PathBuf::from(guest_path(id, &format!("mounts/{i}")))));
     }
     spec.set_mounts(Some(list));

@@ -352,3 +352,41 @@ fn the_vm_runs_in_the_tasks_cgroup_and_its_pid_lives_as_long_as_the_task() {
     assert_nothing_left(&c);
     assert!(!dir.exists(), "the cgroup {} is removed with the VM", dir.display());
 }
+
+/// A bind mount with `rslave` propagation: what the host mounts under its (shared)
+/// source after the container started shows in the container; with the default
+/// (private) it does not. `rshared` gives the same (a guest's mounts cannot reach the host).
+#[test]
+fn a_host_mount_made_after_start_reaches_an_rslave_volume() {
+    let c = Containerd::start();
+    c.import_image("default");
+    let vol = c.dir.path().join("propagated");
+    std::fs::create_dir_all(&vol).expect("vol");
+    let cmd = |args: &[&str]| {
+        let o = std::process::Command::new(args[0]).args(&args[1..]).output().expect(args[0]);
+        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    let v = vol.to_str().expect("path");
+    // Propagation needs a shared source (systemd makes / shared; here it is made so).
+    cmd(&["mount", "--bind", v, v]);
+    cmd(&["mount", "--make-shared", v]);
+    std::fs::create_dir_all(vol.join("sub")).expect("sub");
+    let slave = format!("type=bind,src={v},dst=/vol,options=rbind:rslave");
+    let private = format!("type=bind,src={v},dst=/vol,options=rbind");
+    run_detached_with(&c, &["--mount", &slave], "prop", "");
+    run_detached_with(&c, &["--mount", &private], "priv", "");
+    cmd(&["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", &format!("{v}/sub")]);
+    std::fs::write(vol.join("sub/late"), "mounted-later\n").expect("write");
+    let read = |id: &str| c.ctr(&["task", "exec", "--exec-id", &format!("r{id}"), id, "cat", "/vol/sub/late"]).stdout;
+    let until = Instant::now() + Duration::from_secs(10);
+    while read("prop") != "mounted-later\n" {
+        assert!(Instant::now() < until, "the rslave volume never showed the host's later mount");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(read("priv"), "", "the private volume does not see it");
+    let _ = std::process::Command::new("umount").arg(format!("{v}/sub")).status();
+    kill_and_remove(&c, "prop", &["-s", "SIGKILL"], 137);
+    kill_and_remove(&c, "priv", &["-s", "SIGKILL"], 137);
+    let _ = std::process::Command::new("umount").args(["-l", v]).status();
+    assert_nothing_left(&c);
+}
