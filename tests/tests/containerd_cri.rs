@@ -33,6 +33,11 @@ fn pod_config(logs: &std::path::Path) -> PodSandboxConfig {
         }),
         hostname: "pod1".into(),
         log_directory: logs.display().to_string(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.10.10.10".into()],
+            searches: vec!["pod.example".into()],
+            options: vec![],
+        }),
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
@@ -148,6 +153,14 @@ async fn two_containers_share_one_vm_and_network_but_not_pids() {
     assert_eq!((a[2], b[2]), ("pod1", "pod1"), "the pod's hostname");
     let (out, code) = exec(&mut rt, &ids[1], "echo to-stdout; exit 3").await;
     assert_eq!((out.as_str(), code), ("to-stdout\n", 3));
+    // The pod's DNS config reaches the containers through CRI's resolv.conf bind; the
+    // agent never writes over a file the spec mounts.
+    let (resolv, _) = exec(&mut rt, &ids[0], "cat /etc/resolv.conf").await;
+    assert!(resolv.contains("nameserver 10.10.10.10") && resolv.contains("pod.example"), "{resolv}");
+    let sandbox_resolv =
+        c.dir.path().join("state/io.containerd.grpc.v1.cri/sandboxes").join(&sandbox).join("resolv.conf");
+    let host_copy = std::fs::read_to_string(&sandbox_resolv).expect("CRI's resolv.conf for the pod");
+    assert!(host_copy.contains("nameserver 10.10.10.10"), "CRI's own file is intact: {host_copy}");
 
     // UpdateContainerResources reaches the container's cgroup in the guest.
     rt.update_container_resources(UpdateContainerResourcesRequest {

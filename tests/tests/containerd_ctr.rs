@@ -390,3 +390,16 @@ fn a_host_mount_made_after_start_reaches_an_rslave_volume() {
     let _ = std::process::Command::new("umount").args(["-l", v]).status();
     assert_nothing_left(&c);
 }
+
+/// A program that is not in the image fails `ctr run` at create (by name, as runc's
+/// does) and leaves nothing.
+#[test]
+fn a_missing_program_fails_at_create() {
+    let c = Containerd::start();
+    c.import_image("default");
+    let o = run(&c, &["--rm"], "missing", &["/no/such/program"]);
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    assert!(o.stderr.contains("/no/such/program"), "the error names the program: {}", o.stderr);
+    let _ = c.ctr(&["container", "rm", "missing"]);
+    assert_nothing_left(&c);
+}
