@@ -39,6 +39,7 @@ pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, BenchE
         netns: None,
         hostname: None,
         cgroup_path: None,
+        sysctls: vec![],
     };
     Ok(Sandbox::start(&opts)?)
 }

@@ -166,6 +166,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         netns: None,
         hostname: Some(name.clone()),
         cgroup_path: None,
+        sysctls: vec![],
     };
     // A foreground run killed with -9 is cleaned up at once by this helper.
     let _reaper = (!a.detach).then(|| crate::reap_cmd::spawn(&sopts.state_root, &name)).flatten();

@@ -145,7 +145,14 @@ impl Agent {
         if let Some(tag) = &config.shared_fs_tag {
             mount_shared_fs(&*self.sys, tag, Path::new(isola_protocol::SHARED_DIR))?;
         }
+        // The pod's: in the guest's own namespaces, which its containers share (IPC,
+        // network). Checked like a container's; no UTS ones (the hostname is above).
+        let sysctls = crate::config::sysctl_writes(config.sysctls.iter().cloned(), false)
+            .map_err(|e| err(ErrorCode::InvalidArgument, e.to_string()))?;
         if self.cfg.is_init {
+            for (path, value) in &sysctls {
+                self.sys.write_file(Path::new(path), value.as_bytes()).map_err(|e| os_err("sysctl", e))?;
+            }
             // Only as the guest's PID 1: on a host (tests) this would be the host's network.
             crate::net::loopback_up().map_err(|e| err(ErrorCode::Os, e.to_string()))?;
             if let Some(n) = &config.network {
@@ -482,5 +489,10 @@ mod tests {
         let bad = SandboxConfig { shared_fs_tag: Some("../etc".into()), ..Default::default() };
         let Response::Error(e) = a.handle(Request::CreateSandbox { config: bad }) else { panic!("bad tag accepted") };
         assert_eq!(e.code, ErrorCode::InvalidArgument);
+        // A pod sysctl of the whole guest kernel is refused by name.
+        let bad = SandboxConfig { sysctls: vec![("vm.swappiness".into(), "1".into())], ..Default::default() };
+        let Response::Error(e) = a.handle(Request::CreateSandbox { config: bad }) else { panic!("sysctl accepted") };
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.contains("vm.swappiness"), "{}", e.message);
     }
 }

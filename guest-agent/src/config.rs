@@ -173,8 +173,15 @@ pub fn join_inside(root: &Path, path: &str) -> Result<PathBuf, ConfigError> {
 /// when the container has one. A sysctl of the whole guest kernel is refused: it would
 /// reach the container's pod neighbours.
 fn sysctls(spec: &Spec, has_uts: bool) -> Result<Vec<(String, String)>, ConfigError> {
+    sysctl_writes(spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default(), has_uts)
+}
+
+/// Sysctls (name, value) as checked `/proc/sys` writes; see [`sysctls`].
+pub fn sysctl_writes(
+    all: impl IntoIterator<Item = (String, String)>,
+    has_uts: bool,
+) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
-    let all = spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default();
     let mut keys: Vec<_> = all.into_iter().collect();
     keys.sort();
     for (key, value) in keys {

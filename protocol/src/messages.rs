@@ -30,6 +30,9 @@ pub struct SandboxConfig {
     /// eth0's configuration; `None` leaves the sandbox with loopback only.
     #[serde(default)]
     pub network: Option<NetConfig>,
+    /// The pod's sysctls (name, value), for the namespaces its containers share.
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// The guest's one interface, as the host set it up.

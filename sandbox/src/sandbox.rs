@@ -73,6 +73,8 @@ pub struct SandboxOptions {
     /// pod's `cgroupsPath`, so the pod's limits and accounting hold the VM); default
     /// `isola/<name>-<hash>`.
     pub cgroup_path: Option<PathBuf>,
+    /// The pod's sysctls (name, value), applied in the guest's shared namespaces.
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// `--network`: none (loopback only) or the `isola0` bridge with NAT (`auto` is the
@@ -156,8 +158,9 @@ pub const VSOCK_DIR: &str = "vsock";
 pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The sandbox's CreateSandbox settings: its hostname, and its virtio-fs share if any.
-pub fn sandbox_config(state: &SandboxState, hostname: &str) -> SandboxConfig {
+pub fn sandbox_config(state: &SandboxState, hostname: &str, sysctls: &[(String, String)]) -> SandboxConfig {
     SandboxConfig {
+        sysctls: sysctls.to_vec(),
         hostname: hostname.into(),
         shared_fs_tag: state.shared_dir.as_ref().map(|_| isola_protocol::SHARED_FS_TAG.to_string()),
         network: state.net.as_ref().map(crate::net::NetState::guest_config),
@@ -274,7 +277,7 @@ impl Sandbox {
         drop(_alloc);
         sb.arm_watchdog()?;
         sb.wait_for_agent(opts.boot.timeout)?;
-        let config = sandbox_config(&sb.state, opts.hostname.as_deref().unwrap_or(&opts.id));
+        let config = sandbox_config(&sb.state, opts.hostname.as_deref().unwrap_or(&opts.id), &opts.sysctls);
         sb.agent.call(|c| c.create_sandbox(config)).map_err(SandboxError::Configure)?;
         Ok(sb)
     }

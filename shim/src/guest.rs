@@ -28,6 +28,8 @@ pub struct BootRequest {
     /// The owning container's `linux.cgroupsPath`, as a path below the host's cgroup
     /// root: the VMM and its helpers run there (in the pod's cgroup under CRI).
     pub cgroup_path: Option<PathBuf>,
+    /// The pod sandbox's sysctls (CRI puts a pod's there), for the VM's namespaces.
+    pub sysctls: Vec<(String, String)>,
 }
 
 pub trait Booter: Send + Sync {
@@ -94,6 +96,7 @@ impl Booter for VmBooter {
             netns: r.netns.clone(),
             hostname: Some(r.hostname.clone()),
             cgroup_path: r.cgroup_path.clone(),
+            sysctls: r.sysctls.clone(),
         };
         let sb = Sandbox::start(&opts)?;
         let vm = VmGuest {

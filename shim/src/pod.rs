@@ -160,6 +160,8 @@ impl Pod {
                 vcpus,
                 config_path: r.config_path.clone(),
                 cgroup_path: spec::cgroup_path(&spec)?,
+                // A pod's sysctls are on its sandbox; a lone container's apply to it alone.
+                sysctls: if role == Role::PodSandbox { spec::sysctls(&spec) } else { vec![] },
             };
             // First the record: a shim killed during the boot leaves a VM that
             // `delete` must still find (its processes are found by its cgroup).

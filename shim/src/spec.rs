@@ -66,6 +66,14 @@ pub fn vm_hostname(spec: &Spec, pod_id: &str, host: impl FnOnce() -> String) -> 
     }
 }
 
+/// The spec's sysctls, in name order.
+pub fn sysctls(spec: &Spec) -> Vec<(String, String)> {
+    let mut v: Vec<_> =
+        spec.linux().as_ref().and_then(|l| l.sysctl().clone()).unwrap_or_default().into_iter().collect();
+    v.sort();
+    v
+}
+
 /// The network namespace CNI prepared, named by path in the spec.
 pub fn netns(spec: &Spec) -> Option<PathBuf> {
     spec.linux()

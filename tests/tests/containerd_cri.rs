@@ -39,6 +39,8 @@ fn pod_config(logs: &std::path::Path) -> PodSandboxConfig {
             options: vec![],
         }),
         linux: Some(LinuxPodSandboxConfig {
+            // A namespaced pod sysctl (IPC, shared by the pod's containers).
+            sysctls: [("kernel.shm_rmid_forced".to_string(), "1".to_string())].into(),
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
                     network: NamespaceMode::Pod as i32,
@@ -153,6 +155,9 @@ async fn two_containers_share_one_vm_and_network_but_not_pids() {
     assert_eq!((a[2], b[2]), ("pod1", "pod1"), "the pod's hostname");
     let (out, code) = exec(&mut rt, &ids[1], "echo to-stdout; exit 3").await;
     assert_eq!((out.as_str(), code), ("to-stdout\n", 3));
+    // The pod's sysctl holds in its containers (the default is 0).
+    let (v, _) = exec(&mut rt, &ids[1], "cat /proc/sys/kernel/shm_rmid_forced").await;
+    assert_eq!(v.trim(), "1", "the pod's sysctl");
     // The pod's DNS config reaches the containers through CRI's resolv.conf bind; the
     // agent never writes over a file the spec mounts.
     let (resolv, _) = exec(&mut rt, &ids[0], "cat /etc/resolv.conf").await;
