@@ -97,8 +97,9 @@ impl Propagation {
     }
 }
 
-fn set_propagation(tree: &OwnedFd, propagation: u64, src: &Path, dst: &Path) -> Result<(), MountError> {
-    let mut attr = libc::mount_attr { attr_set: 0, attr_clr: 0, propagation, userns_fd: 0 };
+/// mount_setattr(2) of `attr_set` and `propagation` on the whole tree behind `tree`.
+fn set_attr(tree: &OwnedFd, attr_set: u64, propagation: u64, src: &Path, dst: &Path) -> Result<(), MountError> {
+    let mut attr = libc::mount_attr { attr_set, attr_clr: 0, propagation, userns_fd: 0 };
     let empty = c"";
     // SAFETY: mount_setattr(2) on a mount we hold a descriptor of, with a mount_attr of the size we pass.
     let rc = unsafe {
@@ -138,27 +139,9 @@ pub fn bind_with(src: &Path, share: &Path, rel: &Path, readonly: bool, prop: Pro
         Propagation::Private => libc::MS_PRIVATE,
         Propagation::FromHost => libc::MS_SLAVE,
     };
-    let mut attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | ro,
-        attr_clr: 0,
-        propagation,
-        userns_fd: 0,
-    };
+    // The detached copy: nosuid, nodev, read-only if asked, before it appears.
+    set_attr(&tree, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | ro, propagation, src, &dst)?;
     let empty = c"";
-    // SAFETY: mount_setattr(2) on our detached tree, with a mount_attr of the size we pass.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &mut attr as *mut libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(last_err(src, &dst));
-    }
     let to = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
     // SAFETY: move_mount(2) between two descriptors we hold, with empty paths.
     let rc = unsafe {
@@ -170,7 +153,7 @@ pub fn bind_with(src: &Path, share: &Path, rel: &Path, readonly: bool, prop: Pro
     if prop == Propagation::FromHost {
         // Slave and shared: what the host mounts under the source reaches this bind,
         // and from it virtiofsd's copy (a copy propagates only from a shared mount).
-        set_propagation(&tree, libc::MS_SHARED, src, &dst)?;
+        set_attr(&tree, 0, libc::MS_SHARED, src, &dst)?;
     }
     Ok(())
 }
