@@ -163,7 +163,7 @@ async fn two_containers_share_one_vm_and_network_but_not_pids() {
     let (resolv, _) = exec(&mut rt, &ids[0], "cat /etc/resolv.conf").await;
     assert!(resolv.contains("nameserver 10.10.10.10") && resolv.contains("pod.example"), "{resolv}");
     let sandbox_resolv =
-        c.dir.path().join("state/io.containerd.grpc.v1.cri/sandboxes").join(&sandbox).join("resolv.conf");
+        c.dir.path().join("root/io.containerd.grpc.v1.cri/sandboxes").join(&sandbox).join("resolv.conf");
     let host_copy = std::fs::read_to_string(&sandbox_resolv).expect("CRI's resolv.conf for the pod");
     assert!(host_copy.contains("nameserver 10.10.10.10"), "CRI's own file is intact: {host_copy}");
 
@@ -275,7 +275,9 @@ async fn a_pod_leaves_nothing_after_kill_minus_nine_anywhere() {
                 .into_inner()
                 .container_id;
             rt.start_container(StartContainerRequest { container_id: id.clone() }).await?;
-            let _ = exec(&mut rt, &id, "echo hi").await;
+            // May fail once the kill landed: the life goes on to Stop and Remove.
+            let req = ExecSyncRequest { container_id: id.clone(), cmd: vec!["echo".into(), "hi".into()], timeout: 30 };
+            let _ = rt.exec_sync(req).await;
             tokio::time::sleep(Duration::from_secs(1)).await;
             rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sandbox.clone() }).await?;
             rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sandbox }).await?;
