@@ -469,7 +469,7 @@ mod tests {
     #[test]
     fn create_sandbox_makes_its_syscalls_through_the_seam() {
         let dir = tempfile::tempdir().expect("tmp");
-        let sys = Arc::new(crate::syscall::Recording::default());
+        let sys = Arc::new(crate::recording::Recording::default());
         let cfg = AgentConfig {
             state_dir: dir.path().into(),
             cgroup_root: dir.path().join("cg"),

@@ -39,7 +39,7 @@ pub fn mount_early(sys: &dyn Syscall) -> Result<(), SyscallError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syscall::Recording;
+    use crate::recording::Recording;
 
     #[test]
     fn parents_are_mounted_before_children() {

@@ -13,6 +13,7 @@ pub mod log;
 pub mod net;
 pub mod process;
 pub mod reaper;
+pub mod recording;
 pub mod report;
 pub mod rootfs;
 pub mod seccomp;

@@ -67,7 +67,7 @@ pub fn mount_overlay(sys: &dyn Syscall, lower: &Path, layout: &Layout) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syscall::Recording;
+    use crate::recording::Recording;
 
     fn tar_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

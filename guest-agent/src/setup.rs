@@ -241,7 +241,7 @@ pub fn exec(sys: &dyn Syscall, p: &ProcessConfig) -> SyscallError {
 mod tests {
     use super::*;
     use crate::config::MountSpec;
-    use crate::syscall::Recording;
+    use crate::recording::Recording;
 
     fn process() -> ProcessConfig {
         ProcessConfig {

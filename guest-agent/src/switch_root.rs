@@ -41,7 +41,7 @@ pub fn switch(sys: &dyn Syscall) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syscall::Recording;
+    use crate::recording::Recording;
 
     #[test]
     fn tmpfs_is_filled_before_it_moves_over_root() {

@@ -20,6 +20,7 @@ pub mod names;
 pub mod net;
 pub mod netfilter;
 pub mod netns;
+pub mod options;
 pub mod sandbox;
 pub mod seccomp;
 pub mod spec;

@@ -15,9 +15,9 @@ use crate::agent::Agent;
 use crate::backend::{console, isola_vmm, qemu, unprivileged, vhost_vsock, virtiofsd};
 use crate::cgroup::{self, Hierarchy, HostCgroup};
 use crate::container::{Container, ContainerError, Rootfs};
-use crate::host::KvmKind;
-use crate::hypervisor::{BootSpec, HypervisorKind};
+use crate::hypervisor::HypervisorKind;
 use crate::names::guest_cid;
+pub use crate::options::{NetworkMode, SandboxOptions};
 use crate::state::{self, SandboxState};
 use crate::volume::Volume;
 use crate::watchdog::{Death, Watchdog, Watched};
@@ -51,52 +51,6 @@ pub enum SandboxError {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
     let what = what.into();
     move |source| SandboxError::Io { what, source }
-}
-
-/// What to start.
-#[derive(Clone, Debug)]
-pub struct SandboxOptions {
-    pub id: String,
-    pub boot: BootSpec,
-    pub hypervisor: HypervisorKind,
-    pub kvm: KvmKind,
-    pub state_root: PathBuf,
-    /// Kill the VMM and its helpers if the starting process dies (foreground runs).
-    pub tie_to_parent: bool,
-    pub network: NetworkMode,
-    /// A pod's network namespace (from the OCI spec, set up by CNI): the VMM runs in it
-    /// and the guest takes over its interface. Overrides `network`.
-    pub netns: Option<PathBuf>,
-    /// The guest's hostname (default: the sandbox's id).
-    pub hostname: Option<String>,
-    /// Where the sandbox's processes go in the host's cgroup tree, below its root (a
-    /// pod's `cgroupsPath`, so the pod's limits and accounting hold the VM); default
-    /// `isola/<name>-<hash>`.
-    pub cgroup_path: Option<PathBuf>,
-    /// The pod's sysctls (name, value), applied in the guest's shared namespaces.
-    pub sysctls: Vec<(String, String)>,
-}
-
-/// `--network`: none (loopback only) or the `isola0` bridge with NAT (`auto` is the
-/// bridge; it stays as the place to pick CNI when the shim passes a namespace).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum NetworkMode {
-    None,
-    Bridge,
-    #[default]
-    Auto,
-}
-
-impl std::str::FromStr for NetworkMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(Self::None),
-            "bridge" => Ok(Self::Bridge),
-            "auto" => Ok(Self::Auto),
-            other => Err(format!("--network takes none, bridge or auto, not {other:?}")),
-        }
-    }
 }
 
 pub struct Sandbox {

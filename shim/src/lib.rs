@@ -8,6 +8,7 @@ pub mod events;
 pub mod guest;
 pub mod metrics;
 pub mod pod;
+pub mod process;
 pub mod rootfs;
 pub mod service;
 pub mod spec;

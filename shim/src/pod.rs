@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 
 use crate::error::ShimError;
 use crate::events::{now, Event, EventSink};
 use crate::guest::{BootRequest, Booter, Guest};
+pub use crate::process::{Container, Exit, Proc, Status};
 use crate::rootfs::{self, RootMount};
 use crate::spec::{self, Role};
 use crate::standin::{StandIn, StandInCommand};
@@ -24,53 +24,6 @@ pub const VM_GONE_EXIT: u32 = 255;
 const DRAIN: Duration = Duration::from_secs(2);
 /// How long a failed signal waits for the exit it may have raced.
 const RACE_GRACE: Duration = Duration::from_secs(1);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Created,
-    Running,
-    Paused,
-    Stopped,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Exit {
-    pub code: u32,
-    pub at: Timestamp,
-}
-
-pub struct Proc {
-    pub stdio: StdioPaths,
-    /// The host pid containerd sees: the process's stand-in ([`crate::standin`]).
-    pub pid: u32,
-    /// The pid in the guest, once started (0 before).
-    pub guest_pid: u32,
-    pub status: Status,
-    pub exit: Option<Exit>,
-    bridge: Option<Bridge>,
-    standin: Option<StandIn>,
-}
-
-impl Proc {
-    fn new(stdio: StdioPaths, standin: StandIn, bridge: Option<Bridge>) -> Self {
-        Proc {
-            stdio,
-            pid: standin.pid(),
-            guest_pid: 0,
-            status: Status::Created,
-            exit: None,
-            bridge,
-            standin: Some(standin),
-        }
-    }
-}
-
-pub struct Container {
-    pub bundle: String,
-    pub role: Role,
-    pub init: Proc,
-    pub execs: HashMap<String, Proc>,
-}
 
 /// What containerd's Create carries.
 #[derive(Clone, Debug, Default)]

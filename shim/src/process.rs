@@ -1,0 +1,56 @@
+//! A task's processes as the shim tracks them: status, exit, host stand-in, stdio.
+
+use std::collections::HashMap;
+
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+
+use crate::spec::Role;
+use crate::standin::StandIn;
+use crate::stdio::{Bridge, StdioPaths};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exit {
+    pub code: u32,
+    pub at: Timestamp,
+}
+
+pub struct Proc {
+    pub stdio: StdioPaths,
+    /// The host pid containerd sees: the process's stand-in ([`crate::standin`]).
+    pub pid: u32,
+    /// The pid in the guest, once started (0 before).
+    pub guest_pid: u32,
+    pub status: Status,
+    pub exit: Option<Exit>,
+    pub(crate) bridge: Option<Bridge>,
+    pub(crate) standin: Option<StandIn>,
+}
+
+impl Proc {
+    pub(crate) fn new(stdio: StdioPaths, standin: StandIn, bridge: Option<Bridge>) -> Self {
+        Proc {
+            stdio,
+            pid: standin.pid(),
+            guest_pid: 0,
+            status: Status::Created,
+            exit: None,
+            bridge,
+            standin: Some(standin),
+        }
+    }
+}
+
+pub struct Container {
+    pub bundle: String,
+    pub role: Role,
+    pub init: Proc,
+    pub execs: HashMap<String, Proc>,
+}
