@@ -25,7 +25,8 @@ impl ProcMemory {
     }
 }
 
-fn kib(line: &str, key: &str) -> Option<u64> {
+/// `key` `N kB` (a line of smaps, /proc/PID/status or /proc/meminfo) as N.
+pub(crate) fn kib(line: &str, key: &str) -> Option<u64> {
     line.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse().ok()
 }
 

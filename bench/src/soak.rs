@@ -33,12 +33,9 @@ impl SoakReport {
     }
 }
 
+/// `key`'s value in a /proc text of `key N kB` lines (0 when absent).
 fn kib(text: &str, key: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    text.lines().find_map(|l| crate::memory::kib(l, key)).unwrap_or(0)
 }
 
 fn self_rss() -> u64 {

@@ -15,13 +15,7 @@ pub enum CmdError {
 /// Runs `cmd args…`; its stdout when it succeeds, its stderr in the error otherwise.
 pub fn run(cmd: &str, args: &[&str]) -> Result<String, CmdError> {
     let out = Command::new(cmd).args(args).output().map_err(|e| CmdError::Spawn(cmd.into(), e))?;
-    if !out.status.success() {
-        return Err(CmdError::Failed {
-            cmd: format!("{cmd} {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    finish(out, || format!("{cmd} {}", args.join(" ")))
 }
 
 /// Like [`run`], with `input` on the tool's stdin (`nft -f -`, `iptables-restore`).
@@ -38,9 +32,14 @@ pub fn run_with_input(cmd: &str, args: &[&str], input: &str) -> Result<String, C
         stdin.write_all(input.as_bytes()).map_err(spawn)?;
     }
     let out = child.wait_with_output().map_err(spawn)?;
+    finish(out, || format!("{cmd} {} <<< {input:?}", args.join(" ")))
+}
+
+/// The tool's stdout, or its stderr in an error naming the command line.
+fn finish(out: std::process::Output, cmdline: impl FnOnce() -> String) -> Result<String, CmdError> {
     if !out.status.success() {
         return Err(CmdError::Failed {
-            cmd: format!("{cmd} {} <<< {input:?}", args.join(" ")),
+            cmd: cmdline(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }

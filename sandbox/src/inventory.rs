@@ -38,9 +38,8 @@ fn processes() -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         // A zombie is reaped by its parent; only running processes count.
-        if stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) {
+        if !crate::state::running(pid) {
             continue;
         }
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();

@@ -77,17 +77,6 @@ impl NetState {
     }
 }
 
-fn iptables_ensure(table: &str, rule: &[&str]) -> Result<(), NetError> {
-    let mut check = vec!["-t", table, "-C"];
-    check.extend_from_slice(rule);
-    if crate::cmd::run("iptables", &check).is_ok() {
-        return Ok(());
-    }
-    let mut add = vec!["-t", table, "-A"];
-    add.extend_from_slice(rule);
-    crate::cmd::run("iptables", &add).map(drop).map_err(Into::into)
-}
-
 /// The bridge, its address, NAT and the isolation rules ([`crate::netfilter`]);
 /// idempotent. Call with the lock ([`lock`]) held.
 pub fn ensure_bridge(_lock: &AllocLock) -> Result<(), NetError> {
@@ -97,7 +86,8 @@ pub fn ensure_bridge(_lock: &AllocLock) -> Result<(), NetError> {
     }
     crate::cmd::run("ip", &["link", "set", BRIDGE, "up"])?;
     crate::netfilter::ensure_host_rules()?;
-    iptables_ensure("nat", &crate::netfilter::masquerade_rule()[1..])
+    let masquerade = crate::netfilter::masquerade_rule();
+    crate::netfilter::ensure_rule("nat", &masquerade[1..], crate::netfilter::Place::Last).map_err(Into::into)
 }
 
 /// An exclusive lock over address allocation (held until the sandbox's state is saved).

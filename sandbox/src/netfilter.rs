@@ -69,18 +69,36 @@ fn jumps() -> [[&'static str; 5]; 3] {
     ]
 }
 
+/// Where [`ensure_rule`] adds a missing rule to its chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    First,
+    Last,
+}
+
+/// Adds `rule` (chain first, then its matches) to `table` unless it is there already
+/// (`iptables -C`); not atomic by itself, so callers hold the network lock.
+pub fn ensure_rule(table: &str, rule: &[&str], place: Place) -> Result<(), CmdError> {
+    let mut check = vec!["-t", table, "-C"];
+    check.extend_from_slice(rule);
+    if run("iptables", &check).is_ok() {
+        return Ok(());
+    }
+    let mut add = vec!["-t", table];
+    match place {
+        Place::First => add.extend_from_slice(&["-I", rule[0], "1"]),
+        Place::Last => add.extend_from_slice(&["-A", rule[0]]),
+    }
+    add.extend_from_slice(&rule[1..]);
+    run("iptables", &add).map(drop)
+}
+
 /// Host-wide rules and forwarding; idempotent. Call with the network lock held (the
 /// check-then-insert of the jumps is not atomic by itself).
 pub fn ensure_host_rules() -> Result<(), FilterError> {
     run_with_input("iptables-restore", &["--noflush"], &host_rules())?;
     for j in jumps() {
-        let mut check = vec!["-C"];
-        check.extend_from_slice(&j);
-        if run("iptables", &check).is_err() {
-            let mut insert = vec!["-I", j[0], "1"];
-            insert.extend_from_slice(&j[1..]);
-            run("iptables", &insert)?;
-        }
+        ensure_rule("filter", &j, Place::First)?;
     }
     for dev in std::iter::once(BRIDGE.to_string()).chain(uplinks()) {
         let path = Path::new("/proc/sys/net/ipv4/conf").join(&dev).join("forwarding");

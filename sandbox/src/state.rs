@@ -97,14 +97,17 @@ pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
 
+/// Is `pid` a process that runs? A zombie (state Z) is dead for our purposes.
+pub fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+}
+
 /// Is `pid` alive and still the program we started (not a recycled pid)?
 pub fn process_matches(pid: i32, exe_name: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // A zombie (state Z) is dead for our purposes.
-    let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
-    !zombie && String::from_utf8_lossy(argv0).ends_with(exe_name)
+    running(pid) && String::from_utf8_lossy(argv0).ends_with(exe_name)
 }
 
 /// Kills whatever of the sandbox still runs and removes its directory. A pid is only

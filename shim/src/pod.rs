@@ -51,6 +51,16 @@ struct Inner {
 /// How many deleted processes' exits are kept for late Waits.
 const GONE_KEPT: usize = 64;
 
+impl Inner {
+    /// Keeps a deleted process's exit for a Wait that wakes after the delete.
+    fn remember(&mut self, id: &str, exec: Option<&str>, exit: &Exit) {
+        self.gone.push_back(((id.to_string(), exec.map(String::from)), exit.clone()));
+        while self.gone.len() > GONE_KEPT {
+            self.gone.pop_front();
+        }
+    }
+}
+
 pub struct Pod {
     booter: Box<dyn Booter>,
     events: Arc<dyn EventSink>,
@@ -398,10 +408,7 @@ impl Pod {
             let c = inner.containers.get_mut(id).ok_or_else(|| not_found(id, None))?;
             let p = c.execs.remove(x).ok_or_else(|| not_found(id, exec))?;
             let exit = p.exit.unwrap_or(Exit { code: 0, at: now() });
-            inner.gone.push_back(((id.to_string(), Some(x.to_string())), exit.clone()));
-            if inner.gone.len() > GONE_KEPT {
-                inner.gone.pop_front();
-            }
+            inner.remember(id, exec, &exit);
             self.exited.notify_all();
             return Ok((p.pid, exit));
         }
@@ -419,14 +426,11 @@ impl Pod {
             self.record_exit(&mut inner, id, exec_key(&x), 128 + 9, false);
         }
         let c = inner.containers.remove(id).ok_or_else(|| not_found(id, None))?;
-        let exits = std::iter::once((None, &c.init)).chain(c.execs.iter().map(|(x, p)| (Some(x.clone()), p)));
+        let exits = std::iter::once((None, &c.init)).chain(c.execs.iter().map(|(x, p)| (Some(x.as_str()), p)));
         for (x, p) in exits {
             if let Some(e) = &p.exit {
-                inner.gone.push_back(((id.to_string(), x), e.clone()));
+                inner.remember(id, x, e);
             }
-        }
-        while inner.gone.len() > GONE_KEPT {
-            inner.gone.pop_front();
         }
         // Waits on this task's processes end now (with the exits kept above).
         self.exited.notify_all();

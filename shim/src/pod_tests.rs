@@ -211,8 +211,7 @@ impl World {
 }
 
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+    isola_sandbox::state::running(pid as i32)
 }
 
 fn wait_code(w: &World, id: &str, exec: &str) -> u32 {
