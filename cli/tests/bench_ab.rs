@@ -54,7 +54,9 @@ fn ab_of_identical_builds_finds_no_difference_and_a_slowed_build_is_slower() {
     assert!(v.len() >= 4, "{v:?}");
     assert!(v.iter().all(|(_, verdict)| verdict == "no-significant-difference"), "{v:?}\n{stdout}");
 
-    let (out, v) = ab(dir.path(), "slowed", &["--b-args", "--start-delay-ms 25", "--fail-on-slower"]);
+    // A delay far above the jitter of a loaded machine (tens of ms): every B run is slower
+    // than every A run, which is what the rank test needs to be significant at n = 10.
+    let (out, v) = ab(dir.path(), "slowed", &["--b-args", "--start-delay-ms 200", "--fail-on-slower"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "--fail-on-slower: {stdout}");
     for phase in ["vmm_ready", "boot_timer", "console_marker"] {

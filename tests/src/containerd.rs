@@ -73,6 +73,21 @@ fn cni(d: &Path) -> String {
     .to_string()
 }
 
+/// containerd on `d`'s config, logging (appended, across restarts) to `d`/containerd.log.
+fn spawn(bin: PathBuf, shim: &Path, d: &Path, isola_state: &Path) -> Child {
+    let path = format!("{}:{}", shim.parent().expect("shim dir").display(), std::env::var("PATH").unwrap_or_default());
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("containerd.log")).expect("log");
+    Command::new(bin)
+        .arg("--config")
+        .arg(d.join("config.toml"))
+        .env("PATH", path)
+        .env("ISOLA_STATE_DIR", isola_state)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start containerd")
+}
+
 impl Containerd {
     pub fn start() -> Self {
         let bin = crate::require_binary("containerd", "apt-get install containerd");
@@ -92,24 +107,29 @@ impl Containerd {
         // Only CRI pods get this file (through the runtime options): their VMs are bigger.
         std::fs::write(d.join("isola-cri.toml"), format!("memory_mib = {CRI_VM_MIB}\n")).expect("isola config");
         let isola_state = d.join("isola");
-        let path =
-            format!("{}:{}", shim.parent().expect("shim dir").display(), std::env::var("PATH").unwrap_or_default());
-        let child = Command::new(bin)
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .env("PATH", path)
-            .env("ISOLA_STATE_DIR", &isola_state)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("containerd.log")).expect("log"))
-            .spawn()
-            .expect("start containerd");
+        let child = spawn(bin, &shim, d, &isola_state);
         let c = Containerd { child, netns_before: netns_names(), sock: d.join("c.sock"), isola_state, dir };
+        c.wait_up();
+        c
+    }
+
+    /// Kills containerd (-9, as a crash would) and starts it again on the same root,
+    /// state and socket; the shims it had started keep running and are reconnected.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let bin = crate::require_binary("containerd", "apt-get install containerd");
+        let shim = crate::require_binary("containerd-shim-isola-v2", "cargo build");
+        self.child = spawn(bin, &shim, self.dir.path(), &self.isola_state);
+        self.wait_up();
+    }
+
+    fn wait_up(&self) {
         let until = Instant::now() + Duration::from_secs(20);
-        while c.ctr(&["version"]).code != 0 {
-            assert!(Instant::now() < until, "containerd did not come up:\n{}", c.log());
+        while self.ctr(&["version"]).code != 0 {
+            assert!(Instant::now() < until, "containerd did not come up:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
-        c
     }
 
     pub fn log(&self) -> String {

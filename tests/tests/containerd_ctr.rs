@@ -403,3 +403,28 @@ fn a_missing_program_fails_at_create() {
     let _ = c.ctr(&["container", "rm", "missing"]);
     assert_nothing_left(&c);
 }
+
+/// containerd crashes and comes back while a task runs: it reconnects to the shim,
+/// the task is still RUNNING and usable, and its exit reaches containerd as an event
+/// (the shim's publisher reconnects instead of failing with EPIPE for ever).
+#[test]
+fn events_reach_containerd_after_it_restarts() {
+    let mut c = Containerd::start();
+    c.import_image("default");
+    run_detached_with(&c, &[], "survivor", "trap 'exit 3' TERM;");
+    c.restart();
+    wait_status(&c, "survivor", "RUNNING", Duration::from_secs(30));
+    let e = c.ctr(&["task", "exec", "--exec-id", "after", "survivor", "sh", "-c", "echo still-here"]);
+    assert_eq!((e.code, e.stdout.as_str()), (0, "still-here\n"), "exec after the restart: {}", e.stderr);
+    let events = events_during(&c, || {
+        ok(&c.ctr(&["task", "kill", "-s", "SIGTERM", "survivor"]), "kill");
+        wait_status(&c, "survivor", "STOPPED", Duration::from_secs(30));
+    });
+    let exit = events.lines().find(|l| l.contains("/tasks/exit") && l.contains("survivor"));
+    assert!(exit.is_some(), "no /tasks/exit for the task after the restart:\n{events}\n{}", c.log());
+    assert!(!c.log().contains("giving up on this event"), "the shim dropped an event:\n{}", c.log());
+    let d = c.ctr(&["task", "delete", "survivor"]);
+    assert!(d.stderr.contains("exit code 3"), "{}{}", d.stdout, d.stderr);
+    ok(&c.ctr(&["container", "rm", "survivor"]), "container rm");
+    assert_nothing_left(&c);
+}

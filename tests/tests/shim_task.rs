@@ -1,0 +1,168 @@
+//! The shim's Task API driven the way containerd drives it (its `start` command, then
+//! ttrpc on the address it prints), for what `ctr` and CRI cannot ask for: a task that
+//! is created and never started, then killed, or deleted under a pending Wait.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use containerd_shim::protos::api::{CreateTaskRequest, DeleteRequest, KillRequest, ShutdownRequest, WaitRequest};
+use containerd_shim::protos::ttrpc::{context, Client};
+use containerd_shim::protos::TaskClient;
+use isola_e2e::containerd::Containerd;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn ctx() -> context::Context {
+    context::with_timeout(TIMEOUT.as_nanos() as i64)
+}
+
+/// A bundle with busybox as its rootfs, running `sh -c 'sleep 1000'`.
+fn bundle(dir: &Path) {
+    std::fs::create_dir_all(dir).expect("bundle dir");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(isola_e2e::busybox_rootfs())
+        .arg(dir.join("rootfs"))
+        .status()
+        .expect("cp rootfs");
+    assert!(cp.success(), "copy the busybox rootfs");
+    let mut spec = oci_spec::runtime::Spec::default();
+    let mut process = spec.process().clone().expect("default process");
+    process.set_args(Some(vec!["sh".into(), "-c".into(), "busybox sleep 1000".into()]));
+    process.set_terminal(Some(false));
+    spec.set_process(Some(process));
+    let root = oci_spec::runtime::RootBuilder::default().path("rootfs").readonly(false).build().expect("root");
+    spec.set_root(Some(root));
+    spec.save(dir.join("config.json")).expect("config.json");
+    // containerd makes this FIFO for the shim's log; a plain file keeps it for the asserts.
+    std::fs::write(dir.join("log"), b"").expect("shim log");
+}
+
+fn shim_log(bundle: &Path) -> String {
+    std::fs::read_to_string(bundle.join("log")).unwrap_or_default()
+}
+
+/// Runs the shim's `start` for `id` in `bundle` as containerd would; returns the
+/// connected client and the shim's pid.
+fn start_shim(c: &Containerd, id: &str, bundle: &Path) -> (TaskClient, i32) {
+    let shim = isola_e2e::require_binary("containerd-shim-isola-v2", "cargo build");
+    let out = Command::new(&shim)
+        .args(["-namespace", "default", "-id", id, "-address"])
+        .arg(&c.sock)
+        .args(["-publish-binary", "containerd", "start"])
+        .current_dir(bundle)
+        .env("TTRPC_ADDRESS", format!("{}.ttrpc", c.sock.display()))
+        .env("ISOLA_STATE_DIR", &c.isola_state)
+        .output()
+        .expect("shim start");
+    assert!(out.status.success(), "shim start: {}", String::from_utf8_lossy(&out.stderr));
+    let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let client =
+        Client::connect(&address).unwrap_or_else(|e| panic!("connect {address}: {e}\n{}", shim_log(bundle)));
+    let path = address.trim_start_matches("unix://").to_string();
+    let pid = *isola_e2e::containerd::pids_with_args(&["containerd-shim-isola-v2", &path])
+        .first()
+        .unwrap_or_else(|| panic!("no shim serving {path}"));
+    (TaskClient::new(client), pid)
+}
+
+fn create(task: &TaskClient, id: &str, bundle: &Path) -> u32 {
+    let mut req = CreateTaskRequest::new();
+    req.set_id(id.into());
+    req.set_bundle(bundle.display().to_string());
+    task.create(ctx(), &req).unwrap_or_else(|e| panic!("create {id}: {e}")).pid
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+fn gone_within(pid: i32, within: Duration, what: &str) {
+    let until = Instant::now() + within;
+    while alive(pid) {
+        assert!(Instant::now() < until, "{what} (pid {pid}) still running after {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn shutdown(task: &TaskClient, id: &str) {
+    let mut req = ShutdownRequest::new();
+    req.set_id(id.into());
+    // The shim may go before it answers: either is fine, what counts is that it goes.
+    let _ = task.shutdown(ctx(), &req);
+}
+
+fn assert_nothing_left(c: &Containerd) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !(c.sandbox_pids().is_empty() && c.shim_pids().is_empty()) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.sandbox_pids().is_empty(), "sandbox processes left: {:?}", c.sandbox_pids());
+    assert!(c.shim_pids().is_empty(), "shims left: {:?}", c.shim_pids());
+    let dirs: Vec<_> = std::fs::read_dir(&c.isola_state).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    assert!(dirs.is_empty(), "sandbox state left: {dirs:?}");
+}
+
+/// Kill of a created task ends it: Wait returns 128+9, Delete reports it, the task's
+/// pid (its host stand-in) is gone, and Shutdown ends the shim and its VM.
+#[test]
+fn killing_a_created_task_ends_it_and_wait_returns() {
+    let c = Containerd::start();
+    let dir = c.dir.path().join("bundles/created-kill");
+    bundle(&dir);
+    let (task, shim) = start_shim(&c, "created-kill", &dir);
+    let pid = create(&task, "created-kill", &dir);
+    assert!(pid > 0 && alive(pid as i32), "create returns a live host pid, not {pid}");
+    let mut kill = KillRequest::new();
+    kill.set_id("created-kill".into());
+    kill.set_signal(9);
+    task.kill(ctx(), &kill).expect("kill of a created task");
+    let mut wait = WaitRequest::new();
+    wait.set_id("created-kill".into());
+    let exited = task.wait(ctx(), &wait).expect("wait after kill");
+    assert_eq!(exited.exit_status, 137, "a created task killed with 9 exits 128+9");
+    gone_within(pid as i32, Duration::from_secs(10), "the task's pid");
+    let mut del = DeleteRequest::new();
+    del.set_id("created-kill".into());
+    let deleted = task.delete(ctx(), &del).expect("delete");
+    assert_eq!(deleted.exit_status, 137);
+    shutdown(&task, "created-kill");
+    gone_within(shim, Duration::from_secs(20), "the shim after Shutdown");
+    assert_nothing_left(&c);
+}
+
+/// Delete of a created task wakes a Wait that is pending on it, and the shim still
+/// shuts down (a handler blocked in Wait used to keep it alive for ever).
+#[test]
+fn deleting_a_created_task_wakes_a_pending_wait_and_the_shim_exits() {
+    let c = Containerd::start();
+    let dir = c.dir.path().join("bundles/created-delete");
+    bundle(&dir);
+    let (task, shim) = start_shim(&c, "created-delete", &dir);
+    create(&task, "created-delete", &dir);
+    let waiter = {
+        let task = task.clone();
+        std::thread::spawn(move || {
+            let mut wait = WaitRequest::new();
+            wait.set_id("created-delete".into());
+            task.wait(ctx(), &wait).map(|r| r.exit_status)
+        })
+    };
+    // Let the Wait reach the shim before the Delete.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut del = DeleteRequest::new();
+    del.set_id("created-delete".into());
+    task.delete(ctx(), &del).expect("delete of a created task");
+    let until = Instant::now() + Duration::from_secs(20);
+    while !waiter.is_finished() {
+        assert!(Instant::now() < until, "the pending Wait never returned after Delete");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = waiter.join().expect("waiter thread").expect("wait answers");
+    assert_eq!(status, 137, "the deleted task's exit, as a kill: 128+9");
+    shutdown(&task, "created-delete");
+    gone_within(shim, Duration::from_secs(20), "the shim after Shutdown");
+    assert_nothing_left(&c);
+}
