@@ -58,8 +58,7 @@ fn start_shim(c: &Containerd, id: &str, bundle: &Path) -> (TaskClient, i32) {
         .expect("shim start");
     assert!(out.status.success(), "shim start: {}", String::from_utf8_lossy(&out.stderr));
     let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let client =
-        Client::connect(&address).unwrap_or_else(|e| panic!("connect {address}: {e}\n{}", shim_log(bundle)));
+    let client = Client::connect(&address).unwrap_or_else(|e| panic!("connect {address}: {e}\n{}", shim_log(bundle)));
     let path = address.trim_start_matches("unix://").to_string();
     let pid = *isola_e2e::containerd::pids_with_args(&["containerd-shim-isola-v2", &path])
         .first()
