@@ -424,6 +424,17 @@ mod tests {
     }
 
     #[test]
+    fn every_advertised_mount_option_is_a_flag_not_filesystem_data() {
+        for o in isola_protocol::MOUNT_OPTIONS {
+            assert_eq!(
+                mount_flags(&[o.to_string()]).1,
+                None,
+                "{o} is advertised but would reach the filesystem as data"
+            );
+        }
+    }
+
+    #[test]
     fn namespaces_given_by_path_are_the_pods_and_the_rest_are_new() {
         use oci_spec::runtime::LinuxNamespaceBuilder;
         let dir = tempfile::tempdir().expect("tmp");

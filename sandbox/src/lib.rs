@@ -12,6 +12,7 @@ pub mod config;
 pub mod container;
 #[cfg(test)]
 mod container_tests;
+pub mod features;
 pub mod host;
 pub mod hypervisor;
 pub mod inventory;

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod error;
 pub mod events;
 pub mod guest;
+pub mod info;
 pub mod metrics;
 pub mod pod;
 pub mod process;

@@ -33,6 +33,14 @@ pub fn run(config: Config) {
     if args.get(1).map(String::as_str) == Some(crate::standin::ARG) {
         crate::standin::serve();
     }
+    // containerd 2.x asks `-info` with no namespace; `-v` needs none either.
+    if args.iter().skip(1).any(|a| a == "-info" || a == "--info") {
+        std::process::exit(crate::info::serve_info());
+    }
+    if args.len() == 2 && matches!(args[1].as_str(), "-v" | "--v" | "-version" | "--version") {
+        print!("{}", crate::info::version());
+        std::process::exit(0);
+    }
     // containerd-shim's bootstrap needs containerd's environment (TTRPC_ADDRESS, a
     // namespace) even for `delete`; an operator cleaning up by hand has neither.
     if args.last().map(String::as_str) == Some("delete") && std::env::var_os("TTRPC_ADDRESS").is_none() {
