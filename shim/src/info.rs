@@ -7,13 +7,15 @@ use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 
+/// The runtime name containerd knows this shim by (`--runtime`, `runtime_type`).
+pub const RUNTIME_ID: &str = "io.containerd.isola.v2";
 /// containerd's type URL for the OCI features document (JSON inside the Any).
 pub const FEATURES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
 /// containerd sends the runtime options on stdin; more than this is not options.
 const MAX_OPTIONS: u64 = 1 << 20;
 
 pub fn version() -> String {
-    format!("{}:\n  Version: {}\n", crate::service::RUNTIME_ID, env!("CARGO_PKG_VERSION"))
+    format!("{}:\n  Version: {}\n", RUNTIME_ID, env!("CARGO_PKG_VERSION"))
 }
 
 /// The RuntimeInfo message: name, version, and the features as containerd reads them.
@@ -24,7 +26,7 @@ pub fn runtime_info() -> Result<RuntimeInfo, serde_json::Error> {
     let mut version = RuntimeVersion::new();
     version.version = env!("CARGO_PKG_VERSION").into();
     let mut info = RuntimeInfo::new();
-    info.name = crate::service::RUNTIME_ID.into();
+    info.name = RUNTIME_ID.into();
     info.version = Some(version).into();
     info.features = Some(features).into();
     Ok(info)
@@ -39,14 +41,14 @@ pub fn serve_info() -> i32 {
         match runtime_info().map_err(|e| e.to_string()).and_then(|i| i.write_to_bytes().map_err(|e| e.to_string())) {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("{}: -info: {e}", crate::service::RUNTIME_ID);
+                eprintln!("{}: -info: {e}", RUNTIME_ID);
                 return 1;
             }
         };
     match std::io::stdout().write_all(&bytes) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{}: -info: {e}", crate::service::RUNTIME_ID);
+            eprintln!("{}: -info: {e}", RUNTIME_ID);
             1
         }
     }
@@ -60,7 +62,7 @@ mod tests {
     fn runtime_info_round_trips_with_the_features_json() {
         let bytes = runtime_info().expect("info").write_to_bytes().expect("encode");
         let back = RuntimeInfo::parse_from_bytes(&bytes).expect("decode");
-        assert_eq!(back.name, crate::service::RUNTIME_ID);
+        assert_eq!(back.name, RUNTIME_ID);
         let f = back.features.as_ref().expect("features");
         assert_eq!(f.type_url, FEATURES_TYPE_URL);
         let doc: serde_json::Value = serde_json::from_slice(&f.value).expect("JSON inside");

@@ -13,7 +13,7 @@ use crate::guest::VmBooter;
 use crate::pod::Pod;
 use crate::task::TaskService;
 
-pub const RUNTIME_ID: &str = "io.containerd.isola.v2";
+pub use crate::info::RUNTIME_ID;
 
 /// Starts (or finds) the pod's shim and returns its ttrpc address.
 fn start(opts: StartOpts) -> Result<String, containerd_shim::Error> {

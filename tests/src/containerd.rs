@@ -193,6 +193,22 @@ impl Containerd {
         pids_with_args(&[self.isola_state.to_str().unwrap_or("?")])
     }
 
+    /// Nothing of a sandbox is left (waiting up to 10 s for it to go): no shim, no VMM
+    /// or helper process, no mount, no isola state directory.
+    pub fn assert_nothing_left(&self) {
+        let clean = || self.sandbox_pids().is_empty() && self.shim_pids().is_empty() && self.mounts().is_empty();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !clean() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(self.sandbox_pids().is_empty(), "sandbox processes left: {:?}", self.sandbox_pids());
+        assert!(self.shim_pids().is_empty(), "shims left: {:?}", self.shim_pids());
+        assert!(self.mounts().is_empty(), "mounts left: {:?}", self.mounts());
+        let dirs: Vec<_> =
+            std::fs::read_dir(&self.isola_state).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(dirs.is_empty(), "sandbox state left: {dirs:?}");
+    }
+
     /// Mount points under our directory (rootfs overlays, binds, the share).
     pub fn mounts(&self) -> Vec<String> {
         let root = self.dir.path().display().to_string();

@@ -79,18 +79,6 @@ fn events_during(c: &Containerd, f: impl FnOnce()) -> String {
     String::from_utf8_lossy(&events.wait_with_output().expect("events output").stdout).into_owned()
 }
 
-/// Nothing of the sandbox is left: no VMM or helper process, no mount, no state dir.
-fn assert_nothing_left(c: &Containerd) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !(c.sandbox_pids().is_empty() && c.mounts().is_empty()) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(c.sandbox_pids().is_empty(), "sandbox processes left: {:?}", c.sandbox_pids());
-    assert!(c.mounts().is_empty(), "mounts left: {:?}", c.mounts());
-    let dirs: Vec<_> = std::fs::read_dir(&c.isola_state).into_iter().flatten().flatten().map(|e| e.path()).collect();
-    assert!(dirs.is_empty(), "sandbox state left: {dirs:?}");
-}
-
 #[test]
 fn ctr_run_prints_output_and_exit_codes_and_signals_propagate() {
     let c = Containerd::start();
@@ -128,7 +116,7 @@ fn ctr_run_prints_output_and_exit_codes_and_signals_propagate() {
     let e = c.ctr(&["task", "exec", "-d", "--exec-id", "bg", "sig", "busybox", "sleep", "1000"]);
     ok(&e, "exec -d");
     kill_and_remove(&c, "sig", &["--all", "-s", "SIGKILL"], 137);
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
 }
 
 #[test]
@@ -155,7 +143,7 @@ fn detached_task_exec_ps_pause_resume_metrics_term_and_delete() {
     assert!(limit.contains("268435456"), "the spec's limit is the guest cgroup's: {}", m.stdout);
     // The trap's own exit code comes back.
     kill_and_remove(&c, "web", &["-s", "SIGTERM"], 99);
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
 }
 
 #[test]
@@ -193,7 +181,7 @@ fn env_cwd_bind_mounts_and_a_rootfs_directory() {
         "echo rootfs-dir; exit 3",
     ]);
     assert_eq!((o.code, o.stdout.as_str()), (3, "rootfs-dir\n"), "{}", o.stderr);
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
 }
 
 #[test]
@@ -210,7 +198,7 @@ fn a_terminal_session_through_script() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("/dev/pts/0"), "a terminal inside: {text}");
     assert_eq!(out.status.code(), Some(5), "{text}");
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
 }
 
 #[test]
@@ -239,7 +227,7 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     wait_status(&c, "v", "STOPPED", Duration::from_secs(30));
     ok(&c.ctr(&["task", "delete", "v"]), "task delete");
     ok(&c.ctr(&["container", "rm", "v"]), "container rm");
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
     // The shim dies: containerd runs `shim delete`, which removes the VM and its mounts.
     run_detached(&c, "s", "");
     let shims = c.shim_pids();
@@ -254,7 +242,7 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     }
     let _ = c.ctr(&["task", "delete", "s"]);
     ok(&c.ctr(&["container", "rm", "s"]), "container rm");
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
     assert!(c.shim_pids().is_empty(), "shims left: {:?}", c.shim_pids());
     assert!(!socket.exists(), "the dead shim's socket {} is left", socket.display());
     // The guest powers itself off: the task exits and cleanup leaves nothing.
@@ -270,7 +258,7 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
     wait_status(&c, "g", "STOPPED", Duration::from_secs(30));
     ok(&c.ctr(&["task", "delete", "g"]), "task delete");
     ok(&c.ctr(&["container", "rm", "g"]), "container rm");
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
 }
 
 /// `isola bench ctr` against this containerd: isola's shim and runc, same run. Only
@@ -307,7 +295,7 @@ fn bench_ctr_measures_isola_and_runc_in_the_same_run() {
         assert_eq!(n.to_string(), runs, "{res}");
     }
     assert!(out.contains("io.containerd.isola.v2") && out.contains("io.containerd.runc.v2"), "{out}");
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
 }
 
 /// The task's host cgroup (its spec's `cgroupsPath`) holds the VM: the VMM and every
@@ -349,7 +337,7 @@ fn the_vm_runs_in_the_tasks_cgroup_and_its_pid_lives_as_long_as_the_task() {
     assert!(!vm.contains(&pid), "the task's pid is not the VMM's");
     kill_and_remove(&c, "cgpath", &["-s", "SIGKILL"], 137);
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the task's pid ended with it");
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
     assert!(!dir.exists(), "the cgroup {} is removed with the VM", dir.display());
 }
 
@@ -388,7 +376,7 @@ fn a_host_mount_made_after_start_reaches_an_rslave_volume() {
     kill_and_remove(&c, "prop", &["-s", "SIGKILL"], 137);
     kill_and_remove(&c, "priv", &["-s", "SIGKILL"], 137);
     let _ = std::process::Command::new("umount").args(["-l", v]).status();
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
 }
 
 /// A program that is not in the image fails `ctr run` at create (by name, as runc's
@@ -401,7 +389,7 @@ fn a_missing_program_fails_at_create() {
     assert_ne!(o.code, 0, "{}", o.stdout);
     assert!(o.stderr.contains("/no/such/program"), "the error names the program: {}", o.stderr);
     let _ = c.ctr(&["container", "rm", "missing"]);
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
 }
 
 /// containerd crashes and comes back while a task runs: it reconnects to the shim,
@@ -426,5 +414,5 @@ fn events_reach_containerd_after_it_restarts() {
     let d = c.ctr(&["task", "delete", "survivor"]);
     assert!(d.stderr.contains("exit code 3"), "{}{}", d.stdout, d.stderr);
     ok(&c.ctr(&["container", "rm", "survivor"]), "container rm");
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
 }

@@ -93,17 +93,6 @@ fn shutdown(task: &TaskClient, id: &str) {
     let _ = task.shutdown(ctx(), &req);
 }
 
-fn assert_nothing_left(c: &Containerd) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !(c.sandbox_pids().is_empty() && c.shim_pids().is_empty()) && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(c.sandbox_pids().is_empty(), "sandbox processes left: {:?}", c.sandbox_pids());
-    assert!(c.shim_pids().is_empty(), "shims left: {:?}", c.shim_pids());
-    let dirs: Vec<_> = std::fs::read_dir(&c.isola_state).into_iter().flatten().flatten().map(|e| e.path()).collect();
-    assert!(dirs.is_empty(), "sandbox state left: {dirs:?}");
-}
-
 /// Kill of a created task ends it: Wait returns 128+9, Delete reports it, the task's
 /// pid (its host stand-in) is gone, and Shutdown ends the shim and its VM.
 #[test]
@@ -129,7 +118,7 @@ fn killing_a_created_task_ends_it_and_wait_returns() {
     assert_eq!(deleted.exit_status, 137);
     shutdown(&task, "created-kill");
     gone_within(shim, Duration::from_secs(20), "the shim after Shutdown");
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
 }
 
 /// Delete of a created task wakes a Wait that is pending on it, and the shim still
@@ -163,5 +152,5 @@ fn deleting_a_created_task_wakes_a_pending_wait_and_the_shim_exits() {
     assert_eq!(status, 137, "the deleted task's exit, as a kill: 128+9");
     shutdown(&task, "created-delete");
     gone_within(shim, Duration::from_secs(20), "the shim after Shutdown");
-    assert_nothing_left(&c);
+    c.assert_nothing_left();
 }
