@@ -7,7 +7,7 @@ use std::path::Path;
 
 use isola_guest_agent::config::{for_create, for_exec};
 use isola_guest_agent::setup;
-use isola_guest_agent::syscall::Recording;
+use isola_guest_agent::recording::Recording;
 use isola_protocol::Request;
 use libfuzzer_sys::fuzz_target;
 
