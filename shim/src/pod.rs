@@ -68,6 +68,8 @@ pub struct Pod {
     inner: Mutex<Inner>,
     /// Signalled on every exit, for Wait.
     exited: Condvar,
+    /// A Create has arrived (whatever became of it).
+    asked: std::sync::atomic::AtomicBool,
 }
 
 fn not_found(id: &str, exec_id: Option<&str>) -> ShimError {
@@ -87,7 +89,14 @@ impl Pod {
     }
 
     pub fn with_stand_in(booter: Box<dyn Booter>, events: Arc<dyn EventSink>, standin: StandInCommand) -> Arc<Self> {
-        Arc::new(Pod { booter, events, standin, inner: Mutex::new(Inner::default()), exited: Condvar::new() })
+        Arc::new(Pod {
+            booter,
+            events,
+            standin,
+            inner: Mutex::new(Inner::default()),
+            exited: Condvar::new(),
+            asked: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, ShimError> {
@@ -98,7 +107,14 @@ impl Pod {
         inner.guest.clone().ok_or_else(|| ShimError::FailedPrecondition("the pod's VM is not running".into()))
     }
 
+    /// Whether any Create has reached this shim: one that never gets one (its `start`
+    /// was killed, or containerd died before asking) has nothing to serve.
+    pub fn was_asked(&self) -> bool {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub fn create(self: &Arc<Self>, r: CreateRequest) -> Result<u32, ShimError> {
+        self.asked.store(true, std::sync::atomic::Ordering::SeqCst);
         isola_protocol::validate_id(&r.id).map_err(|e| ShimError::InvalidArgument(e.message))?;
         let config = PathBuf::from(&r.bundle).join("config.json");
         let mut spec = Spec::load(&config)

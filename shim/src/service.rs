@@ -49,6 +49,21 @@ pub fn run(config: Config) {
     containerd_shim::run::<Service>(RUNTIME_ID, Some(config));
 }
 
+/// containerd sends Create right after `start` returns; a shim that has had none by
+/// then was orphaned (its `start` killed, or containerd gone before asking) and ends,
+/// instead of waiting for ever with nothing to serve.
+pub const UNASKED_LIFETIME: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn exit_if_never_asked(pod: Arc<Pod>, exit: Arc<ExitSignal>) {
+    std::thread::spawn(move || {
+        std::thread::sleep(UNASKED_LIFETIME);
+        if !pod.was_asked() {
+            log::warn!("no task was created within {UNASKED_LIFETIME:?} of start: ending this orphaned shim");
+            exit.signal();
+        }
+    });
+}
+
 /// `-id ID` (or `--id=ID`) and `-bundle DIR` from a shim command line.
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter().enumerate().find_map(|(i, a)| {
@@ -144,7 +159,9 @@ impl containerd_shim::Shim for Service {
     fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
         let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
         let events = Arc::new(Publisher::new(publisher, self.namespace.clone(), address));
-        TaskService { pod: Pod::new(Box::new(VmBooter), events), exit: Arc::clone(&self.exit) }
+        let pod = Pod::new(Box::new(VmBooter), events);
+        exit_if_never_asked(Arc::clone(&pod), Arc::clone(&self.exit));
+        TaskService { pod, exit: Arc::clone(&self.exit) }
     }
 }
 

@@ -154,3 +154,17 @@ fn deleting_a_created_task_wakes_a_pending_wait_and_the_shim_exits() {
     gone_within(shim, Duration::from_secs(20), "the shim after Shutdown");
     c.assert_nothing_left();
 }
+
+/// A shim whose `start` returned but which never gets a Create (its `start` was killed
+/// half-way, or containerd died before asking: the chaos test's "shim@0ms") ends by
+/// itself instead of lingering for ever.
+#[test]
+fn a_shim_that_is_never_asked_for_a_task_ends_by_itself() {
+    let c = Containerd::start();
+    let dir = c.dir.path().join("bundles/orphan");
+    bundle(&dir);
+    let (_task, shim) = start_shim(&c, "orphan", &dir);
+    assert!(alive(shim), "the shim serves after start");
+    gone_within(shim, Duration::from_secs(45), "a shim that was never asked for a task");
+    c.assert_nothing_left();
+}
