@@ -73,6 +73,35 @@ fn create(task: &TaskClient, id: &str, bundle: &Path) -> u32 {
     task.create(ctx(), &req).unwrap_or_else(|e| panic!("create {id}: {e}")).pid
 }
 
+/// containerd, a bundle for `id`, and that bundle's shim started: (containerd, bundle,
+/// client, shim pid).
+fn shim_for(id: &str) -> (Containerd, std::path::PathBuf, TaskClient, i32) {
+    let c = Containerd::start();
+    let dir = c.dir.path().join("bundles").join(id);
+    bundle(&dir);
+    let (task, shim) = start_shim(&c, id, &dir);
+    (c, dir, task, shim)
+}
+
+fn wait(task: &TaskClient, id: &str) -> Result<u32, containerd_shim::protos::ttrpc::Error> {
+    let mut req = WaitRequest::new();
+    req.set_id(id.into());
+    task.wait(ctx(), &req).map(|r| r.exit_status)
+}
+
+fn delete(task: &TaskClient, id: &str) -> u32 {
+    let mut req = DeleteRequest::new();
+    req.set_id(id.into());
+    task.delete(ctx(), &req).unwrap_or_else(|e| panic!("delete {id}: {e}")).exit_status
+}
+
+/// Shutdown ends the shim (and its VM), and nothing is left.
+fn shut_down_and_nothing_left(c: &Containerd, task: &TaskClient, shim: i32, id: &str) {
+    shutdown(task, id);
+    gone_within(shim, Duration::from_secs(20), "the shim after Shutdown");
+    c.assert_nothing_left();
+}
+
 fn alive(pid: i32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
@@ -97,52 +126,33 @@ fn shutdown(task: &TaskClient, id: &str) {
 /// pid (its host stand-in) is gone, and Shutdown ends the shim and its VM.
 #[test]
 fn killing_a_created_task_ends_it_and_wait_returns() {
-    let c = Containerd::start();
-    let dir = c.dir.path().join("bundles/created-kill");
-    bundle(&dir);
-    let (task, shim) = start_shim(&c, "created-kill", &dir);
+    let (c, dir, task, shim) = shim_for("created-kill");
     let pid = create(&task, "created-kill", &dir);
     assert!(pid > 0 && alive(pid as i32), "create returns a live host pid, not {pid}");
     let mut kill = KillRequest::new();
     kill.set_id("created-kill".into());
     kill.set_signal(9);
     task.kill(ctx(), &kill).expect("kill of a created task");
-    let mut wait = WaitRequest::new();
-    wait.set_id("created-kill".into());
-    let exited = task.wait(ctx(), &wait).expect("wait after kill");
-    assert_eq!(exited.exit_status, 137, "a created task killed with 9 exits 128+9");
+    let exited = wait(&task, "created-kill").expect("wait after kill");
+    assert_eq!(exited, 137, "a created task killed with 9 exits 128+9");
     gone_within(pid as i32, Duration::from_secs(10), "the task's pid");
-    let mut del = DeleteRequest::new();
-    del.set_id("created-kill".into());
-    let deleted = task.delete(ctx(), &del).expect("delete");
-    assert_eq!(deleted.exit_status, 137);
-    shutdown(&task, "created-kill");
-    gone_within(shim, Duration::from_secs(20), "the shim after Shutdown");
-    c.assert_nothing_left();
+    assert_eq!(delete(&task, "created-kill"), 137);
+    shut_down_and_nothing_left(&c, &task, shim, "created-kill");
 }
 
 /// Delete of a created task wakes a Wait that is pending on it, and the shim still
 /// shuts down (a handler blocked in Wait used to keep it alive for ever).
 #[test]
 fn deleting_a_created_task_wakes_a_pending_wait_and_the_shim_exits() {
-    let c = Containerd::start();
-    let dir = c.dir.path().join("bundles/created-delete");
-    bundle(&dir);
-    let (task, shim) = start_shim(&c, "created-delete", &dir);
+    let (c, dir, task, shim) = shim_for("created-delete");
     create(&task, "created-delete", &dir);
     let waiter = {
         let task = task.clone();
-        std::thread::spawn(move || {
-            let mut wait = WaitRequest::new();
-            wait.set_id("created-delete".into());
-            task.wait(ctx(), &wait).map(|r| r.exit_status)
-        })
+        std::thread::spawn(move || wait(&task, "created-delete"))
     };
     // Let the Wait reach the shim before the Delete.
     std::thread::sleep(Duration::from_millis(500));
-    let mut del = DeleteRequest::new();
-    del.set_id("created-delete".into());
-    task.delete(ctx(), &del).expect("delete of a created task");
+    delete(&task, "created-delete");
     let until = Instant::now() + Duration::from_secs(20);
     while !waiter.is_finished() {
         assert!(Instant::now() < until, "the pending Wait never returned after Delete");
@@ -150,9 +160,7 @@ fn deleting_a_created_task_wakes_a_pending_wait_and_the_shim_exits() {
     }
     let status = waiter.join().expect("waiter thread").expect("wait answers");
     assert_eq!(status, 137, "the deleted task's exit, as a kill: 128+9");
-    shutdown(&task, "created-delete");
-    gone_within(shim, Duration::from_secs(20), "the shim after Shutdown");
-    c.assert_nothing_left();
+    shut_down_and_nothing_left(&c, &task, shim, "created-delete");
 }
 
 /// A shim whose `start` returned but which never gets a Create (its `start` was killed
@@ -160,10 +168,7 @@ fn deleting_a_created_task_wakes_a_pending_wait_and_the_shim_exits() {
 /// itself instead of lingering for ever.
 #[test]
 fn a_shim_that_is_never_asked_for_a_task_ends_by_itself() {
-    let c = Containerd::start();
-    let dir = c.dir.path().join("bundles/orphan");
-    bundle(&dir);
-    let (_task, shim) = start_shim(&c, "orphan", &dir);
+    let (c, _dir, _task, shim) = shim_for("orphan");
     assert!(alive(shim), "the shim serves after start");
     gone_within(shim, Duration::from_secs(45), "a shim that was never asked for a task");
     c.assert_nothing_left();
