@@ -15,7 +15,7 @@ pub const FEATURES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-
 const MAX_OPTIONS: u64 = 1 << 20;
 
 pub fn version() -> String {
-    format!("{}:\n  Version: {}\n", RUNTIME_ID, env!("CARGO_PKG_VERSION"))
+    format!("{RUNTIME_ID}:\n  Version: {}\n", env!("CARGO_PKG_VERSION"))
 }
 
 /// The RuntimeInfo message: name, version, and the features as containerd reads them.
@@ -37,21 +37,18 @@ pub fn runtime_info() -> Result<RuntimeInfo, serde_json::Error> {
 pub fn serve_info() -> i32 {
     let mut options = Vec::new();
     let _ = std::io::stdin().take(MAX_OPTIONS).read_to_end(&mut options);
-    let bytes =
-        match runtime_info().map_err(|e| e.to_string()).and_then(|i| i.write_to_bytes().map_err(|e| e.to_string())) {
-            Ok(b) => b,
-            Err(e) => {
-                eprintln!("{}: -info: {e}", RUNTIME_ID);
-                return 1;
-            }
-        };
-    match std::io::stdout().write_all(&bytes) {
+    match write_info() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{}: -info: {e}", RUNTIME_ID);
+            eprintln!("{RUNTIME_ID}: -info: {e}");
             1
         }
     }
+}
+
+fn write_info() -> Result<(), String> {
+    let bytes = runtime_info().map_err(|e| e.to_string())?.write_to_bytes().map_err(|e| e.to_string())?;
+    std::io::stdout().write_all(&bytes).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
