@@ -11,7 +11,7 @@ job=$1
 out=$(realpath -m "${2:-$repo/target/l1-out}")
 cache=${ISOLA_CACHE:-$HOME/.cache/isola}/l1
 mkdir -p "$cache" "$out"
-rm -f "$out/rc"
+rm -f "$out/rc" "$out/job.log"
 cp "$job" "$out/job.sh"
 
 # The L1 kernel: Debian's current one, downloaded and extracted (never installed), cached.
@@ -53,10 +53,30 @@ fi
 cmdline="console=ttyS0 panic=-1 quiet loglevel=3 isola.stage2=$repo/scripts/nested/stage2.sh"
 cmdline+=" isola.cwd=$repo isola.modules=$mods"
 # -xsave: QEMU 7.2's TCG does not forward L1's XSETBV intercept; L2 falls back anyway.
+serial=$out/serial.log
+: > "$serial"
 timeout -k 10 "${L1_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max,-xsave \
-  -m "${L1_MEM:-6144}" -smp "${L1_CPUS:-2}" -nodefaults -display none -serial stdio -no-reboot \
+  -m "${L1_MEM:-6144}" -smp "${L1_CPUS:-2}" -nodefaults -display none -serial "file:$serial" -no-reboot \
   -kernel "$dir/root/boot/vmlinuz-$kver" -initrd "$initrd" -append "$cmdline" \
   -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
-  -virtfs "local,path=$out,mount_tag=l1out,security_model=none" </dev/null || true
+  -virtfs "local,path=$out,mount_tag=l1out,security_model=none" </dev/null &
+qemu=$!
+# QEMU 7.2's emulated SVM sometimes wedges L1's own kernel: a panic, or a vCPU stuck for
+# good (soft lockups that only grow). Such an L1 is stopped at once, not left to its
+# timeout, so the caller can boot it again. The serial line carries only L1's kernel and
+# stage2 (the job writes to /l1out/job.log): nothing a test prints can look like that.
+died=
+while kill -0 "$qemu" 2>/dev/null; do
+  stuck=$(grep -oE 'soft lockup - CPU#[0-9]+ stuck for [0-9]+s' "$serial" | grep -oE '[0-9]+s$' | tr -d s | sort -n | tail -1 || true)
+  if grep -q 'Kernel panic' "$serial" || [ "${stuck:-0}" -ge 45 ]; then died=1; kill "$qemu" 2>/dev/null; break; fi
+  sleep 2
+done
+wait "$qemu" || true
+grep -q 'Kernel panic' "$serial" && died=1
+cat "$serial" "$out/job.log" 2>/dev/null || true
+if [ -n "$died" ] && [ ! -f "$out/rc" ]; then
+  why="a vCPU stuck for ${stuck:-0} s"; grep -q 'Kernel panic' "$serial" && why="a kernel panic"
+  echo "l1: L1's kernel died ($why); stopped it"; exit 3
+fi
 [ -f "$out/rc" ] || { echo "l1: the L1 guest ended without the job's exit code (boot failure or timeout)"; exit 3; }
 exit "$(cat "$out/rc")"

@@ -36,7 +36,7 @@ for m in tun bridge veth br_netfilter; do modprobe "$m" || echo "l1: modprobe $m
 [ -c /dev/kvm ] || { echo "l1: no /dev/kvm after loading kvm_amd"; finish 91; }
 echo "l1: kernel $kver, $(nproc) cpu(s), svm flags $(grep -cw svm /proc/cpuinfo), /dev/kvm ready"
 cd "$(arg cwd)" || finish 92
-bash /l1out/job.sh </dev/null &
+bash /l1out/job.sh </dev/null > /l1out/job.log 2>&1 &
 pid=$!
 wait "$pid"
 finish $?

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The end-to-end scenarios under isola-vmm on a real KVM: boots L1 once
-# (scripts/nested/l1.sh: nested KVM under QEMU TCG) and runs the e2e test binaries
-# there, one test at a time, with isola pinned to the isola-vmm backend. Their
-# "test result" lines are what scripts/test.sh counts.
+# The end-to-end scenarios under isola-vmm on a real KVM: boots L1 (scripts/nested/l1.sh:
+# nested KVM under QEMU TCG) and runs the e2e tests there, one test per process, with
+# isola pinned to the isola-vmm backend. Their "test result" lines are what
+# scripts/test.sh counts.
 #   scripts/nested/tests.sh [BINARY[:FILTER]…]   (default: the list below)
+# Env: NESTED_BUDGET (s, 2100): the most all L1 attempts together may take.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
@@ -14,24 +15,54 @@ declare -A exe
 while IFS='=' read -r name path; do exe[$name]=$path; done < <(
   cargo test -q -p isola-e2e --no-run --message-format=json 2>/dev/null |
     jq -r 'select(.executable != null and .target.kind[0] == "test") | "\(.target.name)=\(.executable)"')
+out=$repo/target/l1-out
+rm -rf "$out" && mkdir -p "$out/done"
 job=$repo/target/l1-job.sh
 {
   echo 'set -u; fail=0'
   # Pinned: a run that cannot use isola-vmm fails instead of falling back to QEMU.
   echo 'mkdir -p /etc/isola && echo "hypervisor = \"isola-vmm\"" > /etc/isola/config.toml'
   echo 'target/debug/isola info || fail=1'
+  # One test per process, each result kept in /l1out/done/N: when L1's kernel dies the
+  # next boot goes on from the test it was in, not from the first one.
+  cat <<'RUN'
+run() {  # run N BINARY TEST
+  local n=$1 bin=$2 t=$3 rc=0
+  if [ -f "/l1out/done/$n" ]; then cat "/l1out/done/$n"; grep -q '^test result: ok' "/l1out/done/$n" || fail=1; return; fi
+  echo "$n" > /l1out/current; sync
+  local crashes; crashes=$(cat "/l1out/crashes.$n" 2>/dev/null || echo 0)
+  if [ "$crashes" -ge 2 ]; then
+    echo "test result: FAILED. 0 passed; 1 failed; ($t: L1's kernel died twice while it ran)" | tee "/l1out/done/$n"
+    fail=1; return
+  fi
+  # A test that hangs is stopped and L1's state shown, so the rest still runs.
+  ISOLA_NESTED=1 timeout -k 10 600 "$bin" --exact "$t" --test-threads=1 --color never > /l1out/cur 2>&1 || rc=$?
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    { echo "nested: $t did not finish in 600 s; L1 state:"; ps -eo pid,stat,wchan:32,etime,args | grep -v ' \[' | tail -25
+      dmesg | tail -20; echo "test result: FAILED. 0 passed; 1 failed; ($t timed out)"; } >> /l1out/cur
+  elif ! grep -q '^test result:' /l1out/cur; then
+    echo "test result: FAILED. 0 passed; 1 failed; ($t exited $rc without a result)" >> /l1out/cur
+  fi
+  [ "$rc" = 0 ] || fail=1
+  mv /l1out/cur "/l1out/done/$n"; sync
+  cat "/l1out/done/$n"
+}
+RUN
+  n=0
   for w in "${wanted[@]}"; do
     name=${w%%:*}; filter=${w#"$name"}; filter=${filter#:}
     [ -n "${exe[$name]:-}" ] || { echo "nested: no e2e test binary named $name" >&2; exit 2; }
     echo "echo '== nested KVM (isola-vmm in L1): $name $filter =='"
-    # A binary that hangs (L1's emulated SVM can wedge a vCPU) is stopped and shown,
-    # so the rest of the batch still runs.
-    echo "ISOLA_NESTED=1 timeout -k 10 600 ${exe[$name]} --test-threads=1 --color never $filter; rc=\$?"
-    echo "[ \$rc = 0 ] || fail=1"
-    echo "if [ \$rc = 124 ] || [ \$rc = 137 ]; then echo 'nested: $name did not finish in 600 s; L1 state:'; ps -eo pid,stat,wchan:32,etime,args | grep -v ' \\[' | tail -25; dmesg | tail -20; echo 'test result: FAILED. 0 passed; 1 failed; (timed out)'; fi"
+    tests=$("${exe[$name]}" --list --format terse $filter | sed -n 's/: test$//p')
+    [ -n "$tests" ] || { echo "nested: $name has no test matching '$filter'" >&2; exit 2; }
+    while read -r t; do
+      n=$((n + 1))
+      printf 'run %d %q %q\n' "$n" "${exe[$name]}" "$t"
+    done <<< "$tests"
   done
   # A filter kill the tests did not notice (a VMM dying after its guest's last word)
-  # is still a failure: the kernel logs each one (audit type 1326).
+  # is still a failure: the kernel logs each one (audit type 1326). Counted over the last
+  # boot only, which is the boot that ran whatever was left.
   cat <<'CHECK'
 n=$(dmesg | grep -c 'type=1326')
 if [ "$n" = 0 ]; then echo 'test result: ok. 1 passed; 0 failed; (no seccomp kill in L1)'
@@ -39,18 +70,27 @@ else dmesg | grep 'type=1326' | tail -5; echo "test result: FAILED. 0 passed; 1 
 CHECK
   echo 'exit $fail'
 } > "$job"
-# QEMU 7.2's emulated SVM sometimes crashes L1's own kernel (a panic or soft lockups in
-# kvm_amd, never in L2). Then, and only then, the batch runs again, at most twice: an earlier
-# attempt's lines are kept but not counted, and each retry is said.
+# QEMU 7.2's emulated SVM sometimes kills L1's own kernel (a panic, or soft lockups in
+# kvm_amd, never in L2); l1.sh stops such an L1 at once (rc 3). Then L1 boots again and
+# goes on from the test it died in, while the budget lasts: an earlier boot's lines are
+# kept but not counted (the last boot shows every result again), and each retry is said.
 log=$repo/target/l1-tests.log
-for attempt in 1 2 3; do
+deadline=$((SECONDS + ${NESTED_BUDGET:-2100}))
+for attempt in 1 2 3 4 5; do
   rc=0
-  "$repo/scripts/nested/l1.sh" "$job" "$repo/target/l1-out" > "$log" 2>&1 || rc=$?
-  if [ "$rc" = 3 ] && [ "$attempt" != 3 ] && grep -qE "Kernel panic|soft lockup" "$log"; then
-    sed "s/^test result:/[L1 crashed, attempt $attempt] test result:/" "$log"
-    echo "nested: L1's kernel crashed (emulated SVM); running the batch again (retry $attempt of 2)"
+  left=$((deadline - SECONDS))
+  L1_TIMEOUT=$left "$repo/scripts/nested/l1.sh" "$job" "$out" > "$log" 2>&1 || rc=$?
+  if [ "$rc" = 3 ] && grep -q '^l1: L1.s kernel died' "$log" && [ "$attempt" != 5 ] &&
+     [ $((deadline - SECONDS)) -gt 300 ]; then
+    sed "s/^test result:/[L1 died, boot $attempt] test result:/" "$log"
+    cur=$(cat "$out/current" 2>/dev/null || true)
+    if [ -n "$cur" ] && [ ! -f "$out/done/$cur" ]; then
+      echo $(( $(cat "$out/crashes.$cur" 2>/dev/null || echo 0) + 1 )) > "$out/crashes.$cur"
+    fi
+    echo "nested: L1's kernel died (emulated SVM) in test $cur; booting L1 again to go on from there (retry $attempt)"
     continue
   fi
   cat "$log"
+  [ "$rc" = 3 ] && echo "test result: FAILED. 0 passed; 1 failed; (nested: L1 ended without finishing, boot $attempt)"
   exit "$rc"
 done
