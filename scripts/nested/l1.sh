@@ -11,7 +11,7 @@ job=$1
 out=$(realpath -m "${2:-$repo/target/l1-out}")
 cache=${ISOLA_CACHE:-$HOME/.cache/isola}/l1
 mkdir -p "$cache" "$out"
-rm -f "$out/rc" "$out/job.log"
+rm -f "$out/rc" "$out/job.log" "$out/heartbeat"
 cp "$job" "$out/job.sh"
 
 # The L1 kernel: Debian's current one, downloaded and extracted (never installed), cached.
@@ -68,14 +68,20 @@ qemu=$!
 died=
 while kill -0 "$qemu" 2>/dev/null; do
   stuck=$(grep -oE 'soft lockup - CPU#[0-9]+ stuck for [0-9]+s' "$serial" | grep -oE '[0-9]+s$' | tr -d s | sort -n | tail -1 || true)
-  if grep -q 'Kernel panic' "$serial" || [ "${stuck:-0}" -ge 45 ]; then died=1; kill "$qemu" 2>/dev/null; break; fi
+  # Or wedged without a word: its heartbeat (stage2.sh, every 10 s) stopped for 180 s.
+  silent=0
+  [ -f "$out/heartbeat" ] && silent=$(( $(date +%s) - $(stat -c %Y "$out/heartbeat") ))
+  if grep -q 'Kernel panic' "$serial" || [ "${stuck:-0}" -ge 45 ] || [ "$silent" -ge 180 ]; then
+    died=1; kill "$qemu" 2>/dev/null; break
+  fi
   sleep 2
 done
 wait "$qemu" || true
 grep -q 'Kernel panic' "$serial" && died=1
 cat "$serial" "$out/job.log" 2>/dev/null || true
 if [ -n "$died" ] && [ ! -f "$out/rc" ]; then
-  why="a vCPU stuck for ${stuck:-0} s"; grep -q 'Kernel panic' "$serial" && why="a kernel panic"
+  why="a vCPU stuck for ${stuck:-0} s"; [ "$silent" -ge 180 ] && why="no heartbeat for $silent s"
+  grep -q 'Kernel panic' "$serial" && why="a kernel panic"
   echo "l1: L1's kernel died ($why); stopped it"; exit 3
 fi
 [ -f "$out/rc" ] || { echo "l1: the L1 guest ended without the job's exit code (boot failure or timeout)"; exit 3; }

@@ -36,6 +36,9 @@ for m in tun bridge veth br_netfilter; do modprobe "$m" || echo "l1: modprobe $m
 [ -c /dev/kvm ] || { echo "l1: no /dev/kvm after loading kvm_amd"; finish 91; }
 echo "l1: kernel $kver, $(nproc) cpu(s), svm flags $(grep -cw svm /proc/cpuinfo), /dev/kvm ready"
 cd "$(arg cwd)" || finish 92
+# A heartbeat for l1.sh: an L1 wedged so hard that its kernel prints nothing (both vCPUs
+# lost in the emulated SVM) stops writing it.
+(while :; do date +%s > /l1out/heartbeat; sleep 10; done) &
 bash /l1out/job.sh </dev/null > /l1out/job.log 2>&1 &
 pid=$!
 wait "$pid"

@@ -2,6 +2,7 @@
 //! microVM per pod (or per `ctr run` container); containerd's Task API is served over
 //! ttrpc and carried out by the guest agent.
 
+pub mod bootstrap;
 pub mod bundle;
 pub mod error;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod spec;
 pub mod standin;
 pub mod stdio;
 pub mod task;
+pub mod task_v3;
 
 #[cfg(test)]
 mod pod_tests;

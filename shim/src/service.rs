@@ -1,13 +1,15 @@
 //! The shim binary's life: `start` (one shim per pod, found by the pod's grouping),
 //! the long-running task server, and `delete` (cleanup after a shim that died).
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{api, Config, DeleteResponse, ExitSignal, Flags, StartOpts};
 
 use crate::bundle::cleanup_bundle;
+use crate::{bootstrap, task_v3};
 use crate::events::Publisher;
 use crate::guest::VmBooter;
 use crate::pod::Pod;
@@ -15,16 +17,28 @@ use crate::task::TaskService;
 
 pub use crate::info::RUNTIME_ID;
 
-/// Starts (or finds) the pod's shim and returns its ttrpc address.
+/// Starts (or finds) the pod's shim and returns what `start` prints: the bare v2
+/// address, or nothing when the reply was already written as containerd 2.3's
+/// `BootstrapResult` naming the v3 socket.
 fn start(opts: StartOpts) -> Result<String, containerd_shim::Error> {
+    let v3 = bootstrap::parse_params(&bootstrap::read_stdin(), &opts.id, &opts.namespace).is_some();
     // containerd runs `start` in the bundle: the spec says which pod this is.
     let grouping = match oci_spec::runtime::Spec::load("config.json") {
         Ok(spec) => crate::spec::grouping(&spec, &opts.id),
         Err(_) => opts.id.clone(),
     };
-    let (_pid, address) = containerd_shim::spawn(opts, &grouping, Vec::new())?;
+    let vars = if v3 { vec![(task_v3::ENV, "1")] } else { Vec::new() };
+    let (_pid, address) = containerd_shim::spawn(opts, &grouping, vars)?;
     containerd_shim::util::write_address(&address)?;
-    Ok(address)
+    if !v3 {
+        return Ok(address);
+    }
+    let reply = bootstrap::encode_result(3, &task_v3::address(&address));
+    std::io::stdout()
+        .lock()
+        .write_all(&reply)
+        .map_err(|e| containerd_shim::Error::Other(format!("writing the bootstrap result: {e}")))?;
+    Ok(String::new())
 }
 
 /// The shim's entry point.
@@ -121,7 +135,24 @@ pub struct Service {
     id: String,
     /// Our ttrpc socket (`-socket`), empty for `start` and `delete`.
     socket: PathBuf,
+    /// `-socket` as given (`unix://…`): the v3 socket's name is derived from it.
+    socket_address: String,
+    /// The task API v3 server, when `start` asked for one.
+    v3: Mutex<Option<containerd_shim::protos::ttrpc::Server>>,
     exit: Arc<ExitSignal>,
+}
+
+impl Service {
+    fn serve_v3(&self, task: TaskService) {
+        match task_v3::serve(&self.socket_address, task) {
+            Ok(server) => match self.v3.lock() {
+                Ok(mut v3) => *v3 = server,
+                Err(poisoned) => *poisoned.into_inner() = server,
+            },
+            // containerd then fails to connect and says so; the v2 socket still serves.
+            Err(e) => log::error!("{e}"),
+        }
+    }
 }
 
 impl containerd_shim::Shim for Service {
@@ -132,6 +163,8 @@ impl containerd_shim::Shim for Service {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
             socket: PathBuf::from(args.socket.trim_start_matches("unix://")),
+            socket_address: args.socket.clone(),
+            v3: Mutex::new(None),
             exit: Arc::new(ExitSignal::default()),
         }
     }
@@ -148,6 +181,10 @@ impl containerd_shim::Shim for Service {
 
     fn wait(&mut self) {
         self.exit.wait();
+        let v3 = self.v3.lock().map(|mut v3| v3.take()).unwrap_or_else(|poisoned| poisoned.into_inner().take());
+        if let Some(server) = v3 {
+            task_v3::stop(server, &self.socket_address);
+        }
         // The crate removes the socket only if the bundle's `address` file is still
         // there, and containerd may already have removed the bundle: unlink it here.
         // Open connections (the Shutdown reply) are not affected.
@@ -161,6 +198,9 @@ impl containerd_shim::Shim for Service {
         let events = Arc::new(Publisher::new(publisher, self.namespace.clone(), address));
         let pod = Pod::new(Box::new(VmBooter), events);
         exit_if_never_asked(Arc::clone(&pod), Arc::clone(&self.exit));
+        if std::env::var_os(task_v3::ENV).is_some() {
+            self.serve_v3(TaskService { pod: Arc::clone(&pod), exit: Arc::clone(&self.exit) });
+        }
         TaskService { pod, exit: Arc::clone(&self.exit) }
     }
 }

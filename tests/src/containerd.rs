@@ -14,8 +14,18 @@ pub const CRI_VM_MIB: u64 = 384;
 /// The CNI bridge on the host, removed when the fixture goes.
 const CNI_BRIDGE: &str = "isolacni0";
 
+/// Which containerd: Debian's 1.6 (task API v2) or 2.3 (task API v3, config version 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Debian,
+    V2_3,
+}
+
 pub struct Containerd {
     child: Child,
+    pub flavor: Flavor,
+    bin: PathBuf,
+    ctr_bin: PathBuf,
     /// Network namespaces that existed before: any other `cni-*` one is CRI's, ours to remove.
     netns_before: Vec<String>,
     pub dir: tempfile::TempDir,
@@ -60,6 +70,44 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     )
 }
 
+/// containerd 2.x's config (version 3): the CRI runtime section moved to
+/// `io.containerd.cri.v1.runtime`.
+fn config_v3(d: &Path) -> String {
+    format!(
+        r#"version = 3
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/c.sock"
+[plugins."io.containerd.cri.v1.runtime"]
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.isola]
+    runtime_type = "{RUNTIME}"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.isola.options]
+      ConfigPath = "{d}/isola-cri.toml"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "{d}/cni"
+"#,
+        d = d.display()
+    )
+}
+
+/// containerd 2.3's directory: `$ISOLA_CONTAINERD2_DIR`, else `../shared/containerd-2.3`
+/// beside the repository. Tests do not skip when it is missing.
+pub fn containerd_2_3_dir() -> PathBuf {
+    let dir = std::env::var_os("ISOLA_CONTAINERD2_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/containerd-2.3")
+    });
+    assert!(
+        dir.join("containerd").is_file() && dir.join("ctr").is_file(),
+        "containerd 2.3 not found in {} (set ISOLA_CONTAINERD2_DIR to a directory with containerd and ctr 2.3); \
+         the containerd 2.x tests did not run",
+        dir.display()
+    );
+    dir
+}
+
 fn cni(d: &Path) -> String {
     serde_json::json!({
         "cniVersion": "0.4.0",
@@ -89,9 +137,24 @@ fn spawn(bin: PathBuf, shim: &Path, d: &Path, isola_state: &Path) -> Child {
 }
 
 impl Containerd {
+    /// Debian's containerd 1.6, or 2.3 when `ISOLA_CONTAINERD=2.3` (how scripts/test.sh
+    /// runs the same ctr tests on both).
     pub fn start() -> Self {
+        if std::env::var("ISOLA_CONTAINERD").as_deref() == Ok("2.3") {
+            return Self::start_2_3();
+        }
         let bin = crate::require_binary("containerd", "apt-get install containerd");
-        crate::require_binary("ctr", "apt-get install containerd");
+        let ctr = crate::require_binary("ctr", "apt-get install containerd");
+        Self::start_with(Flavor::Debian, bin, ctr)
+    }
+
+    /// containerd 2.3 ([`containerd_2_3_dir`]).
+    pub fn start_2_3() -> Self {
+        let dir = containerd_2_3_dir();
+        Self::start_with(Flavor::V2_3, dir.join("containerd"), dir.join("ctr"))
+    }
+
+    fn start_with(flavor: Flavor, bin: PathBuf, ctr_bin: PathBuf) -> Self {
         let shim = crate::require_binary("containerd-shim-isola-v2", "cargo build");
         for plugin in ["bridge", "host-local"] {
             assert!(
@@ -102,13 +165,26 @@ impl Containerd {
         let dir = tempfile::Builder::new().prefix("ctrd").tempdir_in("/tmp").expect("containerd dir");
         let d = dir.path();
         std::fs::create_dir_all(d.join("cni")).expect("cni dir");
-        std::fs::write(d.join("config.toml"), config(d)).expect("config");
+        let config = match flavor {
+            Flavor::Debian => config(d),
+            Flavor::V2_3 => config_v3(d),
+        };
+        std::fs::write(d.join("config.toml"), config).expect("config");
         std::fs::write(d.join("cni/10-isola.conflist"), cni(d)).expect("cni config");
         // Only CRI pods get this file (through the runtime options): their VMs are bigger.
         std::fs::write(d.join("isola-cri.toml"), format!("memory_mib = {CRI_VM_MIB}\n")).expect("isola config");
         let isola_state = d.join("isola");
-        let child = spawn(bin, &shim, d, &isola_state);
-        let c = Containerd { child, netns_before: netns_names(), sock: d.join("c.sock"), isola_state, dir };
+        let child = spawn(bin.clone(), &shim, d, &isola_state);
+        let c = Containerd {
+            child,
+            flavor,
+            bin,
+            ctr_bin,
+            netns_before: netns_names(),
+            sock: d.join("c.sock"),
+            isola_state,
+            dir,
+        };
         c.wait_up();
         c
     }
@@ -118,9 +194,8 @@ impl Containerd {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let bin = crate::require_binary("containerd", "apt-get install containerd");
         let shim = crate::require_binary("containerd-shim-isola-v2", "cargo build");
-        self.child = spawn(bin, &shim, self.dir.path(), &self.isola_state);
+        self.child = spawn(self.bin.clone(), &shim, self.dir.path(), &self.isola_state);
         self.wait_up();
     }
 
@@ -141,9 +216,15 @@ impl Containerd {
         self.ctr_in(None, args)
     }
 
-    pub fn ctr_in(&self, namespace: Option<&str>, args: &[&str]) -> Out {
-        let mut c = Command::new("ctr");
+    /// `ctr -a <our socket>`, this containerd's own ctr.
+    pub fn ctr_command(&self) -> Command {
+        let mut c = Command::new(&self.ctr_bin);
         c.arg("-a").arg(&self.sock);
+        c
+    }
+
+    pub fn ctr_in(&self, namespace: Option<&str>, args: &[&str]) -> Out {
+        let mut c = self.ctr_command();
         if let Some(ns) = namespace {
             c.args(["-n", ns]);
         }
@@ -267,6 +348,7 @@ impl Drop for Containerd {
             let socket = Self::shim_socket(pid);
             kill9(pid);
             if let Some(s) = socket {
+                let _ = std::fs::remove_file(format!("{}-v3", s.display()));
                 let _ = std::fs::remove_file(s);
             }
         }

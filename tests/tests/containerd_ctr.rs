@@ -64,9 +64,8 @@ fn kill_and_remove(c: &Containerd, id: &str, kill: &[&str], code: i32) {
 
 /// What `ctr events` printed while `f` ran: the events containerd got from the shim.
 fn events_during(c: &Containerd, f: impl FnOnce()) -> String {
-    let mut events = std::process::Command::new("ctr")
-        .arg("-a")
-        .arg(&c.sock)
+    let mut events = c
+        .ctr_command()
         .arg("events")
         .stdout(std::process::Stdio::piped())
         .spawn()
