@@ -53,7 +53,9 @@ RUN
     name=${w%%:*}; filter=${w#"$name"}; filter=${filter#:}
     [ -n "${exe[$name]:-}" ] || { echo "nested: no e2e test binary named $name" >&2; exit 2; }
     echo "echo '== nested KVM (isola-vmm in L1): $name $filter =='"
-    tests=$("${exe[$name]}" --list --format terse $filter | sed -n 's/: test$//p')
+    # Not the benches (bench_*): emulator times in L1 mean nothing, and the ctr bench's
+    # back-to-back VMs wedged L1 and then timed out its guest in one run here.
+    tests=$("${exe[$name]}" --list --format terse $filter | sed -n 's/: test$//p' | grep -v '^bench_' || true)
     [ -n "$tests" ] || { echo "nested: $name has no test matching '$filter'" >&2; exit 2; }
     while read -r t; do
       n=$((n + 1))
