@@ -9,7 +9,8 @@
 use std::io::Read;
 
 use containerd_shim::protos::protobuf::rt::WireType;
-use containerd_shim::protos::protobuf::{CodedInputStream, CodedOutputStream};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::{CodedInputStream, CodedOutputStream, Message};
 
 /// The most `start` reads from stdin: the parameters are a few hundred bytes, plus
 /// runtime options as extensions.
@@ -21,6 +22,8 @@ pub struct Params {
     pub instance_id: String,
     pub namespace: String,
     pub containerd_version: String,
+    /// `ConfigPath` from the runtime options, when an extension carries them.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// `start`'s stdin, at most [`MAX_STDIN`] bytes (a closed or absent stdin reads as empty).
@@ -51,6 +54,11 @@ fn decode_params(input: &[u8]) -> Option<Params> {
             (1, WireType::LengthDelimited) => &mut params.instance_id,
             (2, WireType::LengthDelimited) => &mut params.namespace,
             (4, WireType::LengthDelimited) => &mut params.containerd_version,
+            (8, WireType::LengthDelimited) => {
+                let extension = is.read_bytes().ok()?;
+                params.config_path = params.config_path.or_else(|| extension_config_path(&extension));
+                continue;
+            }
             (_, wire) => {
                 is.skip_field(wire).ok()?;
                 continue;
@@ -59,6 +67,21 @@ fn decode_params(input: &[u8]) -> Option<Params> {
         *field = is.read_string().ok()?;
     }
     Some(params)
+}
+
+/// `ConfigPath` from an `Extension` whose `Any` (field 1) holds containerd's runtime
+/// options (`runtimeoptions.v1.Options`).
+fn extension_config_path(extension: &[u8]) -> Option<std::path::PathBuf> {
+    let mut is = CodedInputStream::from_bytes(extension);
+    while let Some(tag) = is.read_raw_tag_or_eof().ok()? {
+        if tag == (1 << 3) | 2 {
+            let any = Any::parse_from_bytes(&is.read_bytes().ok()?).ok()?;
+            let options = any.type_url.ends_with("runtimeoptions.v1.Options");
+            return if options { crate::spec::config_path(Some(&any)) } else { None };
+        }
+        is.skip_field(WireType::new(tag & 7)?).ok()?;
+    }
+    None
 }
 
 /// A `BootstrapResult`: the task API `version`, the shim's `address`, protocol ttrpc.
@@ -101,6 +124,30 @@ mod tests {
         let p = parse_params(&params_bytes("web", "k8s.io"), "web", "k8s.io").expect("parameters");
         assert_eq!(p.containerd_version, "v2.3.4");
         assert_eq!(p.instance_id, "web");
+    }
+
+    #[test]
+    fn the_config_path_comes_from_a_runtime_options_extension() {
+        let mut bytes = params_bytes("web", "k8s.io");
+        let options = Any {
+            type_url: "type.googleapis.com/runtimeoptions.v1.Options".into(),
+            value: vec![0x12, 0x06, b'/', b'i', b'.', b't', b'o', b'm'],
+            ..Default::default()
+        };
+        let other = Any { type_url: "containerd.io/cri.v1.PodSandboxConfig".into(), ..Default::default() };
+        for any in [other, options] {
+            let mut ext = Vec::new();
+            let mut os = CodedOutputStream::vec(&mut ext);
+            os.write_bytes(1, &any.write_to_bytes().expect("in memory")).expect("in memory");
+            os.flush().expect("in memory");
+            drop(os);
+            let mut os = CodedOutputStream::vec(&mut bytes);
+            os.write_bytes(8, &ext).expect("in memory");
+            os.flush().expect("in memory");
+        }
+        let p = parse_params(&bytes, "web", "k8s.io").expect("parameters");
+        assert_eq!(p.config_path.as_deref(), Some(std::path::Path::new("/i.tom")));
+        assert_eq!(parse_params(&params_bytes("web", "k8s.io"), "web", "k8s.io").expect("p").config_path, None);
     }
 
     #[test]

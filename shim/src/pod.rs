@@ -17,6 +17,9 @@ use crate::rootfs::{self, RootMount};
 use crate::spec::{self, Role};
 use crate::standin::{StandIn, StandInCommand};
 use crate::stdio::{Bridge, StdioPaths};
+pub use sandboxed::{SandboxStatus, SandboxVm};
+
+mod sandboxed;
 
 /// Exit code reported when the VM (not the process) went away.
 pub const VM_GONE_EXIT: u32 = 255;
@@ -46,6 +49,8 @@ struct Inner {
     /// Exits of processes deleted lately, for a Wait that wakes after the delete
     /// (bounded: the oldest go first).
     gone: std::collections::VecDeque<((String, Option<String>), Exit)>,
+    /// The VM as containerd's sandbox API made it (`sandboxer = "shim"`).
+    sandbox: Option<SandboxVm>,
 }
 
 /// How many deleted processes' exits are kept for late Waits.
@@ -65,6 +70,7 @@ pub struct Pod {
     booter: Box<dyn Booter>,
     events: Arc<dyn EventSink>,
     standin: StandInCommand,
+    sandbox_config: Option<PathBuf>,
     inner: Mutex<Inner>,
     /// Signalled on every exit, for Wait.
     exited: Condvar,
@@ -84,15 +90,23 @@ fn exec_key(exec_id: &str) -> Option<&str> {
 }
 
 impl Pod {
-    pub fn new(booter: Box<dyn Booter>, events: Arc<dyn EventSink>) -> Arc<Self> {
-        Self::with_stand_in(booter, events, StandInCommand::this_binary())
+    /// `sandbox_config`: the isola config for a VM the sandbox API makes (containerd's
+    /// runtime options reach `start`, not CreateSandbox).
+    pub fn new(booter: Box<dyn Booter>, events: Arc<dyn EventSink>, sandbox_config: Option<PathBuf>) -> Arc<Self> {
+        Self::with_stand_in(booter, events, StandInCommand::this_binary(), sandbox_config)
     }
 
-    pub fn with_stand_in(booter: Box<dyn Booter>, events: Arc<dyn EventSink>, standin: StandInCommand) -> Arc<Self> {
+    pub fn with_stand_in(
+        booter: Box<dyn Booter>,
+        events: Arc<dyn EventSink>,
+        standin: StandInCommand,
+        sandbox_config: Option<PathBuf>,
+    ) -> Arc<Self> {
         Arc::new(Pod {
             booter,
             events,
             standin,
+            sandbox_config,
             inner: Mutex::new(Inner::default()),
             exited: Condvar::new(),
             asked: std::sync::atomic::AtomicBool::new(false),
@@ -142,22 +156,7 @@ impl Pod {
                 // A pod's sysctls are on its sandbox; a lone container's apply to it alone.
                 sysctls: if role == Role::PodSandbox { spec::sysctls(&spec) } else { vec![] },
             };
-            // First the record: a shim killed during the boot leaves a VM that
-            // `delete` must still find (its processes are found by its cgroup).
-            let planned =
-                crate::bundle::BundleRecord { vm: self.booter.state_dir_for(&req.name), owner: true, shared_dir: None };
-            planned.save(&r.bundle);
-            let guest = match self.booter.boot(&req) {
-                Ok(g) => g,
-                Err(e) => {
-                    crate::bundle::BundleRecord::remove(&r.bundle);
-                    return Err(e);
-                }
-            };
-            inner.shared = guest.shared_dir();
-            inner.guest = Some(guest);
-            inner.owner = Some(r.id.clone());
-            self.watch_vm();
+            self.boot_vm(&mut inner, &req, &r.bundle, &r.id)?;
         }
         let guest = Self::guest(&inner)?;
         let made = (|| {
@@ -229,6 +228,27 @@ impl Pod {
             rootfs::release(&shared, &r.id);
         }
         result
+    }
+
+    /// Boots the pod's VM for `owner` and watches it. First the record in `bundle`: a
+    /// shim killed during the boot leaves a VM that `delete` must still find (its
+    /// processes are found by its cgroup).
+    fn boot_vm(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        req: &BootRequest,
+        bundle: &str,
+        owner: &str,
+    ) -> Result<(), ShimError> {
+        let planned =
+            crate::bundle::BundleRecord { vm: self.booter.state_dir_for(&req.name), owner: true, shared_dir: None };
+        planned.save(bundle);
+        let guest = self.booter.boot(req).inspect_err(|_| crate::bundle::BundleRecord::remove(bundle))?;
+        inner.shared = guest.shared_dir();
+        inner.guest = Some(guest);
+        inner.owner = Some(owner.to_string());
+        self.watch_vm();
+        Ok(())
     }
 
     pub fn start(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<u32, ShimError> {
@@ -336,6 +356,7 @@ impl Pod {
             if let Ok(mut inner) = pod.lock() {
                 inner.guest = None;
                 pod.exit_all(&mut inner);
+                pod.sandbox_ended(&mut inner, VM_GONE_EXIT);
             }
             return;
         });
@@ -593,8 +614,10 @@ impl Pod {
         self.lock().ok().and_then(|i| i.guest.as_ref().map(|g| g.vmm_pid())).unwrap_or(0)
     }
 
-    /// No task left: the shim may exit.
+    /// No task left, and no sandbox-API VM still up: the shim may exit.
     pub fn is_empty(&self) -> bool {
-        self.lock().map(|i| i.containers.is_empty()).unwrap_or(true)
+        self.lock()
+            .map(|i| i.containers.is_empty() && i.sandbox.as_ref().is_none_or(|s| s.exit.is_some()))
+            .unwrap_or(true)
     }
 }

@@ -190,7 +190,7 @@ fn world() -> World {
     // Stand-ins: `cat` lives until its stdin closes, as the real one does (the task
     // names become the shell's $0 and $1).
     let standin = crate::standin::StandInCommand { program: "sh".into(), args: vec!["-c".into(), "cat".into()] };
-    let pod = Pod::with_stand_in(Box::new(booter), events.clone(), standin);
+    let pod = Pod::with_stand_in(Box::new(booter), events.clone(), standin, None);
     World { pod, guest, events, boots, records_at_boot, dir }
 }
 
@@ -470,4 +470,83 @@ fn a_kill_racing_an_exit_is_already_finished_and_other_failures_stay_errors() {
     let e = w.pod.kill("c1", "", 15, false).expect_err("raced");
     assert!(matches!(e, ShimError::NotFound(ref m) if m.contains("already finished")), "{e}");
     w.pod.delete("c1", "").expect("delete");
+}
+
+/// A bundle as the sandbox controller makes it: no config.json.
+fn sandbox_bundle(w: &World, id: &str) -> String {
+    let b = w.dir.path().join("bundles").join(id);
+    std::fs::create_dir_all(&b).expect("bundle");
+    b.display().to_string()
+}
+
+#[test]
+fn the_sandbox_api_boots_the_pod_vm_without_a_pause_container_and_ends_it() {
+    let w = world();
+    let config = crate::pod_config::PodConfig {
+        hostname: "web-1".into(),
+        cgroup_parent: "/kubepods/pod1".into(),
+        sysctls: vec![("kernel.shm_rmid_forced".into(), "1".into())],
+    };
+    let netns = Some(PathBuf::from("/var/run/netns/cni-1"));
+    w.pod.create_sandbox("pod1", &sandbox_bundle(&w, "pod1"), netns.clone(), &config).expect("CreateSandbox");
+    let boot = w.boots.lock().expect("boots")[0].clone();
+    assert_eq!((boot.name.as_str(), boot.hostname.as_str(), boot.netns), ("pod1", "web-1", netns));
+    assert_eq!(boot.cgroup_path.as_deref(), Some(std::path::Path::new("kubepods/pod1/pod1")));
+    assert_eq!(boot.sysctls, config.sysctls);
+    assert_eq!(
+        w.records_at_boot.lock().expect("records").clone(),
+        vec![w.dir.path().join("bundles/pod1/isola.json")],
+        "the cleanup record is in the sandbox's bundle before the boot"
+    );
+    let e = w.pod.create_sandbox("pod1", &sandbox_bundle(&w, "pod1"), None, &config).expect_err("twice");
+    assert!(matches!(e, ShimError::AlreadyExists(_)), "{e}");
+    assert!(!w.pod.sandbox_status("pod1").expect("status").ready, "not ready before StartSandbox");
+    let (pid, created) = w.pod.start_sandbox("pod1").expect("StartSandbox");
+    let status = w.pod.sandbox_status("pod1").expect("status");
+    assert!(status.ready && status.exit.is_none(), "{status:?}");
+    assert_eq!((status.pid, status.created_at), (pid, created));
+    assert!(matches!(w.pod.sandbox_status("other"), Err(ShimError::NotFound(_))));
+    assert!(w.topics().is_empty(), "no task (and no task event) for the sandbox: {:?}", w.topics());
+
+    // Its containers come through the task API into the same VM.
+    let app = [(CONTAINER_TYPE, "container"), (SANDBOX_ID, "pod1")];
+    w.pod.create(w.bundle("app1", &app)).expect("app1");
+    w.pod.start("app1", "").expect("start app1");
+    assert_eq!(w.boots.lock().expect("boots").len(), 1, "one VM for the pod");
+    w.pod.kill("app1", "", 15, false).expect("kill");
+    w.guest.exit("app1", None, 143, false);
+    assert_eq!(wait_code(&w, "app1", ""), 143);
+    w.pod.delete("app1", "").expect("delete app1");
+    assert!(!w.guest.stopped.load(Ordering::SeqCst), "the VM outlives its last container");
+    assert!(!w.pod.is_empty(), "a shim whose sandbox runs is not done");
+
+    // WaitSandbox returns once StopSandbox ends the VM.
+    let waiter = {
+        let pod = Arc::clone(&w.pod);
+        std::thread::spawn(move || pod.wait_sandbox("pod1"))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!waiter.is_finished(), "WaitSandbox blocks while the VM runs");
+    w.pod.stop_sandbox("pod1").expect("StopSandbox");
+    assert_eq!(waiter.join().expect("waiter").expect("WaitSandbox").code, 0);
+    assert!(w.guest.stopped.load(Ordering::SeqCst), "StopSandbox ends the VM");
+    assert!(!w.pod.sandbox_status("pod1").expect("status").ready);
+    w.pod.stop_sandbox("pod1").expect("a second stop is fine");
+    assert!(w.pod.start_sandbox("pod1").is_err(), "a stopped sandbox does not start again");
+    assert!(w.pod.is_empty());
+}
+
+#[test]
+fn a_sandbox_vm_that_dies_ends_its_wait_and_its_containers() {
+    let w = world();
+    w.pod.create_sandbox("pod1", &sandbox_bundle(&w, "pod1"), None, &Default::default()).expect("CreateSandbox");
+    assert_eq!(w.boots.lock().expect("boots")[0].hostname, "pod1", "no hostname given: the VM's name");
+    w.pod.start_sandbox("pod1").expect("StartSandbox");
+    let app = [(CONTAINER_TYPE, "container"), (SANDBOX_ID, "pod1")];
+    w.pod.create(w.bundle("app1", &app)).expect("app1");
+    w.pod.start("app1", "").expect("start app1");
+    w.guest.dead.store(true, Ordering::SeqCst);
+    assert_eq!(w.pod.wait_sandbox("pod1").expect("WaitSandbox").code, VM_GONE_EXIT);
+    assert_eq!(wait_code(&w, "app1", ""), VM_GONE_EXIT);
+    assert!(matches!(w.pod.sandbox_stats("pod1"), Err(ShimError::FailedPrecondition(_))), "no VM, no stats");
 }

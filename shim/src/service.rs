@@ -9,11 +9,11 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{api, Config, DeleteResponse, ExitSignal, Flags, StartOpts};
 
 use crate::bundle::cleanup_bundle;
-use crate::{bootstrap, task_v3};
 use crate::events::Publisher;
 use crate::guest::VmBooter;
 use crate::pod::Pod;
 use crate::task::TaskService;
+use crate::{bootstrap, sandbox_api, task_v3};
 
 pub use crate::info::RUNTIME_ID;
 
@@ -21,13 +21,18 @@ pub use crate::info::RUNTIME_ID;
 /// address, or nothing when the reply was already written as containerd 2.3's
 /// `BootstrapResult` naming the v3 socket.
 fn start(opts: StartOpts) -> Result<String, containerd_shim::Error> {
-    let v3 = bootstrap::parse_params(&bootstrap::read_stdin(), &opts.id, &opts.namespace).is_some();
+    let params = bootstrap::parse_params(&bootstrap::read_stdin(), &opts.id, &opts.namespace);
+    let v3 = params.is_some();
     // containerd runs `start` in the bundle: the spec says which pod this is.
     let grouping = match oci_spec::runtime::Spec::load("config.json") {
         Ok(spec) => crate::spec::grouping(&spec, &opts.id),
         Err(_) => opts.id.clone(),
     };
-    let vars = if v3 { vec![(task_v3::ENV, "1")] } else { Vec::new() };
+    let config = params.and_then(|p| p.config_path).map(|p| p.to_string_lossy().into_owned());
+    let mut vars = if v3 { vec![(task_v3::ENV, "1")] } else { Vec::new() };
+    if let Some(c) = &config {
+        vars.push((sandbox_api::CONFIG_ENV, c.as_str()));
+    }
     let (_pid, address) = containerd_shim::spawn(opts, &grouping, vars)?;
     containerd_shim::util::write_address(&address)?;
     if !v3 {
@@ -143,8 +148,10 @@ pub struct Service {
 }
 
 impl Service {
-    fn serve_v3(&self, task: TaskService) {
-        match task_v3::serve(&self.socket_address, task) {
+    fn serve_v3(&self, pod: &Arc<Pod>) {
+        let task = TaskService { pod: Arc::clone(pod), exit: Arc::clone(&self.exit) };
+        let sandbox = sandbox_api::SandboxService { pod: Arc::clone(pod), exit: Arc::clone(&self.exit) };
+        match task_v3::serve(&self.socket_address, task, sandbox) {
             Ok(server) => match self.v3.lock() {
                 Ok(mut v3) => *v3 = server,
                 Err(poisoned) => *poisoned.into_inner() = server,
@@ -196,10 +203,11 @@ impl containerd_shim::Shim for Service {
     fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
         let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
         let events = Arc::new(Publisher::new(publisher, self.namespace.clone(), address));
-        let pod = Pod::new(Box::new(VmBooter), events);
+        let sandbox_config = std::env::var_os(sandbox_api::CONFIG_ENV).map(PathBuf::from);
+        let pod = Pod::new(Box::new(VmBooter), events, sandbox_config);
         exit_if_never_asked(Arc::clone(&pod), Arc::clone(&self.exit));
         if std::env::var_os(task_v3::ENV).is_some() {
-            self.serve_v3(TaskService { pod: Arc::clone(&pod), exit: Arc::clone(&self.exit) });
+            self.serve_v3(&pod);
         }
         TaskService { pod, exit: Arc::clone(&self.exit) }
     }

@@ -124,7 +124,12 @@ pub fn cgroup_path(spec: &Spec) -> Result<Option<PathBuf>, crate::error::ShimErr
     if p.is_empty() {
         return Ok(None);
     }
-    isola_sandbox::cgroup::oci_path(&p).map(Some).map_err(|e| crate::error::ShimError::InvalidArgument(e.to_string()))
+    host_cgroup(&p).map(Some)
+}
+
+/// An OCI `cgroupsPath` (cgroupfs or systemd form) as a path below the host's cgroup root.
+pub fn host_cgroup(cgroups_path: &str) -> Result<PathBuf, crate::error::ShimError> {
+    isola_sandbox::cgroup::oci_path(cgroups_path).map_err(|e| crate::error::ShimError::InvalidArgument(e.to_string()))
 }
 
 #[cfg(test)]

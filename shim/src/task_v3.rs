@@ -2,6 +2,7 @@
 //! `containerd.task.v3.Task`. containerd-shim 0.11 registers only v2 on its server,
 //! so the same task service is also served, under the v3 name, on a second socket
 //! next to the first (`…-v3`); `start` names that one to a containerd that speaks v3.
+//! The sandbox API (`sandbox_api.rs`) is served there too: only containerd 2.x uses it.
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -11,6 +12,9 @@ use std::sync::Arc;
 use containerd_shim::protos::shim::shim_ttrpc::create_task;
 use containerd_shim::protos::ttrpc::{MethodHandler, Server};
 
+use containerd_shim_protos::sandbox_sync::create_sandbox;
+
+use crate::sandbox_api::SandboxService;
 use crate::task::TaskService;
 
 /// The environment variable `start` sets on the serving shim when containerd asked
@@ -38,10 +42,10 @@ pub enum Error {
     Server { path: String, source: containerd_shim::protos::ttrpc::Error },
 }
 
-/// Serves `task` as v3 on the v3 socket for `v2_address`. `None` when a live shim
-/// already serves it: this process is the duplicate that `start` spawned for a pod
-/// whose shim runs.
-pub fn serve(v2_address: &str, task: TaskService) -> Result<Option<Server>, Error> {
+/// Serves `task` as v3, and the sandbox API, on the v3 socket for `v2_address`.
+/// `None` when a live shim already serves it: this process is the duplicate that
+/// `start` spawned for a pod whose shim runs.
+pub fn serve(v2_address: &str, task: TaskService, sandbox: SandboxService) -> Result<Option<Server>, Error> {
     let address = address(v2_address);
     let path = address.trim_start_matches("unix://").to_string();
     if Path::new(&path).exists() {
@@ -54,7 +58,8 @@ pub fn serve(v2_address: &str, task: TaskService) -> Result<Option<Server>, Erro
     let mut server = Server::new()
         .bind(&address)
         .map_err(|source| Error::Server { path: path.clone(), source })?
-        .register_service(methods(task));
+        .register_service(methods(task))
+        .register_service(create_sandbox(Arc::new(sandbox)));
     server.start().map_err(|source| Error::Server { path: path.clone(), source })?;
     Ok(Some(server))
 }

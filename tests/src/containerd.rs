@@ -79,11 +79,20 @@ root = "{d}/root"
 state = "{d}/state"
 [grpc]
   address = "{d}/c.sock"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  # The pause-container path's sandbox is the VM: this image is never run, only unpacked.
+  sandbox = "{IMAGE}"
 [plugins."io.containerd.cri.v1.runtime"]
   restrict_oom_score_adj = true
   [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.isola]
     runtime_type = "{RUNTIME}"
     [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.isola.options]
+      ConfigPath = "{d}/isola-cri.toml"
+  # The same shim as the pod's sandboxer: the sandbox API, no pause container.
+  [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{SANDBOXER_HANDLER}]
+    runtime_type = "{RUNTIME}"
+    sandboxer = "shim"
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.{SANDBOXER_HANDLER}.options]
       ConfigPath = "{d}/isola-cri.toml"
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["/usr/lib/cni"]
@@ -93,12 +102,15 @@ state = "{d}/state"
     )
 }
 
+/// containerd 2.x's CRI runtime handler whose pods the shim makes itself (`sandboxer = "shim"`).
+pub const SANDBOXER_HANDLER: &str = "isola-sandboxer";
+
 /// containerd 2.3's directory: `$ISOLA_CONTAINERD2_DIR`, else `../shared/containerd-2.3`
 /// beside the repository. Tests do not skip when it is missing.
 pub fn containerd_2_3_dir() -> PathBuf {
-    let dir = std::env::var_os("ISOLA_CONTAINERD2_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/containerd-2.3")
-    });
+    let dir = std::env::var_os("ISOLA_CONTAINERD2_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/containerd-2.3"));
     assert!(
         dir.join("containerd").is_file() && dir.join("ctr").is_file(),
         "containerd 2.3 not found in {} (set ISOLA_CONTAINERD2_DIR to a directory with containerd and ctr 2.3); \

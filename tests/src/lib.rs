@@ -3,6 +3,7 @@
 
 pub mod chaos;
 pub mod containerd;
+pub mod cri;
 pub use isola_sandbox::inventory as leaks;
 pub mod outside;
 pub mod registry;

@@ -1,17 +1,23 @@
 //! containerd 2.3 (`../shared/containerd-2.3`, or `$ISOLA_CONTAINERD2_DIR`) with the
 //! shim: the bootstrap protocol picks task API v3, `-info` is answered, and the v3
-//! socket goes with the shim. The ctr flows themselves run on 2.3 as well:
-//! scripts/test.sh runs `containerd_ctr` again with `ISOLA_CONTAINERD=2.3`.
+//! socket goes with the shim; and a pod whose VM the shim makes through the sandbox
+//! API (`sandboxer = "shim"`). The ctr and pause-container CRI flows run on 2.3 as
+//! well: scripts/test.sh runs `containerd_ctr` and `containerd_cri` again with
+//! `ISOLA_CONTAINERD=2.3`.
 
 use std::path::Path;
+use std::time::Duration;
 
-use isola_e2e::containerd::{Containerd, IMAGE, RUNTIME};
+use isola_e2e::containerd::{Containerd, CRI_VM_MIB, IMAGE, RUNTIME, SANDBOXER_HANDLER};
+use isola_e2e::cri::{client, container_config, exec, pod_config};
+use k8s_cri::v1::*;
 
 /// The address containerd logged for `id` ("connecting to shim ID" address=… version=N).
 fn connection(log: &str, id: &str) -> Option<(String, String)> {
     let line = log.lines().find(|l| l.contains(&format!("connecting to shim {id}\"")))?;
     let field = |name: &str| {
-        line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}=")).map(|v| v.trim_matches('"').to_string()))
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")).map(|v| v.trim_matches('"').to_string()))
     };
     Some((field("address")?, field("version")?))
 }
@@ -31,4 +37,107 @@ fn containerd_2_3_speaks_task_api_v3_to_the_shim_and_learns_its_features() {
     c.assert_nothing_left();
     let socket = address.trim_start_matches("unix://");
     assert!(!Path::new(socket).exists(), "the v3 socket {socket} is left");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_shim_as_sandboxer_makes_the_pods_vm_without_a_pause_container() {
+    let c = Containerd::start_2_3();
+    c.import_image("k8s.io");
+    let logs = c.dir.path().join("pod-logs");
+    std::fs::create_dir_all(&logs).expect("logs");
+    let mut rt = client(&c).await;
+    let pod = pod_config(&logs);
+    let sandbox = rt
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(pod.clone()), runtime_handler: SANDBOXER_HANDLER.into() })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let log = c.log();
+    let (address, version) =
+        connection(&log, &sandbox).unwrap_or_else(|| panic!("no shim connection for the sandbox:\n{log}"));
+    assert_eq!(version, "3", "{log}");
+    let status = rt
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox.clone(), verbose: false })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .status
+        .expect("status");
+    assert_eq!(status.state, PodSandboxState::SandboxReady as i32, "{status:?}");
+    let pod_ip = status.network.map(|n| n.ip).unwrap_or_default();
+    assert!(pod_ip.starts_with("10.77.0."), "CNI gave the pod an address: {pod_ip:?}");
+    let shims = c.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
+    let vmms = isola_e2e::containerd::pids_with_args(&["qemu-system", c.isola_state.to_str().expect("path")]);
+    assert_eq!(vmms.len(), 1, "CreateSandbox booted the pod's VM: {vmms:?}");
+
+    let mut ids = Vec::new();
+    for name in ["a", "b"] {
+        let id = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox.clone(),
+                config: Some(container_config(name)),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", c.log()))
+            .into_inner()
+            .container_id;
+        rt.start_container(StartContainerRequest { container_id: id.clone() })
+            .await
+            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", c.log()));
+        ids.push(id);
+    }
+    assert_eq!(c.shim_pids(), shims, "the containers went to the sandbox's shim");
+    let vmms_now = isola_e2e::containerd::pids_with_args(&["qemu-system", c.isola_state.to_str().expect("path")]);
+    assert_eq!(vmms_now, vmms, "and into its VM");
+    // No pause container: containerd's only tasks are the two containers.
+    let tasks = c.ctr_in(Some("k8s.io"), &["tasks", "ls", "-q"]);
+    let mut listed: Vec<&str> = tasks.stdout.lines().collect();
+    listed.sort_unstable();
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(listed, want, "tasks (no sandbox task): {}{}", tasks.stdout, tasks.stderr);
+
+    // What the pod config said reached the VM: its address, hostname, sysctl and size.
+    for id in &ids {
+        let (out, code) = exec(&mut rt, id, "busybox ip -4 -o addr show eth0; busybox hostname").await;
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("inet {pod_ip}/24")), "{id} sees {out}");
+        assert!(out.ends_with("pod1\n"), "the pod's hostname: {out}");
+    }
+    let (out, code) = exec(&mut rt, &ids[0], "busybox ping -c 1 -W 5 10.77.0.1").await;
+    assert_eq!(code, 0, "ping the CNI gateway from the pod: {out}");
+    let (v, _) = exec(&mut rt, &ids[1], "cat /proc/sys/kernel/shm_rmid_forced").await;
+    assert_eq!(v.trim(), "1", "the pod's sysctl");
+    let (meminfo, _) = exec(&mut rt, &ids[0], "cat /proc/meminfo").await;
+    let total_kib = isola_e2e::containerd::mem_total_kib(&meminfo);
+    let want = CRI_VM_MIB * 1024;
+    assert!(total_kib > want * 8 / 10 && total_kib <= want, "guest MemTotal {total_kib} KiB for {want} KiB");
+    let (ps_a, _) = exec(&mut rt, &ids[0], "busybox ps -o args").await;
+    assert!(ps_a.contains("started-a") && !ps_a.contains("started-b"), "a PID namespace each: {ps_a}");
+
+    rt.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: sandbox.clone() })
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\n{}", c.log()));
+    let status = rt
+        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: sandbox.clone(), verbose: false })
+        .await
+        .expect("PodSandboxStatus after stop")
+        .into_inner()
+        .status
+        .expect("status");
+    assert_eq!(status.state, PodSandboxState::SandboxNotready as i32, "{status:?}");
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while !c.sandbox_pids().is_empty() {
+        assert!(std::time::Instant::now() < until, "the VM outlived StopPodSandbox: {:?}", c.sandbox_pids());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: sandbox.clone() })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\n{}", c.log()));
+    c.assert_nothing_left();
+    let socket = address.trim_start_matches("unix://");
+    assert!(!Path::new(socket).exists(), "the shim's socket {socket} is left");
 }

@@ -4,80 +4,9 @@
 
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use isola_e2e::containerd::{Containerd, IMAGE};
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use isola_e2e::containerd::Containerd;
+use isola_e2e::cri::{client, container_config, exec, pod_config};
 use k8s_cri::v1::*;
-use tonic::transport::{Channel, Endpoint, Uri};
-
-async fn client(c: &Containerd) -> RuntimeServiceClient<Channel> {
-    let sock = c.sock.clone();
-    let channel = Endpoint::try_from("http://[::]:50051")
-        .expect("endpoint")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let sock = sock.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(sock).await?)) }
-        }))
-        .await
-        .expect("connect to containerd's CRI");
-    RuntimeServiceClient::new(channel)
-}
-
-fn pod_config(logs: &std::path::Path) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: "pod1".into(),
-            uid: "uid-pod1".into(),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: "pod1".into(),
-        log_directory: logs.display().to_string(),
-        dns_config: Some(DnsConfig {
-            servers: vec!["10.10.10.10".into()],
-            searches: vec!["pod.example".into()],
-            options: vec![],
-        }),
-        linux: Some(LinuxPodSandboxConfig {
-            // A namespaced pod sysctl (IPC, shared by the pod's containers).
-            sysctls: [("kernel.shm_rmid_forced".to_string(), "1".to_string())].into(),
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn container_config(name: &str) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
-        image: Some(ImageSpec { image: IMAGE.into(), ..Default::default() }),
-        command: vec!["sh".into(), "-c".into(), format!("echo started-{name}; while true; do busybox sleep 1; done")],
-        log_path: format!("{name}.log"),
-        ..Default::default()
-    }
-}
-
-async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, cmd: &str) -> (String, i32) {
-    let r = rt
-        .exec_sync(ExecSyncRequest {
-            container_id: id.into(),
-            cmd: vec!["sh".into(), "-c".into(), cmd.into()],
-            timeout: 30,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("exec {cmd:?} in {id}: {e}"))
-        .into_inner();
-    (String::from_utf8_lossy(&r.stdout).into_owned(), r.exit_code)
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn two_containers_share_one_vm_and_network_but_not_pids() {

@@ -64,12 +64,7 @@ fn kill_and_remove(c: &Containerd, id: &str, kill: &[&str], code: i32) {
 
 /// What `ctr events` printed while `f` ran: the events containerd got from the shim.
 fn events_during(c: &Containerd, f: impl FnOnce()) -> String {
-    let mut events = c
-        .ctr_command()
-        .arg("events")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("ctr events");
+    let mut events = c.ctr_command().arg("events").stdout(std::process::Stdio::piped()).spawn().expect("ctr events");
     // No readiness signal from `ctr events`: give it time to subscribe, and the events time to arrive.
     std::thread::sleep(Duration::from_secs(1));
     f();
@@ -262,11 +257,17 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
 
 /// `isola bench ctr` against this containerd: isola's shim and runc, same run. Only
 /// that it measures both; the figures are printed (ISOLA_CTR_BENCH_RUNS sets the runs).
+/// On containerd 2.3, isola alone: Debian's runc shim (1.6's) misreads 2.3's bootstrap
+/// stdin; the 1.6 run of the same step gives the peer figure.
 #[test]
 fn bench_ctr_measures_isola_and_runc_in_the_same_run() {
     let c = Containerd::start();
     c.import_image("default");
     isola_e2e::require_binary("runc", "apt-get install runc");
+    let compare = match c.flavor {
+        isola_e2e::containerd::Flavor::V2_3 => "none",
+        isola_e2e::containerd::Flavor::Debian => "io.containerd.runc.v2",
+    };
     let runs = std::env::var("ISOLA_CTR_BENCH_RUNS").unwrap_or_else(|_| "3".into());
     let json = c.dir.path().join("ctr.json");
     let (out, err, code) = isola_e2e::isola(
@@ -281,6 +282,8 @@ fn bench_ctr_measures_isola_and_runc_in_the_same_run() {
             &runs,
             "--json",
             json.to_str().expect("path"),
+            "--compare",
+            compare,
         ],
         None,
     );
@@ -288,12 +291,12 @@ fn bench_ctr_measures_isola_and_runc_in_the_same_run() {
     println!("{out}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
     let results = r["results"].as_array().expect("results");
-    assert_eq!(results.len(), 2, "{r}");
+    assert_eq!(results.len(), if compare == "none" { 1 } else { 2 }, "{r}");
     for res in results {
         let n = res["samples_us"].as_array().map(Vec::len).unwrap_or(0);
         assert_eq!(n.to_string(), runs, "{res}");
     }
-    assert!(out.contains("io.containerd.isola.v2") && out.contains("io.containerd.runc.v2"), "{out}");
+    assert!(out.contains("io.containerd.isola.v2") && (compare == "none" || out.contains(compare)), "{out}");
     c.assert_nothing_left();
 }
 
