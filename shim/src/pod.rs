@@ -20,6 +20,7 @@ use crate::stdio::{Bridge, StdioPaths};
 pub use sandboxed::{SandboxStatus, SandboxVm};
 
 mod sandboxed;
+mod vm;
 
 /// Exit code reported when the VM (not the process) went away.
 pub const VM_GONE_EXIT: u32 = 255;
@@ -230,27 +231,6 @@ impl Pod {
         result
     }
 
-    /// Boots the pod's VM for `owner` and watches it. First the record in `bundle`: a
-    /// shim killed during the boot leaves a VM that `delete` must still find (its
-    /// processes are found by its cgroup).
-    fn boot_vm(
-        self: &Arc<Self>,
-        inner: &mut Inner,
-        req: &BootRequest,
-        bundle: &str,
-        owner: &str,
-    ) -> Result<(), ShimError> {
-        let planned =
-            crate::bundle::BundleRecord { vm: self.booter.state_dir_for(&req.name), owner: true, shared_dir: None };
-        planned.save(bundle);
-        let guest = self.booter.boot(req).inspect_err(|_| crate::bundle::BundleRecord::remove(bundle))?;
-        inner.shared = guest.shared_dir();
-        inner.guest = Some(guest);
-        inner.owner = Some(owner.to_string());
-        self.watch_vm();
-        Ok(())
-    }
-
     pub fn start(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<u32, ShimError> {
         let exec = exec_key(exec_id);
         let mut inner = self.lock()?;
@@ -339,27 +319,6 @@ impl Pod {
             }
             self.record_exit(inner, &id, None, VM_GONE_EXIT, false);
         }
-    }
-
-    /// Polls the VM's processes; when one dies, every task exits and the rest is cleaned.
-    fn watch_vm(self: &Arc<Self>) {
-        let pod = Arc::downgrade(self);
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(200));
-            let Some(pod) = pod.upgrade() else { return };
-            let Some(guest) = pod.lock().ok().and_then(|i| i.guest.clone()) else { return };
-            if guest.alive() {
-                continue;
-            }
-            log::warn!("the pod's VM died; reporting its tasks as exited");
-            guest.stop();
-            if let Ok(mut inner) = pod.lock() {
-                inner.guest = None;
-                pod.exit_all(&mut inner);
-                pod.sandbox_ended(&mut inner, VM_GONE_EXIT);
-            }
-            return;
-        });
     }
 
     pub fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<(), ShimError> {
@@ -593,25 +552,6 @@ impl Pod {
             in_guest.into_iter().filter_map(|p| u32::try_from(p).ok()).filter(|p| !known.iter().any(|(g, _)| g == p)),
         );
         Ok(out)
-    }
-
-    /// Stops the VM (if any) and forgets it.
-    fn end_vm(inner: &mut Inner) {
-        if let Some(g) = inner.guest.take() {
-            g.stop();
-        }
-        inner.owner = None;
-    }
-
-    /// The shim is going away: no VM may stay behind it.
-    pub fn shutdown(&self) {
-        if let Ok(mut inner) = self.lock() {
-            Self::end_vm(&mut inner);
-        }
-    }
-
-    pub fn vmm_pid(&self) -> u32 {
-        self.lock().ok().and_then(|i| i.guest.as_ref().map(|g| g.vmm_pid())).unwrap_or(0)
     }
 
     /// No task left, and no sandbox-API VM still up: the shim may exit.
