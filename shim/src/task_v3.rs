@@ -5,6 +5,7 @@
 //! The sandbox API (`sandbox_api.rs`) is served there too: only containerd 2.x uses it.
 
 use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,6 +55,14 @@ pub fn serve(v2_address: &str, task: TaskService, sandbox: SandboxService) -> Re
         }
         // Left by a shim that died: nobody answers on it.
         std::fs::remove_file(&path).map_err(|source| Error::Socket { path: path.clone(), source })?;
+    }
+    // The shim crate may not have made the directory yet (a fresh host's first shim).
+    if let Some(dir) = Path::new(&path).parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .map_err(|source| Error::Socket { path: dir.display().to_string(), source })?;
     }
     let mut server = Server::new()
         .bind(&address)
