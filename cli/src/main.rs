@@ -4,6 +4,7 @@ mod bench_ab_cmd;
 mod bench_cmd;
 mod boot_cmd;
 mod image_cmd;
+mod lifecycle_cmd;
 mod manage_cmd;
 mod output;
 mod reap_cmd;
@@ -26,12 +27,18 @@ enum Cmd {
     Run(run_cmd::RunArgs),
     /// Run another process in a running sandbox's container.
     Exec(run_cmd::ExecArgs),
-    /// List running sandboxes.
+    /// List running sandboxes (-a: exited ones too, with their exit codes).
     Ps(manage_cmd::PsArgs),
     /// Send a signal to a sandbox's container.
     Kill(manage_cmd::KillArgs),
     /// Stop and remove sandboxes.
     Rm(manage_cmd::RmArgs),
+    /// Stop a sandbox's container: SIGTERM, then SIGKILL after -t seconds.
+    Stop(lifecycle_cmd::StopArgs),
+    /// Wait for a sandbox's container to exit and print its exit code.
+    Wait(lifecycle_cmd::WaitArgs),
+    /// CPU, memory, pids and block I/O of sandboxes' containers (guest cgroups).
+    Stats(lifecycle_cmd::StatsArgs),
     /// Print what a detached container wrote to stdout and stderr.
     Logs(manage_cmd::LogsArgs),
     /// Show a sandbox as JSON: state, network, containers and their stats.
@@ -69,6 +76,9 @@ fn main() -> ExitCode {
         Cmd::Ps(args) => manage_cmd::ps(args),
         Cmd::Kill(args) => manage_cmd::kill(args),
         Cmd::Rm(args) => manage_cmd::rm(args),
+        Cmd::Stop(args) => lifecycle_cmd::stop(args),
+        Cmd::Wait(args) => lifecycle_cmd::wait(args),
+        Cmd::Stats(args) => lifecycle_cmd::stats(args),
         Cmd::Inspect(args) => manage_cmd::inspect(args),
         Cmd::Logs(args) => manage_cmd::logs(args),
         Cmd::Bench(cmd) => bench_cmd::run(cmd),

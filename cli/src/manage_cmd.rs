@@ -1,4 +1,4 @@
-//! `isola ps`, `isola kill`, `isola rm`.
+//! `isola ps`, `isola kill`, `isola rm`, `isola inspect`, `isola logs`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +19,9 @@ pub fn find(name: &str) -> anyhow::Result<(PathBuf, SandboxState)> {
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
+    /// Also sandboxes whose container has exited (until `isola rm`), with the exit code.
+    #[arg(short = 'a', long)]
+    all: bool,
     /// JSON output.
     #[arg(long)]
     json: bool,
@@ -27,27 +30,32 @@ pub struct PsArgs {
 pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
     let mut rows = Vec::new();
     for (_, st) in state::list(&state::default_root()) {
-        let status = st
-            .agent(Duration::from_secs(2))
-            .list()
-            .ok()
-            .and_then(|containers| containers.into_iter().next().map(|c| format!("{:?}", c.status).to_lowercase()))
+        let container = st.agent(Duration::from_secs(2)).list().ok().and_then(|c| c.into_iter().next());
+        let status = container
+            .as_ref()
+            .map(|c| format!("{:?}", c.status).to_lowercase())
             .unwrap_or_else(|| "unreachable".into());
+        let exit_code = container.as_ref().and_then(|c| c.exit.as_ref()).map(|e| e.code);
+        if exit_code.is_some() && !a.all {
+            continue;
+        }
         rows.push(serde_json::json!({
             "name": st.id, "hypervisor": st.hypervisor, "vmm_pid": st.vmm_pid, "container": status,
+            "exit_code": exit_code,
         }));
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("{:<24} {:<10} {:>8} CONTAINER", "NAME", "BACKEND", "PID");
+        println!("{:<24} {:<10} {:>8} {:<12} EXIT", "NAME", "BACKEND", "PID", "CONTAINER");
         for r in &rows {
             println!(
-                "{:<24} {:<10} {:>8} {}",
+                "{:<24} {:<10} {:>8} {:<12} {}",
                 r["name"].as_str().unwrap_or(""),
                 r["hypervisor"].as_str().unwrap_or(""),
                 r["vmm_pid"],
-                r["container"].as_str().unwrap_or("")
+                r["container"].as_str().unwrap_or(""),
+                r["exit_code"].as_i64().map(|c| c.to_string()).unwrap_or_default()
             );
         }
     }

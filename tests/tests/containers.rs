@@ -75,6 +75,76 @@ fn terminal_session_is_interactive_and_returns_the_exit_code() {
     assert_gone("e2e-tty");
 }
 
+/// The sandbox's entry in `isola ps [-a] --json`, if listed.
+fn ps_entry(all: bool, name: &str) -> Option<serde_json::Value> {
+    let args: &[&str] = if all { &["ps", "-a", "--json"] } else { &["ps", "--json"] };
+    let (out, err, code) = isola(args, None);
+    assert_eq!(code, 0, "{err}");
+    let ps: serde_json::Value = serde_json::from_str(&out).expect("ps json");
+    ps.as_array().expect("array").iter().find(|s| s["name"] == name).cloned()
+}
+
+/// `isola stop` (SIGTERM, then SIGKILL after -t), `isola wait` (the exit code),
+/// `isola stats --no-stream`, and `ps` without and with `-a`, as with Docker.
+#[test]
+fn stop_wait_stats_and_ps_all_work_as_with_docker() {
+    let r = rootfs();
+    // One container ends on SIGTERM with its own code; the other ignores SIGTERM.
+    let scripts = [
+        ("e2e-stop-term", "trap 'exit 7' TERM; echo up; while true; do sleep 1; done"),
+        ("e2e-stop-kill", "trap '' TERM; echo up; while true; do sleep 1; done"),
+    ];
+    for (name, script) in scripts {
+        let _ = isola(&["rm", "-f", name], None);
+        let (out, err, code) = isola(&["run", "-d", "--name", name, "--rootfs", &r, "--", "sh", "-c", script], None);
+        assert_eq!((out.trim(), code), (name, 0), "{err}");
+        let up = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            isola(&["logs", name], None).0.contains("up")
+        });
+        assert!(up, "{name} set its trap");
+    }
+    let (out, err, code) = isola(&["stats", "--no-stream", "--json", "e2e-stop-term", "e2e-stop-kill"], None);
+    assert_eq!(code, 0, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(out.trim()).expect("stats json");
+    let rows = rows.as_array().expect("one row per sandbox");
+    assert_eq!(rows.len(), 2, "{out}");
+    for row in rows {
+        assert!(row["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{row}");
+        assert!(row["pids"].as_u64().is_some_and(|p| p >= 1), "{row}");
+        assert!(row["cpu_percent"].as_f64().is_some_and(|c| (0.0..=1000.0).contains(&c)), "{row}");
+    }
+    let (out, err, code) = isola(&["stats", "--no-stream", "e2e-stop-term"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("NAME") && out.contains("e2e-stop-term") && out.contains("MiB /"), "{out}");
+    assert!(ps_entry(false, "e2e-stop-term").is_some(), "a running sandbox is listed by plain ps");
+
+    let (out, err, code) = isola(&["stop", "-t", "20", "e2e-stop-term"], None);
+    assert_eq!((out.trim(), code), ("e2e-stop-term", 0), "{err}");
+    let (out, err, code) = isola(&["wait", "e2e-stop-term"], None);
+    assert_eq!((out.trim(), code), ("7", 0), "the code its TERM trap exits with: {err}");
+    let started = std::time::Instant::now();
+    let (out, err, code) = isola(&["stop", "-t", "1", "e2e-stop-kill"], None);
+    assert_eq!((out.trim(), code), ("e2e-stop-kill", 0), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "SIGKILL only after -t");
+    let (out, err, code) = isola(&["wait", "e2e-stop-kill"], None);
+    assert_eq!((out.trim(), code), ("137", 0), "killed by SIGKILL: {err}");
+    let (out, err, code) = isola(&["stop", "e2e-stop-kill"], None);
+    assert_eq!((out.trim(), code), ("e2e-stop-kill", 0), "stopping a stopped sandbox is fine: {err}");
+
+    // Exited sandboxes leave plain ps, and stay in ps -a with their codes until rm.
+    assert!(ps_entry(false, "e2e-stop-term").is_none());
+    assert_eq!(ps_entry(true, "e2e-stop-term").expect("ps -a")["exit_code"], 7);
+    assert_eq!(ps_entry(true, "e2e-stop-kill").expect("ps -a")["exit_code"], 137);
+    let (_, err, code) = isola(&["rm", "e2e-stop-term", "e2e-stop-kill"], None);
+    assert_eq!(code, 0, "exited sandboxes are removed without -f: {err}");
+    assert_gone("e2e-stop-term");
+    assert_gone("e2e-stop-kill");
+    let (_, err, code) = isola(&["stop", "e2e-stop-term"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("no running sandbox named e2e-stop-term"), "{err}");
+}
+
 #[test]
 fn detached_sandbox_takes_exec_ps_kill_and_rm() {
     let r = rootfs();
@@ -126,7 +196,7 @@ fn detached_sandbox_takes_exec_ps_kill_and_rm() {
     assert_eq!(code, 0, "{err}");
     let stopped = (0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
-        isola(&["ps", "--json"], None).0.contains("\"stopped\"")
+        isola(&["ps", "-a", "--json"], None).0.contains("\"stopped\"")
     });
     assert!(stopped, "the killed container is reported stopped");
     let (out, err, code) = isola(&["rm", "e2e-detached"], None);
