@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// Environment variables, KEY=VALUE.
     #[arg(short = 'e', long = "env")]
     env: Vec<String>,
+    /// Replace the image's ENTRYPOINT (its CMD is dropped too, as with Docker); ""
+    /// for none. Only with an image.
+    #[arg(long, conflicts_with = "rootfs")]
+    entrypoint: Option<String>,
     /// Working directory in the container.
     #[arg(short = 'w', long)]
     workdir: Option<String>,
@@ -113,7 +117,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             let (image, cmd) = a.command.split_first().context("give an IMAGE (or --rootfs DIR) and a command")?;
             let (store, rec) = crate::image_cmd::resolve(image)?;
             let cfg = store.config(&rec)?;
-            let s = isola_image::manifest::run_settings(&cfg, cmd, &a.env, a.workdir.as_deref(), a.user.as_deref());
+            let s = isola_image::manifest::run_settings(
+                &cfg,
+                cmd,
+                a.entrypoint.as_deref(),
+                &a.env,
+                a.workdir.as_deref(),
+                a.user.as_deref(),
+            );
             anyhow::ensure!(!s.args.is_empty(), "image {image} has no command: give one");
             let ids = match (&a.user, &s.user) {
                 (None, Some(u)) => {

@@ -57,7 +57,8 @@ pub fn select(index: &ImageIndex) -> Result<Descriptor, ManifestError> {
 }
 
 /// What runs, from the image config and what the user gave (user wins, Docker rules:
-/// a user command replaces Cmd and keeps Entrypoint).
+/// a user command replaces Cmd and keeps Entrypoint; `--entrypoint` replaces
+/// Entrypoint and drops the image's Cmd, and `--entrypoint ""` leaves none).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RunSettings {
     pub args: Vec<String>,
@@ -69,13 +70,19 @@ pub struct RunSettings {
 pub fn run_settings(
     cfg: &ImageConfiguration,
     cmd: &[String],
+    entrypoint: Option<&str>,
     env: &[String],
     cwd: Option<&str>,
     user: Option<&str>,
 ) -> RunSettings {
     let c = cfg.config().as_ref();
-    let entrypoint = c.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
-    let image_cmd = c.and_then(|c| c.cmd().clone()).unwrap_or_default();
+    let (entrypoint, image_cmd) = match entrypoint {
+        Some(e) => (Some(e.to_string()).filter(|e| !e.is_empty()).into_iter().collect(), Vec::new()),
+        None => (
+            c.and_then(|c| c.entrypoint().clone()).unwrap_or_default(),
+            c.and_then(|c| c.cmd().clone()).unwrap_or_default(),
+        ),
+    };
     let mut args = entrypoint;
     args.extend(if cmd.is_empty() { image_cmd } else { cmd.to_vec() });
     let mut merged: Vec<String> = c.and_then(|c| c.env().clone()).unwrap_or_default();
@@ -135,12 +142,19 @@ mod tests {
                        "WorkingDir": "/srv", "User": "1000:1000"}
         }))
         .expect("config");
-        let s = run_settings(&cfg, &[], &[], None, None);
+        let s = run_settings(&cfg, &[], None, &[], None, None);
         assert_eq!(s.args, ["/bin/app", "--serve"]);
         assert_eq!((s.cwd.as_deref(), s.user.as_deref()), (Some("/srv"), Some("1000:1000")));
-        let s = run_settings(&cfg, &["--once".into()], &["A=2".into(), "B=3".into()], Some("/tmp"), Some("0"));
+        let s = run_settings(&cfg, &["--once".into()], None, &["A=2".into(), "B=3".into()], Some("/tmp"), Some("0"));
         assert_eq!(s.args, ["/bin/app", "--once"]);
         assert_eq!(s.env, ["PATH=/bin", "A=2", "B=3"]);
         assert_eq!((s.cwd.as_deref(), s.user.as_deref()), (Some("/tmp"), Some("0")));
+        // --entrypoint replaces Entrypoint and drops the image's Cmd.
+        assert_eq!(run_settings(&cfg, &[], Some("/bin/sh"), &[], None, None).args, ["/bin/sh"]);
+        let s = run_settings(&cfg, &["-c".into(), "id".into()], Some("/bin/sh"), &[], None, None);
+        assert_eq!(s.args, ["/bin/sh", "-c", "id"]);
+        // --entrypoint "": no entrypoint, only the user's command (none: nothing to run).
+        assert_eq!(run_settings(&cfg, &["ls".into()], Some(""), &[], None, None).args, ["ls"]);
+        assert!(run_settings(&cfg, &[], Some(""), &[], None, None).args.is_empty());
     }
 }

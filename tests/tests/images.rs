@@ -38,6 +38,10 @@ fn pulled_images_are_verified_unpacked_with_whiteouts_and_run() {
     assert_eq!((out.as_str(), code), ("hello from the image\nfrom-image-config\n", 0), "{err}");
     let (out, err, code) = isola_env(&["run", "--name", "e2e-img2", &reference, "sh", "-c", "pwd; exit 4"], None, &env);
     assert_eq!((out.as_str(), code), ("/tmp\n", 4), "{err}");
+    // --entrypoint replaces the image's entrypoint and drops its Cmd, as with Docker.
+    let args = ["run", "--name", "e2e-img3", "--entrypoint", "/bin/sh", &reference, "-c", "echo ep-$PWD; exit 6"];
+    let (out, err, code) = isola_env(&args, None, &env);
+    assert_eq!((out.as_str(), code), ("ep-/tmp\n", 6), "{err}");
 
     // A corrupted blob is refused and leaves no image behind.
     let layout2 = tempfile::tempdir().expect("layout2");
