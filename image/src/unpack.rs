@@ -1,4 +1,4 @@
-//! Applying image layers to a root directory: tar (optionally gzip) with OCI
+//! Applying image layers to a root directory: tar (plain, gzip or zstd) with OCI
 //! whiteouts (`.wh.<name>` deletes, `.wh..wh..opq` empties a directory), ownership,
 //! modes and xattrs kept, and nothing written outside the root (no `..`, no
 //! escapes through symlinks).
@@ -87,7 +87,10 @@ fn remove_any(p: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Applies one layer (plain or gzip tar, detected by its magic) on top of `root`,
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Applies one layer (plain, gzip or zstd tar, detected by its magic) on top of `root`,
 /// reading at most `budget` uncompressed bytes (what is read is taken off it).
 pub fn apply_layer(reader: impl Read, root: &Path, budget: &mut u64) -> Result<(), UnpackError> {
     let limit = *budget;
@@ -116,8 +119,14 @@ fn is_over_budget(e: &std::io::Error) -> bool {
 fn apply(reader: impl Read, root: &Path, budget: &mut u64) -> Result<(), UnpackError> {
     let limit = *budget;
     let mut buf = BufReader::new(reader);
-    let gz = buf.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    let inner: Box<dyn Read> = if gz { Box::new(flate2::read::GzDecoder::new(buf)) } else { Box::new(buf) };
+    let head = buf.fill_buf()?;
+    let inner: Box<dyn Read> = if head.starts_with(&GZIP_MAGIC) {
+        Box::new(flate2::read::GzDecoder::new(buf))
+    } else if head.starts_with(&ZSTD_MAGIC) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(buf)?)
+    } else {
+        Box::new(buf)
+    };
     let inner = Budget { inner, left: budget, limit };
     let mut ar = tar::Archive::new(inner);
     ar.set_preserve_permissions(true);
@@ -272,7 +281,8 @@ pub(crate) mod tests {
         let big = vec![0u8; 4 << 20];
         let mut b = tar::Builder::new(Vec::new());
         raw_entry(&mut b, b"zeros", tar::EntryType::Regular, None, &big);
-        let layer = gzip(&b.into_inner().expect("tar"));
+        let b = b.into_inner().expect("tar");
+        let layer = gzip(&b);
         assert!(layer.len() < 64 << 10, "{} bytes compressed", layer.len());
         let mut budget = 1 << 20;
         let e = apply_layer(layer.as_slice(), root.path(), &mut budget).expect_err("over budget");
@@ -280,5 +290,23 @@ pub(crate) mod tests {
         let mut budget = 8 << 20;
         apply_layer(layer.as_slice(), root.path(), &mut budget).expect("within budget");
         assert!(budget < (4 << 20), "what was read is taken off the budget: {budget}");
+        // The same bomb as zstd is held to the same budget.
+        let zst = zstd::encode_all(b.as_slice(), 3).expect("zstd");
+        let mut budget = 1 << 20;
+        let e = apply_layer(zst.as_slice(), root.path(), &mut budget).expect_err("zstd over budget");
+        assert!(matches!(e, UnpackError::TooLarge(1048576)), "{e}");
+    }
+
+    #[test]
+    fn zstd_layers_apply_like_gzip_ones() {
+        let root = tempfile::tempdir().expect("root");
+        let l = layer(&[("etc", None), ("etc/z", Some("from zstd"))]);
+        let zst = zstd::encode_all(l.as_slice(), 3).expect("zstd");
+        apply_layer(zst.as_slice(), root.path(), &mut unlimited()).expect("zstd layer");
+        assert_eq!(std::fs::read_to_string(root.path().join("etc/z")).expect("z"), "from zstd");
+        let mut bad = zst.clone();
+        bad.truncate(zst.len() / 2);
+        let e = apply_layer(bad.as_slice(), tempfile::tempdir().expect("r").path(), &mut unlimited());
+        assert!(e.is_err(), "a truncated zstd layer is an error");
     }
 }

@@ -46,13 +46,34 @@ impl Registry {
 
     /// Copies an OCI layout's `tag` into this registry as `repo:tag` (skopeo).
     pub fn push(&self, layout: &Path, tag: &str, repo: &str) {
+        self.push_with(layout, tag, repo, &[]);
+    }
+
+    /// [`Registry::push`] with its layers recompressed as zstd (`tar+zstd`).
+    pub fn push_zstd(&self, layout: &Path, tag: &str, repo: &str) {
+        self.push_with(layout, tag, repo, &["--dest-compress", "--dest-compress-format", "zstd"]);
+    }
+
+    fn push_with(&self, layout: &Path, tag: &str, repo: &str, extra: &[&str]) {
         let out = Command::new(crate::require_binary("skopeo", "apt-get install skopeo"))
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(extra)
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{repo}:{tag}", self.addr))
             .output()
             .expect("skopeo");
         assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The manifest the registry serves for `repo:tag` (`skopeo inspect --raw`).
+    pub fn manifest(&self, repo: &str, tag: &str) -> serde_json::Value {
+        let out = Command::new(crate::require_binary("skopeo", "apt-get install skopeo"))
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/{repo}:{tag}", self.addr))
+            .output()
+            .expect("skopeo");
+        assert!(out.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("manifest json")
     }
 
     /// Stored blob file for `digest` in the registry's filesystem storage.

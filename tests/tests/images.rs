@@ -90,6 +90,27 @@ fn pulled_images_are_verified_unpacked_with_whiteouts_and_run() {
     assert!(!rootfs.exists(), "the unpacked rootfs goes with the last image using it");
 }
 
+/// An image whose layers are zstd (`tar+zstd`, as `skopeo --dest-compress-format zstd`
+/// pushes them) pulls, unpacks and runs like a gzip one.
+#[test]
+fn zstd_layers_pull_and_run() {
+    let reg = Registry::start();
+    let layout = tempfile::tempdir().expect("layout");
+    build_layout(layout.path(), "z1", "hello from zstd");
+    reg.push_zstd(layout.path(), "z1", "test/zstd");
+    let manifest = reg.manifest("test/zstd", "z1");
+    let types: Vec<&str> =
+        manifest["layers"].as_array().expect("layers").iter().filter_map(|l| l["mediaType"].as_str()).collect();
+    assert!(!types.is_empty() && types.iter().all(|t| t.ends_with("+zstd")), "zstd layers pushed: {types:?}");
+    let store = tempfile::tempdir().expect("store");
+    let env = with_store(store.path());
+    let reference = format!("{}/test/zstd:z1", reg.addr);
+    let (_, err, code) = isola_env(&["pull", &reference], None, &env);
+    assert_eq!(code, 0, "{err}");
+    let (out, err, code) = isola_env(&["run", "--name", "e2e-zstd", &reference], None, &env);
+    assert_eq!((out.as_str(), code), ("hello from zstd\nfrom-image-config\n", 0), "{err}");
+}
+
 #[test]
 fn docker_and_oci_archives_import() {
     let layout = tempfile::tempdir().expect("layout");
