@@ -39,23 +39,27 @@ pub fn ps(a: PsArgs) -> anyhow::Result<ExitCode> {
         if exit_code.is_some() && !a.all {
             continue;
         }
+        let ports: Vec<String> = st.ports.iter().map(ToString::to_string).collect();
         rows.push(serde_json::json!({
             "name": st.id, "hypervisor": st.hypervisor, "vmm_pid": st.vmm_pid, "container": status,
-            "exit_code": exit_code,
+            "exit_code": exit_code, "ports": ports,
         }));
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!("{:<24} {:<10} {:>8} {:<12} EXIT", "NAME", "BACKEND", "PID", "CONTAINER");
+        println!("{:<24} {:<10} {:>8} {:<12} {:<5} PORTS", "NAME", "BACKEND", "PID", "CONTAINER", "EXIT");
         for r in &rows {
+            let ports: Vec<&str> =
+                r["ports"].as_array().map(|p| p.iter().filter_map(|p| p.as_str()).collect()).unwrap_or_default();
             println!(
-                "{:<24} {:<10} {:>8} {:<12} {}",
+                "{:<24} {:<10} {:>8} {:<12} {:<5} {}",
                 r["name"].as_str().unwrap_or(""),
                 r["hypervisor"].as_str().unwrap_or(""),
                 r["vmm_pid"],
                 r["container"].as_str().unwrap_or(""),
-                r["exit_code"].as_i64().map(|c| c.to_string()).unwrap_or_default()
+                r["exit_code"].as_i64().map(|c| c.to_string()).unwrap_or_default(),
+                ports.join(", ")
             );
         }
     }

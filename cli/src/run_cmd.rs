@@ -25,6 +25,10 @@ pub struct RunArgs {
     /// only), or auto (bridge where the backend has a network device).
     #[arg(long, default_value = "auto")]
     network: isola_sandbox::sandbox::NetworkMode,
+    /// Publish a container port on the host: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
+    /// (repeatable; on every host address, 127.0.0.1 included, unless HOST_IP is given).
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<isola_sandbox::ports::PortSpec>,
     /// Bind a host path into the container: HOST:GUEST[:ro] (over virtio-fs).
     #[arg(short = 'v', long = "volume")]
     volumes: Vec<Volume>,
@@ -183,6 +187,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     // A foreground run killed with -9 is cleaned up at once by this helper.
     let _reaper = (!a.detach).then(|| crate::reap_cmd::spawn(&sopts.state_root, &name)).flatten();
     let mut sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
+    let me = std::env::current_exe().context("finding the isola binary (for the port forwarder)")?;
+    sb.publish(&a.publish, &me, &sopts)?;
     let c = sb.create_container(&name, spec, Rootfs::Dir(&rootfs), &a.volumes);
     let c = cause(&mut sb, c)?;
     sb.set_container(&name)?;

@@ -46,6 +46,10 @@ pub enum SandboxError {
     Cgroup(crate::cgroup::CgroupError),
     #[error("{what} exited ({status}); the sandbox cannot go on{log}")]
     ProcessDied { what: String, status: String, log: String },
+    #[error(transparent)]
+    Ports(#[from] crate::ports::PortError),
+    #[error("publishing ports needs the bridge network (this sandbox has none)")]
+    PortsWithoutNetwork,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
@@ -171,6 +175,7 @@ impl Sandbox {
                 net: None,
                 creator: state::Creator::me(),
                 cgroup: None,
+                ports: vec![],
             },
             agent: Agent::new(&vsock_uds, AGENT_CALL_TIMEOUT),
             children: vec![],
@@ -486,6 +491,35 @@ impl Sandbox {
     }
 
     /// The sandbox's agent (its control connection is shared with every handle).
+    /// Publishes `ports` on the host (`-p`): the forwarder ([`crate::ports`]) relays
+    /// them to the sandbox's bridge address. Recorded, so `ps` and `inspect` show them
+    /// and the sandbox's cleanup ends the forwarder, however the sandbox ends.
+    pub fn publish(
+        &mut self,
+        ports: &[crate::ports::PortSpec],
+        program: &Path,
+        opts: &SandboxOptions,
+    ) -> Result<(), SandboxError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let ip = match &self.state.net {
+            Some(crate::net::NetState { ip, pod: None, .. }) => *ip,
+            _ => return Err(SandboxError::PortsWithoutNetwork),
+        };
+        let (mut c, fds, prog) = crate::ports::command(program, &self.dir, ip, self.state.vmm_pid, ports)?;
+        // The cgroup join needs root: before the drop to nobody.
+        self.confine_spawn(&mut c, opts);
+        unprivileged::drop_to(&mut c, isola_vmm::SANDBOX_UID, isola_vmm::SANDBOX_UID);
+        let child = c.spawn().map_err(crate::ports::PortError::Spawn)?;
+        drop((fds, prog));
+        self.state.helper_pids.push(child.id() as i32);
+        self.state.ports = ports.to_vec();
+        self.children.push(child);
+        self.child_info.push((crate::ports::EXE.to_string(), String::new()));
+        self.state.save(&self.dir).map_err(io("saving sandbox state"))
+    }
+
     pub fn agent(&self) -> Agent {
         self.agent.clone()
     }

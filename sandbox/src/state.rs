@@ -38,6 +38,9 @@ pub struct SandboxState {
     /// without one the sandbox's is found from its directory.
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
+    /// Ports published on the host (`-p`), relayed by its `isola-ports` helper.
+    #[serde(default)]
+    pub ports: Vec<crate::ports::PortSpec>,
 }
 
 /// A process, told apart from a later one with the same pid by its start time.
@@ -197,6 +200,7 @@ mod tests {
             net: None,
             creator: None,
             cgroup: None,
+            ports: vec![],
         }
     }
 

@@ -145,6 +145,81 @@ fn stop_wait_stats_and_ps_all_work_as_with_docker() {
     assert!(err.contains("no running sandbox named e2e-stop-term"), "{err}");
 }
 
+/// The first line a server at `addr` sends, if it answers within a few seconds.
+fn first_line(addr: &str) -> Option<String> {
+    use std::io::BufRead;
+    let addr: std::net::SocketAddr = addr.parse().expect("address");
+    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).ok()?;
+    Some(line).filter(|l| !l.is_empty())
+}
+
+/// A host address other than loopback (the first `hostname -I` gives).
+fn host_address() -> String {
+    let out = std::process::Command::new("hostname").arg("-I").output().expect("hostname -I");
+    let all = String::from_utf8_lossy(&out.stdout).into_owned();
+    all.split_whitespace().find(|a| a.parse::<std::net::Ipv4Addr>().is_ok()).expect("a host IPv4 address").to_string()
+}
+
+/// `-p` publishes a container port on the host: reached on the host's own address and
+/// on 127.0.0.1 (or on 127.0.0.1 only, when asked); a port in use is a clear error;
+/// `ps` shows the ports; nothing is left after kill -9 of the VMM, nor after rm.
+#[test]
+fn published_ports_reach_the_container_and_go_with_the_sandbox() {
+    let r = rootfs();
+    let name = "e2e-ports";
+    let _ = isola(&["rm", "-f", name], None);
+    let _ = isola(&["rm", "-f", "e2e-ports2"], None);
+    let server = "while true; do echo hello-$(hostname) | busybox nc -l -p 8080; done";
+    let args = ["run", "-d", "--name", name, "-p", "18080:8080", "-p", "127.0.0.1:18081:8080/tcp", "--rootfs", &r];
+    let (out, err, code) = isola(&[&args[..], &["--", "sh", "-c", server]].concat(), None);
+    assert_eq!((out.trim(), code), (name, 0), "{err}");
+    let want = format!("hello-{name}\n");
+    let served = |addr: &str| {
+        (0..60).any(|_| {
+            let got = first_line(addr);
+            got.as_deref() == Some(want.as_str()) || {
+                std::thread::sleep(Duration::from_millis(500));
+                false
+            }
+        })
+    };
+    let host = host_address();
+    for addr in ["127.0.0.1:18080".to_string(), format!("{host}:18080"), "127.0.0.1:18081".to_string()] {
+        assert!(served(&addr), "the container's server answers on {addr}");
+    }
+    assert_eq!(first_line(&format!("{host}:18081")), None, "18081 is published on 127.0.0.1 only");
+    let (out, _, _) = isola(&["ps", "--json"], None);
+    let ps: serde_json::Value = serde_json::from_str(&out).expect("ps json");
+    let me = ps.as_array().expect("array").iter().find(|s| s["name"] == name).expect("listed").clone();
+    assert_eq!(me["ports"], serde_json::json!(["0.0.0.0:18080->8080/tcp", "127.0.0.1:18081->8080/tcp"]), "{me}");
+
+    // A port in use is refused by name, and that sandbox leaves nothing.
+    let (_, err, code) =
+        isola(&["run", "-d", "--name", "e2e-ports2", "-p", "18080:80", "--rootfs", &r, "--", "true"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("0.0.0.0:18080->80/tcp") && err.contains("already in use"), "{err}");
+    assert_gone("e2e-ports2");
+    let (_, err, code) = isola(&["run", "--name", "e2e-ports3", "-p", "8080", "--rootfs", &r, "--", "true"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("HOST_PORT:CONTAINER_PORT"), "{err}");
+
+    // kill -9 of the VMM: the forwarder goes with it and the ports are free again.
+    let vmm = me["vmm_pid"].as_i64().expect("vmm pid") as i32;
+    isola_e2e::containerd::kill9(vmm);
+    let freed = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpListener::bind("0.0.0.0:18080").is_ok() && std::net::TcpListener::bind("127.0.0.1:18081").is_ok()
+    });
+    assert!(freed, "the host ports are released once the VMM is gone");
+    let (_, err, code) = isola(&["rm", "-f", name], None);
+    assert!(code == 0 || err.contains("no running sandbox"), "{err}");
+    let _ = isola(&["ps", "-a"], None); // a listing cleans what a dead VMM left
+    assert_gone(name);
+}
+
 #[test]
 fn detached_sandbox_takes_exec_ps_kill_and_rm() {
     let r = rootfs();

@@ -40,7 +40,7 @@ pub fn overhead_bytes(kind: HypervisorKind) -> u64 {
 }
 
 /// The helper daemons a sandbox may have.
-pub const HELPER_EXES: &[&str] = &[vhost_vsock::EXE, virtiofsd::EXE, console::EXE];
+pub const HELPER_EXES: &[&str] = &[vhost_vsock::EXE, virtiofsd::EXE, console::EXE, crate::ports::EXE];
 
 /// The command line of a boot probe of `spec` on `kind` (the guest alone, no sandbox).
 pub fn probe_command(kind: HypervisorKind, spec: &BootSpec, kvm: KvmKind) -> Result<Command, HypervisorError> {
