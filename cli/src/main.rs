@@ -3,6 +3,7 @@
 mod bench_ab_cmd;
 mod bench_cmd;
 mod boot_cmd;
+mod cp_cmd;
 mod image_cmd;
 mod lifecycle_cmd;
 mod manage_cmd;
@@ -33,6 +34,8 @@ enum Cmd {
     Kill(manage_cmd::KillArgs),
     /// Stop and remove sandboxes.
     Rm(manage_cmd::RmArgs),
+    /// Copy files or directories between the host and a sandbox: NAME:PATH on one side.
+    Cp(cp_cmd::CpArgs),
     /// Stop a sandbox's container: SIGTERM, then SIGKILL after -t seconds.
     Stop(lifecycle_cmd::StopArgs),
     /// Wait for a sandbox's container to exit and print its exit code.
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Cmd::Ps(args) => manage_cmd::ps(args),
         Cmd::Kill(args) => manage_cmd::kill(args),
         Cmd::Rm(args) => manage_cmd::rm(args),
+        Cmd::Cp(args) => cp_cmd::cp(args),
         Cmd::Stop(args) => lifecycle_cmd::stop(args),
         Cmd::Wait(args) => lifecycle_cmd::wait(args),
         Cmd::Stats(args) => lifecycle_cmd::stats(args),

@@ -12,15 +12,17 @@ pub enum UnpackError {
     Escape(String),
     #[error("the image unpacks to more than the {0} bytes allowed (ISOLA_MAX_UNPACKED_BYTES)")]
     TooLarge(u64),
+    #[error("entry {0:?} is a {1}: only files, directories and symlinks are copied")]
+    Kind(String, &'static str),
     #[error("layer: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// Counts what is read through it against a budget shared by an image's layers.
-struct Budget<'a, R> {
-    inner: R,
-    left: &'a mut u64,
-    limit: u64,
+pub(crate) struct Budget<'a, R> {
+    pub(crate) inner: R,
+    pub(crate) left: &'a mut u64,
+    pub(crate) limit: u64,
 }
 
 impl<R: Read> Read for Budget<'_, R> {
@@ -49,7 +51,7 @@ const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
 
 /// The entry's path relative to the root, refusing `..` and absolute escapes.
-fn clean(p: &Path) -> Result<PathBuf, UnpackError> {
+pub(crate) fn clean(p: &Path) -> Result<PathBuf, UnpackError> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
@@ -62,7 +64,7 @@ fn clean(p: &Path) -> Result<PathBuf, UnpackError> {
 }
 
 /// `root/rel`'s parent resolved, checked to still be inside `root` (symlinks included).
-fn inside(root: &Path, rel: &Path) -> Result<PathBuf, UnpackError> {
+pub(crate) fn inside(root: &Path, rel: &Path) -> Result<PathBuf, UnpackError> {
     let root_c = root.canonicalize()?;
     let target = root.join(rel);
     let parent = target.parent().unwrap_or(root);
@@ -78,7 +80,7 @@ fn inside(root: &Path, rel: &Path) -> Result<PathBuf, UnpackError> {
     Ok(parent_c.join(target.file_name().unwrap_or_default()))
 }
 
-fn remove_any(p: &Path) -> std::io::Result<()> {
+pub(crate) fn remove_any(p: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(p) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
         Ok(_) => std::fs::remove_file(p),
@@ -101,7 +103,7 @@ pub fn apply_layer(reader: impl Read, root: &Path, budget: &mut u64) -> Result<(
 }
 
 /// Whether `e` is (or wraps, as the tar reader does) the budget running out.
-fn is_over_budget(e: &std::io::Error) -> bool {
+pub(crate) fn is_over_budget(e: &std::io::Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
     while let Some(err) = cur {
         if err.is::<TooLargeMarker>() {

@@ -104,8 +104,17 @@ mod tests {
     use std::process::Command;
     use std::time::Instant;
 
+    /// `cmd` as the child itself (exec: a kill reaches it, not a shell above it), with
+    /// no hold on the test's output (a leaked child would keep `cargo test | tee` open).
     fn child(cmd: &str) -> std::process::Child {
-        Command::new("sh").args(["-c", cmd]).spawn().expect("sh")
+        use std::process::Stdio;
+        Command::new("sh")
+            .args(["-c", &format!("exec {cmd}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh")
     }
 
     #[test]

@@ -220,6 +220,59 @@ fn published_ports_reach_the_container_and_go_with_the_sandbox() {
     assert_gone(name);
 }
 
+/// `isola cp` both ways, files and directories, symlinks copied as links; a fifo out
+/// of the container is refused by name and leaves nothing on the host.
+#[test]
+fn cp_copies_files_and_directories_both_ways() {
+    let r = rootfs();
+    let name = "e2e-cp";
+    let _ = isola(&["rm", "-f", name], None);
+    let (out, err, code) = isola(&["run", "-d", "--name", name, "--rootfs", &r, "--", "sleep", "1000"], None);
+    assert_eq!((out.trim(), code), (name, 0), "{err}");
+    let host = tempfile::tempdir().expect("host dir");
+    let h = host.path();
+    std::fs::write(h.join("a.txt"), "alpha").expect("a");
+    std::fs::create_dir(h.join("d")).expect("d");
+    std::fs::write(h.join("d/b.txt"), "beta").expect("b");
+    std::os::unix::fs::symlink("/etc/passwd", h.join("d/l")).expect("link");
+    let sh = |script: &str| {
+        let (out, err, code) = isola(&["exec", name, "--", "sh", "-c", script], None);
+        assert_eq!(code, 0, "{script}: {err}");
+        out
+    };
+    let cp = |src: &str, dst: &str| isola(&["cp", src, dst], None);
+
+    let (_, err, code) = cp(h.join("a.txt").to_str().expect("path"), &format!("{name}:/tmp/"));
+    assert_eq!(code, 0, "{err}");
+    let (_, err, code) = cp(h.join("d").to_str().expect("path"), &format!("{name}:/tmp/d2"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sh("cat /tmp/a.txt; echo; cat /tmp/d2/b.txt; echo; readlink /tmp/d2/l"), "alpha\nbeta\n/etc/passwd\n");
+
+    sh("mkdir -p /tmp/out && echo from-guest > /tmp/out/x.txt && ln -s /etc/shadow /tmp/out/link");
+    let (_, err, code) = cp(&format!("{name}:/tmp/out"), h.join("outcopy").to_str().expect("path"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(h.join("outcopy/x.txt")).expect("x"), "from-guest\n");
+    let link = std::fs::read_link(h.join("outcopy/link")).expect("a symlink, not followed");
+    assert_eq!(link, std::path::Path::new("/etc/shadow"));
+    let (_, err, code) = cp(&format!("{name}:/tmp/out/x.txt"), h.to_str().expect("path"));
+    assert_eq!(code, 0, "into an existing directory: {err}");
+    assert_eq!(std::fs::read_to_string(h.join("x.txt")).expect("x"), "from-guest\n");
+
+    sh("mkdir -p /tmp/bad && mkfifo /tmp/bad/f");
+    let (_, err, code) = cp(&format!("{name}:/tmp/bad"), h.join("bad").to_str().expect("path"));
+    assert_ne!(code, 0);
+    assert!(err.contains("fifo"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(h).expect("ls").flatten().map(|e| e.file_name()).collect();
+    assert!(!h.join("bad").exists() && left.iter().all(|n| !n.to_string_lossy().starts_with(".isola-cp")), "{left:?}");
+    let (_, err, code) = cp(&format!("{name}:/nonexistent"), h.join("n").to_str().expect("path"));
+    assert_ne!(code, 0);
+    assert!(err.contains("tar exited"), "{err}");
+
+    let (_, err, code) = isola(&["rm", "-f", name], None);
+    assert_eq!(code, 0, "{err}");
+    assert_gone(name);
+}
+
 #[test]
 fn detached_sandbox_takes_exec_ps_kill_and_rm() {
     let r = rootfs();
