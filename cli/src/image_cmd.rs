@@ -11,6 +11,9 @@ use isola_image::{ImageRecord, Reference, Store};
 pub struct PullArgs {
     /// Image reference, e.g. busybox, 127.0.0.1:5000/test/busybox:v1.
     reference: String,
+    /// No progress output.
+    #[arg(short = 'q', long)]
+    quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -43,7 +46,8 @@ pub fn store() -> anyhow::Result<Store> {
 
 pub fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
     let r: Reference = a.reference.parse()?;
-    let rec = isola_image::registry::pull(&r, &store()?, &mut |m| eprintln!("{r}: {m}"))?;
+    let ui = crate::progress::PullUi::new(&r.to_string(), a.quiet);
+    let rec = isola_image::registry::pull(&r, &store()?, &|e| ui.event(e))?;
     println!("{} {}", rec.name, rec.manifest_digest);
     Ok(ExitCode::SUCCESS)
 }
@@ -86,6 +90,7 @@ pub fn resolve(image: &str) -> anyhow::Result<(Store, ImageRecord)> {
     }
     let r: Reference = image.parse()?;
     eprintln!("isola: {r} is not in the store; pulling");
-    let rec = isola_image::registry::pull(&r, &s, &mut |m| eprintln!("{r}: {m}"))?;
+    let ui = crate::progress::PullUi::new(&r.to_string(), false);
+    let rec = isola_image::registry::pull(&r, &s, &|e| ui.event(e))?;
     Ok((s, rec))
 }

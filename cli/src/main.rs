@@ -8,6 +8,7 @@ mod image_cmd;
 mod lifecycle_cmd;
 mod manage_cmd;
 mod output;
+mod progress;
 mod reap_cmd;
 mod run_cmd;
 

@@ -160,16 +160,20 @@ impl<'a> Session<'a> {
     }
 }
 
+/// What a pull reports as it goes: its steps, and each blob's bytes so far (from the
+/// download threads, hence `Sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullEvent<'a> {
+    Step(&'a str),
+    Blob { digest: &'a str, have: u64, size: u64 },
+}
+
+/// How a pull reports ([`PullEvent`]).
+pub type Progress<'a> = &'a (dyn Fn(PullEvent<'_>) + Sync);
+
 /// One blob, resumed from a partial download with an HTTP Range request when the
 /// registry honours it (206), restarted otherwise.
-fn download(
-    s: &mut Session<'_>,
-    store: &Store,
-    d: &str,
-    size: u64,
-    progress: &mut dyn FnMut(String),
-) -> Result<(), PullError> {
-    let mut last_pct = 0;
+fn download(s: &mut Session<'_>, store: &Store, d: &str, size: u64, progress: Progress<'_>) -> Result<(), PullError> {
     let mut failure = None;
     let r = store.put_blob_resumable(
         d,
@@ -193,13 +197,7 @@ fn download(
                 }
             }
         },
-        &mut |have| {
-            let pct = (have * 100).checked_div(size).unwrap_or(100);
-            if pct >= last_pct + 25 {
-                last_pct = pct;
-                progress(format!("{d}: {pct}% of {size} bytes"));
-            }
-        },
+        &mut |have| progress(PullEvent::Blob { digest: d, have, size }),
     );
     match (r, failure) {
         (Ok(_), _) => Ok(()),
@@ -208,8 +206,8 @@ fn download(
     }
 }
 
-/// Pulls `r` into `store` and records it; `progress` hears one line per step.
-pub fn pull(r: &Reference, store: &Store, progress: &mut dyn FnMut(&str)) -> Result<ImageRecord, PullError> {
+/// Pulls `r` into `store` and records it; `progress` hears each step and each blob's bytes.
+pub fn pull(r: &Reference, store: &Store, progress: Progress<'_>) -> Result<ImageRecord, PullError> {
     let mut s = Session::new(r);
     let mut bytes = s.manifest_bytes(r.object())?;
     let mut digest = sha256_of(&bytes);
@@ -262,18 +260,17 @@ fn fetch_and_commit(
     (digest, bytes): (&str, &[u8]),
     manifest: &ImageManifest,
     missing: Vec<(String, u64)>,
-    progress: &mut dyn FnMut(&str),
+    progress: Progress<'_>,
 ) -> Result<ImageRecord, PullError> {
     store.put_blob(digest, bytes)?;
-    progress(&format!("{} blob(s) to download", missing.len()));
+    progress(PullEvent::Step(&format!("{} blob(s) to download", missing.len())));
     // Up to four downloads at once, each resumable; the first error wins.
     let queue = std::sync::Mutex::new(missing);
-    let lines = std::sync::Mutex::new(Vec::<String>::new());
     let result: Result<(), PullError> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..4)
             .map(|_| {
                 let mut sess = s.clone();
-                let (queue, lines) = (&queue, &lines);
+                let queue = &queue;
                 scope.spawn(move || -> Result<(), PullError> {
                     loop {
                         let next = queue
@@ -281,11 +278,7 @@ fn fetch_and_commit(
                             .map_err(|_| PullError::Worker("the download queue lock is poisoned".into()))?
                             .pop();
                         let Some((d, size)) = next else { return Ok(()) };
-                        download(&mut sess, store, &d, size, &mut |m| {
-                            if let Ok(mut l) = lines.lock() {
-                                l.push(m);
-                            }
-                        })?;
+                        download(&mut sess, store, &d, size, progress)?;
                     }
                 })
             })
@@ -299,11 +292,8 @@ fn fetch_and_commit(
         }
         first
     });
-    for l in lines.into_inner().unwrap_or_default() {
-        progress(&l);
-    }
     result?;
-    progress("unpacking");
+    progress(PullEvent::Step("unpacking"));
     Ok(store.commit(name, digest, manifest)?)
 }
 

@@ -111,6 +111,40 @@ fn zstd_layers_pull_and_run() {
     assert_eq!((out.as_str(), code), ("hello from zstd\nfrom-image-config\n", 0), "{err}");
 }
 
+/// Pull progress: a bar per blob on a terminal (under `script`, a pty), a line per
+/// quarter of each blob when piped, nothing with --quiet.
+#[test]
+fn pull_progress_is_bars_on_a_terminal_lines_when_piped_and_none_when_quiet() {
+    let reg = Registry::start();
+    let layout = tempfile::tempdir().expect("layout");
+    build_layout(layout.path(), "p1", "progress");
+    reg.push(layout.path(), "p1", "test/progress");
+    let reference = format!("{}/test/progress:p1", reg.addr);
+    let fresh = || tempfile::tempdir().expect("store");
+
+    let store = fresh();
+    let (_, err, code) = isola_env(&["pull", &reference], None, &with_store(store.path()));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("blob(s) to download") && err.contains("100% of"), "piped: lines\n{err}");
+    assert!(!err.contains("ETA"), "no bar when piped: {err}");
+
+    let store = fresh();
+    let (_, err, code) = isola_env(&["pull", "--quiet", &reference], None, &with_store(store.path()));
+    assert_eq!((err.as_str(), code), ("", 0), "quiet");
+
+    let store = fresh();
+    let bin = isola_e2e::require_binary("isola", "cargo build");
+    let out = std::process::Command::new(isola_e2e::require_binary("script", "apt-get install bsdutils"))
+        .args(["-qec", &format!("{} pull {reference}", bin.display()), "/dev/null"])
+        .env("ISOLA_IMAGE_DIR", store.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("ETA") && tty.contains('[') && !tty.contains("% of"), "a bar on a terminal:\n{tty}");
+}
+
 #[test]
 fn docker_and_oci_archives_import() {
     let layout = tempfile::tempdir().expect("layout");
