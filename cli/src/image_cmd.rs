@@ -1,5 +1,6 @@
 //! `isola pull / images / rmi / import`, and resolving `isola run IMAGE`.
 
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -93,4 +94,44 @@ pub fn resolve(image: &str) -> anyhow::Result<(Store, ImageRecord)> {
     let ui = crate::progress::PullUi::new(&r.to_string(), false);
     let rec = isola_image::registry::pull(&r, &s, &|e| ui.event(e))?;
     Ok((s, rec))
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Registry host (and port), e.g. registry.example.com or 127.0.0.1:5000.
+    registry: String,
+    #[arg(short = 'u', long)]
+    username: String,
+    /// Read the password from stdin (always the case: never on the command line).
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+/// Checks the credentials against the registry, then keeps them (0600) for pulls.
+pub fn login(a: LoginArgs) -> anyhow::Result<ExitCode> {
+    use std::io::BufRead;
+    let _ = a.password_stdin;
+    let mut password = String::new();
+    std::io::stdin().lock().take(4096).read_line(&mut password).context("reading the password from stdin")?;
+    let password = password.trim_end_matches(['\n', '\r']).to_string();
+    anyhow::ensure!(!password.is_empty(), "no password on stdin (echo PASSWORD | isola login -u USER REGISTRY)");
+    let creds = isola_image::auth::Credentials { username: a.username, password };
+    isola_image::registry::verify_login(&a.registry, &creds)?;
+    isola_image::auth::store(&a.registry, Some(&creds))?;
+    println!("Login Succeeded ({}; credentials in {})", a.registry, isola_image::auth::isola_file().display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    registry: String,
+}
+
+pub fn logout(a: LogoutArgs) -> anyhow::Result<ExitCode> {
+    if isola_image::auth::store(&a.registry, None)? {
+        println!("Removed the credentials for {}", a.registry);
+    } else {
+        println!("Not logged in to {}", a.registry);
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -58,6 +58,10 @@ enum Cmd {
     Images(image_cmd::ImagesArgs),
     /// Remove stored images.
     Rmi(image_cmd::RmiArgs),
+    /// Keep credentials for a registry (password on stdin); checked before they are kept.
+    Login(image_cmd::LoginArgs),
+    /// Forget a registry's credentials.
+    Logout(image_cmd::LogoutArgs),
     /// Import an OCI layout, oci-archive or docker-archive.
     Import(image_cmd::ImportArgs),
     /// Say what this host offers (KVM kind) and which backend isola would use.
@@ -93,6 +97,8 @@ fn main() -> ExitCode {
         Cmd::Images(a) => image_cmd::images(a),
         Cmd::Rmi(a) => image_cmd::rmi(a),
         Cmd::Import(a) => image_cmd::import(a),
+        Cmd::Login(a) => image_cmd::login(a),
+        Cmd::Logout(a) => image_cmd::logout(a),
         Cmd::Info => info(),
     };
     match result {

@@ -2,6 +2,7 @@
 //! v2), imports (OCI layout, oci-archive, docker-archive), a content-addressed store,
 //! and layer unpacking with whiteouts.
 
+pub mod auth;
 pub mod extract;
 pub mod import;
 pub mod manifest;

@@ -33,7 +33,8 @@ pub enum PullError {
 struct Session<'a> {
     agent: ureq::Agent,
     r: &'a Reference,
-    token: Option<String>,
+    /// The Authorization header once a challenge was answered (`Bearer …` or `Basic …`).
+    auth: Option<String>,
 }
 
 fn www_authenticate_params(h: &str) -> Option<(String, Vec<(String, String)>)> {
@@ -77,7 +78,12 @@ impl<'a> Session<'a> {
             .timeout_connect(Duration::from_secs(10))
             .timeout_read(Duration::from_secs(60))
             .build();
-        Self { agent, r, token: None }
+        Self { agent, r, auth: None }
+    }
+
+    /// This registry's stored credentials (`isola login`, or Docker's config).
+    fn credentials(&self) -> Result<Option<crate::auth::Credentials>, PullError> {
+        crate::auth::lookup(&self.r.registry).map_err(|e| PullError::Auth(self.r.registry.clone(), e.to_string()))
     }
 
     fn url(&self, path: &str) -> String {
@@ -85,7 +91,21 @@ impl<'a> Session<'a> {
     }
 
     fn login(&mut self, challenge: &str) -> Result<(), PullError> {
+        let creds = self.credentials()?;
+        self.answer(challenge, creds.as_ref())
+    }
+
+    /// Answers a 401's `WWW-Authenticate` challenge: Basic with `creds`, or a Bearer
+    /// token from the realm (with `creds`, when there are any).
+    fn answer(&mut self, challenge: &str, creds: Option<&crate::auth::Credentials>) -> Result<(), PullError> {
         let reg = self.r.registry.clone();
+        if challenge.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("basic ")) {
+            let c = creds.ok_or_else(|| {
+                PullError::Auth(reg.clone(), format!("the registry wants credentials: run `isola login {reg}`"))
+            })?;
+            self.auth = Some(format!("Basic {}", c.basic()));
+            return Ok(());
+        }
         let (realm, params) = www_authenticate_params(challenge)
             .ok_or_else(|| PullError::Auth(reg.clone(), format!("unsupported challenge {challenge:?}")))?;
         check_realm(&realm, self.r.scheme()).map_err(|why| PullError::Auth(reg.clone(), why))?;
@@ -93,7 +113,15 @@ impl<'a> Session<'a> {
         for (k, v) in &params {
             req = req.query(k, v);
         }
-        let reply = req.call().map_err(|e| PullError::Auth(reg.clone(), e.to_string()))?;
+        if let Some(c) = creds {
+            req = req.set("Authorization", &format!("Basic {}", c.basic()));
+        }
+        let reply = req.call().map_err(|e| match e {
+            ureq::Error::Status(401 | 403, _) => {
+                PullError::Auth(reg.clone(), "the token service refused the credentials".into())
+            }
+            e => PullError::Auth(reg.clone(), e.to_string()),
+        })?;
         // A token reply is small; a hostile one may not make us read without end.
         let body: serde_json::Value = serde_json::from_reader(reply.into_reader().take(TOKEN_REPLY_MAX))
             .map_err(|e| PullError::Auth(reg.clone(), format!("token reply: {e}")))?;
@@ -101,7 +129,7 @@ impl<'a> Session<'a> {
             .as_str()
             .or(body["access_token"].as_str())
             .ok_or_else(|| PullError::Auth(reg, "no token in the reply".into()))?;
-        self.token = Some(token.to_string());
+        self.auth = Some(format!("Bearer {token}"));
         Ok(())
     }
 
@@ -112,8 +140,8 @@ impl<'a> Session<'a> {
             if let Some(a) = accept {
                 req = req.set("Accept", a);
             }
-            if let Some(t) = &self.token {
-                req = req.set("Authorization", &format!("Bearer {t}"));
+            if let Some(a) = &self.auth {
+                req = req.set("Authorization", a);
             }
             match req.call() {
                 Ok(resp) => return Ok(resp),
@@ -133,14 +161,19 @@ impl<'a> Session<'a> {
                 }
             }
         }
-        Err(PullError::Auth(self.r.registry.clone(), "credentials refused after login".into()))
+        let why = if self.credentials()?.is_some() {
+            "the registry refused the stored credentials (isola login again)".to_string()
+        } else {
+            format!("the registry wants credentials: run `isola login {}`", self.r.registry)
+        };
+        Err(PullError::Auth(self.r.registry.clone(), why))
     }
 
     /// GET from `offset` on (Range), for resuming a download.
     fn get_range(&mut self, path: &str, offset: u64, what: &str) -> Result<ureq::Response, PullError> {
         let mut req = self.agent.get(&self.url(path)).set("Range", &format!("bytes={offset}-"));
-        if let Some(t) = &self.token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
+        if let Some(a) = &self.auth {
+            req = req.set("Authorization", a);
         }
         match req.call() {
             Ok(resp) => Ok(resp),
@@ -158,6 +191,33 @@ impl<'a> Session<'a> {
             .map_err(|e| PullError::Unreachable { registry: self.r.registry.clone(), reason: e.to_string() })?;
         Ok(b)
     }
+}
+
+/// Checks `creds` against `registry` (`isola login`): `/v2/` answers once its
+/// challenge is met with them.
+pub fn verify_login(registry: &str, creds: &crate::auth::Credentials) -> Result<(), PullError> {
+    let r = Reference { registry: registry.into(), repository: String::new(), tag: None, digest: None };
+    let mut s = Session::new(&r);
+    let base = format!("{}://{}/v2/", r.scheme(), r.api_host());
+    for attempt in 0..2 {
+        let mut req = s.agent.get(&base);
+        if let Some(a) = &s.auth {
+            req = req.set("Authorization", a);
+        }
+        match req.call() {
+            Ok(_) => return Ok(()),
+            Err(ureq::Error::Status(401, resp)) if attempt == 0 => {
+                let challenge = resp.header("www-authenticate").unwrap_or_default().to_string();
+                s.answer(&challenge, Some(creds))?;
+            }
+            Err(ureq::Error::Status(status, _)) if status == 401 || status == 403 => break,
+            Err(ureq::Error::Status(status, _)) => {
+                return Err(PullError::Http { what: "/v2/".into(), status, body: String::new() })
+            }
+            Err(e) => return Err(PullError::Unreachable { registry: registry.into(), reason: e.to_string() }),
+        }
+    }
+    Err(PullError::Auth(registry.into(), "the registry refused these credentials".into()))
 }
 
 /// What a pull reports as it goes: its steps, and each blob's bytes so far (from the

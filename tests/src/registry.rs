@@ -12,20 +12,39 @@ pub struct Registry {
     child: Child,
     pub addr: String,
     pub storage: PathBuf,
+    /// `user:password` when the registry wants them (htpasswd, Basic auth).
+    creds: Option<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Registry {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A registry that wants `user`/`password` (an htpasswd file, bcrypt, Basic auth).
+    pub fn start_with_htpasswd(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> Self {
         let bin = crate::require_binary("docker-registry", "apt-get install docker-registry");
         let dir = tempfile::tempdir().expect("registry dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
         let addr = format!("127.0.0.1:{port}");
         let storage = dir.path().join("storage");
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             storage.display()
         );
+        if let Some((user, password)) = auth {
+            let htpasswd = crate::require_binary("htpasswd", "apt-get install apache2-utils");
+            let out = Command::new(htpasswd).args(["-Bbn", user, password]).output().expect("htpasswd");
+            assert!(out.status.success(), "htpasswd: {}", String::from_utf8_lossy(&out.stderr));
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, out.stdout).expect("htpasswd file");
+            config += &format!("auth:\n  htpasswd:\n    realm: isola-test\n    path: {}\n", file.display());
+        }
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).expect("config");
         let child = Command::new(bin)
@@ -35,7 +54,8 @@ impl Registry {
             .stderr(Stdio::null())
             .spawn()
             .expect("start docker-registry");
-        let r = Registry { child, addr, storage, _dir: dir };
+        let creds = auth.map(|(u, p)| format!("{u}:{p}"));
+        let r = Registry { child, addr, storage, creds, _dir: dir };
         let until = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&r.addr).is_err() {
             assert!(Instant::now() < until, "docker-registry did not listen on {}", r.addr);
@@ -55,9 +75,11 @@ impl Registry {
     }
 
     fn push_with(&self, layout: &Path, tag: &str, repo: &str, extra: &[&str]) {
+        let creds: Vec<&str> = self.creds.as_deref().map(|c| vec!["--dest-creds", c]).unwrap_or_default();
         let out = Command::new(crate::require_binary("skopeo", "apt-get install skopeo"))
             .args(["copy", "--quiet", "--dest-tls-verify=false"])
             .args(extra)
+            .args(creds)
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{repo}:{tag}", self.addr))
             .output()

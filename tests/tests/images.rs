@@ -145,6 +145,73 @@ fn pull_progress_is_bars_on_a_terminal_lines_when_piped_and_none_when_quiet() {
     assert!(tty.contains("ETA") && tty.contains('[') && !tty.contains("% of"), "a bar on a terminal:\n{tty}");
 }
 
+/// A registry that wants credentials: a pull without them fails saying so; a wrong
+/// password does not log in; `isola login` (password on stdin, kept 0600) makes the
+/// pull work; `logout` forgets; Docker's config.json `auths` work too.
+#[test]
+fn registry_credentials_come_from_login_or_dockers_config() {
+    let reg = Registry::start_with_htpasswd("alice", "s3cret-pw");
+    let layout = tempfile::tempdir().expect("layout");
+    build_layout(layout.path(), "a1", "behind auth");
+    reg.push(layout.path(), "a1", "test/private");
+    let reference = format!("{}/test/private:a1", reg.addr);
+    let home = tempfile::tempdir().expect("home");
+    let auth_file = home.path().join("isola-auth.json");
+    let docker = home.path().join("docker");
+    std::fs::create_dir(&docker).expect("docker dir");
+    let store = tempfile::tempdir().expect("store");
+    let env = [
+        ("ISOLA_IMAGE_DIR", store.path()),
+        ("ISOLA_AUTH_FILE", auth_file.as_path()),
+        ("DOCKER_CONFIG", docker.as_path()),
+    ];
+
+    let (_, err, code) = isola_env(&["pull", "-q", &reference], None, &env);
+    assert_ne!(code, 0);
+    assert!(err.contains("wants credentials") && err.contains(&format!("isola login {}", reg.addr)), "{err}");
+    let (out, err, code) = isola_env(&["login", "-u", "alice", "--password-stdin", &reg.addr], Some("wrong\n"), &env);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("refused"), "{err}");
+    assert!(!auth_file.exists(), "refused credentials are not kept");
+    let (out, err, code) =
+        isola_env(&["login", "-u", "alice", "--password-stdin", &reg.addr], Some("s3cret-pw\n"), &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Login Succeeded") && !out.contains("s3cret") && !err.contains("s3cret"), "{out}{err}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&auth_file).expect("auth file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "credentials are kept 0600");
+    let (_, err, code) = isola_env(&["pull", "-q", &reference], None, &env);
+    assert_eq!(code, 0, "after login: {err}");
+    let (out, _, code) = isola_env(&["logout", &reg.addr], None, &env);
+    assert_eq!((out.contains("Removed"), code), (true, 0), "{out}");
+
+    // Docker's config.json, with isola's own file empty.
+    let auth = format!("{}:{}", "alice", "s3cret-pw");
+    let b64 = std::process::Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(auth.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("base64");
+    let config = serde_json::json!({"auths": {reg.addr.clone(): {"auth": String::from_utf8_lossy(&b64.stdout)}}});
+    std::fs::write(docker.join("config.json"), config.to_string()).expect("docker config");
+    let store2 = tempfile::tempdir().expect("store2");
+    let env2 = [
+        ("ISOLA_IMAGE_DIR", store2.path()),
+        ("ISOLA_AUTH_FILE", auth_file.as_path()),
+        ("DOCKER_CONFIG", docker.as_path()),
+    ];
+    let (_, err, code) = isola_env(&["pull", "-q", &reference], None, &env2);
+    assert_eq!(code, 0, "with Docker's credentials: {err}");
+    let (out, err, code) = isola_env(&["run", "--name", "e2e-auth", &reference], None, &env2);
+    assert_eq!((out.as_str(), code), ("behind auth\nfrom-image-config\n", 0), "{err}");
+}
+
 #[test]
 fn docker_and_oci_archives_import() {
     let layout = tempfile::tempdir().expect("layout");
