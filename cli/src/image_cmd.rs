@@ -40,6 +40,12 @@ pub struct ImportArgs {
     name: String,
 }
 
+/// The mirrors the host config names for `r`'s registry.
+fn mirrors(r: &Reference) -> anyhow::Result<Vec<String>> {
+    let mut c = isola_sandbox::config::Config::load()?;
+    Ok(c.registry_mirrors.remove(&r.registry).unwrap_or_default())
+}
+
 pub fn store() -> anyhow::Result<Store> {
     let root = Store::default_root();
     Store::open(&root).with_context(|| format!("opening the image store {}", root.display()))
@@ -48,7 +54,7 @@ pub fn store() -> anyhow::Result<Store> {
 pub fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
     let r: Reference = a.reference.parse()?;
     let ui = crate::progress::PullUi::new(&r.to_string(), a.quiet);
-    let rec = isola_image::registry::pull(&r, &store()?, &|e| ui.event(e))?;
+    let rec = isola_image::registry::pull_via(&r, &mirrors(&r)?, &store()?, &|e| ui.event(e))?;
     println!("{} {}", rec.name, rec.manifest_digest);
     Ok(ExitCode::SUCCESS)
 }
@@ -92,7 +98,7 @@ pub fn resolve(image: &str) -> anyhow::Result<(Store, ImageRecord)> {
     let r: Reference = image.parse()?;
     eprintln!("isola: {r} is not in the store; pulling");
     let ui = crate::progress::PullUi::new(&r.to_string(), false);
-    let rec = isola_image::registry::pull(&r, &s, &|e| ui.event(e))?;
+    let rec = isola_image::registry::pull_via(&r, &mirrors(&r)?, &s, &|e| ui.event(e))?;
     Ok((s, rec))
 }
 

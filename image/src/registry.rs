@@ -268,6 +268,39 @@ fn download(s: &mut Session<'_>, store: &Store, d: &str, size: u64, progress: Pr
 
 /// Pulls `r` into `store` and records it; `progress` hears each step and each blob's bytes.
 pub fn pull(r: &Reference, store: &Store, progress: Progress<'_>) -> Result<ImageRecord, PullError> {
+    pull_via(r, &[], store, progress)
+}
+
+/// [`pull`], from each of `mirrors` (registry hosts serving the same repositories) in
+/// turn before `r`'s own registry; the image keeps `r`'s name. A mirror that cannot
+/// serve it (unreachable, not there, refusing) is passed over and said.
+pub fn pull_via(
+    r: &Reference,
+    mirrors: &[String],
+    store: &Store,
+    progress: Progress<'_>,
+) -> Result<ImageRecord, PullError> {
+    let name = r.to_string();
+    for m in mirrors {
+        let via = Reference { registry: m.clone(), ..r.clone() };
+        progress(PullEvent::Step(&format!("trying mirror {m}")));
+        match pull_named(&via, &name, store, progress) {
+            Ok(rec) => return Ok(rec),
+            Err(
+                e @ (PullError::Unreachable { .. }
+                | PullError::NotFound { .. }
+                | PullError::Auth(..)
+                | PullError::Http { .. }),
+            ) => {
+                progress(PullEvent::Step(&format!("mirror {m}: {e}")));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    pull_named(r, &name, store, progress)
+}
+
+fn pull_named(r: &Reference, name: &str, store: &Store, progress: Progress<'_>) -> Result<ImageRecord, PullError> {
     let mut s = Session::new(r);
     let mut bytes = s.manifest_bytes(r.object())?;
     let mut digest = sha256_of(&bytes);
@@ -304,8 +337,7 @@ pub fn pull(r: &Reference, store: &Store, progress: Progress<'_>) -> Result<Imag
     if !store.has_blob(&digest) {
         added.push(digest.clone());
     }
-    let r_name = r.to_string();
-    let result = fetch_and_commit(&mut s, store, &r_name, (&digest, &bytes), &manifest, missing, progress);
+    let result = fetch_and_commit(&mut s, store, name, (&digest, &bytes), &manifest, missing, progress);
     if result.is_err() {
         store.remove_unreferenced(&added);
     }

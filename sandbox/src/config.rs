@@ -9,6 +9,9 @@
 //! memory_mib = 256
 //! vcpus = 1
 //! log_level = "info"
+//!
+//! [registry_mirrors]            # tried in order before the registry itself
+//! "docker.io" = ["mirror.example:5000"]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -39,6 +42,9 @@ pub struct Config {
     pub memory_mib: Option<u64>,
     pub vcpus: Option<u8>,
     pub log_level: Option<String>,
+    /// Registry host → mirrors to pull from first (`docker.io` → a local mirror).
+    #[serde(default)]
+    pub registry_mirrors: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 pub fn path() -> PathBuf {
@@ -107,6 +113,8 @@ mod tests {
         let e = Config::parse("hypervisor = \"xen\"").expect_err("bad backend");
         assert!(e.contains("unknown variant `xen`"), "{e}");
         assert_eq!(Config::parse("vcpus = 0").expect_err("zero"), "vcpus must be at least 1");
+        let c = Config::parse("[registry_mirrors]\n\"docker.io\" = [\"127.0.0.1:5000\"]\n").expect("mirrors");
+        assert_eq!(c.registry_mirrors["docker.io"], ["127.0.0.1:5000"]);
     }
 
     #[test]

@@ -212,6 +212,29 @@ fn registry_credentials_come_from_login_or_dockers_config() {
     assert_eq!((out.as_str(), code), ("behind auth\nfrom-image-config\n", 0), "{err}");
 }
 
+/// `docker.io` through a mirror named in the host config: `isola pull busybox:TAG` and
+/// `isola run busybox:TAG` resolve there (this host has no route to Docker Hub), and
+/// the image keeps its docker.io name.
+#[test]
+fn docker_hub_images_resolve_through_a_configured_mirror() {
+    let reg = Registry::start();
+    let layout = tempfile::tempdir().expect("layout");
+    build_layout(layout.path(), "mirrored", "from the mirror");
+    reg.push(layout.path(), "mirrored", "library/busybox");
+    let dir = tempfile::tempdir().expect("config dir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("[registry_mirrors]\n\"docker.io\" = [\"127.0.0.1:1\", \"{}\"]\n", reg.addr))
+        .expect("config");
+    let store = tempfile::tempdir().expect("store");
+    let env = [("ISOLA_IMAGE_DIR", store.path()), ("ISOLA_CONFIG", config.as_path())];
+    let (out, err, code) = isola_env(&["pull", "busybox:mirrored"], None, &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("docker.io/library/busybox:mirrored "), "{out}");
+    assert!(err.contains("mirror 127.0.0.1:1:"), "an unreachable mirror is passed over and said: {err}");
+    let (out, err, code) = isola_env(&["run", "--name", "e2e-mirror", "busybox:mirrored"], None, &env);
+    assert_eq!((out.as_str(), code), ("from the mirror\nfrom-image-config\n", 0), "{err}");
+}
+
 #[test]
 fn docker_and_oci_archives_import() {
     let layout = tempfile::tempdir().expect("layout");
