@@ -11,7 +11,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-10}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder agent_requests vsock_queues net_queues mmio_transport kernel_loader layer_unpack image_manifest)
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder agent_requests vsock_queues net_queues mmio_transport kernel_loader layer_unpack image_manifest cp_extract)
 tools=${ISOLA_CACHE:-$HOME/.cache/isola}/tools
 export PATH="$tools/bin:$PATH"
 export CARGO_TARGET_DIR=${ISOLA_CACHE:-$HOME/.cache/isola}/fuzz-target
