@@ -8,7 +8,6 @@
 //! ends when the VMM does (a pidfd), and the sandbox's cleanup kills it by pid.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -237,17 +236,7 @@ fn forwarder(args: &[String]) -> Result<(), String> {
 
 /// Copies one direction until EOF or error, then shuts both sides down.
 fn pump(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = [0u8; 16 << 10];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        }
-    }
+    let _ = std::io::copy(&mut from, &mut to);
     let _ = to.shutdown(Shutdown::Write);
     let _ = from.shutdown(Shutdown::Read);
 }
@@ -318,6 +307,7 @@ pub fn forward_udp(socket: UdpSocket, to: SocketAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
 
     #[test]
     fn port_specs_parse_as_docker_writes_them() {

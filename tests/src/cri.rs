@@ -76,3 +76,32 @@ pub async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, cmd: &str) -
         .into_inner();
     (String::from_utf8_lossy(&r.stdout).into_owned(), r.exit_code)
 }
+
+/// Creates and starts one container per name in the pod (CreateContainer, StartContainer),
+/// panicking with containerd's log on a failure; their ids, in order.
+pub async fn start_containers(
+    rt: &mut RuntimeServiceClient<Channel>,
+    c: &Containerd,
+    sandbox: &str,
+    pod: &PodSandboxConfig,
+    names: &[&str],
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for name in names {
+        let id = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: sandbox.into(),
+                config: Some(container_config(name)),
+                sandbox_config: Some(pod.clone()),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", c.log()))
+            .into_inner()
+            .container_id;
+        rt.start_container(StartContainerRequest { container_id: id.clone() })
+            .await
+            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", c.log()));
+        ids.push(id);
+    }
+    ids
+}

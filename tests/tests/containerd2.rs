@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use isola_e2e::containerd::{Containerd, CRI_VM_MIB, IMAGE, RUNTIME, SANDBOXER_HANDLER};
-use isola_e2e::cri::{client, container_config, exec, pod_config};
+use isola_e2e::cri::{client, exec, pod_config, start_containers};
 use k8s_cri::v1::*;
 
 /// The address containerd logged for `id` ("connecting to shim ID" address=… version=N).
@@ -72,23 +72,7 @@ async fn the_shim_as_sandboxer_makes_the_pods_vm_without_a_pause_container() {
     let vmms = isola_e2e::containerd::pids_with_args(&["qemu-system", c.isola_state.to_str().expect("path")]);
     assert_eq!(vmms.len(), 1, "CreateSandbox booted the pod's VM: {vmms:?}");
 
-    let mut ids = Vec::new();
-    for name in ["a", "b"] {
-        let id = rt
-            .create_container(CreateContainerRequest {
-                pod_sandbox_id: sandbox.clone(),
-                config: Some(container_config(name)),
-                sandbox_config: Some(pod.clone()),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", c.log()))
-            .into_inner()
-            .container_id;
-        rt.start_container(StartContainerRequest { container_id: id.clone() })
-            .await
-            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}\n{}", c.log()));
-        ids.push(id);
-    }
+    let ids = start_containers(&mut rt, &c, &sandbox, &pod, &["a", "b"]).await;
     assert_eq!(c.shim_pids(), shims, "the containers went to the sandbox's shim");
     let vmms_now = isola_e2e::containerd::pids_with_args(&["qemu-system", c.isola_state.to_str().expect("path")]);
     assert_eq!(vmms_now, vmms, "and into its VM");

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use isola_e2e::containerd::Containerd;
-use isola_e2e::cri::{client, container_config, exec, pod_config};
+use isola_e2e::cri::{client, container_config, exec, pod_config, start_containers};
 use k8s_cri::v1::*;
 
 #[tokio::test(flavor = "current_thread")]
@@ -30,23 +30,7 @@ async fn two_containers_share_one_vm_and_network_but_not_pids() {
     let pod_ip = status.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
     assert!(pod_ip.starts_with("10.77.0."), "CNI gave the pod an address: {pod_ip:?}");
 
-    let mut ids = Vec::new();
-    for name in ["a", "b"] {
-        let id = rt
-            .create_container(CreateContainerRequest {
-                pod_sandbox_id: sandbox.clone(),
-                config: Some(container_config(name)),
-                sandbox_config: Some(pod.clone()),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}\n{}", c.log()))
-            .into_inner()
-            .container_id;
-        rt.start_container(StartContainerRequest { container_id: id.clone() })
-            .await
-            .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
-        ids.push(id);
-    }
+    let ids = start_containers(&mut rt, &c, &sandbox, &pod, &["a", "b"]).await;
     let shims = c.shim_pids();
     assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
     let shim_socket = Containerd::shim_socket(shims[0]).expect("the shim's -socket");
