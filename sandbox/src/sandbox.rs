@@ -491,9 +491,8 @@ impl Sandbox {
     }
 
     /// The sandbox's agent (its control connection is shared with every handle).
-    /// Publishes `ports` on the host (`-p`): the forwarder ([`crate::ports`]) relays
-    /// them to the sandbox's bridge address. Recorded, so `ps` and `inspect` show them
-    /// and the sandbox's cleanup ends the forwarder, however the sandbox ends.
+    /// Publishes `ports` on the host (`-p`) through [`crate::ports`]' forwarder, recorded
+    /// for `ps`/`inspect` and for the cleanup, which ends it however the sandbox ends.
     pub fn publish(
         &mut self,
         ports: &[crate::ports::PortSpec],
