@@ -39,6 +39,37 @@ fn containerd_2_3_speaks_task_api_v3_to_the_shim_and_learns_its_features() {
     assert!(!Path::new(socket).exists(), "the v3 socket {socket} is left");
 }
 
+/// What containerd 2.x runs at start-up: `containerd-shim-isola-v2 -info`, with no
+/// namespace and runtime options on stdin, decoded as containerd decodes it.
+#[test]
+fn the_shims_info_decodes_as_runtime_info_with_its_oci_features() {
+    use containerd_shim::protos::protobuf::Message;
+    use containerd_shim::protos::types::introspection::RuntimeInfo;
+    let shim = isola_e2e::require_binary("containerd-shim-isola-v2", "cargo build");
+    let mut child = std::process::Command::new(shim)
+        .arg("-info")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("shim -info");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&[0x12, 0x03, b'/', b'x', b'y']).expect("options on stdin");
+    }
+    let out = child.wait_with_output().expect("-info");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info = RuntimeInfo::parse_from_bytes(&out.stdout).expect("RuntimeInfo protobuf");
+    assert_eq!(info.name, RUNTIME);
+    assert!(!info.version.version.is_empty(), "a version");
+    let features = info.features.as_ref().expect("features");
+    assert!(features.type_url.ends_with("runtime-spec/1/features/Features"), "{}", features.type_url);
+    let doc: serde_json::Value = serde_json::from_slice(&features.value).expect("features JSON");
+    assert_eq!((doc["ociVersionMin"].as_str(), doc["linux"]["cgroup"]["v2"].as_bool()), (Some("1.0.0"), Some(true)));
+    assert!(doc["linux"]["namespaces"].as_array().is_some_and(|n| n.iter().any(|x| x == "network")), "{doc}");
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn the_shim_as_sandboxer_makes_the_pods_vm_without_a_pause_container() {
     let c = Containerd::start_2_3();
