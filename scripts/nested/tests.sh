@@ -45,6 +45,11 @@ run() {  # run N BINARY TEST
   elif ! grep -q '^test result:' /l1out/cur; then
     echo "test result: FAILED. 0 passed; 1 failed; ($t exited $rc without a result)" >> /l1out/cur
   fi
+  # A failure's kernel side (OOM kills, KVM errors, crashes), which the test cannot see.
+  if [ "$rc" != 0 ]; then
+    { echo "nested: L1 kernel messages about the failure:"
+      dmesg | grep -iE 'oom|out of memory|killed process|kvm|segfault|general protection|traps:' | tail -20; } >> /l1out/cur
+  fi
   [ "$rc" = 0 ] || fail=1
   mv /l1out/cur "/l1out/done/$n"; sync
   cat "/l1out/done/$n"
