@@ -4,7 +4,7 @@
 # root read-only (9p) under a RAM overlay, so the job runs the repo's own binaries;
 # OUTDIR is shared read-write as /l1out. Exits with the job's exit code.
 #   scripts/nested/l1.sh JOB [OUTDIR]      JOB: a bash script, run in the repo as /l1out/job.sh
-# Env: L1_MEM (MiB, 6144), L1_CPUS (2), L1_TIMEOUT (s, 1500).
+# Env: L1_MEM (MiB, 6144), L1_CPUS (1), L1_TIMEOUT (s, 1500).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 job=$1
@@ -55,8 +55,11 @@ cmdline+=" isola.cwd=$repo isola.modules=$mods"
 # -xsave: QEMU 7.2's TCG does not forward L1's XSETBV intercept; L2 falls back anyway.
 serial=$out/serial.log
 : > "$serial"
+# One vCPU: with two, L1's kernel wedged (soft lockups in both vCPUs, or no heartbeat)
+# about once per batch under QEMU 7.2's emulated SVM; one vCPU runs the batch as fast
+# here (TCG threads share two host cores anyway) without waits between vCPUs.
 timeout -k 10 "${L1_TIMEOUT:-1500}" qemu-system-x86_64 -accel tcg,thread=multi -cpu max,-xsave \
-  -m "${L1_MEM:-6144}" -smp "${L1_CPUS:-2}" -nodefaults -display none -serial "file:$serial" -no-reboot \
+  -m "${L1_MEM:-6144}" -smp "${L1_CPUS:-1}" -nodefaults -display none -serial "file:$serial" -no-reboot \
   -kernel "$dir/root/boot/vmlinuz-$kver" -initrd "$initrd" -append "$cmdline" \
   -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \
   -virtfs "local,path=$out,mount_tag=l1out,security_model=none" </dev/null &
@@ -68,10 +71,10 @@ qemu=$!
 died=
 while kill -0 "$qemu" 2>/dev/null; do
   stuck=$(grep -oE 'soft lockup - CPU#[0-9]+ stuck for [0-9]+s' "$serial" | grep -oE '[0-9]+s$' | tr -d s | sort -n | tail -1 || true)
-  # Or wedged without a word: its heartbeat (stage2.sh, every 10 s) stopped for 180 s.
+  # Or wedged without a word: its heartbeat (stage2.sh, every 10 s) stopped for 120 s.
   silent=0
   [ -f "$out/heartbeat" ] && silent=$(( $(date +%s) - $(stat -c %Y "$out/heartbeat") ))
-  if grep -q 'Kernel panic' "$serial" || [ "${stuck:-0}" -ge 45 ] || [ "$silent" -ge 180 ]; then
+  if grep -q 'Kernel panic' "$serial" || [ "${stuck:-0}" -ge 45 ] || [ "$silent" -ge 120 ]; then
     died=1; kill "$qemu" 2>/dev/null; break
   fi
   sleep 2
@@ -80,7 +83,7 @@ wait "$qemu" || true
 grep -q 'Kernel panic' "$serial" && died=1
 cat "$serial" "$out/job.log" 2>/dev/null || true
 if [ -n "$died" ] && [ ! -f "$out/rc" ]; then
-  why="a vCPU stuck for ${stuck:-0} s"; [ "$silent" -ge 180 ] && why="no heartbeat for $silent s"
+  why="a vCPU stuck for ${stuck:-0} s"; [ "$silent" -ge 120 ] && why="no heartbeat for $silent s"
   grep -q 'Kernel panic' "$serial" && why="a kernel panic"
   echo "l1: L1's kernel died ($why); stopped it"; exit 3
 fi
