@@ -51,7 +51,7 @@ fn run_in(
     feed: impl FnOnce(&mut dyn Write) -> anyhow::Result<()> + Send + 'static,
     drain: impl FnOnce(&mut dyn Read) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let id = st.container.clone().with_context(|| format!("sandbox {name} has no container"))?;
+    let id = crate::manage_cmd::container_id(name, st)?;
     let c = st.container(&id, Duration::from_secs(30));
     let process = spec::process(&ContainerOptions { args, ..Default::default() })?;
     let p = c.exec(&format!("cp-{}", std::process::id()), process)?;

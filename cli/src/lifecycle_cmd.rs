@@ -10,12 +10,7 @@ use clap::Args;
 use isola_sandbox::state::{self, SandboxState};
 use isola_sandbox::ContainerStats;
 
-use crate::manage_cmd::find;
-
-/// A sandbox's container id (a sandbox runs one).
-fn container_id(name: &str, st: &SandboxState) -> anyhow::Result<String> {
-    st.container.clone().with_context(|| format!("sandbox {name} has no container"))
-}
+use crate::manage_cmd::{container_id, find};
 
 #[derive(Args, Debug)]
 pub struct StopArgs {

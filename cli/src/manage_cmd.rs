@@ -17,6 +17,11 @@ pub fn find(name: &str) -> anyhow::Result<(PathBuf, SandboxState)> {
         .with_context(|| format!("no running sandbox named {name}"))
 }
 
+/// A sandbox's container id (a sandbox runs one).
+pub fn container_id(name: &str, st: &SandboxState) -> anyhow::Result<String> {
+    st.container.clone().with_context(|| format!("sandbox {name} has no container"))
+}
+
 #[derive(Args, Debug)]
 pub struct PsArgs {
     /// Also sandboxes whose container has exited (until `isola rm`), with the exit code.
@@ -86,7 +91,7 @@ pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
 pub fn kill(a: KillArgs) -> anyhow::Result<ExitCode> {
     let sig = parse_signal(&a.signal)?;
     let (_, st) = find(&a.sandbox)?;
-    let id = st.container.clone().with_context(|| format!("sandbox {} has no container", a.sandbox))?;
+    let id = container_id(&a.sandbox, &st)?;
     st.container(&id, Duration::from_secs(10)).signal(sig, false)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -181,7 +186,7 @@ pub struct LogsArgs {
 /// What a detached container printed (stdout and stderr, interleaved).
 pub fn logs(a: LogsArgs) -> anyhow::Result<ExitCode> {
     let (_, st) = find(&a.name)?;
-    let id = st.container.clone().with_context(|| format!("sandbox {} has no container", a.name))?;
+    let id = container_id(&a.name, &st)?;
     print!("{}", st.container(&id, Duration::from_secs(10)).logs(a.tail_bytes)?);
     Ok(ExitCode::SUCCESS)
 }

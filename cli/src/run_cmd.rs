@@ -302,7 +302,7 @@ pub struct ExecArgs {
 
 pub fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
     let (dir, st) = crate::manage_cmd::find(&a.sandbox)?;
-    let id = st.container.clone().with_context(|| format!("sandbox {} has no container", a.sandbox))?;
+    let id = crate::manage_cmd::container_id(&a.sandbox, &st)?;
     let process = spec::process(&ContainerOptions {
         args: a.command.clone(),
         env: a.env.clone(),
