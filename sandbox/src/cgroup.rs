@@ -45,7 +45,7 @@ impl Hierarchy {
         v1.join("memory.limit_in_bytes").exists().then_some(Self::V1(v1))
     }
 
-    fn root(&self) -> &Path {
+    pub fn root(&self) -> &Path {
         match self {
             Self::V2(p) | Self::V1(p) => p,
         }

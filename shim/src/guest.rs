@@ -69,7 +69,12 @@ pub trait Guest: Send + Sync {
 }
 
 /// Boots real sandboxes under the state root (`/run/isola` or `$ISOLA_STATE_DIR`).
-pub struct VmBooter;
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VmBooter {
+    /// Kill the VM when the booting thread's process dies: for a caller whose booting
+    /// thread lives as long as the VM (`isola-runtime`'s keeper), never for the shim.
+    pub tie_to_parent: bool,
+}
 
 impl Booter for VmBooter {
     fn boot(&self, r: &BootRequest) -> Result<Arc<dyn Guest>, ShimError> {
@@ -90,7 +95,7 @@ impl Booter for VmBooter {
             state_root: isola_sandbox::state::default_root(),
             // PDEATHSIG follows the spawning thread, and ttrpc's threads come and go:
             // after a shim crash, containerd's `delete` cleans up instead.
-            tie_to_parent: false,
+            tie_to_parent: self.tie_to_parent,
             // Without a pod namespace a container has loopback only, as with runc.
             network: NetworkMode::None,
             netns: r.netns.clone(),

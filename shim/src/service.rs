@@ -204,7 +204,7 @@ impl containerd_shim::Shim for Service {
         let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
         let events = Arc::new(Publisher::new(publisher, self.namespace.clone(), address));
         let sandbox_config = std::env::var_os(sandbox_api::CONFIG_ENV).map(PathBuf::from);
-        let pod = Pod::new(Box::new(VmBooter), events, sandbox_config);
+        let pod = Pod::new(Box::new(VmBooter::default()), events, sandbox_config);
         exit_if_never_asked(Arc::clone(&pod), Arc::clone(&self.exit));
         if std::env::var_os(task_v3::ENV).is_some() {
             self.serve_v3(&pod);

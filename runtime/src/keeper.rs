@@ -1,0 +1,409 @@
+//! The keeper: the host process `create` leaves behind for a container, and the pid
+//! the caller waits on (containerd's runc shim and conmon reap it as its subreaper).
+//! It owns the microVM (through the shim's task logic, [`containerd_shim_isola::pod`]),
+//! holds the stdio it was given and relays it to the guest, serves the CLI's requests
+//! on its control socket, forwards the signals it gets, and at the end exits with the
+//! container's status: its code, or the same signal.
+
+use std::io::{BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use containerd_shim_isola::events::{Event, EventSink};
+use containerd_shim_isola::guest::VmBooter;
+use containerd_shim_isola::pod::{CreateRequest, Pod, Status};
+use containerd_shim_isola::standin::StandInCommand;
+use containerd_shim_isola::stdio::StdioPaths;
+use nix::sys::signal::{SigSet, Signal};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::control::{read_line, send_line, Reply, Request};
+use crate::error::{io, RuntimeError};
+use crate::state::{self, Dir, Record};
+
+/// The fd on which the keeper (and an exec relay) reports to the command that started it.
+pub const READY_FD: RawFd = 3;
+
+/// The signals a keeper or relay passes on to its process (the rest keep their default).
+pub fn forwarded() -> SigSet {
+    let mut s = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGCONT,
+        Signal::SIGWINCH,
+    ] {
+        s.add(sig);
+    }
+    s
+}
+
+struct NoEvents;
+impl EventSink for NoEvents {
+    fn send(&self, _: Event) {}
+}
+
+/// What `create` passes to the keeper.
+pub struct KeeperArgs {
+    pub root: PathBuf,
+    pub id: String,
+    pub bundle: PathBuf,
+    pub console_socket: Option<PathBuf>,
+}
+
+/// Tells the starting command how it went (one line, then EOF).
+pub struct Ready(Option<std::fs::File>);
+
+impl Ready {
+    pub fn from_fd() -> Self {
+        // SAFETY: fd 3 was set up by our parent for this report; nothing else uses it.
+        let valid = unsafe { libc::fcntl(READY_FD, libc::F_GETFD) } >= 0;
+        // SAFETY: as above; from here on the File owns it.
+        Ready(valid.then(|| unsafe { std::fs::File::from_raw_fd(READY_FD) }))
+    }
+    /// Nobody to tell (a foreground exec).
+    pub fn none() -> Self {
+        Ready(None)
+    }
+    pub fn send(&mut self, msg: &str) {
+        if let Some(mut f) = self.0.take() {
+            let _ = writeln!(f, "{msg}");
+        }
+    }
+}
+
+/// Copies fd `fd` above the stdio range (close-on-exec) and points `fd` at /dev/null,
+/// so nothing the keeper prints lands in the container's output; the copy's
+/// `/proc/self/fd` path is what the relay opens.
+fn move_up(fd: RawFd) -> Result<(OwnedFd, String), RuntimeError> {
+    // SAFETY: F_DUPFD_CLOEXEC on one of our stdio fds makes a new fd we then own.
+    let hi = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+    if hi < 0 {
+        return Err(io("duplicating stdio fd", format!("/proc/self/fd/{fd}"))(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `hi` is a fresh fd of ours.
+    let owned = unsafe { OwnedFd::from_raw_fd(hi) };
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(io("opening", "/dev/null"))?;
+    // SAFETY: dup2 onto a stdio fd we own; `null` stays valid for the call.
+    unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    Ok((owned, format!("/proc/self/fd/{hi}")))
+}
+
+/// The private copy of the bundle the VM is made from: the caller's spec with an
+/// absolute root, no hooks (the keeper runs them), and the network namespace it made.
+fn bundle_copy(dir: &Dir, bundle: &Path, spec: &Spec, netns: Option<&Path>) -> Result<PathBuf, RuntimeError> {
+    let mut spec = spec.clone();
+    if let Some(root) = spec.root().clone() {
+        let mut root = root;
+        if root.path().is_relative() {
+            root.set_path(bundle.join(root.path()));
+        }
+        spec.set_root(Some(root));
+    }
+    spec.set_hooks(None);
+    if let (Some(ns_path), Some(linux)) = (netns, spec.linux().clone()) {
+        let mut linux = linux;
+        let nss = linux.namespaces().clone().unwrap_or_default();
+        let nss = nss
+            .into_iter()
+            .map(|mut n| {
+                if n.typ() == LinuxNamespaceType::Network {
+                    n.set_path(Some(ns_path.to_path_buf()));
+                }
+                n
+            })
+            .collect();
+        linux.set_namespaces(Some(nss));
+        spec.set_linux(Some(linux));
+    }
+    let out = dir.bundle_copy();
+    std::fs::create_dir_all(&out).map_err(io("creating", &out))?;
+    spec.save(out.join("config.json")).map_err(|e| RuntimeError::Spec { path: out.join("config.json"), why: e.to_string() })?;
+    Ok(out)
+}
+
+/// Whether the spec asks for a new network namespace (no path): Docker's bridge then
+/// sets it up from its prestart hook, in the keeper's own namespace.
+pub fn wants_new_netns(spec: &Spec) -> bool {
+    spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|nss| {
+        nss.iter().any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none())
+    })
+}
+
+/// The hook state: the keeper's pid stands for the container's.
+pub fn hook_state(r: &Record, status: &str) -> serde_json::Value {
+    let mut v = r.oci_state();
+    v["status"] = status.into();
+    v["pid"] = r.pid.into();
+    v
+}
+
+/// The VM's memory cgroup (from the sandbox's state): the keeper joins it, so the
+/// caller's stats and OOM watch (they read the pid's cgroup) see the VM.
+fn vm_cgroup(vm_dir: &Path) -> Option<PathBuf> {
+    isola_sandbox::state::SandboxState::load(vm_dir).ok()?.cgroup
+}
+
+fn join_cgroup(dir: &Path) {
+    if let Err(e) = std::fs::write(dir.join("cgroup.procs"), "0") {
+        log::warn!("joining {}: {e}", dir.display());
+    }
+}
+
+pub struct Keeper {
+    pub pod: Arc<Pod>,
+    pub dir: Dir,
+    pub record: Mutex<Record>,
+    /// Live exec relays, for `ps`.
+    pub relays: Mutex<Vec<i32>>,
+    pub spec: Spec,
+}
+
+impl Keeper {
+    pub fn id(&self) -> String {
+        self.dir.id()
+    }
+
+    pub fn set_status(&self, status: &str, exit: Option<i32>) {
+        if let Ok(mut r) = self.record.lock() {
+            r.status = status.into();
+            if exit.is_some() {
+                r.exit_code = exit;
+            }
+            if let Err(e) = self.dir.save(&r) {
+                log::warn!("{e}");
+            }
+        }
+    }
+
+    fn record(&self) -> Record {
+        self.record.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
+/// The keeper's life (`isola-runtime __keeper`); returns the exit status to end with.
+pub fn run(args: KeeperArgs) -> i32 {
+    let mut ready = Ready::from_fd();
+    match setup(&args) {
+        Ok(k) => {
+            ready.send(&format!("ok {}", std::process::id()));
+            drop(ready);
+            life(k)
+        }
+        Err(e) => {
+            ready.send(&format!("error {e}"));
+            1
+        }
+    }
+}
+
+fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
+    let dir = Dir::new(&a.root, &a.id)?;
+    let config = a.bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|e| RuntimeError::Spec { path: config.clone(), why: e.to_string() })?;
+    // Unshared before any thread exists (unshare(CLONE_NEWNET) is per thread).
+    let netns = if wants_new_netns(&spec) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| RuntimeError::Invalid(format!("making the container's network namespace: {e}")))?;
+        Some(PathBuf::from(format!("/proc/{}/ns/net", std::process::id())))
+    } else {
+        None
+    };
+    // The signals to forward stay pending until the forwarding thread takes them.
+    let _ = forwarded().thread_block();
+    let terminal = spec.process().as_ref().is_some_and(|p| p.terminal().unwrap_or(false));
+    let mut held: Vec<OwnedFd> = Vec::new();
+    let stdio = match &a.console_socket {
+        Some(sock) => {
+            let c = crate::console::hand_over(sock)?;
+            let path = c.slave_path.to_string_lossy().into_owned();
+            held.push(c.slave);
+            StdioPaths { stdin: path.clone(), stdout: path, stderr: String::new(), terminal: true }
+        }
+        None => {
+            let mut paths = Vec::new();
+            for fd in 0..3 {
+                let (owned, path) = move_up(fd)?;
+                held.push(owned);
+                paths.push(path);
+            }
+            StdioPaths { stdin: paths[0].clone(), stdout: paths[1].clone(), stderr: paths[2].clone(), terminal }
+        }
+    };
+    let pid = std::process::id() as i32;
+    let root_path = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| "rootfs".into());
+    let mut record = Record {
+        id: a.id.clone(),
+        bundle: a.bundle.clone(),
+        rootfs: if root_path.is_absolute() { root_path } else { a.bundle.join(root_path) },
+        pid,
+        pid_start: state::start_time(pid).unwrap_or(0),
+        status: "creating".into(),
+        created: state::rfc3339_now(),
+        annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
+        ..Default::default()
+    };
+    let hooks = spec.hooks().clone().unwrap_or_default();
+    let copy = bundle_copy(&dir, &a.bundle, &spec, netns.as_deref())?;
+    // Before the VM: the VM takes over the interface the hooks put in the namespace.
+    let st = hook_state(&record, "creating");
+    crate::hooks::run_all("createRuntime", hooks.create_runtime().as_deref().unwrap_or(&[]), &st)?;
+    #[allow(deprecated)]
+    crate::hooks::run_all("prestart", hooks.prestart().as_deref().unwrap_or(&[]), &st)?;
+    let pod = Pod::with_stand_in(
+        Box::new(VmBooter { tie_to_parent: true }),
+        Arc::new(NoEvents),
+        StandInCommand::this_binary(),
+        None,
+    );
+    let req = CreateRequest {
+        id: a.id.clone(),
+        bundle: copy.to_string_lossy().into_owned(),
+        rootfs: vec![],
+        stdio,
+        config_path: std::env::var_os("ISOLA_CONFIG").map(PathBuf::from),
+    };
+    pod.create(req)?;
+    let vm_dir = containerd_shim_isola::bundle::BundleRecord::load(&copy).map(|r| r.vm);
+    if let Some(cg) = vm_dir.as_deref().and_then(vm_cgroup) {
+        join_cgroup(&cg);
+    }
+    record.vm_dir = vm_dir;
+    record.status = "created".into();
+    dir.save(&record)?;
+    let k = Arc::new(Keeper { pod, dir, record: Mutex::new(record), relays: Mutex::new(vec![]), spec });
+    serve(Arc::clone(&k))?;
+    forward_signals(Arc::clone(&k));
+    // The held fds stay open for the keeper's life (the bridge has its own copies).
+    std::mem::forget(held);
+    Ok(k)
+}
+
+/// Waits for the init to exit, ends the VM and returns the status to exit with.
+fn life(k: Arc<Keeper>) -> i32 {
+    let id = k.id();
+    let code = match k.pod.wait(&id, "") {
+        Ok(e) => e.code as i32,
+        Err(e) => {
+            log::warn!("waiting for {id}: {e}");
+            255
+        }
+    };
+    // Out of the VM's cgroup, so it can be removed.
+    if let Some(h) = isola_sandbox::cgroup::Hierarchy::detect() {
+        join_cgroup(h.root());
+    }
+    if let Err(e) = k.pod.delete(&id, "") {
+        log::warn!("ending {id}'s VM: {e}");
+    }
+    let _ = std::fs::remove_file(k.dir.socket());
+    k.set_status("stopped", Some(code));
+    code
+}
+
+fn forward_signals(k: Arc<Keeper>) {
+    std::thread::spawn(move || loop {
+        let Ok(sig) = forwarded().wait() else { return };
+        if sig == Signal::SIGWINCH {
+            continue;
+        }
+        if let Err(e) = k.pod.kill(&k.id(), "", sig as u32, false) {
+            log::debug!("forwarding {sig}: {e}");
+        }
+    });
+}
+
+fn serve(k: Arc<Keeper>) -> Result<(), RuntimeError> {
+    let path = k.dir.socket();
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(io("binding", &path))?;
+    // Only root (the runtime's callers) may talk to the keeper.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let k = Arc::clone(&k);
+            std::thread::spawn(move || {
+                if let Err(e) = handle(&k, conn) {
+                    log::debug!("control connection: {e}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+fn handle(k: &Keeper, conn: UnixStream) -> std::io::Result<()> {
+    let mut w = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    while let Some(req) = read_line::<Request>(&mut r)? {
+        if let Request::Exec { .. } = req {
+            return crate::keeper_exec::run(k, req, r, w);
+        }
+        let reply = match answer(k, req) {
+            Ok(v) => Reply::ok(v),
+            Err(e) => Reply::err(e),
+        };
+        send_line(&mut w, &reply)?;
+    }
+    Ok(())
+}
+
+fn answer(k: &Keeper, req: Request) -> Result<serde_json::Value, RuntimeError> {
+    let id = k.id();
+    match req {
+        Request::Start => {
+            k.pod.start(&id, "")?;
+            k.set_status("running", None);
+            let hooks = k.spec.hooks().clone().unwrap_or_default();
+            let st = hook_state(&k.record(), "running");
+            if let Err(e) = crate::hooks::run_all("poststart", hooks.poststart().as_deref().unwrap_or(&[]), &st) {
+                log::warn!("{e}");
+            }
+            Ok(serde_json::Value::Null)
+        }
+        Request::Kill { exec, signal, all } => {
+            k.pod.kill(&id, exec.as_deref().unwrap_or(""), signal, all)?;
+            Ok(serde_json::Value::Null)
+        }
+        Request::Pause | Request::Resume => {
+            let pause = req == Request::Pause;
+            let (_, _, status, _, _) = k.pod.state(&id, "")?;
+            let ok = if pause { status == Status::Running } else { status == Status::Paused };
+            if !ok {
+                return Err(RuntimeError::WrongState {
+                    verb: if pause { "pause" } else { "resume" },
+                    id,
+                    status: k.record().status,
+                });
+            }
+            k.pod.pause(&id, pause)?;
+            k.set_status(if pause { "paused" } else { "running" }, None);
+            Ok(serde_json::Value::Null)
+        }
+        Request::Update { resources } => {
+            let res = serde_json::from_value(resources).map_err(|e| RuntimeError::Invalid(format!("resources: {e}")))?;
+            k.pod.update(&id, res)?;
+            Ok(serde_json::Value::Null)
+        }
+        Request::Stats => Ok(serde_json::to_value(k.pod.stats(&id)?).unwrap_or_default()),
+        Request::Pids => {
+            let mut pids = vec![std::process::id() as i32];
+            if let Ok(relays) = k.relays.lock() {
+                pids.extend(relays.iter().copied());
+            }
+            Ok(serde_json::json!(pids))
+        }
+        Request::Resize { exec, rows, cols } => {
+            k.pod.resize(&id, exec.as_deref().unwrap_or(""), cols, rows)?;
+            Ok(serde_json::Value::Null)
+        }
+        Request::Exec { .. } => Err(RuntimeError::Invalid("exec takes its own connection".into())),
+    }
+}
