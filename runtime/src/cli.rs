@@ -25,9 +25,6 @@ pub struct Cli {
     /// Accepted and ignored (runc's checkpoint tool).
     #[arg(long, global = true, hide = true)]
     pub criu: Option<String>,
-    /// Accepted and ignored.
-    #[arg(long, global = true, hide = true, num_args = 0..=1, default_missing_value = "true")]
-    pub rootless: Option<String>,
     #[arg(short = 'v', long = "version")]
     pub version: bool,
     #[command(subcommand)]

@@ -50,20 +50,18 @@ pub fn window_size(fd: &OwnedFd) -> Option<(u16, u16)> {
 }
 
 /// Calls `resize` with the terminal's size now and after every change (polled: the
-/// caller resizes the master, and only a controlling terminal would get SIGWINCH).
-/// Ends when `resize` returns false.
+/// caller resizes the master, and only a controlling terminal would get SIGWINCH),
+/// for the life of the process. A size `resize` could not apply yet (the guest's
+/// process not started) is tried again.
 pub fn follow_size(slave: OwnedFd, mut resize: impl FnMut(u16, u16) -> bool + Send + 'static) {
     std::thread::spawn(move || {
         let mut last = None;
         loop {
             let now = window_size(&slave);
-            if now.is_some() && now != last {
-                if let Some((rows, cols)) = now {
-                    if !resize(rows, cols) {
-                        return;
-                    }
+            if let Some((rows, cols)) = now.filter(|_| now != last) {
+                if resize(rows, cols) {
+                    last = now;
                 }
-                last = now;
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -3,7 +3,10 @@
 //! owns the microVM; an exec's connection stays open until the process exits.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::path::Path;
 use std::time::Duration;
 
@@ -76,10 +79,27 @@ pub struct Client {
     pub writer: UnixStream,
 }
 
+/// The first byte of a connection: plain, or carrying fds (an exec's stdio) in SCM_RIGHTS.
+pub const PLAIN: u8 = b'C';
+pub const WITH_FDS: u8 = b'F';
+/// The most fds one connection may carry.
+pub const MAX_FDS: usize = 3;
+
 impl Client {
     pub fn connect(socket: &Path, id: &str) -> Result<Self, RuntimeError> {
+        Self::connect_with(socket, id, &[])
+    }
+
+    /// Connects and hands over `fds` (at most [`MAX_FDS`]) before the first request.
+    pub fn connect_with(socket: &Path, id: &str, fds: &[RawFd]) -> Result<Self, RuntimeError> {
         let s = UnixStream::connect(socket)
             .map_err(|e| RuntimeError::Keeper(format!("container {id} is not running (its keeper: {e})")))?;
+        let first = if fds.is_empty() { [PLAIN] } else { [WITH_FDS] };
+        let iov = [std::io::IoSlice::new(&first)];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+        sendmsg::<()>(s.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)
+            .map_err(|e| RuntimeError::Keeper(format!("connecting: {e}")))?;
         let writer = s.try_clone().map_err(|e| RuntimeError::Keeper(e.to_string()))?;
         Ok(Client { reader: BufReader::new(s), writer })
     }
@@ -94,6 +114,27 @@ impl Client {
             Ok(None) => Err(RuntimeError::Keeper("the keeper closed the connection".into())),
             Err(e) => Err(RuntimeError::Keeper(format!("reading its reply: {e}"))),
         }
+    }
+}
+
+/// The keeper's side of a connection's first byte: the fds it carried (none for a plain one).
+pub fn accept_fds(s: &UnixStream) -> std::io::Result<Vec<OwnedFd>> {
+    let mut first = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut first)];
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let msg = recvmsg::<()>(s.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(got) = c {
+            // SAFETY: each fd just arrived in SCM_RIGHTS and is ours alone.
+            fds.extend(got.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+    match (msg.bytes, first[0]) {
+        (1, PLAIN) if fds.is_empty() => Ok(fds),
+        (1, WITH_FDS) if !truncated && !fds.is_empty() && fds.len() <= MAX_FDS => Ok(fds),
+        _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad control connection preamble")),
     }
 }
 
@@ -127,6 +168,23 @@ mod tests {
             let back: Request = read_line(&mut &buf[..]).expect("decode").expect("a line");
             assert_eq!(back, r);
         }
+    }
+
+    #[test]
+    fn fds_cross_in_the_preamble_and_a_plain_connection_has_none() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("k.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let f = std::fs::File::create(tmp.path().join("out")).expect("file");
+        let _c = Client::connect_with(&path, "c1", &[f.as_raw_fd(), f.as_raw_fd()]).expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        let fds = accept_fds(&s).expect("fds");
+        assert_eq!(fds.len(), 2);
+        std::io::Write::write_all(&mut std::fs::File::from(fds.into_iter().next().expect("fd")), b"x").expect("write");
+        assert_eq!(std::fs::read(tmp.path().join("out")).expect("read"), b"x");
+        let _p = Client::connect(&path, "c1").expect("connect");
+        let (s, _) = l.accept().expect("accept");
+        assert!(accept_fds(&s).expect("plain").is_empty());
     }
 
     #[test]

@@ -63,7 +63,8 @@ pub struct Ready(Option<std::fs::File>);
 impl Ready {
     pub fn from_fd() -> Self {
         // SAFETY: fd 3 was set up by our parent for this report; nothing else uses it.
-        let valid = unsafe { libc::fcntl(READY_FD, libc::F_GETFD) } >= 0;
+        // Close-on-exec at once, so the VMM and helpers we start never hold it open.
+        let valid = unsafe { libc::fcntl(READY_FD, libc::F_SETFD, libc::FD_CLOEXEC) } >= 0;
         // SAFETY: as above; from here on the File owns it.
         Ready(valid.then(|| unsafe { std::fs::File::from_raw_fd(READY_FD) }))
     }
@@ -96,7 +97,9 @@ fn move_up(fd: RawFd) -> Result<(OwnedFd, String), RuntimeError> {
 }
 
 /// The private copy of the bundle the VM is made from: the caller's spec with an
-/// absolute root, no hooks (the keeper runs them), and the network namespace it made.
+/// absolute root, no hooks (the keeper runs them), and the network namespace the VM
+/// takes its interface from (none: the guest has loopback only, as runc's container
+/// in an empty namespace has).
 fn bundle_copy(dir: &Dir, bundle: &Path, spec: &Spec, netns: Option<&Path>) -> Result<PathBuf, RuntimeError> {
     let mut spec = spec.clone();
     if let Some(root) = spec.root().clone() {
@@ -107,14 +110,14 @@ fn bundle_copy(dir: &Dir, bundle: &Path, spec: &Spec, netns: Option<&Path>) -> R
         spec.set_root(Some(root));
     }
     spec.set_hooks(None);
-    if let (Some(ns_path), Some(linux)) = (netns, spec.linux().clone()) {
+    if let Some(linux) = spec.linux().clone() {
         let mut linux = linux;
         let nss = linux.namespaces().clone().unwrap_or_default();
         let nss = nss
             .into_iter()
             .map(|mut n| {
                 if n.typ() == LinuxNamespaceType::Network {
-                    n.set_path(Some(ns_path.to_path_buf()));
+                    n.set_path(netns.map(Path::to_path_buf));
                 }
                 n
             })
@@ -134,6 +137,18 @@ pub fn wants_new_netns(spec: &Spec) -> bool {
     spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|nss| {
         nss.iter().any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none())
     })
+}
+
+/// Whether the namespace has an interface the VM can take (Docker's or CNI's veth);
+/// an empty one (`--network none`, no hooks) leaves the guest with loopback only.
+fn has_interface(ns: &Path) -> bool {
+    match isola_sandbox::netns::inspect(ns) {
+        Ok(_) => true,
+        Err(e) => {
+            log::debug!("{}: {e}; no network", ns.display());
+            false
+        }
+    }
 }
 
 /// The hook state: the keeper's pid stands for the container's.
@@ -219,10 +234,12 @@ fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
     let _ = forwarded().thread_block();
     let terminal = spec.process().as_ref().is_some_and(|p| p.terminal().unwrap_or(false));
     let mut held: Vec<OwnedFd> = Vec::new();
+    let mut tty = None;
     let stdio = match &a.console_socket {
         Some(sock) => {
             let c = crate::console::hand_over(sock)?;
-            let path = c.slave_path.to_string_lossy().into_owned();
+            let path = format!("/proc/self/fd/{}", c.slave.as_raw_fd());
+            tty = c.slave.try_clone().ok();
             held.push(c.slave);
             StdioPaths { stdin: path.clone(), stdout: path, stderr: String::new(), terminal: true }
         }
@@ -250,12 +267,14 @@ fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
         ..Default::default()
     };
     let hooks = spec.hooks().clone().unwrap_or_default();
-    let copy = bundle_copy(&dir, &a.bundle, &spec, netns.as_deref())?;
     // Before the VM: the VM takes over the interface the hooks put in the namespace.
     let st = hook_state(&record, "creating");
     crate::hooks::run_all("createRuntime", hooks.create_runtime().as_deref().unwrap_or(&[]), &st)?;
     #[allow(deprecated)]
     crate::hooks::run_all("prestart", hooks.prestart().as_deref().unwrap_or(&[]), &st)?;
+    let netns = netns.or_else(|| containerd_shim_isola::spec::netns(&spec));
+    let netns = netns.filter(|ns| has_interface(ns));
+    let copy = bundle_copy(&dir, &a.bundle, &spec, netns.as_deref())?;
     let pod = Pod::with_stand_in(
         Box::new(VmBooter { tie_to_parent: true }),
         Arc::new(NoEvents),
@@ -280,6 +299,10 @@ fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
     let k = Arc::new(Keeper { pod, dir, record: Mutex::new(record), relays: Mutex::new(vec![]), spec });
     serve(Arc::clone(&k))?;
     forward_signals(Arc::clone(&k));
+    if let Some(tty) = tty {
+        let k = Arc::clone(&k);
+        crate::console::follow_size(tty, move |rows, cols| k.pod.resize(&k.id(), "", cols, rows).is_ok());
+    }
     // The held fds stay open for the keeper's life (the bridge has its own copies).
     std::mem::forget(held);
     Ok(k)
@@ -340,11 +363,12 @@ fn serve(k: Arc<Keeper>) -> Result<(), RuntimeError> {
 }
 
 fn handle(k: &Keeper, conn: UnixStream) -> std::io::Result<()> {
+    let mut fds = Some(crate::control::accept_fds(&conn)?);
     let mut w = conn.try_clone()?;
     let mut r = BufReader::new(conn);
     while let Some(req) = read_line::<Request>(&mut r)? {
         if let Request::Exec { .. } = req {
-            return crate::keeper_exec::run(k, req, r, w);
+            return crate::keeper_exec::run(k, req, fds.take().unwrap_or_default(), r, w);
         }
         let reply = match answer(k, req) {
             Ok(v) => Reply::ok(v),

@@ -3,6 +3,7 @@
 //! life line: if it closes first (the relay was killed), the process is killed too.
 
 use std::io::BufReader;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use containerd_shim_isola::stdio::StdioPaths;
@@ -11,12 +12,32 @@ use crate::control::{read_line, send_line, Reply, Request};
 use crate::error::RuntimeError;
 use crate::keeper::Keeper;
 
-pub fn run(k: &Keeper, req: Request, mut r: BufReader<UnixStream>, mut w: UnixStream) -> std::io::Result<()> {
+/// The relay's stdio as paths the bridge takes: each wanted stream (a non-empty entry)
+/// is the next fd the relay handed over, as `/proc/self/fd/N` (duplicated, not reopened).
+fn stdio_paths(wanted: &[String; 3], fds: &[OwnedFd]) -> Result<[String; 3], RuntimeError> {
+    let mut next = fds.iter();
+    let mut out: [String; 3] = Default::default();
+    for (i, w) in wanted.iter().enumerate() {
+        if !w.is_empty() {
+            let fd = next.next().ok_or_else(|| RuntimeError::Invalid("the exec's stdio fds are missing".into()))?;
+            out[i] = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(
+    k: &Keeper,
+    req: Request,
+    fds: Vec<OwnedFd>,
+    mut r: BufReader<UnixStream>,
+    mut w: UnixStream,
+) -> std::io::Result<()> {
     let Request::Exec { exec, process, stdio, terminal, relay_pid } = req else { return Ok(()) };
     let id = k.id();
     let started = (|| {
         let process = serde_json::from_value(process).map_err(|e| RuntimeError::Invalid(format!("process: {e}")))?;
-        let [stdin, stdout, stderr] = stdio;
+        let [stdin, stdout, stderr] = stdio_paths(&stdio, &fds)?;
         k.pod.exec(&id, &exec, process, StdioPaths { stdin, stdout, stderr, terminal })?;
         if let Err(e) = k.pod.start(&id, &exec) {
             let _ = k.pod.delete(&id, &exec);
@@ -24,6 +45,8 @@ pub fn run(k: &Keeper, req: Request, mut r: BufReader<UnixStream>, mut w: UnixSt
         }
         Ok::<_, RuntimeError>(())
     })();
+    // The bridge has its own copies now.
+    drop(fds);
     if let Err(e) = started {
         return send_line(&mut w, &Reply::err(e));
     }

@@ -125,7 +125,14 @@ fn await_gone(r: &Record, timeout: Duration) -> bool {
 pub fn delete(g: &Globals, id: &str, force: bool) -> Result<(), RuntimeError> {
     let dir = Dir::new(&g.root, id)?;
     let _lock = if dir.path.exists() { Some(dir.lock()?) } else { None };
-    let r = dir.load()?;
+    let r = match dir.load() {
+        // As runc's: a forced delete of what is not there (any more) succeeds.
+        Err(RuntimeError::NotFound(_)) if force => {
+            let _ = std::fs::remove_dir_all(&dir.path);
+            return Ok(());
+        }
+        r => r?,
+    };
     if r.keeper_alive() {
         let status = r.live_status();
         if matches!(status.as_str(), "running" | "paused") && !force {
@@ -201,6 +208,7 @@ mod tests {
         for e in [start(&g, "nope").expect_err("start"), delete(&g, "nope", false).expect_err("delete")] {
             assert_eq!(e.to_string(), "container \"nope\" does not exist");
         }
+        delete(&g, "nope", true).expect("a forced delete of nothing succeeds");
         assert!(matches!(kill(&g, "../x", None, false), Err(RuntimeError::BadId(..))));
     }
 }

@@ -3,7 +3,7 @@
 //! made for `--console-socket`), has the keeper run the process with them, forwards
 //! signals and window sizes, and exits with the process's status.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use nix::sys::signal::Signal;
@@ -51,19 +51,20 @@ pub fn run(a: RelayArgs, mut ready: Ready) -> i32 {
 
 fn start(a: &RelayArgs, held: &mut Vec<OwnedFd>) -> Result<Client, RuntimeError> {
     let terminal = a.process.get("terminal").and_then(|t| t.as_bool()).unwrap_or(false);
-    let stdio: [String; 3] = match &a.console_socket {
+    // The streams wanted (non-empty) and the fds that carry them, handed to the keeper.
+    let (stdio, fds): ([String; 3], Vec<RawFd>) = match &a.console_socket {
         Some(sock) => {
             let c = crate::console::hand_over(sock)?;
-            let p = c.slave_path.to_string_lossy().into_owned();
+            let fd = c.slave.as_raw_fd();
             held.push(c.slave);
-            [p.clone(), p, String::new()]
+            (["tty".into(), "tty".into(), String::new()], vec![fd, fd])
         }
         None => {
-            let me = std::process::id();
-            [0, 1, 2].map(|fd| proc_fd(me, fd))
+            let open: Vec<RawFd> = (0..3).filter(|fd| is_open(*fd)).collect();
+            ([0, 1, 2].map(|fd| if is_open(fd) { format!("fd {fd}") } else { String::new() }), open)
         }
     };
-    let mut client = Client::connect(&a.socket, &a.id)?;
+    let mut client = Client::connect_with(&a.socket, &a.id, &fds)?;
     let req = Request::Exec {
         exec: a.exec.clone(),
         process: a.process.clone(),
@@ -75,14 +76,9 @@ fn start(a: &RelayArgs, held: &mut Vec<OwnedFd>) -> Result<Client, RuntimeError>
     Ok(client)
 }
 
-/// `/proc/PID/fd/N` of a stdio fd, or "" where it is closed (nothing to relay).
-fn proc_fd(pid: u32, fd: i32) -> String {
-    let p = format!("/proc/{pid}/fd/{fd}");
-    if Path::new(&p).exists() {
-        p
-    } else {
-        String::new()
-    }
+fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the fd's flags.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
 fn forward_signals(socket: &Path, id: &str, exec: &str) {

@@ -1,7 +1,7 @@
 //! Starting a keeper or an exec relay: this binary again, with the caller's stdio and
 //! a pipe on fd 3 on which the child says `ok PID` or `error TEXT` once it is ready.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
@@ -28,8 +28,9 @@ pub fn spawn_ready(mut cmd: Command, what: &str) -> Result<(Child, i32), Runtime
     }
     let mut child = cmd.spawn().map_err(|e| RuntimeError::Keeper(format!("starting the {what}: {e}")))?;
     drop(w);
+    // One line: whatever else inherited the pipe cannot hold this up.
     let mut msg = String::new();
-    let _ = std::fs::File::from(r).take(64 * 1024).read_to_string(&mut msg);
+    let _ = std::io::BufReader::new(std::fs::File::from(r).take(64 * 1024)).read_line(&mut msg);
     let msg = msg.trim();
     if let Some(pid) = msg.strip_prefix("ok ").and_then(|p| p.parse().ok()) {
         return Ok((child, pid));

@@ -28,11 +28,31 @@ pub struct Bridge {
     done: Receiver<()>,
 }
 
+/// Opens a stdio path. `/proc/self/fd/N` is this process's own fd N, duplicated rather
+/// than reopened: a reopened file would lose its offset and append mode, and a socket
+/// cannot be reopened at all (`isola-runtime` hands its callers' fds over this way).
+fn open(path: &str, write: bool) -> std::io::Result<File> {
+    if let Some(fd) = path.strip_prefix("/proc/self/fd/").and_then(|n| n.parse::<i32>().ok()) {
+        // SAFETY: F_DUPFD_CLOEXEC makes a new fd (or fails); the File owns only that copy.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if copy < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `copy` is a fresh fd nobody else owns.
+        return Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(copy) });
+    }
+    if write {
+        OpenOptions::new().write(true).open(path)
+    } else {
+        File::open(path)
+    }
+}
+
 fn open_output(path: &str) -> Box<dyn Write + Send> {
     if path.is_empty() {
         return Box::new(std::io::sink());
     }
-    match OpenOptions::new().write(true).open(path) {
+    match open(path, true) {
         Ok(f) => Box::new(f),
         Err(e) => {
             log::warn!("opening {path}: {e}; the output is dropped");
@@ -66,7 +86,7 @@ fn copy_out(mut from: UnixStream, path: String, done: Sender<()>) {
 /// FIFO -> guest stream until the writer closes (containerd's CloseIO), then EOF to the guest.
 fn copy_in(path: String, mut to: UnixStream) {
     std::thread::spawn(move || {
-        match File::open(&path) {
+        match open(&path, false) {
             Ok(mut from) => {
                 let _ = std::io::copy(&mut from, &mut to);
             }
