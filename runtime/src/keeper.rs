@@ -79,6 +79,18 @@ impl Ready {
     }
 }
 
+/// Points fds 0-2 at /dev/null: with a console the pty is the stdio, and what we were
+/// given (go-runc's pipe that collects `create`'s output) must not be held open, or
+/// the caller waits for its EOF forever.
+pub fn null_stdio() -> Result<(), RuntimeError> {
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(io("opening", "/dev/null"))?;
+    for fd in 0..3 {
+        // SAFETY: dup2 onto a stdio fd we own; `null` stays valid for the call.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+    Ok(())
+}
+
 /// Copies fd `fd` above the stdio range (close-on-exec) and points `fd` at /dev/null,
 /// so nothing the keeper prints lands in the container's output; the copy's
 /// `/proc/self/fd` path is what the relay opens.
@@ -238,6 +250,7 @@ fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
     let stdio = match &a.console_socket {
         Some(sock) => {
             let c = crate::console::hand_over(sock)?;
+            null_stdio()?;
             let path = format!("/proc/self/fd/{}", c.slave.as_raw_fd());
             tty = c.slave.try_clone().ok();
             held.push(c.slave);

@@ -55,6 +55,7 @@ fn start(a: &RelayArgs, held: &mut Vec<OwnedFd>) -> Result<Client, RuntimeError>
     let (stdio, fds): ([String; 3], Vec<RawFd>) = match &a.console_socket {
         Some(sock) => {
             let c = crate::console::hand_over(sock)?;
+            crate::keeper::null_stdio()?;
             let fd = c.slave.as_raw_fd();
             held.push(c.slave);
             (["tty".into(), "tty".into(), String::new()], vec![fd, fd])
