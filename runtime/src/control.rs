@@ -92,8 +92,9 @@ impl Client {
 
     /// Connects and hands over `fds` (at most [`MAX_FDS`]) before the first request.
     pub fn connect_with(socket: &Path, id: &str, fds: &[RawFd]) -> Result<Self, RuntimeError> {
-        let s = UnixStream::connect(socket)
-            .map_err(|e| RuntimeError::Keeper(format!("container {id} is not running (its keeper: {e})")))?;
+        let not_running = |e: std::io::Error| RuntimeError::Keeper(format!("container {id} is not running (its keeper: {e})"));
+        let (_dir, short) = short_path(socket).map_err(not_running)?;
+        let s = UnixStream::connect(&short).map_err(not_running)?;
         let first = if fds.is_empty() { [PLAIN] } else { [WITH_FDS] };
         let iov = [std::io::IoSlice::new(&first)];
         let cmsg = [ControlMessage::ScmRights(fds)];
@@ -138,6 +139,19 @@ pub fn accept_fds(s: &UnixStream) -> std::io::Result<Vec<OwnedFd>> {
     }
 }
 
+/// A socket path as short as can be: sun_path holds 107 bytes, and a runtime root
+/// under Docker's exec root with a 64-character id runs past it. The directory is
+/// opened and named through `/proc/self/fd`; keep the returned file while binding or
+/// connecting.
+pub fn short_path(path: &Path) -> std::io::Result<(std::fs::File, std::path::PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("a socket path needs a file name"))?;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY).open(dir)?;
+    let short = std::path::PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())).join(name);
+    Ok((f, short))
+}
+
 /// One request, one reply.
 pub fn call(socket: &Path, id: &str, req: &Request) -> Result<serde_json::Value, RuntimeError> {
     Client::connect(socket, id)?.call(req, Some(Duration::from_secs(60)))
@@ -173,8 +187,12 @@ mod tests {
     #[test]
     fn fds_cross_in_the_preamble_and_a_plain_connection_has_none() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let path = tmp.path().join("k.sock");
-        let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        // Deeper than sun_path can hold: bound and reached through /proc/self/fd.
+        let deep = tmp.path().join("d".repeat(100));
+        std::fs::create_dir(&deep).expect("deep dir");
+        let path = deep.join("k.sock");
+        let (_d, short) = short_path(&path).expect("short");
+        let l = std::os::unix::net::UnixListener::bind(&short).expect("bind");
         let f = std::fs::File::create(tmp.path().join("out")).expect("file");
         let _c = Client::connect_with(&path, "c1", &[f.as_raw_fd(), f.as_raw_fd()]).expect("connect");
         let (s, _) = l.accept().expect("accept");

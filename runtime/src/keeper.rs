@@ -288,6 +288,7 @@ fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
     let netns = netns.or_else(|| containerd_shim_isola::spec::netns(&spec));
     let netns = netns.filter(|ns| has_interface(ns));
     let copy = bundle_copy(&dir, &a.bundle, &spec, netns.as_deref())?;
+    let listener = listen(&dir)?;
     let pod = Pod::with_stand_in(
         Box::new(VmBooter { tie_to_parent: true }),
         Arc::new(NoEvents),
@@ -303,14 +304,17 @@ fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
     };
     pod.create(req)?;
     let vm_dir = containerd_shim_isola::bundle::BundleRecord::load(&copy).map(|r| r.vm);
-    if let Some(cg) = vm_dir.as_deref().and_then(vm_cgroup) {
-        join_cgroup(&cg);
-    }
+    let cgroup = vm_dir.as_deref().and_then(vm_cgroup);
     record.vm_dir = vm_dir;
     record.status = "created".into();
     dir.save(&record)?;
+    // Last, with nothing left to fail: a failed keeper inside the VM's cgroup would be
+    // killed with it by the cleanup.
+    if let Some(cg) = cgroup {
+        join_cgroup(&cg);
+    }
     let k = Arc::new(Keeper { pod, dir, record: Mutex::new(record), relays: Mutex::new(vec![]), spec });
-    serve(Arc::clone(&k))?;
+    serve(Arc::clone(&k), listener);
     forward_signals(Arc::clone(&k));
     if let Some(tty) = tty {
         let k = Arc::clone(&k);
@@ -355,13 +359,19 @@ fn forward_signals(k: Arc<Keeper>) {
     });
 }
 
-fn serve(k: Arc<Keeper>) -> Result<(), RuntimeError> {
-    let path = k.dir.socket();
+/// The control socket, bound before the VM boots (a failure then costs nothing).
+fn listen(dir: &Dir) -> Result<UnixListener, RuntimeError> {
+    let path = dir.socket();
     let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).map_err(io("binding", &path))?;
+    let (_d, short) = crate::control::short_path(&path).map_err(io("binding", &path))?;
+    let listener = UnixListener::bind(&short).map_err(io("binding", &path))?;
     // Only root (the runtime's callers) may talk to the keeper.
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    Ok(listener)
+}
+
+fn serve(k: Arc<Keeper>, listener: UnixListener) {
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let k = Arc::clone(&k);
@@ -372,7 +382,6 @@ fn serve(k: Arc<Keeper>) -> Result<(), RuntimeError> {
             });
         }
     });
-    Ok(())
 }
 
 fn handle(k: &Keeper, conn: UnixStream) -> std::io::Result<()> {

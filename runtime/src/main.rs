@@ -63,6 +63,8 @@ fn main() {
     let cli = Cli::parse();
     let g = Globals { root: cli.root.clone(), log: cli.log.clone(), log_format: cli.log_format.clone(), debug: cli.debug };
     logfile::init(g.log.as_deref(), g.log_format == "json", g.debug);
+    // The keeper's stderr is nobody's: a panic goes to the log the caller reads.
+    std::panic::set_hook(Box::new(|info| log::error!("isola-runtime panicked: {info}")));
     if cli.version {
         println!("isola-runtime version {}", env!("CARGO_PKG_VERSION"));
         println!("commit: isola-{}", env!("CARGO_PKG_VERSION"));

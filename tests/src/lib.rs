@@ -4,6 +4,8 @@
 pub mod chaos;
 pub mod containerd;
 pub mod cri;
+pub mod docker;
+pub mod podman;
 pub use isola_sandbox::inventory as leaks;
 pub mod outside;
 pub mod registry;
