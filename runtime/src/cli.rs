@@ -182,3 +182,46 @@ pub enum Cmd {
     #[command(name = "__relay", hide = true)]
     Relay { id: String, exec: String, process: PathBuf, console_socket: Option<PathBuf> },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Cli {
+        Cli::try_parse_from(line.split_whitespace()).unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    #[test]
+    fn containerd_runc_shim_command_lines_parse() {
+        // go-runc's forms, as containerd-shim-runc-v2 (Docker's and ctr's) runs them.
+        let root = "--root /run/docker/runtime-runc/moby --log /b/log.json --log-format json";
+        let c = parse(&format!("isola-runtime {root} create --bundle /b --pid-file /b/init.pid --console-socket /tmp/pty.sock c1"));
+        assert_eq!((c.root.to_str(), c.log_format.as_str()), (Some("/run/docker/runtime-runc/moby"), "json"));
+        let Some(Cmd::Create(a)) = c.cmd else { panic!("create") };
+        assert_eq!((a.id.as_str(), a.bundle.to_str(), a.console_socket.is_some()), ("c1", Some("/b"), true));
+        let c = parse(&format!("isola-runtime {root} exec --process /tmp/p.json --detach --pid-file /b/e.pid c1"));
+        let Some(Cmd::Exec(a)) = c.cmd else { panic!("exec") };
+        assert!(a.detach && a.process.is_some() && a.command.is_empty());
+        let c = parse(&format!("isola-runtime {root} kill --all c1 9"));
+        assert!(matches!(c.cmd, Some(Cmd::Kill { all: true, ref id, signal: Some(ref s) }) if id == "c1" && s == "9"));
+        assert!(matches!(parse("isola-runtime delete --force c1").cmd, Some(Cmd::Delete { force: true, .. })));
+        assert!(matches!(parse("isola-runtime ps --format json c1").cmd, Some(Cmd::Ps { ref format, .. }) if format == "json"));
+        assert!(matches!(parse("isola-runtime update --resources - c1").cmd, Some(Cmd::Update(_))));
+        assert!(matches!(parse("isola-runtime events --stats c1").cmd, Some(Cmd::Events { stats: true, .. })));
+        assert!(matches!(parse("isola-runtime --systemd-cgroup --debug state c1").cmd, Some(Cmd::State { .. })));
+    }
+
+    #[test]
+    fn conmon_and_podman_command_lines_parse() {
+        let c = parse("isola-runtime --root=/run/isola-runtime create --bundle /u --pid-file /u/pidfile --no-new-keyring c2");
+        assert!(matches!(c.cmd, Some(Cmd::Create(ref a)) if a.no_new_keyring && a.id == "c2"));
+        let c = parse("isola-runtime exec --pid-file /u/e --process /u/p --detach --tty --console-socket /u/s c2");
+        assert!(matches!(c.cmd, Some(Cmd::Exec(ref a)) if a.tty && a.detach && a.console_socket.is_some()));
+        // A command's own flags are its own, not ours.
+        let c = parse("isola-runtime exec -e A=1 c2 ls -la --color");
+        let Some(Cmd::Exec(a)) = c.cmd else { panic!("exec") };
+        assert_eq!(a.command, ["ls", "-la", "--color"]);
+        assert!(parse("isola-runtime --version").version);
+        assert!(Cli::try_parse_from(["isola-runtime", "create"]).is_err(), "an id is required");
+    }
+}

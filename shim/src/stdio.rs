@@ -135,3 +135,22 @@ impl Bridge {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_proc_self_fd_path_is_the_same_open_file_not_a_reopened_one() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("out");
+        let mut f = File::create(&path).expect("create");
+        f.write_all(b"before ").expect("write");
+        let mut copy = open(&format!("/proc/self/fd/{}", f.as_raw_fd()), true).expect("dup");
+        copy.write_all(b"after").expect("write");
+        // A reopened file would have started at offset 0 and overwritten "before".
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "before after");
+        assert!(open("/proc/self/fd/999999", true).is_err(), "a closed fd is an error");
+    }
+}
