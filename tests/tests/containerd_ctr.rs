@@ -260,28 +260,6 @@ fn killing_the_vmm_or_the_shim_ends_the_task_and_leaves_nothing() {
 /// On containerd 2.3, isola alone: Debian's runc shim (1.6's) misreads 2.3's bootstrap
 /// stdin; the 1.6 run of the same step gives the peer figure.
 #[test]
-fn the_runc_shim_runs_isola_runtime_as_its_binary() {
-    // containerd's own runc shim with `BinaryName` (here ctr's --runc-binary): every
-    // container in a microVM without our shim.
-    let c = Containerd::start();
-    c.import_image("default");
-    let rt = isola_e2e::docker::runtime_binary();
-    let rt = rt.to_str().expect("path");
-    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    let o = c.ctr(&[
-        "run", "--rm", "--runtime", "io.containerd.runc.v2", "--runc-binary", rt, IMAGE, "rs1", "sh", "-c",
-        "cat /etc/motd; cat /proc/sys/kernel/osrelease; exit 5",
-    ]);
-    assert_eq!(o.code, 5, "{}{}", o.stdout, o.stderr);
-    let lines: Vec<&str> = o.stdout.lines().collect();
-    assert_eq!(lines.first(), Some(&"hello from the image"), "{}", o.stdout);
-    assert!(lines.get(1).is_some_and(|k| *k != host.trim()), "the guest's kernel: {}", o.stdout);
-    let keepers = isola_e2e::containerd::pids_with_args(&["__keeper", "rs1"]);
-    assert!(keepers.is_empty(), "keepers left: {keepers:?}");
-    c.assert_nothing_left();
-}
-
-#[test]
 fn bench_ctr_measures_isola_and_runc_in_the_same_run() {
     let c = Containerd::start();
     c.import_image("default");
