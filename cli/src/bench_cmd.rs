@@ -25,6 +25,8 @@ pub enum BenchCmd {
     Fs(SandboxBenchArgs),
     /// `ctr run --rm IMAGE true` through a running containerd: isola's shim vs runc.
     Ctr(CtrArgs),
+    /// `docker run --rm --runtime isola IMAGE true` through dockerd: isola-runtime vs runc.
+    Docker(DockerArgs),
     /// Many sandboxes in a row, then many at once: failures, leaks, host memory drift.
     Soak(SoakArgs),
     /// Two `bench boot` results phase by phase: ratio, confidence interval, verdict.
@@ -82,16 +84,57 @@ fn ctr(a: CtrArgs) -> anyhow::Result<ExitCode> {
         runtimes.push(a.compare.clone());
     }
     let cfg = isola_bench::ctr::CtrBenchConfig {
-        address: a.address,
-        namespace: a.namespace,
+        client: isola_bench::ctr::Client::Ctr { address: a.address, namespace: a.namespace },
         image: a.image,
         runtimes,
         runs: a.runs,
     };
-    let r = isola_bench::ctr::run_ctr_bench(&cfg)?;
+    run_ctr_like(&cfg, &a.json)
+}
+
+/// Runs a ctr or docker comparison, prints its table and writes its JSON.
+fn run_ctr_like(cfg: &isola_bench::ctr::CtrBenchConfig, json: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let r = isola_bench::ctr::run_ctr_bench(cfg)?;
     print!("{}", isola_bench::ctr::table(&r));
-    write_json(&a.json, &r)?;
+    write_json(json, &r)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
+pub struct DockerArgs {
+    /// dockerd's address.
+    #[arg(long, default_value = "unix:///var/run/docker.sock")]
+    host: String,
+    /// The docker client.
+    #[arg(long, default_value = "docker")]
+    docker: PathBuf,
+    /// An image dockerd has (`docker load` / `import` / `pull`).
+    #[arg(long)]
+    image: String,
+    /// isola-runtime's name in dockerd's `runtimes`.
+    #[arg(long, default_value = "isola")]
+    runtime: String,
+    /// The peer runtime; `none` runs isola alone.
+    #[arg(long, default_value = "runc")]
+    compare: String,
+    #[arg(short = 'n', long, default_value_t = 10)]
+    runs: usize,
+    #[arg(long, default_value = "bench-results/docker.json")]
+    json: PathBuf,
+}
+
+fn docker(a: DockerArgs) -> anyhow::Result<ExitCode> {
+    let mut runtimes = vec![a.runtime.clone()];
+    if a.compare != "none" {
+        runtimes.push(a.compare.clone());
+    }
+    let cfg = isola_bench::ctr::CtrBenchConfig {
+        client: isola_bench::ctr::Client::Docker { host: a.host, binary: a.docker },
+        image: a.image,
+        runtimes,
+        runs: a.runs,
+    };
+    run_ctr_like(&cfg, &a.json)
 }
 
 #[derive(Args, Debug)]
@@ -310,6 +353,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Boot(a) => boot(a),
         BenchCmd::Exec(a) => exec(a),
         BenchCmd::Ctr(a) => ctr(a),
+        BenchCmd::Docker(a) => docker(a),
         BenchCmd::Soak(a) => soak(a),
         BenchCmd::Density(a) => density(a),
         BenchCmd::Overhead(a) => overhead(a),

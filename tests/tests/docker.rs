@@ -175,3 +175,25 @@ fn kill_9_of_the_keeper_or_the_vmm_is_an_exit_and_leaves_nothing() {
         d.assert_nothing_left();
     }
 }
+
+#[test]
+fn bench_docker_measures_isola_and_runc_in_the_same_run() {
+    let d = Docker::start();
+    let json = d.dir.path().join("docker.json");
+    let host = format!("unix://{}", d.sock.display());
+    let (out, err, code) = isola_e2e::isola(
+        &["bench", "docker", "--host", &host, "--docker", "/usr/bin/docker", "--image", IMAGE, "-n", "2", "--json", json.to_str().expect("path")],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("docker run --rm isola-busybox:test true"), "{out}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), 2, "isola and runc: {v}");
+    assert_eq!(results[0]["runtime"], "isola");
+    assert_eq!(results[1]["runtime"], "runc");
+    for r in results {
+        assert_eq!(r["samples_us"].as_array().map(Vec::len), Some(2), "{r}");
+    }
+    d.assert_nothing_left();
+}
