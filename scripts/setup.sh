@@ -47,7 +47,7 @@ kernel_out=$("$repo/kernel-config/build.sh" | tail -1)
 echo "setup: guest initramfs"
 initrd=$("$repo/rootfs/build.sh" | tail -1)
 echo "setup: isola binaries"
-cargo build -q --release --manifest-path "$repo/Cargo.toml" -p isola-cli -p isola-vmm -p containerd-shim-isola
+cargo build -q --release --manifest-path "$repo/Cargo.toml" -p isola-cli -p isola-vmm -p containerd-shim-isola -p isola-runtime
 
 mkdir -p "$guest_dir"
 install -m 0644 "$kernel_out/vmlinux" "$guest_dir/vmlinux.tmp" && mv "$guest_dir/vmlinux.tmp" "$guest_dir/vmlinux"

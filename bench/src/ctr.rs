@@ -25,7 +25,17 @@ impl Client {
         match self {
             Client::Ctr { address, namespace } => {
                 let mut c = Command::new("ctr");
-                c.arg("-a").arg(address).args(["-n", namespace, "run", "--rm", "--runtime", runtime, image, name, "true"]);
+                c.arg("-a").arg(address).args([
+                    "-n",
+                    namespace,
+                    "run",
+                    "--rm",
+                    "--runtime",
+                    runtime,
+                    image,
+                    name,
+                    "true",
+                ]);
                 c
             }
             Client::Docker { host, binary } => {
@@ -127,8 +137,7 @@ pub fn run_ctr_bench(cfg: &CtrBenchConfig) -> Result<CtrBench, CtrBenchError> {
 pub fn table(b: &CtrBench) -> String {
     let mut out = format!(
         "{} {} true: {} runs per runtime (+1 warm-up), alternating\n{:<28} {:>9} {:>9} {:>9} {:>9} {:>10}\n",
-        b.command,
-        b.image, b.runs, "runtime", "min ms", "p50 ms", "p95 ms", "max ms", "p50 ratio"
+        b.command, b.image, b.runs, "runtime", "min ms", "p50 ms", "p95 ms", "max ms", "p50 ratio"
     );
     let base = b.results.first().and_then(|r| r.summary).map(|s| s.p50);
     for r in &b.results {

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "isola-runtime", disable_version_flag = true, about = "runc-compatible OCI runtime: every container in its own microVM")]
+#[command(
+    name = "isola-runtime",
+    disable_version_flag = true,
+    about = "runc-compatible OCI runtime: every container in its own microVM"
+)]
 pub struct Cli {
     /// Where container state is kept.
     #[arg(long, global = true, default_value = crate::state::DEFAULT_ROOT)]
@@ -123,9 +127,13 @@ pub enum Cmd {
         keep: bool,
     },
     /// Start a created container's process.
-    Start { id: String },
+    Start {
+        id: String,
+    },
     /// The container's OCI state (JSON).
-    State { id: String },
+    State {
+        id: String,
+    },
     /// Send a signal (name or number; default SIGTERM) to the container's process.
     Kill {
         #[arg(short = 'a', long)]
@@ -149,8 +157,12 @@ pub enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ps_args: Vec<String>,
     },
-    Pause { id: String },
-    Resume { id: String },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
     /// Change the container's resource limits.
     Update(UpdateArgs),
     /// The container's stats (`--stats` once, else every --interval).
@@ -178,9 +190,18 @@ pub enum Cmd {
         rootless: bool,
     },
     #[command(name = "__keeper", hide = true)]
-    Keeper { id: String, bundle: PathBuf, console_socket: Option<PathBuf> },
+    Keeper {
+        id: String,
+        bundle: PathBuf,
+        console_socket: Option<PathBuf>,
+    },
     #[command(name = "__relay", hide = true)]
-    Relay { id: String, exec: String, process: PathBuf, console_socket: Option<PathBuf> },
+    Relay {
+        id: String,
+        exec: String,
+        process: PathBuf,
+        console_socket: Option<PathBuf>,
+    },
 }
 
 #[cfg(test)]
@@ -195,7 +216,9 @@ mod tests {
     fn containerd_runc_shim_command_lines_parse() {
         // go-runc's forms, as containerd-shim-runc-v2 (Docker's and ctr's) runs them.
         let root = "--root /run/docker/runtime-runc/moby --log /b/log.json --log-format json";
-        let c = parse(&format!("isola-runtime {root} create --bundle /b --pid-file /b/init.pid --console-socket /tmp/pty.sock c1"));
+        let c = parse(&format!(
+            "isola-runtime {root} create --bundle /b --pid-file /b/init.pid --console-socket /tmp/pty.sock c1"
+        ));
         assert_eq!((c.root.to_str(), c.log_format.as_str()), (Some("/run/docker/runtime-runc/moby"), "json"));
         let Some(Cmd::Create(a)) = c.cmd else { panic!("create") };
         assert_eq!((a.id.as_str(), a.bundle.to_str(), a.console_socket.is_some()), ("c1", Some("/b"), true));
@@ -205,7 +228,9 @@ mod tests {
         let c = parse(&format!("isola-runtime {root} kill --all c1 9"));
         assert!(matches!(c.cmd, Some(Cmd::Kill { all: true, ref id, signal: Some(ref s) }) if id == "c1" && s == "9"));
         assert!(matches!(parse("isola-runtime delete --force c1").cmd, Some(Cmd::Delete { force: true, .. })));
-        assert!(matches!(parse("isola-runtime ps --format json c1").cmd, Some(Cmd::Ps { ref format, .. }) if format == "json"));
+        assert!(
+            matches!(parse("isola-runtime ps --format json c1").cmd, Some(Cmd::Ps { ref format, .. }) if format == "json")
+        );
         assert!(matches!(parse("isola-runtime update --resources - c1").cmd, Some(Cmd::Update(_))));
         assert!(matches!(parse("isola-runtime events --stats c1").cmd, Some(Cmd::Events { stats: true, .. })));
         assert!(matches!(parse("isola-runtime --systemd-cgroup --debug state c1").cmd, Some(Cmd::State { .. })));
@@ -213,7 +238,9 @@ mod tests {
 
     #[test]
     fn conmon_and_podman_command_lines_parse() {
-        let c = parse("isola-runtime --root=/run/isola-runtime create --bundle /u --pid-file /u/pidfile --no-new-keyring c2");
+        let c = parse(
+            "isola-runtime --root=/run/isola-runtime create --bundle /u --pid-file /u/pidfile --no-new-keyring c2",
+        );
         assert!(matches!(c.cmd, Some(Cmd::Create(ref a)) if a.no_new_keyring && a.id == "c2"));
         let c = parse("isola-runtime exec --pid-file /u/e --process /u/p --detach --tty --console-socket /u/s c2");
         assert!(matches!(c.cmd, Some(Cmd::Exec(ref a)) if a.tty && a.detach && a.console_socket.is_some()));

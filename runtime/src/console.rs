@@ -34,8 +34,14 @@ pub fn hand_over(socket: &Path) -> Result<Console, RuntimeError> {
     let conn = UnixStream::connect(socket).map_err(|e| err(socket, e))?;
     let name = slave_path.to_string_lossy().into_owned();
     let fds = [pty.master.as_raw_fd()];
-    sendmsg::<()>(conn.as_raw_fd(), &[IoSlice::new(name.as_bytes())], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .map_err(|e| err(socket, format!("sending the pty master: {e}")))?;
+    sendmsg::<()>(
+        conn.as_raw_fd(),
+        &[IoSlice::new(name.as_bytes())],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| err(socket, format!("sending the pty master: {e}")))?;
     drop(pty.master);
     Ok(Console { slave: pty.slave })
 }

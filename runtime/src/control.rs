@@ -22,16 +22,32 @@ pub const MAX_LINE: u64 = 1 << 20;
 pub enum Request {
     Start,
     /// `exec`: None is the container's init.
-    Kill { exec: Option<String>, signal: u32, all: bool },
+    Kill {
+        exec: Option<String>,
+        signal: u32,
+        all: bool,
+    },
     Pause,
     Resume,
-    Update { resources: serde_json::Value },
+    Update {
+        resources: serde_json::Value,
+    },
     Stats,
     Pids,
-    Resize { exec: Option<String>, rows: u16, cols: u16 },
+    Resize {
+        exec: Option<String>,
+        rows: u16,
+        cols: u16,
+    },
     /// Runs a process; the reply comes when it started, then an `Exited` line when it ends.
     /// The stdio paths are the relay's (`/proc/PID/fd/N` or a terminal).
-    Exec { exec: String, process: serde_json::Value, stdio: [String; 3], terminal: bool, relay_pid: i32 },
+    Exec {
+        exec: String,
+        process: serde_json::Value,
+        stdio: [String; 3],
+        terminal: bool,
+        relay_pid: i32,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -92,7 +108,8 @@ impl Client {
 
     /// Connects and hands over `fds` (at most [`MAX_FDS`]) before the first request.
     pub fn connect_with(socket: &Path, id: &str, fds: &[RawFd]) -> Result<Self, RuntimeError> {
-        let not_running = |e: std::io::Error| RuntimeError::Keeper(format!("container {id} is not running (its keeper: {e})"));
+        let not_running =
+            |e: std::io::Error| RuntimeError::Keeper(format!("container {id} is not running (its keeper: {e})"));
         let (_dir, short) = short_path(socket).map_err(not_running)?;
         let s = UnixStream::connect(&short).map_err(not_running)?;
         let first = if fds.is_empty() { [PLAIN] } else { [WITH_FDS] };

@@ -24,7 +24,8 @@ pub fn process(a: &ExecArgs, base: Option<&Process>) -> Result<serde_json::Value
         } else {
             text = std::fs::read_to_string(p).map_err(io("reading", p))?;
         }
-        let v: Process = serde_json::from_str(&text).map_err(|e| RuntimeError::Invalid(format!("{}: {e}", p.display())))?;
+        let v: Process =
+            serde_json::from_str(&text).map_err(|e| RuntimeError::Invalid(format!("{}: {e}", p.display())))?;
         return serde_json::to_value(v).map_err(|e| RuntimeError::Invalid(e.to_string()));
     }
     if a.command.is_empty() {
@@ -47,7 +48,8 @@ pub fn process(a: &ExecArgs, base: Option<&Process>) -> Result<serde_json::Value
     }
     if let Some(u) = &a.user {
         let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
-        let parse = |s: &str| s.parse::<u32>().map_err(|_| RuntimeError::Invalid(format!("--user {u:?}: use uid[:gid]")));
+        let parse =
+            |s: &str| s.parse::<u32>().map_err(|_| RuntimeError::Invalid(format!("--user {u:?}: use uid[:gid]")));
         let mut user = p.user().clone();
         user.set_uid(parse(uid)?);
         user.set_gid(parse(gid)?);
@@ -80,14 +82,22 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32, RuntimeError> {
     let process = process(a, base.as_ref())?;
     let terminal = process.get("terminal").and_then(|t| t.as_bool()).unwrap_or(false);
     if terminal && a.detach && a.console_socket.is_none() {
-        return Err(RuntimeError::Invalid("cannot allocate tty if runc will detach without setting console socket".into()));
+        return Err(RuntimeError::Invalid(
+            "cannot allocate tty if runc will detach without setting console socket".into(),
+        ));
     }
     let exec = exec_id();
     if !a.detach {
         if let Some(p) = &a.pid_file {
             crate::spawn::write_pid_file(p, std::process::id() as i32)?;
         }
-        let args = RelayArgs { socket: dir.socket(), id: a.id.clone(), exec, process, console_socket: a.console_socket.clone() };
+        let args = RelayArgs {
+            socket: dir.socket(),
+            id: a.id.clone(),
+            exec,
+            process,
+            console_socket: a.console_socket.clone(),
+        };
         return Ok(relay::run(args, Ready::none()));
     }
     // The relay reads the process from a private file (it may outlive the caller's).
@@ -124,7 +134,10 @@ pub fn relay_main(g: &Globals, id: &str, exec: &str, process: &PathBuf, console:
             return 1;
         }
     };
-    relay::run(RelayArgs { socket: dir.socket(), id: id.into(), exec: exec.into(), process, console_socket: console }, ready)
+    relay::run(
+        RelayArgs { socket: dir.socket(), id: id.into(), exec: exec.into(), process, console_socket: console },
+        ready,
+    )
 }
 
 #[cfg(test)]
@@ -142,7 +155,21 @@ mod tests {
 
     #[test]
     fn exec_flags_apply_to_the_containers_process() {
-        let a = args(&["isola-runtime", "exec", "-t", "--cwd", "/tmp", "-e", "A=2", "-u", "1000:1001", "c1", "sh", "-c", "echo hi"]);
+        let a = args(&[
+            "isola-runtime",
+            "exec",
+            "-t",
+            "--cwd",
+            "/tmp",
+            "-e",
+            "A=2",
+            "-u",
+            "1000:1001",
+            "c1",
+            "sh",
+            "-c",
+            "echo hi",
+        ]);
         assert_eq!(a.id, "c1");
         let mut base = Process::default();
         base.set_env(Some(vec!["A=1".into(), "PATH=/bin".into()]));

@@ -70,7 +70,14 @@ pub fn list(g: &Globals, format: &str, quiet: bool) -> Result<(), RuntimeError> 
                 .iter()
                 .map(|(_, r)| {
                     let s = r.oci_state();
-                    [r.id.clone(), s["pid"].to_string(), r.live_status(), r.bundle.display().to_string(), r.created.clone(), String::new()]
+                    [
+                        r.id.clone(),
+                        s["pid"].to_string(),
+                        r.live_status(),
+                        r.bundle.display().to_string(),
+                        r.created.clone(),
+                        String::new(),
+                    ]
                 })
                 .collect();
             print!("{}", table(&["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"], &rows));
@@ -182,7 +189,10 @@ fn parse_bytes(s: &str) -> Result<i64, RuntimeError> {
         Some('g') => (&t[..t.len() - 1], 1 << 30),
         _ => (t, 1),
     };
-    num.parse::<i64>().ok().and_then(|n| n.checked_mul(mul)).ok_or_else(|| RuntimeError::Invalid(format!("invalid size {s:?}")))
+    num.parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| RuntimeError::Invalid(format!("invalid size {s:?}")))
 }
 
 /// The LinuxResources to apply: the file (or stdin) as given, or the flags.
@@ -266,7 +276,15 @@ mod tests {
     fn update_flags_become_linux_resources() {
         use clap::Parser;
         let cli = crate::cli::Cli::try_parse_from([
-            "isola-runtime", "update", "--memory", "64m", "--cpu-quota", "50000", "--pids-limit", "10", "c1",
+            "isola-runtime",
+            "update",
+            "--memory",
+            "64m",
+            "--cpu-quota",
+            "50000",
+            "--pids-limit",
+            "10",
+            "c1",
         ])
         .expect("parses");
         let Some(crate::cli::Cmd::Update(a)) = cli.cmd else { panic!("not update") };

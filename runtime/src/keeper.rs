@@ -83,7 +83,8 @@ impl Ready {
 /// given (go-runc's pipe that collects `create`'s output) must not be held open, or
 /// the caller waits for its EOF forever.
 pub fn null_stdio() -> Result<(), RuntimeError> {
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(io("opening", "/dev/null"))?;
+    let null =
+        std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(io("opening", "/dev/null"))?;
     for fd in 0..3 {
         // SAFETY: dup2 onto a stdio fd we own; `null` stays valid for the call.
         unsafe { libc::dup2(null.as_raw_fd(), fd) };
@@ -102,7 +103,8 @@ fn move_up(fd: RawFd) -> Result<(OwnedFd, String), RuntimeError> {
     }
     // SAFETY: `hi` is a fresh fd of ours.
     let owned = unsafe { OwnedFd::from_raw_fd(hi) };
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(io("opening", "/dev/null"))?;
+    let null =
+        std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(io("opening", "/dev/null"))?;
     // SAFETY: dup2 onto a stdio fd we own; `null` stays valid for the call.
     unsafe { libc::dup2(null.as_raw_fd(), fd) };
     Ok((owned, format!("/proc/self/fd/{hi}")))
@@ -139,16 +141,18 @@ fn bundle_copy(dir: &Dir, bundle: &Path, spec: &Spec, netns: Option<&Path>) -> R
     }
     let out = dir.bundle_copy();
     std::fs::create_dir_all(&out).map_err(io("creating", &out))?;
-    spec.save(out.join("config.json")).map_err(|e| RuntimeError::Spec { path: out.join("config.json"), why: e.to_string() })?;
+    spec.save(out.join("config.json"))
+        .map_err(|e| RuntimeError::Spec { path: out.join("config.json"), why: e.to_string() })?;
     Ok(out)
 }
 
 /// Whether the spec asks for a new network namespace (no path): Docker's bridge then
 /// sets it up from its prestart hook, in the keeper's own namespace.
 pub fn wants_new_netns(spec: &Spec) -> bool {
-    spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|nss| {
-        nss.iter().any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none())
-    })
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|nss| nss.iter().any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none()))
 }
 
 /// Whether the namespace has an interface the VM can take (Docker's or CNI's veth);
@@ -434,7 +438,8 @@ fn answer(k: &Keeper, req: Request) -> Result<serde_json::Value, RuntimeError> {
             Ok(serde_json::Value::Null)
         }
         Request::Update { resources } => {
-            let res = serde_json::from_value(resources).map_err(|e| RuntimeError::Invalid(format!("resources: {e}")))?;
+            let res =
+                serde_json::from_value(resources).map_err(|e| RuntimeError::Invalid(format!("resources: {e}")))?;
             k.pod.update(&id, res)?;
             Ok(serde_json::Value::Null)
         }

@@ -31,7 +31,9 @@ pub fn create(g: &Globals, a: &CreateArgs) -> Result<std::process::Child, Runtim
             ));
         }
         if !terminal && a.console_socket.is_some() {
-            return Err(RuntimeError::Invalid("cannot use console socket if runc will not detach or allocate tty".into()));
+            return Err(RuntimeError::Invalid(
+                "cannot use console socket if runc will not detach or allocate tty".into(),
+            ));
         }
         let mut cmd = crate::spawn::this(g);
         cmd.arg("__keeper").arg(&a.id).arg(&bundle);
@@ -93,7 +95,9 @@ pub fn kill(g: &Globals, id: &str, signal: Option<&str>, all: bool) -> Result<()
     }
     control::call(&dir.socket(), id, &Request::Kill { exec: None, signal, all }).map(|_| ()).map_err(|e| match e {
         // containerd's runc shim takes "not running" for an exit it raced.
-        RuntimeError::Keeper(m) if m.contains("already finished") => RuntimeError::Invalid("container not running".into()),
+        RuntimeError::Keeper(m) if m.contains("already finished") => {
+            RuntimeError::Invalid("container not running".into())
+        }
         e => e,
     })
 }

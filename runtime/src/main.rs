@@ -61,7 +61,8 @@ fn main() {
         containerd_shim_isola::standin::serve();
     }
     let cli = Cli::parse();
-    let g = Globals { root: cli.root.clone(), log: cli.log.clone(), log_format: cli.log_format.clone(), debug: cli.debug };
+    let g =
+        Globals { root: cli.root.clone(), log: cli.log.clone(), log_format: cli.log_format.clone(), debug: cli.debug };
     logfile::init(g.log.as_deref(), g.log_format == "json", g.debug);
     // The keeper's stderr is nobody's: a panic goes to the log the caller reads.
     std::panic::set_hook(Box::new(|info| log::error!("isola-runtime panicked: {info}")));
@@ -111,6 +112,8 @@ fn dispatch(g: &Globals, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Keeper { id, bundle, console_socket } => {
             keeper::run(keeper::KeeperArgs { root: g.root.clone(), id, bundle, console_socket })
         }
-        Cmd::Relay { id, exec, process, console_socket } => exec_cmd::relay_main(g, &id, &exec, &process, console_socket),
+        Cmd::Relay { id, exec, process, console_socket } => {
+            exec_cmd::relay_main(g, &id, &exec, &process, console_socket)
+        }
     })
 }

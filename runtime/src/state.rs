@@ -186,12 +186,7 @@ pub fn rfc3339(secs: i64, nanos: u32) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -233,7 +228,11 @@ mod tests {
         }
         assert_eq!(v["status"], "stopped", "no such keeper: stopped");
         assert_eq!(v["pid"], 0);
-        let me = Record { pid: std::process::id() as i32, pid_start: start_time(std::process::id() as i32).unwrap_or(0), ..r };
+        let me = Record {
+            pid: std::process::id() as i32,
+            pid_start: start_time(std::process::id() as i32).unwrap_or(0),
+            ..r
+        };
         assert_eq!(me.oci_state()["status"], "running");
         assert_eq!(me.oci_state()["pid"], std::process::id());
     }

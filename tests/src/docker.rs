@@ -186,7 +186,10 @@ impl Drop for Docker {
         for id in ids.split_whitespace() {
             let _ = self.docker(&["rm", "-f", id]);
         }
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let until = Instant::now() + Duration::from_secs(20);
         while self.child.try_wait().ok().flatten().is_none() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(100));

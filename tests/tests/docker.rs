@@ -85,7 +85,21 @@ fn env_workdir_user_binds_and_named_volumes_reach_the_container() {
     let spec = format!("{}:/mnt/b", bind.display());
     let out = run(
         &d,
-        &["--rm", "-e", "FOO=bar", "-w", "/tmp", "-u", "1000:1000", "-v", &spec, IMAGE, "sh", "-c", "echo $FOO; pwd; id -u; id -g; cat /mnt/b/f"],
+        &[
+            "--rm",
+            "-e",
+            "FOO=bar",
+            "-w",
+            "/tmp",
+            "-u",
+            "1000:1000",
+            "-v",
+            &spec,
+            IMAGE,
+            "sh",
+            "-c",
+            "echo $FOO; pwd; id -u; id -g; cat /mnt/b/f",
+        ],
     );
     assert_eq!(out.stdout, "bar\n/tmp\n1000\n1000\nfrom-the-host\n", "{}", out.stderr);
     let out = run(&d, &["--rm", "-v", &spec, IMAGE, "sh", "-c", "echo from-the-guest > /mnt/b/g"]);
@@ -127,7 +141,25 @@ fn the_default_bridge_network_and_a_published_port_reach_the_vm() {
     std::fs::create_dir_all(&www).expect("www");
     std::fs::write(www.join("index.html"), "served-from-the-vm\n").expect("index");
     let vol = format!("{}:/www:ro", www.display());
-    let out = run(&d, &["-d", "--name", "web", "-p", "127.0.0.1:18481:80", "-v", &vol, IMAGE, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    let out = run(
+        &d,
+        &[
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            "127.0.0.1:18481:80",
+            "-v",
+            &vol,
+            IMAGE,
+            "httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/www",
+        ],
+    );
     assert_eq!(out.code, 0, "{}{}", out.stderr, d.log());
     let ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"]).stdout.trim().to_string();
     assert!(ip.starts_with("172."), "Docker's bridge address: {ip:?}");
@@ -147,7 +179,8 @@ fn the_default_bridge_network_and_a_published_port_reach_the_vm() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(body.contains("served-from-the-vm"), "-p reached the VM's server: {body:?}");
-    let out = d.docker(&["run", "--runtime", "isola", "--rm", IMAGE, "wget", "-q", "-O", "-", &format!("http://{ip}/")]);
+    let out =
+        d.docker(&["run", "--runtime", "isola", "--rm", IMAGE, "wget", "-q", "-O", "-", &format!("http://{ip}/")]);
     assert_eq!(out.stdout, "served-from-the-vm\n", "container to container on the bridge: {}", out.stderr);
     assert_eq!(d.docker(&["rm", "-f", "web"]).code, 0);
     d.assert_nothing_left();
@@ -167,7 +200,8 @@ fn kill_9_of_the_keeper_or_the_vmm_is_an_exit_and_leaves_nothing() {
         assert_eq!(pids.len(), 1, "one {victim}: {pids:?}");
         kill9(pids[0]);
         let wait = d.docker(&["wait", victim]);
-        let code: i32 = wait.stdout.trim().parse().unwrap_or_else(|_| panic!("docker wait: {} {}", wait.stdout, wait.stderr));
+        let code: i32 =
+            wait.stdout.trim().parse().unwrap_or_else(|_| panic!("docker wait: {} {}", wait.stdout, wait.stderr));
         assert_ne!(code, 0, "{victim} killed: the container exited with a failure");
         let status = d.docker(&["ps", "-a", "--filter", &format!("name={victim}"), "--format", "{{.Status}}"]).stdout;
         assert!(status.starts_with("Exited"), "{victim}: {status}");
@@ -182,7 +216,20 @@ fn bench_docker_measures_isola_and_runc_in_the_same_run() {
     let json = d.dir.path().join("docker.json");
     let host = format!("unix://{}", d.sock.display());
     let (out, err, code) = isola_e2e::isola(
-        &["bench", "docker", "--host", &host, "--docker", "/usr/bin/docker", "--image", IMAGE, "-n", "2", "--json", json.to_str().expect("path")],
+        &[
+            "bench",
+            "docker",
+            "--host",
+            &host,
+            "--docker",
+            "/usr/bin/docker",
+            "--image",
+            IMAGE,
+            "-n",
+            "2",
+            "--json",
+            json.to_str().expect("path"),
+        ],
         None,
     );
     assert_eq!(code, 0, "{out}{err}");

@@ -24,7 +24,8 @@ fn podman_detached_exec_ps_stop_and_rm() {
     let out = p.podman(&["run", "-d", "--network", "none", IMAGE, "sleep", "300"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let id = out.stdout.trim().to_string();
-    let status = |p: &Podman| p.podman(&["ps", "-a", "--filter", &format!("id={id}"), "--format", "{{.Status}}"]).stdout;
+    let status =
+        |p: &Podman| p.podman(&["ps", "-a", "--filter", &format!("id={id}"), "--format", "{{.Status}}"]).stdout;
     assert!(status(&p).starts_with("Up"), "{}", status(&p));
     let out = p.podman(&["exec", &id, "sh", "-c", "echo exec-out; exit 6"]);
     assert_eq!((out.stdout.as_str(), out.code), ("exec-out\n", 6), "{}", out.stderr);

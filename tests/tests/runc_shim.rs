@@ -14,7 +14,16 @@ fn the_runc_shim_runs_isola_runtime_as_its_binary() {
     let rt = rt.to_str().expect("path");
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
     let o = c.ctr(&[
-        "run", "--rm", "--runtime", "io.containerd.runc.v2", "--runc-binary", rt, IMAGE, "rs1", "sh", "-c",
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.runc.v2",
+        "--runc-binary",
+        rt,
+        IMAGE,
+        "rs1",
+        "sh",
+        "-c",
         "cat /etc/motd; cat /proc/sys/kernel/osrelease; exit 5",
     ]);
     assert_eq!(o.code, 5, "{}{}", o.stdout, o.stderr);
