@@ -79,22 +79,25 @@ pub struct CtrArgs {
 }
 
 fn ctr(a: CtrArgs) -> anyhow::Result<ExitCode> {
-    let mut runtimes = vec!["io.containerd.isola.v2".to_string()];
-    if a.compare != "none" {
-        runtimes.push(a.compare.clone());
-    }
-    let cfg = isola_bench::ctr::CtrBenchConfig {
-        client: isola_bench::ctr::Client::Ctr { address: a.address, namespace: a.namespace },
-        image: a.image,
-        runtimes,
-        runs: a.runs,
-    };
-    run_ctr_like(&cfg, &a.json)
+    let client = isola_bench::ctr::Client::Ctr { address: a.address, namespace: a.namespace };
+    compare_runtimes(client, "io.containerd.isola.v2", &a.compare, a.image, a.runs, &a.json)
 }
 
-/// Runs a ctr or docker comparison, prints its table and writes its JSON.
-fn run_ctr_like(cfg: &isola_bench::ctr::CtrBenchConfig, json: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let r = isola_bench::ctr::run_ctr_bench(cfg)?;
+/// isola against `compare` (unless `none`) through `client`: the table printed, the JSON written.
+fn compare_runtimes(
+    client: isola_bench::ctr::Client,
+    isola: &str,
+    compare: &str,
+    image: String,
+    runs: usize,
+    json: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let mut runtimes = vec![isola.to_string()];
+    if compare != "none" {
+        runtimes.push(compare.to_string());
+    }
+    let cfg = isola_bench::ctr::CtrBenchConfig { client, image, runtimes, runs };
+    let r = isola_bench::ctr::run_ctr_bench(&cfg)?;
     print!("{}", isola_bench::ctr::table(&r));
     write_json(json, &r)?;
     Ok(ExitCode::SUCCESS)
@@ -124,17 +127,8 @@ pub struct DockerArgs {
 }
 
 fn docker(a: DockerArgs) -> anyhow::Result<ExitCode> {
-    let mut runtimes = vec![a.runtime.clone()];
-    if a.compare != "none" {
-        runtimes.push(a.compare.clone());
-    }
-    let cfg = isola_bench::ctr::CtrBenchConfig {
-        client: isola_bench::ctr::Client::Docker { host: a.host, binary: a.docker },
-        image: a.image,
-        runtimes,
-        runs: a.runs,
-    };
-    run_ctr_like(&cfg, &a.json)
+    let client = isola_bench::ctr::Client::Docker { host: a.host, binary: a.docker };
+    compare_runtimes(client, &a.runtime, &a.compare, a.image, a.runs, &a.json)
 }
 
 #[derive(Args, Debug)]

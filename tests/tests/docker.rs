@@ -57,6 +57,24 @@ fn detached_containers_exec_log_pause_stat_stop_and_go() {
     let cmd = format!("{} exec -it c1 sh", d.command_line());
     let tty = with_terminal(&cmd, "tty; echo exec-tty-$((2+3))\nexit\n", Duration::from_secs(3));
     assert!(tty.contains("/dev/pts/") && tty.contains("exec-tty-5"), "{tty:?}");
+    // An exec's relay killed with -9: its process in the guest goes with it.
+    assert_eq!(d.docker(&["exec", "-d", "c1", "sleep", "301"]).code, 0);
+    let in_guest = |d: &Docker| d.docker(&["exec", "c1", "ps"]).stdout.contains("sleep 301");
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let relays = loop {
+        let r = pids_with_args(&["__relay", d.dir.path().to_str().expect("path")]);
+        if (!r.is_empty() && in_guest(&d)) || std::time::Instant::now() > until {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(relays.len(), 1, "one relay for the detached exec: {relays:?}");
+    kill9(relays[0]);
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while in_guest(&d) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!in_guest(&d), "the exec'd process ended with its relay");
     let logs = d.docker(&["logs", "c1"]);
     assert_eq!(logs.stdout, "started\n", "{}", logs.stderr);
     assert_eq!(d.docker(&["pause", "c1"]).code, 0);
