@@ -21,6 +21,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::control::{read_line, send_line, Reply, Request};
 use crate::error::{io, RuntimeError};
+use crate::keeper_state::Keeper;
 use crate::state::{self, Dir, Record};
 
 /// The fd on which the keeper (and an exec relay) reports to the command that started it.
@@ -184,37 +185,6 @@ fn vm_cgroup(vm_dir: &Path) -> Option<PathBuf> {
 fn join_cgroup(dir: &Path) {
     if let Err(e) = std::fs::write(dir.join("cgroup.procs"), "0") {
         log::warn!("joining {}: {e}", dir.display());
-    }
-}
-
-pub struct Keeper {
-    pub pod: Arc<Pod>,
-    pub dir: Dir,
-    pub record: Mutex<Record>,
-    /// Live exec relays, for `ps`.
-    pub relays: Mutex<Vec<i32>>,
-    pub spec: Spec,
-}
-
-impl Keeper {
-    pub fn id(&self) -> String {
-        self.dir.id()
-    }
-
-    pub fn set_status(&self, status: &str, exit: Option<i32>) {
-        if let Ok(mut r) = self.record.lock() {
-            r.status = status.into();
-            if exit.is_some() {
-                r.exit_code = exit;
-            }
-            if let Err(e) = self.dir.save(&r) {
-                log::warn!("{e}");
-            }
-        }
-    }
-
-    fn record(&self) -> Record {
-        self.record.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 

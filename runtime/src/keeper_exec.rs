@@ -10,7 +10,7 @@ use containerd_shim_isola::stdio::StdioPaths;
 
 use crate::control::{read_line, send_line, Reply, Request};
 use crate::error::RuntimeError;
-use crate::keeper::Keeper;
+use crate::keeper_state::Keeper;
 
 /// The relay's stdio as paths the bridge takes: each wanted stream (a non-empty entry)
 /// is the next fd the relay handed over, as `/proc/self/fd/N` (duplicated, not reopened).

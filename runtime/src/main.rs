@@ -12,6 +12,7 @@ mod hooks;
 mod info_cmd;
 mod keeper;
 mod keeper_exec;
+mod keeper_state;
 mod lifecycle;
 mod logfile;
 mod relay;
