@@ -106,5 +106,7 @@ impl Drop for Podman {
                 let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
             }
         }
+        // The bridge podman's CNI network made (its rules go with each container).
+        let _ = Command::new("ip").args(["link", "del", "cni-podman0"]).output();
     }
 }
