@@ -263,6 +263,9 @@ fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
     let netns = netns.filter(|ns| has_interface(ns));
     let copy = bundle_copy(&dir, &a.bundle, &spec, netns.as_deref())?;
     let listener = listen(&dir)?;
+    // On record from the start ("creating"), so a `delete` during the boot finds the
+    // keeper and ends it.
+    dir.save(&record)?;
     let pod = Pod::with_stand_in(
         Box::new(VmBooter { tie_to_parent: true }),
         Arc::new(NoEvents),
@@ -345,14 +348,25 @@ fn listen(dir: &Dir) -> Result<UnixListener, RuntimeError> {
     Ok(listener)
 }
 
+/// The most control connections (execs included) served at once, one thread each.
+const MAX_CONNECTIONS: usize = 256;
+
 fn serve(k: Arc<Keeper>, listener: UnixListener) {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let k = Arc::clone(&k);
+        for mut conn in listener.incoming().flatten() {
+            use std::sync::atomic::Ordering::SeqCst;
+            if open.fetch_add(1, SeqCst) >= MAX_CONNECTIONS {
+                open.fetch_sub(1, SeqCst);
+                let _ = send_line(&mut conn, &Reply::err(format!("more than {MAX_CONNECTIONS} calls at once")));
+                continue;
+            }
+            let (k, open) = (Arc::clone(&k), Arc::clone(&open));
             std::thread::spawn(move || {
                 if let Err(e) = handle(&k, conn) {
                     log::debug!("control connection: {e}");
                 }
+                open.fetch_sub(1, SeqCst);
             });
         }
     });
