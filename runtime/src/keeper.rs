@@ -158,12 +158,14 @@ pub fn wants_new_netns(spec: &Spec) -> bool {
 
 /// Whether the namespace has an interface the VM can take (Docker's or CNI's veth);
 /// an empty one (`--network none`, no hooks) leaves the guest with loopback only.
-fn has_interface(ns: &Path) -> bool {
+/// One another VM holds already (a pod's second container) is an error.
+fn has_interface(ns: &Path) -> Result<bool, RuntimeError> {
     match isola_sandbox::netns::inspect(ns) {
-        Ok(_) => true,
+        Ok(_) => Ok(true),
+        Err(e @ isola_sandbox::netns::PodNetError::Taken(_)) => Err(RuntimeError::Invalid(e.to_string())),
         Err(e) => {
             log::debug!("{}: {e}; no network", ns.display());
-            false
+            Ok(false)
         }
     }
 }
@@ -260,7 +262,10 @@ fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
     #[allow(deprecated)]
     crate::hooks::run_all("prestart", hooks.prestart().as_deref().unwrap_or(&[]), &st)?;
     let netns = netns.or_else(|| containerd_shim_isola::spec::netns(&spec));
-    let netns = netns.filter(|ns| has_interface(ns));
+    let netns = match netns {
+        Some(ns) if has_interface(&ns)? => Some(ns),
+        _ => None,
+    };
     let copy = bundle_copy(&dir, &a.bundle, &spec, netns.as_deref())?;
     let listener = listen(&dir)?;
     // On record from the start ("creating"), so a `delete` during the boot finds the

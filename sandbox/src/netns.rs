@@ -20,6 +20,11 @@ pub enum PodNetError {
     Bad { netns: String, why: String },
     #[error("tap {0} did not appear (the VMM did not create it)")]
     NoTap(String),
+    #[error(
+        "network namespace {0} already has a microVM's tap ({TAP}): containers that share a pod's \
+         namespace need one VM for the pod (containerd-shim-isola-v2)"
+    )]
+    Taken(String),
 }
 
 /// A CNI link that reports no MTU gets Ethernet's.
@@ -87,6 +92,10 @@ pub fn inspect(netns: &Path) -> Result<PodNet, PodNetError> {
 }
 
 fn parse(netns: &Path, links: Vec<Link>, routes: Vec<Route>) -> Result<PodNet, PodNetError> {
+    // A second VM would take the same interface over and cut the first one off.
+    if links.iter().any(|l| l.ifname == TAP) {
+        return Err(PodNetError::Taken(netns.display().to_string()));
+    }
     let (link, addr) = links
         .iter()
         .filter(|l| l.ifname != "lo" && l.ifname != TAP)
@@ -191,6 +200,17 @@ mod tests {
         assert_eq!(p.mac, "aa:bb:cc:dd:ee:ff");
         let c = p.guest_config();
         assert_eq!((c.address.as_str(), c.gateway.as_deref(), c.mtu), ("10.22.0.7/24", Some("10.22.0.1"), 1450));
+    }
+
+    #[test]
+    fn a_namespace_another_vm_holds_is_refused() {
+        let l = links(
+            r#"[{"ifname":"eth0","addr_info":[{"family":"inet","local":"10.22.0.7","prefixlen":24}]},
+                {"ifname":"isolatap0","addr_info":[]}]"#,
+        );
+        let e = parse(Path::new("/var/run/netns/p"), l, vec![]).expect_err("taken");
+        assert!(matches!(e, PodNetError::Taken(_)), "{e}");
+        assert!(e.to_string().contains("one VM for the pod"), "{e}");
     }
 
     #[test]
