@@ -3,7 +3,7 @@
 //! without, this command is the relay and exits with the process's status.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use oci_spec::runtime::{Process, Spec};
 
@@ -18,14 +18,7 @@ use crate::Globals;
 /// command and the flags applied (as runc builds it).
 pub fn process(a: &ExecArgs, base: Option<&Process>) -> Result<serde_json::Value, RuntimeError> {
     if let Some(p) = &a.process {
-        let mut text = String::new();
-        if p == Path::new("-") {
-            std::io::stdin().take(1 << 20).read_to_string(&mut text).map_err(io("reading", p))?;
-        } else {
-            text = std::fs::read_to_string(p).map_err(io("reading", p))?;
-        }
-        let v: Process =
-            serde_json::from_str(&text).map_err(|e| RuntimeError::Invalid(format!("{}: {e}", p.display())))?;
+        let v: Process = crate::input::read_json(p)?;
         return serde_json::to_value(v).map_err(|e| RuntimeError::Invalid(e.to_string()));
     }
     if a.command.is_empty() {

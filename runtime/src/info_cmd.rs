@@ -1,6 +1,5 @@
 //! ps, list, events, update, features, spec: what callers ask of containers.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -198,14 +197,7 @@ fn parse_bytes(s: &str) -> Result<i64, RuntimeError> {
 /// The LinuxResources to apply: the file (or stdin) as given, or the flags.
 pub fn resources(a: &UpdateArgs) -> Result<serde_json::Value, RuntimeError> {
     if let Some(p) = &a.resources {
-        let mut text = String::new();
-        if p == Path::new("-") {
-            std::io::stdin().take(1 << 20).read_to_string(&mut text).map_err(io("reading", p))?;
-        } else {
-            text = std::fs::read_to_string(p).map_err(io("reading", p))?;
-        }
-        let r: oci_spec::runtime::LinuxResources =
-            serde_json::from_str(&text).map_err(|e| RuntimeError::Invalid(format!("{}: {e}", p.display())))?;
+        let r: oci_spec::runtime::LinuxResources = crate::input::read_json(p)?;
         return serde_json::to_value(r).map_err(|e| RuntimeError::Invalid(e.to_string()));
     }
     let mut v = serde_json::json!({});

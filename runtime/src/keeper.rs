@@ -93,10 +93,10 @@ pub fn null_stdio() -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Copies fd `fd` above the stdio range (close-on-exec) and points `fd` at /dev/null,
-/// so nothing the keeper prints lands in the container's output; the copy's
-/// `/proc/self/fd` path is what the relay opens.
-fn move_up(fd: RawFd) -> Result<(OwnedFd, String), RuntimeError> {
+/// Copies fd `fd` above the stdio range (close-on-exec); the copy's `/proc/self/fd`
+/// path is what the relay opens. The caller then points the stdio fds at /dev/null
+/// ([`null_stdio`]), so nothing the keeper prints lands in the container's output.
+fn copy_up(fd: RawFd) -> Result<(OwnedFd, String), RuntimeError> {
     // SAFETY: F_DUPFD_CLOEXEC on one of our stdio fds makes a new fd we then own.
     let hi = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
     if hi < 0 {
@@ -104,10 +104,6 @@ fn move_up(fd: RawFd) -> Result<(OwnedFd, String), RuntimeError> {
     }
     // SAFETY: `hi` is a fresh fd of ours.
     let owned = unsafe { OwnedFd::from_raw_fd(hi) };
-    let null =
-        std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(io("opening", "/dev/null"))?;
-    // SAFETY: dup2 onto a stdio fd we own; `null` stays valid for the call.
-    unsafe { libc::dup2(null.as_raw_fd(), fd) };
     Ok((owned, format!("/proc/self/fd/{hi}")))
 }
 
@@ -235,10 +231,11 @@ fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
         None => {
             let mut paths = Vec::new();
             for fd in 0..3 {
-                let (owned, path) = move_up(fd)?;
+                let (owned, path) = copy_up(fd)?;
                 held.push(owned);
                 paths.push(path);
             }
+            null_stdio()?;
             StdioPaths { stdin: paths[0].clone(), stdout: paths[1].clone(), stderr: paths[2].clone(), terminal }
         }
     };
@@ -285,9 +282,7 @@ fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
         config_path: std::env::var_os("ISOLA_CONFIG").map(PathBuf::from),
     };
     pod.create(req)?;
-    let vm_dir = containerd_shim_isola::bundle::BundleRecord::load(&copy).map(|r| r.vm);
-    let cgroup = vm_dir.as_deref().and_then(vm_cgroup);
-    record.vm_dir = vm_dir;
+    let cgroup = containerd_shim_isola::bundle::BundleRecord::load(&copy).and_then(|r| vm_cgroup(&r.vm));
     record.status = "created".into();
     dir.save(&record)?;
     // Last, with nothing left to fail: a failed keeper inside the VM's cgroup would be

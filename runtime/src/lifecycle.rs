@@ -150,14 +150,9 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<(), RuntimeError> {
         }
     }
     poststop(&r);
-    // What a killed keeper left: the VM's processes, taps, mounts, cgroup, directory.
+    // What a killed keeper left: the VM's processes, taps, mounts, cgroup, directory
+    // (the bundle copy's record names the VM, as a dead shim's bundle does).
     containerd_shim_isola::bundle::cleanup_bundle(&dir.bundle_copy(), id);
-    if let Some(vm) = &r.vm_dir {
-        if vm.exists() {
-            let st = isola_sandbox::state::SandboxState::load(vm).ok();
-            isola_sandbox::state::cleanup(vm, st.as_ref());
-        }
-    }
     std::fs::remove_dir_all(&dir.path).map_err(io("removing", &dir.path))
 }
 

@@ -10,6 +10,7 @@ mod error;
 mod exec_cmd;
 mod hooks;
 mod info_cmd;
+mod input;
 mod keeper;
 mod keeper_exec;
 mod keeper_state;

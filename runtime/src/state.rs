@@ -32,8 +32,6 @@ pub struct Record {
     pub annotations: std::collections::BTreeMap<String, String>,
     /// The exit status once stopped (a code, or 128 + signal).
     pub exit_code: Option<i32>,
-    /// The sandbox's state directory, for cleanup after a keeper was killed.
-    pub vm_dir: Option<PathBuf>,
 }
 
 /// A container's directory.
