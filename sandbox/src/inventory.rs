@@ -94,7 +94,9 @@ pub fn snapshot() -> Snapshot {
     items.extend(names_in("/sys/class/net", "link", is_sandbox_tap));
     items.extend(names_in("/run/netns", "netns", |_| true));
     items.extend(mounts());
-    items.extend(names_in(&state_root.display().to_string(), "state", |n| !n.starts_with('.')));
+    items.extend(names_in(&state_root.display().to_string(), "state", |n| {
+        !n.starts_with('.') || n.starts_with(crate::state::STAGING_PREFIX)
+    }));
     items.extend(crate::netfilter::port_chains().into_iter().map(|c| format!("nft chain {c}")));
     items.extend(iptables());
     items.extend(cgroups());

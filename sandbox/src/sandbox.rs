@@ -150,33 +150,41 @@ impl Sandbox {
         state::list(&opts.state_root);
         let dir = opts.state_root.join(&opts.id);
         create_private_dir_all(&opts.state_root).map_err(io(format!("creating {}", opts.state_root.display())))?;
+        // The directory is made under a staging name that names its creator, gets its
+        // state.json, and only then takes the sandbox's name: a creator killed at any
+        // point leaves either a staged directory whose dead creator `state::list` sees
+        // from its name, or a named one with a state, never a nameless empty one.
+        let creator = state::Creator::me();
+        let staged = state::staging_dir(&opts.state_root, &opts.id, creator);
+        std::fs::DirBuilder::new().mode(0o711).create(&staged).map_err(io(format!("creating {}", staged.display())))?;
+        let vsock_uds = dir.join(VSOCK_DIR).join("vsock.sock");
+        let first = SandboxState {
+            id: opts.id.clone(),
+            hypervisor: opts.hypervisor,
+            vmm_pid: 0,
+            helper_pids: vec![],
+            vsock_uds: vsock_uds.clone(),
+            container: None,
+            created_unix: state::now_unix(),
+            shared_dir: None,
+            net: None,
+            creator,
+            cgroup: None,
+            ports: vec![],
+        };
         // Taking the name is the exclusive create itself: of two starts with one name,
         // exactly one gets the directory, the other "exists" (never each other's files).
-        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(SandboxError::Exists(opts.id.clone()))
-            }
-            Err(e) => return Err(io(format!("creating {}", dir.display()))(e)),
+        if let Err(e) = first.save(&staged).and_then(|()| state::take_name(&staged, &dir)) {
+            let _ = std::fs::remove_dir_all(&staged);
+            return Err(match e.kind() {
+                std::io::ErrorKind::AlreadyExists => SandboxError::Exists(opts.id.clone()),
+                _ => io(format!("creating {}", dir.display()))(e),
+            });
         }
-        let vsock_uds = dir.join(VSOCK_DIR).join("vsock.sock");
         let mut sb = Sandbox {
             id: opts.id.clone(),
             dir: dir.clone(),
-            state: SandboxState {
-                id: opts.id.clone(),
-                hypervisor: opts.hypervisor,
-                vmm_pid: 0,
-                helper_pids: vec![],
-                vsock_uds: vsock_uds.clone(),
-                container: None,
-                created_unix: state::now_unix(),
-                shared_dir: None,
-                net: None,
-                creator: state::Creator::me(),
-                cgroup: None,
-                ports: vec![],
-            },
+            state: first,
             agent: Agent::new(&vsock_uds, AGENT_CALL_TIMEOUT),
             children: vec![],
             child_info: vec![],
@@ -187,8 +195,7 @@ impl Sandbox {
             agent_ready: None,
         };
         // On any error below, Drop kills what was started and removes the directory.
-        // Recorded at once: if we are killed from here on, the next command cleans up.
-        sb.state.save(&dir).map_err(io(format!("saving the state of {}", opts.id)))?;
+        // On record from here on: if we are killed, the next command cleans up.
         sb.make_vsock_dir()?;
         sb.cgroup = match Hierarchy::detect() {
             Some(h) => {

@@ -144,6 +144,30 @@ pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
     }
 }
 
+/// Where a sandbox's directory is made before it takes its name: `.new-PID-TICKS-ID`,
+/// so that a creator killed before its first state.json is seen dead from the name.
+pub fn staging_dir(root: &Path, id: &str, creator: Option<Creator>) -> PathBuf {
+    let (pid, ticks) = creator.map_or((0, 0), |c| (c.pid, c.start_ticks));
+    root.join(format!("{STAGING_PREFIX}{pid}-{ticks}-{id}"))
+}
+
+pub const STAGING_PREFIX: &str = ".new-";
+
+/// The creator a staging directory's name records (None: not one, or unknown).
+fn staging_creator(name: &str) -> Option<Creator> {
+    let mut parts = name.strip_prefix(STAGING_PREFIX)?.splitn(3, '-');
+    let pid = parts.next()?.parse().ok().filter(|p| *p > 0)?;
+    let start_ticks = parts.next()?.parse().ok()?;
+    Some(Creator { pid, start_ticks })
+}
+
+/// Renames a staged directory to its sandbox name, failing with AlreadyExists when the
+/// name is taken (a plain rename would replace an empty directory of that name).
+pub fn take_name(staged: &Path, dir: &Path) -> std::io::Result<()> {
+    nix::fcntl::renameat2(None, staged, None, dir, nix::fcntl::RenameFlags::RENAME_NOREPLACE)
+        .map_err(std::io::Error::from)
+}
+
 /// Seconds since the epoch (0 if the clock is before it).
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -166,6 +190,10 @@ pub fn list(root: &Path) -> Vec<(PathBuf, SandboxState)> {
                 if st.vmm_pid == 0
                     && st.creator.map_or(now_unix().saturating_sub(st.created_unix) < 60, |c| c.alive()) => {}
             Ok(st) => cleanup(&dir, Some(&st)),
+            // Staged by a creator that died before it wrote a state: nothing started yet.
+            Err(_) if e.file_name().to_str().and_then(staging_creator).is_some_and(|c| !c.alive()) => {
+                cleanup(&dir, None)
+            }
             // Being created right now, or debris: only old debris goes.
             Err(_) => {
                 let old = e
@@ -235,6 +263,26 @@ mod tests {
         assert!(!dead.exists() && !me.exists(), "stale entries removed");
         assert!(starting.exists() && by_me.exists(), "a sandbox being started is not cleaned");
         assert!(!orphan.exists(), "a sandbox whose creator died is cleaned at once");
+    }
+
+    #[test]
+    fn a_staged_directory_of_a_dead_creator_goes_at_once() {
+        let root = tempfile::tempdir().expect("tmp");
+        let dead = Creator { pid: i32::MAX - 1, start_ticks: 1 };
+        let staged = staging_dir(root.path(), "s1", Some(dead));
+        std::fs::create_dir(&staged).expect("dir");
+        let mine = staging_dir(root.path(), "s2", Creator::me());
+        std::fs::create_dir(&mine).expect("dir");
+        assert!(list(root.path()).is_empty());
+        assert!(!staged.exists(), "a dead creator's staged directory stays");
+        assert!(mine.exists(), "a live creator's staged directory went");
+        take_name(&mine, &root.path().join("s2")).expect("rename");
+        std::fs::create_dir(&mine).expect("dir");
+        let taken = take_name(&mine, &root.path().join("s2")).expect_err("name taken");
+        assert_eq!(taken.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(staging_creator(".new-12-34-a-b"), Some(Creator { pid: 12, start_ticks: 34 }));
+        assert_eq!(staging_creator(".new-0-0-a"), None);
+        assert_eq!(staging_creator("a"), None);
     }
 
     #[test]
