@@ -129,7 +129,7 @@ pub fn rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, ConfineError> {
     let mode = cond(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, u64::from(libc::SECCOMP_SET_MODE_FILTER))?;
     let no_flags = cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, 0)?;
     m.insert(libc::SYS_seccomp, vec![rule(vec![mode, no_flags])?]);
-    m.insert(libc::SYS_ioctl, ioctl_rules(ALLOWED_IOCTLS)?);
+    m.insert(libc::SYS_ioctl, ioctl_rules(&allowed_ioctls())?);
     Ok(m)
 }
 
@@ -142,11 +142,41 @@ pub const TUNSETOFFLOAD: u64 = 0x4004_54d0;
 /// Non-blocking mode on accepted vsock streams (`set_nonblocking`).
 pub const FIONBIO: u64 = 0x5421;
 
+/// The state reads a snapshot makes, each on the vCPU's own thread (KVM_GET_REGS is
+/// already allowed).
+pub const SNAPSHOT_VCPU_IOCTLS: &[u64] = &[
+    0x8138_ae83, // KVM_GET_SREGS
+    0xc008_ae88, // KVM_GET_MSRS
+    0x8004_ae98, // KVM_GET_MP_STATE
+    0x8400_ae8e, // KVM_GET_LAPIC
+    0x8040_ae9f, // KVM_GET_VCPU_EVENTS
+    0x8080_aea1, // KVM_GET_DEBUGREGS
+    0x9000_aea4, // KVM_GET_XSAVE
+    0x8188_aea6, // KVM_GET_XCRS
+];
+/// The VM-wide reads of a snapshot, on the control thread.
+pub const SNAPSHOT_VM_IOCTLS: &[u64] = &[
+    0xc208_ae62, // KVM_GET_IRQCHIP
+    0x8070_ae9f, // KVM_GET_PIT2
+    0x8030_ae7c, // KVM_GET_CLOCK
+];
+
 /// The only ioctls after setup: everything else on /dev/kvm, the VM, the tap or a
-/// socket (new memory slots, new vCPUs, device assignment…) kills the VMM.
-const ALLOWED_IOCTLS: &[u64] = &[KVM_RUN, KVM_GET_REGS, TUNSETOFFLOAD, FIONBIO];
-/// A vCPU thread's: it runs the guest and activates devices (the tap's offloads).
-const VCPU_IOCTLS: &[u64] = &[KVM_RUN, KVM_GET_REGS, TUNSETOFFLOAD];
+/// socket (new memory slots, new vCPUs, device assignment, any KVM_SET_…) kills the
+/// VMM. Reads of the VM's own state are allowed for snapshots.
+fn allowed_ioctls() -> Vec<u64> {
+    [KVM_RUN, KVM_GET_REGS, TUNSETOFFLOAD, FIONBIO]
+        .iter()
+        .chain(SNAPSHOT_VCPU_IOCTLS)
+        .chain(SNAPSHOT_VM_IOCTLS)
+        .copied()
+        .collect()
+}
+/// A vCPU thread's: it runs the guest, activates devices (the tap's offloads), and
+/// reads its own state for a snapshot.
+fn vcpu_ioctls() -> Vec<u64> {
+    [KVM_RUN, KVM_GET_REGS, TUNSETOFFLOAD].iter().chain(SNAPSHOT_VCPU_IOCTLS).copied().collect()
+}
 /// A device worker's: vsock streams it accepts or connects.
 const WORKER_IOCTLS: &[u64] = &[FIONBIO];
 
@@ -197,6 +227,9 @@ pub enum ThreadKind {
     Vcpu,
     /// A device's event loop: epoll, its queues' eventfds, the tap, unix sockets.
     Worker,
+    /// The control API: accepts on its socket, kicks and waits for the vCPUs, reads
+    /// the VM's irqchip, PIT and clock, and writes a snapshot into files opened at start.
+    Control,
 }
 
 /// The allow-list of one thread kind, within the process-wide one.
@@ -233,13 +266,22 @@ pub fn thread_rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
             libc::SYS_unlinkat,
             libc::SYS_prctl,
         ],
+        ThreadKind::Control => &[
+            libc::SYS_accept4,
+            libc::SYS_recvfrom,
+            libc::SYS_sendto,
+            libc::SYS_pwrite64,
+            libc::SYS_tgkill,
+            libc::SYS_fcntl,
+        ],
     };
     let mut m: BTreeMap<i64, Vec<SeccompRule>> = THREAD_COMMON.iter().chain(own).map(|&n| (n, vec![])).collect();
     let ioctls = match kind {
-        ThreadKind::Vcpu => VCPU_IOCTLS,
-        ThreadKind::Worker => WORKER_IOCTLS,
+        ThreadKind::Vcpu => vcpu_ioctls(),
+        ThreadKind::Worker => WORKER_IOCTLS.to_vec(),
+        ThreadKind::Control => SNAPSHOT_VM_IOCTLS.to_vec(),
     };
-    m.insert(libc::SYS_ioctl, ioctl_rules(ioctls)?);
+    m.insert(libc::SYS_ioctl, ioctl_rules(&ioctls)?);
     // glibc's malloc reads /proc/sys/vm/overcommit_memory when it trims a thread's heap.
     m.insert(libc::SYS_openat, read_only_open()?);
     if kind == ThreadKind::Worker {
@@ -253,13 +295,17 @@ pub fn thread_rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
 }
 
 /// The compiled per-thread filters, once the process is confined.
-static THREAD_FILTERS: std::sync::OnceLock<(BpfProgram, BpfProgram)> = std::sync::OnceLock::new();
+static THREAD_FILTERS: std::sync::OnceLock<[BpfProgram; 3]> = std::sync::OnceLock::new();
 
 /// Narrows the calling thread to its kind's allow-list (on top of the process-wide
 /// filter). Does nothing when the process is not under seccomp.
 pub fn enter_thread(kind: ThreadKind) -> Result<(), ConfineError> {
-    let Some((vcpu, worker)) = THREAD_FILTERS.get() else { return Ok(()) };
-    let p = if kind == ThreadKind::Vcpu { vcpu } else { worker };
+    let Some([vcpu, worker, control]) = THREAD_FILTERS.get() else { return Ok(()) };
+    let p = match kind {
+        ThreadKind::Vcpu => vcpu,
+        ThreadKind::Worker => worker,
+        ThreadKind::Control => control,
+    };
     seccompiler::apply_filter(p).map_err(|e| ConfineError::Filter(e.to_string()))
 }
 
@@ -328,11 +374,13 @@ fn become_user(uid: u32, gid: u32) -> Result<(), ConfineError> {
 
 /// Confines this process, all its threads included: as `user` (uid, gid) when given,
 /// and without the syscall filter when `seccomp` is false (for debugging; unsafe).
-pub fn confine(seccomp: bool, user: Option<(u32, u32)>) -> Result<(), ConfineError> {
+/// Files are limited to `max_file_bytes` ([`MAX_FILE_BYTES`] unless a snapshot's
+/// memory file needs more).
+pub fn confine(seccomp: bool, user: Option<(u32, u32)>, max_file_bytes: u64) -> Result<(), ConfineError> {
     // Past the file-size limit a write fails with EFBIG instead of killing us.
     // SAFETY: setting a signal's disposition to ignore has no other effect.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    set_limit(libc::RLIMIT_FSIZE, MAX_FILE_BYTES, "limiting file size")?;
+    set_limit(libc::RLIMIT_FSIZE, max_file_bytes, "limiting file size")?;
     set_limit(libc::RLIMIT_CORE, 0, "disabling core dumps")?;
     set_limit(libc::RLIMIT_NOFILE, MAX_OPEN_FILES, "limiting open files")?;
     // SAFETY: plain integers.
@@ -356,7 +404,11 @@ pub fn confine(seccomp: bool, user: Option<(u32, u32)>) -> Result<(), ConfineErr
     let deny_clone3 = program(clone3, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32))?;
     let allow = program(rules()?, SeccompAction::KillProcess, SeccompAction::Allow)?;
     let per_thread = |k| program(thread_rules(k)?, SeccompAction::KillProcess, SeccompAction::Allow);
-    let _ = THREAD_FILTERS.set((per_thread(ThreadKind::Vcpu)?, per_thread(ThreadKind::Worker)?));
+    let _ = THREAD_FILTERS.set([
+        per_thread(ThreadKind::Vcpu)?,
+        per_thread(ThreadKind::Worker)?,
+        per_thread(ThreadKind::Control)?,
+    ]);
     for p in [&deny_clone3, &allow] {
         seccompiler::apply_filter_all_threads(p).map_err(|e| ConfineError::Filter(e.to_string()))?;
     }
@@ -411,6 +463,39 @@ pub fn confine_supervisor(user: Option<(u32, u32)>) -> Result<(), ConfineError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kvm_bindings::{
+        kvm_clock_data, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msrs, kvm_pit_state2, kvm_sregs,
+        kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+    };
+
+    /// `_IOR`/`_IOWR(KVMIO, nr, T)` as the kernel computes them.
+    fn kvm_ioc(dir: u64, nr: u64, size: usize) -> u64 {
+        (dir << 30) | ((size as u64) << 16) | (0xae << 8) | nr
+    }
+
+    #[test]
+    fn the_snapshot_ioctl_numbers_are_the_kernels() {
+        let (r, rw) = (2, 3);
+        use std::mem::size_of;
+        let vcpu = [
+            kvm_ioc(r, 0x83, size_of::<kvm_sregs>()),
+            kvm_ioc(rw, 0x88, size_of::<kvm_msrs>()),
+            kvm_ioc(r, 0x98, size_of::<kvm_mp_state>()),
+            kvm_ioc(r, 0x8e, size_of::<kvm_lapic_state>()),
+            kvm_ioc(r, 0x9f, size_of::<kvm_vcpu_events>()),
+            kvm_ioc(r, 0xa1, size_of::<kvm_debugregs>()),
+            kvm_ioc(r, 0xa4, size_of::<kvm_xsave>()),
+            kvm_ioc(r, 0xa6, size_of::<kvm_xcrs>()),
+        ];
+        assert_eq!(SNAPSHOT_VCPU_IOCTLS, vcpu);
+        let vm = [
+            kvm_ioc(rw, 0x62, size_of::<kvm_irqchip>()),
+            kvm_ioc(r, 0x9f, size_of::<kvm_pit_state2>()),
+            kvm_ioc(r, 0x7c, size_of::<kvm_clock_data>()),
+        ];
+        assert_eq!(SNAPSHOT_VM_IOCTLS, vm);
+        assert_eq!(KVM_GET_REGS, kvm_ioc(r, 0x81, size_of::<kvm_bindings::kvm_regs>()));
+    }
 
     #[test]
     fn the_filter_compiles_and_leaves_out_process_creation_and_exec() {
@@ -448,15 +533,21 @@ mod tests {
             assert!(!vcpu.contains_key(&no), "vcpu thread allows syscall {no}");
         }
         assert!(!worker.contains_key(&libc::SYS_clone) && !worker.contains_key(&libc::SYS_seccomp));
-        assert_eq!(vcpu[&libc::SYS_ioctl].len(), VCPU_IOCTLS.len());
+        assert_eq!(vcpu[&libc::SYS_ioctl].len(), vcpu_ioctls().len());
         assert_eq!(worker[&libc::SYS_ioctl].len(), 1, "a worker's only ioctl is FIONBIO");
-        assert!(!WORKER_IOCTLS.contains(&KVM_RUN) && VCPU_IOCTLS.contains(&KVM_RUN));
+        assert!(!WORKER_IOCTLS.contains(&KVM_RUN) && vcpu_ioctls().contains(&KVM_RUN));
+        // The control thread never runs the guest, never opens a socket or starts a thread.
+        let control = thread_rules(ThreadKind::Control).expect("control rules");
+        for no in [libc::SYS_clone, libc::SYS_socket, libc::SYS_connect] {
+            assert!(!control.contains_key(&no), "control thread allows syscall {no}");
+        }
+        assert_eq!(control[&libc::SYS_ioctl].len(), SNAPSHOT_VM_IOCTLS.len());
         // Every per-thread call is in the process-wide list too (else it could never pass).
         let all = rules().expect("rules");
-        for n in vcpu.keys().chain(worker.keys()) {
+        for n in vcpu.keys().chain(worker.keys()).chain(control.keys()) {
             assert!(all.contains_key(n), "syscall {n} is per-thread but not process-wide");
         }
-        for k in [ThreadKind::Vcpu, ThreadKind::Worker] {
+        for k in [ThreadKind::Vcpu, ThreadKind::Worker, ThreadKind::Control] {
             program(thread_rules(k).expect("rules"), SeccompAction::KillProcess, SeccompAction::Allow)
                 .expect("compiles");
         }

@@ -2,9 +2,11 @@
 
 pub mod boot;
 pub mod confine;
+pub mod control;
 pub mod devices;
 pub mod jail;
 pub mod memory;
+pub mod snapshot;
 pub mod spawner;
 pub mod vcpu;
 pub mod virtio;

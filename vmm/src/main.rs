@@ -13,8 +13,19 @@ use isola_vmm::{Confine, ConsoleOut, FsConfig, NetConfig, VmConfig, VsockConfig}
 #[command(name = "isola-vmm", version)]
 struct Args {
     /// Kernel: ELF vmlinux (PVH entry if it has the note) or bzImage.
+    #[arg(long, required_unless_present = "restore")]
+    kernel: Option<PathBuf>,
+    /// Start from this snapshot directory (made by the control API's `snapshot`)
+    /// instead of booting: memory, vCPUs and devices as they were. The guest's memory
+    /// and vCPU count come from the snapshot.
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "shared_memory"])]
+    restore: Option<PathBuf>,
+    /// Serve the control API (pause, resume, snapshot, stop) on this unix socket.
     #[arg(long)]
-    kernel: PathBuf,
+    api_sock: Option<PathBuf>,
+    /// Where the control API's `snapshot` writes (created now, empty).
+    #[arg(long, requires = "api_sock")]
+    snapshot_to: Option<PathBuf>,
     /// Initramfs (cpio) to hand the kernel.
     #[arg(long)]
     initrd: Option<PathBuf>,
@@ -114,7 +125,7 @@ fn main() -> ExitCode {
         None => None,
     };
     let config = VmConfig {
-        kernel: args.kernel,
+        kernel: args.kernel.unwrap_or_default(),
         initrd: args.initrd,
         cmdline: args.cmdline,
         mem_mib: args.mem_mib,
@@ -133,6 +144,9 @@ fn main() -> ExitCode {
             (_, _, true) => Confine::SelfTest,
             _ => Confine::Full,
         },
+        api_sock: args.api_sock,
+        snapshot_to: args.snapshot_to,
+        restore_from: args.restore,
     };
     match isola_vmm::run(&config, start) {
         Ok(_) => ExitCode::SUCCESS,

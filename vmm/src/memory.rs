@@ -59,6 +59,10 @@ pub enum MemoryError {
     Memfd(std::io::Error),
     #[error("cannot map guest memory: {0}")]
     Mmap(vm_memory::mmap::FromRangesError),
+    #[error("cannot map the snapshot's memory file: {0}")]
+    Snapshot(vm_memory::mmap::MmapRegionError),
+    #[error("guest memory regions: {0}")]
+    Regions(String),
 }
 
 /// How guest RAM is backed. `Shared` (a memfd) lets vhost-user daemons map it too.
@@ -133,6 +137,27 @@ pub fn create_guest_memory(mem_bytes: u64, backing: Backing) -> Result<GuestMemo
         regions.push((start, len as usize, fo));
     }
     GuestMemoryMmap::from_ranges_with_files(regions).map_err(MemoryError::Mmap)
+}
+
+/// Maps guest RAM for `mem_bytes` from a snapshot's memory file, copy-on-write
+/// (`MAP_PRIVATE`): clones share every page they have not written, and the file is
+/// never changed.
+pub fn map_snapshot_memory(file: &File, mem_bytes: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    let ranges = ram_ranges(mem_bytes)?;
+    let mut regions = Vec::with_capacity(ranges.len());
+    let mut file_offset = 0u64;
+    for (start, len) in ranges {
+        let fo = FileOffset::new(file.try_clone().map_err(MemoryError::Memfd)?, file_offset);
+        let map = vm_memory::mmap::MmapRegionBuilder::new(len as usize)
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_NORESERVE | libc::MAP_PRIVATE)
+            .with_file_offset(fo)
+            .build()
+            .map_err(MemoryError::Snapshot)?;
+        regions.push(vm_memory::GuestRegionMmap::new(map, start).ok_or(MemoryError::Unaligned(start.0))?);
+        file_offset += len;
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Regions(e.to_string()))
 }
 
 fn create_memfd(size: u64) -> Result<File, MemoryError> {

@@ -57,6 +57,12 @@ pub struct VmConfig {
     /// Running inside [`crate::jail`] (entered by `main`): pivot into its root once
     /// everything is open.
     pub jailed: bool,
+    /// The control API's socket ([`crate::control`]).
+    pub api_sock: Option<PathBuf>,
+    /// Where the control API's `snapshot` writes (opened at start).
+    pub snapshot_to: Option<PathBuf>,
+    /// Start from this snapshot directory instead of booting a kernel.
+    pub restore_from: Option<PathBuf>,
 }
 
 /// `Full` unless asked otherwise for debugging.
@@ -138,6 +144,8 @@ pub enum VmError {
     Confine(crate::confine::ConfineError),
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("guest did not finish within {timeout:?}; stopped at rip {rip:#x}")]
     Timeout { timeout: Duration, rip: u64 },
 }
@@ -173,34 +181,80 @@ impl VmConfig {
     }
 }
 
+/// How the vCPUs' initial state is made: a kernel boot, or a snapshot's.
+enum Origin {
+    Boot,
+    Restore(Box<crate::snapshot::VmState>),
+}
+
 /// Runs the VM to completion. `start` is when the VMM process started.
 pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     config.validate()?;
-    let mem_bytes = config.mem_bytes();
     let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
-    let vm = kvm.create_vm().map_err(kvm_err("create vm"))?;
-    let mem = memory::create_guest_memory(mem_bytes, config.backing)?;
+    // Read now: KVM_GET_API_VERSION is not allowed once confined.
+    let kvm_api = kvm.get_api_version();
+    let (origin, mem_bytes, vcpu_count, memory_file) = match &config.restore_from {
+        Some(dir) => {
+            let (header, state, file) = crate::snapshot::load(dir, kvm_api)?;
+            (Origin::Restore(Box::new(state)), header.mem_bytes, header.vcpus, Some(file))
+        }
+        None => (Origin::Boot, config.mem_bytes(), config.vcpus, None),
+    };
+    let vm = Arc::new(kvm.create_vm().map_err(kvm_err("create vm"))?);
+    let mem = match &memory_file {
+        Some(f) => memory::map_snapshot_memory(f, mem_bytes)?,
+        None => memory::create_guest_memory(mem_bytes, config.backing)?,
+    };
+    drop(memory_file);
     register_memory(&vm, &mem)?;
     setup_irqchip(&vm)?;
-
-    let kernel = boot::load_kernel(&mem, &config.kernel, memory::low_ram_end(mem_bytes))?;
-    let initrd = match &config.initrd {
-        Some(p) => Some(boot::load_initrd(&mem, p, &kernel, mem_bytes)?),
+    let virtio = virtio_devices(config)?;
+    let unsupported = (!virtio.is_empty()).then(|| "virtio devices (vsock, net, fs)".to_string());
+    if let (Origin::Restore(_), Some(why)) = (&origin, &unsupported) {
+        return Err(crate::snapshot::SnapshotError::Unsupported(why.clone()).into());
+    }
+    let saved_devices = match &origin {
+        Origin::Restore(st) => Some((st.serial.clone(), st.boot_timer_fired)),
+        Origin::Boot => None,
+    };
+    let (events_tx, events) = channel();
+    let boot = match &origin {
+        Origin::Boot => Some(load_guest(config, &mem, mem_bytes, virtio.len())?),
+        Origin::Restore(_) => None,
+    };
+    let (shared, devices) =
+        build_devices(&vm, config, vcpu_count, virtio, &mem, start, events_tx.clone(), saved_devices)?;
+    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("get supported cpuid"))?;
+    let mut vcpus = Vec::with_capacity(usize::from(vcpu_count));
+    match (&origin, &boot) {
+        (Origin::Restore(st), _) => {
+            for id in 0..vcpu_count {
+                vcpus.push(Vcpu::for_restore(&vm, id, vcpu_count, &supported, shared.clone())?);
+            }
+            restore_vm_state(&vm, st)?;
+            for (vcpu, saved) in vcpus.iter_mut().zip(&st.vcpus) {
+                vcpu.apply(saved)?;
+            }
+        }
+        (Origin::Boot, Some((kernel, boot_info, cr3))) => {
+            let msrs = kvm.get_msr_index_list().map_err(kvm_err("get msr index list"))?;
+            let msrs: Vec<u32> = msrs.as_slice().iter().copied().take(crate::vcpu::state::MAX_MSRS).collect();
+            for id in 0..vcpu_count {
+                let mut v = Vcpu::new(&vm, id, vcpu_count, &supported, &mem, kernel, *boot_info, *cr3, shared.clone())?;
+                v.set_snapshot_msrs(msrs.clone());
+                vcpus.push(v);
+            }
+        }
+        (Origin::Boot, None) => return Err(VmError::Config("no kernel loaded".into())),
+    }
+    let mut target = match &config.snapshot_to {
+        Some(dir) => Some(crate::snapshot::SnapshotTarget::create(dir, mem_bytes)?),
         None => None,
     };
-    let virtio = virtio_devices(config)?;
-    let cmdline = boot::build_cmdline(&config.cmdline, &virtio_cmdline(virtio.len()))?;
-    let boot_info = boot::write_boot_info(&mem, &kernel, &cmdline, initrd, mem_bytes)?;
-    boot::mptable::write(&mem, config.vcpus)?;
-    let cr3 = boot::setup_identity_paging(&mem)?;
-
-    let (events_tx, events) = channel();
-    let shared = build_devices(&vm, config, virtio, &mem, start, events_tx)?;
-    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("get supported cpuid"))?;
-    let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
-    for id in 0..config.vcpus {
-        vcpus.push(Vcpu::new(&vm, id, config.vcpus, &supported, &mem, &kernel, boot_info, cr3, shared.clone())?);
-    }
+    let listener = match &config.api_sock {
+        Some(p) => Some(crate::control::bind(p).map_err(|source| VmError::Setup { what: "control socket", source })?),
+        None => None,
+    };
     // Read at exit for the memory report; there is no /proc inside the jail.
     let status = File::open("/proc/self/status").ok();
     if config.jailed {
@@ -211,10 +265,16 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     if config.confine == Confine::Full || config.confine == Confine::SelfTest {
         crate::spawner::start().map_err(|source| VmError::Setup { what: "device thread spawner", source })?;
     }
+    // A snapshot writes the guest's whole memory: the file-size limit must allow it.
+    let max_file = if target.is_some() {
+        crate::confine::MAX_FILE_BYTES.max(mem_bytes + (16 << 20))
+    } else {
+        crate::confine::MAX_FILE_BYTES
+    };
     match config.confine {
         Confine::Off => log::warn!("not confined (--no-confine): a guest that escapes into the VMM owns the host"),
         c => {
-            crate::confine::confine(c != Confine::NoSeccomp, config.user).map_err(VmError::Confine)?;
+            crate::confine::confine(c != Confine::NoSeccomp, config.user, max_file).map_err(VmError::Confine)?;
             if c == Confine::SelfTest {
                 // What the VMM does after confinement (threads for vCPUs and device
                 // workers) must still work; only then the forbidden call. Sixteen live at
@@ -237,21 +297,63 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
             }
         }
     }
+    if let Some(listener) = listener {
+        let header = crate::snapshot::Header::new(kvm_api, mem_bytes, vcpu_count, vec![]);
+        let control = crate::control::Control {
+            vm: vm.clone(),
+            mem: mem.clone(),
+            gate: shared.pause.clone(),
+            devices,
+            target: target.take(),
+            header,
+            unsupported,
+            events: events_tx,
+        };
+        crate::spawner::spawn("control", move || control.run(listener))
+            .map_err(|source| VmError::Setup { what: "control thread", source })?;
+    }
     let ready = start.elapsed();
     log_event("vmm_ready", ready);
-    log::info!(
-        "booting {} ({:?}) with {} MiB, {} vcpu(s)",
-        config.kernel.display(),
-        kernel.protocol,
-        config.mem_mib,
-        config.vcpus
-    );
+    match &config.restore_from {
+        Some(dir) => log::info!("restoring {} ({} MiB, {vcpu_count} vcpu(s))", dir.display(), mem_bytes >> 20),
+        None => log::info!("booting {} with {} MiB, {vcpu_count} vcpu(s)", config.kernel.display(), mem_bytes >> 20),
+    }
     let outcome = run_vcpus(vcpus, &shared, &events, config.timeout, start);
     report_memory(&mem, status);
     // Guest memory must outlive the vCPU threads; they are joined inside run_vcpus.
     drop(mem);
     let (boot_timer, exited) = outcome?;
     Ok(VmReport { ready, boot_timer, exited })
+}
+
+/// Loads the kernel, initrd, command line and boot structures; returns the kernel,
+/// the boot-info address and the page tables' root.
+fn load_guest(
+    config: &VmConfig,
+    mem: &GuestMemoryMmap,
+    mem_bytes: u64,
+    virtio_count: usize,
+) -> Result<(boot::LoadedKernel, u64, u64), VmError> {
+    let kernel = boot::load_kernel(mem, &config.kernel, memory::low_ram_end(mem_bytes))?;
+    let initrd = match &config.initrd {
+        Some(p) => Some(boot::load_initrd(mem, p, &kernel, mem_bytes)?),
+        None => None,
+    };
+    let cmdline = boot::build_cmdline(&config.cmdline, &virtio_cmdline(virtio_count))?;
+    let boot_info = boot::write_boot_info(mem, &kernel, &cmdline, initrd, mem_bytes)?;
+    boot::mptable::write(mem, config.vcpus)?;
+    let cr3 = boot::setup_identity_paging(mem)?;
+    Ok((kernel, boot_info, cr3))
+}
+
+/// Puts back the in-kernel irqchip, the PIT and the clock.
+fn restore_vm_state(vm: &VmFd, st: &crate::snapshot::VmState) -> Result<(), VmError> {
+    for chip in &st.irqchips {
+        vm.set_irqchip(chip).map_err(kvm_err("set irqchip"))?;
+    }
+    vm.set_pit2(&st.pit).map_err(kvm_err("set pit2"))?;
+    vm.set_clock(&st.clock).map_err(kvm_err("set clock"))?;
+    Ok(())
 }
 
 /// Prints a machine-readable milestone on stderr: `isola-vmm: event=<name> us=<micros>`.
@@ -385,27 +487,40 @@ fn add_virtio(
     Ok(bus.insert(base, VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport)))?)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_devices(
     vm: &VmFd,
     config: &VmConfig,
+    vcpus: u8,
     virtio: Vec<Box<dyn crate::virtio::VirtioDevice>>,
     mem: &GuestMemoryMmap,
     start: Instant,
     events: Sender<VmEvent>,
-) -> Result<VcpuShared, VmError> {
+    saved: Option<(crate::devices::SerialSnapshot, usize)>,
+) -> Result<(VcpuShared, crate::control::SnapshotDevices), VmError> {
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
     let serial_irq =
         EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::Setup { what: "serial eventfd", source })?;
     vm.register_irqfd(&serial_irq, SERIAL_IRQ).map_err(kvm_err("register serial irqfd"))?;
-    let serial = SerialConsole::new(serial_irq, console_writer(&config.console)?);
-    pio.insert(SERIAL_PORT_BASE, 8, Arc::new(Mutex::new(serial)))?;
+    let out = console_writer(&config.console)?;
+    let serial = match &saved {
+        Some((s, _)) => SerialConsole::restore(serial_irq, out, s).map_err(VmError::Config)?,
+        None => SerialConsole::new(serial_irq, out),
+    };
+    let serial = Arc::new(Mutex::new(serial));
+    pio.insert(SERIAL_PORT_BASE, 8, serial.clone())?;
     pio.insert(I8042_PORT_BASE, 5, Arc::new(Mutex::new(I8042::new(events.clone()))))?;
-    mmio.insert(BOOT_TIMER_ADDR, 0x1000, Arc::new(Mutex::new(BootTimer::new(start, events))))?;
+    let mut timer = BootTimer::new(start, events);
+    timer.set_fired(saved.as_ref().map_or(0, |s| s.1));
+    let boot_timer = Arc::new(Mutex::new(timer));
+    mmio.insert(BOOT_TIMER_ADDR, 0x1000, boot_timer.clone())?;
     for (slot, device) in virtio.into_iter().enumerate() {
         add_virtio(vm, &mut mmio, mem, slot, device)?;
     }
-    Ok(VcpuShared { pio, mmio, stop: Arc::new(AtomicBool::new(false)) })
+    let pause = Arc::new(crate::vcpu::pause::PauseGate::new(usize::from(vcpus), kick_signal()));
+    let shared = VcpuShared { pio, mmio, stop: Arc::new(AtomicBool::new(false)), pause };
+    Ok((shared, crate::control::SnapshotDevices { serial, boot_timer }))
 }
 
 enum ThreadMsg {
@@ -458,7 +573,7 @@ fn run_vcpus(
                 boot_times.push(d);
                 continue;
             }
-            Ok(VmEvent::Reset) => break Ok(start.elapsed()),
+            Ok(VmEvent::Reset) | Ok(VmEvent::Stop) => break Ok(start.elapsed()),
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
         }
         match done_rx.try_recv() {

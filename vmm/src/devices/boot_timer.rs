@@ -22,6 +22,16 @@ impl BootTimer {
     pub fn new(start: Instant, events: Sender<VmEvent>) -> Self {
         Self { start, events, fired: 0 }
     }
+
+    /// Milestones recorded so far (a snapshot keeps the count).
+    pub fn fired(&self) -> usize {
+        self.fired
+    }
+
+    /// A restored VM's timer goes on counting from where its snapshot was.
+    pub fn set_fired(&mut self, fired: usize) {
+        self.fired = fired.min(MAX_BOOT_EVENTS);
+    }
 }
 
 impl BusDevice for BootTimer {

@@ -2,7 +2,8 @@
 
 use std::io::Write;
 
-use vm_superio::serial::NoEvents;
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -26,9 +27,56 @@ pub struct SerialConsole {
     uart: Serial<EventFdTrigger, NoEvents, Box<dyn Write + Send>>,
 }
 
+/// The UART's registers and receive FIFO, as a snapshot keeps them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialSnapshot {
+    pub regs: [u8; 9],
+    pub in_buffer: Vec<u8>,
+}
+
 impl SerialConsole {
     pub fn new(irq: EventFd, out: Box<dyn Write + Send>) -> Self {
         Self { uart: Serial::new(EventFdTrigger(irq), out) }
+    }
+
+    /// A UART in the state `saved` left, writing to `out`; a FIFO longer than the
+    /// UART's is refused.
+    pub fn restore(irq: EventFd, out: Box<dyn Write + Send>, saved: &SerialSnapshot) -> Result<Self, String> {
+        let [baud_divisor_low, baud_divisor_high, interrupt_enable, interrupt_identification, line_control, line_status, modem_control, modem_status, scratch] =
+            saved.regs;
+        let state = SerialState {
+            baud_divisor_low,
+            baud_divisor_high,
+            interrupt_enable,
+            interrupt_identification,
+            line_control,
+            line_status,
+            modem_control,
+            modem_status,
+            scratch,
+            in_buffer: saved.in_buffer.clone(),
+        };
+        Serial::from_state(&state, EventFdTrigger(irq), NoEvents, out)
+            .map(|uart| Self { uart })
+            .map_err(|e| format!("serial state: {e:?}"))
+    }
+
+    pub fn snapshot(&self) -> SerialSnapshot {
+        let s = self.uart.state();
+        SerialSnapshot {
+            regs: [
+                s.baud_divisor_low,
+                s.baud_divisor_high,
+                s.interrupt_enable,
+                s.interrupt_identification,
+                s.line_control,
+                s.line_status,
+                s.modem_control,
+                s.modem_status,
+                s.scratch,
+            ],
+            in_buffer: s.in_buffer,
+        }
     }
 }
 
@@ -85,6 +133,22 @@ mod tests {
         let mut lsr = [0u8];
         s.read(5, &mut lsr);
         assert_eq!(lsr[0] & 0x60, 0x60, "THR empty and transmitter idle");
+    }
+
+    #[test]
+    fn a_restored_uart_keeps_its_registers_and_a_bad_fifo_is_refused() {
+        let mut s = SerialConsole::new(EventFd::new(0).expect("eventfd"), Box::new(std::io::sink()));
+        s.write(7, &[0x5a]); // scratch
+        s.write(3, &[0x03]); // 8N1
+        let snap = s.snapshot();
+        let mut r = SerialConsole::restore(EventFd::new(0).expect("eventfd"), Box::new(std::io::sink()), &snap)
+            .expect("restore");
+        let mut b = [0u8];
+        r.read(7, &mut b);
+        assert_eq!(b[0], 0x5a);
+        assert_eq!(r.snapshot(), snap);
+        let bad = SerialSnapshot { in_buffer: vec![0; 1 << 20], ..snap };
+        assert!(SerialConsole::restore(EventFd::new(0).expect("eventfd"), Box::new(std::io::sink()), &bad).is_err());
     }
 
     #[test]

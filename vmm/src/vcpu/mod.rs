@@ -3,7 +3,9 @@
 
 pub mod cpuid;
 mod exit;
+pub mod pause;
 pub mod regs;
+pub mod state;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +25,8 @@ pub struct VcpuShared {
     pub mmio: Bus,
     /// Set by the VMM to make every vCPU leave its loop at the next exit.
     pub stop: Arc<AtomicBool>,
+    /// Set by the control API: every vCPU parks at its next exit ([`pause`]).
+    pub pause: Arc<pause::PauseGate>,
 }
 
 /// How a vCPU loop ended.
@@ -38,6 +42,8 @@ pub struct Vcpu {
     pub id: u8,
     fd: VcpuFd,
     shared: VcpuShared,
+    /// The MSRs a snapshot saves (KVM's own list, read once at setup).
+    msr_indices: Vec<u32>,
 }
 
 impl Vcpu {
@@ -77,7 +83,29 @@ impl Vcpu {
         } else if kernel.protocol == BootProtocol::Pvh {
             log::debug!("vcpu {id} waits for INIT/SIPI from the PVH guest");
         }
-        Ok(Self { id, fd, shared })
+        Ok(Self { id, fd, shared, msr_indices: vec![] })
+    }
+
+    /// Creates vCPU `id` of `count` for a restore: its CPUID as a boot sets it, its
+    /// state from [`Vcpu::apply`] once the VM's own state is back.
+    pub fn for_restore(vm: &VmFd, id: u8, count: u8, supported: &CpuId, shared: VcpuShared) -> Result<Self, VcpuError> {
+        let fd = vm.create_vcpu(u64::from(id)).map_err(|source| VcpuError::Kvm { op: "create vcpu", source })?;
+        let mut cpuid = supported.clone();
+        cpuid::patch_cpuid(&mut cpuid, id, count);
+        fd.set_cpuid2(&cpuid).map_err(|source| VcpuError::Kvm { op: "set cpuid", source })?;
+        Ok(Self { id, fd, shared, msr_indices: vec![] })
+    }
+
+    /// Puts back the state a snapshot saved.
+    pub fn apply(&mut self, saved: &state::VcpuState) -> Result<(), VcpuError> {
+        saved.apply(&self.fd)?;
+        self.msr_indices = saved.msrs.iter().map(|m| m.index).collect();
+        Ok(())
+    }
+
+    /// Which MSRs a snapshot of this vCPU saves.
+    pub fn set_snapshot_msrs(&mut self, indices: Vec<u32>) {
+        self.msr_indices = indices;
     }
 
     fn rip(&self) -> u64 {
@@ -86,9 +114,14 @@ impl Vcpu {
 
     /// Runs until the guest ends the VM or the VMM asks to stop.
     pub fn run(&mut self) -> VcpuOutcome {
+        self.shared.pause.register_current_thread(self.id);
         loop {
             if self.shared.stop.load(Ordering::Acquire) {
                 return VcpuOutcome::Stopped { rip: self.rip() };
+            }
+            if self.shared.pause.requested() {
+                self.park();
+                continue;
             }
             let shared = &self.shared;
             let kind = match self.fd.run() {
@@ -101,6 +134,17 @@ impl Vcpu {
                 ExitAction::Fail => return VcpuOutcome::Failed(self.describe(kind)),
             }
         }
+    }
+
+    /// Finishes the exit in progress (an I/O read's data goes into the guest's
+    /// registers only on the next KVM_RUN: `immediate_exit` runs that part and returns
+    /// at once), then serves the control API until it resumes or stops the VM.
+    fn park(&mut self) {
+        self.fd.set_kvm_immediate_exit(1);
+        let _ = self.fd.run();
+        self.fd.set_kvm_immediate_exit(0);
+        let (fd, msrs) = (&self.fd, &self.msr_indices);
+        self.shared.pause.park(self.id, &self.shared.stop, || state::VcpuState::capture(fd, msrs));
     }
 
     fn describe(&mut self, kind: ExitKind) -> VcpuError {

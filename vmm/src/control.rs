@@ -1,0 +1,154 @@
+//! The control API: a unix socket (`--api-sock`) taking one command per line and
+//! answering one line, `ok …` or `error: …`:
+//! - `pause`: every vCPU out of the guest; `resume`: running again;
+//! - `snapshot`: pauses (if running) and saves the VM into the `--snapshot-to`
+//!   directory opened at start; the VM stays paused;
+//! - `stop`: ends the VM (exit status 0).
+//!
+//! The socket is the caller's to protect: it is created 0600 in a directory the caller
+//! chose, like the vsock socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{kvm_irqchip, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE};
+use kvm_ioctls::VmFd;
+use vm_memory::GuestMemoryMmap;
+
+use crate::devices::{BootTimer, SerialConsole, VmEvent};
+use crate::snapshot::{self, Header, SnapshotTarget, VmState};
+use crate::vcpu::pause::PauseGate;
+
+/// Longest command line read; longer ones end the connection.
+const MAX_LINE: u64 = 256;
+
+/// The devices a snapshot reads besides the vCPUs and KVM's own.
+#[derive(Clone)]
+pub struct SnapshotDevices {
+    pub serial: Arc<Mutex<SerialConsole>>,
+    pub boot_timer: Arc<Mutex<BootTimer>>,
+}
+
+pub struct Control {
+    pub vm: Arc<VmFd>,
+    pub mem: GuestMemoryMmap,
+    pub gate: Arc<PauseGate>,
+    pub devices: SnapshotDevices,
+    /// Where `snapshot` writes; None: the command is refused.
+    pub target: Option<SnapshotTarget>,
+    /// The header of a snapshot of this VM, before the state's length and hash.
+    pub header: Header,
+    /// Why this VM cannot be snapshotted (a device without snapshot support).
+    pub unsupported: Option<String>,
+    pub events: Sender<VmEvent>,
+}
+
+fn irqchip(vm: &VmFd, chip_id: u32) -> Result<kvm_irqchip, String> {
+    let mut c = kvm_irqchip { chip_id, ..Default::default() };
+    vm.get_irqchip(&mut c).map_err(|e| format!("kvm get irqchip {chip_id}: {e}"))?;
+    Ok(c)
+}
+
+impl Control {
+    /// The VM's state besides memory; every vCPU must be parked.
+    fn vm_state(&self) -> Result<VmState, String> {
+        let vcpus = self.gate.capture().map_err(|e| e.to_string())?;
+        let serial = self.devices.serial.lock().map_err(|_| "serial lock poisoned")?.snapshot();
+        let boot_timer_fired = self.devices.boot_timer.lock().map_err(|_| "boot timer lock poisoned")?.fired();
+        Ok(VmState {
+            vcpus,
+            irqchips: vec![
+                irqchip(&self.vm, KVM_IRQCHIP_PIC_MASTER)?,
+                irqchip(&self.vm, KVM_IRQCHIP_PIC_SLAVE)?,
+                irqchip(&self.vm, KVM_IRQCHIP_IOAPIC)?,
+            ],
+            pit: self.vm.get_pit2().map_err(|e| format!("kvm get pit2: {e}"))?,
+            // The guest's clock resumes where it stopped; flags describe this host's
+            // clock at saving and are not for a restore to apply.
+            clock: kvm_bindings::kvm_clock_data {
+                flags: 0,
+                ..self.vm.get_clock().map_err(|e| format!("kvm get clock: {e}"))?
+            },
+            serial,
+            boot_timer_fired,
+        })
+    }
+
+    fn snapshot(&mut self) -> Result<String, String> {
+        if let Some(why) = &self.unsupported {
+            return Err(snapshot::SnapshotError::Unsupported(why.clone()).to_string());
+        }
+        if self.target.is_none() {
+            return Err("no snapshot directory (start isola-vmm with --snapshot-to DIR)".into());
+        }
+        self.gate.pause().map_err(|e| e.to_string())?;
+        let state = self.vm_state()?;
+        let target = self.target.as_mut().ok_or("no snapshot directory")?;
+        let r = snapshot::save(target, self.header.clone(), &state, &self.mem).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "ok memory_bytes={} state_bytes={} ms={}",
+            r.memory_bytes_written,
+            r.state_bytes,
+            r.took.as_millis()
+        ))
+    }
+
+    /// One command's answer line.
+    pub fn handle(&mut self, line: &str) -> String {
+        let r = match line.trim() {
+            "pause" => self.gate.pause().map(|()| "ok".to_string()).map_err(|e| e.to_string()),
+            "resume" => self.gate.resume().map(|()| "ok".to_string()).map_err(|e| e.to_string()),
+            "snapshot" => self.snapshot(),
+            "stop" => {
+                let _ = self.events.send(VmEvent::Stop);
+                Ok("ok".into())
+            }
+            other => {
+                Err(format!("unknown command {:?} (pause, resume, snapshot, stop)", other.escape_debug().to_string()))
+            }
+        };
+        r.unwrap_or_else(|e| format!("error: {e}"))
+    }
+
+    fn serve(&mut self, stream: UnixStream) {
+        let Ok(mut out) = stream.try_clone() else { return };
+        let mut reader = BufReader::new(std::io::Read::take(stream, MAX_LINE * 64));
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match std::io::Read::take(&mut reader, MAX_LINE).read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if !line.ends_with('\n') => {
+                    let _ = writeln!(out, "error: command longer than {MAX_LINE} bytes");
+                    return;
+                }
+                Ok(_) => {}
+            }
+            let answer = self.handle(&line);
+            if writeln!(out, "{answer}").is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Serves connections one at a time until the process ends.
+    pub fn run(mut self, listener: UnixListener) {
+        if let Err(e) = crate::confine::enter_thread(crate::confine::ThreadKind::Control) {
+            log::error!("control thread: {e}");
+            return;
+        }
+        for stream in listener.incoming().flatten() {
+            self.serve(stream);
+        }
+    }
+}
+
+/// Binds the control socket, readable and writable by its owner only.
+pub fn bind(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(l)
+}
