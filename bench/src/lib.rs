@@ -18,6 +18,7 @@ pub mod provenance;
 pub mod report;
 pub mod significance;
 pub mod soak;
+pub mod start;
 pub mod stats;
 
 pub use boot::{run_boot_bench, BootBench, BootBenchConfig, Series, SeriesKey};

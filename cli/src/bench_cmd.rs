@@ -29,6 +29,9 @@ pub enum BenchCmd {
     Docker(DockerArgs),
     /// Many sandboxes in a row, then many at once: failures, leaks, host memory drift.
     Soak(SoakArgs),
+    /// Cold boot against restore from a snapshot (isola-vmm, test guest), and PSS per
+    /// restored clone against per cold VM.
+    Start(crate::bench_start_cmd::StartArgs),
     /// Two `bench boot` results phase by phase: ratio, confidence interval, verdict.
     Compare(crate::bench_ab_cmd::CompareArgs),
     /// Two isola-vmm variants booted alternately in one session, then compared.
@@ -352,6 +355,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Density(a) => density(a),
         BenchCmd::Overhead(a) => overhead(a),
         BenchCmd::Fs(a) => fs(a),
+        BenchCmd::Start(a) => crate::bench_start_cmd::start(a),
         BenchCmd::Compare(a) => crate::bench_ab_cmd::compare(a),
         BenchCmd::Ab(a) => crate::bench_ab_cmd::ab(a),
         BenchCmd::History(a) => crate::bench_ab_cmd::history(a),

@@ -2,6 +2,7 @@
 
 mod bench_ab_cmd;
 mod bench_cmd;
+mod bench_start_cmd;
 mod boot_cmd;
 mod cp_cmd;
 mod image_cmd;

@@ -25,6 +25,7 @@ pub const GUESTS: &[GuestSpec] = &[
     GuestSpec { name: "idle", source: "boot_check.S", defines: &["-DPVH", "-DIDLE"], extra: &["idle.S"] },
     GuestSpec { name: "net_arp", source: "net_arp.c", defines: &[], extra: &[] },
     GuestSpec { name: "counter", source: "counter.c", defines: &[], extra: &[] },
+    GuestSpec { name: "ticker", source: "ticker.c", defines: &[], extra: &[] },
 ];
 
 /// Freestanding C: no libc, no red zone, no SSE, absolute addresses (loaded at 1 MiB).

@@ -1,0 +1,40 @@
+//! `isola bench start`: cold boot against snapshot restore in one run (isola-vmm).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use isola_bench::start::{self, StartBench};
+use isola_sandbox::assets;
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Measured starts per mode (cold and snapshot, alternating).
+    #[arg(short = 'n', long, default_value_t = 20)]
+    runs: usize,
+    /// Also start this many restored clones and as many cold VMs at once, and compare
+    /// their memory (PSS per VMM); 0 for none.
+    #[arg(long, default_value_t = 8)]
+    clones: usize,
+    /// Where to write the JSON result.
+    #[arg(long, default_value = "bench-results/start.json")]
+    json: PathBuf,
+}
+
+pub fn start(a: StartArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(a.runs > 0, "--runs must be at least 1");
+    let bin = isola_sandbox::backend::isola_vmm::find()?;
+    let guest = isola_testguests::build("ticker", &assets::guest_dir().join("test-guests"))
+        .context("building the ticker test guest")?;
+    let dir = tempfile::Builder::new().prefix("isola-bench-start-").tempdir().context("scratch directory")?;
+    let snap = start::make_template(&bin, &guest, dir.path()).context("making the template snapshot")?;
+    let modes = start::run_start(&bin, &guest, &snap, a.runs);
+    let density = if a.clones > 0 { start::run_density(&bin, &guest, &snap, a.clones)? } else { vec![] };
+    let b = StartBench { guest: "ticker".into(), guest_mib: start::GUEST_MIB, runs: a.runs, modes, density };
+    print!("{}", start::table(&b));
+    crate::output::write_file(&a.json, &serde_json::to_string_pretty(&b)?)?;
+    eprintln!("wrote {}", a.json.display());
+    let failed = b.modes.iter().any(|m| m.guest_running.is_none());
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
