@@ -173,7 +173,9 @@ fn one(vmm: Result<Vmm, BenchError>) -> Result<(u64, u64, u64), BenchError> {
 
 /// Cold boots and restores, alternating, `runs` each.
 pub fn run_start(bin: &Path, guest: &Path, snap: &Path, runs: usize) -> Vec<ModeSeries> {
-    let mut samples: Vec<(Vec<u64>, Vec<u64>, Vec<u64>, Vec<String>)> = vec![Default::default(), Default::default()];
+    /// vmm_ready, guest running and wall samples, and failures, of one mode.
+    type Samples = (Vec<u64>, Vec<u64>, Vec<u64>, Vec<String>);
+    let mut samples: Vec<Samples> = vec![Default::default(), Default::default()];
     for _ in 0..runs {
         for (i, s) in samples.iter_mut().enumerate() {
             let r = if i == 0 { one(cold(bin, guest)) } else { one(restore(bin, snap)) };
