@@ -19,6 +19,7 @@ pub mod report;
 pub mod significance;
 pub mod soak;
 pub mod start;
+mod start_run;
 pub mod stats;
 
 pub use boot::{run_boot_bench, BootBench, BootBenchConfig, Series, SeriesKey};

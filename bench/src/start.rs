@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use crate::error::{io, BenchError};
 use crate::stats::Summary;
 
-const WAIT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT: Duration = Duration::from_secs(30);
 pub const GUEST_MIB: u64 = 64;
+
+pub use crate::start_run::run_container_modes;
 
 /// A started isola-vmm and its milestone lines.
 struct Vmm {
@@ -162,6 +164,9 @@ pub struct StartBench {
     pub runs: usize,
     pub modes: Vec<ModeSeries>,
     pub density: Vec<DensityRow>,
+    /// `isola run … true` cold and from the warm pool (this host's default backend).
+    pub containers: Vec<ModeSeries>,
+    pub backend: String,
 }
 
 fn one(vmm: Result<Vmm, BenchError>) -> Result<(u64, u64, u64), BenchError> {
@@ -264,6 +269,18 @@ pub fn table(b: &StartBench) -> String {
             out += &format!("ratio PSS clone / cold: {:.3}\n", s.pss_kib_per_vmm as f64 / c.pss_kib_per_vmm as f64);
         }
     }
+    if !b.containers.is_empty() {
+        out += &format!("isola run --rootfs R -- true, {} backend (spawn to exit, p50 / p95, ms):\n", b.backend);
+        for m in &b.containers {
+            out += &format!("{:<10} {:>18}\n", m.mode, ms(&m.wall));
+            for f in &m.failures {
+                out += &format!("  FAILED {f}\n");
+            }
+        }
+        if let [c, p] = &b.containers[..] {
+            out += &format!("ratio pool / cold (p50): {}\n", ratio(p.wall, c.wall));
+        }
+    }
     out
 }
 
@@ -305,9 +322,15 @@ mod tests {
                 DensityRow { mode: "cold".into(), vmms: 4, pss_kib_per_vmm: 20000 },
                 DensityRow { mode: "snapshot".into(), vmms: 4, pss_kib_per_vmm: 5000 },
             ],
+            containers: vec![
+                ModeSeries { mode: "run cold".into(), wall: s(1000000), ..Default::default() },
+                ModeSeries { mode: "run pool".into(), wall: s(250000), ..Default::default() },
+            ],
+            backend: "qemu".into(),
         };
         let t = table(&b);
         assert!(t.contains("vmm_ready 0.250, guest running 0.105, wall 0.200"), "{t}");
         assert!(t.contains("ratio PSS clone / cold: 0.250"), "{t}");
+        assert!(t.contains("ratio pool / cold (p50): 0.250"), "{t}");
     }
 }

@@ -17,6 +17,10 @@ pub struct StartArgs {
     /// their memory (PSS per VMM); 0 for none.
     #[arg(long, default_value_t = 8)]
     clones: usize,
+    /// Also `isola run --rootfs DIR -- true` cold and from the warm pool, side by side
+    /// (this host's default backend); "" to skip.
+    #[arg(long, default_value = "/var/lib/isola/busybox-rootfs")]
+    container_rootfs: PathBuf,
     /// Where to write the JSON result.
     #[arg(long, default_value = "bench-results/start.json")]
     json: PathBuf,
@@ -31,10 +35,27 @@ pub fn start(a: StartArgs) -> anyhow::Result<ExitCode> {
     let snap = start::make_template(&bin, &guest, dir.path()).context("making the template snapshot")?;
     let modes = start::run_start(&bin, &guest, &snap, a.runs);
     let density = if a.clones > 0 { start::run_density(&bin, &guest, &snap, a.clones)? } else { vec![] };
-    let b = StartBench { guest: "ticker".into(), guest_mib: start::GUEST_MIB, runs: a.runs, modes, density };
+    let containers = if a.container_rootfs.as_os_str().is_empty() {
+        vec![]
+    } else {
+        anyhow::ensure!(a.container_rootfs.is_dir(), "{} is not a directory", a.container_rootfs.display());
+        let me = std::env::current_exe().context("finding the isola binary")?;
+        start::run_container_modes(&me, &a.container_rootfs, a.runs)
+    };
+    let backend = isola_sandbox::choose(isola_sandbox::config::Config::load()?.hypervisor, isola_sandbox::detect_kvm())
+        .to_string();
+    let b = StartBench {
+        guest: "ticker".into(),
+        guest_mib: start::GUEST_MIB,
+        runs: a.runs,
+        modes,
+        density,
+        containers,
+        backend,
+    };
     print!("{}", start::table(&b));
     crate::output::write_file(&a.json, &serde_json::to_string_pretty(&b)?)?;
     eprintln!("wrote {}", a.json.display());
-    let failed = b.modes.iter().any(|m| m.guest_running.is_none());
+    let failed = b.modes.iter().any(|m| m.guest_running.is_none()) || b.containers.iter().any(|m| m.wall.is_none());
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

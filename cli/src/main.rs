@@ -9,6 +9,7 @@ mod image_cmd;
 mod lifecycle_cmd;
 mod manage_cmd;
 mod output;
+mod pool_cmd;
 mod progress;
 mod reap_cmd;
 mod run_cmd;
@@ -65,6 +66,9 @@ enum Cmd {
     Logout(image_cmd::LogoutArgs),
     /// Import an OCI layout, oci-archive or docker-archive.
     Import(image_cmd::ImportArgs),
+    /// The warm pool of booted sandboxes `isola run` takes from (fill, ls, stop).
+    #[command(subcommand)]
+    Pool(pool_cmd::PoolCmd),
     /// Say what this host offers (KVM kind) and which backend isola would use.
     Info,
     /// (internal) Removes a foreground run's sandbox once that run's CLI is gone.
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
         Cmd::Import(a) => image_cmd::import(a),
         Cmd::Login(a) => image_cmd::login(a),
         Cmd::Logout(a) => image_cmd::logout(a),
+        Cmd::Pool(cmd) => pool_cmd::run(cmd),
         Cmd::Info => info(),
     };
     match result {

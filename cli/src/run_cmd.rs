@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// Backend: isola-vmm or qemu (default: by host).
     #[arg(long)]
     hypervisor: Option<HypervisorKind>,
+    /// Boot a sandbox even when the warm pool (`isola pool fill`) has one for this
+    /// configuration.
+    #[arg(long)]
+    no_pool: bool,
     /// Seconds to wait for the sandbox to boot.
     #[arg(long, default_value_t = 60)]
     boot_timeout: u64,
@@ -186,7 +190,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // A foreground run killed with -9 is cleaned up at once by this helper.
     let _reaper = (!a.detach).then(|| crate::reap_cmd::spawn(&sopts.state_root, &name)).flatten();
-    let mut sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
+    let pooled = crate::pool_cmd::PoolConfig { memory: a.memory, vcpus, network: a.network, hypervisor: a.hypervisor };
+    let mut sb = match (!a.no_pool).then(|| claim(&sopts, &pooled, &name)).transpose()?.flatten() {
+        Some(sb) => sb,
+        None => Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?,
+    };
     let me = std::env::current_exe().context("finding the isola binary (for the port forwarder)")?;
     sb.publish(&a.publish, &me, &sopts)?;
     let c = sb.create_container(&name, spec, Rootfs::Dir(&rootfs), &a.volumes);
@@ -216,6 +224,25 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     drop(raw);
     sb.stop();
     Ok(exit_code(status.code))
+}
+
+/// A sandbox from the warm pool for this configuration, if it has one; the pool is
+/// then refilled in the background.
+fn claim(sopts: &SandboxOptions, c: &crate::pool_cmd::PoolConfig, name: &str) -> anyhow::Result<Option<Sandbox>> {
+    use isola_sandbox::pool::{self, PoolError, PoolKey};
+    let key = PoolKey::new(sopts.hypervisor, &sopts.boot, sopts.network);
+    match pool::claim(&sopts.state_root, &key, name) {
+        Ok(Some((dir, st))) => {
+            crate::pool_cmd::refill_in_background(c, &sopts.state_root, &key);
+            Ok(Some(Sandbox::adopt(dir, st)))
+        }
+        Ok(None) => Ok(None),
+        Err(e @ (PoolError::Exists(_) | PoolError::BadId(_))) => Err(e.into()),
+        Err(e) => {
+            eprintln!("isola: warning: warm pool: {e}; booting a new sandbox");
+            Ok(None)
+        }
+    }
 }
 
 /// A failed call's real cause when a process of the sandbox died (the watchdog then
@@ -343,7 +370,7 @@ mod tests {
 /// units b, k, m, g, t, optionally followed by `b`, any case), rounded up to whole MiB.
 /// A plain number means MiB (Docker reads bytes there; isola's `-m` always took MiB).
 /// Bounded so the byte count and the VM's size cannot overflow.
-fn parse_memory_mib(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_memory_mib(s: &str) -> Result<u64, String> {
     let lower = s.trim().to_ascii_lowercase();
     let digits = lower.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(lower.len());
     let (number, unit) = lower.split_at(digits);

@@ -243,6 +243,11 @@ fn kill_all(dir: &Path) {
 /// Kills whatever still runs in the cgroup of the sandbox in `dir` and removes it:
 /// cleanup after any exit, also when no record names the processes (a starter killed
 /// before it saved one).
+/// The cgroup a sandbox in `dir` got by default, when it exists.
+pub fn dir_for(dir: &Path) -> Option<PathBuf> {
+    Hierarchy::detect().map(|h| h.root().join("isola").join(name_for(dir))).filter(|p| p.is_dir())
+}
+
 pub fn remove_for(dir: &Path) {
     if let Some(h) = Hierarchy::detect() {
         let cg = h.root().join("isola").join(name_for(dir));

@@ -22,6 +22,7 @@ pub mod net;
 pub mod netfilter;
 pub mod netns;
 pub mod options;
+pub mod pool;
 pub mod ports;
 pub mod sandbox;
 pub mod seccomp;

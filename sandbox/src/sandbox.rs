@@ -73,6 +73,9 @@ pub struct Sandbox {
     /// The host cgroup every process of the sandbox runs in (None: no memory controller).
     cgroup: Option<HostCgroup>,
     stopped: bool,
+    /// Started by another process ([`Sandbox::adopt`]): its VMM and helpers are not
+    /// our children.
+    adopted: bool,
 }
 
 fn tie_to_parent(cmd: &mut Command) {
@@ -193,6 +196,7 @@ impl Sandbox {
             stopped: false,
             spawned: None,
             agent_ready: None,
+            adopted: false,
         };
         // On any error below, Drop kills what was started and removes the directory.
         // On record from here on: if we are killed, the next command cleans up.
@@ -246,6 +250,46 @@ impl Sandbox {
         let config = sandbox_config(&sb.state, opts.hostname.as_deref().unwrap_or(&opts.id), &opts.sysctls);
         sb.agent.call(|c| c.create_sandbox(config)).map_err(SandboxError::Configure)?;
         Ok(sb)
+    }
+
+    /// A handle on a running sandbox another process started (a warm-pool member just
+    /// claimed): its processes are known by pid only, and [`Sandbox::stop`] ends them
+    /// as `isola rm` does.
+    pub fn adopt(dir: PathBuf, state: SandboxState) -> Self {
+        Sandbox {
+            id: state.id.clone(),
+            agent: Agent::new(&state.vsock_uds, AGENT_CALL_TIMEOUT),
+            dir,
+            state,
+            children: vec![],
+            child_info: vec![],
+            watchdog: None,
+            cgroup: None,
+            stopped: false,
+            spawned: None,
+            agent_ready: None,
+            adopted: true,
+        }
+    }
+
+    /// An adopted sandbox's processes that died, by pid.
+    fn check_adopted(&self) -> Result<(), SandboxError> {
+        let vmm = crate::backend::vmm_exe(self.state.hypervisor);
+        if !state::process_matches(self.state.vmm_pid, vmm) {
+            return Err(SandboxError::ProcessDied {
+                what: vmm.to_string(),
+                status: "gone".into(),
+                log: tail(&self.dir.join("vmm.log")),
+            });
+        }
+        if let Some(pid) = self.state.helper_pids.iter().find(|p| !state::running(**p)) {
+            return Err(SandboxError::ProcessDied {
+                what: format!("helper process {pid}"),
+                status: "gone".into(),
+                log: String::new(),
+            });
+        }
+        Ok(())
     }
 
     /// isola-vmm serves the hybrid-vsock socket itself: no helper process.
@@ -320,6 +364,9 @@ impl Sandbox {
     pub fn check_processes(&mut self) -> Result<(), SandboxError> {
         if let Some(d) = self.watchdog.as_ref().and_then(Watchdog::death) {
             return Err(died(d));
+        }
+        if self.adopted {
+            return self.check_adopted();
         }
         for (c, (what, log)) in self.children.iter_mut().zip(&self.child_info) {
             if let Ok(Some(st)) = c.try_wait() {
@@ -570,6 +617,15 @@ impl Sandbox {
         self.stopped = true;
         if let Some(w) = self.watchdog.as_mut() {
             w.disarm();
+        }
+        if self.adopted {
+            // Its processes are not our children (a forwarder of ours goes with the VMM).
+            stop_by_state(&self.dir, &self.state);
+            for c in &mut self.children {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            return;
         }
         let _ = self.agent.shutdown();
         let until = Instant::now() + Duration::from_secs(5);

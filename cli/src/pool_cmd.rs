@@ -1,0 +1,167 @@
+//! `isola pool fill|ls|stop`: the warm pool of booted, never-used sandboxes that
+//! `isola run` takes from (see `isola_sandbox::pool`). Members are detached sandboxes;
+//! a claim is refilled in the background by a detached `isola pool fill`.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use isola_sandbox::pool::{self, PoolKey};
+use isola_sandbox::sandbox::{NetworkMode, Sandbox, SandboxOptions};
+use isola_sandbox::{choose, detect_kvm, state, HypervisorKind};
+
+#[derive(Subcommand, Debug)]
+pub enum PoolCmd {
+    /// Boot sandboxes until the pool for this configuration holds N; `isola run`
+    /// with the same configuration then takes one instead of booting.
+    Fill(FillArgs),
+    /// List the pool's sandboxes.
+    Ls,
+    /// Stop every sandbox in the pool and forget the sizes asked for.
+    Stop,
+}
+
+/// The configuration of the sandboxes, as `isola run` takes it.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PoolConfig {
+    /// Memory as `isola run -m` (the VM gets this plus headroom).
+    #[arg(short = 'm', long, value_parser = crate::run_cmd::parse_memory_mib)]
+    pub memory: Option<u64>,
+    /// vCPUs, as `isola run --cpus` rounds them.
+    #[arg(long)]
+    pub vcpus: Option<u8>,
+    #[arg(long, default_value = "auto")]
+    pub network: NetworkMode,
+    #[arg(long)]
+    pub hypervisor: Option<HypervisorKind>,
+}
+
+#[derive(Args, Debug)]
+pub struct FillArgs {
+    /// How many to keep ready (refills after a claim keep to it).
+    #[arg(short = 'n', long, default_value_t = 1)]
+    size: usize,
+    #[command(flatten)]
+    config: PoolConfig,
+}
+
+/// The options and key of a sandbox with this configuration.
+pub fn options(c: &PoolConfig, id: &str, state_root: PathBuf) -> anyhow::Result<(SandboxOptions, PoolKey)> {
+    let kvm = detect_kvm();
+    let host = isola_sandbox::config::Config::load()?;
+    let boot = host.boot_spec(c.memory, c.vcpus, Duration::from_secs(60));
+    let hypervisor = choose(c.hypervisor.or(host.hypervisor), kvm);
+    let key = PoolKey::new(hypervisor, &boot, c.network);
+    let opts = SandboxOptions {
+        id: id.into(),
+        boot,
+        hypervisor,
+        kvm,
+        state_root,
+        tie_to_parent: false,
+        network: c.network,
+        netns: None,
+        hostname: None,
+        cgroup_path: None,
+        sysctls: vec![],
+    };
+    Ok((opts, key))
+}
+
+pub fn fill(a: FillArgs) -> anyhow::Result<ExitCode> {
+    let state_root = state::default_root();
+    let (_, key) = options(&a.config, "", state_root.clone())?;
+    pool::set_wanted_size(&state_root, &key, a.size)?;
+    fill_to(&a.config, &state_root, &key)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Boots members one at a time until the wanted size (read again after each, so
+/// `isola pool stop` ends a fill) is ready; returns at once when another filler
+/// works on this configuration.
+fn fill_to(c: &PoolConfig, state_root: &std::path::Path, key: &PoolKey) -> anyhow::Result<()> {
+    let dir = pool::root(state_root);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let lock_file = std::fs::File::create(dir.join(format!(".{}.lock", key.as_str())))?;
+    let _lock = match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(()),
+        Err((_, e)) => return Err(e.into()),
+    };
+    while pool::members(state_root, key).len() < pool::wanted_size(state_root, key) {
+        let (opts, _) = options(c, &key.member_id(), dir.clone())?;
+        let sb = Sandbox::start(&opts).with_context(|| format!("booting pool sandbox {}", opts.id))?;
+        pool::mark_ready(&sb.dir)?;
+        println!("{}", opts.id);
+        sb.detach();
+    }
+    Ok(())
+}
+
+/// After a claim: a detached `isola pool fill` brings the pool back to its size.
+pub fn refill_in_background(c: &PoolConfig, state_root: &std::path::Path, key: &PoolKey) {
+    let size = pool::wanted_size(state_root, key);
+    if size == 0 {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut cmd = Command::new(exe);
+    cmd.args(["pool", "fill", "-n", &size.to_string(), "--network", network_arg(c.network)]);
+    if let Some(m) = c.memory {
+        cmd.arg("-m").arg(format!("{m}m"));
+    }
+    if let Some(v) = c.vcpus {
+        cmd.arg("--vcpus").arg(v.to_string());
+    }
+    if let Some(h) = c.hypervisor {
+        cmd.arg("--hypervisor").arg(h.to_string());
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+    if let Err(e) = cmd.spawn() {
+        eprintln!("isola: warning: the warm pool is not refilled ({e})");
+    }
+}
+
+fn network_arg(n: NetworkMode) -> &'static str {
+    match n {
+        NetworkMode::None => "none",
+        NetworkMode::Bridge => "bridge",
+        NetworkMode::Auto => "auto",
+    }
+}
+
+pub fn run(cmd: PoolCmd) -> anyhow::Result<ExitCode> {
+    let state_root = state::default_root();
+    match cmd {
+        PoolCmd::Fill(a) => fill(a),
+        PoolCmd::Ls => {
+            println!("{:<30} {:<10} {:>8} {:>6}", "SANDBOX", "BACKEND", "PID", "AGE");
+            for (dir, st) in pool::all_members(&state_root) {
+                let ready = if dir.join(pool::READY_FILE).exists() { "" } else { " (booting)" };
+                let age = state::now_unix().saturating_sub(st.created_unix);
+                println!("{:<30} {:<10} {:>8} {:>5}s{ready}", st.id, st.hypervisor.to_string(), st.vmm_pid, age);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PoolCmd::Stop => {
+            let root = pool::root(&state_root);
+            let entries: Vec<PathBuf> =
+                std::fs::read_dir(&root).into_iter().flatten().flatten().map(|e| e.path()).collect();
+            for p in entries.iter().filter(|p| p.extension().is_some_and(|x| x == "size")) {
+                let _ = std::fs::remove_file(p);
+            }
+            // A filler at work sees the size gone after its current sandbox and lets
+            // go of its lock: waiting for every lock means no boot is half done.
+            for p in entries.iter().filter(|p| p.extension().is_some_and(|x| x == "lock")) {
+                if let Ok(f) = std::fs::File::open(p) {
+                    let _ = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive);
+                }
+            }
+            println!("stopped {}", pool::stop(&state_root, None));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
