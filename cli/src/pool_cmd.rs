@@ -44,6 +44,10 @@ pub struct FillArgs {
     /// How many to keep ready (refills after a claim keep to it).
     #[arg(short = 'n', long, default_value_t = 1)]
     size: usize,
+    /// (internal) A refill after a claim: keeps to the size on record, which
+    /// `isola pool stop` may have cleared meanwhile, instead of setting it.
+    #[arg(long, hide = true)]
+    refill: bool,
     #[command(flatten)]
     config: PoolConfig,
 }
@@ -74,7 +78,9 @@ pub fn options(c: &PoolConfig, id: &str, state_root: PathBuf) -> anyhow::Result<
 pub fn fill(a: FillArgs) -> anyhow::Result<ExitCode> {
     let state_root = state::default_root();
     let (_, key) = options(&a.config, "", state_root.clone())?;
-    pool::set_wanted_size(&state_root, &key, a.size)?;
+    if !a.refill {
+        pool::set_wanted_size(&state_root, &key, a.size)?;
+    }
     fill_to(&a.config, &state_root, &key)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -103,13 +109,12 @@ fn fill_to(c: &PoolConfig, state_root: &std::path::Path, key: &PoolKey) -> anyho
 
 /// After a claim: a detached `isola pool fill` brings the pool back to its size.
 pub fn refill_in_background(c: &PoolConfig, state_root: &std::path::Path, key: &PoolKey) {
-    let size = pool::wanted_size(state_root, key);
-    if size == 0 {
+    if pool::wanted_size(state_root, key) == 0 {
         return;
     }
     let Ok(exe) = std::env::current_exe() else { return };
     let mut cmd = Command::new(exe);
-    cmd.args(["pool", "fill", "-n", &size.to_string(), "--network", network_arg(c.network)]);
+    cmd.args(["pool", "fill", "--refill", "--network", network_arg(c.network)]);
     if let Some(m) = c.memory {
         cmd.arg("-m").arg(format!("{m}m"));
     }
