@@ -273,6 +273,8 @@ pub fn thread_rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
             libc::SYS_pwrite64,
             libc::SYS_tgkill,
             libc::SYS_fcntl,
+            // A device quiesced for a snapshot starts again with a new stop eventfd.
+            libc::SYS_eventfd2,
         ],
     };
     let mut m: BTreeMap<i64, Vec<SeccompRule>> = THREAD_COMMON.iter().chain(own).map(|&n| (n, vec![])).collect();

@@ -29,6 +29,57 @@ const MAX_LINE: u64 = 256;
 pub struct SnapshotDevices {
     pub serial: Arc<Mutex<SerialConsole>>,
     pub boot_timer: Arc<Mutex<BootTimer>>,
+    /// The virtio-mmio transports, in slot order.
+    pub virtio: Vec<Arc<Mutex<crate::virtio::MmioTransport>>>,
+}
+
+impl SnapshotDevices {
+    /// The names a snapshot's header lists, in slot order.
+    pub fn names(&self) -> Vec<String> {
+        self.virtio
+            .iter()
+            .map(|t| t.lock().map_or("poisoned", |t| crate::virtio::device_name(t.device_type())).to_string())
+            .collect()
+    }
+
+    /// Devices that cannot be snapshotted, by name (None: all can).
+    pub fn unsupported(&self) -> Option<String> {
+        let names: Vec<String> = self
+            .virtio
+            .iter()
+            .filter_map(|t| t.lock().ok().filter(|t| !t.supports_snapshot()).map(|t| t.device_type()))
+            .map(|ty| format!("{} devices", crate::virtio::device_name(ty)))
+            .collect();
+        (!names.is_empty()).then(|| names.join(", "))
+    }
+
+    /// Quiesces every transport and returns their states; on an error the ones
+    /// already stopped run again.
+    fn quiesce(&self) -> Result<Vec<crate::virtio::snapshot::TransportSnapshot>, String> {
+        let mut out = Vec::with_capacity(self.virtio.len());
+        for t in &self.virtio {
+            let r = t.lock().map_err(|_| "virtio transport lock poisoned".to_string()).and_then(|mut t| t.snapshot());
+            match r {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    self.resume();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs every quiesced device again.
+    fn resume(&self) {
+        for t in &self.virtio {
+            if let Ok(mut t) = t.lock() {
+                if let Err(e) = t.resume_after_snapshot() {
+                    log::warn!("virtio device {}: not resumed after the snapshot: {e}", t.device_type());
+                }
+            }
+        }
+    }
 }
 
 pub struct Control {
@@ -53,7 +104,7 @@ fn irqchip(vm: &VmFd, chip_id: u32) -> Result<kvm_irqchip, String> {
 
 impl Control {
     /// The VM's state besides memory; every vCPU must be parked.
-    fn vm_state(&self) -> Result<VmState, String> {
+    fn vm_state(&self, virtio: Vec<crate::virtio::snapshot::TransportSnapshot>) -> Result<VmState, String> {
         let vcpus = self.gate.capture().map_err(|e| e.to_string())?;
         let serial = self.devices.serial.lock().map_err(|_| "serial lock poisoned")?.snapshot();
         let boot_timer_fired = self.devices.boot_timer.lock().map_err(|_| "boot timer lock poisoned")?.fired();
@@ -73,6 +124,7 @@ impl Control {
             },
             serial,
             boot_timer_fired,
+            virtio,
         })
     }
 
@@ -84,9 +136,14 @@ impl Control {
             return Err("no snapshot directory (start isola-vmm with --snapshot-to DIR)".into());
         }
         self.gate.pause().map_err(|e| e.to_string())?;
-        let state = self.vm_state()?;
-        let target = self.target.as_mut().ok_or("no snapshot directory")?;
-        let r = snapshot::save(target, self.header.clone(), &state, &self.mem).map_err(|e| e.to_string())?;
+        // Devices stop too: nothing writes guest memory while it is saved.
+        let virtio = self.devices.quiesce()?;
+        let saved = self.vm_state(virtio).and_then(|state| {
+            let target = self.target.as_mut().ok_or("no snapshot directory")?;
+            snapshot::save(target, self.header.clone(), &state, &self.mem).map_err(|e| e.to_string())
+        });
+        self.devices.resume();
+        let r = saved?;
         Ok(format!(
             "ok memory_bytes={} state_bytes={} ms={}",
             r.memory_bytes_written,

@@ -193,12 +193,12 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
     // Read now: KVM_GET_API_VERSION is not allowed once confined.
     let kvm_api = kvm.get_api_version();
-    let (origin, mem_bytes, vcpu_count, memory_file) = match &config.restore_from {
+    let (origin, mem_bytes, vcpu_count, memory_file, memory_names) = match &config.restore_from {
         Some(dir) => {
             let (header, state, file) = crate::snapshot::load(dir, kvm_api)?;
-            (Origin::Restore(Box::new(state)), header.mem_bytes, header.vcpus, Some(file))
+            (Origin::Restore(Box::new(state)), header.mem_bytes, header.vcpus, Some(file), Some(header.devices))
         }
-        None => (Origin::Boot, config.mem_bytes(), config.vcpus, None),
+        None => (Origin::Boot, config.mem_bytes(), config.vcpus, None, None),
     };
     let vm = Arc::new(kvm.create_vm().map_err(kvm_err("create vm"))?);
     let mem = match &memory_file {
@@ -209,10 +209,6 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     register_memory(&vm, &mem)?;
     setup_irqchip(&vm)?;
     let virtio = virtio_devices(config)?;
-    let unsupported = (!virtio.is_empty()).then(|| "virtio devices (vsock, net, fs)".to_string());
-    if let (Origin::Restore(_), Some(why)) = (&origin, &unsupported) {
-        return Err(crate::snapshot::SnapshotError::Unsupported(why.clone()).into());
-    }
     let saved_devices = match &origin {
         Origin::Restore(st) => Some((st.serial.clone(), st.boot_timer_fired)),
         Origin::Boot => None,
@@ -224,6 +220,10 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     };
     let (shared, devices) =
         build_devices(&vm, config, vcpu_count, virtio, &mem, start, events_tx.clone(), saved_devices)?;
+    let unsupported = devices.unsupported();
+    if let Origin::Restore(st) = &origin {
+        restore_virtio(&devices, &st.virtio, memory_names.as_deref().unwrap_or_default())?;
+    }
     let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("get supported cpuid"))?;
     let mut vcpus = Vec::with_capacity(usize::from(vcpu_count));
     match (&origin, &boot) {
@@ -297,8 +297,15 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
             }
         }
     }
+    // Restored devices start only now, so their threads get the worker filter.
+    if let Origin::Restore(_) = &origin {
+        for t in &devices.virtio {
+            let mut t = t.lock().map_err(|_| VmError::Config("virtio transport lock poisoned".into()))?;
+            t.start_restored().map_err(|e| VmError::Config(format!("restoring a virtio device: {e}")))?;
+        }
+    }
     if let Some(listener) = listener {
-        let header = crate::snapshot::Header::new(kvm_api, mem_bytes, vcpu_count, vec![]);
+        let header = crate::snapshot::Header::new(kvm_api, mem_bytes, vcpu_count, devices.names());
         let control = crate::control::Control {
             vm: vm.clone(),
             mem: mem.clone(),
@@ -344,6 +351,29 @@ fn load_guest(
     boot::mptable::write(mem, config.vcpus)?;
     let cr3 = boot::setup_identity_paging(mem)?;
     Ok((kernel, boot_info, cr3))
+}
+
+/// Checks the VM has the snapshot's devices and puts back their transports.
+fn restore_virtio(
+    devices: &crate::control::SnapshotDevices,
+    saved: &[crate::virtio::snapshot::TransportSnapshot],
+    names: &[String],
+) -> Result<(), VmError> {
+    if devices.names() != names {
+        return Err(crate::snapshot::SnapshotError::Devices {
+            snapshot: names.join(", "),
+            config: devices.names().join(", "),
+        }
+        .into());
+    }
+    if let Some(why) = devices.unsupported() {
+        return Err(crate::snapshot::SnapshotError::Unsupported(why).into());
+    }
+    for (t, s) in devices.virtio.iter().zip(saved) {
+        let mut t = t.lock().map_err(|_| VmError::Config("virtio transport lock poisoned".into()))?;
+        t.restore(s).map_err(|e| VmError::Config(format!("restoring a virtio device: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Puts back the in-kernel irqchip, the PIT and the clock.
@@ -470,7 +500,7 @@ fn add_virtio(
     mem: &GuestMemoryMmap,
     slot: usize,
     device: Box<dyn crate::virtio::VirtioDevice>,
-) -> Result<(), VmError> {
+) -> Result<Arc<Mutex<crate::virtio::MmioTransport>>, VmError> {
     let (base, irq) = virtio_slot(slot);
     let irqfd = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::Setup { what: "virtio irqfd", source })?;
     vm.register_irqfd(&irqfd, irq).map_err(kvm_err("register virtio irqfd"))?;
@@ -484,7 +514,9 @@ fn add_virtio(
             log::debug!("virtio slot {slot}: no ioeventfd for queue {i}: {e}");
         }
     }
-    Ok(bus.insert(base, VIRTIO_MMIO_SIZE, Arc::new(Mutex::new(transport)))?)
+    let transport = Arc::new(Mutex::new(transport));
+    bus.insert(base, VIRTIO_MMIO_SIZE, transport.clone())?;
+    Ok(transport)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -515,12 +547,13 @@ fn build_devices(
     timer.set_fired(saved.as_ref().map_or(0, |s| s.1));
     let boot_timer = Arc::new(Mutex::new(timer));
     mmio.insert(BOOT_TIMER_ADDR, 0x1000, boot_timer.clone())?;
+    let mut transports = Vec::with_capacity(virtio.len());
     for (slot, device) in virtio.into_iter().enumerate() {
-        add_virtio(vm, &mut mmio, mem, slot, device)?;
+        transports.push(add_virtio(vm, &mut mmio, mem, slot, device)?);
     }
     let pause = Arc::new(crate::vcpu::pause::PauseGate::new(usize::from(vcpus), kick_signal()));
     let shared = VcpuShared { pio, mmio, stop: Arc::new(AtomicBool::new(false)), pause };
-    Ok((shared, crate::control::SnapshotDevices { serial, boot_timer }))
+    Ok((shared, crate::control::SnapshotDevices { serial, boot_timer, virtio: transports }))
 }
 
 enum ThreadMsg {

@@ -157,7 +157,7 @@ fn a_snapshot_with_a_wrong_header_is_refused_and_nothing_runs() {
     let mut bad = good.clone();
     bad[12] = 7;
     std::fs::write(&state, &bad).expect("write");
-    refused("the format version is 7, this isola-vmm needs 1");
+    refused(&format!("the format version is 7, this isola-vmm needs {}", isola_vmm::snapshot::FORMAT_VERSION));
     // The state's last byte.
     let mut bad = good.clone();
     let last = bad.len() - 1;
@@ -167,4 +167,114 @@ fn a_snapshot_with_a_wrong_header_is_refused_and_nothing_runs() {
     std::fs::write(&state, &good).expect("write");
     std::fs::remove_file(snap.join("memory")).expect("rm");
     refused("opening");
+}
+
+/// Connects to a VM's hybrid-vsock socket, port 1024 (vsock_echo's listener), and
+/// returns what it echoes of `msg`.
+fn echo(uds: &Path, msg: &[u8]) -> String {
+    use std::io::Read;
+    let mut s = UnixStream::connect(uds).expect("connect to the vsock socket");
+    s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    s.write_all(b"CONNECT 1024\n").expect("connect line");
+    let mut ok = [0u8; 14];
+    s.read_exact(&mut ok).expect("OK line");
+    assert!(ok.starts_with(b"OK "), "{:?}", String::from_utf8_lossy(&ok));
+    s.write_all(msg).expect("send");
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).expect("echo");
+    String::from_utf8_lossy(&back).into_owned()
+}
+
+#[test]
+fn a_guest_with_a_vsock_device_is_restored_twice_and_each_clone_answers_on_its_own_socket() {
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+    let d = tempfile::tempdir().expect("tmp");
+    let kernel = guest("vsock_echo");
+    let (console, api, snap, uds) =
+        (d.path().join("console"), d.path().join("api.sock"), d.path().join("snap"), d.path().join("v.sock"));
+    // The guest first talks to host port 5000, then listens on 1024.
+    let listener = UnixListener::bind(format!("{}_5000", uds.display())).expect("bind host port 5000");
+    let host = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().expect("guest connects to port 5000");
+        c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let mut got = [0u8; 22];
+        c.read_exact(&mut got).expect("guest data");
+        c.write_all(b"pong").expect("reply");
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+    });
+    let s = |p: &PathBuf| p.to_str().expect("utf-8").to_string();
+    let child = vmm(&[
+        "--kernel",
+        kernel.to_str().expect("utf-8"),
+        "--console",
+        &s(&console),
+        "--vsock-uds",
+        &s(&uds),
+        "--vsock-cid",
+        "7",
+        "--api-sock",
+        &s(&api),
+        "--snapshot-to",
+        &s(&snap),
+        "--timeout-ms",
+        "60000",
+    ]);
+    wait_for(&console, "vsock: listening\n", 30);
+    let answer = command(&api, "snapshot");
+    assert!(answer.starts_with("ok memory_bytes="), "snapshot: {answer}");
+    assert_eq!(command(&api, "stop"), "ok");
+    finish(child, "the snapshotted VM");
+    host.join().expect("host side of port 5000");
+    // A restore must have the snapshot's devices.
+    let bare = vmm(&["--restore", &s(&snap), "--console", "none"]).wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&bare.stderr);
+    assert!(!bare.status.success() && err.contains("the snapshot has devices [vsock], this VM []"), "{err}");
+    let clones: Vec<(Child, PathBuf, PathBuf)> = (0..2)
+        .map(|i| {
+            let (c, u) = (d.path().join(format!("clone{i}")), d.path().join(format!("clone{i}.sock")));
+            // The test guest reads its CID once, at boot (Linux reads it again on the
+            // TRANSPORT_RESET a restored device sends): clones keep the snapshot's.
+            let cid = "7".to_string();
+            let child = vmm(&[
+                "--restore",
+                &s(&snap),
+                "--console",
+                &s(&c),
+                "--vsock-uds",
+                &s(&u),
+                "--vsock-cid",
+                &cid,
+                "--timeout-ms",
+                "60000",
+            ]);
+            (child, c, u)
+        })
+        .collect();
+    for (i, (_, _, u)) in clones.iter().enumerate() {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !u.exists() {
+            assert!(Instant::now() < until, "clone {i} made no vsock socket");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let got = std::panic::catch_unwind(|| echo(u, b"hello vsock"));
+        if !matches!(got.as_deref(), Ok("HELLO VSOCK")) {
+            let mut all = String::new();
+            for (j, (mut c, con, _)) in clones.into_iter().enumerate() {
+                let _ = c.kill();
+                let out = c.wait_with_output().expect("wait");
+                let console = std::fs::read_to_string(&con).unwrap_or_default();
+                all += &format!("clone {j}: {}\n{console}\n", String::from_utf8_lossy(&out.stderr));
+            }
+            panic!("clone {i} did not echo ({got:?}):\n{all}");
+        }
+    }
+    for (i, (child, c, _)) in clones.into_iter().enumerate() {
+        let stderr = finish(child, &format!("clone {i}"));
+        let out = std::fs::read_to_string(&c).expect("clone console");
+        assert!(out.contains("vsock: echo done"), "clone {i}: {out}\n{stderr}");
+        assert!(!out.contains("FAIL"), "clone {i}: {out}\n{stderr}");
+        assert!(!out.contains("vsock: cid"), "clone {i} booted afresh: {out}");
+    }
 }

@@ -152,8 +152,11 @@ pub fn load(dir: &Path, kvm_api: i32) -> Result<(Header, VmState, File), Snapsho
     }
     let (state, _): (VmState, usize) = bincode::serde::decode_from_slice(body, config)
         .map_err(|e| SnapshotError::corrupt(&path, format!("state: {e}")))?;
-    if state.vcpus.len() != usize::from(header.vcpus) || state.irqchips.len() != 3 {
-        return Err(SnapshotError::corrupt(&path, "vCPU or irqchip count differs from the header"));
+    if state.vcpus.len() != usize::from(header.vcpus)
+        || state.irqchips.len() != 3
+        || state.virtio.len() != header.devices.len()
+    {
+        return Err(SnapshotError::corrupt(&path, "vCPU, irqchip or device count differs from the header"));
     }
     let mem_path = dir.join(MEMORY_FILE);
     let memory = std::fs::OpenOptions::new()

@@ -19,7 +19,7 @@ pub use files::{load, save, SaveReport, SnapshotTarget};
 
 pub const MAGIC: [u8; 8] = *b"ISOLASNP";
 /// Raised whenever the encoding of [`VmState`] changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const STATE_FILE: &str = "vm.snap";
 pub const MEMORY_FILE: &str = "memory";
 /// Largest header and state we read (a vCPU's state is about 8 KiB).
@@ -38,6 +38,8 @@ pub enum SnapshotError {
     Corrupt { path: PathBuf, reason: String },
     #[error("snapshot of {0} is not supported yet")]
     Unsupported(String),
+    #[error("the snapshot has devices [{snapshot}], this VM [{config}]: restore with the same devices")]
+    Devices { snapshot: String, config: String },
     #[error("guest memory: {0}")]
     Memory(String),
 }
@@ -57,7 +59,7 @@ pub struct Header {
     pub kvm_api: i32,
     pub mem_bytes: u64,
     pub vcpus: u8,
-    /// Virtio devices in slot order (none yet: see [`SnapshotError::Unsupported`]).
+    /// Virtio devices in slot order ("vsock"; net and fs cannot be snapshotted yet).
     pub devices: Vec<String>,
     pub state_len: u64,
     pub state_sha256: [u8; 32],
@@ -100,9 +102,6 @@ impl Header {
         if self.vcpus == 0 || self.vcpus > crate::vm::MAX_VCPUS {
             return Err(SnapshotError::corrupt(path, format!("{} vCPUs", self.vcpus)));
         }
-        if !self.devices.is_empty() {
-            return Err(SnapshotError::Unsupported(self.devices.join(", ")));
-        }
         if self.state_len as usize > MAX_STATE_BYTES {
             return Err(SnapshotError::corrupt(path, format!("a state of {} bytes", self.state_len)));
         }
@@ -120,6 +119,8 @@ pub struct VmState {
     pub clock: kvm_clock_data,
     pub serial: SerialSnapshot,
     pub boot_timer_fired: usize,
+    /// Each virtio-mmio transport, in slot order.
+    pub virtio: Vec<crate::virtio::snapshot::TransportSnapshot>,
 }
 
 #[cfg(test)]

@@ -27,6 +27,16 @@ impl Interrupt {
         self.status.load(Ordering::Acquire)
     }
 
+    /// Puts back InterruptStatus as a snapshot saved it (the line is raised when a
+    /// bit is set, as it was then).
+    pub fn restore(&self, bits: u32) -> std::io::Result<()> {
+        self.status.store(bits, Ordering::Release);
+        if bits != 0 {
+            self.irqfd.write(1)?;
+        }
+        Ok(())
+    }
+
     pub fn ack(&self, bits: u32) {
         self.status.fetch_and(!bits, Ordering::AcqRel);
     }

@@ -6,6 +6,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::snapshot::{QueueSnapshot, TransportSnapshot};
 use super::{status, ActivateContext, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::devices::BusDevice;
 
@@ -29,6 +30,8 @@ pub struct MmioTransport {
     status: u32,
     config_generation: u32,
     active: bool,
+    /// The device's queues while it is quiesced for a snapshot.
+    quiesced: Option<Vec<virtio_queue::QueueState>>,
 }
 
 impl MmioTransport {
@@ -56,6 +59,7 @@ impl MmioTransport {
             status: 0,
             config_generation: 0,
             active: false,
+            quiesced: None,
         })
     }
 
@@ -110,31 +114,124 @@ impl MmioTransport {
             self.fail();
             return;
         }
-        let events: Result<Vec<EventFd>, _> = self.queue_events.iter().map(EventFd::try_clone).collect();
-        let Ok(queue_events) = events else {
-            self.fail();
-            return;
-        };
-        // The device gets its own copies; ours keep answering register reads.
-        let queues: Result<Vec<Queue>, _> = self.queues.iter().map(|q| Queue::try_from(q.state())).collect();
-        let Ok(queues) = queues else {
-            self.fail();
-            return;
-        };
-        let ctx = ActivateContext {
-            mem: self.mem.clone(),
-            queues,
-            queue_events,
-            interrupt: self.interrupt.clone(),
-            acked_features: self.acked_features,
-        };
-        match self.device.activate(ctx) {
+        let states: Vec<_> = self.queues.iter().map(|q| q.state()).collect();
+        match self.context(&states).and_then(|ctx| self.device.activate(ctx).map_err(|e| e.to_string())) {
             Ok(()) => self.active = true,
             Err(e) => {
                 log::warn!("virtio: device {} failed to start: {e}", self.device.device_type());
                 self.fail();
             }
         }
+    }
+
+    /// What a device starts from: its own copies of `queues` (ours keep answering
+    /// register reads) and of the notify eventfds.
+    fn context(&self, queues: &[virtio_queue::QueueState]) -> Result<ActivateContext, String> {
+        let queue_events: Vec<EventFd> =
+            self.queue_events.iter().map(EventFd::try_clone).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        let queues: Vec<Queue> =
+            queues.iter().map(|q| Queue::try_from(*q)).collect::<Result<_, _>>().map_err(|e| format!("{e:?}"))?;
+        Ok(ActivateContext {
+            mem: self.mem.clone(),
+            queues,
+            queue_events,
+            interrupt: self.interrupt.clone(),
+            acked_features: self.acked_features,
+        })
+    }
+
+    pub fn device_type(&self) -> u32 {
+        self.device.device_type()
+    }
+
+    pub fn supports_snapshot(&self) -> bool {
+        self.device.supports_snapshot()
+    }
+
+    /// Stops the device (if it runs) and returns the transport's state with the
+    /// device's queue positions; [`MmioTransport::resume_after_snapshot`] undoes it.
+    pub fn snapshot(&mut self) -> Result<TransportSnapshot, String> {
+        let queues = match (self.active, &self.quiesced) {
+            (true, Some(q)) => q.clone(),
+            (true, None) => {
+                let q = self.device.quiesce()?.ok_or("the running device has no queues")?;
+                self.quiesced = Some(q.clone());
+                q
+            }
+            (false, _) => self.queues.iter().map(|q| q.state()).collect(),
+        };
+        Ok(TransportSnapshot {
+            device_type: self.device.device_type(),
+            queue_sel: self.queue_sel,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            acked_features: self.acked_features,
+            status: self.status,
+            config_generation: self.config_generation,
+            active: self.active,
+            interrupt_status: self.interrupt.status(),
+            queues: queues.into_iter().map(QueueSnapshot::from).collect(),
+        })
+    }
+
+    /// Runs the device again from where [`MmioTransport::snapshot`] stopped it.
+    pub fn resume_after_snapshot(&mut self) -> Result<(), String> {
+        let Some(q) = self.quiesced.take() else { return Ok(()) };
+        let ctx = self.context(&q)?;
+        self.device.resume(ctx, false).map_err(|e| e.to_string())
+    }
+
+    /// Puts back the registers and queues of a snapshot (the device is started by
+    /// [`MmioTransport::start_restored`], once the VMM is confined). Queues from the
+    /// file are checked as any driver's would be.
+    pub fn restore(&mut self, s: &TransportSnapshot) -> Result<(), String> {
+        if s.device_type != self.device.device_type() || s.queues.len() != self.queues.len() {
+            return Err(format!(
+                "the snapshot has a {} device with {} queues here, this VM a {} with {}",
+                super::device_name(s.device_type),
+                s.queues.len(),
+                super::device_name(self.device.device_type()),
+                self.queues.len()
+            ));
+        }
+        let mut queues = Vec::with_capacity(s.queues.len());
+        for (i, (q, mine)) in s.queues.iter().zip(&self.queues).enumerate() {
+            let state = virtio_queue::QueueState::from(q);
+            if state.max_size != mine.max_size() {
+                return Err(format!(
+                    "queue {i}: max size {} in the snapshot, {} here",
+                    state.max_size,
+                    mine.max_size()
+                ));
+            }
+            let queue = Queue::try_from(state).map_err(|e| format!("queue {i}: {e:?}"))?;
+            if s.active && !queue.is_valid(&self.mem) {
+                return Err(format!("queue {i}: its rings do not fit in guest memory"));
+            }
+            queues.push(queue);
+        }
+        self.queues = queues;
+        self.queue_sel = s.queue_sel;
+        self.device_features_sel = s.device_features_sel;
+        self.driver_features_sel = s.driver_features_sel;
+        self.acked_features = s.acked_features;
+        self.status = s.status;
+        self.config_generation = s.config_generation;
+        self.interrupt.restore(s.interrupt_status).map_err(|e| e.to_string())?;
+        if s.active {
+            self.quiesced = Some(s.queues.iter().map(virtio_queue::QueueState::from).collect());
+        }
+        Ok(())
+    }
+
+    /// Starts a restored device (it hears that it was restored: vsock resets its
+    /// connections in the guest).
+    pub fn start_restored(&mut self) -> Result<(), String> {
+        let Some(q) = self.quiesced.take() else { return Ok(()) };
+        let ctx = self.context(&q)?;
+        self.device.resume(ctx, true).map_err(|e| e.to_string())?;
+        self.active = true;
+        Ok(())
     }
 
     /// DEVICE_NEEDS_RESET and a config interrupt: the driver must reset us.
@@ -419,5 +516,41 @@ mod tests {
         assert_eq!(one, [0]);
         t.write(0x70, &[1, 2]);
         assert_eq!(r(&mut t, 0x70), 0);
+    }
+
+    #[test]
+    fn a_transport_snapshot_restores_its_registers_and_refuses_a_mismatch() {
+        let (mut t, _) = transport(false);
+        w(&mut t, 0x70, status::ACKNOWLEDGE | status::DRIVER);
+        w(&mut t, 0x30, 1);
+        w(&mut t, 0x38, 8);
+        w(&mut t, 0x80, 0x2_0000);
+        w(&mut t, 0x44, 1);
+        let snap = t.snapshot().expect("an idle transport snapshots");
+        assert!(!snap.active);
+        let (mut back, _) = transport(false);
+        back.restore(&snap).expect("restore");
+        for reg in [0x70, 0x44, 0x34] {
+            assert_eq!(r(&mut back, reg), r(&mut t, reg), "register {reg:#x}");
+        }
+        assert_eq!(back.snapshot().expect("again"), snap);
+        // Another device type, another queue count, or rings outside memory: refused.
+        let mut wrong = snap.clone();
+        wrong.device_type = 1;
+        assert!(back.restore(&wrong).expect_err("type").contains("net device"));
+        let mut wrong = snap.clone();
+        wrong.queues.pop();
+        assert!(back.restore(&wrong).is_err());
+        let mut wrong = snap.clone();
+        wrong.active = true;
+        wrong.queues[0].ready = true;
+        wrong.queues[0].size = 16;
+        wrong.queues[0].desc_table = 1 << 40;
+        assert!(back.restore(&wrong).expect_err("rings").contains("do not fit"), "rings outside memory");
+        // A running device that cannot be quiesced says so instead of a wrong state.
+        let (mut running, _) = transport(false);
+        bring_up(&mut running, 1);
+        assert!(running.is_active());
+        assert!(running.snapshot().expect_err("dummy has no quiesce").contains("virtio device type 19"));
     }
 }

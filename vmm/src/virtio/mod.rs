@@ -4,6 +4,7 @@ pub mod fs;
 mod interrupt;
 mod mmio;
 pub mod net;
+pub mod snapshot;
 pub mod vsock;
 pub mod worker;
 
@@ -75,6 +76,30 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError>;
     /// Stops the device after a driver reset; queues are rebuilt on the next activate.
     fn reset(&mut self);
+    /// Whether [`VirtioDevice::quiesce`] and [`VirtioDevice::resume`] work (snapshots).
+    fn supports_snapshot(&self) -> bool {
+        false
+    }
+    /// Stops a running device's processing for a snapshot and returns its queues as
+    /// they stand (None: it was not running).
+    fn quiesce(&mut self) -> Result<Option<Vec<virtio_queue::QueueState>>, String> {
+        Err(format!("virtio device type {}", self.device_type()))
+    }
+    /// Runs again from `ctx`'s queues: after a snapshot, or (`restored`) in a VM
+    /// restored from one.
+    fn resume(&mut self, ctx: ActivateContext, _restored: bool) -> Result<(), ActivateError> {
+        self.activate(ctx)
+    }
+}
+
+/// The name a snapshot's header lists a device under.
+pub fn device_name(device_type: u32) -> &'static str {
+    match device_type {
+        1 => "net",
+        19 => "vsock",
+        26 => "fs",
+        _ => "unknown",
+    }
 }
 
 /// Reads `data.len()` bytes at `offset` of a config-space image, zero past its end.

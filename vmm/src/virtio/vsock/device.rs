@@ -24,6 +24,41 @@ impl Vsock {
         self.counters
     }
 
+    /// Stops the worker, keeping the backend's connections (a snapshot; the VM goes on).
+    fn stop_worker_keeping(&mut self) -> Option<Vec<virtio_queue::QueueState>> {
+        let w = self.worker.take()?;
+        match w.stop() {
+            Some(h) => {
+                self.counters = h.counters;
+                self.backend = Some(h.backend);
+                Some(h.queues.iter().map(|q| q.state()).collect())
+            }
+            None => {
+                log::warn!("vsock: worker ended without returning its backend");
+                None
+            }
+        }
+    }
+
+    fn start(&mut self, ctx: ActivateContext, pending_reset: bool) -> Result<(), ActivateError> {
+        let backend = self.backend.take().ok_or(ActivateError::AlreadyActive("vsock"))?;
+        let (stop, theirs) = stop_pair()?;
+        let handler = VsockHandler {
+            mem: ctx.mem,
+            queues: ctx.queues,
+            queue_events: ctx.queue_events,
+            interrupt: ctx.interrupt,
+            backend,
+            guest_cid: self.guest_cid,
+            stop: theirs,
+            stopped: false,
+            counters: self.counters,
+            pending_reset,
+        };
+        self.worker = Some(spawn("vsock", handler, stop)?);
+        Ok(())
+    }
+
     fn stop_worker(&mut self) {
         let Some(w) = self.worker.take() else { return };
         match w.stop() {
@@ -59,21 +94,21 @@ impl VirtioDevice for Vsock {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let backend = self.backend.take().ok_or(ActivateError::AlreadyActive("vsock"))?;
-        let (stop, theirs) = stop_pair()?;
-        let handler = VsockHandler {
-            mem: ctx.mem,
-            queues: ctx.queues,
-            queue_events: ctx.queue_events,
-            interrupt: ctx.interrupt,
-            backend,
-            guest_cid: self.guest_cid,
-            stop: theirs,
-            stopped: false,
-            counters: self.counters,
-        };
-        self.worker = Some(spawn("vsock", handler, stop)?);
-        Ok(())
+        self.start(ctx, false)
+    }
+
+    fn supports_snapshot(&self) -> bool {
+        true
+    }
+
+    fn quiesce(&mut self) -> Result<Option<Vec<virtio_queue::QueueState>>, String> {
+        Ok(self.stop_worker_keeping())
+    }
+
+    /// After a restore, the guest hears TRANSPORT_RESET: connections of the snapshot
+    /// are gone (this VMM's muxer has none) and the CID in config space is read again.
+    fn resume(&mut self, ctx: ActivateContext, restored: bool) -> Result<(), ActivateError> {
+        self.start(ctx, restored)
     }
 
     fn reset(&mut self) {

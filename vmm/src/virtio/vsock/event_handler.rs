@@ -7,6 +7,7 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::queues::{push_event, EVENT_TRANSPORT_RESET};
 use super::{process_rx, process_tx, Counters, VsockBackend, EVQ, RXQ, TXQ};
 use crate::virtio::{Interrupt, INT_VRING};
 
@@ -23,6 +24,9 @@ pub struct VsockHandler {
     pub stop: EventFd,
     pub stopped: bool,
     pub counters: Counters,
+    /// A TRANSPORT_RESET event still to deliver (restored from a snapshot: the
+    /// guest's connections are gone and its CID may have changed).
+    pub pending_reset: bool,
 }
 
 impl VsockHandler {
@@ -36,6 +40,20 @@ impl VsockHandler {
 
     fn rx(&mut self) -> bool {
         process_rx(&mut self.queues[RXQ], &self.mem, self.backend.as_mut(), &mut self.counters)
+    }
+
+    /// Delivers the pending reset event once the guest has posted an event buffer.
+    fn event(&mut self) -> bool {
+        if !self.pending_reset {
+            return false;
+        }
+        match push_event(&mut self.queues[EVQ], &self.mem, EVENT_TRANSPORT_RESET) {
+            Some(irq) => {
+                self.pending_reset = false;
+                irq
+            }
+            None => false,
+        }
     }
 
     fn tx(&mut self) -> bool {
@@ -58,6 +76,8 @@ impl MutEventSubscriber for VsockHandler {
         if let Err(err) = ops.add(Events::with_data(&self.stop, STOP, EventSet::IN)) {
             log::warn!("vsock: cannot watch stop event: {err:?}");
         }
+        let irq = self.event();
+        self.signal(irq);
     }
 
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
@@ -72,7 +92,7 @@ impl MutEventSubscriber for VsockHandler {
                 let t = self.tx();
                 self.rx() || t
             }
-            s if s as usize == EVQ => false,
+            s if s as usize == EVQ => self.event(),
             BACKEND => {
                 self.backend.process_events();
                 self.rx()

@@ -140,3 +140,27 @@ pub fn process_rx(
     }
     used
 }
+
+/// VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: the guest drops its connections and reads its
+/// CID again (sent to a VM restored from a snapshot).
+pub const EVENT_TRANSPORT_RESET: u32 = 0;
+
+/// Puts one event (`struct virtio_vsock_event`: a le32 id) into the event queue.
+/// Returns Some(needs interrupt) when it was delivered, None while the guest has
+/// posted no buffer for it (the caller keeps it pending).
+pub fn push_event(queue: &mut Queue, mem: &GuestMemoryMmap, id: u32) -> Option<bool> {
+    let chain = queue.pop_descriptor_chain(mem)?;
+    let head = chain.head_index();
+    let len = match Writer::new(mem, chain) {
+        Ok(mut w) if w.available_bytes() >= 4 => w.write_all(&id.to_le_bytes()).map(|()| 4).unwrap_or(0),
+        _ => {
+            log::warn!("vsock: event buffer {head} too small or unusable");
+            0
+        }
+    };
+    if let Err(e) = queue.add_used(mem, head, len) {
+        log::warn!("vsock: event queue: {e:?}");
+        return Some(false);
+    }
+    Some(true)
+}

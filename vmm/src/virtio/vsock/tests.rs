@@ -434,3 +434,18 @@ fn floods_of_stray_packets_and_credit_requests_keep_the_control_queue_bounded() 
     eprintln!("RSS grew by {grown} KiB over 2·10⁶ flood packets");
     assert!(grown < 32 << 10, "the muxer grew by {grown} KiB");
 }
+
+#[test]
+fn a_restored_device_tells_the_guest_transport_reset_once_it_posts_an_event_buffer() {
+    use super::queues::{push_event, EVENT_TRANSPORT_RESET};
+    // The mock guest's RX queue stands in for the event queue: same shape.
+    let mut g = crate::virtio::mock_driver::Guest::new();
+    assert_eq!(push_event(&mut g.rxq, g.mem, EVENT_TRANSPORT_RESET), None, "no buffer yet: kept pending");
+    g.post_rx(1, 8);
+    assert_eq!(push_event(&mut g.rxq, g.mem, EVENT_TRANSPORT_RESET), Some(true));
+    assert_eq!(g.received(), vec![vec![0u8, 0, 0, 0]], "one le32 event id 0");
+    // A buffer too small for the event is handed back empty, not overrun.
+    g.post_rx(1, 2);
+    assert_eq!(push_event(&mut g.rxq, g.mem, EVENT_TRANSPORT_RESET), Some(true));
+    assert_eq!(g.received(), vec![Vec::<u8>::new()]);
+}
