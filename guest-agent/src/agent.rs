@@ -130,6 +130,7 @@ impl Agent {
             Request::Resume { id } => self.freeze(&id, false),
             Request::Delete { id, force } => self.delete(&id, force),
             Request::List => Ok(Response::List { containers: self.list() }),
+            Request::Restored { entropy, unix_time_ns } => self.restored(&entropy, unix_time_ns),
             Request::Shutdown => Ok(Response::Ok),
             Request::AttachStdio { .. } | Request::UploadRootfs { .. } => {
                 Err(err(ErrorCode::BadRequest, "stream requests must be the first on a new connection"))
@@ -160,6 +161,27 @@ impl Agent {
             }
         }
         *lock(&self.sandbox) = config;
+        Ok(Response::Ok)
+    }
+
+    /// A restored VM: the host's entropy into the RNG (a clone must not repeat its
+    /// template's random numbers) and the host's time, before any container runs.
+    fn restored(&self, entropy: &[u8], unix_time_ns: u64) -> Result<Response, AgentError> {
+        if entropy.len() != isola_protocol::RESTORE_ENTROPY_BYTES {
+            return Err(err(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "restore entropy must be {} bytes, got {}",
+                    isola_protocol::RESTORE_ENTROPY_BYTES,
+                    entropy.len()
+                ),
+            ));
+        }
+        if !lock(&self.containers).is_empty() {
+            return Err(err(ErrorCode::InvalidArgument, "restored after containers were created".to_string()));
+        }
+        self.sys.add_entropy(entropy).map_err(|e| os_err("reseeding the RNG", e))?;
+        self.sys.set_clock(unix_time_ns).map_err(|e| os_err("setting the clock", e))?;
         Ok(Response::Ok)
     }
 
@@ -494,5 +516,32 @@ mod tests {
         let Response::Error(e) = a.handle(Request::CreateSandbox { config: bad }) else { panic!("sysctl accepted") };
         assert_eq!(e.code, ErrorCode::InvalidArgument);
         assert!(e.message.contains("vm.swappiness"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_restored_vm_reseeds_its_rng_and_sets_its_clock_through_the_seam() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let sys = Arc::new(crate::recording::Recording::default());
+        let cfg = AgentConfig {
+            state_dir: dir.path().into(),
+            cgroup_root: dir.path().join("cg"),
+            helper_exe: "/bin/false".into(),
+            is_init: false,
+        };
+        let a = Agent::with_syscalls(cfg, Arc::new(Reaper::default()), sys.clone());
+        let entropy: Vec<u8> = (0..isola_protocol::RESTORE_ENTROPY_BYTES as u8).collect();
+        let req = Request::Restored { entropy: entropy.clone(), unix_time_ns: 1_796_550_000_123_456_789 };
+        assert_eq!(a.handle(req), Response::Ok);
+        let hex: String = entropy.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(sys.calls(), vec![format!("add_entropy {hex}"), "set_clock 1796550000123456789".to_string()]);
+        // Too little (or too much) entropy is refused before anything is touched.
+        for n in [0, 8, 4096] {
+            let Response::Error(e) = a.handle(Request::Restored { entropy: vec![7; n], unix_time_ns: 1 }) else {
+                panic!("{n} bytes of entropy accepted")
+            };
+            assert_eq!(e.code, ErrorCode::InvalidArgument);
+            assert!(e.message.contains("64 bytes"), "{}", e.message);
+        }
+        assert_eq!(sys.calls().len(), 2);
     }
 }

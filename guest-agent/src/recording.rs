@@ -102,6 +102,12 @@ impl Syscall for Recording {
     fn sethostname(&self, name: &str) -> Result<(), SyscallError> {
         self.record(format!("sethostname {name}"))
     }
+    fn add_entropy(&self, bytes: &[u8]) -> Result<(), SyscallError> {
+        self.record(format!("add_entropy {}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    }
+    fn set_clock(&self, unix_time_ns: u64) -> Result<(), SyscallError> {
+        self.record(format!("set_clock {unix_time_ns}"))
+    }
     fn setsid(&self) -> Result<(), SyscallError> {
         self.record("setsid".into())
     }

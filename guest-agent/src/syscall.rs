@@ -110,6 +110,11 @@ pub trait Syscall {
     fn chdir(&self, path: &Path) -> Result<(), SyscallError>;
     fn rmdir(&self, path: &Path) -> Result<(), SyscallError>;
     fn sethostname(&self, name: &str) -> Result<(), SyscallError>;
+    /// Mixes `bytes` into the kernel's entropy pool, credited in full, and reseeds
+    /// the CRNG at once (RNDADDENTROPY then RNDRESEEDCRNG on /dev/urandom).
+    fn add_entropy(&self, bytes: &[u8]) -> Result<(), SyscallError>;
+    /// Sets CLOCK_REALTIME.
+    fn set_clock(&self, unix_time_ns: u64) -> Result<(), SyscallError>;
     fn setsid(&self) -> Result<(), SyscallError>;
     /// Makes fd 0 (a terminal) the controlling terminal.
     fn set_controlling_tty(&self) -> Result<(), SyscallError>;
@@ -376,6 +381,39 @@ impl Syscall for Linux {
 
     fn sethostname(&self, name: &str) -> Result<(), SyscallError> {
         nix::unistd::sethostname(name).map_err(os("sethostname"))
+    }
+
+    fn add_entropy(&self, bytes: &[u8]) -> Result<(), SyscallError> {
+        use std::os::fd::AsRawFd;
+        // struct rand_pool_info: entropy_count (bits), buf_size (bytes), then the bytes.
+        let mut info = Vec::with_capacity(8 + bytes.len());
+        info.extend_from_slice(&((bytes.len() * 8) as i32).to_ne_bytes());
+        info.extend_from_slice(&(bytes.len() as i32).to_ne_bytes());
+        info.extend_from_slice(bytes);
+        let f = std::fs::OpenOptions::new().write(true).open("/dev/urandom").map_err(|e| SyscallError::Os {
+            op: "open /dev/urandom",
+            source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+        const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+        const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+        // SAFETY: `info` is a rand_pool_info of exactly the size its header states,
+        // alive for the call; the kernel only reads it.
+        let rc = unsafe { libc::ioctl(f.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) };
+        if rc < 0 {
+            return Err(SyscallError::Os { op: "RNDADDENTROPY", source: nix::Error::last() });
+        }
+        // SAFETY: RNDRESEEDCRNG takes no argument.
+        let rc = unsafe { libc::ioctl(f.as_raw_fd(), RNDRESEEDCRNG, 0) };
+        if rc < 0 {
+            return Err(SyscallError::Os { op: "RNDRESEEDCRNG", source: nix::Error::last() });
+        }
+        Ok(())
+    }
+
+    fn set_clock(&self, unix_time_ns: u64) -> Result<(), SyscallError> {
+        let ts =
+            nix::sys::time::TimeSpec::new((unix_time_ns / 1_000_000_000) as i64, (unix_time_ns % 1_000_000_000) as i64);
+        nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts).map_err(os("clock_settime"))
     }
 
     fn setsid(&self) -> Result<(), SyscallError> {

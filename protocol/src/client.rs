@@ -216,6 +216,12 @@ impl AgentClient {
     }
 
     /// Asks the guest to power off.
+    /// Tells a VM restored from a snapshot that it was: reseeds its RNG with
+    /// `entropy` and sets its clock to `unix_time_ns`.
+    pub fn restored(&mut self, entropy: Vec<u8>, unix_time_ns: u64) -> Result<(), ClientError> {
+        self.expect(&Request::Restored { entropy, unix_time_ns }, Self::ok)
+    }
+
     pub fn shutdown(&mut self) -> Result<(), ClientError> {
         self.expect(&Request::Shutdown, Self::ok)
     }

@@ -181,6 +181,15 @@ pub enum Request {
         exec_id: Option<String>,
         max_bytes: u32,
     },
+    /// Sent once to a VM restored from a snapshot, before anything else runs in it:
+    /// fresh entropy from the host for the guest's RNG (clones must never share its
+    /// state) and the host's wall clock (the guest's stopped at the snapshot).
+    Restored {
+        /// [`RESTORE_ENTROPY_BYTES`] bytes from the host's RNG.
+        entropy: Vec<u8>,
+        /// Nanoseconds since the Unix epoch on the host.
+        unix_time_ns: u64,
+    },
     /// Powers the guest off.
     Shutdown,
     /// Turns this connection into one stdio stream of a process.
@@ -207,6 +216,9 @@ pub enum Response {
     Logs { data: String },
     Error(AgentError),
 }
+
+/// How much entropy a restored guest gets (and accepts) from the host.
+pub const RESTORE_ENTROPY_BYTES: usize = 64;
 
 /// Container and exec ids: 1-64 of `[A-Za-z0-9_.-]`, not starting with `.` — they
 /// become path components in the guest, so nothing else is accepted.
