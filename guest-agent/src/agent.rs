@@ -491,14 +491,7 @@ mod tests {
     #[test]
     fn create_sandbox_makes_its_syscalls_through_the_seam() {
         let dir = tempfile::tempdir().expect("tmp");
-        let sys = Arc::new(crate::recording::Recording::default());
-        let cfg = AgentConfig {
-            state_dir: dir.path().into(),
-            cgroup_root: dir.path().join("cg"),
-            helper_exe: "/bin/false".into(),
-            is_init: false,
-        };
-        let a = Agent::with_syscalls(cfg, Arc::new(Reaper::default()), sys.clone());
+        let (a, sys) = recording_agent(dir.path());
         let config = SandboxConfig {
             hostname: "pod-a".into(),
             shared_fs_tag: Some("isola-shared".into()),
@@ -518,17 +511,22 @@ mod tests {
         assert!(e.message.contains("vm.swappiness"), "{}", e.message);
     }
 
-    #[test]
-    fn a_restored_vm_reseeds_its_rng_and_sets_its_clock_through_the_seam() {
-        let dir = tempfile::tempdir().expect("tmp");
+    /// An agent (not PID 1) whose syscalls are recorded, its state under `dir`.
+    fn recording_agent(dir: &Path) -> (Agent, Arc<crate::recording::Recording>) {
         let sys = Arc::new(crate::recording::Recording::default());
         let cfg = AgentConfig {
-            state_dir: dir.path().into(),
-            cgroup_root: dir.path().join("cg"),
+            state_dir: dir.into(),
+            cgroup_root: dir.join("cg"),
             helper_exe: "/bin/false".into(),
             is_init: false,
         };
-        let a = Agent::with_syscalls(cfg, Arc::new(Reaper::default()), sys.clone());
+        (Agent::with_syscalls(cfg, Arc::new(Reaper::default()), sys.clone()), sys)
+    }
+
+    #[test]
+    fn a_restored_vm_reseeds_its_rng_and_sets_its_clock_through_the_seam() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (a, sys) = recording_agent(dir.path());
         let entropy: Vec<u8> = (0..isola_protocol::RESTORE_ENTROPY_BYTES as u8).collect();
         let req = Request::Restored { entropy: entropy.clone(), unix_time_ns: 1_796_550_000_123_456_789 };
         assert_eq!(a.handle(req), Response::Ok);

@@ -184,20 +184,7 @@ impl Sandbox {
                 _ => io(format!("creating {}", dir.display()))(e),
             });
         }
-        let mut sb = Sandbox {
-            id: opts.id.clone(),
-            dir: dir.clone(),
-            state: first,
-            agent: Agent::new(&vsock_uds, AGENT_CALL_TIMEOUT),
-            children: vec![],
-            child_info: vec![],
-            watchdog: None,
-            cgroup: None,
-            stopped: false,
-            spawned: None,
-            agent_ready: None,
-            adopted: false,
-        };
+        let mut sb = Sandbox::handle(dir.clone(), first, false);
         // On any error below, Drop kills what was started and removes the directory.
         // On record from here on: if we are killed, the next command cleans up.
         sb.make_vsock_dir()?;
@@ -256,6 +243,11 @@ impl Sandbox {
     /// claimed): its processes are known by pid only, and [`Sandbox::stop`] ends them
     /// as `isola rm` does.
     pub fn adopt(dir: PathBuf, state: SandboxState) -> Self {
+        Self::handle(dir, state, true)
+    }
+
+    /// A handle on the sandbox in `dir`, with no process of ours yet.
+    fn handle(dir: PathBuf, state: SandboxState, adopted: bool) -> Self {
         Sandbox {
             id: state.id.clone(),
             agent: Agent::new(&state.vsock_uds, AGENT_CALL_TIMEOUT),
@@ -268,7 +260,7 @@ impl Sandbox {
             stopped: false,
             spawned: None,
             agent_ready: None,
-            adopted: true,
+            adopted,
         }
     }
 

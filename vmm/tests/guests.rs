@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use isola_testguests as testguest;
+
+mod common;
 use isola_vmm::memory::e820_map;
 
 fn guest(name: &str) -> PathBuf {
@@ -199,14 +201,14 @@ fn bad_inputs_are_clear_errors_not_panics() {
 #[test]
 fn vsock_guest_exchanges_data_both_ways_with_host_unix_sockets() {
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
     require_kvm();
     let k = guest("vsock_echo");
     let dir = tempfile::tempdir().expect("tmp");
     let uds = dir.path().join("v.sock");
-    let listener = UnixListener::bind(format!("{}_5000", uds.display())).expect("bind host port 5000");
+    let host = common::host_port_5000(&uds);
     let mut child = Command::new(env!("CARGO_BIN_EXE_isola-vmm"))
         .args(["--kernel", k.to_str().expect("path"), "--timeout-ms", "60000", "--vsock-cid", "7"])
         .arg("--vsock-uds")
@@ -215,16 +217,6 @@ fn vsock_guest_exchanges_data_both_ways_with_host_unix_sockets() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn isola-vmm");
-    let host = std::thread::spawn(move || {
-        let (mut c, _) = listener.accept().expect("guest connects to port 5000");
-        c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-        let mut got = [0u8; 22];
-        c.read_exact(&mut got).expect("guest data");
-        c.write_all(b"pong").expect("reply");
-        let mut rest = Vec::new();
-        c.read_to_end(&mut rest).expect("guest closes");
-        (String::from_utf8_lossy(&got).to_string(), rest)
-    });
     let mut console = Vec::new();
     let mut echoed = None;
     for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use isola_testguests as testguest;
 
+mod common;
+
 fn guest(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guests");
     testguest::build(name, &dir).unwrap_or_else(|e| panic!("building test guest {name}: {e}"))
@@ -187,23 +189,12 @@ fn echo(uds: &Path, msg: &[u8]) -> String {
 
 #[test]
 fn a_guest_with_a_vsock_device_is_restored_twice_and_each_clone_answers_on_its_own_socket() {
-    use std::io::Read;
-    use std::os::unix::net::UnixListener;
     let d = tempfile::tempdir().expect("tmp");
     let kernel = guest("vsock_echo");
     let (console, api, snap, uds) =
         (d.path().join("console"), d.path().join("api.sock"), d.path().join("snap"), d.path().join("v.sock"));
     // The guest first talks to host port 5000, then listens on 1024.
-    let listener = UnixListener::bind(format!("{}_5000", uds.display())).expect("bind host port 5000");
-    let host = std::thread::spawn(move || {
-        let (mut c, _) = listener.accept().expect("guest connects to port 5000");
-        c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-        let mut got = [0u8; 22];
-        c.read_exact(&mut got).expect("guest data");
-        c.write_all(b"pong").expect("reply");
-        let mut rest = Vec::new();
-        let _ = c.read_to_end(&mut rest);
-    });
+    let host = common::host_port_5000(&uds);
     let s = |p: &PathBuf| p.to_str().expect("utf-8").to_string();
     let child = vmm(&[
         "--kernel",
