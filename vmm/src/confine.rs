@@ -281,7 +281,8 @@ pub fn thread_rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
     let ioctls = match kind {
         ThreadKind::Vcpu => vcpu_ioctls(),
         ThreadKind::Worker => WORKER_IOCTLS.to_vec(),
-        ThreadKind::Control => SNAPSHOT_VM_IOCTLS.to_vec(),
+        // TUNSETOFFLOAD: a net device resumed after a snapshot sets its tap's offloads.
+        ThreadKind::Control => SNAPSHOT_VM_IOCTLS.iter().chain(&[TUNSETOFFLOAD]).copied().collect(),
     };
     m.insert(libc::SYS_ioctl, ioctl_rules(&ioctls)?);
     // glibc's malloc reads /proc/sys/vm/overcommit_memory when it trims a thread's heap.
@@ -543,7 +544,7 @@ mod tests {
         for no in [libc::SYS_clone, libc::SYS_socket, libc::SYS_connect] {
             assert!(!control.contains_key(&no), "control thread allows syscall {no}");
         }
-        assert_eq!(control[&libc::SYS_ioctl].len(), SNAPSHOT_VM_IOCTLS.len());
+        assert_eq!(control[&libc::SYS_ioctl].len(), SNAPSHOT_VM_IOCTLS.len() + 1);
         // Every per-thread call is in the process-wide list too (else it could never pass).
         let all = rules().expect("rules");
         for n in vcpu.keys().chain(worker.keys()).chain(control.keys()) {

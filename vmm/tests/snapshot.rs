@@ -269,3 +269,92 @@ fn a_guest_with_a_vsock_device_is_restored_twice_and_each_clone_answers_on_its_o
         assert!(!out.contains("vsock: cid"), "clone {i} booted afresh: {out}");
     }
 }
+
+/// A network namespace for one test, deleted however the test ends.
+struct Netns(String);
+impl Netns {
+    fn new(name: String) -> Self {
+        let ok = Command::new("ip").args(["netns", "add", &name]).status().expect("ip (iproute2)").success();
+        assert!(ok, "ip netns add {name}");
+        Netns(name)
+    }
+    fn ip(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ip").arg("-n").arg(&self.0).args(args).output().expect("ip")
+    }
+    /// The MAC of `tap` once the VMM has made it.
+    fn wait_tap(&self, tap: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.ip(&["-o", "link", "show", tap]);
+            if out.status.success() {
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                return text.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).expect("mac").to_string();
+            }
+            assert!(Instant::now() < until, "{tap} did not appear in {}", self.0);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn vmm_in(ns: &Netns, args: &[&str]) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_isola-vmm")])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("isola-vmm in a namespace")
+}
+
+#[test]
+fn a_guest_with_a_net_device_is_restored_onto_a_new_tap_and_gets_its_answer_there() {
+    assert!(nix::unistd::geteuid().is_root(), "needs root for network namespaces (does not skip)");
+    let d = tempfile::tempdir().expect("tmp");
+    let kernel = guest("net_arp");
+    let s = |p: &PathBuf| p.to_str().expect("utf-8").to_string();
+    let (console, api, snap) = (d.path().join("console"), d.path().join("api.sock"), d.path().join("snap"));
+    // The template asks for 10.99.0.1 on a tap where nobody answers.
+    let a = Netns::new(format!("isola-sn-{}-a", std::process::id()));
+    let child = vmm_in(
+        &a,
+        &[
+            "--kernel",
+            kernel.to_str().expect("utf-8"),
+            "--tap",
+            "tap0",
+            "--console",
+            &s(&console),
+            "--api-sock",
+            &s(&api),
+            "--snapshot-to",
+            &s(&snap),
+            "--timeout-ms",
+            "60000",
+        ],
+    );
+    a.wait_tap("tap0");
+    std::thread::sleep(Duration::from_millis(500));
+    let answer = command(&api, "snapshot");
+    assert!(answer.starts_with("ok memory_bytes="), "snapshot: {answer}");
+    assert_eq!(command(&api, "stop"), "ok");
+    finish(child, "the snapshotted VM");
+    assert!(!std::fs::read_to_string(&console).unwrap_or_default().contains("is at"), "the template got an answer");
+    // The clone, on its own tap where 10.99.0.1 lives, goes on asking and is answered.
+    let b = Netns::new(format!("isola-sn-{}-b", std::process::id()));
+    let clone_console = d.path().join("clone");
+    let clone = vmm_in(
+        &b,
+        &["--restore", &s(&snap), "--tap", "tap0", "--console", &s(&clone_console), "--timeout-ms", "60000"],
+    );
+    let mac = b.wait_tap("tap0");
+    assert!(b.ip(&["addr", "add", "10.99.0.1/24", "dev", "tap0"]).status.success());
+    assert!(b.ip(&["link", "set", "tap0", "up"]).status.success());
+    let stderr = finish(clone, "the clone");
+    let out = std::fs::read_to_string(&clone_console).expect("clone console");
+    assert!(out.contains(&format!("net: 10.99.0.1 is at {mac}")), "{out}\n{stderr}");
+}

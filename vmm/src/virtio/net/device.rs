@@ -79,6 +79,20 @@ impl VirtioDevice for Net {
     fn reset(&mut self) {
         self.stop_worker();
     }
+
+    fn supports_snapshot(&self) -> bool {
+        true
+    }
+
+    /// A frame the device held for want of a guest buffer is dropped, as a wire
+    /// would drop it; the queues go on from where they stand.
+    fn quiesce(&mut self) -> Result<Option<Vec<virtio_queue::QueueState>>, String> {
+        let Some(w) = self.worker.take() else { return Ok(None) };
+        let h = w.stop().ok_or("net: worker ended without returning its backend")?;
+        self.counters = h.counters;
+        self.backend = Some(h.backend);
+        Ok(Some(h.queues.iter().map(|q| q.state()).collect()))
+    }
 }
 
 impl Drop for Net {
