@@ -242,11 +242,11 @@ fn ms(s: &Option<Summary>) -> String {
 
 /// The side-by-side table, with ratios snapshot / cold.
 pub fn table(b: &StartBench) -> String {
-    let mut out = format!(
-        "isola bench start: {} test guest, {} MiB, isola-vmm, {} runs per mode (p50 / p95, ms)\n",
-        b.guest, b.guest_mib, b.runs
-    );
-    out += &format!("{:<10} {:>18} {:>18} {:>18}\n", "mode", "vmm_ready", "guest running", "wall");
+    let mut out = format!("isola bench start: {} test guest, {} MiB, isola-vmm\n", b.guest, b.guest_mib);
+    if !b.modes.is_empty() {
+        out += &format!("{} runs per mode (p50 / p95, ms)\n", b.runs);
+        out += &format!("{:<10} {:>18} {:>18} {:>18}\n", "mode", "vmm_ready", "guest running", "wall");
+    }
     for m in &b.modes {
         out += &format!("{:<10} {:>18} {:>18} {:>18}\n", m.mode, ms(&m.vmm_ready), ms(&m.guest_running), ms(&m.wall));
         for f in &m.failures {

@@ -167,6 +167,10 @@ pub struct DensityArgs {
     /// Sandboxes to start together.
     #[arg(short = 'n', long, default_value_t = 4)]
     sandboxes: usize,
+    /// Instead: N clones restored from one isola-vmm snapshot against N cold-booted
+    /// VMs of the same test guest, PSS per VMM (as `isola bench start --clones N`).
+    #[arg(long)]
+    clones: Option<usize>,
     #[command(flatten)]
     sandbox: SandboxBenchArgs,
 }
@@ -251,6 +255,9 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn density(a: DensityArgs) -> anyhow::Result<ExitCode> {
+    if let Some(n) = a.clones {
+        return crate::bench_start_cmd::clones(n);
+    }
     anyhow::ensure!(a.sandboxes > 0, "--sandboxes must be at least 1");
     let cfg = container_config(&a.sandbox.rootfs, a.sandbox.memory, a.sandbox.cpus)?;
     let r = isola_bench::exec::run_density(&cfg, a.sandboxes);

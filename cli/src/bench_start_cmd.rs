@@ -26,6 +26,20 @@ pub struct StartArgs {
     json: PathBuf,
 }
 
+/// `isola bench density --clones N`: the clone half of `bench start` alone.
+pub fn clones(n: usize) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(n > 0, "--clones must be at least 1");
+    let bin = isola_sandbox::backend::isola_vmm::find()?;
+    let guest = isola_testguests::build("ticker", &assets::guest_dir().join("test-guests"))
+        .context("building the ticker test guest")?;
+    let dir = tempfile::Builder::new().prefix("isola-bench-start-").tempdir().context("scratch directory")?;
+    let snap = start::make_template(&bin, &guest, dir.path()).context("making the template snapshot")?;
+    let density = start::run_density(&bin, &guest, &snap, n)?;
+    let b = StartBench { guest: "ticker".into(), guest_mib: start::GUEST_MIB, density, ..Default::default() };
+    print!("{}", start::table(&b));
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn start(a: StartArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.runs > 0, "--runs must be at least 1");
     let bin = isola_sandbox::backend::isola_vmm::find()?;
