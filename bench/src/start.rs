@@ -27,6 +27,8 @@ struct Vmm {
     child: Child,
     started: Instant,
     events: Receiver<(String, u64, Instant)>,
+    /// What else it wrote on stderr.
+    said: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Vmm {
@@ -40,16 +42,28 @@ impl Vmm {
             .spawn()
             .map_err(io(format!("spawn {}", bin.display())))?;
         let (tx, events) = channel();
+        let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         if let Some(err) = child.stderr.take() {
+            let said = said.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
-                    if let Some((name, us)) = parse_event(&line) {
-                        let _ = tx.send((name, us, Instant::now()));
+                    match parse_event(&line) {
+                        Some((name, us)) => {
+                            let _ = tx.send((name, us, Instant::now()));
+                        }
+                        // Kept (a few) for the error when a milestone never comes.
+                        None => {
+                            if let Ok(mut s) = said.lock() {
+                                if s.len() < 20 {
+                                    s.push(line);
+                                }
+                            }
+                        }
                     }
                 }
             });
         }
-        Ok(Self { child, started, events })
+        Ok(Self { child, started, events, said })
     }
 
     /// Waits for `event`; its time on the VMM's clock and on ours since spawn (µs).
@@ -62,7 +76,10 @@ impl Vmm {
                     return Ok((us, at.duration_since(self.started).as_micros() as u64))
                 }
                 Ok(_) => {}
-                Err(_) => return Err(BenchError::Failed(format!("isola-vmm: no {event} within {WAIT:?}"))),
+                Err(_) => {
+                    let said = self.said.lock().map(|s| s.join("\n")).unwrap_or_default();
+                    return Err(BenchError::Failed(format!("isola-vmm: no {event} within {WAIT:?}: {said}")));
+                }
             }
         }
     }

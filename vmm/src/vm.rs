@@ -210,7 +210,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     setup_irqchip(&vm)?;
     let virtio = virtio_devices(config)?;
     let saved_devices = match &origin {
-        Origin::Restore(st) => Some((st.serial.clone(), st.boot_timer_fired)),
+        Origin::Restore(st) => Some(st.serial.clone()),
         Origin::Boot => None,
     };
     let (events_tx, events) = channel();
@@ -528,7 +528,7 @@ fn build_devices(
     mem: &GuestMemoryMmap,
     start: Instant,
     events: Sender<VmEvent>,
-    saved: Option<(crate::devices::SerialSnapshot, usize)>,
+    saved: Option<crate::devices::SerialSnapshot>,
 ) -> Result<(VcpuShared, crate::control::SnapshotDevices), VmError> {
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
@@ -537,15 +537,15 @@ fn build_devices(
     vm.register_irqfd(&serial_irq, SERIAL_IRQ).map_err(kvm_err("register serial irqfd"))?;
     let out = console_writer(&config.console)?;
     let serial = match &saved {
-        Some((s, _)) => SerialConsole::restore(serial_irq, out, s).map_err(VmError::Config)?,
+        Some(s) => SerialConsole::restore(serial_irq, out, s).map_err(VmError::Config)?,
         None => SerialConsole::new(serial_irq, out),
     };
     let serial = Arc::new(Mutex::new(serial));
     pio.insert(SERIAL_PORT_BASE, 8, serial.clone())?;
     pio.insert(I8042_PORT_BASE, 5, Arc::new(Mutex::new(I8042::new(events.clone()))))?;
-    let mut timer = BootTimer::new(start, events);
-    timer.set_fired(saved.as_ref().map_or(0, |s| s.1));
-    let boot_timer = Arc::new(Mutex::new(timer));
+    // A restored VM's milestones count afresh: its own log, its own few (the
+    // template's count could have used them all up before the snapshot).
+    let boot_timer = Arc::new(Mutex::new(BootTimer::new(start, events)));
     mmio.insert(BOOT_TIMER_ADDR, 0x1000, boot_timer.clone())?;
     let mut transports = Vec::with_capacity(virtio.len());
     for (slot, device) in virtio.into_iter().enumerate() {

@@ -27,11 +27,6 @@ impl BootTimer {
     pub fn fired(&self) -> usize {
         self.fired
     }
-
-    /// A restored VM's timer goes on counting from where its snapshot was.
-    pub fn set_fired(&mut self, fired: usize) {
-        self.fired = fired.min(MAX_BOOT_EVENTS);
-    }
 }
 
 impl BusDevice for BootTimer {

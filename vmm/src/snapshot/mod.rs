@@ -118,6 +118,7 @@ pub struct VmState {
     pub pit: kvm_pit_state2,
     pub clock: kvm_clock_data,
     pub serial: SerialSnapshot,
+    /// Milestones the VM had recorded (for the record: a restored VM counts afresh).
     pub boot_timer_fired: usize,
     /// Each virtio-mmio transport, in slot order.
     pub virtio: Vec<crate::virtio::snapshot::TransportSnapshot>,
