@@ -41,6 +41,15 @@ pub fn root(state_root: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The state root and its pool's, given either of them.
+pub fn roots(state_root: &Path) -> [PathBuf; 2] {
+    let s = state_root.as_os_str().to_string_lossy();
+    match s.strip_suffix("-pool") {
+        Some(main) => [PathBuf::from(main), state_root.to_path_buf()],
+        None => [state_root.to_path_buf(), root(state_root)],
+    }
+}
+
 /// What a pool member must match to stand in for a fresh sandbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolKey(String);
@@ -208,6 +217,13 @@ mod tests {
             timeout: Duration::from_secs(1),
             accel: crate::hypervisor::QemuAccel::Tcg,
         }
+    }
+
+    #[test]
+    fn either_root_names_both() {
+        let both = [PathBuf::from("/run/isola"), PathBuf::from("/run/isola-pool")];
+        assert_eq!(roots(Path::new("/run/isola")), both);
+        assert_eq!(roots(Path::new("/run/isola-pool")), both);
     }
 
     #[test]

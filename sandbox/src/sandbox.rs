@@ -214,10 +214,15 @@ impl Sandbox {
         let bridge = opts.network != NetworkMode::None && opts.netns.is_none();
         // The address stays reserved from allocation until the state (naming it) is saved.
         let _alloc = if bridge {
-            let lock = crate::net::lock(&opts.state_root)?;
+            // The warm pool's sandboxes share the bridge: one lock, every address seen.
+            let [main, pool] = crate::pool::roots(&opts.state_root);
+            let lock = crate::net::lock(&main)?;
             crate::net::ensure_bridge(&lock)?;
-            let in_use: Vec<_> =
-                state::list(&opts.state_root).iter().filter_map(|(_, st)| st.net.as_ref().map(|n| n.ip)).collect();
+            let in_use: Vec<_> = [main, pool]
+                .iter()
+                .flat_map(|r| state::list(r))
+                .filter_map(|(_, st)| st.net.as_ref().map(|n| n.ip))
+                .collect();
             sb.state.net = Some(crate::net::NetState::for_sandbox(&opts.id, crate::net::allocate(&in_use)?));
             Some(lock)
         } else {

@@ -150,3 +150,42 @@ fn a_filler_or_a_pooled_run_killed_with_minus_nine_leaves_nothing() {
     let left = leaks::settle(&before, 30);
     assert!(left.is_empty(), "a killed pooled run left behind {left:#?}");
 }
+
+fn ip_of(name: &str) -> String {
+    let (out, err, code) = isola(&["inspect", name], None);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
+    v["state"]["net"]["ip"].as_str().unwrap_or_else(|| panic!("{name} has no address: {out}")).to_string()
+}
+
+#[test]
+fn pooled_and_booted_sandboxes_on_the_bridge_never_share_an_address() {
+    let r = busybox_rootfs().display().to_string();
+    let before = leaks::snapshot();
+    let _g = PoolGuard;
+    // The pool's sandbox is booted first and takes the lowest free address…
+    let (_, err, code) = isola(&["pool", "fill", "-n", "1", "--network", "bridge"], None);
+    assert_eq!(code, 0, "{err}");
+    let pooled = wait_members(1, 5)[0].1;
+    // …which a sandbox booted outside the pool must not take again.
+    for (name, pooled) in [("e2e-pool-cold", false), ("e2e-pool-warm", true)] {
+        let mut args = vec!["run", "-d", "--name", name, "--network", "bridge", "--rootfs", &r];
+        if !pooled {
+            args.push("--no-pool");
+        }
+        args.extend(["--", "sleep", "60"]);
+        let (_, err, code) = isola(&args, None);
+        assert_eq!(code, 0, "{name}: {err}");
+    }
+    assert_eq!(vmm_pid_of("e2e-pool-warm"), pooled, "the run did not take the pooled sandbox");
+    let (cold, warm) = (ip_of("e2e-pool-cold"), ip_of("e2e-pool-warm"));
+    assert_ne!(cold, warm, "a booted and a pooled sandbox share {cold}");
+    let (out, err, code) = isola(&["exec", "e2e-pool-warm", "--", "ip", "-4", "addr", "show", "eth0"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("{warm}/")), "the pooled guest does not have {warm}: {out}");
+    let (_, err, code) = isola(&["rm", "-f", "e2e-pool-cold", "e2e-pool-warm"], None);
+    assert_eq!(code, 0, "{err}");
+    let _ = isola(&["pool", "stop"], None);
+    let left = leaks::settle(&before, 30);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
