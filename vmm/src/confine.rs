@@ -273,8 +273,12 @@ pub fn thread_rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
             libc::SYS_pwrite64,
             libc::SYS_tgkill,
             libc::SYS_fcntl,
-            // A device quiesced for a snapshot starts again with a new stop eventfd.
+            // A device quiesced for a snapshot starts again with a new stop eventfd;
+            // virtio-fs's rings are taken from and handed back to virtiofsd
+            // (vhost-user messages, fds in SCM_RIGHTS).
             libc::SYS_eventfd2,
+            libc::SYS_sendmsg,
+            libc::SYS_recvmsg,
         ],
     };
     let mut m: BTreeMap<i64, Vec<SeccompRule>> = THREAD_COMMON.iter().chain(own).map(|&n| (n, vec![])).collect();

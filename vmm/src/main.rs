@@ -17,8 +17,9 @@ struct Args {
     kernel: Option<PathBuf>,
     /// Start from this snapshot directory (made by the control API's `snapshot`)
     /// instead of booting: memory, vCPUs and devices as they were. The guest's memory
-    /// and vCPU count come from the snapshot.
-    #[arg(long, conflicts_with_all = ["kernel", "initrd", "shared_memory"])]
+    /// and vCPU count come from the snapshot; memory is mapped copy-on-write from it,
+    /// or copied into shared memory with --shared-memory (virtio-fs).
+    #[arg(long, conflicts_with_all = ["kernel", "initrd"])]
     restore: Option<PathBuf>,
     /// Serve the control API (pause, resume, snapshot, stop) on this unix socket.
     #[arg(long)]

@@ -160,6 +160,45 @@ pub fn map_snapshot_memory(file: &File, mem_bytes: u64) -> Result<GuestMemoryMma
     GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Regions(e.to_string()))
 }
 
+/// Guest RAM for `mem_bytes` in a fresh memfd holding a copy of a snapshot's memory
+/// file, for a restore that shares its memory with a vhost-user daemon (virtiofsd
+/// maps it, so it cannot be a private mapping). Only the file's data extents are
+/// copied; its holes stay zero.
+pub fn copy_snapshot_memory(file: &File, mem_bytes: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let memfd = create_memfd(mem_bytes)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at: i64 = 0;
+    let end = mem_bytes as i64;
+    while at < end {
+        // SAFETY: lseek on an fd we own; it moves only that fd's offset.
+        let data = unsafe { libc::lseek(file.as_raw_fd(), at, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // ENXIO: no data after `at`.
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) }.min(end);
+        let mut off = data;
+        while off < hole {
+            let n = ((hole - off) as usize).min(buf.len());
+            file.read_exact_at(&mut buf[..n], off as u64).map_err(MemoryError::Memfd)?;
+            memfd.write_all_at(&buf[..n], off as u64).map_err(MemoryError::Memfd)?;
+            off += n as i64;
+        }
+        at = hole.max(data + 1);
+    }
+    let ranges = ram_ranges(mem_bytes)?;
+    let mut regions = Vec::with_capacity(ranges.len());
+    let mut file_offset = 0u64;
+    for (start, len) in ranges {
+        let fo = FileOffset::new(memfd.try_clone().map_err(MemoryError::Memfd)?, file_offset);
+        file_offset += len;
+        regions.push((start, len as usize, Some(fo)));
+    }
+    GuestMemoryMmap::from_ranges_with_files(regions).map_err(MemoryError::Mmap)
+}
+
 fn create_memfd(size: u64) -> Result<File, MemoryError> {
     let name = c"isola-guest-ram";
     // SAFETY: `name` is a valid NUL-terminated string; memfd_create has no other memory inputs.
@@ -213,6 +252,26 @@ mod tests {
         assert!(matches!(ram_ranges(1 << 50), Err(MemoryError::TooLarge(_))));
         let e = ram_ranges((64 << 20) + 1).expect_err("unaligned");
         assert!(e.to_string().contains("67108865"), "{e}");
+    }
+
+    #[test]
+    fn a_snapshot_copied_into_a_memfd_keeps_its_data_and_its_holes_read_zero() {
+        use std::os::unix::fs::FileExt;
+        use vm_memory::Bytes;
+        let f = tempfile::tempfile().expect("file");
+        f.set_len(8 << 20).expect("size");
+        f.write_all_at(&[7u8; 4096], 0x1000).expect("write");
+        f.write_all_at(&[9u8; 10], (8 << 20) - 10).expect("write");
+        let mem = copy_snapshot_memory(&f, 8 << 20).expect("copy");
+        assert!(mem.iter().next().expect("region").file_offset().is_some(), "memfd-backed");
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x1000)).expect("read"), 7);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x1fff)).expect("read"), 7);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x2000)).expect("read"), 0);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress((8 << 20) - 1)).expect("read"), 9);
+        mem.write_obj(1u8, GuestAddress(0x1000)).expect("write");
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, 0x1000).expect("read");
+        assert_eq!(b[0], 7, "the file is not written through");
     }
 
     #[test]

@@ -201,9 +201,11 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
         None => (Origin::Boot, config.mem_bytes(), config.vcpus, None, None),
     };
     let vm = Arc::new(kvm.create_vm().map_err(kvm_err("create vm"))?);
-    let mem = match &memory_file {
-        Some(f) => memory::map_snapshot_memory(f, mem_bytes)?,
-        None => memory::create_guest_memory(mem_bytes, config.backing)?,
+    let mem = match (&memory_file, config.backing) {
+        // Shared with a vhost-user daemon: a copy in a memfd, not a private mapping.
+        (Some(f), Backing::Shared) => memory::copy_snapshot_memory(f, mem_bytes)?,
+        (Some(f), Backing::Anonymous) => memory::map_snapshot_memory(f, mem_bytes)?,
+        (None, backing) => memory::create_guest_memory(mem_bytes, backing)?,
     };
     drop(memory_file);
     register_memory(&vm, &mem)?;

@@ -109,17 +109,17 @@ fn two_clones_of_a_counting_guest_go_on_from_the_same_count_on_their_own_memory(
     let snap = d.path().join("snap");
     let (mem_sha, state_sha) = (sha(&snap.join("memory")), sha(&snap.join("vm.snap")));
     let consoles: Vec<PathBuf> = (0..2).map(|i| d.path().join(format!("clone{i}"))).collect();
+    // The second clone's memory is a shared copy (as virtio-fs needs), not a mapping.
     let clones: Vec<Child> = consoles
         .iter()
-        .map(|c| {
-            vmm(&[
-                "--restore",
-                snap.to_str().expect("utf-8"),
-                "--console",
-                c.to_str().expect("utf-8"),
-                "--timeout-ms",
-                "60000",
-            ])
+        .enumerate()
+        .map(|(i, c)| {
+            let mut args = vec!["--restore", snap.to_str().expect("utf-8"), "--console", c.to_str().expect("utf-8")];
+            args.extend(["--timeout-ms", "60000"]);
+            if i == 1 {
+                args.push("--shared-memory");
+            }
+            vmm(&args)
         })
         .collect();
     for (i, c) in clones.into_iter().enumerate() {

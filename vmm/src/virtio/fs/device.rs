@@ -24,6 +24,19 @@ pub struct Fs {
     frontend: Frontend,
     backend_features: u64,
     worker: Option<WorkerHandle<CallForwarder>>,
+    /// The running rings as handed to virtiofsd, for a snapshot.
+    rings: Option<Rings>,
+}
+
+/// What a snapshot of a running device needs: guest memory (the used index lives
+/// there) and each queue as it was started, with its starting position.
+struct Rings {
+    mem: vm_memory::GuestMemoryMmap,
+    queues: Vec<virtio_queue::QueueState>,
+    queue_events: Vec<EventFd>,
+    interrupt: Arc<Interrupt>,
+    acked_features: u64,
+    with_protocol: bool,
 }
 
 fn vu(op: &'static str) -> impl Fn(vhost::Error) -> FsError {
@@ -44,10 +57,10 @@ impl Fs {
         let mut config = vec![0u8; TAG_MAX + 4];
         config[..tag.len()].copy_from_slice(tag.as_bytes());
         config[TAG_MAX..].copy_from_slice(&1u32.to_le_bytes());
-        Ok(Self { config, frontend, backend_features, worker: None })
+        Ok(Self { config, frontend, backend_features, worker: None, rings: None })
     }
 
-    fn setup(&mut self, ctx: &ActivateContext, calls: &[EventFd]) -> Result<(), FsError> {
+    fn setup(&mut self, ctx: &ActivateContext, calls: &[EventFd]) -> Result<bool, FsError> {
         let protocol = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         let with_protocol = self.backend_features & protocol != 0;
         let features = ctx.acked_features | (self.backend_features & protocol);
@@ -68,6 +81,13 @@ impl Fs {
             })
             .collect();
         self.frontend.set_mem_table(&regions?).map_err(vu("SET_MEM_TABLE"))?;
+        self.setup_rings(ctx, calls, with_protocol)?;
+        Ok(with_protocol)
+    }
+
+    /// Hands each ring to virtiofsd, starting where the queue stands (0 for a fresh
+    /// driver; a snapshot's position after a restore).
+    fn setup_rings(&mut self, ctx: &ActivateContext, calls: &[EventFd], with_protocol: bool) -> Result<(), FsError> {
         for (i, q) in ctx.queues.iter().enumerate() {
             let host = |a: u64| {
                 ctx.mem
@@ -86,7 +106,7 @@ impl Fs {
             };
             self.frontend.set_vring_num(i, q.size()).map_err(vu("SET_VRING_NUM"))?;
             self.frontend.set_vring_addr(i, &cfg).map_err(vu("SET_VRING_ADDR"))?;
-            self.frontend.set_vring_base(i, 0).map_err(vu("SET_VRING_BASE"))?;
+            self.frontend.set_vring_base(i, q.next_avail()).map_err(vu("SET_VRING_BASE"))?;
             self.frontend.set_vring_call(i, &calls[i]).map_err(vu("SET_VRING_CALL"))?;
             self.frontend.set_vring_kick(i, &ctx.queue_events[i]).map_err(vu("SET_VRING_KICK"))?;
             if with_protocol {
@@ -95,6 +115,60 @@ impl Fs {
         }
         Ok(())
     }
+}
+
+impl Fs {
+    /// Starts the rings (all of the handshake, or only the rings when virtiofsd
+    /// already has the memory table: after a snapshot) and the call forwarder.
+    fn start(&mut self, ctx: ActivateContext, rings_only: bool) -> Result<(), ActivateError> {
+        let calls: Result<Vec<EventFd>, _> = (0..NUM_QUEUES).map(|_| EventFd::new(libc::EFD_NONBLOCK)).collect();
+        let calls = calls.map_err(|source| ActivateError::Io { what: "fs call eventfd", source })?;
+        let with_protocol = match (&self.rings, rings_only) {
+            (Some(r), true) => {
+                let w = r.with_protocol;
+                self.setup_rings(&ctx, &calls, w)?;
+                w
+            }
+            _ => self.setup(&ctx, &calls)?,
+        };
+        let queue_events: Result<Vec<EventFd>, _> = ctx.queue_events.iter().map(EventFd::try_clone).collect();
+        self.rings = Some(Rings {
+            mem: ctx.mem.clone(),
+            queues: ctx.queues.iter().map(|q| q.state()).collect(),
+            queue_events: queue_events.map_err(|source| ActivateError::Io { what: "fs kick eventfd", source })?,
+            interrupt: ctx.interrupt.clone(),
+            acked_features: ctx.acked_features,
+            with_protocol,
+        });
+        let (stop, theirs) = stop_pair()?;
+        let fwd = CallForwarder { calls, interrupt: ctx.interrupt, stop: theirs, stopped: false };
+        self.worker = Some(spawn("virtio-fs", fwd, stop)?);
+        Ok(())
+    }
+}
+
+/// The used ring's index as the backend left it in guest memory.
+fn used_index(mem: &vm_memory::GuestMemoryMmap, q: &virtio_queue::QueueState) -> Option<u16> {
+    use vm_memory::Bytes;
+    mem.read_obj::<u16>(GuestAddress(q.used_ring.checked_add(2)?)).ok()
+}
+
+/// A context to restart `rings` from `states` (a refused snapshot lets them run on).
+fn context(rings: &Rings, states: &[virtio_queue::QueueState]) -> Result<ActivateContext, String> {
+    let queues: Vec<virtio_queue::Queue> = states
+        .iter()
+        .map(|q| virtio_queue::Queue::try_from(*q))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("fs: queue state: {e:?}"))?;
+    let queue_events: Vec<EventFd> =
+        rings.queue_events.iter().map(EventFd::try_clone).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+    Ok(ActivateContext {
+        mem: rings.mem.clone(),
+        queues,
+        queue_events,
+        interrupt: rings.interrupt.clone(),
+        acked_features: rings.acked_features,
+    })
 }
 
 /// Forwards virtiofsd's per-queue calls as guest interrupts.
@@ -164,16 +238,49 @@ impl VirtioDevice for Fs {
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
-        let calls: Result<Vec<EventFd>, _> = (0..NUM_QUEUES).map(|_| EventFd::new(libc::EFD_NONBLOCK)).collect();
-        let calls = calls.map_err(|source| ActivateError::Io { what: "fs call eventfd", source })?;
-        self.setup(&ctx, &calls)?;
-        let (stop, theirs) = stop_pair()?;
-        let fwd = CallForwarder { calls, interrupt: ctx.interrupt, stop: theirs, stopped: false };
-        self.worker = Some(spawn("virtio-fs", fwd, stop)?);
-        Ok(())
+        self.start(ctx, false)
+    }
+
+    fn supports_snapshot(&self) -> bool {
+        true
+    }
+
+    /// Stops virtiofsd's rings (GET_VRING_BASE) and reports where they stand. Only a
+    /// device the guest has not used yet: once it has mounted the share, FUSE state
+    /// (the session, the inodes it was given) lives in this virtiofsd and no other
+    /// could take it over, so the snapshot is refused and the rings run on.
+    fn quiesce(&mut self) -> Result<Option<Vec<virtio_queue::QueueState>>, String> {
+        let Some(rings) = self.rings.take() else { return Ok(None) };
+        if let Some(w) = self.worker.take() {
+            let _ = w.stop();
+        }
+        let mut states = Vec::with_capacity(rings.queues.len());
+        for (i, q) in rings.queues.iter().enumerate() {
+            let base = self.frontend.get_vring_base(i).map_err(|e| format!("fs: GET_VRING_BASE {i}: {e}"))?;
+            let used = used_index(&rings.mem, q).unwrap_or(base as u16);
+            states.push(virtio_queue::QueueState { next_avail: base as u16, next_used: used, ..*q });
+        }
+        let used = states.iter().zip(&rings.queues).any(|(now, then)| now.next_avail != then.next_avail);
+        if used {
+            let ctx = context(&rings, &states)?;
+            self.rings = Some(rings);
+            self.start(ctx, true).map_err(|e| format!("fs: restarting its rings: {e}"))?;
+            return Err("fs devices the guest has used (its share is mounted: FUSE state lives in virtiofsd; \
+                        take the snapshot before the guest mounts it)"
+                .into());
+        }
+        self.rings = Some(Rings { queues: states.clone(), ..rings });
+        Ok(Some(states))
+    }
+
+    /// After a snapshot the same virtiofsd takes its rings back; after a restore a new
+    /// one gets the memory table and the rings at the snapshot's positions.
+    fn resume(&mut self, ctx: ActivateContext, restored: bool) -> Result<(), ActivateError> {
+        self.start(ctx, !restored)
     }
 
     fn reset(&mut self) {
+        self.rings = None;
         if let Some(w) = self.worker.take() {
             let _ = w.stop();
         }

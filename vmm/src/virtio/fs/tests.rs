@@ -185,3 +185,95 @@ fn fuse_init_lookup_open_and_read_through_a_real_virtiofsd() {
     assert_eq!(String::from_utf8_lossy(&data), "hello from the host\n");
     fs.reset();
 }
+
+/// A virtiofsd sharing `shared`, and its socket once it is there.
+fn start_daemon(dir: &std::path::Path, shared: &std::path::Path, name: &str) -> (Daemon, PathBuf) {
+    let sock = dir.join(format!("{name}.sock"));
+    let daemon = Daemon(
+        Command::new(virtiofsd())
+            .arg("--socket-path")
+            .arg(&sock)
+            .arg("--shared-dir")
+            .arg(shared)
+            .args(["--sandbox", "none", "--cache", "never", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start virtiofsd"),
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < until, "virtiofsd made no socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (daemon, sock)
+}
+
+fn init_body() -> Vec<u8> {
+    let mut init = Vec::new();
+    for v in [7u32, 31, 0, 0, 0] {
+        init.extend_from_slice(&v.to_le_bytes());
+    }
+    init.resize(64, 0);
+    init
+}
+
+#[test]
+fn an_unused_fs_device_moves_to_a_new_virtiofsd_and_a_used_one_refuses_to_be_snapshotted() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).expect("shared");
+    std::fs::write(shared.join("hello.txt"), "hello from the host\n").expect("file");
+    let mem: &'static GuestMemoryMmap =
+        Box::leak(Box::new(create_guest_memory(32 << 20, Backing::Shared).expect("memfd")));
+    let hiprio = MockSplitQueue::create(mem, GuestAddress(0), 16);
+    let req = MockSplitQueue::create(mem, GuestAddress(0x4000), 64);
+    let irq = Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).expect("irq")));
+    let kicks =
+        || -> Vec<EventFd> { (0..NUM_QUEUES).map(|_| EventFd::new(libc::EFD_NONBLOCK).expect("eventfd")).collect() };
+    // The template's device: driver up, nothing mounted yet.
+    let (_a, sock_a) = start_daemon(dir.path(), &shared, "a");
+    let mut template = Fs::connect("isola", &sock_a).expect("handshake a");
+    let features = template.features();
+    let queues = vec![hiprio.create_queue().expect("q0"), req.create_queue().expect("q1")];
+    template
+        .activate(ActivateContext {
+            mem: mem.clone(),
+            queues,
+            queue_events: kicks(),
+            interrupt: irq.clone(),
+            acked_features: features,
+        })
+        .expect("activate");
+    let states = template.quiesce().expect("an unused device can be snapshotted").expect("it runs");
+    assert!(states.iter().all(|q| q.next_avail == 0 && q.ready), "{states:?}");
+    // The clone's device: a new virtiofsd gets the memory table and the rings there.
+    let (_b, sock_b) = start_daemon(dir.path(), &shared, "b");
+    let mut clone = Fs::connect("isola", &sock_b).expect("handshake b");
+    let queue_events = kicks();
+    let kick = queue_events[REQ_QUEUE].try_clone().expect("kick");
+    let queues = states.iter().map(|q| virtio_queue::Queue::try_from(*q).expect("queue")).collect();
+    clone
+        .resume(
+            ActivateContext {
+                mem: mem.clone(),
+                queues,
+                queue_events,
+                interrupt: irq.clone(),
+                acked_features: features,
+            },
+            true,
+        )
+        .expect("restored onto virtiofsd b");
+    let mut d = Driver { mem, q: req, kick, next_desc: 0, seen: 0, next_buf: 0x10_0000, unique: 0 };
+    let (err, _) = d.call(FUSE_INIT, 0, &init_body(), 16 + 64);
+    assert_eq!(err, 0, "FUSE_INIT through the new virtiofsd");
+    let (err, out) = d.call(FUSE_LOOKUP, 1, b"hello.txt\0", 16 + 128);
+    assert_eq!(err, 0, "LOOKUP hello.txt");
+    assert_eq!(u64::from_le_bytes(out[40 + 8..40 + 16].try_into().expect("size")), 20);
+    // Mounted now: the session lives in virtiofsd b, so no snapshot, and it runs on.
+    let e = clone.quiesce().expect_err("a used device");
+    assert!(e.contains("mounted"), "{e}");
+    let (err, _) = d.call(FUSE_LOOKUP, 1, b"missing\0", 16 + 128);
+    assert_eq!(err, -libc::ENOENT, "the rings went on after the refusal");
+    clone.reset();
+}
