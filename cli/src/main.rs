@@ -13,6 +13,7 @@ mod pool_cmd;
 mod progress;
 mod reap_cmd;
 mod run_cmd;
+mod sizes;
 
 use std::process::ExitCode;
 

@@ -28,7 +28,7 @@ pub enum PoolCmd {
 #[derive(Args, Debug, Clone, Default)]
 pub struct PoolConfig {
     /// Memory as `isola run -m` (the VM gets this plus headroom).
-    #[arg(short = 'm', long, value_parser = crate::run_cmd::parse_memory_mib)]
+    #[arg(short = 'm', long, value_parser = crate::sizes::parse_memory_mib)]
     pub memory: Option<u64>,
     /// vCPUs, as `isola run --cpus` rounds them.
     #[arg(long)]

@@ -97,7 +97,7 @@ pub fn snapshot() -> Snapshot {
     items.extend(names_in(&state_root.display().to_string(), "state", |n| {
         !n.starts_with('.') || n.starts_with(crate::state::STAGING_PREFIX)
     }));
-    let pool_root = crate::pool::root(&state_root);
+    let pool_root = crate::state::pool_root(&state_root);
     items.extend(names_in(&pool_root.display().to_string(), "pool state", |n| !n.starts_with('.')));
     items.extend(crate::netfilter::port_chains().into_iter().map(|c| format!("nft chain {c}")));
     items.extend(iptables());

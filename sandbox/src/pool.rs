@@ -33,22 +33,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> PoolError {
     move |source| PoolError::Io { what, source }
 }
 
-/// Where the pool of sandboxes for `state_root` lives (same filesystem, so a claim is
-/// a rename).
-pub fn root(state_root: &Path) -> PathBuf {
-    let mut s = state_root.as_os_str().to_owned();
-    s.push("-pool");
-    PathBuf::from(s)
-}
-
-/// The state root and its pool's, given either of them.
-pub fn roots(state_root: &Path) -> [PathBuf; 2] {
-    let s = state_root.as_os_str().to_string_lossy();
-    match s.strip_suffix("-pool") {
-        Some(main) => [PathBuf::from(main), state_root.to_path_buf()],
-        None => [state_root.to_path_buf(), root(state_root)],
-    }
-}
+pub use crate::state::{pool_root as root, roots};
 
 /// What a pool member must match to stand in for a fresh sandbox.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -215,7 +215,7 @@ impl Sandbox {
         // The address stays reserved from allocation until the state (naming it) is saved.
         let _alloc = if bridge {
             // The warm pool's sandboxes share the bridge: one lock, every address seen.
-            let [main, pool] = crate::pool::roots(&opts.state_root);
+            let [main, pool] = state::roots(&opts.state_root);
             let lock = crate::net::lock(&main)?;
             crate::net::ensure_bridge(&lock)?;
             let in_use: Vec<_> = [main, pool]

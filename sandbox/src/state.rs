@@ -12,6 +12,23 @@ pub fn default_root() -> PathBuf {
     std::env::var_os("ISOLA_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/run/isola"))
 }
 
+/// Where the warm pool of sandboxes for `state_root` lives (same filesystem, so a
+/// claim is a rename; see `crate::pool`).
+pub fn pool_root(state_root: &Path) -> PathBuf {
+    let mut s = state_root.as_os_str().to_owned();
+    s.push("-pool");
+    PathBuf::from(s)
+}
+
+/// The state root and its pool's, given either of them.
+pub fn roots(state_root: &Path) -> [PathBuf; 2] {
+    let s = state_root.as_os_str().to_string_lossy();
+    match s.strip_suffix("-pool") {
+        Some(main) => [PathBuf::from(main), state_root.to_path_buf()],
+        None => [state_root.to_path_buf(), pool_root(state_root)],
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxState {
     pub id: String,

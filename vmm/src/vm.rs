@@ -100,8 +100,7 @@ pub struct VsockConfig {
 /// The interrupt line of the first virtio-mmio slot (serial has 4).
 pub const VIRTIO_IRQ_BASE: u32 = 5;
 
-/// Largest vCPU count we build topology for.
-pub const MAX_VCPUS: u8 = 64;
+pub use crate::vcpu::MAX_VCPUS;
 
 /// How a VM run ended, when it ended well.
 #[derive(Debug, Clone, PartialEq, Eq)]

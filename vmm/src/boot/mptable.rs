@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn the_largest_table_stays_in_the_reserved_area_below_1mib() {
-        let t = build(crate::vm::MAX_VCPUS).expect("table");
+        let t = build(crate::vcpu::MAX_VCPUS).expect("table");
         parse(&t);
         assert!(MPTABLE_ADDR + t.len() as u64 <= crate::memory::HIMEM_START, "{} bytes", t.len());
     }

@@ -99,7 +99,7 @@ impl Header {
             return mismatch("the KVM API version", self.kvm_api.to_string(), kvm_api.to_string());
         }
         crate::memory::ram_ranges(self.mem_bytes).map_err(|e| SnapshotError::corrupt(path, e.to_string()))?;
-        if self.vcpus == 0 || self.vcpus > crate::vm::MAX_VCPUS {
+        if self.vcpus == 0 || self.vcpus > crate::vcpu::MAX_VCPUS {
             return Err(SnapshotError::corrupt(path, format!("{} vCPUs", self.vcpus)));
         }
         if self.state_len as usize > MAX_STATE_BYTES {

@@ -18,6 +18,9 @@ use crate::boot::{BootProtocol, LoadedKernel};
 use crate::devices::Bus;
 pub use exit::{ExitAction, ExitKind, VcpuError};
 
+/// Largest vCPU count we build topology for.
+pub const MAX_VCPUS: u8 = 64;
+
 /// Everything the vCPUs share.
 #[derive(Clone)]
 pub struct VcpuShared {
