@@ -3,182 +3,34 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::thread::JoinHandleExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{IoEventAddress, Kvm, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::boot::{self, BootError};
+mod config;
+mod vcpus;
+
+use config::kvm_err;
+pub use config::{
+    Confine, ConsoleOut, FsConfig, NetConfig, VmConfig, VmError, VmReport, VsockConfig, MAX_VCPUS, VIRTIO_IRQ_BASE,
+};
+pub use vcpus::log_event;
+use vcpus::{kick_signal, run_vcpus};
+
+use crate::boot;
 use crate::devices::{BootTimer, Bus, SerialConsole, VmEvent, I8042, I8042_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE};
-use crate::memory::{self, Backing, MemoryError, BOOT_TIMER_ADDR, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
-use crate::vcpu::{Vcpu, VcpuError, VcpuOutcome, VcpuShared};
+use crate::memory::{self, Backing, BOOT_TIMER_ADDR, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
+use crate::vcpu::{Vcpu, VcpuShared};
 use crate::virtio::fs::Fs;
 use crate::virtio::net::{Net, Tap};
 use crate::virtio::vsock::{UnixMuxer, Vsock};
-
-/// Where the serial console goes.
-#[derive(Debug, Clone)]
-pub enum ConsoleOut {
-    Stdout,
-    File(PathBuf),
-    Discard,
-}
-
-/// What to boot and how.
-#[derive(Debug, Clone)]
-pub struct VmConfig {
-    pub kernel: PathBuf,
-    pub initrd: Option<PathBuf>,
-    pub cmdline: String,
-    pub mem_mib: u64,
-    pub vcpus: u8,
-    pub console: ConsoleOut,
-    /// Give up (and say where the guest was) after this long.
-    pub timeout: Option<Duration>,
-    pub backing: Backing,
-    /// A virtio-vsock device backed by unix sockets on the host.
-    pub vsock: Option<VsockConfig>,
-    /// A virtio-net device on this tap (created if missing, gone when we exit).
-    pub net: Option<NetConfig>,
-    /// A virtio-fs device served by the vhost-user daemon (virtiofsd) at this socket.
-    pub fs: Option<FsConfig>,
-    /// How much the VMM gives up before the guest runs ([`crate::confine`]).
-    pub confine: Confine,
-    /// The unprivileged (uid, gid) to run the guest as, once everything is open.
-    pub user: Option<(u32, u32)>,
-    /// Running inside [`crate::jail`] (entered by `main`): pivot into its root once
-    /// everything is open.
-    pub jailed: bool,
-    /// The control API's socket ([`crate::control`]).
-    pub api_sock: Option<PathBuf>,
-    /// Where the control API's `snapshot` writes (opened at start).
-    pub snapshot_to: Option<PathBuf>,
-    /// Start from this snapshot directory instead of booting a kernel.
-    pub restore_from: Option<PathBuf>,
-}
-
-/// `Full` unless asked otherwise for debugging.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Confine {
-    #[default]
-    Full,
-    /// Capabilities, no_new_privs and limits, but no syscall filter (unsafe).
-    NoSeccomp,
-    /// Nothing given up (unsafe).
-    Off,
-    /// Full, then a syscall outside the filter: the process must be killed (tests).
-    SelfTest,
-}
-
-#[derive(Debug, Clone)]
-pub struct FsConfig {
-    pub socket: PathBuf,
-    pub tag: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct NetConfig {
-    pub tap: String,
-    pub mac: [u8; 6],
-}
-
-/// The guest's vsock: its CID and the host unix socket (`CONNECT <port>` protocol).
-#[derive(Debug, Clone)]
-pub struct VsockConfig {
-    pub guest_cid: u64,
-    pub uds_path: PathBuf,
-}
-
-/// The interrupt line of the first virtio-mmio slot (serial has 4).
-pub const VIRTIO_IRQ_BASE: u32 = 5;
-
-pub use crate::vcpu::MAX_VCPUS;
-
-/// How a VM run ended, when it ended well.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmReport {
-    /// Time from VMM start until memory, devices and vCPUs were ready.
-    pub ready: Duration,
-    /// Boot-timer writes, in order.
-    pub boot_timer: Vec<Duration>,
-    /// Time from VMM start until the guest reset.
-    pub exited: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum VmError {
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Memory(#[from] MemoryError),
-    #[error(transparent)]
-    Boot(#[from] BootError),
-    #[error("cannot open /dev/kvm: {0}")]
-    OpenKvm(kvm_ioctls::Error),
-    #[error("kvm {op} failed: {source}")]
-    Kvm { op: &'static str, source: kvm_ioctls::Error },
-    #[error("cannot open console output {path}: {source}")]
-    Console { path: String, source: std::io::Error },
-    #[error("vsock device: {0}")]
-    Vsock(#[from] crate::virtio::vsock::MuxerError),
-    #[error("net device: {0}")]
-    Net(#[from] crate::virtio::net::NetError),
-    #[error("fs device: {0}")]
-    Fs(#[from] crate::virtio::fs::FsError),
-    #[error("device bus: {0}")]
-    Bus(#[from] crate::devices::BusError),
-    #[error("{what}: {source}")]
-    Setup { what: &'static str, source: std::io::Error },
-    #[error("jail: {0}")]
-    Jail(crate::jail::JailError),
-    #[error("confining the VMM: {0}")]
-    Confine(crate::confine::ConfineError),
-    #[error(transparent)]
-    Vcpu(#[from] VcpuError),
-    #[error("snapshot: {0}")]
-    Snapshot(#[from] crate::snapshot::SnapshotError),
-    #[error("guest did not finish within {timeout:?}; stopped at rip {rip:#x}")]
-    Timeout { timeout: Duration, rip: u64 },
-}
-
-fn kvm_err(op: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
-    move |source| VmError::Kvm { op, source }
-}
-
-impl VmConfig {
-    pub fn validate(&self) -> Result<(), VmError> {
-        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
-            return Err(VmError::Config(format!("vcpus must be 1..={MAX_VCPUS}, got {}", self.vcpus)));
-        }
-        let bytes = self
-            .mem_mib
-            .checked_mul(1 << 20)
-            .ok_or_else(|| VmError::Config(format!("memory of {} MiB overflows", self.mem_mib)))?;
-        memory::ram_ranges(bytes)?;
-        if self.fs.is_some() && self.backing != Backing::Shared {
-            return Err(VmError::Config("virtio-fs needs --shared-memory (virtiofsd maps guest RAM)".into()));
-        }
-        if let Some(v) = &self.vsock {
-            // 0-2 are reserved (hypervisor, local, host) and u32::MAX is VMADDR_CID_ANY.
-            if v.guest_cid < 3 || v.guest_cid >= u64::from(u32::MAX) {
-                return Err(VmError::Config(format!("vsock guest CID must be 3..{}, got {}", u32::MAX, v.guest_cid)));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn mem_bytes(&self) -> u64 {
-        self.mem_mib << 20
-    }
-}
 
 /// How the vCPUs' initial state is made: a kernel boot, or a snapshot's.
 enum Origin {
@@ -387,11 +239,6 @@ fn restore_vm_state(vm: &VmFd, st: &crate::snapshot::VmState) -> Result<(), VmEr
     Ok(())
 }
 
-/// Prints a machine-readable milestone on stderr: `isola-vmm: event=<name> us=<micros>`.
-pub fn log_event(name: &str, at: Duration) {
-    eprintln!("isola-vmm: event={name} us={}", at.as_micros());
-}
-
 /// Prints `event=rss_kib` (this process) and `event=guest_resident_kib` (guest RAM pages
 /// actually in memory), so callers can compute the VMM's own overhead.
 fn report_memory(mem: &GuestMemoryMmap, status: Option<File>) {
@@ -555,120 +402,4 @@ fn build_devices(
     let pause = Arc::new(crate::vcpu::pause::PauseGate::new(usize::from(vcpus), kick_signal()));
     let shared = VcpuShared { pio, mmio, stop: Arc::new(AtomicBool::new(false)), pause };
     Ok((shared, crate::control::SnapshotDevices { serial, boot_timer, virtio: transports }))
-}
-
-enum ThreadMsg {
-    Done(u8, VcpuOutcome),
-}
-
-extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
-
-fn kick_signal() -> libc::c_int {
-    vmm_sys_util::signal::SIGRTMIN()
-}
-
-fn run_vcpus(
-    vcpus: Vec<Vcpu>,
-    shared: &VcpuShared,
-    events: &Receiver<VmEvent>,
-    timeout: Option<Duration>,
-    start: Instant,
-) -> Result<(Vec<Duration>, Duration), VmError> {
-    // A no-op handler so the kick signal interrupts KVM_RUN (EINTR) instead of killing us.
-    vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler)
-        .map_err(|e| VmError::Setup { what: "kick signal handler", source: e.into() })?;
-    let (done_tx, done_rx) = channel();
-    let mut handles: Vec<JoinHandle<()>> = Vec::new();
-    for mut vcpu in vcpus {
-        let tx = done_tx.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("vcpu{}", vcpu.id))
-            .spawn(move || {
-                let outcome = match crate::confine::enter_thread(crate::confine::ThreadKind::Vcpu) {
-                    Ok(()) => vcpu.run(),
-                    Err(e) => VcpuOutcome::Failed(VcpuError::Confine(e)),
-                };
-                let _ = tx.send(ThreadMsg::Done(vcpu.id, outcome));
-            })
-            .map_err(|source| VmError::Setup { what: "spawn vcpu thread", source })?;
-        handles.push(h);
-    }
-    drop(done_tx);
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let mut boot_times = Vec::new();
-    let mut reported = 0usize;
-    let verdict: Result<Duration, VmError> = loop {
-        let wait = deadline.map_or(Duration::from_millis(50), |d| {
-            d.saturating_duration_since(Instant::now()).min(Duration::from_millis(50))
-        });
-        match events.recv_timeout(wait) {
-            Ok(VmEvent::BootTimer(d)) => {
-                log_event("boot_timer", d);
-                boot_times.push(d);
-                continue;
-            }
-            Ok(VmEvent::Reset) | Ok(VmEvent::Stop) => break Ok(start.elapsed()),
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
-        }
-        match done_rx.try_recv() {
-            Ok(ThreadMsg::Done(_, VcpuOutcome::Failed(e))) => {
-                reported += 1;
-                break Err(e.into());
-            }
-            Ok(ThreadMsg::Done(..)) => reported += 1,
-            Err(_) => {}
-        }
-        if let (Some(d), Some(t)) = (deadline, timeout) {
-            if Instant::now() >= d {
-                break Err(VmError::Timeout { timeout: t, rip: 0 });
-            }
-        }
-    };
-    // Drain boot-timer events raced with the reset.
-    while let Ok(ev) = events.try_recv() {
-        if let VmEvent::BootTimer(d) = ev {
-            log_event("boot_timer", d);
-            boot_times.push(d);
-        }
-    }
-    let stopped_rip = stop_vcpus(shared, &handles, handles.len() - reported, &done_rx);
-    for h in handles {
-        let _ = h.join();
-    }
-    let exited = verdict.map_err(|e| match e {
-        VmError::Timeout { timeout, .. } => VmError::Timeout { timeout, rip: stopped_rip.unwrap_or(0) },
-        other => other,
-    })?;
-    log_event("vmm_exit", exited);
-    Ok((boot_times, exited))
-}
-
-/// Asks every vCPU to stop, kicking it out of KVM_RUN until it reports. Returns
-/// vCPU 0's last RIP when it reported one.
-fn stop_vcpus(
-    shared: &VcpuShared,
-    handles: &[JoinHandle<()>],
-    mut remaining: usize,
-    done: &Receiver<ThreadMsg>,
-) -> Option<u64> {
-    shared.stop.store(true, Ordering::Release);
-    let mut rip0 = None;
-    let give_up = Instant::now() + Duration::from_secs(5);
-    while remaining > 0 && Instant::now() < give_up {
-        for h in handles {
-            // SAFETY: the pthread handle belongs to a thread we spawned and have not joined,
-            // and the signal has a no-op handler installed.
-            unsafe { libc::pthread_kill(h.as_pthread_t(), kick_signal()) };
-        }
-        while let Ok(ThreadMsg::Done(id, outcome)) = done.recv_timeout(Duration::from_millis(20)) {
-            remaining = remaining.saturating_sub(1);
-            if let (0, VcpuOutcome::Stopped { rip }) = (id, &outcome) {
-                rip0 = Some(*rip);
-            }
-            if remaining == 0 {
-                break;
-            }
-        }
-    }
-    rip0
 }
