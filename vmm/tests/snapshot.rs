@@ -68,26 +68,43 @@ fn sha(path: &Path) -> Vec<u8> {
     sha2::Sha256::digest(std::fs::read(path).expect("read")).to_vec()
 }
 
+/// A template's isola-vmm arguments: `kernel` with the control API, its console at
+/// `dir/console`, its snapshot to `dir/snap`, and these devices.
+fn template_args(kernel: &Path, dir: &Path, devices: &[&str]) -> Vec<String> {
+    let p = |name: &str| dir.join(name).to_str().expect("utf-8").to_string();
+    let mut args: Vec<String> = vec!["--kernel".into(), kernel.to_str().expect("utf-8").into()];
+    for (flag, name) in [("--console", "console"), ("--api-sock", "api.sock"), ("--snapshot-to", "snap")] {
+        args.extend([flag.to_string(), p(name)]);
+    }
+    args.extend(["--timeout-ms".into(), "60000".into()]);
+    args.extend(devices.iter().map(|d| d.to_string()));
+    args
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Asks the VM behind `api` for its snapshot, which must succeed.
+fn take_snapshot(api: &Path) {
+    let answer = command(api, "snapshot");
+    assert!(answer.starts_with("ok memory_bytes="), "snapshot: {answer}");
+}
+
+/// A snapshot, then the template stopped and its exit checked.
+fn snapshot_and_stop(api: &Path, template: Child) {
+    take_snapshot(api);
+    assert_eq!(command(api, "stop"), "ok");
+    finish(template, "the snapshotted VM");
+}
+
 /// Boots `counter` with the control API, snapshots it once it printed `at`, stops
 /// it; returns what it printed before the snapshot.
 fn snapshot_counter(dir: &Path, at: &str) -> String {
-    let kernel = guest("counter");
-    let (console, api, snap) = (dir.join("console"), dir.join("api.sock"), dir.join("snap"));
-    let child = vmm(&[
-        "--kernel",
-        kernel.to_str().expect("utf-8"),
-        "--console",
-        console.to_str().expect("utf-8"),
-        "--api-sock",
-        api.to_str().expect("utf-8"),
-        "--snapshot-to",
-        snap.to_str().expect("utf-8"),
-        "--timeout-ms",
-        "60000",
-    ]);
+    let (console, api) = (dir.join("console"), dir.join("api.sock"));
+    let child = vmm(&strs(&template_args(&guest("counter"), dir, &[])));
     wait_for(&console, at, 30);
-    let answer = command(&api, "snapshot");
-    assert!(answer.starts_with("ok memory_bytes="), "snapshot: {answer}");
+    take_snapshot(&api);
     // Paused: nothing more is printed, so this is all of it.
     let before = std::fs::read_to_string(&console).expect("console");
     std::thread::sleep(Duration::from_millis(200));
@@ -196,27 +213,9 @@ fn a_guest_with_a_vsock_device_is_restored_twice_and_each_clone_answers_on_its_o
     // The guest first talks to host port 5000, then listens on 1024.
     let host = common::host_port_5000(&uds);
     let s = |p: &PathBuf| p.to_str().expect("utf-8").to_string();
-    let child = vmm(&[
-        "--kernel",
-        kernel.to_str().expect("utf-8"),
-        "--console",
-        &s(&console),
-        "--vsock-uds",
-        &s(&uds),
-        "--vsock-cid",
-        "7",
-        "--api-sock",
-        &s(&api),
-        "--snapshot-to",
-        &s(&snap),
-        "--timeout-ms",
-        "60000",
-    ]);
+    let child = vmm(&strs(&template_args(&kernel, d.path(), &["--vsock-uds", &s(&uds), "--vsock-cid", "7"])));
     wait_for(&console, "vsock: listening\n", 30);
-    let answer = command(&api, "snapshot");
-    assert!(answer.starts_with("ok memory_bytes="), "snapshot: {answer}");
-    assert_eq!(command(&api, "stop"), "ok");
-    finish(child, "the snapshotted VM");
+    snapshot_and_stop(&api, child);
     host.join().expect("host side of port 5000");
     // A restore must have the snapshot's devices.
     let bare = vmm(&["--restore", &s(&snap), "--console", "none"]).wait_with_output().expect("wait");
@@ -320,29 +319,10 @@ fn a_guest_with_a_net_device_is_restored_onto_a_new_tap_and_gets_its_answer_ther
     let (console, api, snap) = (d.path().join("console"), d.path().join("api.sock"), d.path().join("snap"));
     // The template asks for 10.99.0.1 on a tap where nobody answers.
     let a = Netns::new(format!("isola-sn-{}-a", std::process::id()));
-    let child = vmm_in(
-        &a,
-        &[
-            "--kernel",
-            kernel.to_str().expect("utf-8"),
-            "--tap",
-            "tap0",
-            "--console",
-            &s(&console),
-            "--api-sock",
-            &s(&api),
-            "--snapshot-to",
-            &s(&snap),
-            "--timeout-ms",
-            "60000",
-        ],
-    );
+    let child = vmm_in(&a, &strs(&template_args(&kernel, d.path(), &["--tap", "tap0"])));
     a.wait_tap("tap0");
     std::thread::sleep(Duration::from_millis(500));
-    let answer = command(&api, "snapshot");
-    assert!(answer.starts_with("ok memory_bytes="), "snapshot: {answer}");
-    assert_eq!(command(&api, "stop"), "ok");
-    finish(child, "the snapshotted VM");
+    snapshot_and_stop(&api, child);
     assert!(!std::fs::read_to_string(&console).unwrap_or_default().contains("is at"), "the template got an answer");
     // The clone, on its own tap where 10.99.0.1 lives, goes on asking and is answered.
     let b = Netns::new(format!("isola-sn-{}-b", std::process::id()));

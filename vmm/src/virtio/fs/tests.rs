@@ -102,23 +102,7 @@ fn fuse_init_lookup_open_and_read_through_a_real_virtiofsd() {
     let shared = dir.path().join("shared");
     std::fs::create_dir(&shared).expect("shared");
     std::fs::write(shared.join("hello.txt"), "hello from the host\n").expect("file");
-    let sock = dir.path().join("fs.sock");
-    let _daemon = Daemon(
-        Command::new(virtiofsd())
-            .arg("--socket-path")
-            .arg(&sock)
-            .arg("--shared-dir")
-            .arg(&shared)
-            .args(["--sandbox", "none", "--cache", "never", "--log-level", "error"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start virtiofsd"),
-    );
-    let until = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
-        assert!(Instant::now() < until, "virtiofsd made no socket");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (_daemon, sock) = start_daemon(dir.path(), &shared, "fs");
     let mut fs = Fs::connect("isola", &sock).expect("vhost-user handshake");
     assert_ne!(fs.features() & VIRTIO_F_VERSION_1, 0, "virtiofsd offers a modern device");
     let mut tag = [0u8; 6];
@@ -144,12 +128,7 @@ fn fuse_init_lookup_open_and_read_through_a_real_virtiofsd() {
     .expect("activate: memory table and vrings handed over");
     let mut d = Driver { mem, q: req, kick, next_desc: 0, seen: 0, next_buf: 0x10_0000, unique: 0 };
 
-    let mut init = Vec::new();
-    for v in [7u32, 31, 0, 0, 0] {
-        init.extend_from_slice(&v.to_le_bytes());
-    }
-    init.resize(64, 0);
-    let (err, out) = d.call(FUSE_INIT, 0, &init, 16 + 64);
+    let (err, out) = d.call(FUSE_INIT, 0, &init_body(), 16 + 64);
     assert_eq!(err, 0, "FUSE_INIT");
     assert_eq!(u32::from_le_bytes(out[0..4].try_into().expect("major")), 7);
     // The used ring can be seen before the forwarder thread has handled virtiofsd's
