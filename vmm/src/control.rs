@@ -91,8 +91,6 @@ pub struct Control {
     pub target: Option<SnapshotTarget>,
     /// The header of a snapshot of this VM, before the state's length and hash.
     pub header: Header,
-    /// Why this VM cannot be snapshotted (a device without snapshot support).
-    pub unsupported: Option<String>,
     pub events: Sender<VmEvent>,
 }
 
@@ -129,8 +127,8 @@ impl Control {
     }
 
     fn snapshot(&mut self) -> Result<String, String> {
-        if let Some(why) = &self.unsupported {
-            return Err(snapshot::SnapshotError::Unsupported(why.clone()).to_string());
+        if let Some(why) = self.devices.unsupported() {
+            return Err(snapshot::SnapshotError::Unsupported(why).to_string());
         }
         if self.target.is_none() {
             return Err("no snapshot directory (start isola-vmm with --snapshot-to DIR)".into());

@@ -32,10 +32,11 @@ use crate::virtio::fs::Fs;
 use crate::virtio::net::{Net, Tap};
 use crate::virtio::vsock::{UnixMuxer, Vsock};
 
-/// How the vCPUs' initial state is made: a kernel boot, or a snapshot's.
+/// How the vCPUs' initial state is made: a kernel boot, or a snapshot's (with the
+/// devices it was taken with, which this VM must have too).
 enum Origin {
     Boot,
-    Restore(Box<crate::snapshot::VmState>),
+    Restore { state: Box<crate::snapshot::VmState>, devices: Vec<String> },
 }
 
 /// Runs the VM to completion. `start` is when the VMM process started.
@@ -44,12 +45,13 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
     // Read now: KVM_GET_API_VERSION is not allowed once confined.
     let kvm_api = kvm.get_api_version();
-    let (origin, mem_bytes, vcpu_count, memory_file, memory_names) = match &config.restore_from {
+    let (origin, mem_bytes, vcpu_count, memory_file) = match &config.restore_from {
         Some(dir) => {
             let (header, state, file) = crate::snapshot::load(dir, kvm_api)?;
-            (Origin::Restore(Box::new(state)), header.mem_bytes, header.vcpus, Some(file), Some(header.devices))
+            let origin = Origin::Restore { state: Box::new(state), devices: header.devices };
+            (origin, header.mem_bytes, header.vcpus, Some(file))
         }
-        None => (Origin::Boot, config.mem_bytes(), config.vcpus, None, None),
+        None => (Origin::Boot, config.mem_bytes(), config.vcpus, None),
     };
     let vm = Arc::new(kvm.create_vm().map_err(kvm_err("create vm"))?);
     let mem = match (&memory_file, config.backing) {
@@ -62,43 +64,36 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     register_memory(&vm, &mem)?;
     setup_irqchip(&vm)?;
     let virtio = virtio_devices(config)?;
-    let saved_devices = match &origin {
-        Origin::Restore(st) => Some(st.serial.clone()),
+    let saved_serial = match &origin {
+        Origin::Restore { state, .. } => Some(state.serial.clone()),
         Origin::Boot => None,
     };
     let (events_tx, events) = channel();
-    let boot = match &origin {
-        Origin::Boot => Some(load_guest(config, &mem, mem_bytes, virtio.len())?),
-        Origin::Restore(_) => None,
-    };
     let (shared, devices) =
-        build_devices(&vm, config, vcpu_count, virtio, &mem, start, events_tx.clone(), saved_devices)?;
-    let unsupported = devices.unsupported();
-    if let Origin::Restore(st) = &origin {
-        restore_virtio(&devices, &st.virtio, memory_names.as_deref().unwrap_or_default())?;
-    }
+        build_devices(&vm, config, vcpu_count, virtio, &mem, start, events_tx.clone(), saved_serial)?;
     let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("get supported cpuid"))?;
     let mut vcpus = Vec::with_capacity(usize::from(vcpu_count));
-    match (&origin, &boot) {
-        (Origin::Restore(st), _) => {
+    match &origin {
+        Origin::Restore { state, devices: names } => {
+            restore_virtio(&devices, &state.virtio, names)?;
             for id in 0..vcpu_count {
                 vcpus.push(Vcpu::for_restore(&vm, id, vcpu_count, &supported, shared.clone())?);
             }
-            restore_vm_state(&vm, st)?;
-            for (vcpu, saved) in vcpus.iter_mut().zip(&st.vcpus) {
+            restore_vm_state(&vm, state)?;
+            for (vcpu, saved) in vcpus.iter_mut().zip(&state.vcpus) {
                 vcpu.apply(saved)?;
             }
         }
-        (Origin::Boot, Some((kernel, boot_info, cr3))) => {
+        Origin::Boot => {
+            let (kernel, boot_info, cr3) = load_guest(config, &mem, mem_bytes, devices.virtio.len())?;
             let msrs = kvm.get_msr_index_list().map_err(kvm_err("get msr index list"))?;
             let msrs: Vec<u32> = msrs.as_slice().iter().copied().take(crate::vcpu::state::MAX_MSRS).collect();
             for id in 0..vcpu_count {
-                let mut v = Vcpu::new(&vm, id, vcpu_count, &supported, &mem, kernel, *boot_info, *cr3, shared.clone())?;
+                let mut v = Vcpu::new(&vm, id, vcpu_count, &supported, &mem, &kernel, boot_info, cr3, shared.clone())?;
                 v.set_snapshot_msrs(msrs.clone());
                 vcpus.push(v);
             }
         }
-        (Origin::Boot, None) => return Err(VmError::Config("no kernel loaded".into())),
     }
     let mut target = match &config.snapshot_to {
         Some(dir) => Some(crate::snapshot::SnapshotTarget::create(dir, mem_bytes)?),
@@ -151,7 +146,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
         }
     }
     // Restored devices start only now, so their threads get the worker filter.
-    if let Origin::Restore(_) = &origin {
+    if let Origin::Restore { .. } = &origin {
         for t in &devices.virtio {
             let mut t = t.lock().map_err(|_| VmError::Config("virtio transport lock poisoned".into()))?;
             t.start_restored().map_err(|e| VmError::Config(format!("restoring a virtio device: {e}")))?;
@@ -166,7 +161,6 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
             devices,
             target: target.take(),
             header,
-            unsupported,
             events: events_tx,
         };
         crate::spawner::spawn("control", move || control.run(listener))
