@@ -90,13 +90,7 @@ pub fn fill(a: FillArgs) -> anyhow::Result<ExitCode> {
 /// works on this configuration.
 fn fill_to(c: &PoolConfig, state_root: &std::path::Path, key: &PoolKey) -> anyhow::Result<()> {
     let dir = pool::root(state_root);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let lock_file = std::fs::File::create(dir.join(format!(".{}.lock", key.as_str())))?;
-    let _lock = match nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(l) => l,
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(()),
-        Err((_, e)) => return Err(e.into()),
-    };
+    let Some(_lock) = pool::fill_lock(state_root, key)? else { return Ok(()) };
     while pool::members(state_root, key).len() < pool::wanted_size(state_root, key) {
         let (opts, _) = options(c, &key.member_id(), dir.clone())?;
         let sb = Sandbox::start(&opts).with_context(|| format!("booting pool sandbox {}", opts.id))?;
@@ -114,7 +108,7 @@ pub fn refill_in_background(c: &PoolConfig, state_root: &std::path::Path, key: &
     }
     let Ok(exe) = std::env::current_exe() else { return };
     let mut cmd = Command::new(exe);
-    cmd.args(["pool", "fill", "--refill", "--network", network_arg(c.network)]);
+    cmd.args(["pool", "fill", "--refill", "--network", &c.network.to_string()]);
     if let Some(m) = c.memory {
         cmd.arg("-m").arg(format!("{m}m"));
     }
@@ -127,14 +121,6 @@ pub fn refill_in_background(c: &PoolConfig, state_root: &std::path::Path, key: &
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
     if let Err(e) = cmd.spawn() {
         eprintln!("isola: warning: the warm pool is not refilled ({e})");
-    }
-}
-
-fn network_arg(n: NetworkMode) -> &'static str {
-    match n {
-        NetworkMode::None => "none",
-        NetworkMode::Bridge => "bridge",
-        NetworkMode::Auto => "auto",
     }
 }
 
@@ -152,20 +138,7 @@ pub fn run(cmd: PoolCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PoolCmd::Stop => {
-            let root = pool::root(&state_root);
-            let entries: Vec<PathBuf> =
-                std::fs::read_dir(&root).into_iter().flatten().flatten().map(|e| e.path()).collect();
-            for p in entries.iter().filter(|p| p.extension().is_some_and(|x| x == "size")) {
-                let _ = std::fs::remove_file(p);
-            }
-            // A filler at work sees the size gone after its current sandbox and lets
-            // go of its lock: waiting for every lock means no boot is half done.
-            for p in entries.iter().filter(|p| p.extension().is_some_and(|x| x == "lock")) {
-                if let Ok(f) = std::fs::File::open(p) {
-                    let _ = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive);
-                }
-            }
-            println!("stopped {}", pool::stop(&state_root, None));
+            println!("stopped {}", pool::stop_all(&state_root));
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -93,9 +93,7 @@ pub struct RunArgs {
 }
 
 fn random_name() -> String {
-    let mut b = [0u8; 4];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-    format!("isola-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    format!("isola-{}", isola_sandbox::names::random_hex(4))
 }
 
 fn parse_user(u: &str) -> anyhow::Result<(u32, Option<u32>)> {

@@ -2,7 +2,6 @@
 //! (its pid in --pid-file) and this command returns once the process started;
 //! without, this command is the relay and exits with the process's status.
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use oci_spec::runtime::{Process, Spec};
@@ -58,11 +57,7 @@ pub fn process(a: &ExecArgs, base: Option<&Process>) -> Result<serde_json::Value
 }
 
 fn exec_id() -> String {
-    let mut b = [0u8; 6];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
-    format!("exec-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    format!("exec-{}", isola_sandbox::names::random_hex(6))
 }
 
 pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32, RuntimeError> {

@@ -10,6 +10,14 @@ pub fn guest_cid(id: &str) -> u32 {
     3 + name_hash(id) % 1_000_000
 }
 
+/// `n` random bytes from the kernel's RNG as hex: unique names (sandboxes, pool
+/// members, execs). Zeros if /dev/urandom cannot be read.
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -19,5 +27,13 @@ mod tests {
         assert_eq!(guest_cid("a"), guest_cid("a"));
         assert_ne!(name_hash("a"), name_hash("b"));
         assert!(["a", "b", "", "x".repeat(64).as_str()].iter().all(|n| guest_cid(n) >= 3));
+    }
+
+    #[test]
+    fn random_hex_has_two_digits_a_byte_and_differs() {
+        let (a, b) = (random_hex(6), random_hex(6));
+        assert_eq!(a.len(), 12);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
     }
 }

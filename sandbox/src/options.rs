@@ -39,6 +39,17 @@ pub enum NetworkMode {
     Auto,
 }
 
+impl std::fmt::Display for NetworkMode {
+    /// As `--network` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Bridge => "bridge",
+            Self::Auto => "auto",
+        })
+    }
+}
+
 impl std::str::FromStr for NetworkMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

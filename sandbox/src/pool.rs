@@ -75,9 +75,7 @@ impl PoolKey {
 
     /// A fresh member id.
     pub fn member_id(&self) -> String {
-        let mut b = [0u8; 4];
-        let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
-        format!("{}{}", self.prefix(), b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+        format!("{}{}", self.prefix(), crate::names::random_hex(4))
     }
 }
 
@@ -115,9 +113,15 @@ pub fn all_members(state_root: &Path) -> Vec<(PathBuf, SandboxState)> {
     state::list(&root(state_root)).into_iter().filter(|(_, st)| st.id.starts_with("pool-")).collect()
 }
 
+/// A configuration's file beside its members: `.KEY.size` (the size asked for) or
+/// `.KEY.lock` (held by its filler).
+fn key_file(state_root: &Path, key: &PoolKey, what: &str) -> PathBuf {
+    root(state_root).join(format!(".{}.{what}", key.as_str()))
+}
+
 /// The size `isola pool fill` asked for this configuration (refills keep to it).
 pub fn wanted_size(state_root: &Path, key: &PoolKey) -> usize {
-    std::fs::read_to_string(root(state_root).join(format!(".{}.size", key.as_str())))
+    std::fs::read_to_string(key_file(state_root, key, "size"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .map_or(0, |n: usize| n.min(MAX_SIZE))
@@ -129,7 +133,7 @@ pub fn set_wanted_size(state_root: &Path, key: &PoolKey, n: usize) -> Result<(),
     }
     let dir = root(state_root);
     std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-    let p = dir.join(format!(".{}.size", key.as_str()));
+    let p = key_file(state_root, key, "size");
     if n == 0 {
         let _ = std::fs::remove_file(&p);
         return Ok(());
@@ -175,12 +179,34 @@ fn adopt_state(old: &Path, dir: &Path, mut st: SandboxState, name: &str) -> Resu
     Ok((dir.to_path_buf(), st))
 }
 
-/// Stops every member (of `key`, or all); returns how many.
-pub fn stop(state_root: &Path, key: Option<&PoolKey>) -> usize {
-    let m = match key {
-        Some(k) => members(state_root, k),
-        None => all_members(state_root),
-    };
+/// The fill lock of one configuration: None while another filler holds it.
+pub fn fill_lock(state_root: &Path, key: &PoolKey) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, PoolError> {
+    let dir = root(state_root);
+    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    let p = key_file(state_root, key, "lock");
+    let f = std::fs::File::create(&p).map_err(io(format!("opening {}", p.display())))?;
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(Some(l)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(io(format!("locking {}", p.display()))(e.into())),
+    }
+}
+
+/// Empties the pool: every size asked for forgotten, every filler waited for (it sees
+/// its size gone after the sandbox it is booting and lets go of its lock, so no boot
+/// is left half done), then every member stopped. Returns how many.
+pub fn stop_all(state_root: &Path) -> usize {
+    let entries: Vec<PathBuf> =
+        std::fs::read_dir(root(state_root)).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    for p in entries.iter().filter(|p| p.extension().is_some_and(|x| x == "size")) {
+        let _ = std::fs::remove_file(p);
+    }
+    for p in entries.iter().filter(|p| p.extension().is_some_and(|x| x == "lock")) {
+        if let Ok(f) = std::fs::File::open(p) {
+            let _ = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive);
+        }
+    }
+    let m = all_members(state_root);
     for (dir, st) in &m {
         crate::sandbox::stop_by_state(dir, st);
     }
