@@ -43,11 +43,16 @@ fn wait_members(n: usize, secs: u64) -> Vec<(String, i32)> {
     }
 }
 
-fn vmm_pid_of(name: &str) -> i32 {
+/// The recorded state of sandbox `name`, as `isola inspect` shows it.
+fn state_of(name: &str) -> serde_json::Value {
     let (out, err, code) = isola(&["inspect", name], None);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
-    v["state"]["vmm_pid"].as_i64().expect("vmm_pid") as i32
+    v["state"].clone()
+}
+
+fn vmm_pid_of(name: &str) -> i32 {
+    state_of(name)["vmm_pid"].as_i64().expect("vmm_pid") as i32
 }
 
 #[test]
@@ -152,10 +157,8 @@ fn a_filler_or_a_pooled_run_killed_with_minus_nine_leaves_nothing() {
 }
 
 fn ip_of(name: &str) -> String {
-    let (out, err, code) = isola(&["inspect", name], None);
-    assert_eq!(code, 0, "{err}");
-    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
-    v["state"]["net"]["ip"].as_str().unwrap_or_else(|| panic!("{name} has no address: {out}")).to_string()
+    let st = state_of(name);
+    st["net"]["ip"].as_str().unwrap_or_else(|| panic!("{name} has no address: {st}")).to_string()
 }
 
 #[test]
@@ -168,9 +171,9 @@ fn pooled_and_booted_sandboxes_on_the_bridge_never_share_an_address() {
     assert_eq!(code, 0, "{err}");
     let pooled = wait_members(1, 5)[0].1;
     // …which a sandbox booted outside the pool must not take again.
-    for (name, pooled) in [("e2e-pool-cold", false), ("e2e-pool-warm", true)] {
+    for (name, from_pool) in [("e2e-pool-cold", false), ("e2e-pool-warm", true)] {
         let mut args = vec!["run", "-d", "--name", name, "--network", "bridge", "--rootfs", &r];
-        if !pooled {
+        if !from_pool {
             args.push("--no-pool");
         }
         args.extend(["--", "sleep", "60"]);
