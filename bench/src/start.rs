@@ -14,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+use isola_sandbox::boot::Event;
+
 use crate::error::{io, BenchError};
 use crate::stats::Summary;
 
@@ -47,12 +49,12 @@ impl Vmm {
             let said = said.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
-                    match parse_event(&line) {
-                        Some((name, us)) => {
-                            let _ = tx.send((name, us, Instant::now()));
+                    match isola_sandbox::boot::parse_event(&line) {
+                        Some(Event::Phase(p)) => {
+                            let _ = tx.send((p.name, p.us, Instant::now()));
                         }
                         // Kept (a few) for the error when a milestone never comes.
-                        None => {
+                        _ => {
                             if let Ok(mut s) = said.lock() {
                                 if s.len() < 20 {
                                     s.push(line);
@@ -94,13 +96,6 @@ impl Drop for Vmm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `isola-vmm: event=NAME us=N` → (NAME, N).
-pub fn parse_event(line: &str) -> Option<(String, u64)> {
-    let rest = line.strip_prefix("isola-vmm: event=")?;
-    let (name, us) = rest.split_once(" us=")?;
-    Some((name.to_string(), us.trim().parse().ok()?))
 }
 
 fn os(s: &str) -> &std::ffi::OsStr {
@@ -304,13 +299,6 @@ pub fn table(b: &StartBench) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn events_parse_and_other_lines_do_not() {
-        assert_eq!(parse_event("isola-vmm: event=boot_timer us=1234"), Some(("boot_timer".into(), 1234)));
-        assert_eq!(parse_event("isola-vmm: event=rss_kib value=2"), None);
-        assert_eq!(parse_event("count 3"), None);
-    }
 
     #[test]
     fn the_table_gives_ratios_of_snapshot_to_cold() {
