@@ -68,6 +68,9 @@ pub fn run(config: Config) {
     containerd_shim::run::<Service>(RUNTIME_ID, Some(config));
 }
 
+/// How long the shim may take to end once told to: its VM is already stopped by then.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// containerd sends Create right after `start` returns; a shim that has had none by
 /// then was orphaned (its `start` killed, or containerd gone before asking) and ends,
 /// instead of waiting for ever with nothing to serve.
@@ -188,6 +191,19 @@ impl containerd_shim::Shim for Service {
 
     fn wait(&mut self) {
         self.exit.wait();
+        // Every exit path stops the VM before signalling. What is left is ttrpc's
+        // shutdown, which joins its request handlers: one still inside an agent call to
+        // a VM that died would keep this process (and its socket) for that call's whole
+        // timeout. The shim goes after a grace period whatever a handler is doing.
+        let sockets = [self.socket.clone(), PathBuf::from(task_v3::address(&self.socket_address))];
+        std::thread::spawn(move || {
+            std::thread::sleep(EXIT_GRACE);
+            log::warn!("a request was still being served {EXIT_GRACE:?} after shutdown: exiting anyway");
+            for s in &sockets {
+                let _ = std::fs::remove_file(s.to_string_lossy().trim_start_matches("unix://"));
+            }
+            std::process::exit(0);
+        });
         let v3 = self.v3.lock().map(|mut v3| v3.take()).unwrap_or_else(|poisoned| poisoned.into_inner().take());
         if let Some(server) = v3 {
             task_v3::stop(server, &self.socket_address);
