@@ -40,6 +40,7 @@ pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, BenchE
         hostname: None,
         cgroup_path: None,
         sysctls: vec![],
+        template: Default::default(),
     };
     Ok(Sandbox::start(&opts)?)
 }

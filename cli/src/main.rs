@@ -14,6 +14,7 @@ mod progress;
 mod reap_cmd;
 mod run_cmd;
 mod sizes;
+mod template_cmd;
 
 use std::process::ExitCode;
 
@@ -70,6 +71,10 @@ enum Cmd {
     /// The warm pool of booted sandboxes `isola run` takes from (fill, ls, stop).
     #[command(subcommand)]
     Pool(pool_cmd::PoolCmd),
+    /// isola-vmm snapshots of a booted guest that runs restore instead of booting
+    /// (warm, ls, rm).
+    #[command(subcommand)]
+    Template(template_cmd::TemplateCmd),
     /// Say what this host offers (KVM kind) and which backend isola would use.
     Info,
     /// (internal) Removes a foreground run's sandbox once that run's CLI is gone.
@@ -106,6 +111,7 @@ fn main() -> ExitCode {
         Cmd::Login(a) => image_cmd::login(a),
         Cmd::Logout(a) => image_cmd::logout(a),
         Cmd::Pool(cmd) => pool_cmd::run(cmd),
+        Cmd::Template(cmd) => template_cmd::run(cmd),
         Cmd::Info => info(),
     };
     match result {

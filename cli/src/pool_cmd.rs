@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use isola_sandbox::pool::{self, PoolKey};
-use isola_sandbox::sandbox::{NetworkMode, Sandbox, SandboxOptions};
+use isola_sandbox::sandbox::{NetworkMode, Sandbox, SandboxOptions, TemplateUse};
 use isola_sandbox::{choose, detect_kvm, state, HypervisorKind};
 
 #[derive(Subcommand, Debug)]
@@ -71,8 +71,11 @@ pub fn options(c: &PoolConfig, id: &str, state_root: PathBuf) -> anyhow::Result<
         hostname: None,
         cgroup_path: None,
         sysctls: vec![],
+        template: TemplateUse::Off,
     };
-    Ok((opts, key))
+    // Pool members of a backend that can restore are restored too, when they can be.
+    let template = TemplateUse::find(&opts, &isola_sandbox::template::root());
+    Ok((SandboxOptions { template, ..opts }, key))
 }
 
 pub fn fill(a: FillArgs) -> anyhow::Result<ExitCode> {
@@ -106,22 +109,35 @@ pub fn refill_in_background(c: &PoolConfig, state_root: &std::path::Path, key: &
     if pool::wanted_size(state_root, key) == 0 {
         return;
     }
-    let Ok(exe) = std::env::current_exe() else { return };
-    let mut cmd = Command::new(exe);
-    cmd.args(["pool", "fill", "--refill", "--network", &c.network.to_string()]);
-    if let Some(m) = c.memory {
-        cmd.arg("-m").arg(format!("{m}m"));
-    }
-    if let Some(v) = c.vcpus {
-        cmd.arg("--vcpus").arg(v.to_string());
-    }
-    if let Some(h) = c.hypervisor {
-        cmd.arg("--hypervisor").arg(h.to_string());
-    }
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
-    if let Err(e) = cmd.spawn() {
+    if let Err(e) = spawn_detached(&["pool", "fill", "--refill"], c) {
         eprintln!("isola: warning: the warm pool is not refilled ({e})");
     }
+}
+
+impl PoolConfig {
+    /// As the command line takes it.
+    fn flags(&self) -> Vec<String> {
+        let mut f = vec!["--network".to_string(), self.network.to_string()];
+        if let Some(m) = self.memory {
+            f.extend(["-m".into(), format!("{m}m")]);
+        }
+        if let Some(v) = self.vcpus {
+            f.extend(["--vcpus".into(), v.to_string()]);
+        }
+        if let Some(h) = self.hypervisor {
+            f.extend(["--hypervisor".into(), h.to_string()]);
+        }
+        f
+    }
+}
+
+/// This binary, detached in its own process group with no stdio, doing `what` for `c`
+/// in the background (it outlives the run that started it).
+pub fn spawn_detached(what: &[&str], c: &PoolConfig) -> std::io::Result<()> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(what).args(c.flags());
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+    cmd.spawn().map(drop)
 }
 
 pub fn run(cmd: PoolCmd) -> anyhow::Result<ExitCode> {

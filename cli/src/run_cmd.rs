@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
+use isola_sandbox::sandbox::{Sandbox, SandboxOptions, TemplateUse};
+use isola_sandbox::template;
 use isola_sandbox::seccomp::Seccomp;
 use isola_sandbox::spec::{self, ContainerOptions};
 use isola_sandbox::stdio::Bridges;
@@ -84,6 +85,10 @@ pub struct RunArgs {
     /// configuration.
     #[arg(long)]
     no_pool: bool,
+    /// Boot the guest even when a template (`isola template`) could be restored, and
+    /// make none.
+    #[arg(long)]
+    no_template: bool,
     /// Seconds to wait for the sandbox to boot.
     #[arg(long, default_value_t = 60)]
     boot_timeout: u64,
@@ -185,13 +190,25 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         hostname: Some(name.clone()),
         cgroup_path: None,
         sysctls: vec![],
+        template: TemplateUse::Off,
+    };
+    let sopts = SandboxOptions {
+        template: if a.no_template { TemplateUse::Off } else { TemplateUse::find(&sopts, &template::root()) },
+        ..sopts
     };
     // A foreground run killed with -9 is cleaned up at once by this helper.
     let _reaper = (!a.detach).then(|| crate::reap_cmd::spawn(&sopts.state_root, &name)).flatten();
     let pooled = crate::pool_cmd::PoolConfig { memory: a.memory, vcpus, network: a.network, hypervisor: a.hypervisor };
     let mut sb = match (!a.no_pool).then(|| claim(&sopts, &pooled, &name)).transpose()?.flatten() {
         Some(sb) => sb,
-        None => Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?,
+        None => {
+            let sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
+            // Booted cold on isola-vmm: the next run of this configuration restores.
+            if sb.state.template.is_none() && !a.no_template && template::key(&sopts).is_ok() {
+                crate::template_cmd::warm_in_background(&pooled);
+            }
+            sb
+        }
     };
     let me = std::env::current_exe().context("finding the isola binary (for the port forwarder)")?;
     sb.publish(&a.publish, &me, &sopts)?;

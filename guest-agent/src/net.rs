@@ -30,6 +30,22 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), NetError> {
     Ok((addr, Ipv4Addr::from(mask)))
 }
 
+/// `02:49:53:00:00:02` → its six bytes; a unicast address only (the host never hands
+/// out anything else, and a multicast one would make the interface unusable).
+pub fn parse_mac(s: &str) -> Result<[u8; 6], NetError> {
+    let bad = || NetError::Config(format!("MAC {s:?} is not six hex bytes of a unicast address"));
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        let p = parts.next().filter(|p| p.len() == 2).ok_or_else(bad)?;
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() || out[0] & 1 == 1 {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
 fn sockaddr(a: Ipv4Addr) -> libc::sockaddr {
     let sin = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
@@ -115,6 +131,14 @@ pub fn configure(cfg: &NetConfig) -> Result<String, NetError> {
     let c = Ctl::new().map_err(|source| NetError::Ioctl { op: "socket", ifname: ifname.clone(), source })?;
     c.ifreq(&ifname, "SIOCSIFADDR", libc::SIOCSIFADDR, |r| r.ifr_ifru.ifru_addr = sockaddr(addr))?;
     c.ifreq(&ifname, "SIOCSIFNETMASK", libc::SIOCSIFNETMASK, |r| r.ifr_ifru.ifru_netmask = sockaddr(mask))?;
+    if let Some(mac) = &cfg.mac {
+        let b = parse_mac(mac)?;
+        let mut hw = libc::sockaddr { sa_family: libc::ARPHRD_ETHER, sa_data: [0; 14] };
+        for (d, s) in hw.sa_data.iter_mut().zip(b) {
+            *d = s as libc::c_char;
+        }
+        c.ifreq(&ifname, "SIOCSIFHWADDR", libc::SIOCSIFHWADDR, |r| r.ifr_ifru.ifru_hwaddr = hw)?;
+    }
     if cfg.mtu > 0 {
         let mtu = i32::try_from(cfg.mtu).map_err(|_| NetError::Config(format!("mtu {}", cfg.mtu)))?;
         c.ifreq(&ifname, "SIOCSIFMTU", libc::SIOCSIFMTU, |r| r.ifr_ifru.ifru_mtu = mtu)?;
@@ -152,6 +176,14 @@ mod tests {
         assert_eq!(parse_cidr("1.2.3.4/0").expect("ok").1, Ipv4Addr::UNSPECIFIED);
         for bad in ["10.88.0.5", "10.88.0.5/33", "x/8", "::1/64"] {
             assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn macs_parse_and_bad_or_multicast_ones_are_refused() {
+        assert_eq!(parse_mac("02:49:53:0a:ff:02").expect("ok"), [2, 0x49, 0x53, 0x0a, 0xff, 2]);
+        for bad in ["", "02:49:53:00:00", "02:49:53:00:00:02:03", "02:49:53:00:00:zz", "03:00:00:00:00:01", "2:49:53:00:00:02"] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
         }
     }
 }

@@ -43,6 +43,10 @@ pub struct NetConfig {
     /// Default gateway, if any.
     pub gateway: Option<String>,
     pub mtu: u32,
+    /// The interface's MAC (`02:…`), set before it comes up: a guest restored from a
+    /// template has the template's address until told its own.
+    #[serde(default)]
+    pub mac: Option<String>,
 }
 
 /// One of a process's stdio streams.

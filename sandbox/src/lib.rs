@@ -29,6 +29,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod stdio;
+pub mod template;
 pub mod volume;
 pub mod watchdog;
 

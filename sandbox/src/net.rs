@@ -66,14 +66,17 @@ impl NetState {
     }
 
     pub fn guest_config(&self) -> isola_protocol::NetConfig {
-        if let Some(p) = &self.pod {
-            return p.guest_config();
-        }
-        isola_protocol::NetConfig {
-            address: format!("{}/{PREFIX}", self.ip),
-            gateway: Some(GATEWAY.to_string()),
-            mtu: MTU,
-        }
+        let mut c = match &self.pod {
+            Some(p) => p.guest_config(),
+            None => isola_protocol::NetConfig {
+                address: format!("{}/{PREFIX}", self.ip),
+                gateway: Some(GATEWAY.to_string()),
+                mtu: MTU,
+                mac: None,
+            },
+        };
+        c.mac = Some(self.mac.clone());
+        c
     }
 }
 

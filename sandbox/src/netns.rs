@@ -125,6 +125,7 @@ impl PodNet {
             address: format!("{}/{}", self.ip, self.prefix),
             gateway: self.gateway.map(|g| g.to_string()),
             mtu: self.mtu,
+            mac: None,
         }
     }
 

@@ -27,6 +27,50 @@ pub struct SandboxOptions {
     pub cgroup_path: Option<PathBuf>,
     /// The pod's sysctls (name, value), applied in the guest's shared namespaces.
     pub sysctls: Vec<(String, String)>,
+    /// Boot, or restore from a template ([`crate::template`]).
+    pub template: TemplateUse,
+}
+
+/// Whether a sandbox starts from a template snapshot (isola-vmm only).
+#[derive(Clone, Debug, Default)]
+pub enum TemplateUse {
+    /// Always a cold boot.
+    #[default]
+    Off,
+    /// Restored from this one; if that fails, it is removed and the sandbox boots cold.
+    Restore(crate::template::Template),
+    /// Booted cold to become a template: isola-vmm serves its control API and
+    /// snapshots into this directory, and the guest is left unconfigured.
+    Make(PathBuf),
+}
+
+impl TemplateUse {
+    /// The template for `opts`' configuration when one is made under `root`.
+    pub fn find(opts: &SandboxOptions, root: &std::path::Path) -> Self {
+        crate::template::key(opts)
+            .ok()
+            .and_then(|k| crate::template::find(root, &k))
+            .map_or(TemplateUse::Off, TemplateUse::Restore)
+    }
+}
+
+/// Options for unit tests: QEMU, no network, a fake kernel in `dir`.
+#[cfg(test)]
+pub(crate) fn test_options(dir: &std::path::Path) -> SandboxOptions {
+    SandboxOptions {
+        id: "t".into(),
+        boot: crate::hypervisor::test_spec(dir),
+        hypervisor: HypervisorKind::Qemu,
+        kvm: KvmKind::Missing,
+        state_root: dir.join("state"),
+        tie_to_parent: true,
+        network: NetworkMode::None,
+        netns: None,
+        hostname: None,
+        cgroup_path: None,
+        sysctls: vec![],
+        template: TemplateUse::Off,
+    }
 }
 
 /// `--network`: none (loopback only) or the `isola0` bridge with NAT (`auto` is the

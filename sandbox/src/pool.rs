@@ -39,7 +39,7 @@ pub use crate::state::{pool_root as root, roots};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolKey(String);
 
-fn file_id(p: &Path) -> String {
+pub(crate) fn file_id(p: &Path) -> String {
     match std::fs::metadata(p) {
         Ok(m) => format!("{}:{}:{:?}", p.display(), m.len(), m.modified().ok()),
         Err(_) => format!("{}:missing", p.display()),
@@ -267,6 +267,7 @@ mod tests {
             creator: None,
             cgroup: None,
             ports: vec![],
+            template: None,
         };
         st.save(&dir).expect("save");
         mark_ready(&dir).expect("ready");

@@ -15,9 +15,10 @@ use crate::backend::{isola_vmm, unprivileged};
 use crate::cgroup::{self, Hierarchy, HostCgroup};
 use crate::container::{Container, ContainerError, Rootfs};
 use crate::hypervisor::HypervisorKind;
-pub use crate::options::{NetworkMode, SandboxOptions};
+pub use crate::options::{NetworkMode, SandboxOptions, TemplateUse};
 
 mod processes;
+mod restore;
 use crate::state::{self, SandboxState};
 use crate::volume::Volume;
 use crate::watchdog::{Death, Watchdog, Watched};
@@ -105,6 +106,9 @@ fn died(d: Death) -> SandboxError {
 /// jail binds just this one).
 pub const VSOCK_DIR: &str = "vsock";
 
+/// isola-vmm's control API socket, in the sandbox directory (a template's VMM only).
+pub const API_SOCK: &str = "api.sock";
+
 /// How long one agent call may take before the host gives up on it.
 pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -164,6 +168,7 @@ impl Sandbox {
             creator,
             cgroup: None,
             ports: vec![],
+            template: None,
         };
         // Taking the name is the exclusive create itself: of two starts with one name,
         // exactly one gets the directory, the other "exists" (never each other's files).
@@ -218,17 +223,19 @@ impl Sandbox {
         } else {
             None
         };
-        let started = match opts.hypervisor {
-            HypervisorKind::Qemu => sb.start_qemu(opts),
-            HypervisorKind::IsolaVmm => sb.start_isola_vmm(opts),
+        let restored = match &opts.template {
+            TemplateUse::Restore(t) if opts.hypervisor == HypervisorKind::IsolaVmm => sb.restore(opts, t),
+            _ => false,
         };
-        // A step that failed because a process of the sandbox died reports that death.
-        if let Err(e) = started {
-            return Err(sb.check_processes().err().unwrap_or(e));
+        if !restored {
+            sb.spawn(opts, None)?;
+            drop(_alloc);
+            sb.come_up(opts.boot.timeout, false)?;
         }
-        drop(_alloc);
-        sb.arm_watchdog()?;
-        sb.wait_for_agent(opts.boot.timeout)?;
+        if matches!(opts.template, TemplateUse::Make(_)) {
+            // A template's guest is snapshotted as it is: no identity of anyone's yet.
+            return Ok(sb);
+        }
         let config = sandbox_config(&sb.state, opts.hostname.as_deref().unwrap_or(&opts.id), &opts.sysctls);
         sb.agent.call(|c| c.create_sandbox(config)).map_err(SandboxError::Configure)?;
         Ok(sb)
@@ -279,6 +286,16 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Starts the VMM and its helpers (restoring the snapshot in `from`, if given).
+    fn spawn(&mut self, opts: &SandboxOptions, from: Option<&Path>) -> Result<(), SandboxError> {
+        let started = match opts.hypervisor {
+            HypervisorKind::Qemu => self.start_qemu(opts),
+            HypervisorKind::IsolaVmm => self.start_isola_vmm(opts, from),
+        };
+        // A step that failed because a process of the sandbox died reports that death.
+        started.map_err(|e| self.check_processes().err().unwrap_or(e))
+    }
+
     fn arm_watchdog(&mut self) -> Result<(), SandboxError> {
         let procs = self
             .children
@@ -315,7 +332,9 @@ impl Sandbox {
         format!("{}{}", tail(&self.dir.join("vmm.log")), tail(&self.dir.join("console.log")))
     }
 
-    fn wait_for_agent(&mut self, timeout: Duration) -> Result<(), SandboxError> {
+    /// Waits for the agent; a restored guest's is listening already (its console has
+    /// no ready marker: that was printed before the snapshot).
+    fn wait_for_agent(&mut self, timeout: Duration, restored: bool) -> Result<(), SandboxError> {
         let until = Instant::now() + timeout;
         loop {
             // A helper that died first is the cause, not the VMM the watchdog then killed.
@@ -332,7 +351,7 @@ impl Sandbox {
             // Connecting before the guest's vsock driver is live can wedge
             // vhost-device-vsock's connection; the agent prints its marker once listening.
             let console = std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default();
-            if !console.contains(isola_protocol::READY_AGENT_FIELD) {
+            if !restored && !console.contains(isola_protocol::READY_AGENT_FIELD) {
                 if Instant::now() > until {
                     return Err(SandboxError::AgentTimeout {
                         timeout,

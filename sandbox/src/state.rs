@@ -58,6 +58,9 @@ pub struct SandboxState {
     /// Ports published on the host (`-p`), relayed by its `isola-ports` helper.
     #[serde(default)]
     pub ports: Vec<crate::ports::PortSpec>,
+    /// The template it was restored from (its key), if it did not boot cold.
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 /// A process, told apart from a later one with the same pid by its start time.
@@ -171,7 +174,7 @@ pub fn staging_dir(root: &Path, id: &str, creator: Option<Creator>) -> PathBuf {
 pub const STAGING_PREFIX: &str = ".new-";
 
 /// The creator a staging directory's name records (None: not one, or unknown).
-fn staging_creator(name: &str) -> Option<Creator> {
+pub(crate) fn staging_creator(name: &str) -> Option<Creator> {
     let mut parts = name.strip_prefix(STAGING_PREFIX)?.splitn(3, '-');
     let pid = parts.next()?.parse().ok().filter(|p| *p > 0)?;
     let start_ticks = parts.next()?.parse().ok()?;
@@ -246,6 +249,7 @@ mod tests {
             creator: None,
             cgroup: None,
             ports: vec![],
+            template: None,
         }
     }
 

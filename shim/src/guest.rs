@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use isola_sandbox::agent::Agent;
-use isola_sandbox::sandbox::{NetworkMode, Sandbox, SandboxOptions};
+use isola_sandbox::sandbox::{NetworkMode, Sandbox, SandboxOptions, TemplateUse};
 use isola_sandbox::{choose, detect_kvm, Container, ContainerStats, ExitStatus, ProcessHandle, Rootfs, Streams};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 
@@ -102,8 +102,14 @@ impl Booter for VmBooter {
             hostname: Some(r.hostname.clone()),
             cgroup_path: r.cgroup_path.clone(),
             sysctls: r.sysctls.clone(),
+            template: TemplateUse::Off,
         };
+        let root = isola_sandbox::template::root();
+        let opts = SandboxOptions { template: TemplateUse::find(&opts, &root), ..opts };
         let sb = Sandbox::start(&opts)?;
+        if sb.state.template.is_none() {
+            make_template_later(opts, root);
+        }
         let vm = VmGuest {
             agent: sb.agent(),
             vmm_pid: sb.state.vmm_pid as u32,
@@ -117,6 +123,20 @@ impl Booter for VmBooter {
     fn state_dir_for(&self, name: &str) -> PathBuf {
         isola_sandbox::state::default_root().join(name)
     }
+}
+
+/// Booted cold on isola-vmm: this pod's configuration gets its template in the
+/// background, for the next pod to restore. The maker's VM dies with this shim
+/// (PDEATHSIG follows the thread, which lives until the template is made).
+fn make_template_later(opts: SandboxOptions, root: PathBuf) {
+    if isola_sandbox::template::key(&opts).is_err() {
+        return;
+    }
+    std::thread::spawn(move || match isola_sandbox::template::make(&opts, &root) {
+        Ok(t) => log::info!("template {} made for the next pod", t.meta.key),
+        Err(isola_sandbox::template::TemplateError::Busy(_)) => {}
+        Err(e) => log::warn!("no template for the next pod: {e}"),
+    });
 }
 
 /// The real VM: each call goes through the sandbox crate's container handle.

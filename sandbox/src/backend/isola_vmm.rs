@@ -57,6 +57,25 @@ pub struct SandboxDevices<'a> {
 
 pub fn sandbox_command(spec: &BootSpec, d: &SandboxDevices<'_>) -> Result<Command, HypervisorError> {
     let mut c = base_command(spec)?;
+    devices(&mut c, d);
+    Ok(c)
+}
+
+/// A sandbox's isola-vmm restored from the snapshot in `snapshot` (a template), with
+/// devices of its own: memory, vCPUs and the guest's state come from the snapshot.
+pub fn restore_command(snapshot: &Path, d: &SandboxDevices<'_>) -> Result<Command, HypervisorError> {
+    let mut c = Command::new(find()?);
+    c.arg("--restore").arg(snapshot);
+    devices(&mut c, d);
+    Ok(c)
+}
+
+/// The control API (`--api-sock`) and where its `snapshot` writes: a template's VMM.
+pub fn snapshot_flags(c: &mut Command, api_sock: &Path, snapshot_to: &Path) {
+    c.arg("--api-sock").arg(api_sock).arg("--snapshot-to").arg(snapshot_to);
+}
+
+fn devices(c: &mut Command, d: &SandboxDevices<'_>) {
     let id = SANDBOX_UID.to_string();
     c.args(["--jail", "--uid", &id, "--gid", &id]);
     c.arg("--vsock-uds").arg(d.vsock_uds).args(["--vsock-cid", &d.cid.to_string()]);
@@ -67,7 +86,6 @@ pub fn sandbox_command(spec: &BootSpec, d: &SandboxDevices<'_>) -> Result<Comman
     if let Some((tap, mac)) = d.tap {
         c.args(["--tap", tap, "--mac", mac]);
     }
-    Ok(c)
 }
 
 #[cfg(test)]
@@ -94,5 +112,27 @@ mod tests {
         assert!(line.contains("--vsock-uds /run/isola/x/vsock.sock --vsock-cid 7"), "{line}");
         assert!(line.contains("--shared-memory --fs-socket /run/isola/x/virtiofs.sock"), "{line}");
         assert!(line.contains("--tap isolatap --mac 02:00:00:00:00:01"), "{line}");
+    }
+
+    #[test]
+    fn a_restored_vmm_takes_its_devices_but_no_boot_spec() {
+        let d = tempfile::tempdir().expect("tmp");
+        let devices = SandboxDevices {
+            vsock_uds: Path::new("/run/isola/y/vsock/vsock.sock"),
+            cid: 9,
+            console: Path::new("/run/isola/y/console.log"),
+            fs_socket: None,
+            tap: Some(("isolatap2", "02:00:00:00:00:09")),
+        };
+        let mut c = restore_command(&d.path().join("snapshot"), &devices).expect("built beside the tests");
+        snapshot_flags(&mut c, Path::new("/a.sock"), Path::new("/snap"));
+        let line: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let line = line.join(" ");
+        assert!(line.starts_with(&format!("--restore {}/snapshot --jail", d.path().display())), "{line}");
+        assert!(line.contains("--vsock-cid 9") && line.contains("--tap isolatap2 --mac 02:00:00:00:00:09"), "{line}");
+        assert!(line.ends_with("--api-sock /a.sock --snapshot-to /snap"), "{line}");
+        for boot in ["--kernel", "--initrd", "--mem-mib", "--vcpus", "--cmdline", "--fs-socket"] {
+            assert!(!line.contains(boot), "{boot} in {line}");
+        }
     }
 }

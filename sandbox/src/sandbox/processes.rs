@@ -24,7 +24,8 @@ fn tie_to_parent(cmd: &mut Command) {
 
 impl Sandbox {
     /// isola-vmm serves the hybrid-vsock socket itself: no helper process.
-    pub(super) fn start_isola_vmm(&mut self, opts: &SandboxOptions) -> Result<(), SandboxError> {
+    /// Restored from the snapshot in `from` when given, else booted.
+    pub(super) fn start_isola_vmm(&mut self, opts: &SandboxOptions, from: Option<&Path>) -> Result<(), SandboxError> {
         let fs_socket = self.start_virtiofsd(opts)?;
         let console = self.dir.join("console.log");
         let net = self.state.net.clone();
@@ -35,7 +36,13 @@ impl Sandbox {
             fs_socket: fs_socket.as_deref(),
             tap: net.as_ref().map(|n| (n.tap.as_str(), n.mac.as_str())),
         };
-        let mut c = isola_vmm::sandbox_command(&opts.boot, &devices)?;
+        let mut c = match from {
+            Some(snapshot) => isola_vmm::restore_command(snapshot, &devices)?,
+            None => isola_vmm::sandbox_command(&opts.boot, &devices)?,
+        };
+        if let crate::options::TemplateUse::Make(to) = &opts.template {
+            isola_vmm::snapshot_flags(&mut c, &self.dir.join(super::API_SOCK), to);
+        }
         c.stdout(Stdio::null());
         self.spawn_vmm(c, opts, isola_vmm::EXE)?;
         self.connect_tap()

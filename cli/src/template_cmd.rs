@@ -1,0 +1,116 @@
+//! `isola template warm|ls|rm`: the isola-vmm snapshots `isola run` and the shim
+//! restore instead of booting (see `isola_sandbox::template`). `isola run` makes the
+//! one it lacks in the background, with a detached `isola template warm`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use isola_sandbox::template::{self, TemplateError};
+
+use crate::pool_cmd::PoolConfig;
+
+#[derive(Subcommand, Debug)]
+pub enum TemplateCmd {
+    /// Make the template for this configuration (as `isola run` takes it), unless
+    /// there is one: boot, snapshot once the agent answers, stop.
+    Warm(WarmArgs),
+    /// List the templates.
+    Ls,
+    /// Remove templates by key (see `ls`), or all of them.
+    Rm(RmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WarmArgs {
+    /// Make it again even if there is one.
+    #[arg(long)]
+    force: bool,
+    /// (internal) Made for a run that had none: say nothing, and leave it to a
+    /// maker already at it.
+    #[arg(long, hide = true)]
+    background: bool,
+    #[command(flatten)]
+    config: PoolConfig,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    keys: Vec<String>,
+    #[arg(long, conflicts_with = "keys")]
+    all: bool,
+}
+
+pub fn run(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
+    let root = template::root();
+    match cmd {
+        TemplateCmd::Warm(a) => {
+            let (opts, _) = crate::pool_cmd::options(&a.config, "", isola_sandbox::state::default_root())?;
+            let key = template::key(&opts)?;
+            if let Some(t) = template::find(&root, &key) {
+                if !a.force {
+                    println!("{key} (made already, {})", t.dir.display());
+                    return Ok(ExitCode::SUCCESS);
+                }
+                template::remove(&root, &key)?;
+            }
+            match template::make(&opts, &root) {
+                Ok(t) => {
+                    if !a.background {
+                        println!("{key} ({} ms to boot; {})", t.meta.boot_ms, t.meta.snapshot);
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(TemplateError::Busy(_)) if a.background => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(e).with_context(|| format!("making template {key}")),
+            }
+        }
+        TemplateCmd::Ls => {
+            println!("{:<17} {:>7} {:>5} {:<9} {:>9} {:>8} {:>7}", "KEY", "MEMORY", "VCPUS", "DEVICES", "DISK", "BOOT", "AGE");
+            for t in template::list(&root) {
+                let m = &t.meta;
+                let devices = match (m.devices.fs, m.devices.net) {
+                    (true, true) => "fs,net",
+                    (true, false) => "fs",
+                    (false, true) => "net",
+                    (false, false) => "-",
+                };
+                let age = isola_sandbox::state::now_unix().saturating_sub(m.created_unix);
+                println!(
+                    "{:<17} {:>6}M {:>5} {:<9} {:>8}M {:>6}ms {:>6}s",
+                    m.key,
+                    m.mem_mib,
+                    m.vcpus,
+                    devices,
+                    t.disk_bytes() >> 20,
+                    m.boot_ms,
+                    age
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TemplateCmd::Rm(a) => {
+            let keys: Vec<String> =
+                if a.all { template::list(&root).into_iter().map(|t| t.meta.key).collect() } else { a.keys };
+            let mut code = ExitCode::SUCCESS;
+            for k in keys {
+                match template::remove(&root, &k) {
+                    Ok(()) => println!("{k}"),
+                    Err(e) => {
+                        eprintln!("isola: error: {e}");
+                        code = ExitCode::from(1);
+                    }
+                }
+            }
+            Ok(code)
+        }
+    }
+}
+
+/// A run found no template for its configuration: a detached `isola template warm`
+/// makes one, so the next run restores instead of booting.
+pub fn warm_in_background(c: &PoolConfig) {
+    if let Err(e) = crate::pool_cmd::spawn_detached(&["template", "warm", "--background"], c) {
+        eprintln!("isola: warning: no template is made for the next run ({e})");
+    }
+}

@@ -1,0 +1,315 @@
+//! Templates: an isola-vmm snapshot of a guest booted as far as its agent answering,
+//! before it was given any identity (hostname, network, share), one per configuration
+//! under `/var/lib/isola/templates/<key>/`. A sandbox of that configuration is restored
+//! from it instead of booting ([`crate::sandbox::Sandbox::start`]), then told it is a
+//! restored copy (fresh entropy, the clock) and configured as usual.
+//!
+//! The key hashes what the snapshot depends on: isola-vmm, the kernel and initramfs
+//! (path, size, modification time), the command line, memory, vCPUs and the devices.
+//! A rebuilt binary or guest therefore never matches an old template; the snapshot's
+//! own header check catches what the key cannot (another KVM), and a template that
+//! cannot be restored is removed and the sandbox booted cold.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::hypervisor::HypervisorKind;
+use crate::options::{NetworkMode, SandboxOptions, TemplateUse};
+use crate::sandbox::{Sandbox, SandboxError};
+use crate::state::{self, Creator};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("templates are isola-vmm snapshots; this configuration boots {0}")]
+    NotIsolaVmm(HypervisorKind),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("booting the template's guest: {0}")]
+    Boot(#[from] SandboxError),
+    #[error("snapshotting the template's guest: {0}")]
+    Snapshot(String),
+    #[error("no template {0}")]
+    NotFound(String),
+    #[error("template {0} is being made by another process")]
+    Busy(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TemplateError {
+    let what = what.into();
+    move |source| TemplateError::Io { what, source }
+}
+
+/// Where templates live: `ISOLA_TEMPLATE_DIR`, else `/var/lib/isola/templates`.
+pub fn root() -> PathBuf {
+    std::env::var_os("ISOLA_TEMPLATE_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/lib/isola/templates".into())
+}
+
+/// The snapshot's devices besides vsock and the console, which every sandbox has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Devices {
+    /// virtio-fs (virtiofsd is installed).
+    pub fs: bool,
+    /// virtio-net (the bridge or a pod's network).
+    pub net: bool,
+}
+
+impl Devices {
+    pub fn of(opts: &SandboxOptions) -> Self {
+        Devices {
+            fs: crate::backend::virtiofsd::find().is_some(),
+            net: opts.network != NetworkMode::None || opts.netns.is_some(),
+        }
+    }
+}
+
+/// The configuration a template stands for.
+pub fn key(opts: &SandboxOptions) -> Result<String, TemplateError> {
+    if opts.hypervisor != HypervisorKind::IsolaVmm {
+        return Err(TemplateError::NotIsolaVmm(opts.hypervisor));
+    }
+    let vmm = crate::backend::isola_vmm::find().map_err(SandboxError::from)?;
+    let b = &opts.boot;
+    let d = Devices::of(opts);
+    let text = format!(
+        "{}|{}|{}|{}|{}|{}|fs={}|net={}",
+        crate::pool::file_id(&vmm),
+        crate::pool::file_id(&b.kernel),
+        b.initrd.as_deref().map(crate::pool::file_id).unwrap_or_default(),
+        b.cmdline,
+        b.mem_mib,
+        b.vcpus,
+        d.fs,
+        d.net
+    );
+    Ok(Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
+/// `template.json`: what the template was made from, for `isola template ls`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TemplateMeta {
+    pub key: String,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub mem_mib: u64,
+    pub vcpus: u8,
+    pub devices: Devices,
+    pub created_unix: u64,
+    /// How long its cold boot took to the agent's first answer.
+    pub boot_ms: u64,
+    /// What isola-vmm said of the snapshot (`ok memory_bytes=… ms=…`).
+    pub snapshot: String,
+}
+
+const META: &str = "template.json";
+
+#[derive(Clone, Debug)]
+pub struct Template {
+    pub dir: PathBuf,
+    pub meta: TemplateMeta,
+}
+
+impl Template {
+    /// The isola-vmm snapshot directory (`--restore`).
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.dir.join("snapshot")
+    }
+
+    /// Bytes on disk (the memory file's holes not counted).
+    pub fn disk_bytes(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(entries) = std::fs::read_dir(self.snapshot_dir()) else { return 0 };
+        entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.blocks() * 512).sum()
+    }
+
+    fn load(dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(dir.join(META)).ok()?;
+        Some(Template { dir: dir.to_path_buf(), meta: serde_json::from_str(&text).ok()? })
+    }
+}
+
+/// The template for `key`, if one is made.
+pub fn find(root: &Path, key: &str) -> Option<Template> {
+    Template::load(&root.join(key))
+}
+
+/// Every template, oldest first; what a maker killed midway left is removed on the way.
+pub fn list(root: &Path) -> Vec<Template> {
+    let Ok(entries) = std::fs::read_dir(root) else { return vec![] };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(state::STAGING_PREFIX) {
+            if state::staging_creator(&name).is_some_and(|c| !c.alive()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+            continue;
+        }
+        if let Some(t) = Template::load(&e.path()) {
+            out.push(t);
+        }
+    }
+    out.sort_by_key(|t| t.meta.created_unix);
+    out
+}
+
+/// Removes the template `key`.
+pub fn remove(root: &Path, key: &str) -> Result<(), TemplateError> {
+    let dir = root.join(key);
+    if !dir.join(META).exists() {
+        return Err(TemplateError::NotFound(key.into()));
+    }
+    // Renamed away first: a sandbox starting now either finds it whole or not at all.
+    let gone = state::staging_dir(root, &format!("rm-{key}"), Creator::me());
+    std::fs::rename(&dir, &gone).map_err(io(format!("removing {}", dir.display())))?;
+    std::fs::remove_dir_all(&gone).map_err(io(format!("removing {}", gone.display())))
+}
+
+/// Makes the template for `opts`' configuration: boots a guest like theirs (under the
+/// pool's state root, with no identity of theirs), snapshots it once its agent
+/// answers, and stops it. The directory is staged under a name recording this process
+/// and takes the key's name only when complete; if another maker got there first,
+/// theirs is kept and returned.
+pub fn make(opts: &SandboxOptions, root: &Path) -> Result<Template, TemplateError> {
+    let key = key(opts)?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root).map_err(io(format!("creating {}", root.display())))?;
+    if being_made(root, &key) {
+        return Err(TemplateError::Busy(key));
+    }
+    let staged = state::staging_dir(root, &key, Creator::me());
+    std::fs::DirBuilder::new().mode(0o700).create(&staged).map_err(io(format!("creating {}", staged.display())))?;
+    let made = snapshot_into(opts, &key, &staged);
+    let meta = match made {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staged);
+            return Err(e);
+        }
+    };
+    let text = serde_json::to_vec_pretty(&meta).map_err(|e| io("writing template.json")(e.into()))?;
+    let placed = std::fs::write(staged.join(META), text).and_then(|()| state::take_name(&staged, &root.join(&key)));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_dir_all(&staged);
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(io(format!("placing template {key}"))(e));
+        }
+    }
+    find(root, &key).ok_or(TemplateError::NotFound(key))
+}
+
+/// Whether a live process is making `key` now (its staging directory is there).
+fn being_made(root: &Path, key: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(root) else { return false };
+    entries.flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        name.ends_with(&format!("-{key}")) && state::staging_creator(&name).is_some_and(|c| c.alive())
+    })
+}
+
+fn snapshot_into(opts: &SandboxOptions, key: &str, staged: &Path) -> Result<TemplateMeta, TemplateError> {
+    let devices = Devices::of(opts);
+    let mut o = opts.clone();
+    o.id = format!("template-{key}-{}", crate::names::random_hex(3));
+    o.state_root = state::pool_root(&opts.state_root);
+    o.template = TemplateUse::Make(staged.join("snapshot"));
+    o.tie_to_parent = true;
+    o.hostname = None;
+    o.sysctls = vec![];
+    o.netns = None;
+    o.cgroup_path = None;
+    o.network = if devices.net { NetworkMode::Bridge } else { NetworkMode::None };
+    let started = Instant::now();
+    let mut sb = Sandbox::start(&o)?;
+    let boot = started.elapsed();
+    let answer = sb.control("snapshot", Duration::from_secs(120)).map_err(TemplateError::Snapshot)?;
+    sb.stop();
+    Ok(TemplateMeta {
+        key: key.into(),
+        kernel: opts.boot.kernel.clone(),
+        initrd: opts.boot.initrd.clone(),
+        cmdline: opts.boot.cmdline.clone(),
+        mem_mib: opts.boot.mem_mib,
+        vcpus: opts.boot.vcpus,
+        devices,
+        created_unix: state::now_unix(),
+        boot_ms: u64::try_from(boot.as_millis()).unwrap_or(u64::MAX),
+        snapshot: answer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(key: &str, created_unix: u64) -> TemplateMeta {
+        TemplateMeta {
+            key: key.into(),
+            kernel: "/k".into(),
+            initrd: None,
+            cmdline: "c".into(),
+            mem_mib: 256,
+            vcpus: 1,
+            devices: Devices { fs: true, net: false },
+            created_unix,
+            boot_ms: 1,
+            snapshot: "ok".into(),
+        }
+    }
+
+    fn place(root: &Path, m: &TemplateMeta) {
+        let d = root.join(&m.key);
+        std::fs::create_dir_all(d.join("snapshot")).expect("dir");
+        std::fs::write(d.join(META), serde_json::to_vec(m).expect("json")).expect("meta");
+    }
+
+    #[test]
+    fn templates_are_listed_found_and_removed_and_a_dead_makers_debris_goes() {
+        let root = tempfile::tempdir().expect("tmp");
+        place(root.path(), &meta("bbbb", 2));
+        place(root.path(), &meta("aaaa", 1));
+        // Half made by a process that died: no meta, a staging name with a dead creator.
+        let dead = Creator { pid: i32::MAX - 1, start_ticks: 1 };
+        let debris = state::staging_dir(root.path(), "cccc", Some(dead));
+        std::fs::create_dir_all(debris.join("snapshot")).expect("debris");
+        // Being made right now by a live one: kept, not listed.
+        let mine = state::staging_dir(root.path(), "dddd", Creator::me());
+        std::fs::create_dir_all(&mine).expect("mine");
+        let keys: Vec<String> = list(root.path()).into_iter().map(|t| t.meta.key).collect();
+        assert_eq!(keys, ["aaaa", "bbbb"], "oldest first, nothing half made");
+        assert!(!debris.exists(), "a dead maker's directory is removed");
+        assert!(mine.exists(), "a live maker's is not");
+        assert!(being_made(root.path(), "dddd") && !being_made(root.path(), "aaaa"));
+        assert_eq!(find(root.path(), "aaaa").expect("found").snapshot_dir(), root.path().join("aaaa/snapshot"));
+        remove(root.path(), "aaaa").expect("rm");
+        assert!(find(root.path(), "aaaa").is_none());
+        assert!(matches!(remove(root.path(), "aaaa"), Err(TemplateError::NotFound(_))));
+        assert!(find(root.path(), "zzzz").is_none());
+    }
+
+    #[test]
+    fn the_key_follows_the_guest_and_the_devices_and_only_isola_vmm_has_one() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut opts = crate::options::test_options(d.path());
+        assert!(matches!(key(&opts), Err(TemplateError::NotIsolaVmm(_))));
+        opts.hypervisor = HypervisorKind::IsolaVmm;
+        let k = key(&opts).expect("isola-vmm is built beside the tests");
+        assert_eq!(key(&opts).expect("again"), k, "stable");
+        let mut more = opts.clone();
+        more.boot.mem_mib += 1;
+        assert_ne!(key(&more).expect("k"), k, "memory");
+        let mut other = opts.clone();
+        other.network = if opts.network == NetworkMode::None { NetworkMode::Bridge } else { NetworkMode::None };
+        assert_ne!(key(&other).expect("k"), k, "devices");
+        std::fs::write(&opts.boot.kernel, b"a rebuilt kernel").expect("rebuild");
+        assert_ne!(key(&opts).expect("k"), k, "a rebuilt kernel");
+        // What makes no difference to the guest does not split templates.
+        let mut named = opts.clone();
+        named.id = "another".into();
+        named.hostname = Some("h".into());
+        assert_eq!(key(&named).expect("k"), key(&opts).expect("k"));
+    }
+}
