@@ -74,7 +74,7 @@ pub fn options(c: &PoolConfig, id: &str, state_root: PathBuf) -> anyhow::Result<
         template: TemplateUse::Off,
     };
     // Pool members of a backend that can restore are restored too, when they can be.
-    let template = TemplateUse::find(&opts, &isola_sandbox::template::root());
+    let template = TemplateUse::for_host(&opts, &host);
     Ok((SandboxOptions { template, ..opts }, key))
 }
 

@@ -192,8 +192,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         sysctls: vec![],
         template: TemplateUse::Off,
     };
+    let templates = !a.no_template && host.templates != Some(false);
     let sopts = SandboxOptions {
-        template: if a.no_template { TemplateUse::Off } else { TemplateUse::find(&sopts, &template::root()) },
+        template: if templates { TemplateUse::for_host(&sopts, &host) } else { TemplateUse::Off },
         ..sopts
     };
     // A foreground run killed with -9 is cleaned up at once by this helper.
@@ -204,7 +205,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         None => {
             let sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
             // Booted cold on isola-vmm: the next run of this configuration restores.
-            if sb.state.template.is_none() && !a.no_template && template::key(&sopts).is_ok() {
+            if sb.state.template.is_none() && templates && template::key(&sopts).is_ok() {
                 crate::template_cmd::warm_in_background(&pooled);
             }
             sb

@@ -9,6 +9,7 @@
 //! memory_mib = 256
 //! vcpus = 1
 //! log_level = "info"
+//! templates = true             # isola-vmm: restore runs from templates, make them
 //!
 //! [registry_mirrors]            # tried in order before the registry itself
 //! "docker.io" = ["mirror.example:5000"]
@@ -42,6 +43,9 @@ pub struct Config {
     pub memory_mib: Option<u64>,
     pub vcpus: Option<u8>,
     pub log_level: Option<String>,
+    /// Whether isola-vmm sandboxes restore from templates and make the ones missing
+    /// (default: yes).
+    pub templates: Option<bool>,
     /// Registry host → mirrors to pull from first (`docker.io` → a local mirror).
     #[serde(default)]
     pub registry_mirrors: std::collections::BTreeMap<String, Vec<String>>,

@@ -204,11 +204,13 @@ pub fn list(root: &Path) -> Vec<(PathBuf, SandboxState)> {
         }
         match SandboxState::load(&dir) {
             Ok(st) if process_matches(st.vmm_pid, crate::backend::vmm_exe(st.hypervisor)) => live.push((dir, st)),
-            // Helpers started, the VMM not yet: being created right now, while its
-            // creator lives (a state without one: unless old).
+            // Its creator still runs and ends what it started itself (a restore that
+            // failed and boots cold again, a foreground run whose VMM died).
+            Ok(st) if st.creator.is_some_and(|c| c.alive()) => {}
+            // Helpers started, the VMM not yet, by a creator it does not name: being
+            // created right now unless old.
             Ok(st)
-                if st.vmm_pid == 0
-                    && st.creator.map_or(now_unix().saturating_sub(st.created_unix) < 60, |c| c.alive()) => {}
+                if st.vmm_pid == 0 && st.creator.is_none() && now_unix().saturating_sub(st.created_unix) < 60 => {}
             Ok(st) => cleanup(&dir, Some(&st)),
             // Staged by a creator that died before it wrote a state: nothing started yet.
             Err(_) if e.file_name().to_str().and_then(staging_creator).is_some_and(|c| !c.alive()) => {

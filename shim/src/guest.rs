@@ -104,11 +104,10 @@ impl Booter for VmBooter {
             sysctls: r.sysctls.clone(),
             template: TemplateUse::Off,
         };
-        let root = isola_sandbox::template::root();
-        let opts = SandboxOptions { template: TemplateUse::find(&opts, &root), ..opts };
+        let opts = SandboxOptions { template: TemplateUse::for_host(&opts, &cfg), ..opts };
         let sb = Sandbox::start(&opts)?;
-        if sb.state.template.is_none() {
-            make_template_later(opts, root);
+        if sb.state.template.is_none() && cfg.templates != Some(false) {
+            make_template_later(opts, isola_sandbox::template::root());
         }
         let vm = VmGuest {
             agent: sb.agent(),

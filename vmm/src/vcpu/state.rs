@@ -73,7 +73,10 @@ impl VcpuState {
         // SAFETY: the xsave area came from KVM_GET_XSAVE on this kernel (the snapshot
         // header checks the KVM API and host), so it matches the size KVM expects.
         unsafe { fd.set_xsave(&self.xsave) }.map_err(kvm("set xsave"))?;
-        fd.set_xcrs(&self.xcrs).map_err(kvm("set xcrs"))?;
+        // A host without XSAVE reports no XCRs and refuses to set any (even none).
+        if self.xcrs.nr_xcrs > 0 {
+            fd.set_xcrs(&self.xcrs).map_err(kvm("set xcrs"))?;
+        }
         fd.set_debug_regs(&self.debugregs).map_err(kvm("set debug regs"))?;
         fd.set_lapic(&self.lapic).map_err(kvm("set lapic"))?;
         let msrs = Msrs::from_entries(&self.msrs).map_err(|_| VcpuError::Setup("snapshot msr list"))?;
