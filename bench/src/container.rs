@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
+use isola_sandbox::sandbox::{Sandbox, SandboxOptions, TemplateUse};
 use isola_sandbox::spec::{self, ContainerOptions};
 use isola_sandbox::volume::Volume;
 use isola_sandbox::{state, BootSpec, Container, HypervisorKind, KvmKind, Rootfs};
@@ -26,9 +26,9 @@ fn us(d: Duration) -> u64 {
     d.as_micros() as u64
 }
 
-/// A sandbox for a benchmark, named `bench-<name>-<pid>`.
-pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, BenchError> {
-    let opts = SandboxOptions {
+/// The options of a benchmark's sandbox, named `bench-<name>-<pid>`.
+pub fn options(cfg: &ContainerBenchConfig, name: &str) -> SandboxOptions {
+    SandboxOptions {
         id: format!("bench-{name}-{}", std::process::id()),
         boot: cfg.boot.clone(),
         hypervisor: cfg.hypervisor,
@@ -40,9 +40,13 @@ pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, BenchE
         hostname: None,
         cgroup_path: None,
         sysctls: vec![],
-        template: Default::default(),
-    };
-    Ok(Sandbox::start(&opts)?)
+        template: TemplateUse::Off,
+    }
+}
+
+/// A sandbox for a benchmark, booted (see [`options`]).
+pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, BenchError> {
+    Ok(Sandbox::start(&options(cfg, name))?)
 }
 
 /// The bench rootfs running `args` as a container named after the sandbox, with `volumes`.
@@ -60,10 +64,31 @@ pub fn container(
 /// One sandbox + one `true` container; phases in µs since the VMM was spawned, and
 /// `total` since this call began.
 pub fn isola_run_once(cfg: &ContainerBenchConfig, n: usize) -> Result<BTreeMap<String, u64>, BenchError> {
+    isola_run_from(cfg, n, TemplateUse::Off)
+}
+
+/// [`isola_run_once`] of a sandbox restored from a template when `template` says so
+/// (and one that was not is an error: it fell back to a cold boot). isola-vmm's own
+/// `vmm_ready` (its setup, or its restore, done) is among the phases.
+pub fn isola_run_from(
+    cfg: &ContainerBenchConfig,
+    n: usize,
+    template: TemplateUse,
+) -> Result<BTreeMap<String, u64>, BenchError> {
     let t0 = Instant::now();
-    let mut sb = sandbox(cfg, &format!("run{n}"))?;
+    let restore = matches!(template, TemplateUse::Restore(_));
+    let mut sb = Sandbox::start(&SandboxOptions { template, ..options(cfg, &format!("run{n}")) })?;
+    if restore && sb.state.template.is_none() {
+        return Err(BenchError::Failed("the sandbox was not restored from its template (it booted cold)".into()));
+    }
     let base = sb.spawned.ok_or(BenchError::Failed("the sandbox has no spawn time".into()))?;
     let mut phases = BTreeMap::new();
+    let log = std::fs::read_to_string(sb.dir.join("vmm.log")).unwrap_or_default();
+    for line in log.lines() {
+        if let Some(isola_sandbox::boot::Event::Phase(p)) = isola_sandbox::boot::parse_event(line) {
+            phases.insert(p.name, p.us);
+        }
+    }
     if let Some(d) = sb.agent_ready {
         phases.insert("agent_ready".to_string(), us(d));
     }

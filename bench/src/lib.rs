@@ -20,6 +20,7 @@ pub mod significance;
 pub mod soak;
 pub mod start;
 mod start_run;
+mod start_sandbox;
 pub mod stats;
 
 pub use boot::{run_boot_bench, BootBench, BootBenchConfig, Series, SeriesKey};

@@ -22,7 +22,8 @@ use crate::stats::Summary;
 pub(crate) const WAIT: Duration = Duration::from_secs(30);
 pub const GUEST_MIB: u64 = 64;
 
-pub use crate::start_run::run_container_modes;
+pub use crate::start_run::{run_container_modes, RunMode};
+pub use crate::start_sandbox::run_sandbox_modes;
 
 /// A started isola-vmm and its milestone lines.
 struct Vmm {
@@ -156,6 +157,10 @@ pub struct ModeSeries {
     pub vmm_ready: Option<Summary>,
     /// VMM start → the guest's first milestone write, µs.
     pub guest_running: Option<Summary>,
+    /// VMM start → the agent's first answer (a Linux sandbox), µs.
+    pub agent_ready: Option<Summary>,
+    /// VMM start → the container's exit (a Linux sandbox), µs.
+    pub container_exited: Option<Summary>,
     /// Our spawn → that write, µs (exec and loading included).
     pub wall: Option<Summary>,
     pub failures: Vec<String>,
@@ -176,7 +181,11 @@ pub struct StartBench {
     pub runs: usize,
     pub modes: Vec<ModeSeries>,
     pub density: Vec<DensityRow>,
-    /// `isola run … true` cold and from the warm pool (this host's default backend).
+    /// A Linux sandbox running `true`, cold and restored from a template (isola-vmm
+    /// on hardware KVM only).
+    pub sandboxes: Vec<ModeSeries>,
+    /// `isola run … true` cold, from a template (isola-vmm) and from the warm pool
+    /// (this host's default backend).
     pub containers: Vec<ModeSeries>,
     pub backend: String,
 }
@@ -215,6 +224,7 @@ pub fn run_start(bin: &Path, guest: &Path, snap: &Path, runs: usize) -> Vec<Mode
             guest_running: Summary::of(&running),
             wall: Summary::of(&wall),
             failures,
+            ..Default::default()
         })
         .collect()
 }
@@ -281,16 +291,42 @@ pub fn table(b: &StartBench) -> String {
             out += &format!("ratio PSS clone / cold: {:.3}\n", s.pss_kib_per_vmm as f64 / c.pss_kib_per_vmm as f64);
         }
     }
-    if !b.containers.is_empty() {
-        out += &format!("isola run --rootfs R -- true, {} backend (spawn to exit, p50 / p95, ms):\n", b.backend);
-        for m in &b.containers {
-            out += &format!("{:<10} {:>18}\n", m.mode, ms(&m.wall));
+    if !b.sandboxes.is_empty() {
+        out += &format!("Linux sandbox, container `true`, {} (from VMM spawn, p50 / p95, ms):\n", b.backend);
+        out += &format!("{:<10} {:>18} {:>18} {:>18}\n", "mode", "vmm_ready", "agent ready", "container exited");
+        for m in &b.sandboxes {
+            out += &format!(
+                "{:<10} {:>18} {:>18} {:>18}\n",
+                m.mode,
+                ms(&m.vmm_ready),
+                ms(&m.agent_ready),
+                ms(&m.container_exited)
+            );
             for f in &m.failures {
                 out += &format!("  FAILED {f}\n");
             }
         }
-        if let [c, p] = &b.containers[..] {
-            out += &format!("ratio pool / cold (p50): {}\n", ratio(p.wall, c.wall));
+        if let [c, s] = &b.sandboxes[..] {
+            out += &format!(
+                "ratio snapshot / cold (p50): vmm_ready {}, agent ready {}, container exited {}\n",
+                ratio(s.vmm_ready, c.vmm_ready),
+                ratio(s.agent_ready, c.agent_ready),
+                ratio(s.container_exited, c.container_exited)
+            );
+        }
+    }
+    if !b.containers.is_empty() {
+        out += &format!("isola run --rootfs R -- true, {} backend (spawn to exit, p50 / p95, ms):\n", b.backend);
+        for m in &b.containers {
+            out += &format!("{:<13} {:>18}\n", m.mode, ms(&m.wall));
+            for f in &m.failures {
+                out += &format!("  FAILED {f}\n");
+            }
+        }
+        let cold = b.containers.iter().find(|m| m.mode == "run cold");
+        for m in b.containers.iter().filter(|m| m.mode != "run cold") {
+            let name = m.mode.trim_start_matches("run ");
+            out += &format!("ratio {name} / cold (p50): {}\n", ratio(m.wall, cold.and_then(|c| c.wall)));
         }
     }
     out
@@ -313,22 +349,27 @@ mod tests {
                     vmm_ready: s(8000),
                     guest_running: s(20000),
                     wall: s(21000),
-                    failures: vec![],
+                    ..Default::default()
                 },
                 ModeSeries {
                     mode: "snapshot".into(),
                     vmm_ready: s(2000),
                     guest_running: s(2100),
                     wall: s(4200),
-                    failures: vec![],
+                    ..Default::default()
                 },
             ],
             density: vec![
                 DensityRow { mode: "cold".into(), vmms: 4, pss_kib_per_vmm: 20000 },
                 DensityRow { mode: "snapshot".into(), vmms: 4, pss_kib_per_vmm: 5000 },
             ],
+            sandboxes: vec![
+                ModeSeries { mode: "cold".into(), agent_ready: s(800000), container_exited: s(900000), ..Default::default() },
+                ModeSeries { mode: "snapshot".into(), agent_ready: s(40000), container_exited: s(90000), ..Default::default() },
+            ],
             containers: vec![
                 ModeSeries { mode: "run cold".into(), wall: s(1000000), ..Default::default() },
+                ModeSeries { mode: "run snapshot".into(), wall: s(100000), ..Default::default() },
                 ModeSeries { mode: "run pool".into(), wall: s(250000), ..Default::default() },
             ],
             backend: "qemu".into(),
@@ -337,5 +378,7 @@ mod tests {
         assert!(t.contains("vmm_ready 0.250, guest running 0.105, wall 0.200"), "{t}");
         assert!(t.contains("ratio PSS clone / cold: 0.250"), "{t}");
         assert!(t.contains("ratio pool / cold (p50): 0.250"), "{t}");
+        assert!(t.contains("ratio snapshot / cold (p50): 0.100"), "{t}");
+        assert!(t.contains("agent ready 0.050, container exited 0.100"), "{t}");
     }
 }

@@ -1,5 +1,6 @@
-//! The container half of `isola bench start`: `isola run … true` cold against the same
-//! run taking a sandbox from the warm pool (`isola pool`), on this host's backend.
+//! The container half of `isola bench start`: `isola run … true` cold, restored from a
+//! template (isola-vmm) and taking a sandbox from the warm pool (`isola pool`), on this
+//! host's backend, the same run in each mode.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,17 +10,53 @@ use crate::error::{io, BenchError};
 use crate::start::{ModeSeries, WAIT};
 use crate::stats::Summary;
 
-/// `isola run … true` from the warm pool against a cold boot of the same
-/// configuration, alternating; wall time from spawn to exit, µs. Before each pooled
-/// run the pool is filled (not timed) and a ready member waited for.
-pub fn run_container_modes(isola: &Path, rootfs: &Path, runs: usize) -> Vec<ModeSeries> {
+/// How `isola run` gets its sandbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// Booted (no pool, no template).
+    Cold,
+    /// Restored from the configuration's template (isola-vmm).
+    Snapshot,
+    /// Claimed from the warm pool.
+    Pool,
+}
+
+impl std::str::FromStr for RunMode {
+    type Err = String;
+    /// As `--mode` takes it.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cold" => Ok(RunMode::Cold),
+            "snapshot" => Ok(RunMode::Snapshot),
+            "pool" => Ok(RunMode::Pool),
+            other => Err(format!("--mode takes cold, snapshot or pool, not {other:?}")),
+        }
+    }
+}
+
+impl RunMode {
+    fn name(self) -> &'static str {
+        match self {
+            RunMode::Cold => "run cold",
+            RunMode::Snapshot => "run snapshot",
+            RunMode::Pool => "run pool",
+        }
+    }
+}
+
+/// `isola run … true` in each of `modes`, alternating; wall time from spawn to exit,
+/// µs. What a mode needs is made first, untimed: the pool filled and a ready member
+/// waited for, the template made (a no-op once it is).
+pub fn run_container_modes(isola: &Path, rootfs: &Path, runs: usize, modes: &[RunMode]) -> Vec<ModeSeries> {
     let state_root = isola_sandbox::state::default_root();
-    let run = |pool: bool| -> Result<u64, BenchError> {
+    let run = |mode: RunMode| -> Result<u64, BenchError> {
         let mut c = Command::new(isola);
         c.args(["run", "--network", "none", "--rootfs"]).arg(rootfs);
-        if !pool {
-            c.arg("--no-pool");
-        }
+        match mode {
+            RunMode::Cold => c.args(["--no-pool", "--no-template"]),
+            RunMode::Snapshot => c.arg("--no-pool"),
+            RunMode::Pool => c.arg("--no-template"),
+        };
         c.args(["--", "true"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let t = Instant::now();
         let out = c.output().map_err(io("isola run"))?;
@@ -27,7 +64,23 @@ pub fn run_container_modes(isola: &Path, rootfs: &Path, runs: usize) -> Vec<Mode
         if !out.status.success() {
             return Err(BenchError::Failed(format!("isola run: {}", String::from_utf8_lossy(&out.stderr).trim())));
         }
+        // A restore that failed falls back to a cold boot and says so: not a snapshot run.
+        let said = String::from_utf8_lossy(&out.stderr);
+        if mode == RunMode::Snapshot && said.contains("could not be restored") {
+            return Err(BenchError::Failed(format!("isola run booted cold: {}", said.trim())));
+        }
         Ok(us)
+    };
+    let template = || -> Result<(), BenchError> {
+        let warm = Command::new(isola)
+            .args(["template", "warm", "--network", "none"])
+            .stdout(Stdio::null())
+            .output()
+            .map_err(io("isola template warm"))?;
+        if !warm.status.success() {
+            return Err(BenchError::Failed(format!("template warm: {}", String::from_utf8_lossy(&warm.stderr).trim())));
+        }
+        Ok(())
     };
     let ready = || -> Result<(), BenchError> {
         let fill = Command::new(isola)
@@ -50,23 +103,28 @@ pub fn run_container_modes(isola: &Path, rootfs: &Path, runs: usize) -> Vec<Mode
         }
         Err(BenchError::Failed("no pool sandbox became ready".into()))
     };
-    let mut cold = (vec![], vec![]);
-    let mut pooled = (vec![], vec![]);
+    let mut samples: Vec<(Vec<u64>, Vec<String>)> = vec![Default::default(); modes.len()];
     for _ in 0..runs {
-        match run(false) {
-            Ok(us) => cold.0.push(us),
-            Err(e) => cold.1.push(e.to_string()),
-        }
-        match ready().and_then(|()| run(true)) {
-            Ok(us) => pooled.0.push(us),
-            Err(e) => pooled.1.push(e.to_string()),
+        for (mode, (wall, failures)) in modes.iter().zip(samples.iter_mut()) {
+            let prepared = match mode {
+                RunMode::Cold => Ok(()),
+                RunMode::Snapshot => template(),
+                RunMode::Pool => ready(),
+            };
+            match prepared.and_then(|()| run(*mode)) {
+                Ok(us) => wall.push(us),
+                Err(e) => failures.push(e.to_string()),
+            }
         }
     }
-    let _ = Command::new(isola).args(["pool", "stop"]).stdout(Stdio::null()).status();
-    [("run cold", cold), ("run pool", pooled)]
-        .into_iter()
+    if modes.contains(&RunMode::Pool) {
+        let _ = Command::new(isola).args(["pool", "stop"]).stdout(Stdio::null()).status();
+    }
+    modes
+        .iter()
+        .zip(samples)
         .map(|(mode, (wall, failures))| ModeSeries {
-            mode: mode.into(),
+            mode: mode.name().into(),
             wall: Summary::of(&wall),
             failures,
             ..Default::default()

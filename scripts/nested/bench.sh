@@ -17,5 +17,7 @@ set -eu
 target/release/isola info
 target/release/isola bench boot -n $runs --warmup 2 --compare qemu --json /l1out/boot.json --svg /l1out/boot.svg
 target/release/isola bench overhead --json /l1out/overhead.json 2>&1 || echo "overhead failed"
+# Cold against restored from a template and the warm pool, same container; clone PSS.
+target/release/isola bench start -n $runs --clones 4 --json /l1out/start.json 2>&1 || echo "start failed"
 JOB
 L1_TIMEOUT=${L1_TIMEOUT:-3000} scripts/nested/l1.sh "$job" "$out"
