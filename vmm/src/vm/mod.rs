@@ -62,6 +62,8 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     };
     drop(memory_file);
     register_memory(&vm, &mem)?;
+    // Finer milestones than `vmm_ready`, for benchmarks that ask where setup goes.
+    log_event("memory_ready", start.elapsed());
     setup_irqchip(&vm)?;
     let virtio = virtio_devices(config)?;
     let saved_serial = match &origin {
@@ -71,6 +73,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     let (events_tx, events) = channel();
     let (shared, devices) =
         build_devices(&vm, config, vcpu_count, virtio, &mem, start, events_tx.clone(), saved_serial)?;
+    log_event("devices_ready", start.elapsed());
     let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("get supported cpuid"))?;
     let mut vcpus = Vec::with_capacity(usize::from(vcpu_count));
     match &origin {
@@ -95,6 +98,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
             }
         }
     }
+    log_event("vcpus_ready", start.elapsed());
     let mut target = match &config.snapshot_to {
         Some(dir) => Some(crate::snapshot::SnapshotTarget::create(dir, mem_bytes)?),
         None => None,
