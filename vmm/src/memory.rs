@@ -168,7 +168,7 @@ pub fn copy_snapshot_memory(file: &File, mem_bytes: u64) -> Result<GuestMemoryMm
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
     let memfd = create_memfd(mem_bytes)?;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = Vec::new();
     let mut at: i64 = 0;
     let end = mem_bytes as i64;
     while at < end {
@@ -181,9 +181,19 @@ pub fn copy_snapshot_memory(file: &File, mem_bytes: u64) -> Result<GuestMemoryMm
         let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) }.min(end);
         let mut off = data;
         while off < hole {
-            let n = ((hole - off) as usize).min(buf.len());
-            file.read_exact_at(&mut buf[..n], off as u64).map_err(MemoryError::Memfd)?;
-            memfd.write_all_at(&buf[..n], off as u64).map_err(MemoryError::Memfd)?;
+            let n = ((hole - off) as usize).min(1 << 20);
+            // One copy inside the kernel (page cache to the memfd's pages) when it can;
+            // through a buffer otherwise.
+            let sent = send_at(file, &memfd, off, n);
+            let n = match sent {
+                Some(sent) => sent,
+                None => {
+                    buf.resize(n, 0);
+                    file.read_exact_at(&mut buf[..n], off as u64).map_err(MemoryError::Memfd)?;
+                    memfd.write_all_at(&buf[..n], off as u64).map_err(MemoryError::Memfd)?;
+                    n
+                }
+            };
             off += n as i64;
         }
         at = hole.max(data + 1);
@@ -197,6 +207,21 @@ pub fn copy_snapshot_memory(file: &File, mem_bytes: u64) -> Result<GuestMemoryMm
         regions.push((start, len as usize, Some(fo)));
     }
     GuestMemoryMmap::from_ranges_with_files(regions).map_err(MemoryError::Mmap)
+}
+
+/// Up to `n` bytes at `off` from `from` to the same offset of `to` with sendfile(2);
+/// None when nothing was sent (the caller copies instead).
+fn send_at(from: &File, to: &File, off: i64, n: usize) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: lseek on an fd we own; only its offset moves (sendfile writes there).
+    if unsafe { libc::lseek(to.as_raw_fd(), off, libc::SEEK_SET) } != off {
+        return None;
+    }
+    let mut from_off: libc::off_t = off;
+    // SAFETY: both fds are open files of ours; `from_off` lives for the call, and
+    // sendfile reads `from` at it without moving `from`'s own offset.
+    let sent = unsafe { libc::sendfile(to.as_raw_fd(), from.as_raw_fd(), &mut from_off, n) };
+    usize::try_from(sent).ok().filter(|s| *s > 0)
 }
 
 fn create_memfd(size: u64) -> Result<File, MemoryError> {
