@@ -364,8 +364,18 @@ mod tests {
                 DensityRow { mode: "snapshot".into(), vmms: 4, pss_kib_per_vmm: 5000 },
             ],
             sandboxes: vec![
-                ModeSeries { mode: "cold".into(), agent_ready: s(800000), container_exited: s(900000), ..Default::default() },
-                ModeSeries { mode: "snapshot".into(), agent_ready: s(40000), container_exited: s(90000), ..Default::default() },
+                ModeSeries {
+                    mode: "cold".into(),
+                    agent_ready: s(800000),
+                    container_exited: s(900000),
+                    ..Default::default()
+                },
+                ModeSeries {
+                    mode: "snapshot".into(),
+                    agent_ready: s(40000),
+                    container_exited: s(90000),
+                    ..Default::default()
+                },
             ],
             containers: vec![
                 ModeSeries { mode: "run cold".into(), wall: s(1000000), ..Default::default() },

@@ -25,7 +25,9 @@ pub fn run_sandbox_modes(cfg: &ContainerBenchConfig, runs: usize) -> Result<Vec<
         for (i, (mode, template)) in modes.iter().enumerate() {
             match isola_run_from(cfg, n, template.clone()) {
                 Ok(p) => {
-                    for (s, name) in samples[i].iter_mut().zip(["vmm_ready", "agent_ready", "container_exited", "total"]) {
+                    for (s, name) in
+                        samples[i].iter_mut().zip(["vmm_ready", "agent_ready", "container_exited", "total"])
+                    {
                         if let Some(us) = p.get(name) {
                             s.push(*us);
                         }

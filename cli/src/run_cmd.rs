@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions, TemplateUse};
-use isola_sandbox::template;
 use isola_sandbox::seccomp::Seccomp;
 use isola_sandbox::spec::{self, ContainerOptions};
 use isola_sandbox::stdio::Bridges;
+use isola_sandbox::template;
 use isola_sandbox::volume::Volume;
 use isola_sandbox::{choose, detect_kvm, state, ExitStatus, HypervisorKind, ProcessHandle, Rootfs};
 

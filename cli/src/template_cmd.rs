@@ -66,7 +66,10 @@ pub fn run(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
             }
         }
         TemplateCmd::Ls => {
-            println!("{:<17} {:>7} {:>5} {:<9} {:>9} {:>8} {:>7}", "KEY", "MEMORY", "VCPUS", "DEVICES", "DISK", "BOOT", "AGE");
+            println!(
+                "{:<17} {:>7} {:>5} {:<9} {:>9} {:>8} {:>7}",
+                "KEY", "MEMORY", "VCPUS", "DEVICES", "DISK", "BOOT", "AGE"
+            );
             for t in template::list(&root) {
                 let m = &t.meta;
                 let devices = match (m.devices.fs, m.devices.net) {

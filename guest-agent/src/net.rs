@@ -182,7 +182,9 @@ mod tests {
     #[test]
     fn macs_parse_and_bad_or_multicast_ones_are_refused() {
         assert_eq!(parse_mac("02:49:53:0a:ff:02").expect("ok"), [2, 0x49, 0x53, 0x0a, 0xff, 2]);
-        for bad in ["", "02:49:53:00:00", "02:49:53:00:00:02:03", "02:49:53:00:00:zz", "03:00:00:00:00:01", "2:49:53:00:00:02"] {
+        for bad in
+            ["", "02:49:53:00:00", "02:49:53:00:00:02:03", "02:49:53:00:00:zz", "03:00:00:00:00:01", "2:49:53:00:00:02"]
+        {
             assert!(parse_mac(bad).is_err(), "{bad}");
         }
     }

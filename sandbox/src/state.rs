@@ -209,8 +209,7 @@ pub fn list(root: &Path) -> Vec<(PathBuf, SandboxState)> {
             Ok(st) if st.creator.is_some_and(|c| c.alive()) => {}
             // Helpers started, the VMM not yet, by a creator it does not name: being
             // created right now unless old.
-            Ok(st)
-                if st.vmm_pid == 0 && st.creator.is_none() && now_unix().saturating_sub(st.created_unix) < 60 => {}
+            Ok(st) if st.vmm_pid == 0 && st.creator.is_none() && now_unix().saturating_sub(st.created_unix) < 60 => {}
             Ok(st) => cleanup(&dir, Some(&st)),
             // Staged by a creator that died before it wrote a state: nothing started yet.
             Err(_) if e.file_name().to_str().and_then(staging_creator).is_some_and(|c| !c.alive()) => {

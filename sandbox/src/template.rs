@@ -176,7 +176,11 @@ pub fn remove(root: &Path, key: &str) -> Result<(), TemplateError> {
 /// theirs is kept and returned.
 pub fn make(opts: &SandboxOptions, root: &Path) -> Result<Template, TemplateError> {
     let key = key(opts)?;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root).map_err(io(format!("creating {}", root.display())))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .map_err(io(format!("creating {}", root.display())))?;
     if being_made(root, &key) {
         return Err(TemplateError::Busy(key));
     }

@@ -114,7 +114,7 @@ fn runs_restore_from_a_template_each_with_its_own_identity_and_a_broken_one_fall
     let (out, err, code) = env.isola(&["template", "warm"]);
     assert_eq!(code, 0, "{err}");
     let key = out.split_whitespace().next().expect("the key").to_string();
-    assert_eq!(env.keys(), [key.clone()]);
+    assert_eq!(env.keys(), std::slice::from_ref(&key));
     let (again, _, code) = env.isola(&["template", "warm"]);
     assert!(code == 0 && again.contains("made already"), "{again}");
     // Long enough that a clone keeping the template's clock would be seen.
@@ -175,7 +175,7 @@ fn runs_restore_from_a_template_each_with_its_own_identity_and_a_broken_one_fall
     assert!(err.contains(&format!("template {key} could not be restored")), "{err}");
     // The run made a good one again in the background.
     let until = Instant::now() + Duration::from_secs(120);
-    while env.keys() != [key.clone()] {
+    while env.keys() != std::slice::from_ref(&key) {
         assert!(Instant::now() < until, "no template made again after the broken one");
         std::thread::sleep(Duration::from_millis(500));
     }

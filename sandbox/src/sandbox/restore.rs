@@ -57,7 +57,9 @@ impl Sandbox {
                 // A helper's death may be what the watchdog saw first; the VMM's own
                 // words say why.
                 let vmm = super::tail(&self.dir.join("vmm.log"));
-                log::warn!("template {key} could not be restored ({e}{vmm}); it is removed, and this sandbox boots cold");
+                log::warn!(
+                    "template {key} could not be restored ({e}{vmm}); it is removed, and this sandbox boots cold"
+                );
                 self.abandon();
                 if let Some(root) = t.dir.parent() {
                     let _ = crate::template::remove(root, key);
