@@ -23,7 +23,10 @@ job=$repo/target/l1-job.sh
 {
   echo 'set -u; fail=0'
   # Pinned: a run that cannot use isola-vmm fails instead of falling back to QEMU.
-  echo 'mkdir -p /etc/isola && echo "hypervisor = \"isola-vmm\"" > /etc/isola/config.toml'
+  # Templates off: each scenario boots as it always did and sees only its own VMs (a
+  # background template maker would show in its leak checks); tests/templates.rs
+  # turns them on with a configuration of its own.
+  echo 'mkdir -p /etc/isola && printf "hypervisor = \"isola-vmm\"\ntemplates = false\n" > /etc/isola/config.toml'
   echo 'target/debug/isola info || fail=1'
   # One test per process, each result kept in /l1out/done/N: when L1's kernel dies the
   # next boot goes on from the test it was in, not from the first one.
