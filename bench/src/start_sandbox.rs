@@ -16,7 +16,7 @@ pub fn run_sandbox_modes(cfg: &ContainerBenchConfig, runs: usize) -> Result<Vec<
         .prefix("isola-bench-templates-")
         .tempdir()
         .map_err(crate::error::io("scratch directory"))?;
-    let t = isola_sandbox::template::make(&options(cfg, "template"), dir.path())
+    let t = isola_sandbox::sandbox::make_template(&options(cfg, "template"), dir.path())
         .map_err(|e| BenchError::Failed(format!("making the template: {e}")))?;
     let modes = [("cold", TemplateUse::Off), ("snapshot", TemplateUse::Restore(t))];
     let mut samples: Vec<[Vec<u64>; 4]> = vec![Default::default(); modes.len()];

@@ -10,7 +10,6 @@ use isola_sandbox::sandbox::{Sandbox, SandboxOptions, TemplateUse};
 use isola_sandbox::seccomp::Seccomp;
 use isola_sandbox::spec::{self, ContainerOptions};
 use isola_sandbox::stdio::Bridges;
-use isola_sandbox::template;
 use isola_sandbox::volume::Volume;
 use isola_sandbox::{choose, detect_kvm, state, ExitStatus, HypervisorKind, ProcessHandle, Rootfs};
 
@@ -205,7 +204,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         None => {
             let sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
             // Booted cold on isola-vmm: the next run of this configuration restores.
-            if sb.state.template.is_none() && templates && template::key(&sopts).is_ok() {
+            if sb.state.template.is_none() && templates && sopts.template_key().is_ok() {
                 crate::template_cmd::warm_in_background(&pooled);
             }
             sb

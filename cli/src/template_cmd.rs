@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use isola_sandbox::template::{self, TemplateError};
+use isola_sandbox::sandbox::{make_template, MakeError};
+use isola_sandbox::template;
 
 use crate::pool_cmd::PoolConfig;
 
@@ -46,7 +47,7 @@ pub fn run(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         TemplateCmd::Warm(a) => {
             let (opts, _) = crate::pool_cmd::options(&a.config, "", isola_sandbox::state::default_root())?;
-            let key = template::key(&opts)?;
+            let key = opts.template_key()?;
             if let Some(t) = template::find(&root, &key) {
                 if !a.force {
                     println!("{key} (made already, {})", t.dir.display());
@@ -54,14 +55,14 @@ pub fn run(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
                 }
                 template::remove(&root, &key)?;
             }
-            match template::make(&opts, &root) {
+            match make_template(&opts, &root) {
                 Ok(t) => {
                     if !a.background {
                         println!("{key} ({} ms to boot; {})", t.meta.boot_ms, t.meta.snapshot);
                     }
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(TemplateError::Busy(_)) if a.background => Ok(ExitCode::SUCCESS),
+                Err(MakeError::Busy(_)) if a.background => Ok(ExitCode::SUCCESS),
                 Err(e) => Err(e).with_context(|| format!("making template {key}")),
             }
         }

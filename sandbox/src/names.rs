@@ -10,6 +10,15 @@ pub fn guest_cid(id: &str) -> u32 {
     3 + name_hash(id) % 1_000_000
 }
 
+/// A file's identity for cache keys: path, size and modification time (a rebuilt
+/// kernel or binary gets a new one; `missing` when it is not there).
+pub fn file_id(p: &std::path::Path) -> String {
+    match std::fs::metadata(p) {
+        Ok(m) => format!("{}:{}:{:?}", p.display(), m.len(), m.modified().ok()),
+        Err(_) => format!("{}:missing", p.display()),
+    }
+}
+
 /// `n` random bytes from the kernel's RNG as hex: unique names (sandboxes, pool
 /// members, execs). Zeros if /dev/urandom cannot be read.
 pub fn random_hex(n: usize) -> String {

@@ -56,10 +56,22 @@ impl TemplateUse {
 
     /// The template for `opts`' configuration when one is made under `root`.
     pub fn find(opts: &SandboxOptions, root: &std::path::Path) -> Self {
-        crate::template::key(opts)
+        opts.template_key()
             .ok()
             .and_then(|k| crate::template::find(root, &k))
             .map_or(TemplateUse::Off, TemplateUse::Restore)
+    }
+}
+
+impl SandboxOptions {
+    /// The devices a template for these options has.
+    pub fn template_devices(&self) -> crate::template::Devices {
+        crate::template::Devices::detect(self.network != NetworkMode::None || self.netns.is_some())
+    }
+
+    /// The key of the template these options would restore (isola-vmm only).
+    pub fn template_key(&self) -> Result<String, crate::template::TemplateError> {
+        crate::template::key(self.hypervisor, &self.boot, self.template_devices())
     }
 }
 
@@ -112,5 +124,28 @@ impl std::str::FromStr for NetworkMode {
             "auto" => Ok(Self::Auto),
             other => Err(format!("--network takes none, bridge or auto, not {other:?}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_templates_key_follows_the_network_and_only_isola_vmm_has_one() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut o = test_options(d.path());
+        assert!(o.template_key().is_err(), "QEMU restores no template");
+        assert!(matches!(TemplateUse::find(&o, d.path()), TemplateUse::Off));
+        o.hypervisor = HypervisorKind::IsolaVmm;
+        assert!(!o.template_devices().net);
+        let none = o.template_key().expect("isola-vmm is built beside the tests");
+        o.network = NetworkMode::Bridge;
+        assert!(o.template_devices().net);
+        assert_ne!(o.template_key().expect("key"), none);
+        // What makes no difference to the guest does not split templates.
+        let named = SandboxOptions { id: "other".into(), hostname: Some("h".into()), ..o.clone() };
+        assert_eq!(named.template_key().expect("key"), o.template_key().expect("key"));
+        assert!(matches!(TemplateUse::find(&o, d.path()), TemplateUse::Off), "none made there");
     }
 }

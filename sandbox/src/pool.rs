@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::hypervisor::{BootSpec, HypervisorKind};
+use crate::names::file_id;
 use crate::options::NetworkMode;
 use crate::state::{self, SandboxState};
 
@@ -38,13 +39,6 @@ pub use crate::state::{pool_root as root, roots};
 /// What a pool member must match to stand in for a fresh sandbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolKey(String);
-
-pub(crate) fn file_id(p: &Path) -> String {
-    match std::fs::metadata(p) {
-        Ok(m) => format!("{}:{}:{:?}", p.display(), m.len(), m.modified().ok()),
-        Err(_) => format!("{}:missing", p.display()),
-    }
-}
 
 impl PoolKey {
     /// The kernel and initrd count by path, size and modification time: a rebuilt

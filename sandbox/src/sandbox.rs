@@ -17,11 +17,13 @@ use crate::container::{Container, ContainerError, Rootfs};
 use crate::hypervisor::HypervisorKind;
 pub use crate::options::{NetworkMode, SandboxOptions, TemplateUse};
 
+mod make_template;
 mod processes;
 mod restore;
 use crate::state::{self, SandboxState};
 use crate::volume::Volume;
 use crate::watchdog::{Death, Watchdog, Watched};
+pub use make_template::{make_template, MakeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {

@@ -2,7 +2,8 @@
 //! before it was given any identity (hostname, network, share), one per configuration
 //! under `/var/lib/isola/templates/<key>/`. A sandbox of that configuration is restored
 //! from it instead of booting ([`crate::sandbox::Sandbox::start`]), then told it is a
-//! restored copy (fresh entropy, the clock) and configured as usual.
+//! restored copy (fresh entropy, the clock) and configured as usual. Templates are
+//! made by [`crate::sandbox::make_template`]; this module only names and keeps them.
 //!
 //! The key hashes what the snapshot depends on: isola-vmm, the kernel and initramfs
 //! (path, size, modification time), the command line, memory, vCPUs and the devices.
@@ -10,35 +11,28 @@
 //! own header check catches what the key cannot (another KVM), and a template that
 //! cannot be restored is removed and the sandbox booted cold.
 
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::hypervisor::HypervisorKind;
-use crate::options::{NetworkMode, SandboxOptions, TemplateUse};
-use crate::sandbox::{Sandbox, SandboxError};
+use crate::hypervisor::{BootSpec, HypervisorError, HypervisorKind};
+use crate::names::file_id;
 use crate::state::{self, Creator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error("templates are isola-vmm snapshots; this configuration boots {0}")]
     NotIsolaVmm(HypervisorKind),
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
-    #[error("booting the template's guest: {0}")]
-    Boot(#[from] SandboxError),
-    #[error("snapshotting the template's guest: {0}")]
-    Snapshot(String),
     #[error("no template {0}")]
     NotFound(String),
-    #[error("template {0} is being made by another process")]
-    Busy(String),
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TemplateError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TemplateError {
     let what = what.into();
     move |source| TemplateError::Io { what, source }
 }
@@ -58,27 +52,23 @@ pub struct Devices {
 }
 
 impl Devices {
-    pub fn of(opts: &SandboxOptions) -> Self {
-        Devices {
-            fs: crate::backend::virtiofsd::find().is_some(),
-            net: opts.network != NetworkMode::None || opts.netns.is_some(),
-        }
+    /// A sandbox's, networked or not: virtio-fs whenever virtiofsd is installed.
+    pub fn detect(net: bool) -> Self {
+        Devices { fs: crate::backend::virtiofsd::find().is_some(), net }
     }
 }
 
-/// The configuration a template stands for.
-pub fn key(opts: &SandboxOptions) -> Result<String, TemplateError> {
-    if opts.hypervisor != HypervisorKind::IsolaVmm {
-        return Err(TemplateError::NotIsolaVmm(opts.hypervisor));
+/// The key of the configuration a template stands for.
+pub fn key(hypervisor: HypervisorKind, b: &BootSpec, d: Devices) -> Result<String, TemplateError> {
+    if hypervisor != HypervisorKind::IsolaVmm {
+        return Err(TemplateError::NotIsolaVmm(hypervisor));
     }
-    let vmm = crate::backend::isola_vmm::find().map_err(SandboxError::from)?;
-    let b = &opts.boot;
-    let d = Devices::of(opts);
+    let vmm = crate::backend::isola_vmm::find()?;
     let text = format!(
         "{}|{}|{}|{}|{}|{}|fs={}|net={}",
-        crate::pool::file_id(&vmm),
-        crate::pool::file_id(&b.kernel),
-        b.initrd.as_deref().map(crate::pool::file_id).unwrap_or_default(),
+        file_id(&vmm),
+        file_id(&b.kernel),
+        b.initrd.as_deref().map(file_id).unwrap_or_default(),
         b.cmdline,
         b.mem_mib,
         b.vcpus,
@@ -105,7 +95,7 @@ pub struct TemplateMeta {
     pub snapshot: String,
 }
 
-const META: &str = "template.json";
+pub(crate) const META: &str = "template.json";
 
 #[derive(Clone, Debug)]
 pub struct Template {
@@ -169,79 +159,12 @@ pub fn remove(root: &Path, key: &str) -> Result<(), TemplateError> {
     std::fs::remove_dir_all(&gone).map_err(io(format!("removing {}", gone.display())))
 }
 
-/// Makes the template for `opts`' configuration: boots a guest like theirs (under the
-/// pool's state root, with no identity of theirs), snapshots it once its agent
-/// answers, and stops it. The directory is staged under a name recording this process
-/// and takes the key's name only when complete; if another maker got there first,
-/// theirs is kept and returned.
-pub fn make(opts: &SandboxOptions, root: &Path) -> Result<Template, TemplateError> {
-    let key = key(opts)?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(root)
-        .map_err(io(format!("creating {}", root.display())))?;
-    if being_made(root, &key) {
-        return Err(TemplateError::Busy(key));
-    }
-    let staged = state::staging_dir(root, &key, Creator::me());
-    std::fs::DirBuilder::new().mode(0o700).create(&staged).map_err(io(format!("creating {}", staged.display())))?;
-    let made = snapshot_into(opts, &key, &staged);
-    let meta = match made {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staged);
-            return Err(e);
-        }
-    };
-    let text = serde_json::to_vec_pretty(&meta).map_err(|e| io("writing template.json")(e.into()))?;
-    let placed = std::fs::write(staged.join(META), text).and_then(|()| state::take_name(&staged, &root.join(&key)));
-    if let Err(e) = placed {
-        let _ = std::fs::remove_dir_all(&staged);
-        if e.kind() != std::io::ErrorKind::AlreadyExists {
-            return Err(io(format!("placing template {key}"))(e));
-        }
-    }
-    find(root, &key).ok_or(TemplateError::NotFound(key))
-}
-
 /// Whether a live process is making `key` now (its staging directory is there).
-fn being_made(root: &Path, key: &str) -> bool {
+pub(crate) fn being_made(root: &Path, key: &str) -> bool {
     let Ok(entries) = std::fs::read_dir(root) else { return false };
     entries.flatten().any(|e| {
         let name = e.file_name().to_string_lossy().into_owned();
         name.ends_with(&format!("-{key}")) && state::staging_creator(&name).is_some_and(|c| c.alive())
-    })
-}
-
-fn snapshot_into(opts: &SandboxOptions, key: &str, staged: &Path) -> Result<TemplateMeta, TemplateError> {
-    let devices = Devices::of(opts);
-    let mut o = opts.clone();
-    o.id = format!("template-{key}-{}", crate::names::random_hex(3));
-    o.state_root = state::pool_root(&opts.state_root);
-    o.template = TemplateUse::Make(staged.join("snapshot"));
-    o.tie_to_parent = true;
-    o.hostname = None;
-    o.sysctls = vec![];
-    o.netns = None;
-    o.cgroup_path = None;
-    o.network = if devices.net { NetworkMode::Bridge } else { NetworkMode::None };
-    let started = Instant::now();
-    let mut sb = Sandbox::start(&o)?;
-    let boot = started.elapsed();
-    let answer = sb.control("snapshot", Duration::from_secs(120)).map_err(TemplateError::Snapshot)?;
-    sb.stop();
-    Ok(TemplateMeta {
-        key: key.into(),
-        kernel: opts.boot.kernel.clone(),
-        initrd: opts.boot.initrd.clone(),
-        cmdline: opts.boot.cmdline.clone(),
-        mem_mib: opts.boot.mem_mib,
-        vcpus: opts.boot.vcpus,
-        devices,
-        created_unix: state::now_unix(),
-        boot_ms: u64::try_from(boot.as_millis()).unwrap_or(u64::MAX),
-        snapshot: answer,
     })
 }
 
@@ -297,23 +220,17 @@ mod tests {
     #[test]
     fn the_key_follows_the_guest_and_the_devices_and_only_isola_vmm_has_one() {
         let d = tempfile::tempdir().expect("tmp");
-        let mut opts = crate::options::test_options(d.path());
-        assert!(matches!(key(&opts), Err(TemplateError::NotIsolaVmm(_))));
-        opts.hypervisor = HypervisorKind::IsolaVmm;
-        let k = key(&opts).expect("isola-vmm is built beside the tests");
-        assert_eq!(key(&opts).expect("again"), k, "stable");
-        let mut more = opts.clone();
-        more.boot.mem_mib += 1;
-        assert_ne!(key(&more).expect("k"), k, "memory");
-        let mut other = opts.clone();
-        other.network = if opts.network == NetworkMode::None { NetworkMode::Bridge } else { NetworkMode::None };
-        assert_ne!(key(&other).expect("k"), k, "devices");
-        std::fs::write(&opts.boot.kernel, b"a rebuilt kernel").expect("rebuild");
-        assert_ne!(key(&opts).expect("k"), k, "a rebuilt kernel");
-        // What makes no difference to the guest does not split templates.
-        let mut named = opts.clone();
-        named.id = "another".into();
-        named.hostname = Some("h".into());
-        assert_eq!(key(&named).expect("k"), key(&opts).expect("k"));
+        let mut boot = crate::hypervisor::test_spec(d.path());
+        let dev = Devices { fs: true, net: true };
+        assert!(matches!(key(HypervisorKind::Qemu, &boot, dev), Err(TemplateError::NotIsolaVmm(_))));
+        let vmm = HypervisorKind::IsolaVmm;
+        let k = key(vmm, &boot, dev).expect("isola-vmm is built beside the tests");
+        assert_eq!(key(vmm, &boot, dev).expect("again"), k, "stable");
+        assert_ne!(key(vmm, &boot, Devices { net: false, ..dev }).expect("k"), k, "devices");
+        boot.mem_mib += 1;
+        assert_ne!(key(vmm, &boot, dev).expect("k"), k, "memory");
+        boot.mem_mib -= 1;
+        std::fs::write(&boot.kernel, b"a rebuilt kernel").expect("rebuild");
+        assert_ne!(key(vmm, &boot, dev).expect("k"), k, "a rebuilt kernel");
     }
 }

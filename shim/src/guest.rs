@@ -128,12 +128,12 @@ impl Booter for VmBooter {
 /// background, for the next pod to restore. The maker's VM dies with this shim
 /// (PDEATHSIG follows the thread, which lives until the template is made).
 fn make_template_later(opts: SandboxOptions, root: PathBuf) {
-    if isola_sandbox::template::key(&opts).is_err() {
+    if opts.template_key().is_err() {
         return;
     }
-    std::thread::spawn(move || match isola_sandbox::template::make(&opts, &root) {
+    std::thread::spawn(move || match isola_sandbox::sandbox::make_template(&opts, &root) {
         Ok(t) => log::info!("template {} made for the next pod", t.meta.key),
-        Err(isola_sandbox::template::TemplateError::Busy(_)) => {}
+        Err(isola_sandbox::sandbox::MakeError::Busy(_)) => {}
         Err(e) => log::warn!("no template for the next pod: {e}"),
     });
 }
