@@ -286,9 +286,15 @@ pub fn table(b: &StartBench) -> String {
     for d in &b.density {
         out += &format!("density {:<9} {} at once: PSS {} KiB per VMM\n", d.mode, d.vmms, d.pss_kib_per_vmm);
     }
-    if let [c, s] = &b.density[..] {
-        if c.pss_kib_per_vmm > 0 {
-            out += &format!("ratio PSS clone / cold: {:.3}\n", s.pss_kib_per_vmm as f64 / c.pss_kib_per_vmm as f64);
+    for pair in b.density.chunks(2) {
+        if let [c, s] = pair {
+            if c.pss_kib_per_vmm > 0 {
+                let what = c.mode.strip_suffix("cold").unwrap_or_default();
+                out += &format!(
+                    "ratio PSS {what}clone / cold: {:.3}\n",
+                    s.pss_kib_per_vmm as f64 / c.pss_kib_per_vmm as f64
+                );
+            }
         }
     }
     if !b.sandboxes.is_empty() {

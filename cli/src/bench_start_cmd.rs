@@ -61,8 +61,8 @@ pub fn start(a: StartArgs) -> anyhow::Result<ExitCode> {
         eprintln!("isola bench start: no snapshot mode for Linux sandboxes here: templates are isola-vmm snapshots, and this host's backend is {hypervisor}");
         run_modes.retain(|m| *m != RunMode::Snapshot);
     }
-    let (containers, sandboxes) = if a.container_rootfs.as_os_str().is_empty() {
-        (vec![], vec![])
+    let (containers, sandboxes, sandbox_density) = if a.container_rootfs.as_os_str().is_empty() {
+        (vec![], vec![], vec![])
     } else {
         anyhow::ensure!(a.container_rootfs.is_dir(), "{} is not a directory", a.container_rootfs.display());
         let me = std::env::current_exe().context("finding the isola binary")?;
@@ -76,11 +76,11 @@ pub fn start(a: StartArgs) -> anyhow::Result<ExitCode> {
                 kvm,
                 rootfs: a.container_rootfs.clone(),
             };
-            start::run_sandbox_modes(&cfg, a.runs)?
+            start::run_sandbox_modes(&cfg, a.runs, a.clones)?
         } else {
-            vec![]
+            (vec![], vec![])
         };
-        (containers, sandboxes)
+        (containers, sandboxes.0, sandboxes.1)
     };
     let backend = hypervisor.to_string();
     let b = StartBench {
@@ -88,7 +88,7 @@ pub fn start(a: StartArgs) -> anyhow::Result<ExitCode> {
         guest_mib: start::GUEST_MIB,
         runs: a.runs,
         modes,
-        density,
+        density: density.into_iter().chain(sandbox_density).collect(),
         sandboxes,
         containers,
         backend,

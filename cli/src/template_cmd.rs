@@ -40,6 +40,9 @@ pub struct RmArgs {
     keys: Vec<String>,
     #[arg(long, conflicts_with = "keys")]
     all: bool,
+    /// Those no run would restore any more (isola-vmm, kernel or initramfs changed).
+    #[arg(long, conflicts_with_all = ["keys", "all"])]
+    stale: bool,
 }
 
 pub fn run(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
@@ -80,8 +83,9 @@ pub fn run(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
                     (false, false) => "-",
                 };
                 let age = isola_sandbox::state::now_unix().saturating_sub(m.created_unix);
+                let stale = if t.stale() { " (stale: isola-vmm or the guest changed)" } else { "" };
                 println!(
-                    "{:<17} {:>6}M {:>5} {:<9} {:>8}M {:>6}ms {:>6}s",
+                    "{:<17} {:>6}M {:>5} {:<9} {:>8}M {:>6}ms {:>6}s{stale}",
                     m.key,
                     m.mem_mib,
                     m.vcpus,
@@ -94,8 +98,11 @@ pub fn run(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TemplateCmd::Rm(a) => {
-            let keys: Vec<String> =
-                if a.all { template::list(&root).into_iter().map(|t| t.meta.key).collect() } else { a.keys };
+            let keys: Vec<String> = if a.all || a.stale {
+                template::list(&root).into_iter().filter(|t| a.all || t.stale()).map(|t| t.meta.key).collect()
+            } else {
+                a.keys
+            };
             let mut code = ExitCode::SUCCESS;
             for k in keys {
                 match template::remove(&root, &k) {

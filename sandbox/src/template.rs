@@ -116,6 +116,22 @@ impl Template {
         entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.blocks() * 512).sum()
     }
 
+    /// Whether isola-vmm, the kernel or the initramfs changed since it was made (its
+    /// key no longer matches theirs): no sandbox restores it any more.
+    pub fn stale(&self) -> bool {
+        let m = &self.meta;
+        let boot = BootSpec {
+            kernel: m.kernel.clone(),
+            initrd: m.initrd.clone(),
+            cmdline: m.cmdline.clone(),
+            mem_mib: m.mem_mib,
+            vcpus: m.vcpus,
+            timeout: std::time::Duration::ZERO,
+            accel: crate::hypervisor::QemuAccel::Auto,
+        };
+        key(HypervisorKind::IsolaVmm, &boot, m.devices).ok().is_none_or(|k| k != m.key)
+    }
+
     fn load(dir: &Path) -> Option<Self> {
         let text = std::fs::read_to_string(dir.join(META)).ok()?;
         Some(Template { dir: dir.to_path_buf(), meta: serde_json::from_str(&text).ok()? })
@@ -206,6 +222,7 @@ mod tests {
         let mine = state::staging_dir(root.path(), "dddd", Creator::me());
         std::fs::create_dir_all(&mine).expect("mine");
         let keys: Vec<String> = list(root.path()).into_iter().map(|t| t.meta.key).collect();
+        assert!(find(root.path(), "aaaa").expect("found").stale(), "made from a kernel that is not there");
         assert_eq!(keys, ["aaaa", "bbbb"], "oldest first, nothing half made");
         assert!(!debris.exists(), "a dead maker's directory is removed");
         assert!(mine.exists(), "a live maker's is not");
