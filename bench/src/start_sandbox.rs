@@ -75,7 +75,12 @@ fn series(
 }
 
 /// `n` sandboxes of one mode at once, each configured and idle; mean PSS per sandbox.
-fn density_of(cfg: &ContainerBenchConfig, mode: &str, n: usize, template: TemplateUse) -> Result<DensityRow, BenchError> {
+fn density_of(
+    cfg: &ContainerBenchConfig,
+    mode: &str,
+    n: usize,
+    template: TemplateUse,
+) -> Result<DensityRow, BenchError> {
     let restore = matches!(template, TemplateUse::Restore(_));
     let mut sbs = Vec::with_capacity(n);
     for i in 0..n {

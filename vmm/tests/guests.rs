@@ -84,7 +84,21 @@ fn check_boot_report(out: &Output, protocol: &str, mem_mib: u64, vcpus: u64, cmd
         stderr.lines().filter(|l| l.starts_with("isola-vmm: event=") && l.contains(" us=")).collect();
     assert!(stderr.contains("isola-vmm: event=rss_kib value="), "{stderr}");
     let order: Vec<&str> = events.iter().filter_map(|l| l.split(' ').nth(1)).collect();
-    assert_eq!(order, ["event=vmm_ready", "event=boot_timer", "event=vmm_exit"], "{stderr}");
+    assert_eq!(
+        order,
+        [
+            "event=memory_ready",
+            "event=devices_ready",
+            "event=vcpus_ready",
+            "event=vmm_ready",
+            "event=boot_timer",
+            "event=vmm_exit"
+        ],
+        "{stderr}"
+    );
+    // Each milestone on the same clock, in order.
+    let us: Vec<u64> = events.iter().filter_map(|l| l.split(" us=").nth(1)?.trim().parse().ok()).collect();
+    assert!(us.windows(2).all(|w| w[0] <= w[1]), "{stderr}");
 }
 
 #[test]
