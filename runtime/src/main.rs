@@ -62,6 +62,11 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some(containerd_shim_isola::standin::ARG) {
         containerd_shim_isola::standin::serve();
     }
+    // The shim's logic also makes a missing template in a detached copy of this binary.
+    if std::env::args().nth(1).as_deref() == Some(containerd_shim_isola::template_maker::ARG) {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        containerd_shim_isola::template_maker::serve(&args);
+    }
     let cli = Cli::parse();
     let g =
         Globals { root: cli.root.clone(), log: cli.log.clone(), log_format: cli.log_format.clone(), debug: cli.debug };

@@ -76,38 +76,48 @@ pub struct VmBooter {
     pub tie_to_parent: bool,
 }
 
+/// The host configuration the request names (its `ConfigPath`), or the default one.
+pub fn host_config(r: &BootRequest) -> Result<isola_sandbox::config::Config, ShimError> {
+    match &r.config_path {
+        Some(p) => isola_sandbox::config::Config::load_from(p),
+        None => isola_sandbox::config::Config::load(),
+    }
+    .map_err(|e| ShimError::Config(e.to_string()))
+}
+
+/// The sandbox a request asks for, on this host (no template chosen yet).
+pub fn options(r: &BootRequest, cfg: &isola_sandbox::config::Config, tie_to_parent: bool) -> SandboxOptions {
+    let kvm = detect_kvm();
+    let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(64) as u8;
+    let mut boot = cfg.boot_spec(r.memory_mib, r.vcpus, Duration::from_secs(60));
+    boot.vcpus = boot.vcpus.clamp(1, host_cpus.max(1));
+    SandboxOptions {
+        id: r.name.clone(),
+        boot,
+        hypervisor: choose(cfg.hypervisor, kvm),
+        kvm,
+        state_root: isola_sandbox::state::default_root(),
+        tie_to_parent,
+        // Without a pod namespace a container has loopback only, as with runc.
+        network: NetworkMode::None,
+        netns: r.netns.clone(),
+        hostname: Some(r.hostname.clone()),
+        cgroup_path: r.cgroup_path.clone(),
+        sysctls: r.sysctls.clone(),
+        template: TemplateUse::Off,
+    }
+}
+
 impl Booter for VmBooter {
     fn boot(&self, r: &BootRequest) -> Result<Arc<dyn Guest>, ShimError> {
-        let cfg = match &r.config_path {
-            Some(p) => isola_sandbox::config::Config::load_from(p),
-            None => isola_sandbox::config::Config::load(),
-        }
-        .map_err(|e| ShimError::Config(e.to_string()))?;
-        let kvm = detect_kvm();
-        let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(64) as u8;
-        let mut boot = cfg.boot_spec(r.memory_mib, r.vcpus, Duration::from_secs(60));
-        boot.vcpus = boot.vcpus.clamp(1, host_cpus.max(1));
-        let opts = SandboxOptions {
-            id: r.name.clone(),
-            boot,
-            hypervisor: choose(cfg.hypervisor, kvm),
-            kvm,
-            state_root: isola_sandbox::state::default_root(),
-            // PDEATHSIG follows the spawning thread, and ttrpc's threads come and go:
-            // after a shim crash, containerd's `delete` cleans up instead.
-            tie_to_parent: self.tie_to_parent,
-            // Without a pod namespace a container has loopback only, as with runc.
-            network: NetworkMode::None,
-            netns: r.netns.clone(),
-            hostname: Some(r.hostname.clone()),
-            cgroup_path: r.cgroup_path.clone(),
-            sysctls: r.sysctls.clone(),
-            template: TemplateUse::Off,
-        };
+        let cfg = host_config(r)?;
+        // PDEATHSIG follows the spawning thread, and ttrpc's threads come and go:
+        // after a shim crash, containerd's `delete` cleans up instead.
+        let opts = options(r, &cfg, self.tie_to_parent);
         let opts = SandboxOptions { template: TemplateUse::for_host(&opts, &cfg), ..opts };
         let sb = Sandbox::start(&opts)?;
-        if sb.state.template.is_none() && cfg.templates != Some(false) {
-            make_template_later(opts, isola_sandbox::template::root());
+        if sb.state.template.is_none() && cfg.templates != Some(false) && opts.template_key().is_ok() {
+            crate::template_maker::spawn(r);
         }
         let vm = VmGuest {
             agent: sb.agent(),
@@ -122,20 +132,6 @@ impl Booter for VmBooter {
     fn state_dir_for(&self, name: &str) -> PathBuf {
         isola_sandbox::state::default_root().join(name)
     }
-}
-
-/// Booted cold on isola-vmm: this pod's configuration gets its template in the
-/// background, for the next pod to restore. The maker's VM dies with this shim
-/// (PDEATHSIG follows the thread, which lives until the template is made).
-fn make_template_later(opts: SandboxOptions, root: PathBuf) {
-    if opts.template_key().is_err() {
-        return;
-    }
-    std::thread::spawn(move || match isola_sandbox::sandbox::make_template(&opts, &root) {
-        Ok(t) => log::info!("template {} made for the next pod", t.meta.key),
-        Err(isola_sandbox::sandbox::MakeError::Busy(_)) => {}
-        Err(e) => log::warn!("no template for the next pod: {e}"),
-    });
 }
 
 /// The real VM: each call goes through the sandbox crate's container handle.

@@ -20,6 +20,7 @@ pub mod standin;
 pub mod stdio;
 pub mod task;
 pub mod task_v3;
+pub mod template_maker;
 
 #[cfg(test)]
 mod pod_tests;

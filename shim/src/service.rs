@@ -52,6 +52,9 @@ pub fn run(config: Config) {
     if args.get(1).map(String::as_str) == Some(crate::standin::ARG) {
         crate::standin::serve();
     }
+    if args.get(1).map(String::as_str) == Some(crate::template_maker::ARG) {
+        crate::template_maker::serve(&args[2..]);
+    }
     // containerd 2.x asks `-info` with no namespace; `-v` needs none either.
     if args.iter().skip(1).any(|a| a == "-info" || a == "--info") {
         std::process::exit(crate::info::serve_info());
