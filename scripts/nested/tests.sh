@@ -12,7 +12,7 @@ cd "$repo"
 wanted=("$@")
 # containerd_ctr is out for now: in L1 a VMM the shim starts sometimes dies while booting
 # (README, "isola-vmm on a real KVM"); run it by name: scripts/nested/tests.sh containerd_ctr
-[ ${#wanted[@]} -gt 0 ] || wanted=(containers linux_guest isolation images guest_machine templates chaos:isola_run)
+[ ${#wanted[@]} -gt 0 ] || wanted=(containers linux_guest isolation images guest_machine templates shim_templates chaos:isola_run)
 declare -A exe
 while IFS='=' read -r name path; do exe[$name]=$path; done < <(
   cargo test -q -p isola-e2e --no-run --message-format=json 2>/dev/null |
