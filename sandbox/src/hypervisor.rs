@@ -91,6 +91,17 @@ pub struct BootSpec {
     pub accel: QemuAccel,
 }
 
+impl BootSpec {
+    /// What a cache of booted guests is keyed on: the kernel and initramfs by path, size
+    /// and modification time (a rebuilt guest never matches an old entry), the command
+    /// line, memory and vCPUs.
+    pub fn identity(&self) -> String {
+        use crate::names::file_id;
+        let initrd = self.initrd.as_deref().map(file_id).unwrap_or_default();
+        format!("{}|{initrd}|{}|{}|{}", file_id(&self.kernel), self.cmdline, self.mem_mib, self.vcpus)
+    }
+}
+
 /// The default guest command line: serial console, reset on reboot and panic.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet";
 

@@ -19,6 +19,12 @@ pub fn file_id(p: &std::path::Path) -> String {
     }
 }
 
+/// The first `bytes` bytes of `text`'s SHA-256, as hex: cache keys.
+pub fn short_hash(text: &str, bytes: usize) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes()).iter().take(bytes).map(|b| format!("{b:02x}")).collect()
+}
+
 /// `n` random bytes from the kernel's RNG as hex: unique names (sandboxes, pool
 /// members, execs). Zeros if /dev/urandom cannot be read.
 pub fn random_hex(n: usize) -> String {

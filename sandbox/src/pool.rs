@@ -7,10 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use crate::hypervisor::{BootSpec, HypervisorKind};
-use crate::names::file_id;
 use crate::options::NetworkMode;
 use crate::state::{self, SandboxState};
 
@@ -45,17 +42,8 @@ impl PoolKey {
     /// guest never reuses sandboxes booted from the old one.
     pub fn new(hypervisor: HypervisorKind, boot: &BootSpec, network: NetworkMode) -> Self {
         let bridge = network != NetworkMode::None;
-        let text = format!(
-            "{hypervisor}|{}|{}|{}|{}|{}|{:?}|bridge={bridge}",
-            file_id(&boot.kernel),
-            boot.initrd.as_deref().map(file_id).unwrap_or_default(),
-            boot.cmdline,
-            boot.mem_mib,
-            boot.vcpus,
-            boot.accel,
-        );
-        let h = Sha256::digest(text.as_bytes());
-        PoolKey(h.iter().take(6).map(|b| format!("{b:02x}")).collect())
+        let text = format!("{hypervisor}|{}|{:?}|bridge={bridge}", boot.identity(), boot.accel);
+        PoolKey(crate::names::short_hash(&text, 6))
     }
 
     pub fn as_str(&self) -> &str {

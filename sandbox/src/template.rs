@@ -14,7 +14,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::hypervisor::{BootSpec, HypervisorError, HypervisorKind};
 use crate::names::file_id;
@@ -64,18 +63,8 @@ pub fn key(hypervisor: HypervisorKind, b: &BootSpec, d: Devices) -> Result<Strin
         return Err(TemplateError::NotIsolaVmm(hypervisor));
     }
     let vmm = crate::backend::isola_vmm::find()?;
-    let text = format!(
-        "{}|{}|{}|{}|{}|{}|fs={}|net={}",
-        file_id(&vmm),
-        file_id(&b.kernel),
-        b.initrd.as_deref().map(file_id).unwrap_or_default(),
-        b.cmdline,
-        b.mem_mib,
-        b.vcpus,
-        d.fs,
-        d.net
-    );
-    Ok(Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect())
+    let text = format!("{}|{}|fs={}|net={}", file_id(&vmm), b.identity(), d.fs, d.net);
+    Ok(crate::names::short_hash(&text, 8))
 }
 
 /// `template.json`: what the template was made from, for `isola template ls`.

@@ -2,6 +2,7 @@
 //! microVM per pod (or per `ctr run` container); containerd's Task API is served over
 //! ttrpc and carried out by the guest agent.
 
+pub mod boot_request;
 pub mod bootstrap;
 pub mod bundle;
 pub mod error;

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use isola_sandbox::sandbox::{make_template, MakeError, NetworkMode};
 
-use crate::guest::BootRequest;
+use crate::boot_request::{host_config, options, BootRequest};
 
 /// The argument that makes the shim binary a template maker.
 pub const ARG: &str = "__make-template";
@@ -68,8 +68,8 @@ fn request(args: &[String]) -> Result<(BootRequest, bool), String> {
 /// `__make-template [--memory-mib N] [--vcpus N] [--net] [--config PATH]`.
 pub fn serve(args: &[String]) -> ! {
     let made = request(args).and_then(|(r, net)| {
-        let cfg = crate::guest::host_config(&r).map_err(|e| e.to_string())?;
-        let mut opts = crate::guest::options(&r, &cfg, true);
+        let cfg = host_config(&r).map_err(|e| e.to_string())?;
+        let mut opts = options(&r, &cfg, true);
         // A pod's interface: the template has the net device it will restore onto.
         if net {
             opts.network = NetworkMode::Bridge;
