@@ -6,9 +6,7 @@
 //! `boot_timer` (the guest's first milestone write); plus the wall time from spawn.
 //! With `--clones N`: N restored clones and N cold boots at once, PSS per VMM.
 
-use std::io::Write;
 use std::io::{BufRead, BufReader};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
@@ -113,15 +111,8 @@ fn restore(bin: &Path, snap: &Path) -> Result<Vmm, BenchError> {
 }
 
 fn control(sock: &Path, cmd: &str) -> Result<String, BenchError> {
-    let mut s = UnixStream::connect(sock).map_err(io(format!("connect {}", sock.display())))?;
-    s.set_read_timeout(Some(WAIT)).map_err(io("control socket timeout"))?;
-    writeln!(s, "{cmd}").map_err(io("control command"))?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).map_err(io("control answer"))?;
-    match line.trim() {
-        l if l.starts_with("ok") => Ok(l.to_string()),
-        l => Err(BenchError::Failed(format!("control {cmd}: {l}"))),
-    }
+    isola_sandbox::backend::isola_vmm::control(sock, cmd, WAIT)
+        .map_err(|e| BenchError::Failed(format!("control {cmd}: {e}")))
 }
 
 /// Boots the guest to its first milestone and snapshots it into `dir/snap`.

@@ -1,8 +1,11 @@
 //! isola-vmm, our own KVM VMM: it serves the hybrid-vsock socket and the tap itself,
 //! and is a vhost-user frontend to virtiofsd.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::hypervisor::{BootSpec, HypervisorError};
 
@@ -73,6 +76,28 @@ pub fn restore_command(snapshot: &Path, d: &SandboxDevices<'_>) -> Result<Comman
 /// The control API (`--api-sock`) and where its `snapshot` writes: a template's VMM.
 pub fn snapshot_flags(c: &mut Command, api_sock: &Path, snapshot_to: &Path) {
     c.arg("--api-sock").arg(api_sock).arg("--snapshot-to").arg(snapshot_to);
+}
+
+/// One command to the control API of the isola-vmm serving `sock`: its answer when it
+/// is `ok…`, else the error it gave (or why none came within `timeout`).
+pub fn control(sock: &Path, command: &str, timeout: Duration) -> Result<String, String> {
+    let fail = |e: std::io::Error| format!("isola-vmm's control API at {}: {e}", sock.display());
+    let mut s = UnixStream::connect(sock).map_err(fail)?;
+    s.set_read_timeout(Some(timeout)).map_err(fail)?;
+    s.set_write_timeout(Some(timeout)).map_err(fail)?;
+    let started = Instant::now();
+    writeln!(s, "{command}").map_err(fail)?;
+    let mut line = String::new();
+    BufReader::new(s.take(4096)).read_line(&mut line).map_err(fail)?;
+    let line = line.trim().to_string();
+    log::info!("isola-vmm {command}: {line} ({:?})", started.elapsed());
+    if line.starts_with("ok") {
+        Ok(line)
+    } else if line.is_empty() {
+        Err(format!("isola-vmm closed its control API during {command}"))
+    } else {
+        Err(line)
+    }
 }
 
 fn devices(c: &mut Command, d: &SandboxDevices<'_>) {

@@ -1,9 +1,8 @@
 //! A sandbox restored from a template instead of booted ([`crate::template`]), and the
 //! control API a template's own VMM serves.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::io::Read;
+use std::time::Duration;
 
 use super::{io, Sandbox, SandboxError, SandboxOptions, API_SOCK};
 use crate::backend::virtiofsd;
@@ -98,26 +97,9 @@ impl Sandbox {
         }
     }
 
-    /// One command to isola-vmm's control API (a template's VMM serves one): its
-    /// answer when it is `ok…`, else the error it gave.
+    /// One command to its isola-vmm's control API (a template's VMM serves one); see
+    /// [`crate::backend::isola_vmm::control`].
     pub fn control(&self, command: &str, timeout: Duration) -> Result<String, String> {
-        let path = self.dir.join(API_SOCK);
-        let fail = |e: std::io::Error| format!("isola-vmm's control API at {}: {e}", path.display());
-        let mut s = UnixStream::connect(&path).map_err(fail)?;
-        s.set_read_timeout(Some(timeout)).map_err(fail)?;
-        s.set_write_timeout(Some(timeout)).map_err(fail)?;
-        let started = Instant::now();
-        writeln!(s, "{command}").map_err(fail)?;
-        let mut line = String::new();
-        BufReader::new(s.take(4096)).read_line(&mut line).map_err(fail)?;
-        let line = line.trim().to_string();
-        log::info!("isola-vmm {command}: {line} ({:?})", started.elapsed());
-        if line.starts_with("ok") {
-            Ok(line)
-        } else if line.is_empty() {
-            Err(format!("isola-vmm closed its control API during {command}"))
-        } else {
-            Err(line)
-        }
+        crate::backend::isola_vmm::control(&self.dir.join(API_SOCK), command, timeout)
     }
 }
