@@ -25,11 +25,17 @@ pub fn short_hash(text: &str, bytes: usize) -> String {
     Sha256::digest(text.as_bytes()).iter().take(bytes).map(|b| format!("{b:02x}")).collect()
 }
 
+/// `n` bytes from the kernel's RNG.
+pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))?;
+    Ok(b)
+}
+
 /// `n` random bytes from the kernel's RNG as hex: unique names (sandboxes, pool
 /// members, execs). Zeros if /dev/urandom cannot be read.
 pub fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    let b = random_bytes(n).unwrap_or_else(|_| vec![0; n]);
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -1,7 +1,6 @@
 //! A sandbox restored from a template instead of booted ([`crate::template`]), and the
 //! control API a template's own VMM serves.
 
-use std::io::Read;
 use std::time::Duration;
 
 use super::{io, Sandbox, SandboxError, SandboxOptions, API_SOCK};
@@ -15,12 +14,6 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of host entropy a restored guest is given (the agent wants exactly this many).
 const ENTROPY_BYTES: usize = 64;
 
-fn host_entropy() -> std::io::Result<Vec<u8>> {
-    let mut b = vec![0u8; ENTROPY_BYTES];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
-    Ok(b)
-}
-
 impl Sandbox {
     /// The watchdog armed, the agent answering, and a restored guest told so.
     pub(super) fn come_up(&mut self, timeout: Duration, restored: bool) -> Result<(), SandboxError> {
@@ -29,7 +22,8 @@ impl Sandbox {
         if restored {
             // Before anything else runs in it: the clone's RNG and clock are its own,
             // not the template's (every clone would otherwise share one RNG state).
-            let entropy = host_entropy().map_err(io("reading host entropy for the restored guest"))?;
+            let entropy =
+                crate::names::random_bytes(ENTROPY_BYTES).map_err(io("reading host entropy for the restored guest"))?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             let ns = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
             self.agent.call(|c| c.restored(entropy, ns)).map_err(SandboxError::Configure)?;
