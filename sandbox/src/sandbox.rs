@@ -352,8 +352,11 @@ impl Sandbox {
             }
             // Connecting before the guest's vsock driver is live can wedge
             // vhost-device-vsock's connection; the agent prints its marker once listening.
-            let console = std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default();
-            if !restored && !console.contains(isola_protocol::READY_AGENT_FIELD) {
+            let marked = || {
+                let console = std::fs::read_to_string(self.dir.join("console.log")).unwrap_or_default();
+                console.contains(isola_protocol::READY_AGENT_FIELD)
+            };
+            if !restored && !marked() {
                 if Instant::now() > until {
                     return Err(SandboxError::AgentTimeout {
                         timeout,
