@@ -44,6 +44,17 @@ pub fn options(cfg: &ContainerBenchConfig, name: &str) -> SandboxOptions {
     }
 }
 
+/// A sandbox for a benchmark started as `template` says; one that should have been
+/// restored and was not (it fell back to a cold boot) is an error.
+pub fn sandbox_from(cfg: &ContainerBenchConfig, name: &str, template: TemplateUse) -> Result<Sandbox, BenchError> {
+    let restore = matches!(template, TemplateUse::Restore(_));
+    let sb = Sandbox::start(&SandboxOptions { template, ..options(cfg, name) })?;
+    if restore && sb.state.template.is_none() {
+        return Err(BenchError::Failed(format!("{} was not restored from its template (it booted cold)", sb.id)));
+    }
+    Ok(sb)
+}
+
 /// A sandbox for a benchmark, booted (see [`options`]).
 pub fn sandbox(cfg: &ContainerBenchConfig, name: &str) -> Result<Sandbox, BenchError> {
     Ok(Sandbox::start(&options(cfg, name))?)
@@ -76,11 +87,7 @@ pub fn isola_run_from(
     template: TemplateUse,
 ) -> Result<BTreeMap<String, u64>, BenchError> {
     let t0 = Instant::now();
-    let restore = matches!(template, TemplateUse::Restore(_));
-    let mut sb = Sandbox::start(&SandboxOptions { template, ..options(cfg, &format!("run{n}")) })?;
-    if restore && sb.state.template.is_none() {
-        return Err(BenchError::Failed("the sandbox was not restored from its template (it booted cold)".into()));
-    }
+    let mut sb = sandbox_from(cfg, &format!("run{n}"), template)?;
     let base = sb.spawned.ok_or(BenchError::Failed("the sandbox has no spawn time".into()))?;
     let mut phases = BTreeMap::new();
     let log = std::fs::read_to_string(sb.dir.join("vmm.log")).unwrap_or_default();

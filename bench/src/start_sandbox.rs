@@ -4,7 +4,7 @@
 //! first answer, and the container's exit. And with clones: N sandboxes of each mode
 //! at once, PSS per sandbox (its VMM, virtiofsd and what they fork).
 
-use crate::container::{isola_run_from, options, ContainerBenchConfig};
+use crate::container::{isola_run_from, options, sandbox_from, ContainerBenchConfig};
 use crate::error::BenchError;
 use crate::start::{DensityRow, ModeSeries};
 use crate::stats::Summary;
@@ -81,44 +81,22 @@ fn density_of(
     n: usize,
     template: TemplateUse,
 ) -> Result<DensityRow, BenchError> {
-    let restore = matches!(template, TemplateUse::Restore(_));
-    let mut sbs = Vec::with_capacity(n);
-    for i in 0..n {
-        let opts = isola_sandbox::sandbox::SandboxOptions {
-            template: template.clone(),
-            ..options(cfg, &format!("density{i}"))
-        };
-        let sb = isola_sandbox::sandbox::Sandbox::start(&opts)?;
-        if restore && sb.state.template.is_none() {
-            return Err(BenchError::Failed("a clone was not restored from its template (it booted cold)".into()));
-        }
-        sbs.push(sb);
-    }
+    let sbs =
+        (0..n).map(|i| sandbox_from(cfg, &format!("density{i}"), template.clone())).collect::<Result<Vec<_>, _>>()?;
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let total: u64 = sbs.iter().map(|sb| sandbox_pss_kib(&sb.state)).sum();
+    let total = sbs.iter().map(sandbox_pss_kib).sum::<Result<u64, _>>()?;
     drop(sbs);
     Ok(DensityRow { mode: mode.into(), vmms: n, pss_kib_per_vmm: total / n.max(1) as u64 })
 }
 
-/// PSS of a sandbox's host processes and of every process they forked (the jailed VMM
-/// is its supervisor's child, virtiofsd's sandbox is its launcher's), KiB.
-fn sandbox_pss_kib(st: &isola_sandbox::state::SandboxState) -> u64 {
-    let parent_of = |pid: i32| -> Option<i32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?.parse().ok()
-    };
-    let all: Vec<i32> = std::fs::read_dir("/proc")
+/// PSS of every process in a sandbox's host cgroup (its VMM, the jailed VMM its
+/// supervisor forks, virtiofsd and its sandbox), KiB.
+fn sandbox_pss_kib(sb: &isola_sandbox::sandbox::Sandbox) -> Result<u64, BenchError> {
+    let cg = isola_sandbox::cgroup::dir_for(&sb.dir)
+        .ok_or_else(|| BenchError::Failed(format!("{} has no host cgroup to measure", sb.id)))?;
+    Ok(isola_sandbox::cgroup::pids(&cg)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    let mut ours: Vec<i32> = std::iter::once(st.vmm_pid).chain(st.helper_pids.iter().copied()).collect();
-    let mut i = 0;
-    while i < ours.len() {
-        let p = ours[i];
-        ours.extend(all.iter().copied().filter(|c| parent_of(*c) == Some(p)));
-        i += 1;
-    }
-    ours.iter().filter_map(|p| crate::memory::of_pid(*p, 0)).map(|m| m.pss_kib).sum()
+        .filter_map(|p| crate::memory::of_pid(p, 0))
+        .map(|m| m.pss_kib)
+        .sum())
 }

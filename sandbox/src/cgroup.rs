@@ -220,6 +220,12 @@ fn remove_dir(dir: &Path) {
     }
 }
 
+/// The processes in cgroup `dir` (none when it cannot be read).
+pub fn pids(dir: &Path) -> Vec<i32> {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    procs.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
 /// SIGKILLs every process in cgroup `dir` (cgroup v2's `cgroup.kill` where the kernel
 /// has it; one by one otherwise, until none is left or 2 s pass).
 fn kill_all(dir: &Path) {
@@ -228,8 +234,7 @@ fn kill_all(dir: &Path) {
     }
     let until = Instant::now() + Duration::from_secs(2);
     loop {
-        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        let pids: Vec<i32> = procs.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        let pids = pids(dir);
         if pids.is_empty() || Instant::now() > until {
             return;
         }
