@@ -191,9 +191,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         sysctls: vec![],
         template: TemplateUse::Off,
     };
-    let templates = !a.no_template && host.templates != Some(false);
+    let templates = !a.no_template && host.templates_on();
     let sopts = SandboxOptions {
-        template: if templates { TemplateUse::for_host(&sopts, &host) } else { TemplateUse::Off },
+        template: if templates {
+            TemplateUse::find(&sopts, &isola_sandbox::template::root())
+        } else {
+            TemplateUse::Off
+        },
         ..sopts
     };
     // A foreground run killed with -9 is cleaned up at once by this helper.

@@ -56,6 +56,11 @@ pub fn path() -> PathBuf {
 }
 
 impl Config {
+    /// Whether isola-vmm sandboxes restore and make templates (unless `templates = false`).
+    pub fn templates_on(&self) -> bool {
+        self.templates != Some(false)
+    }
+
     /// The configuration at [`path`]; a missing file means all defaults.
     pub fn load() -> Result<Self, ConfigError> {
         Self::load_from(&path())

@@ -48,9 +48,10 @@ impl TemplateUse {
     /// What the host's configuration says for `opts`: its template when templates
     /// are on (the default) and one is made for its configuration.
     pub fn for_host(opts: &SandboxOptions, host: &crate::config::Config) -> Self {
-        match host.templates {
-            Some(false) => TemplateUse::Off,
-            _ => Self::find(opts, &crate::template::root()),
+        if host.templates_on() {
+            Self::find(opts, &crate::template::root())
+        } else {
+            TemplateUse::Off
         }
     }
 

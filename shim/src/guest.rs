@@ -65,7 +65,7 @@ impl Booter for VmBooter {
         let opts = options(r, &cfg, self.tie_to_parent);
         let opts = SandboxOptions { template: TemplateUse::for_host(&opts, &cfg), ..opts };
         let sb = Sandbox::start(&opts)?;
-        if sb.state.template.is_none() && cfg.templates != Some(false) && opts.template_key().is_ok() {
+        if sb.state.template.is_none() && cfg.templates_on() && opts.template_key().is_ok() {
             crate::template_maker::spawn(r);
         }
         let vm = VmGuest {
