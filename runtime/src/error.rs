@@ -33,7 +33,7 @@ pub enum RuntimeError {
     #[error("hook {0}: {1}")]
     Hook(String, String),
     #[error(transparent)]
-    Shim(#[from] containerd_shim_isola::error::ShimError),
+    Task(#[from] isola_task::error::TaskError),
 }
 
 pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> RuntimeError {

@@ -11,7 +11,7 @@ use crate::error::{io, RuntimeError};
 use crate::keeper::Ready;
 use crate::relay::{self, RelayArgs};
 use crate::state::Dir;
-use crate::Globals;
+use crate::globals::Globals;
 
 /// The process to run: `--process` as given, or the container's own process with the
 /// command and the flags applied (as runc builds it).

@@ -9,7 +9,7 @@ use crate::cli::UpdateArgs;
 use crate::control::{self, Request};
 use crate::error::{io, RuntimeError};
 use crate::state::{self, Dir};
-use crate::Globals;
+use crate::globals::Globals;
 
 fn running(g: &Globals, id: &str) -> Result<Dir, RuntimeError> {
     let dir = Dir::new(&g.root, id)?;

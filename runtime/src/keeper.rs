@@ -1,6 +1,6 @@
 //! The keeper: the host process `create` leaves behind for a container, and the pid
 //! the caller waits on (containerd's runc shim and conmon reap it as its subreaper).
-//! It owns the microVM (through the shim's task logic, [`containerd_shim_isola::pod`]),
+//! It owns the microVM (through the shim's task logic, [`isola_task::pod`]),
 //! holds the stdio it was given and relays it to the guest, serves the CLI's requests
 //! on its control socket, forwards the signals it gets, and at the end exits with the
 //! container's status: its code, or the same signal.
@@ -11,11 +11,11 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use containerd_shim_isola::events::{Event, EventSink};
-use containerd_shim_isola::guest::VmBooter;
-use containerd_shim_isola::pod::{CreateRequest, Pod, Status};
-use containerd_shim_isola::standin::StandInCommand;
-use containerd_shim_isola::stdio::StdioPaths;
+use isola_task::event::{Event, EventSink};
+use isola_task::guest::VmBooter;
+use isola_task::pod::{CreateRequest, Pod, Status};
+use isola_task::standin::StandInCommand;
+use isola_task::stdio::StdioPaths;
 use nix::sys::signal::{SigSet, Signal};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
@@ -258,7 +258,7 @@ fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
     crate::hooks::run_all("createRuntime", hooks.create_runtime().as_deref().unwrap_or(&[]), &st)?;
     #[allow(deprecated)]
     crate::hooks::run_all("prestart", hooks.prestart().as_deref().unwrap_or(&[]), &st)?;
-    let netns = netns.or_else(|| containerd_shim_isola::spec::netns(&spec));
+    let netns = netns.or_else(|| isola_task::spec::netns(&spec));
     let netns = match netns {
         Some(ns) if has_interface(&ns)? => Some(ns),
         _ => None,
@@ -282,7 +282,7 @@ fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
         config_path: std::env::var_os("ISOLA_CONFIG").map(PathBuf::from),
     };
     pod.create(req)?;
-    let cgroup = containerd_shim_isola::bundle::BundleRecord::load(&copy).and_then(|r| vm_cgroup(&r.vm));
+    let cgroup = isola_task::bundle::BundleRecord::load(&copy).and_then(|r| vm_cgroup(&r.vm));
     record.status = "created".into();
     dir.save(&record)?;
     // Last, with nothing left to fail: a failed keeper inside the VM's cgroup would be

@@ -6,7 +6,7 @@ use std::io::BufReader;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use containerd_shim_isola::stdio::StdioPaths;
+use isola_task::stdio::StdioPaths;
 
 use crate::control::{read_line, send_line, Reply, Request};
 use crate::error::RuntimeError;

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use containerd_shim_isola::pod::Pod;
+use isola_task::pod::Pod;
 use oci_spec::runtime::Spec;
 
 use crate::state::{Dir, Record};

@@ -9,7 +9,7 @@ use crate::cli::CreateArgs;
 use crate::control::{self, Request};
 use crate::error::{io, RuntimeError};
 use crate::state::{Dir, Record};
-use crate::Globals;
+use crate::globals::Globals;
 
 /// Makes the container: the keeper boots its VM and waits for `start`. The keeper is
 /// returned so `run` can wait for it; `create` lets it go (its caller's subreaper adopts it).
@@ -152,7 +152,7 @@ pub fn delete(g: &Globals, id: &str, force: bool) -> Result<(), RuntimeError> {
     poststop(&r);
     // What a killed keeper left: the VM's processes, taps, mounts, cgroup, directory
     // (the bundle copy's record names the VM, as a dead shim's bundle does).
-    containerd_shim_isola::bundle::cleanup_bundle(&dir.bundle_copy(), id);
+    isola_task::bundle::cleanup_bundle(&dir.bundle_copy(), id);
     std::fs::remove_dir_all(&dir.path).map_err(io("removing", &dir.path))
 }
 

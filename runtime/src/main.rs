@@ -8,6 +8,7 @@ mod console;
 mod control;
 mod error;
 mod exec_cmd;
+mod globals;
 mod hooks;
 mod info_cmd;
 mod input;
@@ -20,23 +21,10 @@ mod relay;
 mod spawn;
 mod state;
 
-use std::path::PathBuf;
-
 use clap::Parser;
 
 use cli::{Cli, Cmd};
-
-/// The runtime-spec version the state document reports.
-pub const OCI_VERSION: &str = "1.2.1";
-
-/// The global flags that matter to every command (and reach the keeper and relays).
-#[derive(Clone, Debug)]
-pub struct Globals {
-    pub root: PathBuf,
-    pub log: Option<PathBuf>,
-    pub log_format: String,
-    pub debug: bool,
-}
+use globals::{Globals, OCI_VERSION};
 
 fn exit_as(code: i32) -> ! {
     // A process killed by a signal ends the same way, so the caller sees that signal.
@@ -58,14 +46,14 @@ fn exit_as(code: i32) -> ! {
 }
 
 fn main() {
-    // The task stand-in the shim's logic starts per process ([`containerd_shim_isola::standin`]).
-    if std::env::args().nth(1).as_deref() == Some(containerd_shim_isola::standin::ARG) {
-        containerd_shim_isola::standin::serve();
+    // The task stand-in the shim's logic starts per process ([`isola_task::standin`]).
+    if std::env::args().nth(1).as_deref() == Some(isola_task::standin::ARG) {
+        isola_task::standin::serve();
     }
     // The shim's logic also makes a missing template in a detached copy of this binary.
-    if std::env::args().nth(1).as_deref() == Some(containerd_shim_isola::template_maker::ARG) {
+    if std::env::args().nth(1).as_deref() == Some(isola_task::template_maker::ARG) {
         let args: Vec<String> = std::env::args().skip(2).collect();
-        containerd_shim_isola::template_maker::serve(&args);
+        isola_task::template_maker::serve(&args);
     }
     let cli = Cli::parse();
     let g =

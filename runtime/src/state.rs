@@ -123,7 +123,7 @@ impl Record {
     pub fn oci_state(&self) -> serde_json::Value {
         let status = self.live_status();
         serde_json::json!({
-            "ociVersion": crate::OCI_VERSION,
+            "ociVersion": crate::globals::OCI_VERSION,
             "id": self.id,
             "pid": if status == "stopped" { 0 } else { self.pid },
             "status": status,

@@ -77,7 +77,7 @@ fn extension_config_path(extension: &[u8]) -> Option<std::path::PathBuf> {
         if tag == (1 << 3) | 2 {
             let any = Any::parse_from_bytes(&is.read_bytes().ok()?).ok()?;
             let options = any.type_url.ends_with("runtimeoptions.v1.Options");
-            return if options { crate::spec::config_path(Some(&any)) } else { None };
+            return if options { crate::runtime_options::config_path(Some(&any)) } else { None };
         }
         is.skip_field(WireType::new(tag & 7)?).ok()?;
     }

@@ -1,8 +1,9 @@
-//! Task events for containerd, published in the order they happen. A single forwarding
+//! The task engine's events as containerd's task events, published in the order they happen. A single forwarding
 //! thread keeps that order and keeps a slow containerd off the request path.
 
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed,
@@ -13,24 +14,11 @@ use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::topics;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::Context;
+pub use isola_task::event::{Event, EventSink};
 
-/// Every event the shim sends, with what it carries.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    Create { id: String, bundle: String, stdin: String, stdout: String, stderr: String, terminal: bool, pid: u32 },
-    Start { id: String, pid: u32 },
-    ExecAdded { id: String, exec_id: String },
-    ExecStarted { id: String, exec_id: String, pid: u32 },
-    Oom { id: String },
-    Exit { id: String, exec_id: Option<String>, pid: u32, status: u32, at: Timestamp },
-    Paused { id: String },
-    Resumed { id: String },
-    Delete { id: String, pid: u32, status: u32, at: Timestamp },
-}
-
-impl Event {
-    pub fn topic(&self) -> &'static str {
-        match self {
+/// containerd's topic for `e`.
+pub fn topic(e: &Event) -> &'static str {
+        match e {
             Event::Create { .. } => topics::TASK_CREATE_EVENT_TOPIC,
             Event::Start { .. } => topics::TASK_START_EVENT_TOPIC,
             Event::ExecAdded { .. } => topics::TASK_EXEC_ADDED_EVENT_TOPIC,
@@ -43,9 +31,9 @@ impl Event {
         }
     }
 
-    /// The protobuf message containerd decodes for this topic.
-    pub fn message(self) -> Box<dyn MessageDyn> {
-        match self {
+/// The protobuf message containerd decodes for `e`'s topic.
+pub fn message(e: Event) -> Box<dyn MessageDyn> {
+        match e {
             Event::Create { id, bundle, stdin, stdout, stderr, terminal, pid } => Box::new(TaskCreate {
                 container_id: id,
                 bundle,
@@ -67,7 +55,7 @@ impl Event {
                 container_id: id,
                 pid,
                 exit_status: status,
-                exited_at: Some(at).into(),
+                exited_at: Some(timestamp(at)).into(),
                 ..Default::default()
             }),
             Event::Paused { id } => Box::new(TaskPaused { container_id: id, ..Default::default() }),
@@ -77,17 +65,11 @@ impl Event {
                 container_id: id,
                 pid,
                 exit_status: status,
-                exited_at: Some(at).into(),
+                exited_at: Some(timestamp(at)).into(),
                 ..Default::default()
             }),
         }
     }
-}
-
-/// Where events go: containerd, or a recorder in tests.
-pub trait EventSink: Send + Sync {
-    fn send(&self, e: Event);
-}
 
 /// Forwards to containerd's event service from one thread, in order.
 pub struct Publisher {
@@ -105,7 +87,7 @@ impl Publisher {
         let (tx, rx) = channel::<Event>();
         std::thread::spawn(move || {
             let publish = |r: &RemotePublisher, e: &Event| {
-                r.publish(Context::default(), e.topic(), &namespace, e.clone().message()).map_err(|e| e.to_string())
+                r.publish(Context::default(), topic(e), &namespace, message(e.clone())).map_err(|e| e.to_string())
             };
             let connect = || RemotePublisher::new(&address).map_err(|e| e.to_string());
             forward(rx.into_iter(), remote, publish, connect, RETRY_PAUSE);
@@ -128,10 +110,10 @@ fn forward<R>(
         while let Err(err) = publish(&remote, &e) {
             tries += 1;
             if tries > RETRIES {
-                log::warn!("publishing {}: {err}; giving up on this event", e.topic());
+                log::warn!("publishing {}: {err}; giving up on this event", topic(&e));
                 break;
             }
-            log::debug!("publishing {}: {err}; reconnecting", e.topic());
+            log::debug!("publishing {}: {err}; reconnecting", topic(&e));
             std::thread::sleep(pause);
             match connect() {
                 Ok(r) => remote = r,
@@ -154,42 +136,13 @@ impl EventSink for Publisher {
     }
 }
 
-/// Now, as containerd's events carry it (the shim crate's clock; zero if it is before 1970).
-pub fn now() -> Timestamp {
-    containerd_shim::util::timestamp().unwrap_or_default()
-}
-
-#[cfg(test)]
-pub mod testing {
-    use super::*;
-
-    /// Keeps every event, for ordering assertions.
-    #[derive(Default)]
-    pub struct Recorder(pub Mutex<Vec<Event>>);
-
-    impl EventSink for Recorder {
-        fn send(&self, e: Event) {
-            self.0.lock().expect("recorder").push(e);
-        }
-    }
-
-    impl Recorder {
-        /// Topics in order, with the exec id for exec events: compact to assert on.
-        pub fn topics(&self) -> Vec<String> {
-            self.0
-                .lock()
-                .expect("recorder")
-                .iter()
-                .map(|e| match e {
-                    Event::ExecAdded { exec_id, .. } | Event::ExecStarted { exec_id, .. } => {
-                        format!("{}:{exec_id}", e.topic())
-                    }
-                    Event::Exit { exec_id: Some(x), .. } => format!("{}:{x}", e.topic()),
-                    _ => e.topic().to_string(),
-                })
-                .collect()
-        }
-    }
+/// A time as containerd's messages carry it (zero if it is before 1970).
+pub fn timestamp(at: SystemTime) -> Timestamp {
+    let d = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut t = Timestamp::new();
+    t.seconds = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    t.nanos = i32::try_from(d.subsec_nanos()).unwrap_or(0);
+    t
 }
 
 #[cfg(test)]
@@ -243,14 +196,50 @@ mod tests {
 
     #[test]
     fn exit_of_init_names_the_container_twice_and_exec_exit_names_the_exec() {
-        let at = now();
-        let m = Event::Exit { id: "c1".into(), exec_id: None, pid: 7, status: 42, at: at.clone() }.message();
+        let at = SystemTime::now();
+        let m = message(Event::Exit { id: "c1".into(), exec_id: None, pid: 7, status: 42, at: at });
         let bytes = m.write_to_bytes_dyn().expect("encode");
         let e = TaskExit::parse_from_bytes(&bytes).expect("decode");
         assert_eq!((e.container_id.as_str(), e.id.as_str(), e.pid, e.exit_status), ("c1", "c1", 7, 42));
-        let m = Event::Exit { id: "c1".into(), exec_id: Some("x1".into()), pid: 9, status: 0, at }.message();
+        let m = message(Event::Exit { id: "c1".into(), exec_id: Some("x1".into()), pid: 9, status: 0, at });
         let e = TaskExit::parse_from_bytes(&m.write_to_bytes_dyn().expect("encode")).expect("decode");
         assert_eq!((e.container_id.as_str(), e.id.as_str()), ("c1", "x1"));
-        assert_eq!(Event::Oom { id: "c".into() }.topic(), "/tasks/oom");
+        assert_eq!(topic(&Event::Oom { id: "c".into() }), "/tasks/oom");
+    }
+
+    #[test]
+    fn every_event_goes_out_under_containerds_topic_for_its_name() {
+        let at = SystemTime::now();
+        let (id, x) = (String::from("c"), String::from("x"));
+        let all = [
+            Event::Create {
+                id: id.clone(),
+                bundle: "/b".into(),
+                stdin: String::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+                terminal: false,
+                pid: 1,
+            },
+            Event::Start { id: id.clone(), pid: 1 },
+            Event::ExecAdded { id: id.clone(), exec_id: x.clone() },
+            Event::ExecStarted { id: id.clone(), exec_id: x.clone(), pid: 2 },
+            Event::Oom { id: id.clone() },
+            Event::Exit { id: id.clone(), exec_id: None, pid: 1, status: 0, at },
+            Event::Paused { id: id.clone() },
+            Event::Resumed { id: id.clone() },
+            Event::Delete { id, pid: 1, status: 0, at },
+        ];
+        for e in all {
+            assert_eq!(topic(&e), format!("/tasks/{}", e.name()), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn exit_times_reach_containerd_to_the_nanosecond() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::new(1_796_550_000, 123_456_789);
+        let t = timestamp(at);
+        assert_eq!((t.seconds, t.nanos), (1_796_550_000, 123_456_789));
+        assert_eq!(timestamp(std::time::UNIX_EPOCH - std::time::Duration::from_secs(1)).seconds, 0);
     }
 }

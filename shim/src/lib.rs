@@ -1,27 +1,16 @@
 //! `containerd-shim-isola-v2`: containerd's shim v2 for isola. One shim process and one
-//! microVM per pod (or per `ctr run` container); containerd's Task API is served over
-//! ttrpc and carried out by the guest agent.
+//! microVM per pod (or per `ctr run` container). This crate is the containerd adapter:
+//! it serves containerd's Task API (v2 and v3) and sandbox API over ttrpc, and maps
+//! them onto the task engine ([`isola_task`]), its events and its errors.
 
-pub mod boot_request;
 pub mod bootstrap;
-pub mod bundle;
 pub mod error;
 pub mod events;
-pub mod guest;
 pub mod info;
 pub mod metrics;
-pub mod pod;
 pub mod pod_config;
-pub mod process;
-pub mod rootfs;
+pub mod runtime_options;
 pub mod sandbox_api;
 pub mod service;
-pub mod spec;
-pub mod standin;
-pub mod stdio;
 pub mod task;
 pub mod task_v3;
-pub mod template_maker;
-
-#[cfg(test)]
-mod pod_tests;

@@ -5,19 +5,13 @@
 
 use containerd_shim::protos::protobuf::rt::WireType;
 use containerd_shim::protos::protobuf::CodedInputStream;
+pub use isola_task::pod_config::PodConfig;
 
 /// The most of a pod config that is read (a real one is a few KiB).
 pub const MAX_BYTES: usize = 1 << 20;
 /// The most sysctls taken from one pod.
 pub const MAX_SYSCTLS: usize = 256;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodConfig {
-    pub hostname: String,
-    pub cgroup_parent: String,
-    /// In name order.
-    pub sysctls: Vec<(String, String)>,
-}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PodConfigError {
@@ -93,18 +87,6 @@ pub fn parse(input: &[u8]) -> Result<PodConfig, PodConfigError> {
     Ok(config)
 }
 
-/// The VM's `cgroupsPath` as CRI gives a pod sandbox: `parent/id` (cgroupfs), or
-/// `parent:cri-containerd:id` under a systemd slice. None without a parent.
-pub fn cgroups_path(cgroup_parent: &str, sandbox_id: &str) -> Option<String> {
-    if cgroup_parent.is_empty() {
-        None
-    } else if cgroup_parent.ends_with(".slice") {
-        Some(format!("{cgroup_parent}:cri-containerd:{sandbox_id}"))
-    } else {
-        Some(format!("{}/{sandbox_id}", cgroup_parent.trim_end_matches('/')))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,12 +149,5 @@ mod tests {
         let many: Vec<(String, String)> = (0..=MAX_SYSCTLS).map(|i| (format!("k{i}"), "1".into())).collect();
         let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         assert_eq!(parse(&pod(&many)), Err(PodConfigError::TooManySysctls));
-    }
-
-    #[test]
-    fn the_vms_cgroup_is_named_as_cri_names_a_sandboxs() {
-        assert_eq!(cgroups_path("", "s1"), None);
-        assert_eq!(cgroups_path("/kubepods/pod1/", "s1").as_deref(), Some("/kubepods/pod1/s1"));
-        assert_eq!(cgroups_path("kubepods-pod1.slice", "s1").as_deref(), Some("kubepods-pod1.slice:cri-containerd:s1"));
     }
 }

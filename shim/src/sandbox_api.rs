@@ -12,9 +12,9 @@ use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 use containerd_shim_protos::sandbox_api as api;
 use containerd_shim_protos::sandbox_sync::Sandbox;
 
-use crate::error::ShimError;
-use crate::events::now;
-use crate::pod::Pod;
+use crate::error::{Rpc, TaskError};
+use crate::events::timestamp;
+use isola_task::pod::Pod;
 use crate::pod_config;
 
 /// The state names containerd's CRI uses for a pod sandbox.
@@ -37,9 +37,9 @@ impl Sandbox for SandboxService {
         req: api::CreateSandboxRequest,
     ) -> TtrpcResult<api::CreateSandboxResponse> {
         let options = req.options.as_ref().map(|a| a.value.as_slice()).unwrap_or_default();
-        let config = pod_config::parse(options).map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
+        let config = pod_config::parse(options).map_err(|e| TaskError::InvalidArgument(e.to_string())).rpc()?;
         let netns = Some(PathBuf::from(&req.netns_path)).filter(|p| !p.as_os_str().is_empty());
-        self.pod.create_sandbox(&req.sandbox_id, &req.bundle_path, netns, &config)?;
+        self.pod.create_sandbox(&req.sandbox_id, &req.bundle_path, netns, &config).rpc()?;
         Ok(api::CreateSandboxResponse::default())
     }
 
@@ -48,8 +48,8 @@ impl Sandbox for SandboxService {
         _ctx: &TtrpcContext,
         req: api::StartSandboxRequest,
     ) -> TtrpcResult<api::StartSandboxResponse> {
-        let (pid, created_at) = self.pod.start_sandbox(&req.sandbox_id)?;
-        Ok(api::StartSandboxResponse { pid, created_at: MessageField::some(created_at), ..Default::default() })
+        let (pid, created_at) = self.pod.start_sandbox(&req.sandbox_id).rpc()?;
+        Ok(api::StartSandboxResponse { pid, created_at: MessageField::some(timestamp(created_at)), ..Default::default() })
     }
 
     fn platform(&self, _ctx: &TtrpcContext, _req: api::PlatformRequest) -> TtrpcResult<api::PlatformResponse> {
@@ -58,15 +58,15 @@ impl Sandbox for SandboxService {
     }
 
     fn stop_sandbox(&self, _ctx: &TtrpcContext, req: api::StopSandboxRequest) -> TtrpcResult<api::StopSandboxResponse> {
-        self.pod.stop_sandbox(&req.sandbox_id)?;
+        self.pod.stop_sandbox(&req.sandbox_id).rpc()?;
         Ok(api::StopSandboxResponse::default())
     }
 
     fn wait_sandbox(&self, _ctx: &TtrpcContext, req: api::WaitSandboxRequest) -> TtrpcResult<api::WaitSandboxResponse> {
-        let exit = self.pod.wait_sandbox(&req.sandbox_id)?;
+        let exit = self.pod.wait_sandbox(&req.sandbox_id).rpc()?;
         Ok(api::WaitSandboxResponse {
             exit_status: exit.code,
-            exited_at: MessageField::some(exit.at),
+            exited_at: MessageField::some(timestamp(exit.at)),
             ..Default::default()
         })
     }
@@ -76,21 +76,21 @@ impl Sandbox for SandboxService {
         _ctx: &TtrpcContext,
         req: api::SandboxStatusRequest,
     ) -> TtrpcResult<api::SandboxStatusResponse> {
-        let s = self.pod.sandbox_status(&req.sandbox_id)?;
+        let s = self.pod.sandbox_status(&req.sandbox_id).rpc()?;
         Ok(api::SandboxStatusResponse {
             sandbox_id: req.sandbox_id,
             pid: s.pid,
             state: if s.ready { READY } else { NOT_READY }.into(),
-            created_at: MessageField::some(s.created_at),
-            exited_at: s.exit.map(|e| e.at).into(),
+            created_at: MessageField::some(timestamp(s.created_at)),
+            exited_at: s.exit.map(|e| timestamp(e.at)).into(),
             ..Default::default()
         })
     }
 
     fn ping_sandbox(&self, _ctx: &TtrpcContext, req: api::PingRequest) -> TtrpcResult<api::PingResponse> {
-        let s = self.pod.sandbox_status(&req.sandbox_id)?;
+        let s = self.pod.sandbox_status(&req.sandbox_id).rpc()?;
         if s.exit.is_some() {
-            return Err(ShimError::FailedPrecondition(format!("sandbox {} has stopped", req.sandbox_id)).into());
+            return Err(TaskError::FailedPrecondition(format!("sandbox {} has stopped", req.sandbox_id))).rpc();
         }
         Ok(api::PingResponse::default())
     }
@@ -100,7 +100,7 @@ impl Sandbox for SandboxService {
         _ctx: &TtrpcContext,
         req: api::ShutdownSandboxRequest,
     ) -> TtrpcResult<api::ShutdownSandboxResponse> {
-        self.pod.stop_sandbox(&req.sandbox_id)?;
+        self.pod.stop_sandbox(&req.sandbox_id).rpc()?;
         // The shim's work is done once its VM is; tasks left are reported exited.
         self.exit.signal();
         Ok(api::ShutdownSandboxResponse::default())
@@ -111,12 +111,12 @@ impl Sandbox for SandboxService {
         _ctx: &TtrpcContext,
         req: api::SandboxMetricsRequest,
     ) -> TtrpcResult<api::SandboxMetricsResponse> {
-        let stats = self.pod.sandbox_stats(&req.sandbox_id)?;
+        let stats = self.pod.sandbox_stats(&req.sandbox_id).rpc()?;
         let data = crate::metrics::to_any(&stats)
-            .map_err(|e| ShimError::FailedPrecondition(format!("encoding the sandbox's metrics: {e}")))?;
+            .map_err(|e| TaskError::FailedPrecondition(format!("encoding the sandbox's metrics: {e}"))).rpc()?;
         let mut resp = api::SandboxMetricsResponse::default();
         let metric = resp.metrics.mut_or_insert_default();
-        metric.timestamp = MessageField::some(now());
+        metric.timestamp = MessageField::some(timestamp(std::time::SystemTime::now()));
         metric.id = req.sandbox_id;
         metric.data = MessageField::some(data);
         Ok(resp)

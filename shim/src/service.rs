@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{api, Config, DeleteResponse, ExitSignal, Flags, StartOpts};
 
-use crate::bundle::cleanup_bundle;
+use isola_task::bundle::cleanup_bundle;
 use crate::events::Publisher;
-use crate::guest::VmBooter;
-use crate::pod::Pod;
+use isola_task::guest::VmBooter;
+use isola_task::pod::Pod;
 use crate::task::TaskService;
 use crate::{bootstrap, sandbox_api, task_v3};
 
@@ -25,7 +25,7 @@ fn start(opts: StartOpts) -> Result<String, containerd_shim::Error> {
     let v3 = params.is_some();
     // containerd runs `start` in the bundle: the spec says which pod this is.
     let grouping = match oci_spec::runtime::Spec::load("config.json") {
-        Ok(spec) => crate::spec::grouping(&spec, &opts.id),
+        Ok(spec) => isola_task::spec::grouping(&spec, &opts.id),
         Err(_) => opts.id.clone(),
     };
     let config = params.and_then(|p| p.config_path).map(|p| p.to_string_lossy().into_owned());
@@ -49,11 +49,11 @@ fn start(opts: StartOpts) -> Result<String, containerd_shim::Error> {
 /// The shim's entry point.
 pub fn run(config: Config) {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(crate::standin::ARG) {
-        crate::standin::serve();
+    if args.get(1).map(String::as_str) == Some(isola_task::standin::ARG) {
+        isola_task::standin::serve();
     }
-    if args.get(1).map(String::as_str) == Some(crate::template_maker::ARG) {
-        crate::template_maker::serve(&args[2..]);
+    if args.get(1).map(String::as_str) == Some(isola_task::template_maker::ARG) {
+        isola_task::template_maker::serve(&args[2..]);
     }
     // containerd 2.x asks `-info` with no namespace; `-v` needs none either.
     if args.iter().skip(1).any(|a| a == "-info" || a == "--info") {
@@ -136,7 +136,7 @@ fn deleted() -> DeleteResponse {
     api::DeleteResponse {
         pid: 0,
         exit_status: 128 + libc::SIGKILL as u32,
-        exited_at: Some(crate::events::now()).into(),
+        exited_at: Some(crate::events::timestamp(std::time::SystemTime::now())).into(),
         ..Default::default()
     }
 }

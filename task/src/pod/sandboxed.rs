@@ -6,12 +6,11 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use std::time::SystemTime;
 use isola_protocol::ContainerStats;
 
 use super::{Inner, Pod};
-use crate::error::ShimError;
-use crate::events::now;
+use crate::error::TaskError;
 use crate::guest::BootRequest;
 use crate::pod_config::{self, PodConfig};
 use crate::process::Exit;
@@ -20,7 +19,7 @@ use crate::spec;
 /// A VM made by CreateSandbox.
 pub struct SandboxVm {
     pub id: String,
-    pub created_at: Timestamp,
+    pub created_at: SystemTime,
     pub started: bool,
     /// Set once the VM is gone: stopped, shut down, or dead.
     pub exit: Option<Exit>,
@@ -32,12 +31,12 @@ pub struct SandboxStatus {
     pub pid: u32,
     /// Started and running.
     pub ready: bool,
-    pub created_at: Timestamp,
+    pub created_at: SystemTime,
     pub exit: Option<Exit>,
 }
 
-fn sandbox<'a>(inner: &'a mut Inner, id: &str) -> Result<&'a mut SandboxVm, ShimError> {
-    inner.sandbox.as_mut().filter(|s| s.id == id).ok_or_else(|| ShimError::NotFound(format!("sandbox {id}")))
+fn sandbox<'a>(inner: &'a mut Inner, id: &str) -> Result<&'a mut SandboxVm, TaskError> {
+    inner.sandbox.as_mut().filter(|s| s.id == id).ok_or_else(|| TaskError::NotFound(format!("sandbox {id}")))
 }
 
 impl Pod {
@@ -48,12 +47,12 @@ impl Pod {
         bundle: &str,
         netns: Option<PathBuf>,
         config: &PodConfig,
-    ) -> Result<(), ShimError> {
+    ) -> Result<(), TaskError> {
         self.asked.store(true, Ordering::SeqCst);
-        isola_protocol::validate_id(id).map_err(|e| ShimError::InvalidArgument(e.message))?;
+        isola_protocol::validate_id(id).map_err(|e| TaskError::InvalidArgument(e.message))?;
         let mut inner = self.lock()?;
         if inner.guest.is_some() || inner.sandbox.is_some() {
-            return Err(ShimError::AlreadyExists(format!("sandbox {id} (this shim has a VM)")));
+            return Err(TaskError::AlreadyExists(format!("sandbox {id} (this shim has a VM)")));
         }
         let cgroup_path = match pod_config::cgroups_path(&config.cgroup_parent, id) {
             Some(p) => Some(spec::host_cgroup(&p)?),
@@ -72,24 +71,24 @@ impl Pod {
             sysctls: config.sysctls.clone(),
         };
         self.boot_vm(&mut inner, &req, bundle, id)?;
-        inner.sandbox = Some(SandboxVm { id: id.to_string(), created_at: now(), started: false, exit: None });
+        inner.sandbox = Some(SandboxVm { id: id.to_string(), created_at: SystemTime::now(), started: false, exit: None });
         Ok(())
     }
 
     /// The VMM's pid and when the sandbox was created.
-    pub fn start_sandbox(&self, id: &str) -> Result<(u32, Timestamp), ShimError> {
+    pub fn start_sandbox(&self, id: &str) -> Result<(u32, SystemTime), TaskError> {
         let mut inner = self.lock()?;
         let pid = inner.guest.as_ref().map(|g| g.vmm_pid()).unwrap_or(0);
         let sb = sandbox(&mut inner, id)?;
         if sb.exit.is_some() {
-            return Err(ShimError::FailedPrecondition(format!("sandbox {id} has stopped")));
+            return Err(TaskError::FailedPrecondition(format!("sandbox {id} has stopped")));
         }
         sb.started = true;
-        Ok((pid, sb.created_at.clone()))
+        Ok((pid, sb.created_at))
     }
 
     /// Ends the VM; a task still running is reported exited. Stopping twice is fine.
-    pub fn stop_sandbox(&self, id: &str) -> Result<(), ShimError> {
+    pub fn stop_sandbox(&self, id: &str) -> Result<(), TaskError> {
         let mut inner = self.lock()?;
         sandbox(&mut inner, id)?;
         Self::end_vm(&mut inner);
@@ -101,13 +100,13 @@ impl Pod {
     /// Marks the sandbox-API VM (if any) gone and wakes its waiters.
     pub(super) fn sandbox_ended(&self, inner: &mut Inner, code: u32) {
         if let Some(sb) = inner.sandbox.as_mut() {
-            sb.exit.get_or_insert_with(|| Exit { code, at: now() });
+            sb.exit.get_or_insert_with(|| Exit { code, at: SystemTime::now() });
         }
         self.exited.notify_all();
     }
 
     /// Blocks until the VM is gone.
-    pub fn wait_sandbox(&self, id: &str) -> Result<Exit, ShimError> {
+    pub fn wait_sandbox(&self, id: &str) -> Result<Exit, TaskError> {
         let mut inner = self.lock()?;
         loop {
             if let Some(exit) = &sandbox(&mut inner, id)?.exit {
@@ -116,11 +115,11 @@ impl Pod {
             inner = self
                 .exited
                 .wait(inner)
-                .map_err(|_| ShimError::FailedPrecondition("shim state lock poisoned".into()))?;
+                .map_err(|_| TaskError::FailedPrecondition("shim state lock poisoned".into()))?;
         }
     }
 
-    pub fn sandbox_status(&self, id: &str) -> Result<SandboxStatus, ShimError> {
+    pub fn sandbox_status(&self, id: &str) -> Result<SandboxStatus, TaskError> {
         let mut inner = self.lock()?;
         let pid = inner.guest.as_ref().map(|g| g.vmm_pid()).unwrap_or(0);
         let running = inner.guest.is_some();
@@ -128,13 +127,13 @@ impl Pod {
         Ok(SandboxStatus {
             pid,
             ready: sb.started && sb.exit.is_none() && running,
-            created_at: sb.created_at.clone(),
+            created_at: sb.created_at,
             exit: sb.exit.clone(),
         })
     }
 
     /// The pod's containers' cgroup statistics, added up (no limits: each has its own).
-    pub fn sandbox_stats(&self, id: &str) -> Result<ContainerStats, ShimError> {
+    pub fn sandbox_stats(&self, id: &str) -> Result<ContainerStats, TaskError> {
         let (guest, ids) = {
             let mut inner = self.lock()?;
             sandbox(&mut inner, id)?;

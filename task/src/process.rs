@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use std::time::SystemTime;
 
 use crate::spec::Role;
 use crate::standin::StandIn;
@@ -19,7 +19,7 @@ pub enum Status {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Exit {
     pub code: u32,
-    pub at: Timestamp,
+    pub at: SystemTime,
 }
 
 pub struct Proc {

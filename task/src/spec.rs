@@ -1,11 +1,9 @@
 //! What the shim reads from a container's OCI spec and containerd's options: which pod
 //! it belongs to (CRI annotations), its network namespace, the VM size it asks for, and
-//! the `ConfigPath` runtime option.
+//! where its cgroup goes.
 
 use std::path::PathBuf;
 
-use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::CodedInputStream;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 pub const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
@@ -96,29 +94,9 @@ pub fn vm_size(spec: &Spec) -> (Option<u64>, Option<u8>) {
     (mem, cpus)
 }
 
-/// `ConfigPath` from containerd's runtime options (`runtimeoptions.v1.Options`, field 2),
-/// which CRI passes to non-runc runtimes.
-pub fn config_path(options: Option<&Any>) -> Option<PathBuf> {
-    let any = options?;
-    let mut input = CodedInputStream::from_bytes(&any.value);
-    while let Ok(Some(tag)) = input.read_raw_tag_or_eof() {
-        let (field, wire) = (tag >> 3, tag & 7);
-        match (field, wire) {
-            (2, 2) => return input.read_string().ok().filter(|s| !s.is_empty()).map(PathBuf::from),
-            (_, 0) => input.read_uint64().ok()?,
-            (_, 2) => {
-                input.read_bytes().ok()?;
-                0
-            }
-            _ => return None,
-        };
-    }
-    None
-}
-
 /// The spec's `linux.cgroupsPath` below the host's cgroup root (cgroupfs or systemd
 /// form), for the VM's processes; none when the spec names none.
-pub fn cgroup_path(spec: &Spec) -> Result<Option<PathBuf>, crate::error::ShimError> {
+pub fn cgroup_path(spec: &Spec) -> Result<Option<PathBuf>, crate::error::TaskError> {
     let Some(p) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else { return Ok(None) };
     let p = p.to_string_lossy().into_owned();
     if p.is_empty() {
@@ -128,8 +106,8 @@ pub fn cgroup_path(spec: &Spec) -> Result<Option<PathBuf>, crate::error::ShimErr
 }
 
 /// An OCI `cgroupsPath` (cgroupfs or systemd form) as a path below the host's cgroup root.
-pub fn host_cgroup(cgroups_path: &str) -> Result<PathBuf, crate::error::ShimError> {
-    isola_sandbox::cgroup::oci_path(cgroups_path).map_err(|e| crate::error::ShimError::InvalidArgument(e.to_string()))
+pub fn host_cgroup(cgroups_path: &str) -> Result<PathBuf, crate::error::TaskError> {
+    isola_sandbox::cgroup::oci_path(cgroups_path).map_err(|e| crate::error::TaskError::InvalidArgument(e.to_string()))
 }
 
 #[cfg(test)]
@@ -150,7 +128,6 @@ mod tests {
         assert_eq!(vm_hostname(&spec, "c1", || "node1".into()), "node1", "host UTS: the host's name");
     }
     use super::*;
-    use containerd_shim::protos::protobuf::CodedOutputStream;
     use oci_spec::runtime::{
         LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxResourcesBuilder,
     };
@@ -201,21 +178,5 @@ mod tests {
         assert_eq!(netns(&s), Some(PathBuf::from("/var/run/netns/cni-1")));
         assert_eq!(vm_size(&s), (Some(100), Some(2)));
         assert_eq!(netns(&Spec::default()), None);
-    }
-
-    #[test]
-    fn config_path_is_read_from_runtime_options() {
-        let mut value = Vec::new();
-        {
-            let mut out = CodedOutputStream::vec(&mut value);
-            out.write_string(1, "io.containerd.isola.v2.Options").expect("w");
-            out.write_string(2, "/etc/isola/other.toml").expect("w");
-            out.flush().expect("flush");
-        }
-        let any = Any { type_url: "runtimeoptions.v1.Options".into(), value, ..Default::default() };
-        assert_eq!(config_path(Some(&any)), Some(PathBuf::from("/etc/isola/other.toml")));
-        assert_eq!(config_path(None), None);
-        let junk = Any { value: vec![0xff, 0xff, 0xff], ..Default::default() };
-        assert_eq!(config_path(Some(&junk)), None);
     }
 }

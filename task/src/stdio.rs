@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use isola_sandbox::Streams;
 
-use crate::error::ShimError;
+use crate::error::TaskError;
 use crate::guest::Guest;
 
 /// The FIFO paths containerd gave for a process; empty means "not wanted".
@@ -98,7 +98,7 @@ fn copy_in(path: String, mut to: UnixStream) {
 
 impl Bridge {
     /// Attaches to every stream of the process (before it starts, so nothing is lost).
-    pub fn start(guest: &dyn Guest, id: &str, exec_id: Option<&str>, p: &StdioPaths) -> Result<Self, ShimError> {
+    pub fn start(guest: &dyn Guest, id: &str, exec_id: Option<&str>, p: &StdioPaths) -> Result<Self, TaskError> {
         let (tx, done) = channel();
         let (input, out, err) = match guest.attach(id, exec_id, p.terminal)? {
             Streams::Tty(tty) => {

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
-use crate::error::ShimError;
+use crate::error::TaskError;
 
 /// The name stand-ins show in `ps` (their argv[0]).
 pub const NAME: &str = "isola-task";
@@ -38,7 +38,7 @@ pub struct StandIn {
 
 impl StandIn {
     /// `task` names it in `ps` (`isola-task __stand-in c1 exec1`).
-    pub fn spawn(cmd: &StandInCommand, task: &[&str]) -> Result<Self, ShimError> {
+    pub fn spawn(cmd: &StandInCommand, task: &[&str]) -> Result<Self, TaskError> {
         use std::os::unix::process::CommandExt;
         let mut c = Command::new(&cmd.program);
         c.arg0(NAME).args(&cmd.args).args(task).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());

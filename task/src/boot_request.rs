@@ -8,7 +8,7 @@ use std::time::Duration;
 use isola_sandbox::sandbox::{NetworkMode, SandboxOptions, TemplateUse};
 use isola_sandbox::{choose, detect_kvm};
 
-use crate::error::ShimError;
+use crate::error::TaskError;
 
 /// What the first container of a pod tells about the VM to boot.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -31,12 +31,12 @@ pub struct BootRequest {
 }
 
 /// The host configuration the request names (its `ConfigPath`), or the default one.
-pub fn host_config(r: &BootRequest) -> Result<isola_sandbox::config::Config, ShimError> {
+pub fn host_config(r: &BootRequest) -> Result<isola_sandbox::config::Config, TaskError> {
     match &r.config_path {
         Some(p) => isola_sandbox::config::Config::load_from(p),
         None => isola_sandbox::config::Config::load(),
     }
-    .map_err(|e| ShimError::Config(e.to_string()))
+    .map_err(|e| TaskError::Config(e.to_string()))
 }
 
 /// The sandbox a request asks for, on this host (no template chosen yet).

@@ -11,10 +11,10 @@ use oci_spec::runtime::{LinuxResources, Process, Spec};
 
 pub use crate::boot_request::BootRequest;
 use crate::boot_request::{host_config, options};
-use crate::error::ShimError;
+use crate::error::TaskError;
 
 pub trait Booter: Send + Sync {
-    fn boot(&self, req: &BootRequest) -> Result<Arc<dyn Guest>, ShimError>;
+    fn boot(&self, req: &BootRequest) -> Result<Arc<dyn Guest>, TaskError>;
     /// Where the VM named `name` will keep its state: recorded in the bundle before
     /// the boot starts, so a shim killed mid-boot is cleaned up from it.
     fn state_dir_for(&self, name: &str) -> PathBuf;
@@ -23,21 +23,21 @@ pub trait Booter: Send + Sync {
 /// A booted VM with its agent ready. `exec_id` None means a container's init.
 pub trait Guest: Send + Sync {
     /// Creates container `id`; its rootfs is in the share already (see `rootfs.rs`).
-    fn create(&self, id: &str, spec: &Spec) -> Result<(), ShimError>;
+    fn create(&self, id: &str, spec: &Spec) -> Result<(), TaskError>;
     /// Lets the process run; its pid in the guest.
-    fn start(&self, id: &str, exec_id: Option<&str>) -> Result<u32, ShimError>;
-    fn exec(&self, id: &str, exec_id: &str, process: &Process) -> Result<(), ShimError>;
-    fn signal(&self, id: &str, exec_id: Option<&str>, signal: i32, all: bool) -> Result<(), ShimError>;
+    fn start(&self, id: &str, exec_id: Option<&str>) -> Result<u32, TaskError>;
+    fn exec(&self, id: &str, exec_id: &str, process: &Process) -> Result<(), TaskError>;
+    fn signal(&self, id: &str, exec_id: Option<&str>, signal: i32, all: bool) -> Result<(), TaskError>;
     /// Removes the container, killing it if it runs.
-    fn delete(&self, id: &str) -> Result<(), ShimError>;
-    fn set_paused(&self, id: &str, paused: bool) -> Result<(), ShimError>;
-    fn stats(&self, id: &str) -> Result<ContainerStats, ShimError>;
-    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), ShimError>;
-    fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<(), ShimError>;
+    fn delete(&self, id: &str) -> Result<(), TaskError>;
+    fn set_paused(&self, id: &str, paused: bool) -> Result<(), TaskError>;
+    fn stats(&self, id: &str) -> Result<ContainerStats, TaskError>;
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), TaskError>;
+    fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<(), TaskError>;
     /// Blocks until the process exits.
-    fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, ShimError>;
+    fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, TaskError>;
     /// Every stream of the process (before it starts).
-    fn attach(&self, id: &str, exec_id: Option<&str>, terminal: bool) -> Result<Streams, ShimError>;
+    fn attach(&self, id: &str, exec_id: Option<&str>, terminal: bool) -> Result<Streams, TaskError>;
     /// The host directory shared with the guest over virtio-fs.
     fn shared_dir(&self) -> Option<PathBuf>;
     /// Whether the VMM and its helpers all still run.
@@ -58,7 +58,7 @@ pub struct VmBooter {
 }
 
 impl Booter for VmBooter {
-    fn boot(&self, r: &BootRequest) -> Result<Arc<dyn Guest>, ShimError> {
+    fn boot(&self, r: &BootRequest) -> Result<Arc<dyn Guest>, TaskError> {
         let cfg = host_config(r)?;
         // PDEATHSIG follows the spawning thread, and ttrpc's threads come and go:
         // after a shim crash, containerd's `delete` cleans up instead.
@@ -106,49 +106,49 @@ impl VmGuest {
 }
 
 impl Guest for VmGuest {
-    fn create(&self, id: &str, spec: &Spec) -> Result<(), ShimError> {
+    fn create(&self, id: &str, spec: &Spec) -> Result<(), TaskError> {
         Container::create(self.agent.clone(), self.shared.clone(), id, spec.clone(), Rootfs::InShare, &[])?;
         Ok(())
     }
 
-    fn start(&self, id: &str, exec_id: Option<&str>) -> Result<u32, ShimError> {
+    fn start(&self, id: &str, exec_id: Option<&str>) -> Result<u32, TaskError> {
         Ok(self.process(id, exec_id).start()? as u32)
     }
 
-    fn exec(&self, id: &str, exec_id: &str, process: &Process) -> Result<(), ShimError> {
+    fn exec(&self, id: &str, exec_id: &str, process: &Process) -> Result<(), TaskError> {
         self.container(id).exec(exec_id, process.clone())?;
         Ok(())
     }
 
-    fn signal(&self, id: &str, exec_id: Option<&str>, signal: i32, all: bool) -> Result<(), ShimError> {
+    fn signal(&self, id: &str, exec_id: Option<&str>, signal: i32, all: bool) -> Result<(), TaskError> {
         Ok(self.process(id, exec_id).signal(signal, all)?)
     }
 
-    fn delete(&self, id: &str) -> Result<(), ShimError> {
+    fn delete(&self, id: &str) -> Result<(), TaskError> {
         Ok(self.container(id).delete(true)?)
     }
 
-    fn set_paused(&self, id: &str, paused: bool) -> Result<(), ShimError> {
+    fn set_paused(&self, id: &str, paused: bool) -> Result<(), TaskError> {
         Ok(self.container(id).set_paused(paused)?)
     }
 
-    fn stats(&self, id: &str) -> Result<ContainerStats, ShimError> {
+    fn stats(&self, id: &str) -> Result<ContainerStats, TaskError> {
         Ok(self.container(id).stats()?)
     }
 
-    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), ShimError> {
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), TaskError> {
         Ok(self.container(id).update(resources.clone())?)
     }
 
-    fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<(), ShimError> {
+    fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<(), TaskError> {
         Ok(self.process(id, exec_id).resize(rows, cols)?)
     }
 
-    fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, ShimError> {
+    fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, TaskError> {
         Ok(self.process(id, exec_id).wait()?)
     }
 
-    fn attach(&self, id: &str, exec_id: Option<&str>, terminal: bool) -> Result<Streams, ShimError> {
+    fn attach(&self, id: &str, exec_id: Option<&str>, terminal: bool) -> Result<Streams, TaskError> {
         Ok(self.process(id, exec_id).attach(terminal)?)
     }
 

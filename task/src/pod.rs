@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 
-use crate::error::ShimError;
-use crate::events::{now, Event, EventSink};
+use crate::error::TaskError;
+use crate::event::{Event, EventSink};
 use crate::guest::{BootRequest, Booter, Guest};
 pub use crate::process::{Container, Exit, Proc, Status};
 use crate::rootfs::{self, RootMount};
@@ -79,10 +79,10 @@ pub struct Pod {
     asked: std::sync::atomic::AtomicBool,
 }
 
-fn not_found(id: &str, exec_id: Option<&str>) -> ShimError {
+fn not_found(id: &str, exec_id: Option<&str>) -> TaskError {
     match exec_id {
-        Some(x) => ShimError::NotFound(format!("process {x} of task {id}")),
-        None => ShimError::NotFound(format!("task {id}")),
+        Some(x) => TaskError::NotFound(format!("process {x} of task {id}")),
+        None => TaskError::NotFound(format!("task {id}")),
     }
 }
 
@@ -114,12 +114,12 @@ impl Pod {
         })
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Inner>, ShimError> {
-        self.inner.lock().map_err(|_| ShimError::FailedPrecondition("shim state lock poisoned".into()))
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, TaskError> {
+        self.inner.lock().map_err(|_| TaskError::FailedPrecondition("shim state lock poisoned".into()))
     }
 
-    fn guest(inner: &Inner) -> Result<Arc<dyn Guest>, ShimError> {
-        inner.guest.clone().ok_or_else(|| ShimError::FailedPrecondition("the pod's VM is not running".into()))
+    fn guest(inner: &Inner) -> Result<Arc<dyn Guest>, TaskError> {
+        inner.guest.clone().ok_or_else(|| TaskError::FailedPrecondition("the pod's VM is not running".into()))
     }
 
     /// Whether any Create has reached this shim: one that never gets one (its `start`
@@ -128,20 +128,20 @@ impl Pod {
         self.asked.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    pub fn create(self: &Arc<Self>, r: CreateRequest) -> Result<u32, ShimError> {
+    pub fn create(self: &Arc<Self>, r: CreateRequest) -> Result<u32, TaskError> {
         self.asked.store(true, std::sync::atomic::Ordering::SeqCst);
-        isola_protocol::validate_id(&r.id).map_err(|e| ShimError::InvalidArgument(e.message))?;
+        isola_protocol::validate_id(&r.id).map_err(|e| TaskError::InvalidArgument(e.message))?;
         let config = PathBuf::from(&r.bundle).join("config.json");
         let mut spec = Spec::load(&config)
-            .map_err(|e| ShimError::InvalidArgument(format!("reading {}: {e}", config.display())))?;
+            .map_err(|e| TaskError::InvalidArgument(format!("reading {}: {e}", config.display())))?;
         let (role, pod_id) = spec::role(&spec, &r.id);
         let mut inner = self.lock()?;
         if inner.containers.contains_key(&r.id) {
-            return Err(ShimError::AlreadyExists(format!("task {}", r.id)));
+            return Err(TaskError::AlreadyExists(format!("task {}", r.id)));
         }
         if inner.guest.is_none() {
             if role == Role::InPod {
-                return Err(ShimError::FailedPrecondition(format!("pod {pod_id} has no running sandbox")));
+                return Err(TaskError::FailedPrecondition(format!("pod {pod_id} has no running sandbox")));
             }
             let (memory_mib, vcpus) = spec::vm_size(&spec);
             let host = || nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
@@ -164,7 +164,7 @@ impl Pod {
             // The sandbox container is the VM itself: no process in the guest.
             let bridge =
                 if role == Role::PodSandbox { None } else { Some(self.create_in_guest(&*guest, &r, &mut spec)?) };
-            Ok::<_, ShimError>((bridge, StandIn::spawn(&self.standin, &[&r.id])?))
+            Ok::<_, TaskError>((bridge, StandIn::spawn(&self.standin, &[&r.id])?))
         })();
         let (bridge, standin) = match made {
             Ok(x) => x,
@@ -205,10 +205,10 @@ impl Pod {
     }
 
     /// Rootfs and binds into the share, the container in the guest, its stdio attached.
-    fn create_in_guest(&self, guest: &dyn Guest, r: &CreateRequest, spec: &mut Spec) -> Result<Bridge, ShimError> {
+    fn create_in_guest(&self, guest: &dyn Guest, r: &CreateRequest, spec: &mut Spec) -> Result<Bridge, TaskError> {
         let shared = guest
             .shared_dir()
-            .ok_or_else(|| ShimError::FailedPrecondition("the VM has no shared directory (virtiofsd)".into()))?;
+            .ok_or_else(|| TaskError::FailedPrecondition("the VM has no shared directory (virtiofsd)".into()))?;
         let root_path = {
             let p = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| "rootfs".into());
             if p.is_absolute() {
@@ -231,13 +231,13 @@ impl Pod {
         result
     }
 
-    pub fn start(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<u32, ShimError> {
+    pub fn start(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<u32, TaskError> {
         let exec = exec_key(exec_id);
         let mut inner = self.lock()?;
         let guest = inner.guest.clone();
         let (role, p) = Self::find(&mut inner, id, exec)?;
         if p.status != Status::Created {
-            return Err(ShimError::FailedPrecondition(format!(
+            return Err(TaskError::FailedPrecondition(format!(
                 "{} is {:?}, not created",
                 exec.unwrap_or(id),
                 p.status
@@ -248,7 +248,7 @@ impl Pod {
             self.events.send(Event::Start { id: id.into(), pid: p.pid });
             return Ok(p.pid);
         }
-        let guest = guest.ok_or_else(|| ShimError::FailedPrecondition("the pod's VM is not running".into()))?;
+        let guest = guest.ok_or_else(|| TaskError::FailedPrecondition("the pod's VM is not running".into()))?;
         p.guest_pid = guest.start(id, exec)?;
         let pid = p.pid;
         p.status = Status::Running;
@@ -282,7 +282,7 @@ impl Pod {
     }
 
     /// A container's role and one of its processes (its init, or exec `exec`).
-    fn find<'a>(inner: &'a mut Inner, id: &str, exec: Option<&str>) -> Result<(Role, &'a mut Proc), ShimError> {
+    fn find<'a>(inner: &'a mut Inner, id: &str, exec: Option<&str>) -> Result<(Role, &'a mut Proc), TaskError> {
         let c = inner.containers.get_mut(id).ok_or_else(|| not_found(id, None))?;
         let p = match exec {
             None => &mut c.init,
@@ -297,8 +297,8 @@ impl Pod {
         if p.exit.is_some() {
             return;
         }
-        let at = now();
-        p.exit = Some(Exit { code, at: at.clone() });
+        let at = SystemTime::now();
+        p.exit = Some(Exit { code, at: at });
         p.status = Status::Stopped;
         // Its host pid ends with it.
         drop(p.standin.take());
@@ -321,13 +321,13 @@ impl Pod {
         }
     }
 
-    pub fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<(), ShimError> {
+    pub fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<(), TaskError> {
         let exec = exec_key(exec_id);
         let mut inner = self.lock()?;
         let guest = inner.guest.clone();
         let (role, p) = Self::find(&mut inner, id, exec)?;
         if p.status == Status::Stopped {
-            return Err(ShimError::NotFound(format!("process {} already finished", exec.unwrap_or(id))));
+            return Err(TaskError::NotFound(format!("process {} already finished", exec.unwrap_or(id))));
         }
         let created = p.status == Status::Created;
         if role == Role::PodSandbox {
@@ -335,8 +335,8 @@ impl Pod {
             self.record_exit(&mut inner, id, None, 128 + signal, false);
             return Ok(());
         }
-        let guest = guest.ok_or_else(|| ShimError::FailedPrecondition("the pod's VM is not running".into()))?;
-        let sig = i32::try_from(signal).map_err(|_| ShimError::InvalidArgument(format!("signal {signal}")))?;
+        let guest = guest.ok_or_else(|| TaskError::FailedPrecondition("the pod's VM is not running".into()))?;
+        let sig = i32::try_from(signal).map_err(|_| TaskError::InvalidArgument(format!("signal {signal}")))?;
         let all = all && exec.is_none();
         let r = guest.signal(id, exec, sig, all);
         if created {
@@ -354,7 +354,7 @@ impl Pod {
         let until = std::time::Instant::now() + RACE_GRACE;
         loop {
             if Self::find(&mut inner, id, exec).map_or(true, |(_, p)| p.exit.is_some()) {
-                return Err(ShimError::NotFound(format!("process {} already finished", exec.unwrap_or(id))));
+                return Err(TaskError::NotFound(format!("process {} already finished", exec.unwrap_or(id))));
             }
             let left = until.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
@@ -363,13 +363,13 @@ impl Pod {
             inner = self
                 .exited
                 .wait_timeout(inner, left)
-                .map_err(|_| ShimError::FailedPrecondition("lock poisoned".into()))?
+                .map_err(|_| TaskError::FailedPrecondition("lock poisoned".into()))?
                 .0;
         }
     }
 
     /// Blocks until the process has exited.
-    pub fn wait(&self, id: &str, exec_id: &str) -> Result<Exit, ShimError> {
+    pub fn wait(&self, id: &str, exec_id: &str) -> Result<Exit, TaskError> {
         let exec = exec_key(exec_id);
         let mut inner = self.lock()?;
         loop {
@@ -383,19 +383,19 @@ impl Pod {
                     return inner.gone.iter().find(|(k, _)| *k == key).map(|(_, x)| x.clone()).ok_or(e);
                 }
             }
-            inner = self.exited.wait(inner).map_err(|_| ShimError::FailedPrecondition("lock poisoned".into()))?;
+            inner = self.exited.wait(inner).map_err(|_| TaskError::FailedPrecondition("lock poisoned".into()))?;
         }
     }
 
     /// Removes a process or a container that is not running. Deleting the VM's owner ends the VM.
-    pub fn delete(&self, id: &str, exec_id: &str) -> Result<(u32, Exit), ShimError> {
+    pub fn delete(&self, id: &str, exec_id: &str) -> Result<(u32, Exit), TaskError> {
         let exec = exec_key(exec_id);
         let mut inner = self.lock()?;
         let c = inner.containers.get_mut(id).ok_or_else(|| not_found(id, None))?;
         if let Some(x) = exec {
             let p = c.execs.get(x).ok_or_else(|| not_found(id, exec))?;
             if matches!(p.status, Status::Running | Status::Paused) {
-                return Err(ShimError::FailedPrecondition(format!("process {x} is running")));
+                return Err(TaskError::FailedPrecondition(format!("process {x} is running")));
             }
             if p.exit.is_none() {
                 // Created, never started: it ends here, so a pending Wait returns.
@@ -403,13 +403,13 @@ impl Pod {
             }
             let c = inner.containers.get_mut(id).ok_or_else(|| not_found(id, None))?;
             let p = c.execs.remove(x).ok_or_else(|| not_found(id, exec))?;
-            let exit = p.exit.unwrap_or(Exit { code: 0, at: now() });
+            let exit = p.exit.unwrap_or(Exit { code: 0, at: SystemTime::now() });
             inner.remember(id, exec, &exit);
             self.exited.notify_all();
             return Ok((p.pid, exit));
         }
         if matches!(c.init.status, Status::Running | Status::Paused) {
-            return Err(ShimError::FailedPrecondition(format!("task {id} is running")));
+            return Err(TaskError::FailedPrecondition(format!("task {id} is running")));
         }
         // A created task that never ran ends as runc's does on delete (its init killed):
         // a pending Wait returns, and the exit precedes the delete event.
@@ -444,21 +444,21 @@ impl Pod {
             Self::end_vm(&mut inner);
             self.exit_all(&mut inner);
         }
-        let exit = c.init.exit.clone().unwrap_or(Exit { code: 0, at: now() });
-        self.events.send(Event::Delete { id: id.into(), pid: c.init.pid, status: exit.code, at: exit.at.clone() });
+        let exit = c.init.exit.clone().unwrap_or(Exit { code: 0, at: SystemTime::now() });
+        self.events.send(Event::Delete { id: id.into(), pid: c.init.pid, status: exit.code, at: exit.at });
         Ok((c.init.pid, exit))
     }
 
-    pub fn exec(&self, id: &str, exec_id: &str, process: Process, stdio: StdioPaths) -> Result<(), ShimError> {
-        isola_protocol::validate_id(exec_id).map_err(|e| ShimError::InvalidArgument(e.message))?;
+    pub fn exec(&self, id: &str, exec_id: &str, process: Process, stdio: StdioPaths) -> Result<(), TaskError> {
+        isola_protocol::validate_id(exec_id).map_err(|e| TaskError::InvalidArgument(e.message))?;
         let mut inner = self.lock()?;
         let guest = Self::guest(&inner)?;
         let c = inner.containers.get_mut(id).ok_or_else(|| not_found(id, None))?;
         if c.role == Role::PodSandbox || c.init.status != Status::Running {
-            return Err(ShimError::FailedPrecondition(format!("task {id} is not running")));
+            return Err(TaskError::FailedPrecondition(format!("task {id} is not running")));
         }
         if c.execs.contains_key(exec_id) {
-            return Err(ShimError::AlreadyExists(format!("process {exec_id} of task {id}")));
+            return Err(TaskError::AlreadyExists(format!("process {exec_id} of task {id}")));
         }
         guest.exec(id, exec_id, &process)?;
         let bridge = Bridge::start(&*guest, id, Some(exec_id), &stdio)?;
@@ -468,13 +468,13 @@ impl Pod {
         Ok(())
     }
 
-    fn in_guest(&self, id: &str) -> Result<(Arc<dyn Guest>, Role), ShimError> {
+    fn in_guest(&self, id: &str) -> Result<(Arc<dyn Guest>, Role), TaskError> {
         let inner = self.lock()?;
         let c = inner.containers.get(id).ok_or_else(|| not_found(id, None))?;
         Ok((Self::guest(&inner)?, c.role))
     }
 
-    pub fn pause(&self, id: &str, paused: bool) -> Result<(), ShimError> {
+    pub fn pause(&self, id: &str, paused: bool) -> Result<(), TaskError> {
         let (guest, role) = self.in_guest(id)?;
         if role != Role::PodSandbox {
             let id = id.to_string();
@@ -488,7 +488,7 @@ impl Pod {
         Ok(())
     }
 
-    pub fn stats(&self, id: &str) -> Result<isola_protocol::ContainerStats, ShimError> {
+    pub fn stats(&self, id: &str) -> Result<isola_protocol::ContainerStats, TaskError> {
         let (guest, role) = self.in_guest(id)?;
         if role == Role::PodSandbox {
             return Ok(Default::default());
@@ -496,7 +496,7 @@ impl Pod {
         guest.stats(id)
     }
 
-    pub fn update(&self, id: &str, resources: LinuxResources) -> Result<(), ShimError> {
+    pub fn update(&self, id: &str, resources: LinuxResources) -> Result<(), TaskError> {
         let (guest, role) = self.in_guest(id)?;
         if role != Role::PodSandbox {
             guest.update(id, &resources)?;
@@ -504,7 +504,7 @@ impl Pod {
         Ok(())
     }
 
-    pub fn resize(&self, id: &str, exec_id: &str, cols: u16, rows: u16) -> Result<(), ShimError> {
+    pub fn resize(&self, id: &str, exec_id: &str, cols: u16, rows: u16) -> Result<(), TaskError> {
         let exec = exec_key(exec_id);
         let terminal = {
             let mut inner = self.lock()?;
@@ -520,7 +520,7 @@ impl Pod {
     }
 
     /// (bundle, pid, status, stdio, exit) of a process.
-    pub fn state(&self, id: &str, exec_id: &str) -> Result<(String, u32, Status, StdioPaths, Option<Exit>), ShimError> {
+    pub fn state(&self, id: &str, exec_id: &str) -> Result<(String, u32, Status, StdioPaths, Option<Exit>), TaskError> {
         let exec = exec_key(exec_id);
         let mut inner = self.lock()?;
         let bundle = inner.containers.get(id).map(|c| c.bundle.clone()).ok_or_else(|| not_found(id, None))?;
@@ -531,7 +531,7 @@ impl Pod {
     /// Every process of the container: the ones containerd knows (init, execs) by
     /// their host pids, then the others by their guest pids (they have no host pid: a
     /// deliberate difference of a VM, said in the README).
-    pub fn pids(&self, id: &str) -> Result<Vec<u32>, ShimError> {
+    pub fn pids(&self, id: &str) -> Result<Vec<u32>, TaskError> {
         let (known, role) = {
             let inner = self.lock()?;
             let c = inner.containers.get(id).ok_or_else(|| not_found(id, None))?;

@@ -12,7 +12,7 @@ use isola_sandbox::volume::guest_path;
 use nix::mount::MsFlags;
 use oci_spec::runtime::Spec;
 
-use crate::error::ShimError;
+use crate::error::TaskError;
 
 /// One rootfs mount from containerd's Create request.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -57,7 +57,7 @@ fn is_bind(typ: &str, options: &[String]) -> bool {
 
 /// Mounts the rootfs under the share, where [`isola_sandbox::Rootfs::InShare`] says it is.
 /// `root_path` is the spec's root (used when containerd passes no mounts: `ctr run --rootfs`).
-pub fn mount_rootfs(shared: &Path, id: &str, rootfs: &[RootMount], root_path: &Path) -> Result<(), ShimError> {
+pub fn mount_rootfs(shared: &Path, id: &str, rootfs: &[RootMount], root_path: &Path) -> Result<(), TaskError> {
     let rel = Path::new(id).join("rootfs");
     let target = shared.join(&rel);
     match rootfs {
@@ -73,7 +73,7 @@ pub fn mount_rootfs(shared: &Path, id: &str, rootfs: &[RootMount], root_path: &P
             let flags = flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             // Overlay lowerdir lists can be long; the kernel takes one page.
             if data.len() >= 4096 {
-                return Err(ShimError::InvalidArgument(format!(
+                return Err(TaskError::InvalidArgument(format!(
                     "rootfs mount options are {} bytes; the kernel takes at most 4095",
                     data.len()
                 )));
@@ -81,14 +81,14 @@ pub fn mount_rootfs(shared: &Path, id: &str, rootfs: &[RootMount], root_path: &P
             // Onto the directory just opened beneath the share, never a path a guest could swap.
             let at = PathBuf::from(format!("/proc/self/fd/{}", at.as_raw_fd()));
             nix::mount::mount(Some(m.source.as_str()), &at, Some(m.typ.as_str()), flags, Some(data.as_str())).map_err(
-                |e| ShimError::Io {
+                |e| TaskError::Io {
                     what: format!("mounting {} rootfs at {}", m.typ, target.display()),
                     source: e.into(),
                 },
             )?;
         }
         more => {
-            return Err(ShimError::InvalidArgument(format!(
+            return Err(TaskError::InvalidArgument(format!(
                 "{} rootfs mounts given; isola takes one (an overlay or a bind)",
                 more.len()
             )))
@@ -99,7 +99,7 @@ pub fn mount_rootfs(shared: &Path, id: &str, rootfs: &[RootMount], root_path: &P
 
 /// Binds every host path the spec mounts into the share and points the mount at the
 /// guest's copy. Other mounts (proc, tmpfs, devpts…) are the guest kernel's own.
-pub fn share_bind_mounts(shared: &Path, id: &str, spec: &mut Spec) -> Result<(), ShimError> {
+pub fn share_bind_mounts(shared: &Path, id: &str, spec: &mut Spec) -> Result<(), TaskError> {
     let Some(mut list) = spec.mounts().clone() else { return Ok(()) };
     for (i, m) in list.iter_mut().enumerate() {
         let options = m.options().clone().unwrap_or_default();
@@ -107,7 +107,7 @@ pub fn share_bind_mounts(shared: &Path, id: &str, spec: &mut Spec) -> Result<(),
             continue;
         }
         let Some(src) = m.source().clone().filter(|s| s.is_absolute()) else {
-            return Err(ShimError::InvalidArgument(format!(
+            return Err(TaskError::InvalidArgument(format!(
                 "bind mount to {} needs an absolute source",
                 m.destination().display()
             )));

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Inner, Pod, VM_GONE_EXIT};
-use crate::error::ShimError;
+use crate::error::TaskError;
 use crate::guest::BootRequest;
 
 impl Pod {
@@ -17,7 +17,7 @@ impl Pod {
         req: &BootRequest,
         bundle: &str,
         owner: &str,
-    ) -> Result<(), ShimError> {
+    ) -> Result<(), TaskError> {
         let planned =
             crate::bundle::BundleRecord { vm: self.booter.state_dir_for(&req.name), owner: true, shared_dir: None };
         planned.save(bundle);

@@ -13,8 +13,8 @@ use isola_protocol::{ContainerStats, ExitStatus, Request, RootfsSource};
 use isola_sandbox::Streams;
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 
-use crate::error::ShimError;
-use crate::events::testing::Recorder;
+use crate::error::TaskError;
+use crate::event::testing::Recorder;
 use crate::guest::{BootRequest, Booter, Guest};
 use crate::pod::{CreateRequest, Pod, Status, VM_GONE_EXIT};
 use crate::spec::{CONTAINER_TYPE, SANDBOX_ID};
@@ -56,56 +56,56 @@ impl FakeGuest {
 }
 
 impl Guest for FakeGuest {
-    fn create(&self, id: &str, spec: &Spec) -> Result<(), ShimError> {
+    fn create(&self, id: &str, spec: &Spec) -> Result<(), TaskError> {
         let rootfs = RootfsSource::GuestPath { path: format!("/run/isola/shared/{id}/rootfs") };
         self.record(Request::CreateContainer { id: id.into(), spec: Box::new(spec.clone()), rootfs });
         Ok(())
     }
 
-    fn start(&self, id: &str, exec_id: Option<&str>) -> Result<u32, ShimError> {
+    fn start(&self, id: &str, exec_id: Option<&str>) -> Result<u32, TaskError> {
         self.record(Request::Start { id: id.into(), exec_id: exec_id.map(Into::into) });
         Ok(if exec_id.is_some() { 20 } else { 10 })
     }
 
-    fn exec(&self, id: &str, exec_id: &str, process: &Process) -> Result<(), ShimError> {
+    fn exec(&self, id: &str, exec_id: &str, process: &Process) -> Result<(), TaskError> {
         self.record(Request::Exec { id: id.into(), exec_id: exec_id.into(), process: Box::new(process.clone()) });
         Ok(())
     }
 
-    fn signal(&self, id: &str, exec_id: Option<&str>, signal: i32, all: bool) -> Result<(), ShimError> {
+    fn signal(&self, id: &str, exec_id: Option<&str>, signal: i32, all: bool) -> Result<(), TaskError> {
         self.record(Request::Signal { id: id.into(), exec_id: exec_id.map(Into::into), signal, all });
         if self.signal_fails.load(Ordering::SeqCst) {
-            return Err(ShimError::FailedPrecondition(format!("{id} is not running")));
+            return Err(TaskError::FailedPrecondition(format!("{id} is not running")));
         }
         Ok(())
     }
 
-    fn delete(&self, id: &str) -> Result<(), ShimError> {
+    fn delete(&self, id: &str) -> Result<(), TaskError> {
         self.record(Request::Delete { id: id.into(), force: true });
         Ok(())
     }
 
-    fn set_paused(&self, id: &str, paused: bool) -> Result<(), ShimError> {
+    fn set_paused(&self, id: &str, paused: bool) -> Result<(), TaskError> {
         self.record(if paused { Request::Pause { id: id.into() } } else { Request::Resume { id: id.into() } });
         Ok(())
     }
 
-    fn stats(&self, id: &str) -> Result<ContainerStats, ShimError> {
+    fn stats(&self, id: &str) -> Result<ContainerStats, TaskError> {
         self.record(Request::Stats { id: id.into() });
         Ok(ContainerStats { pids: self.guest_pids.lock().expect("pids").clone(), ..Default::default() })
     }
 
-    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), ShimError> {
+    fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), TaskError> {
         self.record(Request::Update { id: id.into(), resources: Box::new(resources.clone()) });
         Ok(())
     }
 
-    fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<(), ShimError> {
+    fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<(), TaskError> {
         self.record(Request::ResizeTty { id: id.into(), exec_id: exec_id.map(Into::into), rows, cols });
         Ok(())
     }
 
-    fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, ShimError> {
+    fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, TaskError> {
         let key = (id.to_string(), exec_id.map(String::from));
         let mut e = self.exits.lock().expect("exits");
         loop {
@@ -113,13 +113,13 @@ impl Guest for FakeGuest {
                 return Ok(*s);
             }
             if self.dead.load(Ordering::SeqCst) {
-                return Err(ShimError::FailedPrecondition("vm gone".into()));
+                return Err(TaskError::FailedPrecondition("vm gone".into()));
             }
             e = self.exited.wait_timeout(e, Duration::from_millis(50)).expect("wait").0;
         }
     }
 
-    fn attach(&self, _id: &str, _exec_id: Option<&str>, terminal: bool) -> Result<Streams, ShimError> {
+    fn attach(&self, _id: &str, _exec_id: Option<&str>, terminal: bool) -> Result<Streams, TaskError> {
         // The far ends close at once: the process printed nothing.
         let stream = || UnixStream::pair().map(|(a, _b)| a).map_err(crate::error::io("pair"));
         if terminal {
@@ -157,7 +157,7 @@ struct FakeBooter {
 }
 
 impl Booter for FakeBooter {
-    fn boot(&self, req: &BootRequest) -> Result<Arc<dyn Guest>, ShimError> {
+    fn boot(&self, req: &BootRequest) -> Result<Arc<dyn Guest>, TaskError> {
         self.boots.lock().expect("boots").push(req.clone());
         let bundles = self.guest.shared.parent().map(|p| p.join("bundles")).unwrap_or_default();
         let found = std::fs::read_dir(bundles).into_iter().flatten().flatten().map(|e| e.path().join("isola.json"));
@@ -237,7 +237,7 @@ fn a_standalone_container_runs_exits_and_takes_its_vm_along_on_delete() {
     assert_eq!(exit.code, 42);
     assert!(w.guest.stopped.load(Ordering::SeqCst), "the owner's delete stops the VM");
     assert!(!w.dir.path().join("shared/c1").exists(), "rootfs unmounted and removed");
-    assert_eq!(w.topics(), ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
+    assert_eq!(w.topics(), ["create", "start", "exit", "delete"]);
     assert_eq!(w.guest.ops(), ["create_container", "start", "delete"]);
     assert!(w.pod.is_empty());
 }
@@ -247,11 +247,11 @@ fn exec_processes_have_their_own_lifecycle_and_events() {
     let w = world();
     w.pod.create(w.bundle("c1", &[])).expect("create");
     let e = w.pod.exec("c1", "x1", Default::default(), Default::default()).expect_err("not running yet");
-    assert!(matches!(e, ShimError::FailedPrecondition(_)), "{e}");
+    assert!(matches!(e, TaskError::FailedPrecondition(_)), "{e}");
     w.pod.start("c1", "").expect("start");
     w.pod.exec("c1", "x1", Default::default(), Default::default()).expect("exec");
     let dup = w.pod.exec("c1", "x1", Default::default(), Default::default()).expect_err("duplicate");
-    assert!(matches!(dup, ShimError::AlreadyExists(_)), "{dup}");
+    assert!(matches!(dup, TaskError::AlreadyExists(_)), "{dup}");
     let init = w.pod.state("c1", "").expect("state").1;
     let x1 = w.pod.start("c1", "x1").expect("start exec");
     assert!(alive(x1) && x1 != init, "an exec has a host pid of its own");
@@ -262,7 +262,7 @@ fn exec_processes_have_their_own_lifecycle_and_events() {
     assert_eq!(w.pod.pids("c1").expect("pids"), vec![init, x1, 33, 34]);
     w.guest.guest_pids.lock().expect("pids").clear();
     let running = w.pod.delete("c1", "x1").expect_err("running exec");
-    assert!(matches!(running, ShimError::FailedPrecondition(_)), "{running}");
+    assert!(matches!(running, TaskError::FailedPrecondition(_)), "{running}");
     w.guest.exit("c1", Some("x1"), 3, false);
     assert_eq!(wait_code(&w, "c1", "x1"), 3);
     assert_eq!(w.pod.delete("c1", "x1").expect("delete exec").1.code, 3);
@@ -274,13 +274,13 @@ fn exec_processes_have_their_own_lifecycle_and_events() {
     assert_eq!(
         w.topics(),
         [
-            "/tasks/create",
-            "/tasks/start",
-            "/tasks/exec-added:x1",
-            "/tasks/exec-started:x1",
-            "/tasks/exit:x1",
-            "/tasks/exit",
-            "/tasks/delete"
+            "create",
+            "start",
+            "exec-added:x1",
+            "exec-started:x1",
+            "exit:x1",
+            "exit",
+            "delete"
         ]
     );
 }
@@ -314,11 +314,11 @@ fn a_cri_pod_shares_one_vm_and_ends_it_with_the_sandbox() {
     assert!(w.pod.kill("pod1", "", 9, false).is_err(), "gone");
     let t = w.topics();
     let pos = |needle: &str| t.iter().position(|x| x == needle).expect(needle);
-    assert_eq!(t.iter().filter(|x| *x == "/tasks/create").count(), 3);
-    assert!(pos("/tasks/start") < pos("/tasks/exit"));
-    assert_eq!(t.iter().filter(|x| *x == "/tasks/exit").count(), 3, "{t:?}");
+    assert_eq!(t.iter().filter(|x| *x == "create").count(), 3);
+    assert!(pos("start") < pos("exit"));
+    assert_eq!(t.iter().filter(|x| *x == "exit").count(), 3, "{t:?}");
     // app2's exit is announced when the VM goes, before the sandbox's delete.
-    assert_eq!(t[t.len() - 2..], ["/tasks/exit", "/tasks/delete"], "{t:?}");
+    assert_eq!(t[t.len() - 2..], ["exit", "delete"], "{t:?}");
 }
 
 #[test]
@@ -335,10 +335,10 @@ fn a_dead_vm_ends_every_task_with_an_exit_event() {
     }
     assert!(w.guest.stopped.load(Ordering::SeqCst), "what is left of the VM is cleaned");
     let e = w.pod.exec("c1", "x", Default::default(), Default::default()).expect_err("no VM");
-    assert!(matches!(e, ShimError::FailedPrecondition(_)), "{e}");
+    assert!(matches!(e, TaskError::FailedPrecondition(_)), "{e}");
     w.pod.delete("c1", "").expect("delete after the VM died");
     assert!(!w.dir.path().join("shared/c1").exists());
-    assert_eq!(w.topics(), ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
+    assert_eq!(w.topics(), ["create", "start", "exit", "delete"]);
 }
 
 #[test]
@@ -348,7 +348,7 @@ fn a_vm_booted_for_a_container_that_fails_to_create_is_stopped() {
     let m = crate::rootfs::RootMount { typ: "overlay".into(), source: "overlay".into(), options: vec![] };
     r.rootfs = vec![m.clone(), m];
     let e = w.pod.create(r).expect_err("two rootfs mounts");
-    assert!(matches!(e, ShimError::InvalidArgument(_)), "{e}");
+    assert!(matches!(e, TaskError::InvalidArgument(_)), "{e}");
     assert!(w.guest.stopped.load(Ordering::SeqCst), "the VM went with the failed create");
     assert!(w.pod.is_empty() && w.topics().is_empty());
     // The next create boots afresh.
@@ -364,7 +364,7 @@ fn an_oom_kill_is_announced_before_the_exit() {
     w.pod.start("c1", "").expect("start");
     w.guest.exit("c1", None, 137, true);
     assert_eq!(wait_code(&w, "c1", ""), 137);
-    assert_eq!(w.topics(), ["/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit"]);
+    assert_eq!(w.topics(), ["create", "start", "oom", "exit"]);
     w.pod.delete("c1", "").expect("delete");
 }
 
@@ -373,9 +373,9 @@ fn bad_ids_unknown_tasks_and_orphan_pod_containers_are_named_errors() {
     let w = world();
     let mut r = w.bundle("ok", &[]);
     r.id = "../etc".into();
-    assert!(matches!(w.pod.create(r), Err(ShimError::InvalidArgument(_))));
-    assert!(matches!(w.pod.start("nope", ""), Err(ShimError::NotFound(_))));
-    assert!(matches!(w.pod.wait("nope", ""), Err(ShimError::NotFound(_))));
+    assert!(matches!(w.pod.create(r), Err(TaskError::InvalidArgument(_))));
+    assert!(matches!(w.pod.start("nope", ""), Err(TaskError::NotFound(_))));
+    assert!(matches!(w.pod.wait("nope", ""), Err(TaskError::NotFound(_))));
     let orphan = w.bundle("app", &[(CONTAINER_TYPE, "container"), (SANDBOX_ID, "pod9")]);
     let e = w.pod.create(orphan).expect_err("no sandbox");
     assert_eq!(e.to_string(), "pod pod9 has no running sandbox");
@@ -385,7 +385,7 @@ fn bad_ids_unknown_tasks_and_orphan_pod_containers_are_named_errors() {
     assert!(e.to_string().contains("/nonexistent/bundle/config.json"), "{e}");
     assert!(w.topics().is_empty(), "no event for what failed");
     w.pod.create(w.bundle("c1", &[])).expect("create");
-    assert!(matches!(w.pod.create(w.bundle("c1", &[])), Err(ShimError::AlreadyExists(_))));
+    assert!(matches!(w.pod.create(w.bundle("c1", &[])), Err(TaskError::AlreadyExists(_))));
     let e = w.pod.delete("c1", "").err();
     assert!(e.is_none(), "a created, never started task can be deleted: {e:?}");
 }
@@ -404,9 +404,9 @@ fn pause_resume_and_kill_reach_the_guest_and_a_stopped_task_is_not_found() {
     w.guest.exit("c1", None, 143, false);
     wait_code(&w, "c1", "");
     let e = w.pod.kill("c1", "", 15, false).expect_err("already finished");
-    assert!(matches!(e, ShimError::NotFound(_)), "{e}");
+    assert!(matches!(e, TaskError::NotFound(_)), "{e}");
     assert_eq!(w.guest.ops(), ["create_container", "start", "pause", "resume", "signal"]);
-    assert_eq!(w.topics(), ["/tasks/create", "/tasks/start", "/tasks/paused", "/tasks/resumed", "/tasks/exit"]);
+    assert_eq!(w.topics(), ["create", "start", "paused", "resumed", "exit"]);
     w.pod.delete("c1", "").expect("delete");
 }
 
@@ -418,7 +418,7 @@ fn killing_a_created_task_ends_it_so_wait_returns_and_delete_reports_it() {
     assert_eq!(wait_code(&w, "c1", ""), 137, "Wait returns 128 + signal");
     assert_eq!(w.pod.state("c1", "").expect("state").2, Status::Stopped);
     assert_eq!(w.pod.delete("c1", "").expect("delete").1.code, 137);
-    assert_eq!(w.topics(), ["/tasks/create", "/tasks/exit", "/tasks/delete"]);
+    assert_eq!(w.topics(), ["create", "exit", "delete"]);
 }
 
 #[test]
@@ -436,7 +436,7 @@ fn deleting_a_created_task_ends_a_pending_wait() {
     });
     let got = rx.recv_timeout(Duration::from_secs(5)).expect("the pending Wait returned");
     assert_eq!(got.expect("waiter").expect("an exit").code, 137);
-    assert_eq!(w.topics(), ["/tasks/create", "/tasks/exit", "/tasks/delete"]);
+    assert_eq!(w.topics(), ["create", "exit", "delete"]);
 }
 
 #[test]
@@ -446,7 +446,7 @@ fn resizing_a_process_without_a_terminal_is_ignored() {
     w.pod.start("c1", "").expect("start");
     w.pod.resize("c1", "", 80, 24).expect("ignored, as runc does");
     assert!(!w.guest.ops().contains(&"resize_tty".to_string()), "{:?}", w.guest.ops());
-    assert!(matches!(w.pod.resize("nope", "", 80, 24), Err(ShimError::NotFound(_))));
+    assert!(matches!(w.pod.resize("nope", "", 80, 24), Err(TaskError::NotFound(_))));
     w.guest.exit("c1", None, 0, false);
     wait_code(&w, "c1", "");
     w.pod.delete("c1", "").expect("delete");
@@ -460,7 +460,7 @@ fn a_kill_racing_an_exit_is_already_finished_and_other_failures_stay_errors() {
     w.guest.signal_fails.store(true, Ordering::SeqCst);
     // No exit follows: the guest's error stands.
     let e = w.pod.kill("c1", "", 15, false).expect_err("fails");
-    assert!(matches!(e, ShimError::FailedPrecondition(_)), "{e}");
+    assert!(matches!(e, TaskError::FailedPrecondition(_)), "{e}");
     // The exit arrives just after the failed signal: "already finished".
     let guest = w.guest.clone();
     std::thread::spawn(move || {
@@ -468,7 +468,7 @@ fn a_kill_racing_an_exit_is_already_finished_and_other_failures_stay_errors() {
         guest.exit("c1", None, 0, false);
     });
     let e = w.pod.kill("c1", "", 15, false).expect_err("raced");
-    assert!(matches!(e, ShimError::NotFound(ref m) if m.contains("already finished")), "{e}");
+    assert!(matches!(e, TaskError::NotFound(ref m) if m.contains("already finished")), "{e}");
     w.pod.delete("c1", "").expect("delete");
 }
 
@@ -499,13 +499,13 @@ fn the_sandbox_api_boots_the_pod_vm_without_a_pause_container_and_ends_it() {
         "the cleanup record is in the sandbox's bundle before the boot"
     );
     let e = w.pod.create_sandbox("pod1", &sandbox_bundle(&w, "pod1"), None, &config).expect_err("twice");
-    assert!(matches!(e, ShimError::AlreadyExists(_)), "{e}");
+    assert!(matches!(e, TaskError::AlreadyExists(_)), "{e}");
     assert!(!w.pod.sandbox_status("pod1").expect("status").ready, "not ready before StartSandbox");
     let (pid, created) = w.pod.start_sandbox("pod1").expect("StartSandbox");
     let status = w.pod.sandbox_status("pod1").expect("status");
     assert!(status.ready && status.exit.is_none(), "{status:?}");
     assert_eq!((status.pid, status.created_at), (pid, created));
-    assert!(matches!(w.pod.sandbox_status("other"), Err(ShimError::NotFound(_))));
+    assert!(matches!(w.pod.sandbox_status("other"), Err(TaskError::NotFound(_))));
     assert!(w.topics().is_empty(), "no task (and no task event) for the sandbox: {:?}", w.topics());
 
     // Its containers come through the task API into the same VM.
@@ -548,5 +548,5 @@ fn a_sandbox_vm_that_dies_ends_its_wait_and_its_containers() {
     w.guest.dead.store(true, Ordering::SeqCst);
     assert_eq!(w.pod.wait_sandbox("pod1").expect("WaitSandbox").code, VM_GONE_EXIT);
     assert_eq!(wait_code(&w, "app1", ""), VM_GONE_EXIT);
-    assert!(matches!(w.pod.sandbox_stats("pod1"), Err(ShimError::FailedPrecondition(_))), "no VM, no stats");
+    assert!(matches!(w.pod.sandbox_stats("pod1"), Err(TaskError::FailedPrecondition(_))), "no VM, no stats");
 }
