@@ -214,24 +214,14 @@ pub fn sysctl_writes(
     Ok(out)
 }
 
-/// OCI mount options → (flags, data).
+/// OCI mount options → (flags, data), by the one table ([`isola_protocol::mount_options`]).
 pub fn mount_flags(options: &[String]) -> (MsFlags, Option<String>) {
     let mut flags = MsFlags::empty();
     let mut data = Vec::new();
     for o in options {
-        match o.as_str() {
-            "ro" => flags |= MsFlags::MS_RDONLY,
-            "rw" | "defaults" => {}
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            "bind" => flags |= MsFlags::MS_BIND,
-            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
-            "relatime" => flags |= MsFlags::MS_RELATIME,
-            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
-            "noatime" => flags |= MsFlags::MS_NOATIME,
-            "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" => {}
-            other => data.push(other.to_string()),
+        match isola_protocol::mount_option(o) {
+            Some(f) => flags |= MsFlags::from_bits_retain(f.ms_bits()),
+            None => data.push(o.clone()),
         }
     }
     (flags, (!data.is_empty()).then(|| data.join(",")))
@@ -421,6 +411,26 @@ mod tests {
         assert!(caps.bounding.contains(&"CAP_KILL".to_string()), "{:?}", caps.bounding);
         assert_eq!(cfg.process.args, ["/bin/echo", "hi"]);
         assert!(cfg.process.rlimits.iter().any(|r| r.0 == "RLIMIT_NOFILE"), "{:?}", cfg.process.rlimits);
+    }
+
+    #[test]
+    fn the_shared_option_table_sets_the_flags_linux_names() {
+        let want = [
+            ("ro", MsFlags::MS_RDONLY),
+            ("nosuid", MsFlags::MS_NOSUID),
+            ("nodev", MsFlags::MS_NODEV),
+            ("noexec", MsFlags::MS_NOEXEC),
+            ("noatime", MsFlags::MS_NOATIME),
+            ("relatime", MsFlags::MS_RELATIME),
+            ("strictatime", MsFlags::MS_STRICTATIME),
+            ("bind", MsFlags::MS_BIND),
+            ("rbind", MsFlags::MS_BIND | MsFlags::MS_REC),
+            ("rshared", MsFlags::empty()),
+            ("defaults", MsFlags::empty()),
+        ];
+        for (o, f) in want {
+            assert_eq!(mount_flags(&[o.to_string()]), (f, None), "{o}");
+        }
     }
 
     #[test]

@@ -13,37 +13,18 @@
 pub mod client;
 pub mod error;
 pub mod frame;
+pub mod mount_options;
 pub mod messages;
 
 pub use error::{AgentError, ErrorCode};
 pub use messages::*;
+pub use mount_options::{mount_option, MountFlag, MOUNT_OPTIONS};
 
 /// Bumped on any incompatible change; `Ping` reports it and the host refuses a mismatch.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// The vsock port the agent listens on.
 pub const AGENT_PORT: u32 = 1024;
-/// OCI mount options the agent turns into mount flags or propagation (any other
-/// option goes to the filesystem as data); the host advertises them as features.
-pub const MOUNT_OPTIONS: &[&str] = &[
-    "bind",
-    "defaults",
-    "nodev",
-    "noexec",
-    "nosuid",
-    "noatime",
-    "private",
-    "rbind",
-    "relatime",
-    "ro",
-    "rprivate",
-    "rshared",
-    "rslave",
-    "rw",
-    "shared",
-    "slave",
-    "strictatime",
-];
 /// Where the guest mounts the sandbox's shared (virtio-fs) directory.
 pub const SHARED_DIR: &str = "/run/isola/shared";
 /// The virtio-fs tag isola gives that directory.

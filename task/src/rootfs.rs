@@ -22,29 +22,13 @@ pub struct RootMount {
     pub options: Vec<String>,
 }
 
-/// Mount flags named in containerd's options; everything else is filesystem data.
-fn flag(opt: &str) -> Option<MsFlags> {
-    Some(match opt {
-        "ro" => MsFlags::MS_RDONLY,
-        "rw" | "defaults" => MsFlags::empty(),
-        "nosuid" => MsFlags::MS_NOSUID,
-        "nodev" => MsFlags::MS_NODEV,
-        "noexec" => MsFlags::MS_NOEXEC,
-        "noatime" => MsFlags::MS_NOATIME,
-        "relatime" => MsFlags::MS_RELATIME,
-        "bind" => MsFlags::MS_BIND,
-        "rbind" => MsFlags::MS_BIND | MsFlags::MS_REC,
-        _ => return None,
-    })
-}
-
-/// (flags, data) for `mount(2)`.
+/// (flags, data) for `mount(2)`, by the one table ([`isola_protocol::mount_options`]).
 pub fn split_options(options: &[String]) -> (MsFlags, String) {
     let mut flags = MsFlags::empty();
     let mut data = Vec::new();
     for o in options {
-        match flag(o) {
-            Some(f) => flags |= f,
+        match isola_protocol::mount_option(o) {
+            Some(f) => flags |= MsFlags::from_bits_retain(f.ms_bits()),
             None => data.push(o.as_str()),
         }
     }
