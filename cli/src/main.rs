@@ -84,7 +84,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     // `isola run -p` starts this binary again as its port forwarder (`isola-ports`).
-    isola_sandbox::ports::main_if_forwarder();
+    isola_sandbox::backend::ports::main_if_forwarder();
     // RUST_LOG wins; then `log_level` from the host config; then warnings only.
     let level = isola_sandbox::config::Config::load().ok().and_then(|c| c.log_level).unwrap_or_else(|| "warn".into());
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();

@@ -79,17 +79,8 @@ pub struct KillArgs {
     sandbox: String,
 }
 
-pub fn parse_signal(s: &str) -> anyhow::Result<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Ok(n);
-    }
-    let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") { name } else { format!("SIG{name}") };
-    name.parse::<nix::sys::signal::Signal>().map(|s| s as i32).map_err(|_| anyhow::anyhow!("unknown signal {s:?}"))
-}
-
 pub fn kill(a: KillArgs) -> anyhow::Result<ExitCode> {
-    let sig = parse_signal(&a.signal)?;
+    let sig = isola_sandbox::signal::parse(&a.signal)? as i32;
     let (_, st) = find(&a.sandbox)?;
     let id = container_id(&a.sandbox, &st)?;
     st.container(&id, Duration::from_secs(10)).signal(sig, false)?;
@@ -134,18 +125,6 @@ pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_parse_by_number_and_name() {
-        assert_eq!(parse_signal("9").expect("n"), 9);
-        assert_eq!(parse_signal("TERM").expect("name"), 15);
-        assert_eq!(parse_signal("sigint").expect("lower"), 2);
-        assert!(parse_signal("NOPE").is_err());
-    }
-}
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {

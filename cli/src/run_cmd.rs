@@ -28,7 +28,7 @@ pub struct RunArgs {
     /// Publish a container port on the host: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
     /// (repeatable; on every host address, 127.0.0.1 included, unless HOST_IP is given).
     #[arg(short = 'p', long = "publish")]
-    publish: Vec<isola_sandbox::ports::PortSpec>,
+    publish: Vec<isola_sandbox::backend::ports::PortSpec>,
     /// Bind a host path into the container: HOST:GUEST[:ro] (over virtio-fs).
     #[arg(short = 'v', long = "volume")]
     volumes: Vec<Volume>,

@@ -3,8 +3,7 @@
 //! machine already logged in with Docker pulls with the same credentials.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -125,13 +124,9 @@ pub fn store(registry: &str, creds: Option<&Credentials>) -> Result<bool, AuthEr
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
     }
     let tmp = path.with_extension("json.tmp");
-    let mut f =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
     let body = serde_json::to_vec_pretty(&serde_json::json!({ "auths": auths }))
         .map_err(|e| AuthError::Json(path.clone(), e))?;
-    f.write_all(&body).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
+    crate::store::write_atomic(&path, &tmp, &body).map_err(io)?;
     Ok(removed)
 }
 

@@ -61,6 +61,15 @@ fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
 }
 
+/// Replaces `path` with `bytes`, private to its owner, through `tmp` (on the same
+/// filesystem), synced and renamed: a reader or a crash never sees half of it.
+pub(crate) fn write_atomic(path: &Path, tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = create_private(tmp)?;
+    std::io::Write::write_all(&mut f, bytes)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
+}
+
 /// `sha256:<64 lowercase hex>` → the hex part.
 pub fn digest_hex(d: &str) -> Result<&str, StoreError> {
     let hex = d.strip_prefix("sha256:").ok_or_else(|| StoreError::BadDigest(d.into()))?;
@@ -252,8 +261,7 @@ impl Store {
     fn save(&self, records: &[ImageRecord]) -> Result<(), StoreError> {
         let tmp = self.tmp_path("images.json");
         let json = serde_json::to_vec_pretty(records).map_err(|e| StoreError::Json(e.to_string()))?;
-        std::fs::write(&tmp, json).map_err(io("writing", &tmp))?;
-        std::fs::rename(&tmp, self.index_path()).map_err(io("writing", &self.index_path()))
+        write_atomic(&self.index_path(), &tmp, &json).map_err(io("writing", &self.index_path()))
     }
 
     /// By full name, by the name as a user would type it (`busybox`), or by digest.

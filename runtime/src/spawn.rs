@@ -58,7 +58,5 @@ pub fn this(g: &crate::Globals) -> Command {
 
 /// Writes `pid` to `path` as runc does (no newline), through a rename.
 pub fn write_pid_file(path: &std::path::Path, pid: i32) -> Result<(), RuntimeError> {
-    let tmp = path.with_extension("isola-tmp");
-    std::fs::write(&tmp, pid.to_string()).map_err(crate::error::io("writing", &tmp))?;
-    std::fs::rename(&tmp, path).map_err(crate::error::io("writing", path))
+    isola_sandbox::files::write_atomic(path, pid.to_string().as_bytes()).map_err(crate::error::io("writing", path))
 }

@@ -41,16 +41,7 @@ pub struct Dir {
 }
 
 /// The start time of `pid` (None when it is gone or a zombie).
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the comm: state is field 3, starttime field 22.
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
-}
+pub use isola_sandbox::procfs::start_ticks as start_time;
 
 impl Dir {
     pub fn new(root: &Path, id: &str) -> Result<Self, RuntimeError> {
@@ -85,10 +76,8 @@ impl Dir {
 
     /// Written to a temporary file and renamed, so a reader never sees half of it.
     pub fn save(&self, r: &Record) -> Result<(), RuntimeError> {
-        let tmp = self.path.join(".state.json.tmp");
-        let bytes = serde_json::to_vec(r).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-        std::fs::write(&tmp, bytes).map_err(io("writing", &tmp))?;
-        std::fs::rename(&tmp, self.path.join(STATE)).map_err(io("writing", self.path.join(STATE)))
+        let path = self.path.join(STATE);
+        isola_sandbox::files::write_json_atomic(&path, r).map_err(io("writing", &path))
     }
 
     /// An exclusive lock on the id, held until the returned file is dropped.

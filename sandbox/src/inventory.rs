@@ -5,17 +5,15 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// Programs a sandbox or the shim starts.
-pub const PROGRAMS: &[&str] = &[
-    "isola-vmm",
-    "qemu-system-x86_64",
-    "virtiofsd",
-    "vhost-device-vsock",
-    "isola-console",
-    "containerd-shim-isola-v2",
-    // The shim's per-process host stand-ins (their argv[0]).
-    "isola-task",
-];
+/// Programs the task engine's adapters run beside the sandboxes' own
+/// ([`crate::backend::PROGRAMS`]): the shim, and its per-process host stand-ins (their
+/// argv[0], `isola_task::standin::NAME`, which a test there keeps equal to this).
+pub const ADAPTER_PROGRAMS: &[&str] = &["containerd-shim-isola-v2", "isola-task"];
+
+/// Whether a process named `base` (its argv[0]'s file name) is one of ours.
+pub fn is_ours(base: &str) -> bool {
+    crate::backend::PROGRAMS.contains(&base) || ADAPTER_PROGRAMS.contains(&base)
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -39,14 +37,14 @@ fn processes() -> Vec<String> {
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
         // A zombie is reaped by its parent; only running processes count.
-        if !crate::state::running(pid) {
+        if !crate::procfs::running(pid) {
             continue;
         }
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
         let argv0 = String::from_utf8_lossy(argv0);
         let base = Path::new(argv0.as_ref()).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        if PROGRAMS.contains(&base.as_str()) {
+        if is_ours(&base) {
             out.push(format!("process {pid} {base}"));
         }
     }
@@ -126,6 +124,27 @@ pub fn settle(before: &Snapshot, secs: u64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each `pub const EXE` under `src/backend/` is a program a sandbox starts; a new
+    /// backend module whose program the leak check does not know would let its leaks pass.
+    #[test]
+    fn the_leak_check_knows_every_program_a_backend_module_starts() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/backend");
+        let mut found = Vec::new();
+        for e in std::fs::read_dir(&dir).expect("src/backend") {
+            let text = std::fs::read_to_string(e.expect("entry").path()).expect("read");
+            for l in text.lines() {
+                if let Some(rest) = l.trim().strip_prefix("pub const EXE: &str = \"") {
+                    found.push(rest.trim_end_matches("\";").to_string());
+                }
+            }
+        }
+        assert!(found.len() >= 6, "backend programs found: {found:?}");
+        for exe in &found {
+            assert!(is_ours(exe), "{exe} is started by a backend module but not in the leak inventory");
+        }
+        assert!(is_ours("isola-ports"), "the port forwarder counts");
+    }
 
     #[test]
     fn new_items_are_leaks_and_old_ones_are_not() {

@@ -3,7 +3,6 @@
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use isola_protocol::client::{AgentClient, ClientError};
@@ -19,6 +18,7 @@ pub use crate::options::{NetworkMode, SandboxOptions, TemplateUse};
 
 mod make_template;
 mod processes;
+use processes::Supervised;
 mod restore;
 use crate::state::{self, SandboxState};
 use crate::volume::Volume;
@@ -50,7 +50,7 @@ pub enum SandboxError {
     #[error("{what} exited ({status}); the sandbox cannot go on{log}")]
     ProcessDied { what: String, status: String, log: String },
     #[error(transparent)]
-    Ports(#[from] crate::ports::PortError),
+    Ports(#[from] crate::backend::ports::PortError),
     #[error("publishing ports needs the bridge network (this sandbox has none)")]
     PortsWithoutNetwork,
 }
@@ -68,9 +68,8 @@ pub struct Sandbox {
     pub spawned: Option<Instant>,
     pub agent_ready: Option<Duration>,
     agent: Agent,
-    children: Vec<Child>,
-    /// (what, log file) of each child, in the same order.
-    child_info: Vec<(String, String)>,
+    /// Every process it started, in start order.
+    children: Vec<Supervised>,
     /// Kills the rest when one process dies during the sandbox's life (see watchdog.rs).
     watchdog: Option<Watchdog>,
     /// The host cgroup every process of the sandbox runs in (None: no memory controller).
@@ -258,7 +257,6 @@ impl Sandbox {
             dir,
             state,
             children: vec![],
-            child_info: vec![],
             watchdog: None,
             cgroup: None,
             stopped: false,
@@ -278,7 +276,7 @@ impl Sandbox {
                 log: tail(&self.dir.join("vmm.log")),
             });
         }
-        if let Some(pid) = self.state.helper_pids.iter().find(|p| !state::running(**p)) {
+        if let Some(pid) = self.state.helper_pids.iter().find(|p| !crate::procfs::running(**p)) {
             return Err(SandboxError::ProcessDied {
                 what: format!("helper process {pid}"),
                 status: "gone".into(),
@@ -302,8 +300,7 @@ impl Sandbox {
         let procs = self
             .children
             .iter()
-            .zip(&self.child_info)
-            .map(|(c, (what, log))| Watched { pid: c.id() as i32, what: what.clone(), log: self.dir.join(log) })
+            .map(|s| Watched { pid: s.child.id() as i32, what: s.what.clone(), log: self.dir.join(&s.log) })
             .collect();
         self.watchdog = Some(Watchdog::start(procs).map_err(io("starting the sandbox watchdog"))?);
         Ok(())
@@ -318,12 +315,12 @@ impl Sandbox {
         if self.adopted {
             return self.check_adopted();
         }
-        for (c, (what, log)) in self.children.iter_mut().zip(&self.child_info) {
-            if let Ok(Some(st)) = c.try_wait() {
+        for s in &mut self.children {
+            if let Ok(Some(st)) = s.child.try_wait() {
                 return Err(SandboxError::ProcessDied {
-                    what: what.clone(),
+                    what: s.what.clone(),
                     status: st.to_string(),
-                    log: tail(&self.dir.join(log)),
+                    log: tail(&self.dir.join(&s.log)),
                 });
             }
         }
@@ -341,11 +338,11 @@ impl Sandbox {
         loop {
             // A helper that died first is the cause, not the VMM the watchdog then killed.
             if let Some(d) = self.watchdog.as_ref().and_then(Watchdog::death) {
-                if self.child_info.last().is_none_or(|(vmm, _)| *vmm != d.what) {
+                if self.children.iter().find(|s| s.vmm).is_none_or(|vmm| vmm.what != d.what) {
                     return Err(died(d));
                 }
             }
-            if let Some(vmm) = self.children.last_mut() {
+            if let Some(vmm) = self.vmm_child() {
                 if let Ok(Some(status)) = vmm.try_wait() {
                     return Err(SandboxError::VmmDied { status: status.to_string(), log: self.logs() });
                 }
@@ -388,7 +385,7 @@ impl Sandbox {
     /// for `ps`/`inspect` and for the cleanup, which ends it however the sandbox ends.
     pub fn publish(
         &mut self,
-        ports: &[crate::ports::PortSpec],
+        ports: &[crate::backend::ports::PortSpec],
         program: &Path,
         opts: &SandboxOptions,
     ) -> Result<(), SandboxError> {
@@ -399,16 +396,15 @@ impl Sandbox {
             Some(crate::net::NetState { ip, pod: None, .. }) => *ip,
             _ => return Err(SandboxError::PortsWithoutNetwork),
         };
-        let (mut c, fds, prog) = crate::ports::command(program, &self.dir, ip, self.state.vmm_pid, ports)?;
+        let (mut c, fds, prog) = crate::backend::ports::command(program, &self.dir, ip, self.state.vmm_pid, ports)?;
         // The cgroup join needs root: before the drop to nobody.
         self.confine_spawn(&mut c, opts);
         unprivileged::drop_to(&mut c, isola_vmm::SANDBOX_UID, isola_vmm::SANDBOX_UID);
-        let child = c.spawn().map_err(crate::ports::PortError::Spawn)?;
+        let child = c.spawn().map_err(crate::backend::ports::PortError::Spawn)?;
         drop((fds, prog));
         self.state.helper_pids.push(child.id() as i32);
         self.state.ports = ports.to_vec();
-        self.children.push(child);
-        self.child_info.push((crate::ports::EXE.to_string(), String::new()));
+        self.supervise(child, crate::backend::ports::EXE, "", false);
         self.state.save(&self.dir).map_err(io("saving sandbox state"))
     }
 
@@ -444,7 +440,6 @@ impl Sandbox {
         }
         self.stopped = true;
         self.children.clear();
-        self.child_info.clear();
     }
 
     /// Asks the guest to power off, then makes sure every process is gone and the
@@ -460,15 +455,15 @@ impl Sandbox {
         if self.adopted {
             // Its processes are not our children (a forwarder of ours goes with the VMM).
             stop_by_state(&self.dir, &self.state);
-            for c in &mut self.children {
-                let _ = c.kill();
-                let _ = c.wait();
+            for s in &mut self.children {
+                let _ = s.child.kill();
+                let _ = s.child.wait();
             }
             return;
         }
         let _ = self.agent.shutdown();
         let until = Instant::now() + Duration::from_secs(5);
-        if let Some(vmm) = self.children.last_mut() {
+        if let Some(vmm) = self.vmm_child() {
             while Instant::now() < until {
                 if matches!(vmm.try_wait(), Ok(Some(_))) {
                     break;
@@ -476,9 +471,9 @@ impl Sandbox {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        for c in self.children.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
+        for s in self.children.iter_mut().rev() {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
         }
         state::cleanup(&self.dir, Some(&self.state));
     }

@@ -57,7 +57,7 @@ pub struct SandboxState {
     pub cgroup: Option<PathBuf>,
     /// Ports published on the host (`-p`), relayed by its `isola-ports` helper.
     #[serde(default)]
-    pub ports: Vec<crate::ports::PortSpec>,
+    pub ports: Vec<crate::backend::ports::PortSpec>,
     /// The template it was restored from (its key), if it did not boot cold.
     #[serde(default)]
     pub template: Option<String>,
@@ -70,33 +70,23 @@ pub struct Creator {
     pub start_ticks: u64,
 }
 
-/// Field 22 of /proc/<pid>/stat: when the process started, in clock ticks since boot.
-fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name's ')', fields start at 3 (state): starttime is 20 further.
-    stat.rsplit(')').next()?.split_whitespace().nth(19)?.parse().ok()
-}
-
 impl Creator {
     pub fn me() -> Option<Self> {
         Self::of(std::process::id() as i32)
     }
 
     pub fn of(pid: i32) -> Option<Self> {
-        start_ticks(pid).map(|start_ticks| Creator { pid, start_ticks })
+        crate::procfs::start_ticks(pid).map(|start_ticks| Creator { pid, start_ticks })
     }
 
     pub fn alive(&self) -> bool {
-        start_ticks(self.pid) == Some(self.start_ticks)
+        crate::procfs::start_ticks(self.pid) == Some(self.start_ticks)
     }
 }
 
 impl SandboxState {
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        let tmp = dir.join("state.json.tmp");
-        let mut f = create_private(&tmp)?;
-        std::io::Write::write_all(&mut f, &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(tmp, dir.join("state.json"))
+        crate::files::write_json_atomic(&dir.join("state.json"), self)
     }
 
     /// Its agent, reached from another process than the one that started it.
@@ -114,23 +104,11 @@ impl SandboxState {
     }
 }
 
-/// Creates (or truncates) a file only its owner may read: state and logs of a sandbox.
-pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
-}
-
-/// Is `pid` a process that runs? A zombie (state Z) is dead for our purposes.
-pub fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|stat| !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
-}
-
 /// Is `pid` alive and still the program we started (not a recycled pid)?
 pub fn process_matches(pid: i32, exe_name: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-    running(pid) && String::from_utf8_lossy(argv0).ends_with(exe_name)
+    crate::procfs::running(pid) && String::from_utf8_lossy(argv0).ends_with(exe_name)
 }
 
 /// Kills whatever of the sandbox still runs and removes its directory. A pid is only

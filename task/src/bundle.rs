@@ -20,13 +20,8 @@ pub struct BundleRecord {
 impl BundleRecord {
     pub fn save(&self, bundle: &str) {
         let path = Path::new(bundle).join(RECORD);
-        match serde_json::to_vec(self) {
-            Ok(b) => {
-                if let Err(e) = std::fs::write(&path, b) {
-                    log::warn!("writing {}: {e}", path.display());
-                }
-            }
-            Err(e) => log::warn!("encoding {}: {e}", path.display()),
+        if let Err(e) = isola_sandbox::files::write_json_atomic(&path, self) {
+            log::warn!("writing {}: {e}", path.display());
         }
     }
 

@@ -211,7 +211,7 @@ impl World {
 }
 
 fn alive(pid: u32) -> bool {
-    isola_sandbox::state::running(pid as i32)
+    isola_sandbox::procfs::running(pid as i32)
 }
 
 fn wait_code(w: &World, id: &str, exec: &str) -> u32 {

@@ -89,3 +89,11 @@ mod tests {
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "gone and reaped once it exited");
     }
 }
+
+#[cfg(test)]
+mod inventory_tests {
+    #[test]
+    fn a_leaked_stand_in_is_seen_by_the_leak_check() {
+        assert!(isola_sandbox::inventory::is_ours(super::NAME));
+    }
+}

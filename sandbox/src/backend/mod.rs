@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod isola_vmm;
+pub mod ports;
 pub mod qemu;
 pub mod unprivileged;
 pub mod vhost_vsock;
@@ -40,7 +41,10 @@ pub fn overhead_bytes(kind: HypervisorKind) -> u64 {
 }
 
 /// The helper daemons a sandbox may have.
-pub const HELPER_EXES: &[&str] = &[vhost_vsock::EXE, virtiofsd::EXE, console::EXE, crate::ports::EXE];
+pub const HELPER_EXES: &[&str] = &[vhost_vsock::EXE, virtiofsd::EXE, console::EXE, ports::EXE];
+
+/// Every program a sandbox can start: its VMM (either kind) and its helpers.
+pub const PROGRAMS: &[&str] = &[isola_vmm::EXE, qemu::EXE, vhost_vsock::EXE, virtiofsd::EXE, console::EXE, ports::EXE];
 
 /// The command line of a boot probe of `spec` on `kind` (the guest alone, no sandbox).
 pub fn probe_command(kind: HypervisorKind, spec: &BootSpec, kvm: KvmKind) -> Result<Command, HypervisorError> {

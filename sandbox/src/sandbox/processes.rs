@@ -4,13 +4,12 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{io, tail, Sandbox, SandboxError, SandboxOptions, CONSOLE_MAX_BYTES, VSOCK_DIR};
 use crate::backend::{console, isola_vmm, qemu, unprivileged, vhost_vsock, virtiofsd};
 use crate::names::guest_cid;
-use crate::state;
 
 fn tie_to_parent(cmd: &mut Command) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and runs between fork and exec.
@@ -22,7 +21,26 @@ fn tie_to_parent(cmd: &mut Command) {
     }
 }
 
+/// A process the sandbox started: what it is, where it logs, and whether it is the VMM
+/// (kept together, so the VMM is found by what it is, not by where it was pushed).
+pub(super) struct Supervised {
+    pub child: Child,
+    pub what: String,
+    /// Its log file in the sandbox's directory ("" for none).
+    pub log: String,
+    pub vmm: bool,
+}
+
 impl Sandbox {
+    pub(super) fn supervise(&mut self, child: Child, what: &str, log: &str, vmm: bool) {
+        self.children.push(Supervised { child, what: what.to_string(), log: log.to_string(), vmm });
+    }
+
+    /// The VMM, once started by this handle.
+    pub(super) fn vmm_child(&mut self) -> Option<&mut Child> {
+        self.children.iter_mut().find(|s| s.vmm).map(|s| &mut s.child)
+    }
+
     /// isola-vmm serves the hybrid-vsock socket itself: no helper process.
     /// Restored from the snapshot in `from` when given, else booted.
     pub(super) fn start_isola_vmm(&mut self, opts: &SandboxOptions, from: Option<&Path>) -> Result<(), SandboxError> {
@@ -51,7 +69,7 @@ impl Sandbox {
     /// Starts the VMM (last of the sandbox's processes) and records it.
     fn spawn_vmm(&mut self, mut c: Command, opts: &SandboxOptions, what: &str) -> Result<(), SandboxError> {
         c.stdin(Stdio::null());
-        c.stderr(state::create_private(&self.dir.join("vmm.log")).map_err(io("vmm log"))?);
+        c.stderr(crate::files::create_private(&self.dir.join("vmm.log")).map_err(io("vmm log"))?);
         if let Some(pod) = self.state.net.as_ref().and_then(|n| n.pod.as_ref()) {
             crate::netns::enter_before_exec(&mut c, &pod.netns)?;
         }
@@ -59,8 +77,7 @@ impl Sandbox {
         self.spawned = Some(Instant::now());
         let child = c.spawn().map_err(io(format!("starting {what}")))?;
         self.state.vmm_pid = child.id() as i32;
-        self.children.push(child);
-        self.child_info.push((what.to_string(), "vmm.log".into()));
+        self.supervise(child, what, "vmm.log", true);
         self.state.save(&self.dir).map_err(io("saving sandbox state"))
     }
 
@@ -97,15 +114,14 @@ impl Sandbox {
         user: Option<u32>,
     ) -> Result<(), SandboxError> {
         c.stdin(Stdio::null()).stdout(Stdio::null());
-        c.stderr(state::create_private(&self.dir.join(log)).map_err(io(format!("{what} log")))?);
+        c.stderr(crate::files::create_private(&self.dir.join(log)).map_err(io(format!("{what} log")))?);
         self.confine_spawn(&mut c, opts);
         if let Some(id) = user {
             unprivileged::drop_to(&mut c, id, id);
         }
         let child = c.spawn().map_err(io(format!("starting {what}")))?;
         self.state.helper_pids.push(child.id() as i32);
-        self.children.push(child);
-        self.child_info.push((what.to_string(), log.to_string()));
+        self.supervise(child, what, log, false);
         // On record at once: a starter killed from here on leaves nothing unnamed.
         self.state.save(&self.dir).map_err(io("saving sandbox state"))?;
         self.wait_for_socket(sock, what, log)
@@ -139,15 +155,14 @@ impl Sandbox {
     /// the VMM writes its console to.
     fn start_console_pump(&mut self, opts: &SandboxOptions) -> Result<std::io::PipeWriter, SandboxError> {
         let (r, w) = std::io::pipe().map_err(io("console pipe"))?;
-        let log = state::create_private(&self.dir.join("console.log")).map_err(io("console log"))?;
+        let log = crate::files::create_private(&self.dir.join("console.log")).map_err(io("console log"))?;
         let id = isola_vmm::SANDBOX_UID;
         let mut c = console::command(r, log, CONSOLE_MAX_BYTES);
         self.confine_spawn(&mut c, opts);
         unprivileged::drop_to(&mut c, id, id);
         let child = c.spawn().map_err(io(format!("starting {}", console::EXE)))?;
         self.state.helper_pids.push(child.id() as i32);
-        self.children.push(child);
-        self.child_info.push((console::EXE.to_string(), "console.log".into()));
+        self.supervise(child, console::EXE, "console.log", false);
         Ok(w)
     }
 
@@ -183,7 +198,8 @@ impl Sandbox {
     fn wait_for_socket(&mut self, sock: &Path, who: &str, log: &str) -> Result<(), SandboxError> {
         let until = Instant::now() + Duration::from_secs(5);
         while !sock.exists() {
-            if let Some(c) = self.children.last_mut() {
+            // The helper that makes this socket is the one started last.
+            if let Some(c) = self.children.last_mut().map(|s| &mut s.child) {
                 if let Ok(Some(st)) = c.try_wait() {
                     return Err(SandboxError::VmmDied {
                         status: format!("{who} exited: {st}"),

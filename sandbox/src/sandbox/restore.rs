@@ -11,9 +11,6 @@ use crate::template::Template;
 /// restore takes milliseconds; a wedged one must not cost the whole boot timeout).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bytes of host entropy a restored guest is given (the agent wants exactly this many).
-const ENTROPY_BYTES: usize = 64;
-
 impl Sandbox {
     /// The watchdog armed, the agent answering, and a restored guest told so.
     pub(super) fn come_up(&mut self, timeout: Duration, restored: bool) -> Result<(), SandboxError> {
@@ -23,7 +20,7 @@ impl Sandbox {
             // Before anything else runs in it: the clone's RNG and clock are its own,
             // not the template's (every clone would otherwise share one RNG state).
             let entropy =
-                crate::names::random_bytes(ENTROPY_BYTES).map_err(io("reading host entropy for the restored guest"))?;
+                crate::names::random_bytes(isola_protocol::RESTORE_ENTROPY_BYTES).map_err(io("reading host entropy for the restored guest"))?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             let ns = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
             self.agent.call(|c| c.restored(entropy, ns)).map_err(SandboxError::Configure)?;
@@ -68,12 +65,11 @@ impl Sandbox {
         if let Some(mut w) = self.watchdog.take() {
             w.disarm();
         }
-        for c in self.children.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
+        for s in self.children.iter_mut().rev() {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
         }
         self.children.clear();
-        self.child_info.clear();
         self.state.helper_pids.clear();
         self.state.vmm_pid = 0;
         self.spawned = None;

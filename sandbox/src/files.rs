@@ -1,0 +1,47 @@
+//! Files the host keeps for sandboxes and tasks: private to their owner, and replaced
+//! whole (a reader, or a crash, never sees half of one).
+
+use std::io::Write;
+use std::path::Path;
+
+/// Creates (or truncates) a file only its owner may read: state and logs of a sandbox.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+}
+
+/// Replaces `path` with `bytes` through a private temporary file beside it and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path.file_name().ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    let mut f = create_private(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// [`write_atomic`] of `value` as JSON.
+pub fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    write_atomic(path, &serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_replaced_file_is_whole_private_and_leaves_no_temporary() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("state.json");
+        std::fs::write(&p, "old").expect("old");
+        write_json_atomic(&p, &serde_json::json!({ "a": 1 })).expect("write");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).expect("read")).expect("json");
+        assert_eq!(v["a"], 1);
+        assert_eq!(std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(d.path()).expect("dir").count(), 1, "no temporary left");
+        assert!(write_atomic(&d.path().join("missing/x"), b"x").is_err());
+    }
+}
