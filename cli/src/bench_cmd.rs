@@ -205,21 +205,11 @@ fn container_config(rootfs: &std::path::Path, memory: u64, cpus: u8) -> anyhow::
         "container rootfs {} is missing (scripts/setup.sh makes it, or pass another)",
         rootfs.display()
     );
-    let kvm = detect_kvm();
-    Ok(ContainerBenchConfig {
-        boot: isola_sandbox::BootSpec {
-            kernel: assets::default_kernel(),
-            initrd: Some(assets::default_initrd()),
-            cmdline: isola_sandbox::hypervisor::DEFAULT_CMDLINE.into(),
-            mem_mib: memory,
-            vcpus: cpus,
-            timeout: std::time::Duration::from_secs(60),
-            accel: isola_sandbox::QemuAccel::Auto,
-        },
-        hypervisor: isola_sandbox::choose(None, kvm),
-        kvm,
-        rootfs: rootfs.into(),
-    })
+    // The configured kernel and initramfs, as `isola run` boots; the bench's -m is the VM's size.
+    let host = isola_sandbox::placement::Host::load(None)?;
+    let mut boot = host.boot_spec(None, Some(cpus), isola_sandbox::placement::DEFAULT_BOOT_TIMEOUT);
+    boot.mem_mib = memory;
+    Ok(ContainerBenchConfig { boot, hypervisor: host.hypervisor(None), kvm: host.kvm, rootfs: rootfs.into() })
 }
 
 fn write_json(path: &std::path::Path, v: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -54,8 +54,8 @@ pub fn start(a: StartArgs) -> anyhow::Result<ExitCode> {
     let snap = start::make_template(&bin, &guest, dir.path()).context("making the template snapshot")?;
     let modes = start::run_start(&bin, &guest, &snap, a.runs);
     let density = if a.clones > 0 { start::run_density(&bin, &guest, &snap, a.clones)? } else { vec![] };
-    let kvm = isola_sandbox::detect_kvm();
-    let hypervisor = isola_sandbox::choose(isola_sandbox::config::Config::load()?.hypervisor, kvm);
+    let host = isola_sandbox::placement::Host::load(None)?;
+    let (kvm, hypervisor) = (host.kvm, host.hypervisor(None));
     let mut run_modes = a.mode.clone();
     if hypervisor != HypervisorKind::IsolaVmm && run_modes.contains(&RunMode::Snapshot) {
         eprintln!("isola bench start: no snapshot mode for Linux sandboxes here: templates are isola-vmm snapshots, and this host's backend is {hypervisor}");
@@ -69,7 +69,7 @@ pub fn start(a: StartArgs) -> anyhow::Result<ExitCode> {
         let containers = start::run_container_modes(&me, &a.container_rootfs, a.runs, &run_modes);
         let sandboxes = if run_modes.contains(&RunMode::Snapshot) {
             // As `isola run` boots it, on isola-vmm (the only backend with templates).
-            let boot = isola_sandbox::config::Config::load()?.boot_spec(None, None, std::time::Duration::from_secs(60));
+            let boot = host.boot_spec(None, None, isola_sandbox::placement::DEFAULT_BOOT_TIMEOUT);
             let cfg = isola_bench::container::ContainerBenchConfig {
                 boot,
                 hypervisor,

@@ -5,13 +5,13 @@
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use isola_sandbox::pool::{self, PoolKey};
-use isola_sandbox::sandbox::{NetworkMode, Sandbox, SandboxOptions, TemplateUse};
-use isola_sandbox::{choose, detect_kvm, state, HypervisorKind};
+use isola_sandbox::placement::{Host, Request};
+use isola_sandbox::sandbox::{NetworkMode, Sandbox, SandboxOptions};
+use isola_sandbox::{state, HypervisorKind};
 
 #[derive(Subcommand, Debug)]
 pub enum PoolCmd {
@@ -54,28 +54,18 @@ pub struct FillArgs {
 
 /// The options and key of a sandbox with this configuration.
 pub fn options(c: &PoolConfig, id: &str, state_root: PathBuf) -> anyhow::Result<(SandboxOptions, PoolKey)> {
-    let kvm = detect_kvm();
-    let host = isola_sandbox::config::Config::load()?;
-    let boot = host.boot_spec(c.memory, c.vcpus, Duration::from_secs(60));
-    let hypervisor = choose(c.hypervisor.or(host.hypervisor), kvm);
-    let key = PoolKey::new(hypervisor, &boot, c.network);
-    let opts = SandboxOptions {
-        id: id.into(),
-        boot,
-        hypervisor,
-        kvm,
-        state_root,
-        tie_to_parent: false,
-        network: c.network,
-        netns: None,
-        hostname: None,
-        cgroup_path: None,
-        sysctls: vec![],
-        template: TemplateUse::Off,
-    };
     // Pool members of a backend that can restore are restored too, when they can be.
-    let template = TemplateUse::for_host(&opts, &host);
-    Ok((SandboxOptions { template, ..opts }, key))
+    let req = Request {
+        memory_mib: c.memory,
+        vcpus: c.vcpus,
+        hypervisor: c.hypervisor,
+        network: c.network,
+        state_root: Some(state_root),
+        ..Request::new(id)
+    };
+    let opts = Host::load(None)?.place(&req).options;
+    let key = PoolKey::new(opts.hypervisor, &opts.boot, c.network);
+    Ok((opts, key))
 }
 
 pub fn fill(a: FillArgs) -> anyhow::Result<ExitCode> {

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use isola_sandbox::sandbox::{Sandbox, SandboxOptions, TemplateUse};
+use isola_sandbox::placement::{vcpus_for, Host, Request};
+use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
 use isola_sandbox::seccomp::Seccomp;
 use isola_sandbox::spec::{self, ContainerOptions};
 use isola_sandbox::stdio::Bridges;
 use isola_sandbox::volume::Volume;
-use isola_sandbox::{choose, detect_kvm, state, ExitStatus, HypervisorKind, ProcessHandle, Rootfs};
+use isola_sandbox::{ExitStatus, HypervisorKind, ProcessHandle, Rootfs};
 
 /// The container in a single-container sandbox is named after the sandbox.
 #[derive(Args, Debug)]
@@ -166,56 +167,44 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let spec = spec::spec(&opts)?;
     anyhow::ensure!(rootfs.is_dir(), "rootfs {} is not a directory", rootfs.display());
-    let kvm = detect_kvm();
-    let host = isola_sandbox::config::Config::load()?;
-    let kernel = host.kernel();
+    let host = Host::load(None)?;
+    let kernel = host.config.kernel();
     anyhow::ensure!(
         kernel.is_file(),
         "guest kernel {} is missing (scripts/setup.sh, or `kernel` in {})",
         kernel.display(),
         isola_sandbox::config::path().display()
     );
-    let vcpus = a.cpus.map(|c| c.ceil().max(1.0) as u8);
-    let boot = host.boot_spec(a.memory, vcpus, Duration::from_secs(a.boot_timeout));
-    let sopts = SandboxOptions {
-        id: name.clone(),
-        boot,
-        hypervisor: choose(a.hypervisor.or(host.hypervisor), kvm),
-        kvm,
-        state_root: state::default_root(),
-        tie_to_parent: !a.detach,
+    let vcpus = a.cpus.map(vcpus_for);
+    let req = Request {
+        memory_mib: a.memory,
+        vcpus,
+        hypervisor: a.hypervisor,
         network: a.network,
-        netns: None,
         hostname: Some(name.clone()),
-        cgroup_path: None,
-        sysctls: vec![],
-        template: TemplateUse::Off,
+        boot_timeout: Duration::from_secs(a.boot_timeout),
+        tie_to_parent: !a.detach,
+        templates: !a.no_template,
+        ..Request::new(name.clone())
     };
-    let templates = !a.no_template && host.templates_on();
-    let sopts = SandboxOptions {
-        template: if templates {
-            TemplateUse::find(&sopts, &isola_sandbox::template::root())
-        } else {
-            TemplateUse::Off
-        },
-        ..sopts
-    };
+    let placed = host.place(&req);
+    let sopts = &placed.options;
     // A foreground run killed with -9 is cleaned up at once by this helper.
     let _reaper = (!a.detach).then(|| crate::reap_cmd::spawn(&sopts.state_root, &name)).flatten();
     let pooled = crate::pool_cmd::PoolConfig { memory: a.memory, vcpus, network: a.network, hypervisor: a.hypervisor };
-    let mut sb = match (!a.no_pool).then(|| claim(&sopts, &pooled, &name)).transpose()?.flatten() {
+    let mut sb = match (!a.no_pool).then(|| claim(sopts, &pooled, &name)).transpose()?.flatten() {
         Some(sb) => sb,
         None => {
-            let sb = Sandbox::start(&sopts).with_context(|| format!("starting sandbox {name}"))?;
+            let sb = placed.start().with_context(|| format!("starting sandbox {name}"))?;
             // Booted cold on isola-vmm: the next run of this configuration restores.
-            if sb.state.template.is_none() && templates && sopts.template_key().is_ok() {
+            if placed.wants_template(&sb) {
                 crate::template_cmd::warm_in_background(&pooled);
             }
             sb
         }
     };
     let me = std::env::current_exe().context("finding the isola binary (for the port forwarder)")?;
-    sb.publish(&a.publish, &me, &sopts)?;
+    sb.publish(&a.publish, &me, sopts)?;
     let c = sb.create_container(&name, spec, Rootfs::Dir(&rootfs), &a.volumes);
     let c = cause(&mut sb, c)?;
     sb.set_container(&name)?;

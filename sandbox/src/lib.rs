@@ -23,6 +23,7 @@ pub mod net;
 pub mod netfilter;
 pub mod netns;
 pub mod options;
+pub mod placement;
 pub mod pool;
 pub mod procfs;
 pub mod sandbox;

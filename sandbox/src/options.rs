@@ -45,16 +45,6 @@ pub enum TemplateUse {
 }
 
 impl TemplateUse {
-    /// What the host's configuration says for `opts`: its template when templates
-    /// are on (the default) and one is made for its configuration.
-    pub fn for_host(opts: &SandboxOptions, host: &crate::config::Config) -> Self {
-        if host.templates_on() {
-            Self::find(opts, &crate::template::root())
-        } else {
-            TemplateUse::Off
-        }
-    }
-
     /// The template for `opts`' configuration when one is made under `root`.
     pub fn find(opts: &SandboxOptions, root: &std::path::Path) -> Self {
         opts.template_key()

@@ -197,7 +197,7 @@ mod tests {
     #[test]
     fn exit_of_init_names_the_container_twice_and_exec_exit_names_the_exec() {
         let at = SystemTime::now();
-        let m = message(Event::Exit { id: "c1".into(), exec_id: None, pid: 7, status: 42, at: at });
+        let m = message(Event::Exit { id: "c1".into(), exec_id: None, pid: 7, status: 42, at });
         let bytes = m.write_to_bytes_dyn().expect("encode");
         let e = TaskExit::parse_from_bytes(&bytes).expect("decode");
         assert_eq!((e.container_id.as_str(), e.id.as_str(), e.pid, e.exit_status), ("c1", "c1", 7, 42));

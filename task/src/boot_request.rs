@@ -1,12 +1,10 @@
-//! What the first container of a pod asks of its VM, and the sandbox options that
-//! makes on this host: shared by the booter ([`crate::guest`]) and the detached
+//! What the first container of a pod asks of its VM, and that as a placement request: shared by the booter ([`crate::guest`]) and the detached
 //! template maker ([`crate::template_maker`]).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use isola_sandbox::sandbox::{NetworkMode, SandboxOptions, TemplateUse};
-use isola_sandbox::{choose, detect_kvm};
+use isola_sandbox::placement::{Host, Request};
+use isola_sandbox::sandbox::NetworkMode;
 
 use crate::error::TaskError;
 
@@ -30,34 +28,23 @@ pub struct BootRequest {
     pub sysctls: Vec<(String, String)>,
 }
 
-/// The host configuration the request names (its `ConfigPath`), or the default one.
-pub fn host_config(r: &BootRequest) -> Result<isola_sandbox::config::Config, TaskError> {
-    match &r.config_path {
-        Some(p) => isola_sandbox::config::Config::load_from(p),
-        None => isola_sandbox::config::Config::load(),
-    }
-    .map_err(|e| TaskError::Config(e.to_string()))
+/// This host, with the configuration the request names (its `ConfigPath`) or the default one.
+pub fn host(r: &BootRequest) -> Result<Host, TaskError> {
+    Host::load(r.config_path.as_deref()).map_err(|e| TaskError::Config(e.to_string()))
 }
 
-/// The sandbox a request asks for, on this host (no template chosen yet).
-pub fn options(r: &BootRequest, cfg: &isola_sandbox::config::Config, tie_to_parent: bool) -> SandboxOptions {
-    let kvm = detect_kvm();
-    let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(64) as u8;
-    let mut boot = cfg.boot_spec(r.memory_mib, r.vcpus, Duration::from_secs(60));
-    boot.vcpus = boot.vcpus.clamp(1, host_cpus.max(1));
-    SandboxOptions {
-        id: r.name.clone(),
-        boot,
-        hypervisor: choose(cfg.hypervisor, kvm),
-        kvm,
-        state_root: isola_sandbox::state::default_root(),
-        tie_to_parent,
+/// The sandbox a request asks for, in the host policy's terms ([`isola_sandbox::placement`]).
+pub fn request(r: &BootRequest, tie_to_parent: bool) -> Request {
+    Request {
+        memory_mib: r.memory_mib,
+        vcpus: r.vcpus,
         // Without a pod namespace a container has loopback only, as with runc.
         network: NetworkMode::None,
         netns: r.netns.clone(),
         hostname: Some(r.hostname.clone()),
         cgroup_path: r.cgroup_path.clone(),
         sysctls: r.sysctls.clone(),
-        template: TemplateUse::Off,
+        tie_to_parent,
+        ..Request::new(r.name.clone())
     }
 }

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use isola_sandbox::agent::Agent;
-use isola_sandbox::sandbox::{Sandbox, SandboxOptions, TemplateUse};
+use isola_sandbox::sandbox::Sandbox;
 use isola_sandbox::{Container, ContainerStats, ExitStatus, ProcessHandle, Rootfs, Streams};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 
 pub use crate::boot_request::BootRequest;
-use crate::boot_request::{host_config, options};
+use crate::boot_request::{host, request};
 use crate::error::TaskError;
 
 pub trait Booter: Send + Sync {
@@ -59,13 +59,11 @@ pub struct VmBooter {
 
 impl Booter for VmBooter {
     fn boot(&self, r: &BootRequest) -> Result<Arc<dyn Guest>, TaskError> {
-        let cfg = host_config(r)?;
         // PDEATHSIG follows the spawning thread, and ttrpc's threads come and go:
         // after a shim crash, containerd's `delete` cleans up instead.
-        let opts = options(r, &cfg, self.tie_to_parent);
-        let opts = SandboxOptions { template: TemplateUse::for_host(&opts, &cfg), ..opts };
-        let sb = Sandbox::start(&opts)?;
-        if sb.state.template.is_none() && cfg.templates_on() && opts.template_key().is_ok() {
+        let placed = host(r)?.place(&request(r, self.tie_to_parent));
+        let sb = placed.start()?;
+        if placed.wants_template(&sb) {
             crate::template_maker::spawn(r);
         }
         let vm = VmGuest {

@@ -298,7 +298,7 @@ impl Pod {
             return;
         }
         let at = SystemTime::now();
-        p.exit = Some(Exit { code, at: at });
+        p.exit = Some(Exit { code, at });
         p.status = Status::Stopped;
         // Its host pid ends with it.
         drop(p.standin.take());

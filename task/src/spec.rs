@@ -88,7 +88,7 @@ pub fn vm_size(spec: &Spec) -> (Option<u64>, Option<u8>) {
     let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) else { return (None, None) };
     let mem = r.memory().as_ref().and_then(|m| m.limit()).filter(|l| *l > 0).map(|l| (l as u64).div_ceil(1 << 20));
     let cpus = r.cpu().as_ref().and_then(|c| match (c.quota(), c.period()) {
-        (Some(q), Some(p)) if q > 0 && p > 0 => Some((q as u64).div_ceil(p).min(64) as u8),
+        (Some(q), Some(p)) if q > 0 && p > 0 => Some(isola_sandbox::placement::vcpus_for(q as f64 / p as f64)),
         _ => None,
     });
     (mem, cpus)

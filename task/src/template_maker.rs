@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use isola_sandbox::sandbox::{make_template, MakeError, NetworkMode};
 
-use crate::boot_request::{host_config, options, BootRequest};
+use crate::boot_request::{self, host, BootRequest};
 
 /// The argument that makes the shim binary a template maker.
 pub const ARG: &str = "__make-template";
@@ -68,12 +68,14 @@ fn request(args: &[String]) -> Result<(BootRequest, bool), String> {
 /// `__make-template [--memory-mib N] [--vcpus N] [--net] [--config PATH]`.
 pub fn serve(args: &[String]) -> ! {
     let made = request(args).and_then(|(r, net)| {
-        let cfg = host_config(&r).map_err(|e| e.to_string())?;
-        let mut opts = options(&r, &cfg, true);
+        let mut req = boot_request::request(&r, true);
         // A pod's interface: the template has the net device it will restore onto.
         if net {
-            opts.network = NetworkMode::Bridge;
+            req.network = NetworkMode::Bridge;
         }
+        // Made, not restored from another.
+        req.templates = false;
+        let opts = host(&r).map_err(|e| e.to_string())?.place(&req).options;
         match make_template(&opts, &isola_sandbox::template::root()) {
             Ok(_) | Err(MakeError::Busy(_)) => Ok(()),
             Err(e) => Err(e.to_string()),
