@@ -8,7 +8,8 @@ use plotters::prelude::*;
 use crate::boot::BootBench;
 use crate::report::ordered_phases;
 
-/// One distinct colour per phase (a sandbox has up to 11 phases).
+/// The first colours, distinct to the eye; more phases than these get evenly spaced
+/// hues instead ([`palette`]), so no two phases of one chart share a colour.
 const COLORS: &[RGBColor] = &[
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
@@ -23,6 +24,19 @@ const COLORS: &[RGBColor] = &[
     RGBColor(0, 0, 128),
     RGBColor(128, 64, 0),
 ];
+
+/// `n` colours, all different.
+pub fn palette(n: usize) -> Vec<RGBColor> {
+    if n <= COLORS.len() {
+        return COLORS[..n].to_vec();
+    }
+    (0..n)
+        .map(|i| {
+            let (r, g, b) = HSLColor(i as f64 / n as f64, 0.65, if i % 2 == 0 { 0.42 } else { 0.58 }).rgb();
+            RGBColor(r, g, b)
+        })
+        .collect()
+}
 
 /// Segments (phase, start ms, end ms) of one series, by p50, in time order.
 pub fn segments(summary: &std::collections::BTreeMap<String, crate::Summary>) -> Vec<(String, f64, f64)> {
@@ -125,8 +139,8 @@ pub fn write_svg(b: &BootBench, path: &std::path::Path) -> Result<(), PlotError>
     let tick = |v: &f64| if log { format!("{:.3}", 10f64.powf(*v)) } else { format!("{v:.0}") };
     let rows_area = RowsArea { caption: format!("isola bench boot: {caption}"), x: x0..x1, labels, label_width: 210 };
     let mut chart = rows_area.chart(&plot, "ms", &tick).map_err(|e| err(&e))?;
-    for (pi, phase) in names.iter().enumerate() {
-        let color = COLORS[pi % COLORS.len()];
+    let colors = palette(names.len());
+    for (phase, &color) in names.iter().zip(&colors) {
         let bars: Vec<Rectangle<(f64, SegmentValue<usize>)>> = rows
             .iter()
             .enumerate()
@@ -154,9 +168,8 @@ fn draw_legend<DB: DrawingBackend>(
     path: &std::path::Path,
 ) -> Result<(), PlotError> {
     let err = |e: &dyn std::fmt::Display| PlotError { path: path.display().to_string(), reason: e.to_string() };
-    for (i, name) in names.iter().enumerate() {
+    for (i, (name, color)) in names.iter().zip(palette(names.len())).enumerate() {
         let y = 50 + 22 * i as i32;
-        let color = COLORS[i % COLORS.len()];
         area.draw(&Rectangle::new([(10, y), (24, y + 14)], color.filled())).map_err(|e| err(&e))?;
         area.draw(&Text::new(name.clone(), (30, y), ("sans-serif", 14))).map_err(|e| err(&e))?;
     }
@@ -246,6 +259,17 @@ pub fn write_distributions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_two_phases_share_a_colour() {
+        for n in [1, 11, 12, 13, 15, 30] {
+            let mut c: Vec<(u8, u8, u8)> = palette(n).iter().map(|c| (c.0, c.1, c.2)).collect();
+            assert_eq!(c.len(), n);
+            c.sort();
+            c.dedup();
+            assert_eq!(c.len(), n, "{n} phases");
+        }
+    }
     use std::collections::BTreeMap;
 
     #[test]

@@ -6,6 +6,9 @@ use crate::boot::BootBench;
 
 /// Phases in the order they happen; anything else is listed after them.
 pub const PHASE_ORDER: &[&str] = &[
+    "memory_ready",
+    "devices_ready",
+    "vcpus_ready",
     "vmm_ready",
     "boot_timer",
     "console_marker",

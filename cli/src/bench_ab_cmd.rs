@@ -153,8 +153,9 @@ pub fn ab(a: AbArgs) -> anyhow::Result<ExitCode> {
         kvm: detect_kvm(),
         level: a.level.level()?,
     };
-    let r = run_ab(&cfg, &mut |msg| eprint!("\r\x1b[K{msg}"));
-    eprintln!();
+    let mut progress = crate::progress::BenchProgress::stderr();
+    let r = run_ab(&cfg, &mut |msg| progress.show(msg));
+    progress.done();
     println!("isola bench ab: {} rounds (+{} warm-up), A and B alternating, {}", a.runs, a.warmup, cfg.kvm.describe());
     for v in [&r.a, &r.b] {
         println!("  {}: {} {} on {}", v.label, v.vmm.display(), v.args.join(" "), v.kernel.display());

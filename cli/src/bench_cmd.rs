@@ -379,8 +379,9 @@ fn boot(a: BootBenchArgs) -> anyhow::Result<ExitCode> {
         kvm,
         container,
     };
-    let result = run_boot_bench(&cfg, &mut |msg| eprint!("\r\x1b[K{msg}"));
-    eprintln!();
+    let mut progress = crate::progress::BenchProgress::stderr();
+    let result = run_boot_bench(&cfg, &mut |msg| progress.show(msg));
+    progress.done();
     if let Some(w) = result.provenance.load_warning() {
         println!("{w}");
     }

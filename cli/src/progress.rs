@@ -68,3 +68,53 @@ impl PullUi {
         }
     }
 }
+
+/// A benchmark's progress line: redrawn in place on a terminal; nothing at all when
+/// stderr is redirected, so a log or a CI transcript gets no control codes.
+pub struct BenchProgress<W: std::io::Write> {
+    out: W,
+    tty: bool,
+    shown: bool,
+}
+
+impl BenchProgress<std::io::Stderr> {
+    pub fn stderr() -> Self {
+        let tty = std::io::stderr().is_terminal();
+        BenchProgress { out: std::io::stderr(), tty, shown: false }
+    }
+}
+
+impl<W: std::io::Write> BenchProgress<W> {
+    pub fn show(&mut self, msg: &str) {
+        if self.tty {
+            let _ = write!(self.out, "\r\x1b[K{msg}");
+            let _ = self.out.flush();
+            self.shown = true;
+        }
+    }
+
+    /// Ends the line, if one was drawn.
+    pub fn done(mut self) {
+        if self.shown {
+            let _ = writeln!(self.out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_progress_draws_on_a_terminal_only() {
+        let mut buf = Vec::new();
+        let mut p = BenchProgress { out: &mut buf, tty: false, shown: false };
+        p.show("round 1/10");
+        p.done();
+        assert!(buf.is_empty(), "redirected: no progress, no control codes");
+        let mut p = BenchProgress { out: &mut buf, tty: true, shown: false };
+        p.show("round 1/10");
+        p.done();
+        assert_eq!(String::from_utf8_lossy(&buf), "\r\x1b[Kround 1/10\n");
+    }
+}
