@@ -2,7 +2,8 @@
 //! TX queue into a sink, and 64 packets from a source into RX buffers.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use isola_vmm::virtio::vsock::{op, process_rx, process_tx, Counters, Header, Packet, VsockBackend, HOST_CID};
+use isola_vmm::virtio::vsock::test_backend::{OnSend, ScriptedBackend};
+use isola_vmm::virtio::vsock::{op, process_rx, process_tx, Counters, Header, Packet, HOST_CID};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
 use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
@@ -10,27 +11,6 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 const N: u16 = 64;
 const PAYLOAD: usize = 4096;
-
-struct Sink {
-    to_guest: Vec<Packet>,
-}
-
-impl VsockBackend for Sink {
-    fn send_pkt(&mut self, pkt: Packet) {
-        std::hint::black_box(pkt);
-    }
-    fn recv_pkt(&mut self, _max: usize) -> Option<Packet> {
-        self.to_guest.pop()
-    }
-    fn has_pending_rx(&self) -> bool {
-        !self.to_guest.is_empty()
-    }
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        -1
-    }
-    fn process_events(&mut self) {}
-    fn reset(&mut self) {}
-}
 
 fn rw(cid: u64) -> Header {
     Header {
@@ -77,7 +57,7 @@ fn queues(c: &mut Criterion) {
         b.iter_batched(
             || tx_queue(&mem),
             |mut q| {
-                let mut sink = Sink { to_guest: vec![] };
+                let mut sink = ScriptedBackend { on_send: OnSend::Drop, ..Default::default() };
                 process_tx(&mut q, &mem, 3, &mut sink, &mut Counters::default())
             },
             BatchSize::SmallInput,
@@ -87,7 +67,8 @@ fn queues(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let pkt = Packet { hdr: rw(HOST_CID), data: vec![9; PAYLOAD] };
-                (rx_queue(&mem), Sink { to_guest: vec![pkt; usize::from(N)] })
+                let to_guest = vec![pkt; usize::from(N)].into();
+                (rx_queue(&mem), ScriptedBackend { to_guest, ..Default::default() })
             },
             |(mut q, mut src)| process_rx(&mut q, &mem, &mut src, &mut Counters::default()),
             BatchSize::SmallInput,

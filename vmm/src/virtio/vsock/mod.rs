@@ -14,6 +14,9 @@ mod tests;
 #[cfg(test)]
 mod test_utils;
 
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_backend;
+
 pub use device::Vsock;
 pub use packet::{Header, Packet};
 pub use queues::{process_rx, process_tx, Counters};

@@ -7,6 +7,7 @@ use crate::virtio::mock_driver::Guest;
 
 use super::packet::HDR_LEN;
 use super::{process_rx, process_tx, Counters, Header, Packet, VsockBackend, HOST_CID, TYPE_STREAM};
+pub use super::test_backend::ScriptedBackend;
 
 #[derive(Clone, Copy)]
 pub enum Layout {
@@ -99,42 +100,6 @@ impl Driver {
     /// Used TX entries so far.
     pub fn tx_used(&self) -> u16 {
         self.g.tx_used()
-    }
-}
-
-/// A backend that plays back packets and records what it was sent; it can also claim
-/// to have data and then have none, as a racing socket would.
-#[derive(Default)]
-pub struct ScriptedBackend {
-    pub to_guest: std::collections::VecDeque<Packet>,
-    pub from_guest: Vec<Packet>,
-    pub phantom_pending: usize,
-    pub event: Option<vmm_sys_util::eventfd::EventFd>,
-}
-
-impl VsockBackend for ScriptedBackend {
-    fn send_pkt(&mut self, pkt: Packet) {
-        self.from_guest.push(pkt);
-    }
-    fn recv_pkt(&mut self, max_payload: usize) -> Option<Packet> {
-        if self.phantom_pending > 0 {
-            self.phantom_pending -= 1;
-            return None;
-        }
-        let mut p = self.to_guest.pop_front()?;
-        p.data.truncate(max_payload);
-        Some(p)
-    }
-    fn has_pending_rx(&self) -> bool {
-        self.phantom_pending > 0 || !self.to_guest.is_empty()
-    }
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.event.as_ref().map_or(-1, |e| e.as_raw_fd())
-    }
-    fn process_events(&mut self) {}
-    fn reset(&mut self) {
-        self.to_guest.clear();
     }
 }
 
