@@ -125,7 +125,6 @@ pub fn rm(a: RmArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// Sandbox name.

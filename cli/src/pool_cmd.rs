@@ -8,8 +8,8 @@ use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use isola_sandbox::pool::{self, PoolKey};
 use isola_sandbox::placement::{Host, Request};
+use isola_sandbox::pool::{self, PoolKey};
 use isola_sandbox::sandbox::{NetworkMode, Sandbox, SandboxOptions};
 use isola_sandbox::{state, HypervisorKind};
 

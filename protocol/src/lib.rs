@@ -13,8 +13,8 @@
 pub mod client;
 pub mod error;
 pub mod frame;
-pub mod mount_options;
 pub mod messages;
+pub mod mount_options;
 
 pub use error::{AgentError, ErrorCode};
 pub use messages::*;

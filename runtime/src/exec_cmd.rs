@@ -8,10 +8,10 @@ use oci_spec::runtime::{Process, Spec};
 
 use crate::cli::ExecArgs;
 use crate::error::{io, RuntimeError};
+use crate::globals::Globals;
 use crate::keeper::Ready;
 use crate::relay::{self, RelayArgs};
 use crate::state::Dir;
-use crate::globals::Globals;
 
 /// The process to run: `--process` as given, or the container's own process with the
 /// command and the flags applied (as runc builds it).

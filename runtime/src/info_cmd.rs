@@ -8,8 +8,8 @@ use isola_protocol::ContainerStats;
 use crate::cli::UpdateArgs;
 use crate::control::{self, Request};
 use crate::error::{io, RuntimeError};
-use crate::state::{self, Dir};
 use crate::globals::Globals;
+use crate::state::{self, Dir};
 
 fn running(g: &Globals, id: &str) -> Result<Dir, RuntimeError> {
     let dir = Dir::new(&g.root, id)?;

@@ -8,8 +8,8 @@ use oci_spec::runtime::Spec;
 use crate::cli::CreateArgs;
 use crate::control::{self, Request};
 use crate::error::{io, RuntimeError};
-use crate::state::{Dir, Record};
 use crate::globals::Globals;
+use crate::state::{Dir, Record};
 
 /// Makes the container: the keeper boots its VM and waits for `start`. The keeper is
 /// returned so `run` can wait for it; `create` lets it go (its caller's subreaper adopts it).

@@ -129,8 +129,7 @@ impl Host {
             template: TemplateUse::Off,
         };
         let templates = r.templates && self.config.templates_on();
-        let template =
-            if templates { TemplateUse::find(&options, &crate::template::root()) } else { TemplateUse::Off };
+        let template = if templates { TemplateUse::find(&options, &crate::template::root()) } else { TemplateUse::Off };
         Placed { options: SandboxOptions { template, ..options }, templates }
     }
 }

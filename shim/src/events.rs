@@ -18,58 +18,56 @@ pub use isola_task::event::{Event, EventSink};
 
 /// containerd's topic for `e`.
 pub fn topic(e: &Event) -> &'static str {
-        match e {
-            Event::Create { .. } => topics::TASK_CREATE_EVENT_TOPIC,
-            Event::Start { .. } => topics::TASK_START_EVENT_TOPIC,
-            Event::ExecAdded { .. } => topics::TASK_EXEC_ADDED_EVENT_TOPIC,
-            Event::ExecStarted { .. } => topics::TASK_EXEC_STARTED_EVENT_TOPIC,
-            Event::Oom { .. } => topics::TASK_OOM_EVENT_TOPIC,
-            Event::Exit { .. } => topics::TASK_EXIT_EVENT_TOPIC,
-            Event::Paused { .. } => topics::TASK_PAUSED_EVENT_TOPIC,
-            Event::Resumed { .. } => topics::TASK_RESUMED_EVENT_TOPIC,
-            Event::Delete { .. } => topics::TASK_DELETE_EVENT_TOPIC,
-        }
+    match e {
+        Event::Create { .. } => topics::TASK_CREATE_EVENT_TOPIC,
+        Event::Start { .. } => topics::TASK_START_EVENT_TOPIC,
+        Event::ExecAdded { .. } => topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+        Event::ExecStarted { .. } => topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+        Event::Oom { .. } => topics::TASK_OOM_EVENT_TOPIC,
+        Event::Exit { .. } => topics::TASK_EXIT_EVENT_TOPIC,
+        Event::Paused { .. } => topics::TASK_PAUSED_EVENT_TOPIC,
+        Event::Resumed { .. } => topics::TASK_RESUMED_EVENT_TOPIC,
+        Event::Delete { .. } => topics::TASK_DELETE_EVENT_TOPIC,
     }
+}
 
 /// The protobuf message containerd decodes for `e`'s topic.
 pub fn message(e: Event) -> Box<dyn MessageDyn> {
-        match e {
-            Event::Create { id, bundle, stdin, stdout, stderr, terminal, pid } => Box::new(TaskCreate {
-                container_id: id,
-                bundle,
-                io: Some(TaskIO { stdin, stdout, stderr, terminal, ..Default::default() }).into(),
-                pid,
-                ..Default::default()
-            }),
-            Event::Start { id, pid } => Box::new(TaskStart { container_id: id, pid, ..Default::default() }),
-            Event::ExecAdded { id, exec_id } => {
-                Box::new(TaskExecAdded { container_id: id, exec_id, ..Default::default() })
-            }
-            Event::ExecStarted { id, exec_id, pid } => {
-                Box::new(TaskExecStarted { container_id: id, exec_id, pid, ..Default::default() })
-            }
-            Event::Oom { id } => Box::new(TaskOOM { container_id: id, ..Default::default() }),
-            Event::Exit { id, exec_id, pid, status, at } => Box::new(TaskExit {
-                // For the init process, containerd wants the container id in both fields.
-                id: exec_id.unwrap_or_else(|| id.clone()),
-                container_id: id,
-                pid,
-                exit_status: status,
-                exited_at: Some(timestamp(at)).into(),
-                ..Default::default()
-            }),
-            Event::Paused { id } => Box::new(TaskPaused { container_id: id, ..Default::default() }),
-            Event::Resumed { id } => Box::new(TaskResumed { container_id: id, ..Default::default() }),
-            Event::Delete { id, pid, status, at } => Box::new(TaskDelete {
-                id: id.clone(),
-                container_id: id,
-                pid,
-                exit_status: status,
-                exited_at: Some(timestamp(at)).into(),
-                ..Default::default()
-            }),
+    match e {
+        Event::Create { id, bundle, stdin, stdout, stderr, terminal, pid } => Box::new(TaskCreate {
+            container_id: id,
+            bundle,
+            io: Some(TaskIO { stdin, stdout, stderr, terminal, ..Default::default() }).into(),
+            pid,
+            ..Default::default()
+        }),
+        Event::Start { id, pid } => Box::new(TaskStart { container_id: id, pid, ..Default::default() }),
+        Event::ExecAdded { id, exec_id } => Box::new(TaskExecAdded { container_id: id, exec_id, ..Default::default() }),
+        Event::ExecStarted { id, exec_id, pid } => {
+            Box::new(TaskExecStarted { container_id: id, exec_id, pid, ..Default::default() })
         }
+        Event::Oom { id } => Box::new(TaskOOM { container_id: id, ..Default::default() }),
+        Event::Exit { id, exec_id, pid, status, at } => Box::new(TaskExit {
+            // For the init process, containerd wants the container id in both fields.
+            id: exec_id.unwrap_or_else(|| id.clone()),
+            container_id: id,
+            pid,
+            exit_status: status,
+            exited_at: Some(timestamp(at)).into(),
+            ..Default::default()
+        }),
+        Event::Paused { id } => Box::new(TaskPaused { container_id: id, ..Default::default() }),
+        Event::Resumed { id } => Box::new(TaskResumed { container_id: id, ..Default::default() }),
+        Event::Delete { id, pid, status, at } => Box::new(TaskDelete {
+            id: id.clone(),
+            container_id: id,
+            pid,
+            exit_status: status,
+            exited_at: Some(timestamp(at)).into(),
+            ..Default::default()
+        }),
     }
+}
 
 /// Forwards to containerd's event service from one thread, in order.
 pub struct Publisher {

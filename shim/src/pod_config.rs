@@ -12,7 +12,6 @@ pub const MAX_BYTES: usize = 1 << 20;
 /// The most sysctls taken from one pod.
 pub const MAX_SYSCTLS: usize = 256;
 
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PodConfigError {
     #[error("the pod sandbox config is {0} bytes, over the {MAX_BYTES} taken")]

@@ -14,8 +14,8 @@ use containerd_shim_protos::sandbox_sync::Sandbox;
 
 use crate::error::{Rpc, TaskError};
 use crate::events::timestamp;
-use isola_task::pod::Pod;
 use crate::pod_config;
+use isola_task::pod::Pod;
 
 /// The state names containerd's CRI uses for a pod sandbox.
 pub const READY: &str = "SANDBOX_READY";
@@ -49,7 +49,11 @@ impl Sandbox for SandboxService {
         req: api::StartSandboxRequest,
     ) -> TtrpcResult<api::StartSandboxResponse> {
         let (pid, created_at) = self.pod.start_sandbox(&req.sandbox_id).rpc()?;
-        Ok(api::StartSandboxResponse { pid, created_at: MessageField::some(timestamp(created_at)), ..Default::default() })
+        Ok(api::StartSandboxResponse {
+            pid,
+            created_at: MessageField::some(timestamp(created_at)),
+            ..Default::default()
+        })
     }
 
     fn platform(&self, _ctx: &TtrpcContext, _req: api::PlatformRequest) -> TtrpcResult<api::PlatformResponse> {
@@ -113,7 +117,8 @@ impl Sandbox for SandboxService {
     ) -> TtrpcResult<api::SandboxMetricsResponse> {
         let stats = self.pod.sandbox_stats(&req.sandbox_id).rpc()?;
         let data = crate::metrics::to_any(&stats)
-            .map_err(|e| TaskError::FailedPrecondition(format!("encoding the sandbox's metrics: {e}"))).rpc()?;
+            .map_err(|e| TaskError::FailedPrecondition(format!("encoding the sandbox's metrics: {e}")))
+            .rpc()?;
         let mut resp = api::SandboxMetricsResponse::default();
         let metric = resp.metrics.mut_or_insert_default();
         metric.timestamp = MessageField::some(timestamp(std::time::SystemTime::now()));

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{api, Config, DeleteResponse, ExitSignal, Flags, StartOpts};
 
-use isola_task::bundle::cleanup_bundle;
 use crate::events::Publisher;
-use isola_task::guest::VmBooter;
-use isola_task::pod::Pod;
 use crate::task::TaskService;
 use crate::{bootstrap, sandbox_api, task_v3};
+use isola_task::bundle::cleanup_bundle;
+use isola_task::guest::VmBooter;
+use isola_task::pod::Pod;
 
 pub use crate::info::RUNTIME_ID;
 

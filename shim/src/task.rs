@@ -67,7 +67,12 @@ impl containerd_shim::Task for TaskService {
 
     fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
         let (pid, exit) = self.pod.delete(&req.id, &req.exec_id).rpc()?;
-        Ok(api::DeleteResponse { pid, exit_status: exit.code, exited_at: Some(crate::events::timestamp(exit.at)).into(), ..Default::default() })
+        Ok(api::DeleteResponse {
+            pid,
+            exit_status: exit.code,
+            exited_at: Some(crate::events::timestamp(exit.at)).into(),
+            ..Default::default()
+        })
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
@@ -123,12 +128,17 @@ impl containerd_shim::Task for TaskService {
 
     fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
         let exit = self.pod.wait(&req.id, &req.exec_id).rpc()?;
-        Ok(api::WaitResponse { exit_status: exit.code, exited_at: Some(crate::events::timestamp(exit.at)).into(), ..Default::default() })
+        Ok(api::WaitResponse {
+            exit_status: exit.code,
+            exited_at: Some(crate::events::timestamp(exit.at)).into(),
+            ..Default::default()
+        })
     }
 
     fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
         let stats = self.pod.stats(&req.id).rpc()?;
-        let any = crate::metrics::to_any(&stats).map_err(|e| TaskError::Config(format!("encoding metrics: {e}"))).rpc()?;
+        let any =
+            crate::metrics::to_any(&stats).map_err(|e| TaskError::Config(format!("encoding metrics: {e}"))).rpc()?;
         Ok(api::StatsResponse { stats: Some(any).into(), ..Default::default() })
     }
 

@@ -45,4 +45,3 @@ pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TaskError {
     let what = what.into();
     move |source| TaskError::Io { what, source }
 }
-

@@ -72,4 +72,3 @@ pub mod testing {
         }
     }
 }
-

@@ -271,18 +271,7 @@ fn exec_processes_have_their_own_lifecycle_and_events() {
     w.guest.exit("c1", None, 0, false);
     wait_code(&w, "c1", "");
     w.pod.delete("c1", "").expect("delete");
-    assert_eq!(
-        w.topics(),
-        [
-            "create",
-            "start",
-            "exec-added:x1",
-            "exec-started:x1",
-            "exit:x1",
-            "exit",
-            "delete"
-        ]
-    );
+    assert_eq!(w.topics(), ["create", "start", "exec-added:x1", "exec-started:x1", "exit:x1", "exit", "delete"]);
 }
 
 #[test]

@@ -19,7 +19,27 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::devices::{BootTimer, SerialConsole, VmEvent};
 use crate::snapshot::{self, Header, SnapshotTarget, VmState};
-use crate::vcpu::pause::PauseGate;
+use crate::vcpu::pause::{PauseError, PauseGate};
+use crate::virtio::snapshot::DeviceSnapshotError;
+
+/// Why a control command failed (answered as `error: …`).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error("no snapshot directory (start isola-vmm with --snapshot-to DIR)")]
+    NoTarget,
+    #[error(transparent)]
+    Pause(#[from] PauseError),
+    #[error("virtio device {device}: {source}")]
+    Device { device: &'static str, source: DeviceSnapshotError },
+    #[error("{0} lock poisoned")]
+    Poisoned(&'static str),
+    #[error("kvm {what}: {source}")]
+    Kvm { what: &'static str, source: kvm_ioctls::Error },
+    #[error("unknown command {0:?} (pause, resume, snapshot, stop)")]
+    Unknown(String),
+}
 
 /// Longest command line read; longer ones end the connection.
 const MAX_LINE: u64 = 256;
@@ -55,10 +75,13 @@ impl SnapshotDevices {
 
     /// Quiesces every transport and returns their states; on an error the ones
     /// already stopped run again.
-    fn quiesce(&self) -> Result<Vec<crate::virtio::snapshot::TransportSnapshot>, String> {
+    fn quiesce(&self) -> Result<Vec<crate::virtio::snapshot::TransportSnapshot>, ControlError> {
         let mut out = Vec::with_capacity(self.virtio.len());
         for t in &self.virtio {
-            let r = t.lock().map_err(|_| "virtio transport lock poisoned".to_string()).and_then(|mut t| t.snapshot());
+            let r = t.lock().map_err(|_| ControlError::Poisoned("virtio transport")).and_then(|mut t| {
+                let device = crate::virtio::device_name(t.device_type());
+                t.snapshot().map_err(|source| ControlError::Device { device, source })
+            });
             match r {
                 Ok(s) => out.push(s),
                 Err(e) => {
@@ -94,18 +117,24 @@ pub struct Control {
     pub events: Sender<VmEvent>,
 }
 
-fn irqchip(vm: &VmFd, chip_id: u32) -> Result<kvm_irqchip, String> {
+fn irqchip(vm: &VmFd, chip_id: u32) -> Result<kvm_irqchip, ControlError> {
     let mut c = kvm_irqchip { chip_id, ..Default::default() };
-    vm.get_irqchip(&mut c).map_err(|e| format!("kvm get irqchip {chip_id}: {e}"))?;
+    let what = match chip_id {
+        KVM_IRQCHIP_PIC_MASTER => "get irqchip (PIC master)",
+        KVM_IRQCHIP_PIC_SLAVE => "get irqchip (PIC slave)",
+        _ => "get irqchip (IO-APIC)",
+    };
+    vm.get_irqchip(&mut c).map_err(|source| ControlError::Kvm { what, source })?;
     Ok(c)
 }
 
 impl Control {
     /// The VM's state besides memory; every vCPU must be parked.
-    fn vm_state(&self, virtio: Vec<crate::virtio::snapshot::TransportSnapshot>) -> Result<VmState, String> {
-        let vcpus = self.gate.capture().map_err(|e| e.to_string())?;
-        let serial = self.devices.serial.lock().map_err(|_| "serial lock poisoned")?.snapshot();
-        let boot_timer_fired = self.devices.boot_timer.lock().map_err(|_| "boot timer lock poisoned")?.fired();
+    fn vm_state(&self, virtio: Vec<crate::virtio::snapshot::TransportSnapshot>) -> Result<VmState, ControlError> {
+        let vcpus = self.gate.capture()?;
+        let serial = self.devices.serial.lock().map_err(|_| ControlError::Poisoned("serial"))?.snapshot();
+        let boot_timer_fired =
+            self.devices.boot_timer.lock().map_err(|_| ControlError::Poisoned("boot timer"))?.fired();
         Ok(VmState {
             vcpus,
             irqchips: vec![
@@ -113,12 +142,12 @@ impl Control {
                 irqchip(&self.vm, KVM_IRQCHIP_PIC_SLAVE)?,
                 irqchip(&self.vm, KVM_IRQCHIP_IOAPIC)?,
             ],
-            pit: self.vm.get_pit2().map_err(|e| format!("kvm get pit2: {e}"))?,
+            pit: self.vm.get_pit2().map_err(|source| ControlError::Kvm { what: "get pit2", source })?,
             // The guest's clock resumes where it stopped; flags describe this host's
             // clock at saving and are not for a restore to apply.
             clock: kvm_bindings::kvm_clock_data {
                 flags: 0,
-                ..self.vm.get_clock().map_err(|e| format!("kvm get clock: {e}"))?
+                ..self.vm.get_clock().map_err(|source| ControlError::Kvm { what: "get clock", source })?
             },
             serial,
             boot_timer_fired,
@@ -126,19 +155,19 @@ impl Control {
         })
     }
 
-    fn snapshot(&mut self) -> Result<String, String> {
+    fn snapshot(&mut self) -> Result<String, ControlError> {
         if let Some(why) = self.devices.unsupported() {
-            return Err(snapshot::SnapshotError::Unsupported(why).to_string());
+            return Err(snapshot::SnapshotError::Unsupported(why).into());
         }
         if self.target.is_none() {
-            return Err("no snapshot directory (start isola-vmm with --snapshot-to DIR)".into());
+            return Err(ControlError::NoTarget);
         }
-        self.gate.pause().map_err(|e| e.to_string())?;
+        self.gate.pause()?;
         // Devices stop too: nothing writes guest memory while it is saved.
         let virtio = self.devices.quiesce()?;
         let saved = self.vm_state(virtio).and_then(|state| {
-            let target = self.target.as_mut().ok_or("no snapshot directory")?;
-            snapshot::save(target, self.header.clone(), &state, &self.mem).map_err(|e| e.to_string())
+            let target = self.target.as_mut().ok_or(ControlError::NoTarget)?;
+            Ok(snapshot::save(target, self.header.clone(), &state, &self.mem)?)
         });
         self.devices.resume();
         let r = saved?;
@@ -153,16 +182,14 @@ impl Control {
     /// One command's answer line.
     pub fn handle(&mut self, line: &str) -> String {
         let r = match line.trim() {
-            "pause" => self.gate.pause().map(|()| "ok".to_string()).map_err(|e| e.to_string()),
-            "resume" => self.gate.resume().map(|()| "ok".to_string()).map_err(|e| e.to_string()),
+            "pause" => self.gate.pause().map(|()| "ok".to_string()).map_err(ControlError::from),
+            "resume" => self.gate.resume().map(|()| "ok".to_string()).map_err(ControlError::from),
             "snapshot" => self.snapshot(),
             "stop" => {
                 let _ = self.events.send(VmEvent::Stop);
                 Ok("ok".into())
             }
-            other => {
-                Err(format!("unknown command {:?} (pause, resume, snapshot, stop)", other.escape_debug().to_string()))
-            }
+            other => Err(ControlError::Unknown(other.escape_debug().to_string())),
         };
         r.unwrap_or_else(|e| format!("error: {e}"))
     }

@@ -46,7 +46,7 @@ static SUPERVISOR_ALIVE: AtomicI32 = AtomicI32::new(-1);
 /// to be); the parent supervises it and never returns. Call before any thread exists.
 /// `confine_supervisor` confines the parent once it is the supervisor (given by the
 /// caller: the jail knows nothing of the VMM's own confinement).
-pub type ConfineSupervisor = fn(Option<(u32, u32)>) -> Result<(), String>;
+pub type ConfineSupervisor = fn(Option<(u32, u32)>) -> Result<(), crate::confine::ConfineError>;
 
 pub fn enter(user: Option<(u32, u32)>, confine_supervisor: ConfineSupervisor) -> Result<(), JailError> {
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;

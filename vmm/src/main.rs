@@ -102,9 +102,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     // First, while this process has one thread: the jail forks.
     if args.jail {
-        if let Err(e) = isola_vmm::jail::enter(args.uid.zip(args.gid), |u| {
-            isola_vmm::confine::confine_supervisor(u).map_err(|e| e.to_string())
-        }) {
+        if let Err(e) = isola_vmm::jail::enter(args.uid.zip(args.gid), isola_vmm::confine::confine_supervisor) {
             eprintln!("isola-vmm: error: {e}");
             return ExitCode::from(1);
         }

@@ -19,8 +19,8 @@ impl Sandbox {
         if restored {
             // Before anything else runs in it: the clone's RNG and clock are its own,
             // not the template's (every clone would otherwise share one RNG state).
-            let entropy =
-                crate::names::random_bytes(isola_protocol::RESTORE_ENTROPY_BYTES).map_err(io("reading host entropy for the restored guest"))?;
+            let entropy = crate::names::random_bytes(isola_protocol::RESTORE_ENTROPY_BYTES)
+                .map_err(io("reading host entropy for the restored guest"))?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             let ns = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
             self.agent.call(|c| c.restored(entropy, ns)).map_err(SandboxError::Configure)?;

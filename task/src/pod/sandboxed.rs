@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use std::time::SystemTime;
 use isola_protocol::ContainerStats;
+use std::time::SystemTime;
 
 use super::{Inner, Pod};
 use crate::error::TaskError;
@@ -71,7 +71,8 @@ impl Pod {
             sysctls: config.sysctls.clone(),
         };
         self.boot_vm(&mut inner, &req, bundle, id)?;
-        inner.sandbox = Some(SandboxVm { id: id.to_string(), created_at: SystemTime::now(), started: false, exit: None });
+        inner.sandbox =
+            Some(SandboxVm { id: id.to_string(), created_at: SystemTime::now(), started: false, exit: None });
         Ok(())
     }
 

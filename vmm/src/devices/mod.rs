@@ -8,7 +8,7 @@ mod serial;
 pub use boot_timer::{BootTimer, BOOT_TIMER_MAGIC};
 pub use bus::{Bus, BusDevice, BusError};
 pub use i8042::{I8042, I8042_PORT_BASE};
-pub use serial::{EventFdTrigger, SerialConsole, SerialSnapshot, SERIAL_IRQ, SERIAL_PORT_BASE};
+pub use serial::{EventFdTrigger, SerialConsole, SerialRestoreError, SerialSnapshot, SERIAL_IRQ, SERIAL_PORT_BASE};
 
 /// Something a device tells the VMM's main loop.
 #[derive(Debug, Clone, PartialEq, Eq)]

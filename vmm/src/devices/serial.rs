@@ -15,6 +15,11 @@ pub const SERIAL_IRQ: u32 = 4;
 /// Raises the serial interrupt through an irqfd.
 pub struct EventFdTrigger(pub EventFd);
 
+/// A saved UART the emulator refuses (a FIFO fuller than the UART's, say).
+#[derive(Debug, thiserror::Error)]
+#[error("serial state: {0}")]
+pub struct SerialRestoreError(#[source] pub vm_superio::serial::Error<std::io::Error>);
+
 impl Trigger for EventFdTrigger {
     type E = std::io::Error;
     fn trigger(&self) -> std::io::Result<()> {
@@ -41,7 +46,11 @@ impl SerialConsole {
 
     /// A UART in the state `saved` left, writing to `out`; a FIFO longer than the
     /// UART's is refused.
-    pub fn restore(irq: EventFd, out: Box<dyn Write + Send>, saved: &SerialSnapshot) -> Result<Self, String> {
+    pub fn restore(
+        irq: EventFd,
+        out: Box<dyn Write + Send>,
+        saved: &SerialSnapshot,
+    ) -> Result<Self, SerialRestoreError> {
         let [baud_divisor_low, baud_divisor_high, interrupt_enable, interrupt_identification, line_control, line_status, modem_control, modem_status, scratch] =
             saved.regs;
         let state = SerialState {
@@ -58,7 +67,7 @@ impl SerialConsole {
         };
         Serial::from_state(&state, EventFdTrigger(irq), NoEvents, out)
             .map(|uart| Self { uart })
-            .map_err(|e| format!("serial state: {e:?}"))
+            .map_err(SerialRestoreError)
     }
 
     pub fn snapshot(&self) -> SerialSnapshot {

@@ -17,8 +17,8 @@ pub enum PauseError {
     NotParked { parked: usize, vcpus: usize },
     #[error("the VM is not paused")]
     NotPaused,
-    #[error("vCPU {id}: {msg}")]
-    Capture { id: usize, msg: String },
+    #[error("vCPU {id}: {source}")]
+    Capture { id: usize, source: super::VcpuError },
     #[error("pause state poisoned")]
     Poisoned,
 }
@@ -31,7 +31,7 @@ struct Inner {
     /// Raised once per capture request; each vCPU answers it once.
     capture_gen: u64,
     answered: Vec<u64>,
-    captured: Vec<Option<Result<VcpuState, String>>>,
+    captured: Vec<Option<Result<VcpuState, super::VcpuError>>>,
 }
 
 pub struct PauseGate {
@@ -116,7 +116,7 @@ impl PauseGate {
             .enumerate()
             .map(|(id, c)| match c.take() {
                 Some(Ok(s)) => Ok(s),
-                Some(Err(msg)) => Err(PauseError::Capture { id, msg }),
+                Some(Err(source)) => Err(PauseError::Capture { id, source }),
                 None => Err(PauseError::NotPaused),
             })
             .collect()
@@ -140,7 +140,7 @@ impl PauseGate {
         self.cv.notify_all();
         while self.requested() && !stop.load(Ordering::Acquire) {
             if g.answered.get(id).is_some_and(|a| *a < g.capture_gen) {
-                let r = capture().map_err(|e| e.to_string());
+                let r = capture();
                 g.answered[id] = g.capture_gen;
                 if let Some(slot) = g.captured.get_mut(id) {
                     *slot = Some(r);

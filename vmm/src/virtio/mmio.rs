@@ -6,7 +6,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::snapshot::{QueueSnapshot, TransportSnapshot};
+use super::snapshot::{DeviceSnapshotError, QueueSnapshot, TransportSnapshot};
 use super::{status, ActivateContext, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::devices::BusDevice;
 
@@ -115,7 +115,7 @@ impl MmioTransport {
             return;
         }
         let states: Vec<_> = self.queues.iter().map(|q| q.state()).collect();
-        match self.context(&states).and_then(|ctx| self.device.activate(ctx).map_err(|e| e.to_string())) {
+        match self.context(&states).and_then(|ctx| self.device.activate(ctx).map_err(DeviceSnapshotError::Start)) {
             Ok(()) => self.active = true,
             Err(e) => {
                 log::warn!("virtio: device {} failed to start: {e}", self.device.device_type());
@@ -126,11 +126,18 @@ impl MmioTransport {
 
     /// What a device starts from: its own copies of `queues` (ours keep answering
     /// register reads) and of the notify eventfds.
-    fn context(&self, queues: &[virtio_queue::QueueState]) -> Result<ActivateContext, String> {
-        let queue_events: Vec<EventFd> =
-            self.queue_events.iter().map(EventFd::try_clone).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-        let queues: Vec<Queue> =
-            queues.iter().map(|q| Queue::try_from(*q)).collect::<Result<_, _>>().map_err(|e| format!("{e:?}"))?;
+    fn context(&self, queues: &[virtio_queue::QueueState]) -> Result<ActivateContext, DeviceSnapshotError> {
+        let queue_events: Vec<EventFd> = self
+            .queue_events
+            .iter()
+            .map(EventFd::try_clone)
+            .collect::<Result<_, _>>()
+            .map_err(DeviceSnapshotError::EventFd)?;
+        let queues: Vec<Queue> = queues
+            .iter()
+            .enumerate()
+            .map(|(index, q)| Queue::try_from(*q).map_err(|source| DeviceSnapshotError::Queue { index, source }))
+            .collect::<Result<_, _>>()?;
         Ok(ActivateContext {
             mem: self.mem.clone(),
             queues,
@@ -150,11 +157,11 @@ impl MmioTransport {
 
     /// Stops the device (if it runs) and returns the transport's state with the
     /// device's queue positions; [`MmioTransport::resume_after_snapshot`] undoes it.
-    pub fn snapshot(&mut self) -> Result<TransportSnapshot, String> {
+    pub fn snapshot(&mut self) -> Result<TransportSnapshot, DeviceSnapshotError> {
         let queues = match (self.active, &self.quiesced) {
             (true, Some(q)) => q.clone(),
             (true, None) => {
-                let q = self.device.quiesce()?.ok_or("the running device has no queues")?;
+                let q = self.device.quiesce()?.ok_or(DeviceSnapshotError::NoQueues)?;
                 self.quiesced = Some(q.clone());
                 q
             }
@@ -175,38 +182,33 @@ impl MmioTransport {
     }
 
     /// Runs the device again from where [`MmioTransport::snapshot`] stopped it.
-    pub fn resume_after_snapshot(&mut self) -> Result<(), String> {
+    pub fn resume_after_snapshot(&mut self) -> Result<(), DeviceSnapshotError> {
         let Some(q) = self.quiesced.take() else { return Ok(()) };
         let ctx = self.context(&q)?;
-        self.device.resume(ctx, false).map_err(|e| e.to_string())
+        self.device.resume(ctx, false).map_err(DeviceSnapshotError::Start)
     }
 
     /// Puts back the registers and queues of a snapshot (the device is started by
     /// [`MmioTransport::start_restored`], once the VMM is confined). Queues from the
     /// file are checked as any driver's would be.
-    pub fn restore(&mut self, s: &TransportSnapshot) -> Result<(), String> {
+    pub fn restore(&mut self, s: &TransportSnapshot) -> Result<(), DeviceSnapshotError> {
         if s.device_type != self.device.device_type() || s.queues.len() != self.queues.len() {
-            return Err(format!(
-                "the snapshot has a {} device with {} queues here, this VM a {} with {}",
-                super::device_name(s.device_type),
-                s.queues.len(),
-                super::device_name(self.device.device_type()),
-                self.queues.len()
-            ));
+            return Err(DeviceSnapshotError::Mismatch {
+                snap: super::device_name(s.device_type),
+                snap_queues: s.queues.len(),
+                mine: super::device_name(self.device.device_type()),
+                my_queues: self.queues.len(),
+            });
         }
         let mut queues = Vec::with_capacity(s.queues.len());
         for (i, (q, mine)) in s.queues.iter().zip(&self.queues).enumerate() {
             let state = virtio_queue::QueueState::from(q);
             if state.max_size != mine.max_size() {
-                return Err(format!(
-                    "queue {i}: max size {} in the snapshot, {} here",
-                    state.max_size,
-                    mine.max_size()
-                ));
+                return Err(DeviceSnapshotError::QueueSize { index: i, snap: state.max_size, mine: mine.max_size() });
             }
-            let queue = Queue::try_from(state).map_err(|e| format!("queue {i}: {e:?}"))?;
+            let queue = Queue::try_from(state).map_err(|source| DeviceSnapshotError::Queue { index: i, source })?;
             if s.active && !queue.is_valid(&self.mem) {
-                return Err(format!("queue {i}: its rings do not fit in guest memory"));
+                return Err(DeviceSnapshotError::RingsOutside(i));
             }
             queues.push(queue);
         }
@@ -217,7 +219,7 @@ impl MmioTransport {
         self.acked_features = s.acked_features;
         self.status = s.status;
         self.config_generation = s.config_generation;
-        self.interrupt.restore(s.interrupt_status).map_err(|e| e.to_string())?;
+        self.interrupt.restore(s.interrupt_status).map_err(DeviceSnapshotError::Interrupt)?;
         if s.active {
             self.quiesced = Some(s.queues.iter().map(virtio_queue::QueueState::from).collect());
         }
@@ -226,10 +228,10 @@ impl MmioTransport {
 
     /// Starts a restored device (it hears that it was restored: vsock resets its
     /// connections in the guest).
-    pub fn start_restored(&mut self) -> Result<(), String> {
+    pub fn start_restored(&mut self) -> Result<(), DeviceSnapshotError> {
         let Some(q) = self.quiesced.take() else { return Ok(()) };
         let ctx = self.context(&q)?;
-        self.device.resume(ctx, true).map_err(|e| e.to_string())?;
+        self.device.resume(ctx, true).map_err(DeviceSnapshotError::Start)?;
         self.active = true;
         Ok(())
     }
@@ -537,7 +539,7 @@ mod tests {
         // Another device type, another queue count, or rings outside memory: refused.
         let mut wrong = snap.clone();
         wrong.device_type = 1;
-        assert!(back.restore(&wrong).expect_err("type").contains("net device"));
+        assert!(back.restore(&wrong).expect_err("type").to_string().contains("net device"));
         let mut wrong = snap.clone();
         wrong.queues.pop();
         assert!(back.restore(&wrong).is_err());
@@ -546,11 +548,14 @@ mod tests {
         wrong.queues[0].ready = true;
         wrong.queues[0].size = 16;
         wrong.queues[0].desc_table = 1 << 40;
-        assert!(back.restore(&wrong).expect_err("rings").contains("do not fit"), "rings outside memory");
+        assert!(back.restore(&wrong).expect_err("rings").to_string().contains("do not fit"), "rings outside memory");
         // A running device that cannot be quiesced says so instead of a wrong state.
         let (mut running, _) = transport(false);
         bring_up(&mut running, 1);
         assert!(running.is_active());
-        assert!(running.snapshot().expect_err("dummy has no quiesce").contains("virtio device type 19"));
+        assert!(matches!(
+            running.snapshot().expect_err("dummy has no quiesce"),
+            DeviceSnapshotError::Unsupported("vsock")
+        ));
     }
 }

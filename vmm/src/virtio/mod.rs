@@ -82,8 +82,8 @@ pub trait VirtioDevice: Send {
     }
     /// Stops a running device's processing for a snapshot and returns its queues as
     /// they stand (None: it was not running).
-    fn quiesce(&mut self) -> Result<Option<Vec<virtio_queue::QueueState>>, String> {
-        Err(format!("virtio device type {}", self.device_type()))
+    fn quiesce(&mut self) -> Result<Option<Vec<virtio_queue::QueueState>>, snapshot::DeviceSnapshotError> {
+        Err(snapshot::DeviceSnapshotError::Unsupported(device_name(self.device_type())))
     }
     /// Runs again from `ctx`'s queues: after a snapshot, or (`restored`) in a VM
     /// restored from one.

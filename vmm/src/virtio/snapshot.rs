@@ -4,6 +4,38 @@
 use serde::{Deserialize, Serialize};
 use virtio_queue::QueueState;
 
+/// Why a device or its transport could not be snapshotted, resumed or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceSnapshotError {
+    #[error("{0} devices cannot be snapshotted")]
+    Unsupported(&'static str),
+    #[error("{0}: its worker ended without returning its backend")]
+    WorkerLost(&'static str),
+    #[error("the running device has no queues")]
+    NoQueues,
+    #[error("queue {index}: {source}")]
+    Queue { index: usize, source: virtio_queue::Error },
+    #[error("the snapshot has a {snap} device with {snap_queues} queues here, this VM a {mine} with {my_queues}")]
+    Mismatch { snap: &'static str, snap_queues: usize, mine: &'static str, my_queues: usize },
+    #[error("queue {index}: max size {snap} in the snapshot, {mine} here")]
+    QueueSize { index: usize, snap: u16, mine: u16 },
+    #[error("queue {0}: its rings do not fit in guest memory")]
+    RingsOutside(usize),
+    #[error("cloning a queue's eventfd: {0}")]
+    EventFd(#[source] std::io::Error),
+    #[error("restoring the interrupt status: {0}")]
+    Interrupt(#[source] std::io::Error),
+    #[error("starting the device: {0}")]
+    Start(#[source] super::ActivateError),
+    #[error("fs: GET_VRING_BASE {index}: {source}")]
+    VringBase { index: usize, source: vhost::Error },
+    #[error(
+        "fs devices the guest has used (its share is mounted: FUSE state lives in virtiofsd; \
+         take the snapshot before the guest mounts it)"
+    )]
+    FsInUse,
+}
+
 /// `virtio_queue::QueueState`, which has no serde of its own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueSnapshot {

@@ -129,6 +129,10 @@ pub enum VmError {
     Vcpu(#[from] VcpuError),
     #[error("snapshot: {0}")]
     Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error("restoring a virtio device: {0}")]
+    Restore(#[source] crate::virtio::snapshot::DeviceSnapshotError),
+    #[error("restoring the serial console: {0}")]
+    Serial(#[from] crate::devices::SerialRestoreError),
     #[error("guest did not finish within {timeout:?}; stopped at rip {rip:#x}")]
     Timeout { timeout: Duration, rip: u64 },
 }

@@ -153,7 +153,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     if let Origin::Restore { .. } = &origin {
         for t in &devices.virtio {
             let mut t = t.lock().map_err(|_| VmError::Config("virtio transport lock poisoned".into()))?;
-            t.start_restored().map_err(|e| VmError::Config(format!("restoring a virtio device: {e}")))?;
+            t.start_restored().map_err(VmError::Restore)?;
         }
     }
     if let Some(listener) = listener {
@@ -383,7 +383,7 @@ fn build_devices(
     vm.register_irqfd(&serial_irq, SERIAL_IRQ).map_err(kvm_err("register serial irqfd"))?;
     let out = console_writer(&config.console)?;
     let serial = match &saved {
-        Some(s) => SerialConsole::restore(serial_irq, out, s).map_err(VmError::Config)?,
+        Some(s) => SerialConsole::restore(serial_irq, out, s)?,
         None => SerialConsole::new(serial_irq, out),
     };
     let serial = Arc::new(Mutex::new(serial));

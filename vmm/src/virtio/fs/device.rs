@@ -13,6 +13,7 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{FsError, FS_DEVICE_ID, NUM_QUEUES, QUEUE_SIZE, TAG_MAX};
+use crate::virtio::snapshot::DeviceSnapshotError;
 use crate::virtio::worker::{spawn, stop_pair, Worker, WorkerHandle};
 use crate::virtio::{read_config_bytes, ActivateContext, ActivateError, Interrupt, VirtioDevice, INT_VRING};
 
@@ -154,14 +155,20 @@ fn used_index(mem: &vm_memory::GuestMemoryMmap, q: &virtio_queue::QueueState) ->
 }
 
 /// A context to restart `rings` from `states` (a refused snapshot lets them run on).
-fn context(rings: &Rings, states: &[virtio_queue::QueueState]) -> Result<ActivateContext, String> {
+fn context(rings: &Rings, states: &[virtio_queue::QueueState]) -> Result<ActivateContext, DeviceSnapshotError> {
     let queues: Vec<virtio_queue::Queue> = states
         .iter()
-        .map(|q| virtio_queue::Queue::try_from(*q))
+        .enumerate()
+        .map(|(index, q)| {
+            virtio_queue::Queue::try_from(*q).map_err(|source| DeviceSnapshotError::Queue { index, source })
+        })
+        .collect::<Result<_, _>>()?;
+    let queue_events: Vec<EventFd> = rings
+        .queue_events
+        .iter()
+        .map(EventFd::try_clone)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("fs: queue state: {e:?}"))?;
-    let queue_events: Vec<EventFd> =
-        rings.queue_events.iter().map(EventFd::try_clone).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        .map_err(DeviceSnapshotError::EventFd)?;
     Ok(ActivateContext {
         mem: rings.mem.clone(),
         queues,
@@ -249,14 +256,17 @@ impl VirtioDevice for Fs {
     /// device the guest has not used yet: once it has mounted the share, FUSE state
     /// (the session, the inodes it was given) lives in this virtiofsd and no other
     /// could take it over, so the snapshot is refused and the rings run on.
-    fn quiesce(&mut self) -> Result<Option<Vec<virtio_queue::QueueState>>, String> {
+    fn quiesce(&mut self) -> Result<Option<Vec<virtio_queue::QueueState>>, DeviceSnapshotError> {
         let Some(rings) = self.rings.take() else { return Ok(None) };
         if let Some(w) = self.worker.take() {
             let _ = w.stop();
         }
         let mut states = Vec::with_capacity(rings.queues.len());
         for (i, q) in rings.queues.iter().enumerate() {
-            let base = self.frontend.get_vring_base(i).map_err(|e| format!("fs: GET_VRING_BASE {i}: {e}"))?;
+            let base = self
+                .frontend
+                .get_vring_base(i)
+                .map_err(|source| DeviceSnapshotError::VringBase { index: i, source })?;
             let used = used_index(&rings.mem, q).unwrap_or(base as u16);
             states.push(virtio_queue::QueueState { next_avail: base as u16, next_used: used, ..*q });
         }
@@ -264,10 +274,8 @@ impl VirtioDevice for Fs {
         if used {
             let ctx = context(&rings, &states)?;
             self.rings = Some(rings);
-            self.start(ctx, true).map_err(|e| format!("fs: restarting its rings: {e}"))?;
-            return Err("fs devices the guest has used (its share is mounted: FUSE state lives in virtiofsd; \
-                        take the snapshot before the guest mounts it)"
-                .into());
+            self.start(ctx, true).map_err(DeviceSnapshotError::Start)?;
+            return Err(DeviceSnapshotError::FsInUse);
         }
         self.rings = Some(Rings { queues: states.clone(), ..rings });
         Ok(Some(states))

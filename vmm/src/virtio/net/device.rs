@@ -2,6 +2,7 @@
 
 use super::event_handler::NetHandler;
 use super::{feature, NetBackend, NetCounters, RxState, NET_DEVICE_ID, OFFERED, QUEUE_SIZE};
+use crate::virtio::snapshot::DeviceSnapshotError;
 use crate::virtio::worker::{spawn, stop_pair, WorkerHandle};
 use crate::virtio::{read_config_bytes, ActivateContext, ActivateError, VirtioDevice};
 
@@ -86,9 +87,9 @@ impl VirtioDevice for Net {
 
     /// A frame the device held for want of a guest buffer is dropped, as a wire
     /// would drop it; the queues go on from where they stand.
-    fn quiesce(&mut self) -> Result<Option<Vec<virtio_queue::QueueState>>, String> {
+    fn quiesce(&mut self) -> Result<Option<Vec<virtio_queue::QueueState>>, DeviceSnapshotError> {
         let Some(w) = self.worker.take() else { return Ok(None) };
-        let h = w.stop().ok_or("net: worker ended without returning its backend")?;
+        let h = w.stop().ok_or(DeviceSnapshotError::WorkerLost("net"))?;
         self.counters = h.counters;
         self.backend = Some(h.backend);
         Ok(Some(h.queues.iter().map(|q| q.state()).collect()))

@@ -2,6 +2,7 @@
 
 use super::event_handler::VsockHandler;
 use super::{Counters, VsockBackend, QUEUE_SIZE, VSOCK_DEVICE_ID};
+use crate::virtio::snapshot::DeviceSnapshotError;
 use crate::virtio::worker::{spawn, stop_pair, WorkerHandle};
 use crate::virtio::{read_config_bytes, ActivateContext, ActivateError, VirtioDevice};
 
@@ -101,7 +102,7 @@ impl VirtioDevice for Vsock {
         true
     }
 
-    fn quiesce(&mut self) -> Result<Option<Vec<virtio_queue::QueueState>>, String> {
+    fn quiesce(&mut self) -> Result<Option<Vec<virtio_queue::QueueState>>, DeviceSnapshotError> {
         Ok(self.stop_worker_keeping())
     }
 

@@ -54,10 +54,12 @@ pub mod op {
 pub const SHUTDOWN_RCV: u32 = 1;
 pub const SHUTDOWN_SEND: u32 = 2;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum VsockError {
     #[error("descriptor chain unusable: {0}")]
-    Chain(String),
+    Chain(#[source] virtio_queue::Error),
+    #[error("cannot read the packet from guest memory: {0}")]
+    Read(#[source] std::io::Error),
     #[error("packet header needs 44 bytes, chain has {0}")]
     ShortHeader(usize),
     #[error("packet claims {claimed} payload bytes, chain carries {present}")]
@@ -69,7 +71,7 @@ pub enum VsockError {
     #[error("packet from cid {got}, guest is cid {expected}")]
     WrongSourceCid { got: u64, expected: u64 },
     #[error("cannot write to guest memory: {0}")]
-    GuestWrite(String),
+    GuestWrite(#[source] std::io::Error),
 }
 
 /// Where the device gets host-side connections from. The unix-socket muxer is one;

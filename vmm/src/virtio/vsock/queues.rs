@@ -21,13 +21,13 @@ fn read_packet(
     mem: &GuestMemoryMmap,
     chain: virtio_queue::DescriptorChain<&GuestMemoryMmap>,
 ) -> Result<Packet, VsockError> {
-    let mut r = Reader::new(mem, chain).map_err(|e| VsockError::Chain(e.to_string()))?;
+    let mut r = Reader::new(mem, chain).map_err(VsockError::Chain)?;
     let avail = r.available_bytes();
     if avail < HDR_LEN {
         return Err(VsockError::ShortHeader(avail));
     }
     let mut hb = [0u8; HDR_LEN];
-    r.read_exact(&mut hb).map_err(|e| VsockError::Chain(e.to_string()))?;
+    r.read_exact(&mut hb).map_err(VsockError::Read)?;
     let hdr = Header::parse(&hb);
     let len = hdr.len as usize;
     if len > MAX_PAYLOAD {
@@ -39,7 +39,7 @@ fn read_packet(
         return Err(VsockError::Truncated { claimed: len, present: r.available_bytes() });
     }
     let mut data = vec![0u8; len];
-    r.read_exact(&mut data).map_err(|e| VsockError::Chain(e.to_string()))?;
+    r.read_exact(&mut data).map_err(VsockError::Read)?;
     Ok(Packet { hdr, data })
 }
 
@@ -86,8 +86,8 @@ pub fn process_tx(
 fn write_packet(w: &mut Writer<'_>, pkt: &Packet) -> Result<u32, VsockError> {
     let mut hdr = pkt.hdr;
     hdr.len = pkt.data.len() as u32;
-    w.write_all(&hdr.to_bytes()).map_err(|e| VsockError::GuestWrite(e.to_string()))?;
-    w.write_all(&pkt.data).map_err(|e| VsockError::GuestWrite(e.to_string()))?;
+    w.write_all(&hdr.to_bytes()).map_err(VsockError::GuestWrite)?;
+    w.write_all(&pkt.data).map_err(VsockError::GuestWrite)?;
     Ok((HDR_LEN + pkt.data.len()) as u32)
 }
 
@@ -105,7 +105,7 @@ pub fn process_rx(
         };
         let head = chain.head_index();
         let written = match Writer::new(mem, chain) {
-            Err(e) => Err(VsockError::Chain(e.to_string())),
+            Err(e) => Err(VsockError::Chain(e)),
             Ok(w) if w.available_bytes() < HDR_LEN => Err(VsockError::SmallRxBuffer(w.available_bytes())),
             Ok(mut w) => {
                 let room = (w.available_bytes() - HDR_LEN).min(MAX_PAYLOAD);

@@ -61,4 +61,3 @@ impl VsockBackend for ScriptedBackend {
         self.to_guest.clear();
     }
 }
-

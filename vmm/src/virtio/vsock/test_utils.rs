@@ -6,8 +6,8 @@ use vm_memory::GuestMemoryMmap;
 use crate::virtio::mock_driver::Guest;
 
 use super::packet::HDR_LEN;
-use super::{process_rx, process_tx, Counters, Header, Packet, VsockBackend, HOST_CID, TYPE_STREAM};
 pub use super::test_backend::ScriptedBackend;
+use super::{process_rx, process_tx, Counters, Header, Packet, VsockBackend, HOST_CID, TYPE_STREAM};
 
 #[derive(Clone, Copy)]
 pub enum Layout {
