@@ -77,22 +77,24 @@ enum Cmd {
     Template(template_cmd::TemplateCmd),
     /// Say what this host offers (KVM kind) and which backend isola would use.
     Info,
-    /// (internal) Removes a foreground run's sandbox once that run's CLI is gone.
-    #[command(name = "__reap", hide = true)]
-    Reap(reap_cmd::ReapArgs),
 }
 
 fn main() -> ExitCode {
-    // `isola run -p` starts this binary again as its port forwarder (`isola-ports`).
-    isola_sandbox::backend::ports::main_if_forwarder();
+    // Background work this binary hands to detached copies of itself
+    // (isola_sandbox::background): first the port forwarder of `isola run -p` (as
+    // nobody, before reading any configuration)…
+    isola_sandbox::background::run_if(isola_sandbox::backend::ports::forward);
     // RUST_LOG wins; then `log_level` from the host config; then warnings only.
     let level = isola_sandbox::config::Config::load().ok().and_then(|c| c.log_level).unwrap_or_else(|| "warn".into());
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    // …then the cleaner of a foreground run, pool refills and template warm-ups.
+    isola_sandbox::background::run_if(reap_cmd::reap);
+    isola_sandbox::background::run_if(pool_cmd::refill);
+    isola_sandbox::background::run_if(template_cmd::warm_job);
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Boot(args) => boot_cmd::run(args),
         Cmd::Run(args) => run_cmd::run(args),
-        Cmd::Reap(args) => Ok(reap_cmd::reap(args)),
         Cmd::Exec(args) => run_cmd::exec(args),
         Cmd::Ps(args) => manage_cmd::ps(args),
         Cmd::Kill(args) => manage_cmd::kill(args),

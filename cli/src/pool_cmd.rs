@@ -1,13 +1,14 @@
 //! `isola pool fill|ls|stop`: the warm pool of booted, never-used sandboxes that
 //! `isola run` takes from (see `isola_sandbox::pool`). Members are detached sandboxes;
-//! a claim is refilled in the background by a detached `isola pool fill`.
+//! a claim is refilled in the background by a detached copy of this binary (a `RefillJob`).
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use isola_sandbox::background::{self, Job};
 use isola_sandbox::placement::{Host, Request};
 use isola_sandbox::pool::{self, PoolKey};
 use isola_sandbox::sandbox::{NetworkMode, Sandbox, SandboxOptions};
@@ -25,7 +26,7 @@ pub enum PoolCmd {
 }
 
 /// The configuration of the sandboxes, as `isola run` takes it.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PoolConfig {
     /// Memory as `isola run -m` (the VM gets this plus headroom).
     #[arg(short = 'm', long, value_parser = crate::sizes::parse_memory_mib)]
@@ -44,10 +45,6 @@ pub struct FillArgs {
     /// How many to keep ready (refills after a claim keep to it).
     #[arg(short = 'n', long, default_value_t = 1)]
     size: usize,
-    /// (internal) A refill after a claim: keeps to the size on record, which
-    /// `isola pool stop` may have cleared meanwhile, instead of setting it.
-    #[arg(long, hide = true)]
-    refill: bool,
     #[command(flatten)]
     config: PoolConfig,
 }
@@ -71,9 +68,7 @@ pub fn options(c: &PoolConfig, id: &str, state_root: PathBuf) -> anyhow::Result<
 pub fn fill(a: FillArgs) -> anyhow::Result<ExitCode> {
     let state_root = state::default_root();
     let (_, key) = options(&a.config, "", state_root.clone())?;
-    if !a.refill {
-        pool::set_wanted_size(&state_root, &key, a.size)?;
-    }
+    pool::set_wanted_size(&state_root, &key, a.size)?;
     fill_to(&a.config, &state_root, &key)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -94,38 +89,44 @@ fn fill_to(c: &PoolConfig, state_root: &std::path::Path, key: &PoolKey) -> anyho
     Ok(())
 }
 
-/// After a claim: a detached `isola pool fill` brings the pool back to its size.
+/// A refill after a claim: keeps to the size on record (which `isola pool stop` may
+/// have cleared meanwhile) instead of setting it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RefillJob {
+    config: PoolConfig,
+}
+
+impl Job for RefillJob {
+    const NAME: &'static str = "pool-refill";
+}
+
+/// The detached refill's work.
+pub fn refill(j: RefillJob) -> i32 {
+    let state_root = state::default_root();
+    let r = options(&j.config, "", state_root.clone()).and_then(|(_, key)| fill_to(&j.config, &state_root, &key));
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("isola: refilling the warm pool: {e:#}");
+            1
+        }
+    }
+}
+
+/// After a claim: a detached copy of this binary brings the pool back to its size.
 pub fn refill_in_background(c: &PoolConfig, state_root: &std::path::Path, key: &PoolKey) {
     if pool::wanted_size(state_root, key) == 0 {
         return;
     }
-    if let Err(e) = spawn_detached(&["pool", "fill", "--refill"], c) {
+    if let Err(e) = spawn_detached(&RefillJob { config: c.clone() }) {
         eprintln!("isola: warning: the warm pool is not refilled ({e})");
     }
 }
 
-impl PoolConfig {
-    /// As the command line takes it.
-    fn flags(&self) -> Vec<String> {
-        let mut f = vec!["--network".to_string(), self.network.to_string()];
-        if let Some(m) = self.memory {
-            f.extend(["-m".into(), format!("{m}m")]);
-        }
-        if let Some(v) = self.vcpus {
-            f.extend(["--vcpus".into(), v.to_string()]);
-        }
-        if let Some(h) = self.hypervisor {
-            f.extend(["--hypervisor".into(), h.to_string()]);
-        }
-        f
-    }
-}
-
-/// This binary, detached in its own process group with no stdio, doing `what` for `c`
-/// in the background (it outlives the run that started it).
-pub fn spawn_detached(what: &[&str], c: &PoolConfig) -> std::io::Result<()> {
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(what).args(c.flags());
+/// This binary, detached in its own process group with no stdio, doing `job` in the
+/// background (it outlives the run that started it).
+pub fn spawn_detached<J: Job>(job: &J) -> std::io::Result<()> {
+    let mut cmd = background::command(std::env::current_exe()?, job);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
     cmd.spawn().map(drop)
 }

@@ -6,28 +6,27 @@
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::Stdio;
 
-use clap::Args;
+use isola_sandbox::background::{self, Job};
 use isola_sandbox::state::{Creator, SandboxState};
 
-#[derive(Args, Debug)]
-pub struct ReapArgs {
-    #[arg(long)]
+/// The cleaner's job: the sandbox `name` under `state_root`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ReapJob {
     state_root: PathBuf,
-    #[arg(long)]
     name: String,
+}
+
+impl Job for ReapJob {
+    const NAME: &'static str = "reap";
 }
 
 /// Started before the sandbox; the returned pipe end must live as long as the CLI.
 pub fn spawn(state_root: &Path, name: &str) -> Option<std::process::ChildStdin> {
     let exe = std::env::current_exe().ok()?;
-    let child = Command::new(exe)
-        .arg("__reap")
-        .arg("--state-root")
-        .arg(state_root)
-        .arg("--name")
-        .arg(name)
+    let job = ReapJob { state_root: state_root.to_path_buf(), name: name.to_string() };
+    let child = background::command(exe, &job)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -43,7 +42,7 @@ pub fn spawn(state_root: &Path, name: &str) -> Option<std::process::ChildStdin> 
     }
 }
 
-pub fn reap(a: ReapArgs) -> ExitCode {
+pub fn reap(a: ReapJob) -> i32 {
     // The CLI that started us, as it is now (a later process with its pid differs).
     let parent = Creator::of(nix::unistd::getppid().as_raw());
     let mut sink = [0u8; 64];
@@ -56,5 +55,5 @@ pub fn reap(a: ReapArgs) -> ExitCode {
             isola_sandbox::sandbox::stop_by_state(&dir, &st);
         }
     }
-    ExitCode::SUCCESS
+    0
 }

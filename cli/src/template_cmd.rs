@@ -1,6 +1,6 @@
 //! `isola template warm|ls|rm`: the isola-vmm snapshots `isola run` and the shim
 //! restore instead of booting (see `isola_sandbox::template`). `isola run` makes the
-//! one it lacks in the background, with a detached `isola template warm`.
+//! one it lacks in the background, in a detached copy of this binary (a `WarmJob`).
 
 use std::process::ExitCode;
 
@@ -27,10 +27,6 @@ pub struct WarmArgs {
     /// Make it again even if there is one.
     #[arg(long)]
     force: bool,
-    /// (internal) Made for a run that had none: say nothing, and leave it to a
-    /// maker already at it.
-    #[arg(long, hide = true)]
-    background: bool,
     #[command(flatten)]
     config: PoolConfig,
 }
@@ -48,27 +44,7 @@ pub struct RmArgs {
 pub fn run(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
     let root = template::root();
     match cmd {
-        TemplateCmd::Warm(a) => {
-            let (opts, _) = crate::pool_cmd::options(&a.config, "", isola_sandbox::state::default_root())?;
-            let key = opts.template_key()?;
-            if let Some(t) = template::find(&root, &key) {
-                if !a.force {
-                    println!("{key} (made already, {})", t.dir.display());
-                    return Ok(ExitCode::SUCCESS);
-                }
-                template::remove(&root, &key)?;
-            }
-            match make_template(&opts, &root) {
-                Ok(t) => {
-                    if !a.background {
-                        println!("{key} ({} ms to boot; {})", t.meta.boot_ms, t.meta.snapshot);
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(MakeError::Busy(_)) if a.background => Ok(ExitCode::SUCCESS),
-                Err(e) => Err(e).with_context(|| format!("making template {key}")),
-            }
-        }
+        TemplateCmd::Warm(a) => warm(&a.config, a.force, false).map(|()| ExitCode::SUCCESS),
         TemplateCmd::Ls => {
             println!(
                 "{:<17} {:>7} {:>5} {:<9} {:>9} {:>8} {:>7}",
@@ -120,8 +96,55 @@ pub fn run(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
 
 /// A run found no template for its configuration: a detached `isola template warm`
 /// makes one, so the next run restores instead of booting.
+/// Makes the template for `c` unless there is one (`force`: again). In the background
+/// (for a run that had none) it says nothing and leaves it to a maker already at it.
+fn warm(c: &PoolConfig, force: bool, background: bool) -> anyhow::Result<()> {
+    let root = template::root();
+    let (opts, _) = crate::pool_cmd::options(c, "", isola_sandbox::state::default_root())?;
+    let key = opts.template_key()?;
+    if let Some(t) = template::find(&root, &key) {
+        if !force {
+            if !background {
+                println!("{key} (made already, {})", t.dir.display());
+            }
+            return Ok(());
+        }
+        template::remove(&root, &key)?;
+    }
+    match make_template(&opts, &root) {
+        Ok(t) => {
+            if !background {
+                println!("{key} ({} ms to boot; {})", t.meta.boot_ms, t.meta.snapshot);
+            }
+            Ok(())
+        }
+        Err(MakeError::Busy(_)) if background => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("making template {key}")),
+    }
+}
+
+/// A template made in the background for a run that had none.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct WarmJob {
+    config: PoolConfig,
+}
+
+impl isola_sandbox::background::Job for WarmJob {
+    const NAME: &'static str = "template-warm";
+}
+
+pub fn warm_job(j: WarmJob) -> i32 {
+    match warm(&j.config, false, true) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("isola: making a template: {e:#}");
+            1
+        }
+    }
+}
+
 pub fn warm_in_background(c: &PoolConfig) {
-    if let Err(e) = crate::pool_cmd::spawn_detached(&["template", "warm", "--background"], c) {
+    if let Err(e) = crate::pool_cmd::spawn_detached(&WarmJob { config: c.clone() }) {
         eprintln!("isola: warning: no template is made for the next run ({e})");
     }
 }

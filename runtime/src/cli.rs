@@ -189,19 +189,6 @@ pub enum Cmd {
         #[arg(long)]
         rootless: bool,
     },
-    #[command(name = "__keeper", hide = true)]
-    Keeper {
-        id: String,
-        bundle: PathBuf,
-        console_socket: Option<PathBuf>,
-    },
-    #[command(name = "__relay", hide = true)]
-    Relay {
-        id: String,
-        exec: String,
-        process: PathBuf,
-        console_socket: Option<PathBuf>,
-    },
 }
 
 #[cfg(test)]

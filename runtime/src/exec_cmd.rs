@@ -91,11 +91,13 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32, RuntimeError> {
     // The relay reads the process from a private file (it may outlive the caller's).
     let file = dir.path.join(format!("{exec}.process.json"));
     std::fs::write(&file, process.to_string()).map_err(io("writing", &file))?;
-    let mut cmd = crate::spawn::this(g);
-    cmd.arg("__relay").arg(&a.id).arg(&exec).arg(&file);
-    if let Some(s) = &a.console_socket {
-        cmd.arg(std::path::absolute(s).map_err(io("resolving", s))?);
-    }
+    let console_socket = match &a.console_socket {
+        Some(s) => Some(std::path::absolute(s).map_err(io("resolving", s))?),
+        None => None,
+    };
+    let job =
+        RelayJob { globals: g.clone(), id: a.id.clone(), exec: exec.clone(), process: file.clone(), console_socket };
+    let cmd = crate::spawn::this(&job);
     let spawned = crate::spawn::spawn_ready(cmd, "exec relay");
     let _ = std::fs::remove_file(&file);
     let (_child, pid) = spawned?;
@@ -105,8 +107,25 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32, RuntimeError> {
     Ok(0)
 }
 
-/// `__relay`: the detached relay's life.
-pub fn relay_main(g: &Globals, id: &str, exec: &str, process: &PathBuf, console: Option<PathBuf>) -> i32 {
+/// A detached exec relay's job ([`isola_sandbox::background`]): the process is read
+/// from a private file, which may outlive the caller.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RelayJob {
+    pub globals: Globals,
+    pub id: String,
+    pub exec: String,
+    pub process: PathBuf,
+    pub console_socket: Option<PathBuf>,
+}
+
+impl isola_sandbox::background::Job for RelayJob {
+    const NAME: &'static str = "relay";
+}
+
+/// The detached relay's life.
+pub fn relay_main(j: RelayJob) -> i32 {
+    let RelayJob { globals: g, id, exec, process, console_socket: console } = j;
+    let (id, exec, process) = (id.as_str(), exec.as_str(), &process);
     let mut ready = Ready::from_fd();
     let dir = match Dir::new(&g.root, id) {
         Ok(d) => d,

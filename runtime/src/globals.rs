@@ -6,7 +6,7 @@ use std::path::PathBuf;
 pub const OCI_VERSION: &str = "1.2.1";
 
 /// The global flags that matter to every command (and reach the keeper and relays).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Globals {
     pub root: PathBuf,
     pub log: Option<PathBuf>,

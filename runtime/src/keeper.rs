@@ -186,8 +186,22 @@ fn join_cgroup(dir: &Path) {
     }
 }
 
-/// The keeper's life (`isola-runtime __keeper`); returns the exit status to end with.
-pub fn run(args: KeeperArgs) -> i32 {
+/// A container's keeper, as `create` starts it ([`isola_sandbox::background`]).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct KeeperJob {
+    pub globals: crate::globals::Globals,
+    pub id: String,
+    pub bundle: PathBuf,
+    pub console_socket: Option<PathBuf>,
+}
+
+impl isola_sandbox::background::Job for KeeperJob {
+    const NAME: &'static str = "keeper";
+}
+
+/// The keeper's life; returns the exit status to end with.
+pub fn run(j: KeeperJob) -> i32 {
+    let args = KeeperArgs { root: j.globals.root, id: j.id, bundle: j.bundle, console_socket: j.console_socket };
     let mut ready = Ready::from_fd();
     match setup(&args) {
         Ok(k) => {

@@ -35,11 +35,13 @@ pub fn create(g: &Globals, a: &CreateArgs) -> Result<std::process::Child, Runtim
                 "cannot use console socket if runc will not detach or allocate tty".into(),
             ));
         }
-        let mut cmd = crate::spawn::this(g);
-        cmd.arg("__keeper").arg(&a.id).arg(&bundle);
-        if let Some(s) = &a.console_socket {
-            cmd.arg(std::path::absolute(s).map_err(io("resolving", s))?);
-        }
+        let console_socket = match &a.console_socket {
+            Some(s) => Some(std::path::absolute(s).map_err(io("resolving", s))?),
+            None => None,
+        };
+        let job =
+            crate::keeper::KeeperJob { globals: g.clone(), id: a.id.clone(), bundle: bundle.clone(), console_socket };
+        let cmd = crate::spawn::this(&job);
         let (child, pid) = crate::spawn::spawn_ready(cmd, "container's keeper")?;
         if let Some(p) = &a.pid_file {
             crate::spawn::write_pid_file(p, pid)?;

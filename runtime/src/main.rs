@@ -45,22 +45,32 @@ fn exit_as(code: i32) -> ! {
     std::process::exit(code)
 }
 
-fn main() {
-    // The task stand-in the shim's logic starts per process ([`isola_task::standin`]).
-    if std::env::args().nth(1).as_deref() == Some(isola_task::standin::ARG) {
-        isola_task::standin::serve();
-    }
-    // The shim's logic also makes a missing template in a detached copy of this binary.
-    if std::env::args().nth(1).as_deref() == Some(isola_task::template_maker::ARG) {
-        let args: Vec<String> = std::env::args().skip(2).collect();
-        isola_task::template_maker::serve(&args);
-    }
-    let cli = Cli::parse();
-    let g =
-        Globals { root: cli.root.clone(), log: cli.log.clone(), log_format: cli.log_format.clone(), debug: cli.debug };
+fn start_logging(g: &Globals) {
     logfile::init(g.log.as_deref(), g.log_format == "json", g.debug);
     // The keeper's stderr is nobody's: a panic goes to the log the caller reads.
     std::panic::set_hook(Box::new(|info| log::error!("isola-runtime panicked: {info}")));
+}
+
+fn main() {
+    // The task engine's background work, in detached copies of this binary: a stand-in
+    // per process ([`isola_task::standin`]) and the maker of a missing template.
+    isola_sandbox::background::run_if(isola_task::standin::serve);
+    isola_sandbox::background::run_if(isola_task::template_maker::serve);
+    // A container's keeper and an exec's relay: this binary again, detached, with the
+    // caller's global flags.
+    isola_sandbox::background::run_if(|j: keeper::KeeperJob| {
+        start_logging(&j.globals);
+        // A container killed by a signal ends its keeper by the same signal.
+        exit_as(keeper::run(j))
+    });
+    isola_sandbox::background::run_if(|j: exec_cmd::RelayJob| {
+        start_logging(&j.globals);
+        exit_as(exec_cmd::relay_main(j))
+    });
+    let cli = Cli::parse();
+    let g =
+        Globals { root: cli.root.clone(), log: cli.log.clone(), log_format: cli.log_format.clone(), debug: cli.debug };
+    start_logging(&g);
     if cli.version {
         println!("isola-runtime version {}", env!("CARGO_PKG_VERSION"));
         println!("commit: isola-{}", env!("CARGO_PKG_VERSION"));
@@ -104,11 +114,5 @@ fn dispatch(g: &Globals, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Update(a) => info_cmd::update(g, &a).map(|_| 0)?,
         Cmd::Features => info_cmd::features().map(|_| 0)?,
         Cmd::Spec { bundle, rootless } => info_cmd::spec(&bundle, rootless).map(|_| 0)?,
-        Cmd::Keeper { id, bundle, console_socket } => {
-            keeper::run(keeper::KeeperArgs { root: g.root.clone(), id, bundle, console_socket })
-        }
-        Cmd::Relay { id, exec, process, console_socket } => {
-            exec_cmd::relay_main(g, &id, &exec, &process, console_socket)
-        }
     })
 }

@@ -42,17 +42,11 @@ pub fn spawn_ready(mut cmd: Command, what: &str) -> Result<(Child, i32), Runtime
     }))
 }
 
-/// This binary with the global flags that reach its children.
-pub fn this(g: &crate::Globals) -> Command {
+/// This binary again, doing `job` ([`isola_sandbox::background`]).
+pub fn this<J: isola_sandbox::background::Job>(job: &J) -> Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
-    let mut c = Command::new(exe);
-    c.arg0("isola-runtime").arg("--root").arg(&g.root).arg("--log-format").arg(&g.log_format);
-    if let Some(l) = &g.log {
-        c.arg("--log").arg(l);
-    }
-    if g.debug {
-        c.arg("--debug");
-    }
+    let mut c = isola_sandbox::background::command(exe, job);
+    c.arg0("isola-runtime");
     c
 }
 

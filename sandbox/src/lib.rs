@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod assets;
 pub mod backend;
+pub mod background;
 pub mod beneath;
 pub mod boot;
 pub mod cgroup;

@@ -87,7 +87,8 @@ pub(crate) fn test_options(dir: &std::path::Path) -> SandboxOptions {
 
 /// `--network`: none (loopback only) or the `isola0` bridge with NAT (`auto` is the
 /// bridge; it stays as the place to pick CNI when the shim passes a namespace).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum NetworkMode {
     None,
     Bridge,

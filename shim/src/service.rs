@@ -48,13 +48,10 @@ fn start(opts: StartOpts) -> Result<String, containerd_shim::Error> {
 
 /// The shim's entry point.
 pub fn run(config: Config) {
+    // The task engine's background work, in detached copies of this binary.
+    isola_sandbox::background::run_if(isola_task::standin::serve);
+    isola_sandbox::background::run_if(isola_task::template_maker::serve);
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(isola_task::standin::ARG) {
-        isola_task::standin::serve();
-    }
-    if args.get(1).map(String::as_str) == Some(isola_task::template_maker::ARG) {
-        isola_task::template_maker::serve(&args[2..]);
-    }
     // containerd 2.x asks `-info` with no namespace; `-v` needs none either.
     if args.iter().skip(1).any(|a| a == "-info" || a == "--info") {
         std::process::exit(crate::info::serve_info());

@@ -189,7 +189,8 @@ fn world() -> World {
     let booter = FakeBooter { guest: guest.clone(), boots: boots.clone(), records_at_boot: records_at_boot.clone() };
     // Stand-ins: `cat` lives until its stdin closes, as the real one does (the task
     // names become the shell's $0 and $1).
-    let standin = crate::standin::StandInCommand { program: "sh".into(), args: vec!["-c".into(), "cat".into()] };
+    let standin =
+        crate::standin::StandInCommand::Program { program: "sh".into(), args: vec!["-c".into(), "cat".into()] };
     let pod = Pod::with_stand_in(Box::new(booter), events.clone(), standin, None);
     World { pod, guest, events, boots, records_at_boot, dir }
 }

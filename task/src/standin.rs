@@ -12,22 +12,30 @@ use crate::error::TaskError;
 
 /// The name stand-ins show in `ps` (their argv[0]).
 pub const NAME: &str = "isola-task";
-/// The argument that makes the shim binary a stand-in.
-pub const ARG: &str = "__stand-in";
 
-/// How to start a stand-in: the shim binary itself, or any program that runs until
-/// its stdin closes (tests use `cat`).
+/// A stand-in's job ([`isola_sandbox::background`]): the task and process it stands
+/// for, so `ps` names them.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct StandInJob {
+    pub task: Vec<String>,
+}
+
+impl isola_sandbox::background::Job for StandInJob {
+    const NAME: &'static str = "stand-in";
+}
+
+/// How to start a stand-in: the adapter's binary itself (the shim or isola-runtime),
+/// or any program that runs until its stdin closes (tests use `cat`).
 #[derive(Clone, Debug)]
-pub struct StandInCommand {
-    pub program: PathBuf,
-    pub args: Vec<String>,
+pub enum StandInCommand {
+    ThisBinary(PathBuf),
+    Program { program: PathBuf, args: Vec<String> },
 }
 
 impl StandInCommand {
-    /// This binary, as `isola-task __stand-in`.
+    /// This binary, as `isola-task __isola stand-in {"task":[…]}`.
     pub fn this_binary() -> Self {
-        let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-        StandInCommand { program, args: vec![ARG.into()] }
+        StandInCommand::ThisBinary(std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")))
     }
 }
 
@@ -37,11 +45,21 @@ pub struct StandIn {
 }
 
 impl StandIn {
-    /// `task` names it in `ps` (`isola-task __stand-in c1 exec1`).
+    /// `task` names it in `ps` (`isola-task __isola stand-in {"task":["c1","exec1"]}`).
     pub fn spawn(cmd: &StandInCommand, task: &[&str]) -> Result<Self, TaskError> {
         use std::os::unix::process::CommandExt;
-        let mut c = Command::new(&cmd.program);
-        c.arg0(NAME).args(&cmd.args).args(task).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut c = match cmd {
+            StandInCommand::ThisBinary(exe) => {
+                let job = StandInJob { task: task.iter().map(|t| t.to_string()).collect() };
+                isola_sandbox::background::command(exe, &job)
+            }
+            StandInCommand::Program { program, args } => {
+                let mut c = Command::new(program);
+                c.args(args);
+                c
+            }
+        };
+        c.arg0(NAME).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
         let mut child = c.spawn().map_err(crate::error::io("starting the task's host stand-in"))?;
         let stdin = child.stdin.take();
         Ok(StandIn { child, stdin })
@@ -67,11 +85,11 @@ impl Drop for StandIn {
     }
 }
 
-/// The stand-in's whole life (`isola-task __stand-in …`): wait for EOF, then exit.
-pub fn serve() -> ! {
+/// The stand-in's whole life: wait for EOF, then exit.
+pub fn serve(_: StandInJob) -> i32 {
     let mut sink = [0u8; 64];
     while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
-    std::process::exit(0)
+    0
 }
 
 #[cfg(test)]
@@ -80,7 +98,7 @@ mod tests {
 
     #[test]
     fn a_stand_in_lives_until_dropped_and_is_reaped() {
-        let cmd = StandInCommand { program: "cat".into(), args: vec![] };
+        let cmd = StandInCommand::Program { program: "cat".into(), args: vec![] };
         let s = StandIn::spawn(&cmd, &[]).expect("spawn");
         let pid = s.pid() as i32;
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -142,7 +142,7 @@ impl Docker {
 
     /// Keepers (the processes Docker waits on) of our containers.
     pub fn keeper_pids(&self) -> Vec<i32> {
-        pids_with_args(&["__keeper", self.dir.path().to_str().unwrap_or("?")])
+        pids_with_args(&["__isola keeper", self.dir.path().to_str().unwrap_or("?")])
     }
 
     /// VMMs and helpers of our sandboxes.
@@ -153,7 +153,7 @@ impl Docker {
     /// No keeper, relay, VMM or helper process, no sandbox or runtime state (waiting
     /// up to 15 s for them to go).
     pub fn assert_nothing_left(&self) {
-        let relays = || pids_with_args(&["__relay", self.dir.path().to_str().unwrap_or("?")]);
+        let relays = || pids_with_args(&["__isola relay", self.dir.path().to_str().unwrap_or("?")]);
         let state = || -> Vec<PathBuf> {
             std::fs::read_dir(&self.isola_state).into_iter().flatten().flatten().map(|e| e.path()).collect()
         };

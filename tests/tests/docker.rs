@@ -62,7 +62,7 @@ fn detached_containers_exec_log_pause_stat_stop_and_go() {
     let in_guest = |d: &Docker| d.docker(&["exec", "c1", "ps"]).stdout.contains("sleep 301");
     let until = std::time::Instant::now() + Duration::from_secs(20);
     let relays = loop {
-        let r = pids_with_args(&["__relay", d.dir.path().to_str().expect("path")]);
+        let r = pids_with_args(&["__isola relay", d.dir.path().to_str().expect("path")]);
         if (!r.is_empty() && in_guest(&d)) || std::time::Instant::now() > until {
             break r;
         }
@@ -84,7 +84,7 @@ fn detached_containers_exec_log_pause_stat_stop_and_go() {
     let stats = d.docker(&["stats", "--no-stream", "--format", "{{.MemUsage}}", "c1"]);
     assert!(stats.stdout.contains("MiB /"), "the VM's memory is accounted: {:?} {}", stats.stdout, stats.stderr);
     let top = d.docker(&["top", "c1"]);
-    assert!(top.stdout.contains("__keeper"), "the host process Docker waits on: {}", top.stdout);
+    assert!(top.stdout.contains("__isola keeper"), "the host process Docker waits on: {}", top.stdout);
     assert_eq!(d.docker(&["kill", "-s", "USR1", "c1"]).code, 0, "a signal is delivered");
     let stop = d.docker(&["stop", "-t", "1", "c1"]);
     assert_eq!(stop.code, 0, "{}", stop.stderr);
@@ -212,7 +212,7 @@ fn kill_9_of_the_keeper_or_the_vmm_is_an_exit_and_leaves_nothing() {
         assert_eq!(out.code, 0, "{}", out.stderr);
         let id = d.docker(&["inspect", "-f", "{{.Id}}", victim]).stdout.trim().to_string();
         let pids = match victim {
-            "keeper" => pids_with_args(&["__keeper", &id]),
+            "keeper" => pids_with_args(&["__isola keeper", &id]),
             _ => pids_with_args(&["qemu-system", d.isola_state.to_str().expect("path")]),
         };
         assert_eq!(pids.len(), 1, "one {victim}: {pids:?}");

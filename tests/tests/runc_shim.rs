@@ -30,7 +30,7 @@ fn the_runc_shim_runs_isola_runtime_as_its_binary() {
     let lines: Vec<&str> = o.stdout.lines().collect();
     assert_eq!(lines.first(), Some(&"hello from the image"), "{}", o.stdout);
     assert!(lines.get(1).is_some_and(|k| *k != host.trim()), "the guest's kernel: {}", o.stdout);
-    let keepers = isola_e2e::containerd::pids_with_args(&["__keeper", "rs1"]);
+    let keepers = isola_e2e::containerd::pids_with_args(&["__isola keeper", "rs1"]);
     assert!(keepers.is_empty(), "keepers left: {keepers:?}");
     c.assert_nothing_left();
 }

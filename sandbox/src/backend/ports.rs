@@ -21,8 +21,6 @@ use serde::{Deserialize, Serialize};
 
 /// How the forwarder shows in `ps` and is recognised by pid later.
 pub const EXE: &str = "isola-ports";
-/// The first argument that makes a binary (the `isola` CLI) the forwarder.
-pub const ARG: &str = "__ports";
 /// Connections (TCP) or peers (UDP) relayed at once per published port.
 pub const MAX_FLOWS: usize = 256;
 /// A UDP peer silent this long is forgotten.
@@ -155,12 +153,14 @@ pub fn command(
     if raw.iter().any(|fd| *fd >= FD_BASE) || ports.len() > MAX_PORTS {
         return Err(PortError::Spawn(std::io::Error::other("too many descriptors or ports")));
     }
-    let mut c = Command::new(prog.via_fd());
-    // The directory with its trailing slash, as every helper names it.
-    c.arg0(EXE).arg(ARG).arg(dir.join("")).arg(guest.to_string());
-    for p in ports {
-        c.arg(format!("{}:{}", p.proto.as_str(), p.container_port));
-    }
+    let job = PortsJob {
+        // The directory with its trailing slash, as every helper names it (in `ps`).
+        dir: dir.join(""),
+        guest,
+        ports: ports.iter().map(|p| (p.proto, p.container_port)).collect(),
+    };
+    let mut c = crate::background::command(prog.via_fd(), &job);
+    c.arg0(EXE);
     c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: the hook only calls dup2 with integers (async-signal-safe); the new
     // descriptors FD_BASE, FD_BASE + 1, … are what the forwarder reads, and dup2
@@ -181,46 +181,50 @@ pub fn command(
 }
 
 /// In a binary's `main`: when started as the forwarder, serve and never return.
-pub fn main_if_forwarder() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) != Some(ARG) {
-        return;
-    }
-    let code = match forwarder(&args[2..]) {
+/// The forwarder's job ([`crate::background`]): with the VMM's pidfd on FD_BASE and one
+/// socket per port after it, in this order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PortsJob {
+    pub dir: std::path::PathBuf,
+    pub guest: Ipv4Addr,
+    pub ports: Vec<(Proto, u16)>,
+}
+
+impl crate::background::Job for PortsJob {
+    const NAME: &'static str = "ports";
+}
+
+/// The forwarder's main (the `isola` CLI runs it through [`crate::background::run_if`]).
+pub fn forward(j: PortsJob) -> i32 {
+    match forwarder(&j) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("{EXE}: {e}");
             1
         }
-    };
-    std::process::exit(code);
+    }
 }
 
-/// `__ports DIR GUEST_IP PROTO:PORT…`, with the VMM's pidfd on FD_BASE and the sockets after it.
-fn forwarder(args: &[String]) -> Result<(), String> {
-    let guest: Ipv4Addr = args.get(1).and_then(|a| a.parse().ok()).ok_or("no guest address")?;
-    if args.len() > MAX_PORTS + 2 {
+fn forwarder(j: &PortsJob) -> Result<(), String> {
+    if j.ports.len() > MAX_PORTS {
         return Err("too many ports".into());
     }
     // SAFETY: descriptor FD_BASE was set up by `command` for this process alone.
     let vmm = unsafe { OwnedFd::from_raw_fd(FD_BASE) };
-    for (i, m) in args.iter().skip(2).enumerate() {
-        let (proto, port) = m.split_once(':').ok_or("a mapping is PROTO:PORT")?;
-        let port: u16 = port.parse().map_err(|_| "bad container port")?;
-        let to = SocketAddr::V4(SocketAddrV4::new(guest, port));
+    for (i, (proto, port)) in j.ports.iter().enumerate() {
+        let to = SocketAddr::V4(SocketAddrV4::new(j.guest, *port));
         // SAFETY: descriptors FD_BASE + 1… were set up by `command`, one socket each, in
         // this order.
         let fd = unsafe { OwnedFd::from_raw_fd(FD_BASE + 1 + i as i32) };
         match proto {
-            "tcp" => {
+            Proto::Tcp => {
                 let l = TcpListener::from(fd);
                 std::thread::spawn(move || forward_tcp(l, to));
             }
-            "udp" => {
+            Proto::Udp => {
                 let s = UdpSocket::from(fd);
                 std::thread::spawn(move || forward_udp(s, to));
             }
-            _ => return Err(format!("unknown protocol {proto}")),
         }
     }
     // Ends when the VMM does: its pidfd turns readable.
