@@ -42,13 +42,17 @@ fn cpath(p: &Path) -> Result<CString, JailError> {
 /// as closed, the supervisor is gone. -1 outside a jail.
 static SUPERVISOR_ALIVE: AtomicI32 = AtomicI32::new(-1);
 
+/// How the caller confines the supervisor (the jail knows nothing of the VMM's own
+/// confinement, nor names its error type: confine uses the jail, not the other way).
+pub type ConfineSupervisor<E> = fn(Option<(u32, u32)>) -> Result<(), E>;
+
 /// Unshares the mount, IPC and PID namespaces and forks. Returns in the child (the VMM
 /// to be); the parent supervises it and never returns. Call before any thread exists.
-/// `confine_supervisor` confines the parent once it is the supervisor (given by the
-/// caller: the jail knows nothing of the VMM's own confinement).
-pub type ConfineSupervisor = fn(Option<(u32, u32)>) -> Result<(), crate::confine::ConfineError>;
-
-pub fn enter(user: Option<(u32, u32)>, confine_supervisor: ConfineSupervisor) -> Result<(), JailError> {
+/// `confine_supervisor` confines the parent once it is the supervisor.
+pub fn enter<E: std::fmt::Display>(
+    user: Option<(u32, u32)>,
+    confine_supervisor: ConfineSupervisor<E>,
+) -> Result<(), JailError> {
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
     // SAFETY: unshare(2) with plain flags.
     check(unsafe { libc::unshare(flags) }.into(), "unsharing namespaces (the jail needs root)")?;
@@ -94,7 +98,11 @@ pub fn rearm_parent_death() -> Result<(), JailError> {
     Ok(())
 }
 
-fn supervise(child: libc::pid_t, user: Option<(u32, u32)>, confine_supervisor: ConfineSupervisor) -> i32 {
+fn supervise<E: std::fmt::Display>(
+    child: libc::pid_t,
+    user: Option<(u32, u32)>,
+    confine_supervisor: ConfineSupervisor<E>,
+) -> i32 {
     // Terminating signals are taken by a signalfd: the supervisor then dies the same
     // way, and the kernel kills the VMM after it.
     // SAFETY: sigset_t is plain data, filled by sigemptyset/sigaddset.
