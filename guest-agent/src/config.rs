@@ -216,15 +216,8 @@ pub fn sysctl_writes(
 
 /// OCI mount options → (flags, data), by the one table ([`isola_protocol::mount_options`]).
 pub fn mount_flags(options: &[String]) -> (MsFlags, Option<String>) {
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for o in options {
-        match isola_protocol::mount_option(o) {
-            Some(f) => flags |= MsFlags::from_bits_retain(f.ms_bits()),
-            None => data.push(o.clone()),
-        }
-    }
-    (flags, (!data.is_empty()).then(|| data.join(",")))
+    let (bits, data) = isola_protocol::mount_options::split(options);
+    (MsFlags::from_bits_retain(bits), (!data.is_empty()).then(|| data.join(",")))
 }
 
 fn process_config(p: &Process) -> Result<ProcessConfig, ConfigError> {

@@ -71,6 +71,20 @@ pub const MOUNT_OPTIONS: [&str; MOUNT_OPTION_TABLE.len()] = {
     names
 };
 
+/// OCI mount options as `mount(2)` takes them: the `MS_*` bits they set, and the rest
+/// (filesystem data) in order. Each side turns the bits into its own flags type.
+pub fn split<S: AsRef<str>>(options: &[S]) -> (u64, Vec<&str>) {
+    let mut bits = 0;
+    let mut data = Vec::new();
+    for o in options {
+        match mount_option(o.as_ref()) {
+            Some(f) => bits |= f.ms_bits(),
+            None => data.push(o.as_ref()),
+        }
+    }
+    (bits, data)
+}
+
 /// What `opt` sets, or None when it is filesystem data.
 pub fn mount_option(opt: &str) -> Option<MountFlag> {
     MOUNT_OPTION_TABLE.iter().find(|(name, _)| *name == opt).map(|(_, f)| *f)

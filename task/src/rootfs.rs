@@ -24,15 +24,8 @@ pub struct RootMount {
 
 /// (flags, data) for `mount(2)`, by the one table ([`isola_protocol::mount_options`]).
 pub fn split_options(options: &[String]) -> (MsFlags, String) {
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for o in options {
-        match isola_protocol::mount_option(o) {
-            Some(f) => flags |= MsFlags::from_bits_retain(f.ms_bits()),
-            None => data.push(o.as_str()),
-        }
-    }
-    (flags, data.join(","))
+    let (bits, data) = isola_protocol::mount_options::split(options);
+    (MsFlags::from_bits_retain(bits), data.join(","))
 }
 
 fn is_bind(typ: &str, options: &[String]) -> bool {

@@ -127,24 +127,7 @@ impl MmioTransport {
     /// What a device starts from: its own copies of `queues` (ours keep answering
     /// register reads) and of the notify eventfds.
     fn context(&self, queues: &[virtio_queue::QueueState]) -> Result<ActivateContext, DeviceSnapshotError> {
-        let queue_events: Vec<EventFd> = self
-            .queue_events
-            .iter()
-            .map(EventFd::try_clone)
-            .collect::<Result<_, _>>()
-            .map_err(DeviceSnapshotError::EventFd)?;
-        let queues: Vec<Queue> = queues
-            .iter()
-            .enumerate()
-            .map(|(index, q)| Queue::try_from(*q).map_err(|source| DeviceSnapshotError::Queue { index, source }))
-            .collect::<Result<_, _>>()?;
-        Ok(ActivateContext {
-            mem: self.mem.clone(),
-            queues,
-            queue_events,
-            interrupt: self.interrupt.clone(),
-            acked_features: self.acked_features,
-        })
+        ActivateContext::from_states(&self.mem, queues, &self.queue_events, &self.interrupt, self.acked_features)
     }
 
     pub fn device_type(&self) -> u32 {

@@ -63,6 +63,28 @@ pub struct ActivateContext {
     pub acked_features: u64,
 }
 
+impl ActivateContext {
+    /// A context to (re)start from `states`, with copies of the notify eventfds (the
+    /// caller's keep theirs): one rule for the transport and for devices restarting
+    /// their own rings.
+    pub fn from_states(
+        mem: &GuestMemoryMmap,
+        states: &[virtio_queue::QueueState],
+        queue_events: &[EventFd],
+        interrupt: &std::sync::Arc<Interrupt>,
+        acked_features: u64,
+    ) -> Result<Self, snapshot::DeviceSnapshotError> {
+        use snapshot::DeviceSnapshotError as E;
+        let queue_events = queue_events.iter().map(EventFd::try_clone).collect::<Result<_, _>>().map_err(E::EventFd)?;
+        let queues = states
+            .iter()
+            .enumerate()
+            .map(|(index, q)| Queue::try_from(*q).map_err(|source| E::Queue { index, source }))
+            .collect::<Result<_, _>>()?;
+        Ok(ActivateContext { mem: mem.clone(), queues, queue_events, interrupt: interrupt.clone(), acked_features })
+    }
+}
+
 /// A virtio device model behind the MMIO transport.
 pub trait VirtioDevice: Send {
     /// virtio device id (vsock = 19, net = 1, fs = 26).

@@ -156,26 +156,7 @@ fn used_index(mem: &vm_memory::GuestMemoryMmap, q: &virtio_queue::QueueState) ->
 
 /// A context to restart `rings` from `states` (a refused snapshot lets them run on).
 fn context(rings: &Rings, states: &[virtio_queue::QueueState]) -> Result<ActivateContext, DeviceSnapshotError> {
-    let queues: Vec<virtio_queue::Queue> = states
-        .iter()
-        .enumerate()
-        .map(|(index, q)| {
-            virtio_queue::Queue::try_from(*q).map_err(|source| DeviceSnapshotError::Queue { index, source })
-        })
-        .collect::<Result<_, _>>()?;
-    let queue_events: Vec<EventFd> = rings
-        .queue_events
-        .iter()
-        .map(EventFd::try_clone)
-        .collect::<Result<_, _>>()
-        .map_err(DeviceSnapshotError::EventFd)?;
-    Ok(ActivateContext {
-        mem: rings.mem.clone(),
-        queues,
-        queue_events,
-        interrupt: rings.interrupt.clone(),
-        acked_features: rings.acked_features,
-    })
+    ActivateContext::from_states(&rings.mem, states, &rings.queue_events, &rings.interrupt, rings.acked_features)
 }
 
 /// Forwards virtiofsd's per-queue calls as guest interrupts.
