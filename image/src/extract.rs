@@ -9,7 +9,7 @@ use std::path::Path;
 
 use tar::EntryType;
 
-use crate::unpack::{clean, inside, is_over_budget, remove_any, Budget, UnpackError};
+use crate::unpack::{clean, is_over_budget, place, Budget, UnpackError};
 
 /// Unpacks `reader` (a plain tar) into `root`, an existing directory.
 pub fn extract_untrusted(reader: impl Read, root: &Path, budget: u64) -> Result<(), UnpackError> {
@@ -44,15 +44,7 @@ fn extract(reader: impl Read, root: &Path, left: &mut u64, limit: u64) -> Result
         if let Some(what) = refused {
             return Err(UnpackError::Kind(rel.display().to_string(), what));
         }
-        let target = inside(root, &rel)?;
-        if let Ok(m) = std::fs::symlink_metadata(&target) {
-            if !(m.is_dir() && kind.is_dir()) {
-                remove_any(&target)?;
-            }
-        }
-        if !entry.unpack_in(root)? {
-            return Err(UnpackError::Escape(rel.display().to_string()));
-        }
+        place(&mut entry, root, &rel)?;
     }
     Ok(())
 }

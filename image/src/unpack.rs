@@ -154,16 +154,24 @@ fn apply(reader: impl Read, root: &Path, budget: &mut u64) -> Result<(), UnpackE
             remove_any(&victim)?;
             continue;
         }
-        // A different kind of file replaces what a lower layer had there.
-        let target = inside(root, &rel)?;
-        if let Ok(m) = std::fs::symlink_metadata(&target) {
-            if !(m.is_dir() && entry.header().entry_type().is_dir()) {
-                remove_any(&target)?;
-            }
+        place(&mut entry, root, &rel)?;
+    }
+    Ok(())
+}
+
+/// Unpacks one entry at `rel` (already cleaned) under `root`: a different kind of file
+/// replaces what was there (a lower layer's, or an earlier copy's), a directory stays,
+/// and nothing lands outside `root` or through a symlink (`unpack_in`). The one rule of
+/// both the layer unpacker and [`crate::extract`].
+pub(crate) fn place<R: Read>(entry: &mut tar::Entry<'_, R>, root: &Path, rel: &Path) -> Result<(), UnpackError> {
+    let target = inside(root, rel)?;
+    if let Ok(m) = std::fs::symlink_metadata(&target) {
+        if !(m.is_dir() && entry.header().entry_type().is_dir()) {
+            remove_any(&target)?;
         }
-        if !entry.unpack_in(root)? {
-            return Err(UnpackError::Escape(rel.display().to_string()));
-        }
+    }
+    if !entry.unpack_in(root)? {
+        return Err(UnpackError::Escape(rel.display().to_string()));
     }
     Ok(())
 }
