@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use isola_sandbox::hypervisor::BOOT_PROBE_CMDLINE;
-use isola_sandbox::{assets, boot, choose, detect_kvm, BootSpec, HypervisorKind, QemuAccel};
+use isola_sandbox::{boot, BootSpec, HypervisorKind, QemuAccel};
 
 #[derive(Args, Debug)]
 pub struct BootArgs {
@@ -47,11 +47,12 @@ pub struct BootArgs {
 }
 
 pub fn run(a: BootArgs) -> anyhow::Result<ExitCode> {
-    let kvm = detect_kvm();
-    let kind = choose(a.hypervisor, kvm);
+    // The host's backend, kernel and initramfs, as a sandbox gets them; flags override.
+    let host = isola_sandbox::placement::Host::load(None)?;
+    let (kvm, kind) = (host.kvm, host.hypervisor(a.hypervisor));
     let spec = BootSpec {
-        kernel: a.kernel.unwrap_or_else(assets::default_kernel),
-        initrd: if a.no_initrd { None } else { Some(a.initrd.unwrap_or_else(assets::default_initrd)) },
+        kernel: a.kernel.unwrap_or_else(|| host.config.kernel()),
+        initrd: if a.no_initrd { None } else { Some(a.initrd.unwrap_or_else(|| host.config.initramfs())) },
         cmdline: a.cmdline,
         mem_mib: a.memory,
         vcpus: a.cpus,

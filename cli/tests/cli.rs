@@ -182,6 +182,14 @@ fn the_host_config_file_sets_defaults_and_names_its_mistakes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
     assert!(err.contains("/nonexistent/vmlinux-from-config"), "{err}");
+    // `isola boot` and the benches take the same kernel (one home for host policy).
+    let out = Command::new(env!("CARGO_BIN_EXE_isola"))
+        .args(["boot", "--hypervisor", "qemu"])
+        .env("ISOLA_CONFIG", &cfg)
+        .output()
+        .expect("run isola boot");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("/nonexistent/vmlinux-from-config"), "{err}");
     std::fs::write(&cfg, "kernal = \"/x\"\n").expect("write");
     let out = run(&cfg);
     let err = String::from_utf8_lossy(&out.stderr);
