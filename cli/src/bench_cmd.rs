@@ -207,7 +207,11 @@ fn container_config(rootfs: &std::path::Path, memory: u64, cpus: u8) -> anyhow::
     );
     // The configured kernel and initramfs, as `isola run` boots; the bench's -m is the VM's size.
     let host = isola_sandbox::placement::Host::load(None)?;
-    let mut boot = host.boot_spec(None, Some(cpus), isola_sandbox::placement::DEFAULT_BOOT_TIMEOUT);
+    let mut boot = host.boot_spec(
+        None,
+        Some(isola_sandbox::placement::Vcpus::Exactly(cpus)),
+        isola_sandbox::placement::DEFAULT_BOOT_TIMEOUT,
+    );
     boot.mem_mib = memory;
     Ok(ContainerBenchConfig { boot, hypervisor: host.hypervisor(None), kvm: host.kvm, rootfs: rootfs.into() })
 }

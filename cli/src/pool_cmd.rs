@@ -9,7 +9,7 @@ use std::process::{ExitCode, Stdio};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use isola_sandbox::background::{self, Job};
-use isola_sandbox::placement::{Host, Request};
+use isola_sandbox::placement::{Host, Request, Vcpus};
 use isola_sandbox::pool::{self, PoolKey};
 use isola_sandbox::sandbox::{NetworkMode, Sandbox, SandboxOptions};
 use isola_sandbox::{state, HypervisorKind};
@@ -54,7 +54,7 @@ pub fn options(c: &PoolConfig, id: &str, state_root: PathBuf) -> anyhow::Result<
     // Pool members of a backend that can restore are restored too, when they can be.
     let req = Request {
         memory_mib: c.memory,
-        vcpus: c.vcpus,
+        vcpus: c.vcpus.map(Vcpus::Exactly),
         hypervisor: c.hypervisor,
         network: c.network,
         state_root: Some(state_root),

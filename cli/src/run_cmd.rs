@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use isola_sandbox::placement::{vcpus_for, Host, Request};
+use isola_sandbox::placement::{vcpus_for, Host, Request, Vcpus};
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
 use isola_sandbox::seccomp::Seccomp;
 use isola_sandbox::spec::{self, ContainerOptions};
@@ -178,7 +178,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let vcpus = a.cpus.map(vcpus_for);
     let req = Request {
         memory_mib: a.memory,
-        vcpus,
+        vcpus: vcpus.map(Vcpus::Exactly),
         hypervisor: a.hypervisor,
         network: a.network,
         hostname: Some(name.clone()),

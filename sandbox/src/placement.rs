@@ -22,8 +22,8 @@ pub struct Request {
     pub id: String,
     /// The container's memory limit (the VM gets it plus headroom), else the host's default.
     pub memory_mib: Option<u64>,
-    /// vCPUs asked for (see [`vcpus_for`] for a fractional CPU limit); at most the host's.
-    pub vcpus: Option<u8>,
+    /// vCPUs asked for, and how ([`Vcpus`]); else the host's default.
+    pub vcpus: Option<Vcpus>,
     /// A backend the caller insists on (`--hypervisor`), over the configuration's.
     pub hypervisor: Option<HypervisorKind>,
     pub network: NetworkMode,
@@ -58,6 +58,18 @@ impl Request {
             templates: true,
         }
     }
+}
+
+/// How a request asks for vCPUs: the one rule for every caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vcpus {
+    /// A count the user chose (`isola run --cpus`, `isola pool --vcpus`): given as
+    /// asked, even beyond this host's CPUs (a test of SMP on a one-CPU host, say).
+    Exactly(u8),
+    /// Rounded up from a container's CPU limit (an OCI spec's quota): at most this
+    /// host's CPUs, since a limit may exceed the node and vCPUs beyond its CPUs would
+    /// only cost memory and boot time.
+    ForLimit(u8),
 }
 
 /// The vCPUs for a CPU limit of `cpus` (1.5 → 2): a guest cannot have part of one.
@@ -103,12 +115,13 @@ impl Host {
     }
 
     /// The VM for a container that asks for `memory_mib` and `vcpus`: the configured
-    /// kernel and initramfs, its memory limit plus headroom, and no more vCPUs than
-    /// this host has.
-    pub fn boot_spec(&self, memory_mib: Option<u64>, vcpus: Option<u8>, timeout: Duration) -> BootSpec {
-        let mut boot = self.config.boot_spec(memory_mib, vcpus, timeout);
-        boot.vcpus = boot.vcpus.clamp(1, self.cpus.max(1));
-        boot
+    /// kernel and initramfs, its memory limit plus headroom, and its vCPUs ([`Vcpus`]).
+    pub fn boot_spec(&self, memory_mib: Option<u64>, vcpus: Option<Vcpus>, timeout: Duration) -> BootSpec {
+        let count = vcpus.map(|v| match v {
+            Vcpus::Exactly(n) => n.max(1),
+            Vcpus::ForLimit(n) => n.clamp(1, self.cpus.max(1)),
+        });
+        self.config.boot_spec(memory_mib, count, timeout)
     }
 
     /// The sandbox this host gives `r`, with its template when one is made and both the
@@ -160,13 +173,18 @@ mod tests {
     }
 
     #[test]
-    fn vcpus_are_capped_at_the_hosts_and_memory_gets_headroom_from_one_rule() {
+    fn a_limit_is_capped_at_the_hosts_cpus_a_chosen_count_is_not_and_memory_gets_headroom() {
         let h = host(2, Config::default());
         let mut r = Request::new("s1");
-        r.vcpus = Some(8);
+        r.vcpus = Some(Vcpus::ForLimit(8));
         r.memory_mib = Some(512);
         let p = h.place(&r);
-        assert_eq!(p.options.boot.vcpus, 2, "no more vCPUs than the host has");
+        assert_eq!(p.options.boot.vcpus, 2, "a CPU limit gets no more vCPUs than the host has");
+        r.vcpus = Some(Vcpus::Exactly(4));
+        assert_eq!(h.place(&r).options.boot.vcpus, 4, "a count the user chose is given");
+        r.vcpus = Some(Vcpus::ForLimit(0));
+        assert_eq!(h.place(&r).options.boot.vcpus, 1);
+        r.vcpus = Some(Vcpus::ForLimit(8));
         assert_eq!(p.options.boot.mem_mib, h.config.boot_spec(Some(512), None, DEFAULT_BOOT_TIMEOUT).mem_mib);
         assert!(p.options.boot.mem_mib > 512);
         assert_eq!(p.options.hypervisor, HypervisorKind::Qemu, "no hardware KVM: QEMU");

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use isola_sandbox::placement::{Host, Request};
+use isola_sandbox::placement::{Host, Request, Vcpus};
 use isola_sandbox::sandbox::NetworkMode;
 
 use crate::error::TaskError;
@@ -37,7 +37,8 @@ pub fn host(r: &BootRequest) -> Result<Host, TaskError> {
 pub fn request(r: &BootRequest, tie_to_parent: bool) -> Request {
     Request {
         memory_mib: r.memory_mib,
-        vcpus: r.vcpus,
+        // A pod's vCPUs come from its CPU limit.
+        vcpus: r.vcpus.map(Vcpus::ForLimit),
         // Without a pod namespace a container has loopback only, as with runc.
         network: NetworkMode::None,
         netns: r.netns.clone(),
