@@ -104,13 +104,7 @@ impl Job for RefillJob {
 pub fn refill(j: RefillJob) -> i32 {
     let state_root = state::default_root();
     let r = options(&j.config, "", state_root.clone()).and_then(|(_, key)| fill_to(&j.config, &state_root, &key));
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("isola: refilling the warm pool: {e:#}");
-            1
-        }
-    }
+    background::exit_code("isola: refilling the warm pool", r)
 }
 
 /// After a claim: a detached copy of this binary brings the pool back to its size.

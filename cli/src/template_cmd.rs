@@ -134,13 +134,7 @@ impl isola_sandbox::background::Job for WarmJob {
 }
 
 pub fn warm_job(j: WarmJob) -> i32 {
-    match warm(&j.config, false, true) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("isola: making a template: {e:#}");
-            1
-        }
-    }
+    isola_sandbox::background::exit_code("isola: making a template", warm(&j.config, false, true))
 }
 
 pub fn warm_in_background(c: &PoolConfig) {

@@ -14,6 +14,11 @@ use nix::sys::termios;
 
 use crate::error::RuntimeError;
 
+/// `--console-socket` as an absolute path: a keeper or relay runs from another directory.
+pub fn absolute_socket(s: Option<&std::path::Path>) -> Result<Option<std::path::PathBuf>, RuntimeError> {
+    s.map(|s| std::path::absolute(s).map_err(crate::error::io("resolving", s))).transpose()
+}
+
 /// The slave end we keep; the master has gone to the caller.
 pub struct Console {
     pub slave: OwnedFd,

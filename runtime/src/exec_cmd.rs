@@ -91,10 +91,7 @@ pub fn exec(g: &Globals, a: &ExecArgs) -> Result<i32, RuntimeError> {
     // The relay reads the process from a private file (it may outlive the caller's).
     let file = dir.path.join(format!("{exec}.process.json"));
     std::fs::write(&file, process.to_string()).map_err(io("writing", &file))?;
-    let console_socket = match &a.console_socket {
-        Some(s) => Some(std::path::absolute(s).map_err(io("resolving", s))?),
-        None => None,
-    };
+    let console_socket = crate::console::absolute_socket(a.console_socket.as_deref())?;
     let job =
         RelayJob { globals: g.clone(), id: a.id.clone(), exec: exec.clone(), process: file.clone(), console_socket };
     let cmd = crate::spawn::this(&job);
@@ -125,26 +122,22 @@ impl isola_sandbox::background::Job for RelayJob {
 /// The detached relay's life.
 pub fn relay_main(j: RelayJob) -> i32 {
     let RelayJob { globals: g, id, exec, process, console_socket: console } = j;
-    let (id, exec, process) = (id.as_str(), exec.as_str(), &process);
     let mut ready = Ready::from_fd();
-    let dir = match Dir::new(&g.root, id) {
+    let dir = match Dir::new(&g.root, &id) {
         Ok(d) => d,
         Err(e) => {
             ready.send(&format!("error {e}"));
             return 1;
         }
     };
-    let process = match std::fs::read_to_string(process).map(|t| serde_json::from_str(&t)) {
+    let process = match std::fs::read_to_string(&process).map(|t| serde_json::from_str(&t)) {
         Ok(Ok(p)) => p,
         other => {
             ready.send(&format!("error reading {}: {other:?}", process.display()));
             return 1;
         }
     };
-    relay::run(
-        RelayArgs { socket: dir.socket(), id: id.into(), exec: exec.into(), process, console_socket: console },
-        ready,
-    )
+    relay::run(RelayArgs { socket: dir.socket(), id, exec, process, console_socket: console }, ready)
 }
 
 #[cfg(test)]

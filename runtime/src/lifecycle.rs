@@ -35,10 +35,7 @@ pub fn create(g: &Globals, a: &CreateArgs) -> Result<std::process::Child, Runtim
                 "cannot use console socket if runc will not detach or allocate tty".into(),
             ));
         }
-        let console_socket = match &a.console_socket {
-            Some(s) => Some(std::path::absolute(s).map_err(io("resolving", s))?),
-            None => None,
-        };
+        let console_socket = crate::console::absolute_socket(a.console_socket.as_deref())?;
         let job =
             crate::keeper::KeeperJob { globals: g.clone(), id: a.id.clone(), bundle: bundle.clone(), console_socket };
         let cmd = crate::spawn::this(&job);

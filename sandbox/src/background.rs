@@ -64,6 +64,17 @@ pub fn from_env<J: Job>() -> Option<Result<J, JobError>> {
     parse(&args)
 }
 
+/// A job's exit code: 0, or 1 with `what` and the error on stderr.
+pub fn exit_code<E: std::fmt::Display>(what: &str, r: Result<(), E>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{what}: {e:#}");
+            1
+        }
+    }
+}
+
 /// Runs `run` when this process was started for a `J`, and exits with its code; a bad
 /// argument is reported on stderr and exits 2. Returns when this is not a `J`.
 pub fn run_if<J: Job>(run: impl FnOnce(J) -> i32) {

@@ -75,13 +75,7 @@ pub fn serve(j: MakeTemplateJob) -> i32 {
             Err(e) => Err(e.to_string()),
         }
     });
-    match made {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("making a template: {e}");
-            1
-        }
-    }
+    isola_sandbox::background::exit_code("making a template", made)
 }
 
 #[cfg(test)]

@@ -196,13 +196,7 @@ impl crate::background::Job for PortsJob {
 
 /// The forwarder's main (the `isola` CLI runs it through [`crate::background::run_if`]).
 pub fn forward(j: PortsJob) -> i32 {
-    match forwarder(&j) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{EXE}: {e}");
-            1
-        }
-    }
+    crate::background::exit_code(EXE, forwarder(&j))
 }
 
 fn forwarder(j: &PortsJob) -> Result<(), String> {
