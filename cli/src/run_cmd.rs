@@ -78,6 +78,9 @@ pub struct RunArgs {
     /// applies inside the microVM only: the host never grants it.
     #[arg(long = "cap-add")]
     cap_add: Vec<String>,
+    /// Mount the container's root filesystem read-only (volumes keep their own mode).
+    #[arg(long = "read-only")]
+    read_only: bool,
     /// Backend: isola-vmm or qemu (default: by host).
     #[arg(long)]
     hypervisor: Option<HypervisorKind>,
@@ -155,6 +158,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = ContainerOptions {
         seccomp,
         cap_add: a.cap_add.clone(),
+        read_only: a.read_only,
         args,
         env,
         cwd,

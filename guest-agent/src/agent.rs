@@ -214,14 +214,14 @@ impl Agent {
         }
         let dir = self.container_dir(id);
         let layout = Layout::new(&dir);
-        let lower = match source {
+        let (lower, in_place) = match source {
             RootfsSource::Upload => {
                 if !layout.image.is_dir() {
                     return Err(err(ErrorCode::FailedPrecondition, format!("no rootfs was uploaded for {id}")));
                 }
-                layout.image.clone()
+                (layout.image.clone(), false)
             }
-            RootfsSource::GuestPath { path } => {
+            RootfsSource::GuestPath { path, in_place } => {
                 let p = PathBuf::from(&path);
                 if !p.is_absolute() || !p.is_dir() {
                     return Err(err(
@@ -229,13 +229,17 @@ impl Agent {
                         format!("rootfs {path} is not a directory in the guest"),
                     ));
                 }
-                p
+                (p, in_place)
             }
         };
-        rootfs::mount_overlay(&*self.sys, &lower, &layout).map_err(|e| os_err("rootfs", e))?;
+        let mounted = if in_place {
+            rootfs::bind_in_place(&*self.sys, &lower, &layout)
+        } else {
+            rootfs::mount_overlay(&*self.sys, &lower, &layout)
+        };
+        mounted.map_err(|e| os_err("rootfs", e))?;
         let cleanup = |cg: Option<&Cgroup>| {
-            let _ = self.sys.umount_detach(&layout.rootfs);
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = rootfs::remove_container_dir(&*self.sys, &dir, &layout);
             if let Some(cg) = cg {
                 cg.destroy();
             }
@@ -256,6 +260,12 @@ impl Agent {
                     return Err(err(ErrorCode::InvalidArgument, e.to_string()));
                 }
             };
+        if in_place {
+            if let Err(e) = config::files_as_binds(&mut init_cfg, &dir.join("files")) {
+                cleanup(Some(&cgroup));
+                return Err(os_err("writing the /etc files", e));
+            }
+        }
         if let Err(e) = crate::setup::prepare_for_user_ns(&*self.sys, &mut init_cfg) {
             cleanup(Some(&cgroup));
             return Err(err(ErrorCode::Os, e.to_string()));
@@ -396,8 +406,9 @@ impl Agent {
         let _ = kill(Pid::from_raw(c.init.pid), Signal::SIGKILL);
         self.reaper.wait(c.init.pid, Some(Duration::from_secs(5)));
         c.cgroup.destroy();
-        let _ = self.sys.umount_detach(&c.layout.rootfs);
-        let _ = std::fs::remove_dir_all(&c.dir);
+        if let Err(e) = rootfs::remove_container_dir(&*self.sys, &c.dir, &c.layout) {
+            eprintln!("isola-agent: container {id}: its directory stays ({e}): the rootfs is still mounted there");
+        }
         self.reaper.forget(c.init.pid);
         for p in lock(&c.execs).values() {
             self.reaper.forget(p.pid);

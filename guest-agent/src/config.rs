@@ -23,6 +23,51 @@ pub enum ConfigError {
     HostnameWithoutUts,
     #[error("sysctl {0:?} is not allowed: {1}")]
     Sysctl(String, &'static str),
+    #[error("linux.devices: {path}: {reason}")]
+    Device { path: String, reason: String },
+}
+
+/// A device node the spec asks for (`linux.devices`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSpec {
+    /// Absolute path inside the container.
+    pub path: String,
+    /// 'c' (character), 'b' (block) or 'p' (FIFO).
+    pub kind: char,
+    pub major: u64,
+    pub minor: u64,
+    /// Permission bits (0o666 when the spec gives none).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+fn devices(spec: &Spec) -> Result<Vec<DeviceSpec>, ConfigError> {
+    use oci_spec::runtime::LinuxDeviceType;
+    let list = spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default();
+    let mut out = Vec::with_capacity(list.len());
+    for d in &list {
+        let path = d.path().to_string_lossy().to_string();
+        let bad = |reason: &str| ConfigError::Device { path: path.clone(), reason: reason.into() };
+        join_inside(Path::new("/"), &path).map_err(|_| bad("must be an absolute path without '..'"))?;
+        let kind = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => 'c',
+            LinuxDeviceType::B => 'b',
+            LinuxDeviceType::P => 'p',
+            LinuxDeviceType::A => return Err(bad("type \"a\" is for cgroup rules, not a node")),
+        };
+        let number = |n: i64, what: &str| u64::try_from(n).map_err(|_| bad(&format!("{what} {n} is negative")));
+        let (major, minor) = (number(d.major(), "major")?, number(d.minor(), "minor")?);
+        if kind != 'p' && (major > 0xfff || minor > 0xfffff) {
+            return Err(bad(&format!("{major}:{minor} is not a device number")));
+        }
+        let mode = d.file_mode().unwrap_or(0o666);
+        if mode & !0o7777 != 0 {
+            return Err(bad(&format!("fileMode {mode:#o} has bits beyond permissions")));
+        }
+        out.push(DeviceSpec { path, kind, major, minor, mode, uid: d.uid().unwrap_or(0), gid: d.gid().unwrap_or(0) });
+    }
+    Ok(out)
 }
 
 /// One line of /proc/<pid>/uid_map or gid_map.
@@ -118,6 +163,12 @@ pub enum Mode {
         /// The spec's sysctls, checked to be namespaced (`/proc/sys` path, value).
         #[serde(default)]
         sysctls: Vec<(String, String)>,
+        /// `root.readonly`: the root is remounted read-only once everything is on it.
+        #[serde(default)]
+        root_readonly: bool,
+        /// `linux.devices`, made after the default ones.
+        #[serde(default)]
+        devices: Vec<DeviceSpec>,
     },
     /// A process joining the namespaces of the container whose init is `pid`.
     Exec { pid: i32 },
@@ -343,12 +394,38 @@ pub fn for_create(
             share_ipc: joins(LinuxNamespaceType::Ipc),
             share_uts: joins(LinuxNamespaceType::Uts),
             sysctls,
+            root_readonly: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+            devices: devices(spec)?,
         },
         cgroup,
         process,
         seccomp: linux.and_then(|l| l.seccomp().as_ref()).map(crate::seccomp::from_oci).transpose()?,
         user_ns,
     })
+}
+
+/// For a rootfs written in place (the host's bundle): the /etc files are not written
+/// into it, as runc writes none; each is kept in `dir` (the agent's own) and bound over
+/// its path, so the container reads the sandbox's names while the bundle keeps its own.
+pub fn files_as_binds(cfg: &mut InitConfig, dir: &Path) -> std::io::Result<()> {
+    let Mode::Create { files, mounts, .. } = &mut cfg.mode else { return Ok(()) };
+    if files.is_empty() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    for (i, (path, contents)) in std::mem::take(files).into_iter().enumerate() {
+        let source = dir.join(i.to_string());
+        std::fs::write(&source, contents)?;
+        mounts.push(MountSpec {
+            source: source.to_string_lossy().into(),
+            destination: path,
+            fstype: String::new(),
+            flags: (MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC).bits(),
+            data: None,
+            file_bind: true,
+        });
+    }
+    Ok(())
 }
 
 /// Builds the helper's config for a process joining container init `pid`.
@@ -374,6 +451,76 @@ mod tests {
         for bad in ["../etc", "/a/../../etc/shadow", "relative", "/.."] {
             assert!(join_inside(r, bad).is_err(), "{bad}");
         }
+    }
+
+    fn spec_with(devices: serde_json::Value, readonly: bool) -> Spec {
+        let mut v = serde_json::to_value(Spec::default()).expect("json");
+        v["linux"]["devices"] = devices;
+        v["root"]["readonly"] = serde_json::Value::Bool(readonly);
+        serde_json::from_value(v).expect("spec")
+    }
+
+    #[test]
+    fn devices_and_a_readonly_root_come_from_the_spec() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spec = spec_with(
+            serde_json::json!([
+                {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o600, "uid": 5, "gid": 6},
+                {"path": "/dev/loop9", "type": "b", "major": 7, "minor": 9},
+                {"path": "/dev/fifo", "type": "p"}
+            ]),
+            true,
+        );
+        let cfg = for_create(&spec, dir.path(), None, vec![]).expect("config");
+        let Mode::Create { devices, root_readonly, .. } = cfg.mode else { panic!("create mode") };
+        assert!(root_readonly);
+        let d = |path: &str, kind, major, minor, mode, uid, gid| DeviceSpec {
+            path: path.into(),
+            kind,
+            major,
+            minor,
+            mode,
+            uid,
+            gid,
+        };
+        assert_eq!(
+            devices,
+            [
+                d("/dev/fuse", 'c', 10, 229, 0o600, 5, 6),
+                d("/dev/loop9", 'b', 7, 9, 0o666, 0, 0),
+                d("/dev/fifo", 'p', 0, 0, 0o666, 0, 0)
+            ]
+        );
+        let cfg = for_create(&spec_with(serde_json::json!([]), false), dir.path(), None, vec![]).expect("config");
+        assert!(matches!(cfg.mode, Mode::Create { root_readonly: false, .. }));
+    }
+
+    #[test]
+    fn a_bad_device_is_refused_by_its_path_and_reason() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for (dev, want) in [
+            (serde_json::json!({"path": "/dev/../etc/x", "type": "c", "major": 1, "minor": 3}), "/dev/../etc/x"),
+            (serde_json::json!({"path": "/dev/x", "type": "c", "major": -1, "minor": 3}), "major -1 is negative"),
+            (serde_json::json!({"path": "/dev/x", "type": "a"}), "cgroup rules"),
+            (serde_json::json!({"path": "/dev/x", "type": "c", "major": 1, "minor": 3, "fileMode": 0o170000}), "fileMode"),
+        ] {
+            let e = for_create(&spec_with(serde_json::json!([dev]), false), dir.path(), None, vec![]).expect_err("bad");
+            let e = e.to_string();
+            assert!(e.starts_with("linux.devices: ") && e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn in_place_files_become_binds_from_the_agents_dir() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let files = vec![("/etc/hosts".to_string(), "127.0.0.1 localhost\n".to_string())];
+        let mut cfg = for_create(&Spec::default(), dir.path(), None, files).expect("config");
+        files_as_binds(&mut cfg, &dir.path().join("files")).expect("binds");
+        let Mode::Create { files, mounts, .. } = &cfg.mode else { panic!("create mode") };
+        assert!(files.is_empty(), "nothing written into the rootfs");
+        let m = mounts.iter().find(|m| m.destination == "/etc/hosts").expect("a bind");
+        assert!(m.file_bind && MsFlags::from_bits_truncate(m.flags).contains(MsFlags::MS_BIND));
+        assert_eq!(std::fs::read_to_string(&m.source).expect("source"), "127.0.0.1 localhost\n");
     }
 
     #[test]

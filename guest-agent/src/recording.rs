@@ -81,6 +81,13 @@ impl Syscall for Recording {
     fn readonly_path(&self, path: &Path) -> Result<(), SyscallError> {
         self.record(format!("readonly {}", path.display()))
     }
+    fn make_device(&self, at: &InRoot, d: &crate::config::DeviceSpec) -> Result<(), SyscallError> {
+        let (path, kind, major, minor, mode, uid, gid) = (at.display_path(), d.kind, d.major, d.minor, d.mode, d.uid, d.gid);
+        self.record(format!("mknod {} {kind} {major}:{minor} {mode:o} {uid}:{gid}", path.display()))
+    }
+    fn remount_root_readonly(&self) -> Result<(), SyscallError> {
+        self.record("remount-ro /".into())
+    }
     fn unshare(&self, flags: CloneFlags) -> Result<(), SyscallError> {
         self.record(format!("unshare {:#x}", flags.bits()))
     }

@@ -1,6 +1,7 @@
-//! Container root filesystems: an uploaded tar unpacked inside the guest (or a
-//! directory already there) as the read-only lower layer, an overlay with a tmpfs
-//! upper on top so the image itself is never written.
+//! Container root filesystems: an uploaded tar unpacked inside the guest (or an image
+//! directory in the share) as the read-only lower layer, an overlay with a tmpfs upper
+//! on top so the image itself is never written; or the container's own writable layer
+//! in the share (a bundle's rootfs), bound and written in place as under runc.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -64,6 +65,26 @@ pub fn mount_overlay(sys: &dyn Syscall, lower: &Path, layout: &Layout) -> Result
     Ok(())
 }
 
+/// Binds the container's own layer `dir` at `layout.rootfs`: its writes land there.
+pub fn bind_in_place(sys: &dyn Syscall, dir: &Path, layout: &Layout) -> Result<(), RootfsError> {
+    sys.mkdir_all(&layout.rootfs)?;
+    sys.mount(&dir.to_string_lossy(), &layout.rootfs, "", MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    Ok(())
+}
+
+/// Removes a container's directory once its rootfs is unmounted. Only then: a rootfs
+/// still mounted is a tenant's data (in place, the host's bundle), which a recursive
+/// removal would delete; an empty mount point is the proof it is gone.
+pub fn remove_container_dir(sys: &dyn Syscall, dir: &Path, layout: &Layout) -> Result<(), std::io::Error> {
+    let _ = sys.umount_detach(&layout.rootfs);
+    match std::fs::remove_dir(&layout.rootfs) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::remove_dir_all(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +107,35 @@ mod tests {
             b.append(&h, *data).expect("append");
         }
         b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn in_place_binds_the_layer_itself() {
+        let rec = Recording::default();
+        let l = Layout::new(Path::new("/run/isola/c/x"));
+        bind_in_place(&rec, Path::new("/run/isola/shared/x/rootfs"), &l).expect("bind");
+        assert_eq!(
+            rec.calls(),
+            ["mkdir /run/isola/c/x/rootfs", "mount /run/isola/shared/x/rootfs /run/isola/c/x/rootfs  0x5000 -"]
+        );
+    }
+
+    /// A rootfs that is still mounted (its unmount failed) keeps its data: the
+    /// container's directory is left, not emptied through the mount.
+    #[test]
+    fn a_container_dir_with_a_rootfs_still_in_it_is_not_removed() {
+        let d = tempfile::tempdir().expect("tmp");
+        let dir = d.path().join("c");
+        let l = Layout::new(&dir);
+        std::fs::create_dir_all(l.rootfs.join("etc")).expect("mkdir");
+        std::fs::write(l.rootfs.join("etc/data"), "tenant data").expect("write");
+        // The recording Syscall unmounts nothing, like a failed unmount.
+        remove_container_dir(&Recording::default(), &dir, &l).expect_err("still holds data");
+        assert_eq!(std::fs::read_to_string(l.rootfs.join("etc/data")).expect("kept"), "tenant data");
+        std::fs::remove_dir_all(l.rootfs.join("etc")).expect("empty it");
+        std::fs::create_dir_all(&l.upper).expect("upper");
+        remove_container_dir(&Recording::default(), &dir, &l).expect("empty mount point");
+        assert!(!dir.exists());
     }
 
     #[test]

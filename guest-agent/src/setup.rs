@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
-use crate::config::{InitConfig, Mode, ProcessConfig, UserNs};
+use crate::config::{DeviceSpec, InitConfig, Mode, ProcessConfig, UserNs};
 use crate::seccomp::Profile;
 use crate::syscall::{InRoot, Syscall, SyscallError};
 
@@ -75,6 +75,8 @@ fn setup_rootfs(
     rootfs: &Path,
     mounts: &[crate::config::MountSpec],
     files: &[(String, String)],
+    devices: &[DeviceSpec],
+    user_ns: bool,
 ) -> Result<(), SetupError> {
     // Nothing we mount may propagate back to the agent's namespace.
     sys.mount("none", Path::new("/"), "", MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
@@ -103,6 +105,7 @@ fn setup_rootfs(
         sys.touch_in(&target)?;
         sys.mount_in(&format!("/dev/{d}"), &target, "", MsFlags::MS_BIND, None)?;
     }
+    make_devices(sys, rootfs, devices, user_ns)?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -113,6 +116,26 @@ fn setup_rootfs(
         sys.symlink_in(target, &dev.join(link))?;
     }
     write_files(sys, rootfs, files)
+}
+
+/// The spec's own devices, after the default ones (which it may name again: those are
+/// the same nodes, bound already). In a user namespace mknod is refused, so the guest's
+/// node of the same path is bound instead, as runc does for rootless containers.
+fn make_devices(sys: &dyn Syscall, rootfs: &Path, devices: &[DeviceSpec], user_ns: bool) -> Result<(), SetupError> {
+    for d in devices {
+        let default = d.path.strip_prefix("/dev/").is_some_and(|name| DEVICES.contains(&name));
+        if default {
+            continue;
+        }
+        let at = InRoot::new(rootfs, &d.path)?;
+        if user_ns {
+            sys.touch_in(&at)?;
+            sys.mount_in(&d.path, &at, "", MsFlags::MS_BIND, None)?;
+        } else {
+            sys.make_device(&at, d)?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates the mount point for `m` (a file for file binds) inside the rootfs.
@@ -199,8 +222,11 @@ fn setup_process(sys: &dyn Syscall, p: &ProcessConfig, seccomp: Option<&Profile>
 /// `wait_for_start` blocks until the host says Start (after the rootfs is ready, so
 /// setup errors surface at create time).
 pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig, wait_for_start: &mut dyn FnMut()) -> Result<(), SetupError> {
-    if let Mode::Create { rootfs, hostname, mounts, masked, readonly, files, share_uts, sysctls, .. } = &cfg.mode {
-        setup_rootfs(sys, rootfs, mounts, files)?;
+    if let Mode::Create {
+        rootfs, hostname, mounts, masked, readonly, files, share_uts, sysctls, root_readonly, devices, ..
+    } = &cfg.mode
+    {
+        setup_rootfs(sys, rootfs, mounts, files, devices, cfg.user_ns.is_some())?;
         // In the container's namespaces already, through the guest's /proc (the
         // container's own /proc/sys is read-only once its paths are set).
         for (path, value) in sysctls {
@@ -212,6 +238,10 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig, wait_for_start: &mut dyn FnM
         }
         for r in readonly {
             sys.readonly_path(Path::new(r))?;
+        }
+        // Last, as runc: everything is mounted on it by now.
+        if *root_readonly {
+            sys.remount_root_readonly()?;
         }
         // A shared UTS namespace keeps the pod's hostname.
         if let Some(h) = hostname.as_ref().filter(|_| !*share_uts) {
@@ -288,6 +318,8 @@ mod tests {
                 share_ipc: false,
                 share_uts: false,
                 sysctls: vec![("/proc/sys/kernel/shm_rmid_forced".into(), "1".into())],
+                root_readonly: false,
+                devices: vec![],
             },
             cgroup: Some("/sys/fs/cgroup/isola/c1".into()),
             process: process(),
@@ -373,6 +405,43 @@ mod tests {
         let c = run(&exec_cfg);
         assert_eq!(c[1], "setns /proc/42/ns/user");
         assert!(pos(&c, "setns /proc/42/ns/ipc") > 1);
+    }
+
+    #[test]
+    fn a_readonly_root_is_remounted_last_after_every_mount_and_mask() {
+        let c = run(&create());
+        assert!(!c.iter().any(|x| x == "remount-ro /"), "not asked for: {c:#?}");
+        let mut cfg = create();
+        let Mode::Create { root_readonly, .. } = &mut cfg.mode else { panic!("create") };
+        *root_readonly = true;
+        let c = run(&cfg);
+        let ro = pos(&c, "remount-ro /");
+        assert!(pos(&c, "pivot_root") < ro && pos(&c, "readonly /proc/sys") < ro && pos(&c, "mask /proc/kcore") < ro);
+        assert!(ro < pos(&c, "setids"), "{c:#?}");
+    }
+
+    #[test]
+    fn spec_devices_are_made_with_their_numbers_mode_and_owner_or_bound_in_a_user_ns() {
+        let mut cfg = create();
+        let dev = |path: &str, kind| DeviceSpec { path: path.into(), kind, major: 1, minor: 3, mode: 0o620, uid: 7, gid: 8 };
+        let Mode::Create { devices, .. } = &mut cfg.mode else { panic!("create") };
+        *devices = vec![dev("/dev/null", 'c'), dev("/dev/fuse", 'c'), dev("/dev/sda1", 'b'), dev("/dev/pipe", 'p')];
+        let c = run(&cfg);
+        let made: Vec<_> = c.iter().filter(|x| x.starts_with("mknod")).collect();
+        assert_eq!(
+            made,
+            [
+                "mknod /run/isola/c1/rootfs/dev/fuse c 1:3 620 7:8",
+                "mknod /run/isola/c1/rootfs/dev/sda1 b 1:3 620 7:8",
+                "mknod /run/isola/c1/rootfs/dev/pipe p 1:3 620 7:8"
+            ],
+            "a default device is not made twice"
+        );
+        assert!(pos(&c, "mknod") < pos(&c, "pivot_root"));
+        cfg.user_ns = Some(UserNs { uid_map: vec![], gid_map: vec![] });
+        let c = run(&cfg);
+        assert!(!c.iter().any(|x| x.starts_with("mknod")), "{c:#?}");
+        pos(&c, "mount /dev/fuse /run/isola/c1/rootfs/dev/fuse");
     }
 
     #[test]

@@ -101,6 +101,11 @@ pub trait Syscall {
     fn mask_path(&self, path: &Path) -> Result<(), SyscallError>;
     /// Makes `path` a read-only bind mount of itself.
     fn readonly_path(&self, path: &Path) -> Result<(), SyscallError>;
+    /// Makes the device node `dev` at `at`, with its mode and owner exactly as given.
+    fn make_device(&self, at: &InRoot, dev: &crate::config::DeviceSpec) -> Result<(), SyscallError>;
+    /// Remounts `/` (the container's root, after pivot_root) read-only, keeping the
+    /// flags it has (in a user namespace they are locked).
+    fn remount_root_readonly(&self) -> Result<(), SyscallError>;
     fn unshare(&self, flags: CloneFlags) -> Result<(), SyscallError>;
     /// A new user namespace together with `flags`, then its uid/gid maps.
     fn unshare_user(&self, uid_map: &str, gid_map: &str, flags: CloneFlags) -> Result<(), SyscallError>;
@@ -306,6 +311,50 @@ impl Syscall for Linux {
         self.mount(&path.to_string_lossy(), path, "", MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
         let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
         self.mount(&path.to_string_lossy(), path, "", ro, None)
+    }
+
+    fn make_device(&self, at: &InRoot, dev: &crate::config::DeviceSpec) -> Result<(), SyscallError> {
+        use std::os::fd::{AsFd, AsRawFd};
+        use std::os::unix::fs::PermissionsExt;
+        let root = open_root(at)?;
+        mkdir_parent(&root, at)?;
+        let perm = std::fs::Permissions::from_mode(dev.mode);
+        let number = nix::sys::stat::makedev(dev.major, dev.minor);
+        let kind = match dev.kind {
+            'b' => pathrs::InodeType::BlockDevice(perm.clone(), number),
+            'p' => pathrs::InodeType::Fifo(perm.clone()),
+            _ => pathrs::InodeType::CharacterDevice(perm.clone(), number),
+        };
+        root.create(&at.rel, &kind).map_err(in_root_err("mknod", at))?;
+        // mknod's mode went through the umask; owner and mode are set on the very node
+        // made above, through its handle (the magic link names that inode only).
+        let node = root.resolve_nofollow(&at.rel).map_err(in_root_err("resolve the new node", at))?;
+        let via = PathBuf::from(format!("/proc/self/fd/{}", node.as_fd().as_raw_fd()));
+        std::os::unix::fs::chown(&via, Some(dev.uid), Some(dev.gid)).map_err(path_err("chown", &at.display_path()))?;
+        std::fs::set_permissions(&via, perm).map_err(path_err("chmod", &at.display_path()))
+    }
+
+    fn remount_root_readonly(&self) -> Result<(), SyscallError> {
+        use nix::sys::statvfs::{statvfs, FsFlags};
+        let have = statvfs("/").map_err(os("statvfs /"))?.flags();
+        let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        for (st, ms) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if have.contains(st) {
+                flags |= ms;
+            }
+        }
+        nix::mount::mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(|source| SyscallError::Mount {
+            fstype: String::new(),
+            target: PathBuf::from("/"),
+            source,
+        })
     }
 
     fn unshare(&self, flags: CloneFlags) -> Result<(), SyscallError> {

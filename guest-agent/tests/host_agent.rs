@@ -87,15 +87,21 @@ fn spec(args: &[&str]) -> Spec {
     p.set_env(Some(vec!["PATH=/bin".into(), "GREETING=hello".into()]));
     spec.set_process(Some(p));
     spec.set_hostname(Some("boxy".into()));
+    // oci-spec's default root is read-only; these containers write.
+    let mut root = spec.root().clone().expect("root");
+    root.set_readonly(Some(false));
+    spec.set_root(Some(root));
     spec
 }
 
 /// Creates, attaches stdout+stderr, starts, waits. Returns (stdout, stderr, exit code).
 fn run(c: &mut AgentClient, id: &str, args: &[&str], rootfs: &Path) -> (String, String, i32) {
     upload(c, id, rootfs);
-    let r = c
-        .call(&Request::CreateContainer { id: id.into(), spec: Box::new(spec(args)), rootfs: RootfsSource::Upload })
-        .expect("create");
+    run_spec(c, id, spec(args), RootfsSource::Upload)
+}
+
+fn run_spec(c: &mut AgentClient, id: &str, spec: Spec, rootfs: RootfsSource) -> (String, String, i32) {
+    let r = c.call(&Request::CreateContainer { id: id.into(), spec: Box::new(spec), rootfs }).expect("create");
     assert!(matches!(r, Response::Started { .. }), "{r:?}");
     let mut out = c.attach(id, None, StdioStream::Stdout).expect("stdout");
     let mut err = c.attach(id, None, StdioStream::Stderr).expect("stderr");
@@ -190,6 +196,43 @@ fn containers_run_with_isolation_stdio_and_exit_codes() {
     );
 }
 
+/// A bundle's rootfs (Docker's, podman's, containerd's) is the container's own layer:
+/// its writes land there and stay after the container is deleted; the /etc files the
+/// sandbox provides are bound over, not written into it; `root.readonly` refuses writes.
+#[test]
+fn an_in_place_rootfs_keeps_the_containers_writes_and_a_readonly_root_refuses_them() {
+    let agent = HostAgent::start();
+    let mut c = agent.client();
+    let layer = tempfile::tempdir().expect("layer");
+    let copied = Command::new("cp").arg("-a").arg(format!("{}/.", busybox_rootfs().display())).arg(layer.path()).status();
+    assert!(copied.expect("cp").success());
+    let hosts = layer.path().join("etc/hosts");
+    let hosts_before = std::fs::read(&hosts).ok();
+    let source = || RootfsSource::GuestPath { path: layer.path().display().to_string(), in_place: true };
+    let (out, err, code) =
+        run_spec(&mut c, "w1", spec(&["sh", "-c", "echo persisted > /f && grep boxy /etc/hosts"]), source());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("127.0.1.1\tboxy"), "the sandbox's names are seen: {out}");
+    c.call_ok(&Request::Delete { id: "w1".into(), force: false }).expect("delete");
+    assert_eq!(std::fs::read_to_string(layer.path().join("f")).expect("the write landed"), "persisted\n");
+    let hosts_after = std::fs::read(&hosts).ok();
+    assert!(
+        hosts_after == hosts_before || (hosts_before.is_none() && hosts_after.as_deref() == Some(&b""[..])),
+        "the bundle's /etc/hosts is not written: {hosts_after:?}"
+    );
+
+    let mut ro = spec(&["sh", "-c", "cat /f && touch /g"]);
+    let mut root = ro.root().clone().expect("root");
+    root.set_readonly(Some(true));
+    ro.set_root(Some(root));
+    let (out, err, code) = run_spec(&mut c, "w2", ro, source());
+    assert_eq!(out, "persisted\n");
+    assert!(code != 0 && err.contains("Read-only file system"), "{code}: {err}");
+    assert!(!layer.path().join("g").exists());
+    c.call_ok(&Request::Delete { id: "w2".into(), force: false }).expect("delete");
+    assert!(layer.path().join("bin/sh").exists(), "deleting the container leaves its layer");
+}
+
 #[test]
 fn stdin_exec_signals_and_bad_requests() {
     let rootfs = busybox_rootfs();
@@ -258,7 +301,7 @@ fn stdin_exec_signals_and_bad_requests() {
     let e = c.call(&Request::CreateContainer {
         id: "x".into(),
         spec: Box::new(spec(&["sh"])),
-        rootfs: RootfsSource::GuestPath { path: "relative/path".into() },
+        rootfs: RootfsSource::GuestPath { path: "relative/path".into(), in_place: false },
     });
     assert!(e.expect_err("relative").to_string().contains("not a directory"));
     c.ping().expect("still alive");

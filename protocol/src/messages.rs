@@ -11,8 +11,16 @@ use crate::AgentError;
 pub enum RootfsSource {
     /// A tar stream the host sends on an [`Request::UploadRootfs`] connection first.
     Upload,
-    /// A directory already in the guest (tests; virtio-fs shares later).
-    GuestPath { path: String },
+    /// A directory already in the guest: the sandbox's virtio-fs share.
+    GuestPath {
+        path: String,
+        /// The directory is the container's own writable layer (a bundle's rootfs under
+        /// Docker, podman or containerd): the container writes in it, as under runc.
+        /// Otherwise it is an image shared by other containers, kept unwritten under an
+        /// overlay whose upper layer lives and dies with the container.
+        #[serde(default)]
+        in_place: bool,
+    },
 }
 
 /// Sandbox-wide settings, sent once before any container.

@@ -45,8 +45,9 @@ pub enum Rootfs<'a> {
     Dir(&'a Path),
     /// A host directory sent as a tar stream, share or not (the copy stays in the guest).
     Upload(&'a Path),
-    /// The caller put it at `<share>/<id>/rootfs` already (the shim mounts containerd's
-    /// snapshot there).
+    /// The caller put the container's own writable layer at `<share>/<id>/rootfs`
+    /// already (the task engine mounts containerd's snapshot or the bundle's rootfs
+    /// there): the container writes in it, as under runc.
     InShare,
 }
 
@@ -162,9 +163,9 @@ impl Container {
     }
 
     fn provide_rootfs(&self, rootfs: Rootfs<'_>) -> Result<RootfsSource, ContainerError> {
-        let in_share = RootfsSource::GuestPath { path: volume::guest_path(&self.id, "rootfs") };
+        let path = volume::guest_path(&self.id, "rootfs");
         let dir = match rootfs {
-            Rootfs::InShare if self.shared.is_some() => return Ok(in_share),
+            Rootfs::InShare if self.shared.is_some() => return Ok(RootfsSource::GuestPath { path, in_place: true }),
             Rootfs::InShare => return Err(ContainerError::NoSharedFs),
             Rootfs::Dir(dir) | Rootfs::Upload(dir) => dir,
         };
@@ -174,7 +175,7 @@ impl Container {
         match &self.shared {
             Some(shared) if matches!(rootfs, Rootfs::Dir(_)) => {
                 crate::mounts::bind(dir, shared, &Path::new(&self.id).join("rootfs"), true)?;
-                Ok(in_share)
+                Ok(RootfsSource::GuestPath { path, in_place: false })
             }
             _ => {
                 self.upload_rootfs(dir)?;

@@ -200,7 +200,8 @@ fn rootfs_and_volumes_are_bound_into_the_share_and_released() {
     assert!(mounted(&in_share) && mounted(&share.path().join("c1/volumes/0")));
     assert_eq!(std::fs::read_to_string(in_share.join("marker")).expect("bound"), "from the host rootfs");
     let Some(Request::CreateContainer { spec: sent, rootfs, .. }) = fake.requests().pop() else { panic!("no create") };
-    assert_eq!(rootfs, RootfsSource::GuestPath { path: "/run/isola/shared/c1/rootfs".into() });
+    assert_eq!(rootfs, RootfsSource::GuestPath { path: "/run/isola/shared/c1/rootfs".into(), in_place: false },
+        "an image directory is kept unwritten under an overlay");
     let m = sent.mounts().as_ref().and_then(|m| m.iter().find(|m| m.destination() == Path::new("/data")).cloned());
     let m = m.expect("volume mount in the spec");
     assert_eq!(m.source().as_deref(), Some(Path::new("/run/isola/shared/c1/volumes/0")));
@@ -229,4 +230,15 @@ fn bad_rootfs_and_missing_share_are_named() {
     let v = Volume { host: "/tmp".into(), guest: "/t".into(), readonly: false };
     let e = Container::create(fake.agent(), None, "c1", spec(), Rootfs::Upload(root.path()), &[v]).err().expect("vol");
     assert!(matches!(e, ContainerError::Volume(crate::volume::VolumeError::NoSharedFs)), "{e}");
+}
+
+/// A rootfs the caller put in the share is the container's own layer: written in place
+/// (Docker's `diff`/`cp`/`commit` read the bundle's rootfs), never under an overlay.
+#[test]
+fn a_rootfs_in_the_share_is_written_in_place() {
+    let fake = FakeAgent::start();
+    let share = tempfile::tempdir().expect("share");
+    Container::create(fake.agent(), Some(share.path().into()), "c1", spec(), Rootfs::InShare, &[]).expect("create");
+    let Some(Request::CreateContainer { rootfs, .. }) = fake.requests().pop() else { panic!("no create") };
+    assert_eq!(rootfs, RootfsSource::GuestPath { path: "/run/isola/shared/c1/rootfs".into(), in_place: true });
 }

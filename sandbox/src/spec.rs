@@ -21,6 +21,8 @@ pub struct ContainerOptions {
     pub seccomp: crate::seccomp::Seccomp,
     /// Capabilities added to the default set (`--cap-add NET_ADMIN`, as Docker takes them).
     pub cap_add: Vec<String>,
+    /// The root filesystem is read-only (`--read-only`); writable otherwise, as Docker's.
+    pub read_only: bool,
 }
 
 /// A capability by Docker's name (`NET_ADMIN`) or the kernel's (`CAP_NET_ADMIN`).
@@ -84,6 +86,10 @@ pub fn spec(o: &ContainerOptions) -> Result<Spec, ContainerError> {
     add_capabilities(&mut p, &o.cap_add)?;
     spec.set_process(Some(p));
     spec.set_hostname(o.hostname.clone());
+    // oci-spec's default root is read-only (runc's `spec` template); Docker's is not.
+    let mut root = spec.root().clone().unwrap_or_default();
+    root.set_readonly(Some(o.read_only));
+    spec.set_root(Some(root));
     let mut res = LinuxResourcesBuilder::default();
     if let Some(m) = o.memory_bytes {
         let mem =
@@ -147,6 +153,9 @@ mod tests {
             .expect("ns")
             .iter()
             .all(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Network));
+        assert_eq!(s.root().as_ref().and_then(|r| r.readonly()), Some(false), "writable unless --read-only");
+        let s = spec(&ContainerOptions { read_only: true, ..o }).expect("spec");
+        assert_eq!(s.root().as_ref().and_then(|r| r.readonly()), Some(true));
     }
 
     #[test]

@@ -4,15 +4,29 @@
 # isola pinned to the isola-vmm backend. Their "test result" lines are what
 # scripts/test.sh counts.
 #   scripts/nested/tests.sh [BINARY[:FILTER]…]   (default: the list below)
-# Env: NESTED_BUDGET (s, 2100): the most all L1 attempts together may take.
+# Env: NESTED_BUDGET (s, 1200; 2700 for NESTED_SET=full): the most all L1 attempts together may take.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
-# Each e2e test binary that exercises the container path; all of its tests.
+# The default is the core that only a real KVM can test: isola-vmm booting Linux, its
+# vCPUs, net and fs devices, jail and seccomp, templates (snapshot/restore, alone and
+# through the shim) and kill -9 cleanup. The container semantics above the VM (images,
+# exec, stdio, limits) are the same on both backends and run under QEMU in the main
+# e2e step. A 2-core CI machine emulating SVM gives L1 about 20 minutes; each extra test
+# is another chance for QEMU 7.2's emulated SVM to kill L1's kernel.
+#   NESTED_SET=full: every test of the container binaries below (about 40 minutes).
+# containerd_ctr is out even of the full set: in L1 a VMM the shim starts sometimes dies
+# while booting (docs/development.md); run it by name: scripts/nested/tests.sh containerd_ctr
 wanted=("$@")
-# containerd_ctr is out for now: in L1 a VMM the shim starts sometimes dies while booting
-# (README, "isola-vmm on a real KVM"); run it by name: scripts/nested/tests.sh containerd_ctr
-[ ${#wanted[@]} -gt 0 ] || wanted=(containers linux_guest isolation images guest_machine templates shim_templates chaos:isola_run)
+core=(linux_guest:under_isola_vmm linux_guest:the_same_test_guest guest_machine
+  containers:run_prints_output containers:rootfs_and_volumes_over_virtio_fs
+  containers:containers_reach_the_outside containers:detached_sandbox
+  isolation:every_sandbox_process_is_confined isolation:a_container_cannot_reach_the_agent
+  templates shim_templates chaos:isola_run)
+full=(containers linux_guest isolation images guest_machine templates shim_templates chaos:isola_run)
+if [ ${#wanted[@]} -eq 0 ]; then
+  if [ "${NESTED_SET:-core}" = full ]; then wanted=("${full[@]}"); else wanted=("${core[@]}"); fi
+fi
 declare -A exe
 while IFS='=' read -r name path; do exe[$name]=$path; done < <(
   cargo test -q -p isola-e2e --no-run --message-format=json 2>/dev/null |
@@ -87,7 +101,8 @@ CHECK
 # goes on from the test it died in, while the budget lasts: an earlier boot's lines are
 # kept but not counted (the last boot shows every result again), and each retry is said.
 log=$repo/target/l1-tests.log
-deadline=$((SECONDS + ${NESTED_BUDGET:-2100}))
+budget=1200; [ "${NESTED_SET:-core}" = full ] && budget=2700
+deadline=$((SECONDS + ${NESTED_BUDGET:-$budget}))
 for attempt in 1 2 3 4 5; do
   rc=0
   left=$((deadline - SECONDS))

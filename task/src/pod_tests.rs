@@ -57,7 +57,7 @@ impl FakeGuest {
 
 impl Guest for FakeGuest {
     fn create(&self, id: &str, spec: &Spec) -> Result<(), TaskError> {
-        let rootfs = RootfsSource::GuestPath { path: format!("/run/isola/shared/{id}/rootfs") };
+        let rootfs = RootfsSource::GuestPath { path: format!("/run/isola/shared/{id}/rootfs"), in_place: true };
         self.record(Request::CreateContainer { id: id.into(), spec: Box::new(spec.clone()), rootfs });
         Ok(())
     }
