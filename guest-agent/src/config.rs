@@ -369,11 +369,8 @@ pub fn for_create(
         !mounts.iter().any(|m| join_inside(Path::new("/"), &m.destination).ok() == p)
     });
     let linux = spec.linux().as_ref();
-    let has_uts = linux
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
-    // As runc: a hostname without a UTS namespace would rename the whole VM.
-    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !has_uts {
+    let has_uts = isola_protocol::spec_rules::has_uts_namespace(spec);
+    if isola_protocol::spec_rules::hostname_without_uts(spec).is_some() {
         return Err(ConfigError::HostnameWithoutUts);
     }
     let sysctls = sysctls(spec, has_uts)?;

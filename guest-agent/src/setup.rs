@@ -253,8 +253,10 @@ pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig, wait_for_start: &mut dyn FnM
         // namespace), so the process sees a /dev/pts/N that exists in its view.
         sys.open_terminal(crate::report::CONSOLE_FD)?;
     }
-    // In the container's root now: a missing program fails here, before Start.
-    if let Some(prog) = cfg.process.args.first() {
+    // In the container's root now: a container's missing program fails here, at
+    // Create, as runc's does. An exec's fails at its Start, as under runc, where the
+    // exec's create is only bookkeeping (containerd's TestContainerExecNoBinaryExists).
+    if let (Some(prog), Mode::Create { .. }) = (cfg.process.args.first(), &cfg.mode) {
         sys.find_program(prog, &cfg.process.env)?;
     }
     wait_for_start();
@@ -476,6 +478,7 @@ mod tests {
         assert_eq!(ns.len(), 4);
         assert_eq!(ns[3], "setns /proc/42/ns/mnt");
         assert!(!c.iter().any(|x| x.starts_with("pivot_root") || x.starts_with("unshare")));
+        assert!(!c.iter().any(|x| x.starts_with("lookup")), "an exec's program is looked for by exec, at Start");
     }
 
     #[test]

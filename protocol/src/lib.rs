@@ -15,6 +15,7 @@ pub mod error;
 pub mod frame;
 pub mod messages;
 pub mod mount_options;
+pub mod spec_rules;
 
 pub use error::{AgentError, ErrorCode};
 pub use messages::*;

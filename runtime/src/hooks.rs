@@ -15,11 +15,23 @@ use crate::error::RuntimeError;
 /// A hook without a timeout gets this long.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Hooks that gate the container (createRuntime, prestart…): the first failure stops
+/// the rest and fails the operation.
 pub fn run_all(kind: &str, hooks: &[Hook], state: &serde_json::Value) -> Result<(), RuntimeError> {
     for h in hooks {
         run(kind, h, state)?;
     }
     Ok(())
+}
+
+/// Hooks after the fact (poststart, poststop): the runtime spec says a failure is a
+/// warning and the remaining hooks still run. Each failure is logged and returned.
+pub fn run_each_warning(kind: &str, hooks: &[Hook], state: &serde_json::Value) -> Vec<RuntimeError> {
+    let failed: Vec<RuntimeError> = hooks.iter().filter_map(|h| run(kind, h, state).err()).collect();
+    for e in &failed {
+        log::warn!("{e}");
+    }
+    failed
 }
 
 fn run(kind: &str, h: &Hook, state: &serde_json::Value) -> Result<(), RuntimeError> {
@@ -88,6 +100,22 @@ mod tests {
         assert!(got.starts_with("{\"pid\":42}"), "{got}");
         assert!(got.contains(" hi "), "its env: {got}");
         assert!(!got.contains("/root"), "not ours: {got}");
+    }
+
+    #[test]
+    fn a_failing_poststart_hook_is_a_warning_and_the_next_one_runs() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let out = tmp.path().join("ran");
+        let second = format!("echo second > {}", out.display());
+        let hooks = [hook(&["sh", "-c", "exit 7"], None), hook(&["sh", "-c", &second], None)];
+        let failed = run_each_warning("poststart", &hooks, &serde_json::json!({}));
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].to_string().contains("poststart /bin/sh"), "{}", failed[0]);
+        assert_eq!(std::fs::read_to_string(&out).expect("the second hook ran"), "second\n");
+        // A gating kind stops at the first failure.
+        std::fs::remove_file(&out).expect("rm");
+        assert!(run_all("prestart", &hooks, &serde_json::json!({})).is_err());
+        assert!(!out.exists(), "prestart stops at the first failure");
     }
 
     #[test]

@@ -411,9 +411,7 @@ fn answer(k: &Keeper, req: Request) -> Result<serde_json::Value, RuntimeError> {
             k.set_status("running", None);
             let hooks = k.spec.hooks().clone().unwrap_or_default();
             let st = hook_state(&k.record(), "running");
-            if let Err(e) = crate::hooks::run_all("poststart", hooks.poststart().as_deref().unwrap_or(&[]), &st) {
-                log::warn!("{e}");
-            }
+            crate::hooks::run_each_warning("poststart", hooks.poststart().as_deref().unwrap_or(&[]), &st);
             Ok(serde_json::Value::Null)
         }
         Request::Kill { exec, signal, all } => {

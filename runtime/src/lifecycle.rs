@@ -151,9 +151,7 @@ fn poststop(r: &Record) {
     let Ok(spec) = Spec::load(r.bundle.join("config.json")) else { return };
     let hooks = spec.hooks().clone().unwrap_or_default();
     let st = crate::keeper::hook_state(r, "stopped");
-    if let Err(e) = crate::hooks::run_all("poststop", hooks.poststop().as_deref().unwrap_or(&[]), &st) {
-        log::warn!("{e}");
-    }
+    crate::hooks::run_each_warning("poststop", hooks.poststop().as_deref().unwrap_or(&[]), &st);
 }
 
 /// `run`: create, start, and (unless detached) wait and delete; the container's status.

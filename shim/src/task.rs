@@ -160,10 +160,10 @@ impl containerd_shim::Task for TaskService {
         })
     }
 
-    fn connect(&self, _ctx: &TtrpcContext, _req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
+    fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
         Ok(api::ConnectResponse {
             shim_pid: std::process::id(),
-            task_pid: self.pod.vmm_pid(),
+            task_pid: self.pod.task_pid(&req.id),
             version: env!("CARGO_PKG_VERSION").into(),
             ..Default::default()
         })

@@ -135,6 +135,10 @@ impl Pod {
         let mut spec = Spec::load(&config)
             .map_err(|e| TaskError::InvalidArgument(format!("reading {}: {e}", config.display())))?;
         let (role, pod_id) = spec::role(&spec, &r.id);
+        // The agent checks a container's spec; a pod sandbox's never reaches it.
+        if let Some(why) = isola_protocol::spec_rules::hostname_without_uts(&spec) {
+            return Err(TaskError::InvalidArgument(format!("task {}: {why}", r.id)));
+        }
         let mut inner = self.lock()?;
         if inner.containers.contains_key(&r.id) {
             return Err(TaskError::AlreadyExists(format!("task {}", r.id)));
@@ -398,8 +402,10 @@ impl Pod {
                 return Err(TaskError::FailedPrecondition(format!("process {x} is running")));
             }
             if p.exit.is_none() {
-                // Created, never started: it ends here, so a pending Wait returns.
-                self.record_exit(&mut inner, id, exec, 128 + 9, false);
+                // Created, never started: it ends here, so a pending Wait returns. It
+                // never ran, so it has no status but 0, as runc's shim reports it
+                // (containerd's TestDeleteContainerExecCreated).
+                self.record_exit(&mut inner, id, exec, 0, false);
             }
             let c = inner.containers.get_mut(id).ok_or_else(|| not_found(id, None))?;
             let p = c.execs.remove(x).ok_or_else(|| not_found(id, exec))?;
@@ -526,6 +532,13 @@ impl Pod {
         let bundle = inner.containers.get(id).map(|c| c.bundle.clone()).ok_or_else(|| not_found(id, None))?;
         let (_, p) = Self::find(&mut inner, id, exec)?;
         Ok((bundle, p.pid, p.status, p.stdio.clone(), p.exit.clone()))
+    }
+
+    /// The task's own pid, its init's stand-in (what Create and State report), or 0 for
+    /// a task this shim does not hold. Never the VMM's: the VM is the pod's, and a
+    /// tool reading this pid's cgroup or memory must see the task's.
+    pub fn task_pid(&self, id: &str) -> u32 {
+        self.lock().ok().and_then(|i| i.containers.get(id).map(|c| c.init.pid)).unwrap_or(0)
     }
 
     /// Every process of the container: the ones containerd knows (init, execs) by

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -230,6 +230,9 @@ fn a_standalone_container_runs_exits_and_takes_its_vm_along_on_delete() {
     assert!(w.dir.path().join("shared/c1/rootfs").exists(), "rootfs bound into the share");
     assert_eq!(w.pod.start("c1", "").expect("start"), pid, "Start and State report the same host pid");
     assert_eq!(w.pod.state("c1", "").expect("state").1, pid);
+    assert_eq!(w.pod.task_pid("c1"), pid, "Connect reports the task's pid, not the VMM's");
+    assert_ne!(w.pod.task_pid("c1"), w.guest.vmm_pid());
+    assert_eq!(w.pod.task_pid("nope"), 0);
     assert_eq!(w.pod.state("c1", "").expect("state").2, Status::Running);
     w.guest.exit("c1", None, 42, false);
     assert_eq!(wait_code(&w, "c1", ""), 42);
@@ -268,11 +271,14 @@ fn exec_processes_have_their_own_lifecycle_and_events() {
     assert_eq!(wait_code(&w, "c1", "x1"), 3);
     assert_eq!(w.pod.delete("c1", "x1").expect("delete exec").1.code, 3);
     assert_eq!(w.pod.pids("c1").expect("pids"), vec![init]);
+    // An exec created and deleted without a start never ran: status 0, not a kill's.
+    w.pod.exec("c1", "x2", Default::default(), Default::default()).expect("exec");
+    assert_eq!(w.pod.delete("c1", "x2").expect("delete a created exec").1.code, 0);
     assert!(!alive(x1), "the exec's host pid ended with it");
     w.guest.exit("c1", None, 0, false);
     wait_code(&w, "c1", "");
     w.pod.delete("c1", "").expect("delete");
-    assert_eq!(w.topics(), ["create", "start", "exec-added:x1", "exec-started:x1", "exit:x1", "exit", "delete"]);
+    assert_eq!(w.topics(), ["create", "start", "exec-added:x1", "exec-started:x1", "exit:x1", "exec-added:x2", "exit:x2", "exit", "delete"]);
 }
 
 #[test]
@@ -539,4 +545,23 @@ fn a_sandbox_vm_that_dies_ends_its_wait_and_its_containers() {
     assert_eq!(w.pod.wait_sandbox("pod1").expect("WaitSandbox").code, VM_GONE_EXIT);
     assert_eq!(wait_code(&w, "app1", ""), VM_GONE_EXIT);
     assert!(matches!(w.pod.sandbox_stats("pod1"), Err(TaskError::FailedPrecondition(_))), "no VM, no stats");
+}
+
+/// As runc: a pod sandbox in the host's UTS namespace may not set a hostname (it would
+/// name the VM every container of the pod shares); the agent never sees a sandbox's spec.
+#[test]
+fn a_host_uts_pod_sandbox_with_a_hostname_is_refused() {
+    let w = world();
+    let req = w.bundle("pod1", &[(CONTAINER_TYPE, "sandbox"), (SANDBOX_ID, "pod1")]);
+    let config = Path::new(&req.bundle).join("config.json");
+    let mut s = Spec::load(&config).expect("spec");
+    s.set_hostname(Some("named".into()));
+    let mut linux = s.linux().clone().expect("linux");
+    let ns = linux.namespaces().clone().unwrap_or_default();
+    linux.set_namespaces(Some(ns.into_iter().filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Uts).collect()));
+    s.set_linux(Some(linux));
+    s.save(&config).expect("save");
+    let e = w.pod.create(req).expect_err("host UTS with a hostname");
+    assert!(matches!(e, TaskError::InvalidArgument(ref m) if m.contains("UTS")), "{e}");
+    assert!(w.boots.lock().expect("boots").is_empty(), "no VM booted for it");
 }

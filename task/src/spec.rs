@@ -52,12 +52,7 @@ pub fn vm_hostname(spec: &Spec, pod_id: &str, host: impl FnOnce() -> String) -> 
     if let Some(h) = spec.hostname().clone().filter(|h| !h.is_empty()) {
         return h;
     }
-    let own_uts = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::Uts));
-    if own_uts {
+    if isola_protocol::spec_rules::has_uts_namespace(spec) {
         vm_name(pod_id)
     } else {
         host()

@@ -402,8 +402,18 @@ fn events_reach_containerd_after_it_restarts() {
     let mut c = Containerd::start();
     c.import_image("default");
     run_detached_with(&c, &[], "survivor", "trap 'exit 3' TERM;");
+    let task_pid = |c: &Containerd| {
+        let ls = c.ctr(&["task", "ls"]).stdout;
+        ls.lines().find(|l| l.starts_with("survivor ")).and_then(|l| l.split_whitespace().nth(1)).map(String::from)
+    };
+    let before = task_pid(&c).expect("the task's pid");
     c.restart();
     wait_status(&c, "survivor", "RUNNING", Duration::from_secs(30));
+    // The pid containerd learns again (from the shim's Connect) is the task's, not the VMM's.
+    assert_eq!(task_pid(&c).as_deref(), Some(before.as_str()), "the task's pid survives the restart");
+    let cmdline = std::fs::read(format!("/proc/{before}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    assert!(!cmdline.contains("qemu") && !cmdline.contains("isola-vmm"), "the task pid is a VMM: {cmdline}");
     let e = c.ctr(&["task", "exec", "--exec-id", "after", "survivor", "sh", "-c", "echo still-here"]);
     assert_eq!((e.code, e.stdout.as_str()), (0, "still-here\n"), "exec after the restart: {}", e.stderr);
     let events = events_during(&c, || {

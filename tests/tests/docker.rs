@@ -33,6 +33,32 @@ fn docker_run_rm_prints_from_a_microvm_and_keeps_the_exit_code() {
     d.assert_nothing_left();
 }
 
+/// The bundle's rootfs is the container's writable layer, as under runc: a write in the
+/// microVM shows in `docker diff`, comes out with `docker cp`, goes into `docker commit`
+/// and is there again on `docker start`.
+#[test]
+fn a_containers_writes_reach_diff_cp_commit_and_the_next_start() {
+    let d = Docker::start();
+    let script = "cat /f 2>/dev/null || echo first-run; echo persisted > /f; rm /etc/motd 2>/dev/null; true";
+    let out = run(&d, &["--name", "w1", IMAGE, "sh", "-c", script]);
+    assert_eq!((out.stdout.as_str(), out.code), ("first-run\n", 0), "{}{}", out.stderr, d.log());
+    let diff = d.docker(&["diff", "w1"]);
+    assert!(diff.stdout.lines().any(|l| l == "A /f"), "docker diff sees the write: {:?}", diff.stdout);
+    let cp = d.docker(&["cp", "w1:/f", "-"]);
+    assert!(cp.code == 0 && cp.stdout.contains("persisted"), "docker cp: {}{}", cp.stdout, cp.stderr);
+    let start = d.docker(&["start", "-a", "w1"]);
+    assert_eq!((start.stdout.as_str(), start.code), ("persisted\n", 0), "the next start sees it: {}", start.stderr);
+    let commit = d.docker(&["commit", "w1", "isola-e2e-committed"]);
+    assert_eq!(commit.code, 0, "{}", commit.stderr);
+    let out = run(&d, &["--rm", "isola-e2e-committed", "cat", "/f"]);
+    assert_eq!((out.stdout.as_str(), out.code), ("persisted\n", 0), "the committed image has it: {}", out.stderr);
+    let out = run(&d, &["--rm", "--read-only", IMAGE, "sh", "-c", "touch /g"]);
+    assert!(out.code != 0 && out.stderr.contains("Read-only file system"), "--read-only: {}", out.stderr);
+    assert_eq!(d.docker(&["rm", "w1"]).code, 0);
+    assert_eq!(d.docker(&["rmi", "isola-e2e-committed"]).code, 0);
+    d.assert_nothing_left();
+}
+
 #[test]
 fn docker_run_it_gets_a_terminal_with_the_callers_size() {
     let d = Docker::start();

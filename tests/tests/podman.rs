@@ -47,3 +47,25 @@ fn podman_run_it_gets_a_terminal() {
     assert!(out.contains("/dev/pts/") && out.contains("typed-42"), "{out:?}");
     assert!(p.ids().is_empty(), "{:?}", p.ids());
 }
+
+/// As under runc, the container writes into its own layer: `podman diff` and
+/// `podman mount` see the write, and `podman start` runs on it again.
+#[test]
+fn podman_sees_a_containers_writes_in_diff_mount_and_the_next_start() {
+    let p = Podman::start();
+    let script = "cat /f 2>/dev/null || echo first-run; echo persisted > /f";
+    let out = p.podman(&["run", "--network", "none", "--name", "pw1", IMAGE, "sh", "-c", script]);
+    assert_eq!((out.stdout.as_str(), out.code), ("first-run\n", 0), "{}", out.stderr);
+    let diff = p.podman(&["diff", "pw1"]);
+    assert!(diff.stdout.lines().any(|l| l == "A /f"), "podman diff: {:?} {}", diff.stdout, diff.stderr);
+    let mount = p.podman(&["mount", "pw1"]);
+    assert_eq!(mount.code, 0, "{}", mount.stderr);
+    let at = std::path::Path::new(mount.stdout.trim()).join("f");
+    assert_eq!(std::fs::read_to_string(&at).ok().as_deref(), Some("persisted\n"), "{}", at.display());
+    assert_eq!(p.podman(&["umount", "pw1"]).code, 0);
+    let start = p.podman(&["start", "-a", "pw1"]);
+    assert_eq!((start.stdout.as_str(), start.code), ("persisted\n", 0), "{}", start.stderr);
+    let id = p.podman(&["inspect", "--format", "{{.Id}}", "pw1"]).stdout.trim().to_string();
+    assert_eq!(p.podman(&["rm", "pw1"]).code, 0);
+    p.assert_nothing_left(&id);
+}
