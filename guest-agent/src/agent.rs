@@ -344,7 +344,13 @@ impl Agent {
         if self.reaper.try_get(p.pid).is_some() {
             return Err(err(ErrorCode::FailedPrecondition, "process has exited"));
         }
-        kill(Pid::from_raw(p.pid), s).map_err(|e| os_err("kill", e))?;
+        let started = *lock(&p.started_at);
+        match (exec_id, started) {
+            // The container's init, PID 1 of its namespace: see early_signal.
+            (None, Some(at)) => p.pending.signal(p.pid, s, at, &self.reaper),
+            _ => kill(Pid::from_raw(p.pid), s),
+        }
+        .map_err(|e| os_err("kill", e))?;
         Ok(Response::Ok)
     }
 

@@ -499,7 +499,10 @@ mod tests {
             (serde_json::json!({"path": "/dev/../etc/x", "type": "c", "major": 1, "minor": 3}), "/dev/../etc/x"),
             (serde_json::json!({"path": "/dev/x", "type": "c", "major": -1, "minor": 3}), "major -1 is negative"),
             (serde_json::json!({"path": "/dev/x", "type": "a"}), "cgroup rules"),
-            (serde_json::json!({"path": "/dev/x", "type": "c", "major": 1, "minor": 3, "fileMode": 0o170000}), "fileMode"),
+            (
+                serde_json::json!({"path": "/dev/x", "type": "c", "major": 1, "minor": 3, "fileMode": 0o170000}),
+                "fileMode",
+            ),
         ] {
             let e = for_create(&spec_with(serde_json::json!([dev]), false), dir.path(), None, vec![]).expect_err("bad");
             let e = e.to_string();

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod boot_timer;
 pub mod cgroup;
 pub mod config;
+pub mod early_signal;
 pub mod helper;
 #[cfg(test)]
 mod in_root_tests;

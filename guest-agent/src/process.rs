@@ -41,6 +41,9 @@ pub struct Proc {
     pub(crate) start: Mutex<Option<File>>,
     report: Mutex<Option<BufReader<File>>>,
     pub(crate) started: AtomicBool,
+    /// When Start let it run (for signals that come before its handlers).
+    pub(crate) started_at: Mutex<Option<std::time::Instant>>,
+    pub(crate) pending: std::sync::Arc<crate::early_signal::Pending>,
 }
 
 /// Runs the init helper for `cfg` and waits until the process is set up and
@@ -127,6 +130,8 @@ pub fn spawn(helper_exe: &Path, reaper: &Reaper, cfg: &InitConfig, dir: &Path, n
         start: Mutex::new(Some(File::from(start_w))),
         report: Mutex::new(Some(report)),
         started: AtomicBool::new(false),
+        started_at: Mutex::new(None),
+        pending: Default::default(),
     })
 }
 
@@ -158,6 +163,7 @@ impl Proc {
         }
         start.write_all(b"s").map_err(|e| os_err("start", e))?;
         drop(start);
+        *lock(&p.started_at) = Some(std::time::Instant::now());
         p.started.store(true, Ordering::Release);
         // EOF on the report pipe means exec happened; a line means it did not.
         if let Some(mut report) = lock(&p.report).take() {

@@ -82,7 +82,8 @@ impl Syscall for Recording {
         self.record(format!("readonly {}", path.display()))
     }
     fn make_device(&self, at: &InRoot, d: &crate::config::DeviceSpec) -> Result<(), SyscallError> {
-        let (path, kind, major, minor, mode, uid, gid) = (at.display_path(), d.kind, d.major, d.minor, d.mode, d.uid, d.gid);
+        let (path, kind, major, minor, mode, uid, gid) =
+            (at.display_path(), d.kind, d.major, d.minor, d.mode, d.uid, d.gid);
         self.record(format!("mknod {} {kind} {major}:{minor} {mode:o} {uid}:{gid}", path.display()))
     }
     fn remount_root_readonly(&self) -> Result<(), SyscallError> {

@@ -223,7 +223,17 @@ fn setup_process(sys: &dyn Syscall, p: &ProcessConfig, seccomp: Option<&Profile>
 /// setup errors surface at create time).
 pub fn prepare(sys: &dyn Syscall, cfg: &InitConfig, wait_for_start: &mut dyn FnMut()) -> Result<(), SetupError> {
     if let Mode::Create {
-        rootfs, hostname, mounts, masked, readonly, files, share_uts, sysctls, root_readonly, devices, ..
+        rootfs,
+        hostname,
+        mounts,
+        masked,
+        readonly,
+        files,
+        share_uts,
+        sysctls,
+        root_readonly,
+        devices,
+        ..
     } = &cfg.mode
     {
         setup_rootfs(sys, rootfs, mounts, files, devices, cfg.user_ns.is_some())?;
@@ -425,7 +435,8 @@ mod tests {
     #[test]
     fn spec_devices_are_made_with_their_numbers_mode_and_owner_or_bound_in_a_user_ns() {
         let mut cfg = create();
-        let dev = |path: &str, kind| DeviceSpec { path: path.into(), kind, major: 1, minor: 3, mode: 0o620, uid: 7, gid: 8 };
+        let dev =
+            |path: &str, kind| DeviceSpec { path: path.into(), kind, major: 1, minor: 3, mode: 0o620, uid: 7, gid: 8 };
         let Mode::Create { devices, .. } = &mut cfg.mode else { panic!("create") };
         *devices = vec![dev("/dev/null", 'c'), dev("/dev/fuse", 'c'), dev("/dev/sda1", 'b'), dev("/dev/pipe", 'p')];
         let c = run(&cfg);

@@ -158,6 +158,30 @@ fn containers_run_with_isolation_stdio_and_exit_codes() {
     };
     assert_eq!(status.code, 9);
 
+    // A TERM sent right after Start, before the program has its handler (CRI's stop of
+    // a container just started): kept, and delivered once the handler is there; the
+    // kernel would have dropped it, as it does for a namespace's init without one.
+    upload(&c, "c4b", &rootfs);
+    let late = "sleep 1; trap 'echo late TERM; exit 7' TERM; echo armed; for i in $(seq 100); do sleep 0.05; done; echo no TERM";
+    c.call(&Request::CreateContainer {
+        id: "c4b".into(),
+        spec: Box::new(spec(&["sh", "-c", late])),
+        rootfs: RootfsSource::Upload,
+    })
+    .expect("create");
+    let mut out = c.attach("c4b", None, StdioStream::Stdout).expect("stdout");
+    c.call(&Request::Start { id: "c4b".into(), exec_id: None }).expect("start");
+    c.call_ok(&Request::Signal { id: "c4b".into(), exec_id: None, signal: 15, all: false }).expect("signal");
+    let mut text = String::new();
+    out.read_to_string(&mut text).expect("output");
+    assert_eq!(text, "armed\nlate TERM\n", "delivered once, to the handler");
+    let Response::Exited { status } =
+        c.call_with(&Request::Wait { id: "c4b".into(), exec_id: None }, Some(Duration::from_secs(30))).expect("wait")
+    else {
+        panic!()
+    };
+    assert_eq!(status.code, 7);
+
     // A missing program fails Create (as with runc), by name; not found in PATH either.
     upload(&c, "c5", &rootfs);
     let e = c
@@ -184,7 +208,7 @@ fn containers_run_with_isolation_stdio_and_exit_codes() {
         "a failed create leaves no container: {containers:?}"
     );
     assert!(containers.iter().all(|c| c.status == ContainerStatus::Stopped), "{containers:?}");
-    for id in ["c1", "c2", "c3", "c4"] {
+    for id in ["c1", "c2", "c3", "c4", "c4b"] {
         c.call_ok(&Request::Delete { id: id.into(), force: false }).expect("delete");
     }
     let Response::List { containers } = c.call(&Request::List).expect("list") else { panic!("list") };
@@ -204,7 +228,8 @@ fn an_in_place_rootfs_keeps_the_containers_writes_and_a_readonly_root_refuses_th
     let agent = HostAgent::start();
     let mut c = agent.client();
     let layer = tempfile::tempdir().expect("layer");
-    let copied = Command::new("cp").arg("-a").arg(format!("{}/.", busybox_rootfs().display())).arg(layer.path()).status();
+    let copied =
+        Command::new("cp").arg("-a").arg(format!("{}/.", busybox_rootfs().display())).arg(layer.path()).status();
     assert!(copied.expect("cp").success());
     let hosts = layer.path().join("etc/hosts");
     let hosts_before = std::fs::read(&hosts).ok();

@@ -219,7 +219,7 @@ pub fn run(j: KeeperJob) -> i32 {
 fn setup(a: &KeeperArgs) -> Result<Arc<Keeper>, RuntimeError> {
     let dir = Dir::new(&a.root, &a.id)?;
     let config = a.bundle.join("config.json");
-    let spec = Spec::load(&config).map_err(|e| RuntimeError::Spec { path: config.clone(), why: e.to_string() })?;
+    let spec = isola_task::spec::load(&config).map_err(|why| RuntimeError::Spec { path: config.clone(), why })?;
     // Unshared before any thread exists (unshare(CLONE_NEWNET) is per thread).
     let netns = if wants_new_netns(&spec) {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)

@@ -23,7 +23,7 @@ pub fn create(g: &Globals, a: &CreateArgs) -> Result<std::process::Child, Runtim
     let made = (|| {
         let bundle = std::path::absolute(&a.bundle).map_err(io("resolving", &a.bundle))?;
         let config = bundle.join("config.json");
-        let spec = Spec::load(&config).map_err(|e| RuntimeError::Spec { path: config.clone(), why: e.to_string() })?;
+        let spec = isola_task::spec::load(&config).map_err(|why| RuntimeError::Spec { path: config.clone(), why })?;
         let terminal = spec.process().as_ref().is_some_and(|p| p.terminal().unwrap_or(false));
         if terminal && a.console_socket.is_none() {
             return Err(RuntimeError::Invalid(

@@ -200,8 +200,11 @@ fn rootfs_and_volumes_are_bound_into_the_share_and_released() {
     assert!(mounted(&in_share) && mounted(&share.path().join("c1/volumes/0")));
     assert_eq!(std::fs::read_to_string(in_share.join("marker")).expect("bound"), "from the host rootfs");
     let Some(Request::CreateContainer { spec: sent, rootfs, .. }) = fake.requests().pop() else { panic!("no create") };
-    assert_eq!(rootfs, RootfsSource::GuestPath { path: "/run/isola/shared/c1/rootfs".into(), in_place: false },
-        "an image directory is kept unwritten under an overlay");
+    assert_eq!(
+        rootfs,
+        RootfsSource::GuestPath { path: "/run/isola/shared/c1/rootfs".into(), in_place: false },
+        "an image directory is kept unwritten under an overlay"
+    );
     let m = sent.mounts().as_ref().and_then(|m| m.iter().find(|m| m.destination() == Path::new("/data")).cloned());
     let m = m.expect("volume mount in the spec");
     assert_eq!(m.source().as_deref(), Some(Path::new("/run/isola/shared/c1/volumes/0")));

@@ -132,7 +132,7 @@ impl Pod {
         self.asked.store(true, std::sync::atomic::Ordering::SeqCst);
         isola_protocol::validate_id(&r.id).map_err(|e| TaskError::InvalidArgument(e.message))?;
         let config = PathBuf::from(&r.bundle).join("config.json");
-        let mut spec = Spec::load(&config)
+        let mut spec = spec::load(&config)
             .map_err(|e| TaskError::InvalidArgument(format!("reading {}: {e}", config.display())))?;
         let (role, pod_id) = spec::role(&spec, &r.id);
         // The agent checks a container's spec; a pod sandbox's never reaches it.

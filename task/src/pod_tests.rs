@@ -278,7 +278,20 @@ fn exec_processes_have_their_own_lifecycle_and_events() {
     w.guest.exit("c1", None, 0, false);
     wait_code(&w, "c1", "");
     w.pod.delete("c1", "").expect("delete");
-    assert_eq!(w.topics(), ["create", "start", "exec-added:x1", "exec-started:x1", "exit:x1", "exec-added:x2", "exit:x2", "exit", "delete"]);
+    assert_eq!(
+        w.topics(),
+        [
+            "create",
+            "start",
+            "exec-added:x1",
+            "exec-started:x1",
+            "exit:x1",
+            "exec-added:x2",
+            "exit:x2",
+            "exit",
+            "delete"
+        ]
+    );
 }
 
 #[test]
@@ -558,7 +571,9 @@ fn a_host_uts_pod_sandbox_with_a_hostname_is_refused() {
     s.set_hostname(Some("named".into()));
     let mut linux = s.linux().clone().expect("linux");
     let ns = linux.namespaces().clone().unwrap_or_default();
-    linux.set_namespaces(Some(ns.into_iter().filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Uts).collect()));
+    linux.set_namespaces(Some(
+        ns.into_iter().filter(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Uts).collect(),
+    ));
     s.set_linux(Some(linux));
     s.save(&config).expect("save");
     let e = w.pod.create(req).expect_err("host UTS with a hostname");

@@ -105,6 +105,25 @@ pub fn host_cgroup(cgroups_path: &str) -> Result<PathBuf, crate::error::TaskErro
     isola_sandbox::cgroup::oci_path(cgroups_path).map_err(|e| crate::error::TaskError::InvalidArgument(e.to_string()))
 }
 
+/// Reads a bundle's `config.json`, naming what is wrong: the field's path and the bad
+/// value (`process.capabilities.bounding[0]: unknown variant `CAP_FLY`…`), where
+/// oci-spec's own loader says only "serde failed".
+pub fn load(path: &std::path::Path) -> Result<Spec, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde lists every variant it expected (all 41 capabilities): cut that.
+        let short = inner.split(", expected one of").next().unwrap_or(&inner).to_string();
+        if at == "." {
+            short
+        } else {
+            format!("{at}: {short}")
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -131,6 +150,23 @@ mod tests {
         let mut s = Spec::default();
         s.set_annotations(Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()));
         s
+    }
+
+    #[test]
+    fn a_bad_spec_is_named_by_its_field_and_value() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("config.json");
+        let mut v = serde_json::to_value(Spec::default()).expect("json");
+        v["process"]["capabilities"]["bounding"] = serde_json::json!(["CAP_CHOWN", "CAP_FLY"]);
+        std::fs::write(&path, v.to_string()).expect("write");
+        let e = load(&path).expect_err("unknown capability");
+        assert!(e.starts_with("process.capabilities.bounding[1]: ") && e.contains("CAP_FLY"), "{e}");
+        assert!(e.len() < 200, "short: {e}");
+        std::fs::write(&path, "{").expect("write");
+        assert!(load(&path).expect_err("truncated").contains("EOF"));
+        assert!(load(&dir.path().join("none")).is_err());
+        std::fs::write(&path, serde_json::to_string(&Spec::default()).expect("json")).expect("write");
+        assert_eq!(load(&path).expect("a good one"), Spec::default());
     }
 
     #[test]

@@ -103,5 +103,9 @@ fn bulk_tcp_both_ways_arrives_intact() {
     let down_time = server.join().expect("server");
     assert_eq!(out.split_whitespace().next(), Some(blob_sha.as_str()), "host → guest: intact ({out})");
     let mibs = |bytes: usize, t: std::time::Duration| bytes as f64 / (1 << 20) as f64 / t.as_secs_f64().max(1e-3);
-    eprintln!("bulk: guest → host {:.1} MiB/s, host → guest {:.1} MiB/s", mibs(up_len, up_time), mibs(blob_len, down_time));
+    eprintln!(
+        "bulk: guest → host {:.1} MiB/s, host → guest {:.1} MiB/s",
+        mibs(up_len, up_time),
+        mibs(blob_len, down_time)
+    );
 }
