@@ -163,14 +163,20 @@ fn containers_run_with_isolation_stdio_and_exit_codes() {
     // kernel would have dropped it, as it does for a namespace's init without one.
     upload(&c, "c4b", &rootfs);
     let late = "sleep 1; trap 'echo late TERM; exit 7' TERM; echo armed; for i in $(seq 100); do sleep 0.05; done; echo no TERM";
-    c.call(&Request::CreateContainer {
-        id: "c4b".into(),
-        spec: Box::new(spec(&["sh", "-c", late])),
-        rootfs: RootfsSource::Upload,
-    })
-    .expect("create");
+    let created = c
+        .call(&Request::CreateContainer {
+            id: "c4b".into(),
+            spec: Box::new(spec(&["sh", "-c", late])),
+            rootfs: RootfsSource::Upload,
+        })
+        .expect("create");
+    let Response::Started { pid } = created else { panic!("{created:?}") };
     let mut out = c.attach("c4b", None, StdioStream::Stdout).expect("stdout");
     c.call(&Request::Start { id: "c4b".into(), exec_id: None }).expect("start");
+    // Start returns once the program runs (after its exec), not while our helper still
+    // prepares it: a Pids or a signal right after Start finds the program.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the process is there");
+    assert!(cmdline.starts_with(b"sh\0-c\0"), "{:?}", String::from_utf8_lossy(&cmdline));
     c.call_ok(&Request::Signal { id: "c4b".into(), exec_id: None, signal: 15, all: false }).expect("signal");
     let mut text = String::new();
     out.read_to_string(&mut text).expect("output");
