@@ -19,7 +19,7 @@ pub enum CgroupError {
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
 }
 
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
+pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
     let path = path.to_path_buf();
     move |source| CgroupError::Io { what, path, source }
 }

@@ -18,6 +18,7 @@ pub mod files;
 pub mod host;
 pub mod hypervisor;
 pub mod inventory;
+pub mod limits_cgroup;
 pub mod mounts;
 pub mod names;
 pub mod net;

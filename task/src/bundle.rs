@@ -15,6 +15,9 @@ pub struct BundleRecord {
     /// This container's delete ends the VM.
     pub owner: bool,
     pub shared_dir: Option<PathBuf>,
+    /// A pod member's own host cgroup directories (one per v1 controller).
+    #[serde(default)]
+    pub cgroup_dirs: Vec<PathBuf>,
 }
 
 impl BundleRecord {
@@ -45,6 +48,10 @@ pub fn cleanup_bundle(bundle: &Path, id: &str) {
         isola_sandbox::state::cleanup(&r.vm, st.as_ref());
     } else if let Some(shared) = &r.shared_dir {
         crate::rootfs::release(shared, id);
+    }
+    // Only a cgroup: the record is ours, but a path in it never reaches anything else.
+    for d in r.cgroup_dirs.iter().filter(|d| d.starts_with("/sys/fs/cgroup/")) {
+        isola_sandbox::cgroup::remove_dir_of(d);
     }
 }
 

@@ -41,6 +41,8 @@ pub struct CreateRequest {
 
 #[derive(Default)]
 struct Inner {
+    /// Where cgroups are mounted (`/sys/fs/cgroup` unless a test says otherwise).
+    cgroup_root: Option<PathBuf>,
     guest: Option<Arc<dyn Guest>>,
     /// The container whose delete ends the VM: the pod sandbox, or a standalone container.
     owner: Option<String>,
@@ -181,10 +183,12 @@ impl Pod {
             }
         };
         let pid = standin.pid();
+        let host_cgroup = if role == Role::InPod { Self::member_cgroup(&inner, &r.id, &spec, pid) } else { None };
         let record = crate::bundle::BundleRecord {
             vm: inner.guest.as_ref().map(|g| g.state_dir()).unwrap_or_default(),
             owner: inner.owner.as_deref() == Some(r.id.as_str()),
             shared_dir: guest.shared_dir(),
+            cgroup_dirs: host_cgroup.as_ref().map(|c| c.dirs()).unwrap_or_default(),
         };
         record.save(&r.bundle);
         inner.containers.insert(
@@ -194,6 +198,7 @@ impl Pod {
                 role,
                 init: Proc::new(r.stdio.clone(), standin, bridge),
                 execs: HashMap::new(),
+                host_cgroup,
             },
         );
         self.events.send(Event::Create {
@@ -206,6 +211,39 @@ impl Pod {
             pid,
         });
         Ok(pid)
+    }
+
+    /// A pod member's host cgroup at its `cgroupsPath`, with its limits and its
+    /// stand-in `pid` (what kubelet, cAdvisor and containerd read for the container).
+    /// The container runs in the VM, so a failure here costs only that view: a warning.
+    fn member_cgroup(
+        inner: &Inner,
+        id: &str,
+        spec: &Spec,
+        pid: u32,
+    ) -> Option<isola_sandbox::limits_cgroup::LimitsCgroup> {
+        use isola_sandbox::limits_cgroup::{Limits, LimitsCgroup};
+        let rel = spec::cgroup_path(spec).ok().flatten()?;
+        let root = inner.cgroup_root.clone().unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"));
+        let limits = spec.linux().as_ref().and_then(|l| l.resources().as_ref()).map(Limits::from_oci);
+        let made = LimitsCgroup::create(&root, &rel).and_then(|cg| {
+            let set = limits.as_ref().map_or(Ok(()), |l| cg.apply(l)).and_then(|()| cg.add(pid));
+            match set {
+                Ok(()) => Ok(cg),
+                Err(e) => {
+                    cg.remove();
+                    Err(e)
+                }
+            }
+        });
+        made.inspect_err(|e| log::warn!("{id}: its host cgroup {}: {e}", rel.display())).ok()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_cgroup_root(&self, root: PathBuf) {
+        if let Ok(mut inner) = self.lock() {
+            inner.cgroup_root = Some(root);
+        }
     }
 
     /// Rootfs and binds into the share, the container in the guest, its stdio attached.
@@ -446,6 +484,9 @@ impl Pod {
         if let Some(shared) = &inner.shared {
             rootfs::release(shared, id);
         }
+        if let Some(cg) = &c.host_cgroup {
+            cg.remove();
+        }
         if inner.owner.as_deref() == Some(id) {
             Self::end_vm(&mut inner);
             self.exit_all(&mut inner);
@@ -506,6 +547,12 @@ impl Pod {
         let (guest, role) = self.in_guest(id)?;
         if role != Role::PodSandbox {
             guest.update(id, &resources)?;
+        }
+        // The host's view follows: the member's own cgroup carries the new limits.
+        let host = self.lock()?.containers.get(id).and_then(|c| c.host_cgroup.clone());
+        if let Some(cg) = host {
+            cg.apply(&isola_sandbox::limits_cgroup::Limits::from_oci(&resources))
+                .map_err(|e| TaskError::FailedPrecondition(format!("{id}: host cgroup: {e}")))?;
         }
         Ok(())
     }

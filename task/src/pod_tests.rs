@@ -580,3 +580,57 @@ fn a_host_uts_pod_sandbox_with_a_hostname_is_refused() {
     assert!(matches!(e, TaskError::InvalidArgument(ref m) if m.contains("UTS")), "{e}");
     assert!(w.boots.lock().expect("boots").is_empty(), "no VM booted for it");
 }
+
+/// A pod member's own host cgroup (kubelet's and cAdvisor's view of the container):
+/// its limits at its `cgroupsPath`, its task pid in it, Update reaching it, gone with
+/// the container. On this host's real cgroups, as root.
+#[test]
+fn a_pod_members_host_cgroup_carries_its_limits_and_updates() {
+    use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder};
+    let w = world();
+    let sb = [(CONTAINER_TYPE, "sandbox"), (SANDBOX_ID, "pod1")];
+    w.pod.create(w.bundle("pod1", &sb)).expect("sandbox");
+    let req = w.bundle("app1", &[(CONTAINER_TYPE, "container"), (SANDBOX_ID, "pod1")]);
+    let parent = format!("isola-test-limits-{}", std::process::id());
+    let config = Path::new(&req.bundle).join("config.json");
+    let mut s = Spec::load(&config).expect("spec");
+    let mut linux = s.linux().clone().expect("linux");
+    linux.set_cgroups_path(Some(PathBuf::from(format!("/{parent}/app1"))));
+    let res = |mib: i64| {
+        LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().limit(mib << 20).build().expect("mem"))
+            .cpu(LinuxCpuBuilder::default().quota(50_000i64).period(100_000u64).build().expect("cpu"))
+            .build()
+            .expect("resources")
+    };
+    linux.set_resources(Some(res(32)));
+    s.set_linux(Some(linux));
+    s.save(&config).expect("save");
+    let pid = w.pod.create(req).expect("app1");
+    let root = Path::new("/sys/fs/cgroup");
+    let (mem, cpu) = if root.join("cgroup.controllers").exists() {
+        let d = root.join(&parent).join("app1");
+        (d.join("memory.max"), d.join("cpu.max"))
+    } else {
+        let cpu = if root.join("cpu,cpuacct").is_dir() { "cpu,cpuacct" } else { "cpu" };
+        (
+            root.join("memory").join(&parent).join("app1/memory.limit_in_bytes"),
+            root.join(cpu).join(&parent).join("app1/cpu.cfs_quota_us"),
+        )
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert_eq!(read(&mem).trim(), (32u64 << 20).to_string(), "the container's limit, not the VM's");
+    assert!(read(&cpu).trim().starts_with("50000"), "{}", read(&cpu));
+    let procs = read(&mem.with_file_name("cgroup.procs"));
+    assert!(procs.split_whitespace().any(|p| p == pid.to_string()), "the task pid is in it: {procs}");
+    w.pod.update("app1", res(64)).expect("update");
+    assert_eq!(read(&mem).trim(), (64u64 << 20).to_string(), "Update reaches the host cgroup");
+    w.pod.start("app1", "").expect("start");
+    w.guest.exit("app1", None, 0, false);
+    wait_code(&w, "app1", "");
+    w.pod.delete("app1", "").expect("delete");
+    assert!(!mem.parent().expect("dir").exists(), "removed with the container");
+    for c in ["memory", "cpu,cpuacct", "cpu", "pids", ""] {
+        let _ = std::fs::remove_dir(root.join(c).join(&parent));
+    }
+}

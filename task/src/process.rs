@@ -53,4 +53,7 @@ pub struct Container {
     pub role: Role,
     pub init: Proc,
     pub execs: HashMap<String, Proc>,
+    /// A pod member's own host cgroup (its `cgroupsPath`), carrying its limits and its
+    /// stand-in; the VM itself is in the pod sandbox's.
+    pub host_cgroup: Option<isola_sandbox::limits_cgroup::LimitsCgroup>,
 }

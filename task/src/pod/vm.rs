@@ -19,7 +19,7 @@ impl Pod {
         owner: &str,
     ) -> Result<(), TaskError> {
         let planned =
-            crate::bundle::BundleRecord { vm: self.booter.state_dir_for(&req.name), owner: true, shared_dir: None };
+            crate::bundle::BundleRecord { vm: self.booter.state_dir_for(&req.name), owner: true, ..Default::default() };
         planned.save(bundle);
         let guest = self.booter.boot(req).inspect_err(|_| crate::bundle::BundleRecord::remove(bundle))?;
         inner.shared = guest.shared_dir();
