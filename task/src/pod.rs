@@ -3,7 +3,7 @@
 //! a fake guest; `task.rs` adapts them to containerd's Task service.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -41,8 +41,6 @@ pub struct CreateRequest {
 
 #[derive(Default)]
 struct Inner {
-    /// Where cgroups are mounted (`/sys/fs/cgroup` unless a test says otherwise).
-    cgroup_root: Option<PathBuf>,
     guest: Option<Arc<dyn Guest>>,
     /// The container whose delete ends the VM: the pod sandbox, or a standalone container.
     owner: Option<String>,
@@ -183,7 +181,7 @@ impl Pod {
             }
         };
         let pid = standin.pid();
-        let host_cgroup = if role == Role::InPod { Self::member_cgroup(&inner, &r.id, &spec, pid) } else { None };
+        let host_cgroup = if role == Role::InPod { Self::member_cgroup(&r.id, &spec, pid) } else { None };
         let record = crate::bundle::BundleRecord {
             vm: inner.guest.as_ref().map(|g| g.state_dir()).unwrap_or_default(),
             owner: inner.owner.as_deref() == Some(r.id.as_str()),
@@ -216,17 +214,12 @@ impl Pod {
     /// A pod member's host cgroup at its `cgroupsPath`, with its limits and its
     /// stand-in `pid` (what kubelet, cAdvisor and containerd read for the container).
     /// The container runs in the VM, so a failure here costs only that view: a warning.
-    fn member_cgroup(
-        inner: &Inner,
-        id: &str,
-        spec: &Spec,
-        pid: u32,
-    ) -> Option<isola_sandbox::limits_cgroup::LimitsCgroup> {
+    fn member_cgroup(id: &str, spec: &Spec, pid: u32) -> Option<isola_sandbox::limits_cgroup::LimitsCgroup> {
         use isola_sandbox::limits_cgroup::{Limits, LimitsCgroup};
         let rel = spec::cgroup_path(spec).ok().flatten()?;
-        let root = inner.cgroup_root.clone().unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"));
+        let root = Path::new("/sys/fs/cgroup");
         let limits = spec.linux().as_ref().and_then(|l| l.resources().as_ref()).map(Limits::from_oci);
-        let made = LimitsCgroup::create(&root, &rel).and_then(|cg| {
+        let made = LimitsCgroup::create(root, &rel).and_then(|cg| {
             let set = limits.as_ref().map_or(Ok(()), |l| cg.apply(l)).and_then(|()| cg.add(pid));
             match set {
                 Ok(()) => Ok(cg),
@@ -237,13 +230,6 @@ impl Pod {
             }
         });
         made.inspect_err(|e| log::warn!("{id}: its host cgroup {}: {e}", rel.display())).ok()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn set_cgroup_root(&self, root: PathBuf) {
-        if let Ok(mut inner) = self.lock() {
-            inner.cgroup_root = Some(root);
-        }
     }
 
     /// Rootfs and binds into the share, the container in the guest, its stdio attached.
