@@ -44,15 +44,13 @@ pub struct NetState {
 }
 
 impl NetState {
-    pub fn for_sandbox(id: &str, ip: Ipv4Addr) -> Self {
-        let h = crate::names::name_hash(id);
+    /// A sandbox on the bridge at `ip`, which the allocation lock made its own: the
+    /// tap (and so its filter chain) is named from that address, never from the
+    /// user-chosen name, whose short hash two names can share (then one sandbox's
+    /// failed start removed the other's anti-spoofing chain).
+    pub fn for_sandbox(ip: Ipv4Addr) -> Self {
         let o = ip.octets();
-        NetState {
-            ip,
-            tap: format!("isola{h:08x}"),
-            mac: format!("02:49:53:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3]),
-            pod: None,
-        }
+        NetState { ip, tap: tap_for(ip), mac: format!("02:49:53:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3]), pod: None }
     }
 
     /// The guest takes over the pod's CNI interface: its address and MAC.
@@ -78,6 +76,12 @@ impl NetState {
         c.mac = Some(self.mac.clone());
         c
     }
+}
+
+/// The tap of the sandbox at `ip` (`isola` and the address in hex: 13 bytes, within
+/// IFNAMSIZ).
+pub fn tap_for(ip: Ipv4Addr) -> String {
+    format!("isola{:08x}", u32::from(ip))
 }
 
 /// The bridge, its address, NAT and the isolation rules ([`crate::netfilter`]);
@@ -150,9 +154,20 @@ mod tests {
 
     #[test]
     fn tap_names_fit_ifnamsiz_and_macs_follow_the_address() {
-        let n = NetState::for_sandbox("some-very-long-sandbox-name", Ipv4Addr::new(10, 88, 1, 7));
+        let n = NetState::for_sandbox(Ipv4Addr::new(10, 88, 1, 7));
         assert!(n.tap.len() <= 15, "{}", n.tap);
+        assert_eq!(n.tap, "isola0a580107");
         assert_eq!(n.mac, "02:49:53:58:01:07");
         assert_eq!(n.guest_config().address, "10.88.1.7/16");
+    }
+
+    /// Two names whose short hashes collide (found by an audit) get their own taps:
+    /// the tap follows the address, which is unique among live sandboxes.
+    #[test]
+    fn names_that_share_a_hash_do_not_share_a_tap() {
+        assert_eq!(crate::names::name_hash("audtap-ltzla"), crate::names::name_hash("audtap-23apa"));
+        let a = allocate(&[]).expect("ip");
+        let b = allocate(&[a]).expect("ip");
+        assert_ne!(NetState::for_sandbox(a).tap, NetState::for_sandbox(b).tap);
     }
 }

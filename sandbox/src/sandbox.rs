@@ -219,7 +219,7 @@ impl Sandbox {
                 .flat_map(|r| state::list(r))
                 .filter_map(|(_, st)| st.net.as_ref().map(|n| n.ip))
                 .collect();
-            sb.state.net = Some(crate::net::NetState::for_sandbox(&opts.id, crate::net::allocate(&in_use)?));
+            sb.state.net = Some(crate::net::NetState::for_sandbox(crate::net::allocate(&in_use)?));
             Some(lock)
         } else {
             None

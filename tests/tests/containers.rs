@@ -492,8 +492,6 @@ fn containers_reach_the_outside_over_the_bridge_and_taps_do_not_leak() {
         std::io::Read::read_to_string(&mut c, &mut s).expect("read");
         (s, peer.ip())
     });
-    // Only this sandbox's tap counts (tests running beside this one make their own).
-    let own_tap = isola_sandbox::net::NetState::for_sandbox("e2e-net", std::net::Ipv4Addr::UNSPECIFIED).tap;
     let script =
         format!("ip -4 addr show eth0 | grep -o 'inet [0-9./]*'; echo hello-host | nc {} {port}", outside.addr);
     let (out, err, code) = isola(&["run", "--name", "e2e-net", "--rootfs", &r, "--", "sh", "-c", &script], None);
@@ -502,6 +500,9 @@ fn containers_reach_the_outside_over_the_bridge_and_taps_do_not_leak() {
     assert_eq!(got, "hello-host\n");
     let addr = out.trim().strip_prefix("inet ").expect("an address").to_string();
     assert!(addr.starts_with("10.88.") && addr.ends_with("/16"), "{addr}");
+    // Only this sandbox's tap counts (tests running beside this one make their own).
+    let ip: std::net::Ipv4Addr = addr.trim_end_matches("/16").parse().expect("an IPv4 address");
+    let own_tap = isola_sandbox::net::tap_for(ip);
     assert_eq!(peer, outside.host_addr, "the outside sees the host's address (NAT)");
     assert!(!sandbox_taps().contains(&own_tap), "tap {own_tap} left");
     assert!(!isola_sandbox::netfilter::port_chains().contains(&own_tap), "the rules of {own_tap} left");

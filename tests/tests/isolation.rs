@@ -335,3 +335,36 @@ fn a_sandbox_cannot_spoof_or_reach_its_neighbour_the_host_or_metadata() {
     assert!(std::net::TcpStream::connect_timeout(&(metadata, mp).into(), Duration::from_secs(3)).is_ok());
     assert_eq!(read_a(), "from-a\n", "A still serves: B's attempts did not disturb it");
 }
+
+/// Two sandbox names whose short hash collides (the audit's pair) once shared a tap
+/// name, so B's start replaced A's anti-spoofing chain and B's removal deleted it. Now
+/// each tap is named from its sandbox's own address: both run with their own tap and
+/// chain, and removing B leaves A's in place.
+#[test]
+fn sandboxes_whose_names_share_a_hash_keep_their_own_taps_and_rules() {
+    use isola_sandbox::netfilter::port_chains;
+    let (a, b) = ("audtap-ltzla", "audtap-23apa");
+    assert_eq!(isola_sandbox::names::name_hash(a), isola_sandbox::names::name_hash(b), "the colliding pair");
+    let (_ra, _rb) = (Removed(a), Removed(b));
+    let r = busybox_rootfs().display().to_string();
+    for n in [a, b] {
+        let (out, err, code) = isola(&["run", "-d", "--name", n, "--rootfs", &r, "--", "sleep", "600"], None);
+        assert_eq!(code, 0, "{n}: {out}{err}");
+    }
+    let tap = |n: &str| {
+        let st = state::SandboxState::load(&state::default_root().join(n)).expect("state");
+        st.net.expect("on the bridge").tap
+    };
+    let (ta, tb) = (tap(a), tap(b));
+    assert_ne!(ta, tb, "each has its own tap");
+    let chains = port_chains();
+    assert!(chains.contains(&ta) && chains.contains(&tb), "each has its own chain: {chains:?}");
+    let (_, err, code) = isola(&["rm", "-f", b], None);
+    assert_eq!(code, 0, "{err}");
+    let chains = port_chains();
+    assert!(chains.contains(&ta) && !chains.contains(&tb), "B's removal leaves A's rules: {chains:?}");
+    assert!(std::path::Path::new("/sys/class/net").join(&ta).exists(), "and A's tap");
+    let (_, err, code) = isola(&["rm", "-f", a], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!port_chains().contains(&ta));
+}
