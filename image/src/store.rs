@@ -55,10 +55,16 @@ pub struct Store {
 /// a small gzip layer can expand a thousandfold.
 pub const DEFAULT_MAX_UNPACKED: u64 = 16 << 30;
 
-/// Creates (or truncates) a file only its owner may read.
+/// A new file only its owner may read, at `path`: whatever was there (a stale
+/// temporary, a planted symlink) is unlinked first and the file made with O_EXCL and
+/// O_NOFOLLOW, so what is written (a blob, the registry credentials) lands in it alone.
 fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)
 }
 
 /// Replaces `path` with `bytes`, private to its owner, through `tmp` (on the same
@@ -198,7 +204,12 @@ impl Store {
         }
         let (mut r, honoured) = open(have)?;
         let mut f = if honoured && have > 0 {
-            std::fs::OpenOptions::new().append(true).open(&part).map_err(io("appending", &part))?
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut o = std::fs::OpenOptions::new();
+                o.append(true).custom_flags(libc::O_NOFOLLOW);
+                o.open(&part).map_err(io("appending", &part))?
+            }
         } else {
             (h, have) = (Sha256::new(), 0);
             create_private(&part).map_err(io("creating", &part))?
@@ -347,6 +358,20 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A symlink planted at the temporary's name (the credentials', a blob's) is not
+    /// followed: its target stays as it was.
+    #[test]
+    fn a_planted_symlink_at_a_temporary_is_not_followed() {
+        let d = tempfile::tempdir().expect("tmp");
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "precious").expect("victim");
+        let tmp = d.path().join("auth.json.tmp");
+        std::os::unix::fs::symlink(&victim, &tmp).expect("plant");
+        write_atomic(&d.path().join("auth.json"), &tmp, b"{}").expect("write");
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious");
+        assert_eq!(std::fs::read_to_string(d.path().join("auth.json")).expect("written"), "{}");
+    }
 
     #[test]
     fn interrupted_downloads_resume_from_the_partial_file() {

@@ -5,16 +5,35 @@ use std::io::Write;
 use std::path::Path;
 
 /// Creates (or truncates) a file only its owner may read: state and logs of a sandbox.
+/// A symlink in its place is refused (ELOOP), never followed to a file elsewhere.
 pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// A new private file at `path`: whatever was there (a stale temporary, or a symlink
+/// someone planted) is unlinked first, and the file is made with O_EXCL, so the bytes
+/// written land in this new inode only.
+fn create_new_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)
 }
 
 /// Replaces `path` with `bytes` through a private temporary file beside it and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?;
     let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    let mut f = create_private(&tmp)?;
+    let mut f = create_new_private(&tmp)?;
     f.write_all(bytes)?;
     drop(f);
     std::fs::rename(&tmp, path).inspect_err(|_| {
@@ -43,5 +62,25 @@ mod tests {
         assert_eq!(std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read_dir(d.path()).expect("dir").count(), 1, "no temporary left");
         assert!(write_atomic(&d.path().join("missing/x"), b"x").is_err());
+    }
+
+    /// Someone who can write in the directory plants the temporary's name as a symlink
+    /// to a file of theirs to be overwritten (a pid file's, a state file's): the write
+    /// lands in the new file, the symlink's target is untouched.
+    #[test]
+    fn a_symlink_planted_at_the_temporary_or_the_file_is_not_followed() {
+        let d = tempfile::tempdir().expect("tmp");
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "precious").expect("victim");
+        let p = d.path().join("init.pid");
+        std::os::unix::fs::symlink(&victim, d.path().join(".init.pid.tmp")).expect("plant");
+        write_atomic(&p, b"42").expect("write");
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious");
+        assert_eq!(std::fs::read_to_string(&p).expect("pid"), "42");
+        assert!(!std::fs::symlink_metadata(&p).expect("meta").file_type().is_symlink());
+        let log = d.path().join("log");
+        std::os::unix::fs::symlink(&victim, &log).expect("plant");
+        assert!(create_private(&log).is_err(), "a symlink is refused");
+        assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious");
     }
 }
