@@ -227,10 +227,43 @@ impl Control {
     }
 }
 
-/// Binds the control socket, readable and writable by its owner only.
+/// Binds the control socket, readable and writable by its owner only from the moment
+/// anyone could reach it: it is bound and chmod'ed inside a fresh directory only its
+/// owner may enter, then renamed into place (a connect is by inode, so it follows).
 pub fn bind(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let name = path.file_name().ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?;
+    let private = path.with_file_name(format!(".{}.bind", name.to_string_lossy()));
     let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    Ok(l)
+    // A fresh directory (mkdir fails on anything already there, a planted one too).
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let inner = private.join("s");
+    let bound = UnixListener::bind(&inner).and_then(|l| {
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&inner, path)?;
+        Ok(l)
+    });
+    let _ = std::fs::remove_file(&inner);
+    let _ = std::fs::remove_dir(&private);
+    bound
+}
+
+#[cfg(test)]
+mod bind_tests {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    #[test]
+    fn the_socket_appears_private_and_answers_and_a_planted_directory_is_refused() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("api.sock");
+        let l = super::bind(&p).expect("bind");
+        let m = std::fs::symlink_metadata(&p).expect("socket");
+        assert!(m.file_type().is_socket());
+        assert_eq!(m.permissions().mode() & 0o777, 0o600);
+        std::os::unix::net::UnixStream::connect(&p).expect("connects by its final name");
+        l.accept().expect("accepted");
+        assert_eq!(std::fs::read_dir(d.path()).expect("dir").count(), 1, "nothing else left");
+        std::fs::create_dir(d.path().join(".other.sock.bind")).expect("plant");
+        assert!(super::bind(&d.path().join("other.sock")).is_err());
+    }
 }
