@@ -15,6 +15,24 @@ pub enum ManifestError {
     Malformed(String),
     #[error("no linux/amd64 image in the index (it has: {0})")]
     NoPlatform(String),
+    #[error("the manifest declares {declared} bytes of blobs (at {digest}); the most this store takes is {max}")]
+    TooLarge { digest: String, declared: String, max: u64 },
+}
+
+/// What a manifest's blobs (config and layers) declare in all, refused past `max`
+/// (the store's unpacking limit: a compressed blob is never larger than what it
+/// unpacks to) and never overflowing: a hostile manifest's sizes bound nothing else.
+pub fn declared_total(m: &ImageManifest, max: u64) -> Result<u64, ManifestError> {
+    let mut total = 0u64;
+    for d in std::iter::once(m.config()).chain(m.layers()) {
+        let sum = total.checked_add(d.size());
+        total = sum.filter(|t| *t <= max).ok_or_else(|| ManifestError::TooLarge {
+            digest: d.digest().to_string(),
+            declared: sum.map_or_else(|| "more than 2^64".to_string(), |t| t.to_string()),
+            max,
+        })?;
+    }
+    Ok(total)
 }
 
 /// What a manifest request returned.
@@ -131,6 +149,36 @@ mod tests {
         let e = select(&idx(&[("linux", "arm64"), ("windows", "amd64")])).expect_err("none");
         assert_eq!(e.to_string(), "no linux/amd64 image in the index (it has: linux/arm64, windows/amd64)");
         assert!(matches!(parse(br#"{"schemaVersion":1}"#), Err(ManifestError::Malformed(m)) if m.contains("schema 1")));
+    }
+
+    /// A hostile manifest's sizes: past the store's limit, or summing past 2^64, are a
+    /// named refusal before anything is downloaded (not a panic, not a wrapped total).
+    #[test]
+    fn declared_sizes_are_bounded_and_never_overflow() {
+        let manifest = |sizes: &[u64]| -> ImageManifest {
+            let layers: Vec<serde_json::Value> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": format!("sha256:{}", format!("{i}").repeat(64)), "size": s})
+                })
+                .collect();
+            let v = serde_json::json!({"schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": format!("sha256:{}", "c".repeat(64)), "size": 100},
+                "layers": layers});
+            match parse(v.to_string().as_bytes()).expect("parse") {
+                Fetched::Manifest(m) => *m,
+                Fetched::Index(_) => panic!("a manifest"),
+            }
+        };
+        assert_eq!(declared_total(&manifest(&[10, 20]), 1 << 20), Ok(130));
+        let e = declared_total(&manifest(&[10, 2 << 20]), 1 << 20).expect_err("too large");
+        assert!(e.to_string().contains(&format!("sha256:{}", "1".repeat(64))), "{e}");
+        let e = declared_total(&manifest(&[u64::MAX, u64::MAX]), u64::MAX).expect_err("overflow");
+        assert!(e.to_string().contains("more than 2^64"), "{e}");
     }
 
     #[test]

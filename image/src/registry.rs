@@ -326,6 +326,7 @@ fn pull_named(r: &Reference, name: &str, store: &Store, progress: Progress<'_>) 
             }
         }
     };
+    manifest::declared_total(&manifest, store.max_unpacked())?;
     let blobs: Vec<(String, u64)> = std::iter::once(manifest.config())
         .chain(manifest.layers().iter())
         .map(|d| (d.digest().to_string(), d.size()))

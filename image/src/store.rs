@@ -145,6 +145,11 @@ impl Store {
         Ok(Self { root: root.into(), max_unpacked })
     }
 
+    /// What unpacking one image may write (its layers' uncompressed tar streams).
+    pub fn max_unpacked(&self) -> u64 {
+        self.max_unpacked
+    }
+
     /// Caps what unpacking one image may write (its layers' uncompressed tar streams).
     pub fn set_max_unpacked(&mut self, bytes: u64) {
         self.max_unpacked = bytes;
@@ -305,7 +310,7 @@ impl Store {
             name: name.into(),
             manifest_digest: manifest_digest.into(),
             config_digest: manifest.config().digest().to_string(),
-            size: manifest.layers().iter().map(|l| l.size()).sum(),
+            size: manifest.layers().iter().fold(0u64, |t, l| t.saturating_add(l.size())),
             layers: layers.clone(),
             created_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
