@@ -91,6 +91,26 @@ impl Guest {
         }
     }
 
+    /// One RX chain whose buffer lies outside guest memory (a hostile or broken driver).
+    pub fn post_rx_bad(&mut self) {
+        let d = RawDescriptor::from(SplitDescriptor::new(0xffff_ff00_0000, 4096, 2, 0));
+        self.rxm.add_desc_chains(&[d], self.next_rx).expect("rx chain");
+        self.rx_addr.insert(u32::from(self.next_rx), 0xffff_ff00_0000);
+        self.next_rx += 1;
+    }
+
+    /// Heads of the RX chains used since the last call to this or [`Guest::received`].
+    pub fn rx_used_heads(&mut self) -> Vec<u32> {
+        let mut out = Vec::new();
+        let idx = self.rxm.used().idx().load();
+        while self.rx_seen != idx {
+            let e = self.rxm.used().ring().ref_at(usize::from(self.rx_seen % QLEN)).expect("slot").load();
+            self.rx_seen = self.rx_seen.wrapping_add(1);
+            out.push(e.id());
+        }
+        out
+    }
+
     /// Used RX buffers since the last call: (bytes written).
     pub fn received(&mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();

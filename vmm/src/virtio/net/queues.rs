@@ -129,10 +129,20 @@ impl RxState {
         // Take chains until the frame fits (one chain unless buffers are mergeable).
         let mut chains = Vec::new();
         let mut room = 0usize;
+        let mut returned_bad = false;
         while room < self.len {
             let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                for _ in 0..chains.len() {
-                    queue.go_to_previous_position();
+                if returned_bad {
+                    // A bad chain between them was returned already, so the ring cannot
+                    // be rewound over it: the good ones go back empty (the guest posts
+                    // them again) and the frame waits for room.
+                    for (head, _) in &chains {
+                        let _ = queue.add_used(mem, *head, 0);
+                    }
+                } else {
+                    for _ in 0..chains.len() {
+                        queue.go_to_previous_position();
+                    }
                 }
                 return Delivered::NoRoom;
             };
@@ -141,6 +151,7 @@ impl RxState {
                 Ok(w) => w,
                 Err(_) => {
                     let _ = queue.add_used(mem, head, 0);
+                    returned_bad = true;
                     continue;
                 }
             };

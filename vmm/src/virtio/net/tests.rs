@@ -38,6 +38,33 @@ fn rx_merges_buffers_and_counts_them_in_num_buffers() {
     assert_eq!(c.rx_frames, 1);
 }
 
+/// A bad chain among the guest's buffers, then no more room: every chain still comes
+/// back exactly once (none lost, none twice) and the frame arrives whole once there is
+/// room again.
+#[test]
+fn a_bad_rx_chain_before_running_out_loses_no_chain_and_no_frame() {
+    let mut g = Guest::new();
+    let mut tap = FakeTap::default();
+    let mut c = NetCounters::default();
+    let mut rx = RxState::default();
+    rx.mergeable = true;
+    let payload: Vec<u8> = (0..2500u32).map(|i| (i * 7) as u8).collect();
+    tap.inbound.push_back(with_hdr(&payload));
+    g.post_rx(1, 1024); // head 0
+    g.post_rx_bad(); // head 1
+    rx.process(&mut g.rxq, g.mem, &mut tap, &mut c);
+    assert!(rx.pending(), "the frame waits for room");
+    let mut heads = g.rx_used_heads();
+    heads.sort();
+    assert_eq!(heads, [0, 1], "the good chain comes back (empty) with the bad one");
+    g.post_rx(3, 1024); // heads 2, 3, 4
+    assert!(rx.flush(&mut g.rxq, g.mem, &mut c));
+    let got = g.received();
+    assert_eq!(got.len(), 3, "the frame over the new buffers, and no chain used twice");
+    assert_eq!(&got.concat()[VNET_HDR_LEN..], &payload[..]);
+    assert_eq!(c.rx_frames, 1);
+}
+
 #[test]
 fn rx_waits_for_buffers_and_drops_frames_that_cannot_fit_without_merging() {
     let mut g = Guest::new();
