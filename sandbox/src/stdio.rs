@@ -29,7 +29,7 @@ impl Bridges {
             Streams::Tty(tty) => {
                 if stdin {
                     let input = tty.try_clone().map_err(|e| ContainerError::Stream("the terminal".into(), e))?;
-                    copy_in(std::io::stdin(), input);
+                    copy_in_terminal(std::io::stdin(), input);
                 }
                 Ok(Self::outputs(vec![(tty, Box::new(std::io::stdout()))]))
             }
@@ -95,9 +95,37 @@ fn copy_in(mut from: impl Read + Send + 'static, mut to: UnixStream) {
     });
 }
 
+/// Our input to a terminal: at its end, the terminal's EOF character (^D), as a user
+/// would type it, and the connection stays whole. A half-close would end the whole
+/// terminal connection on vsock backends that do not carry half-closes (the
+/// container's last output was then lost when `isola run -it` read EOF early).
+fn copy_in_terminal(mut from: impl Read + Send + 'static, mut to: UnixStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.write_all(&[VEOF]);
+    });
+}
+
+/// The terminal's default EOF character (^D).
+const VEOF: u8 = 0x04;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_terminals_input_ends_with_eof_typed_not_a_half_close() {
+        let (ours, mut theirs) = UnixStream::pair().expect("pair");
+        // The output copy holds the connection too, as in `to_stdio`.
+        let _output = ours.try_clone().expect("clone");
+        copy_in_terminal(&b"exit 5\n"[..], ours);
+        let mut got = [0u8; 8];
+        theirs.read_exact(&mut got).expect("input then ^D");
+        assert_eq!(&got, b"exit 5\n\x04");
+        theirs.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        let e = theirs.read(&mut [0u8; 1]).expect_err("no EOF: the connection stays open");
+        assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{e}");
+    }
 
     #[test]
     fn output_that_never_ends_is_cut_off_after_the_grace() {
