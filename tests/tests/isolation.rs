@@ -368,3 +368,34 @@ fn sandboxes_whose_names_share_a_hash_keep_their_own_taps_and_rules() {
     assert_eq!(code, 0, "{err}");
     assert!(!port_chains().contains(&ta));
 }
+
+/// A container (default capabilities, root in its VM) tries to leave a root set-uid or
+/// set-gid program in a root-owned read-write volume: virtiofsd refuses the mode, the
+/// host file has no set-id bit, and a local user running it stays who they are.
+#[test]
+fn a_guest_cannot_plant_a_set_id_program_in_a_host_volume() {
+    let vol = tempfile::tempdir().expect("volume");
+    let v = format!("{}:/data", vol.path().display());
+    let r = busybox_rootfs().display().to_string();
+    // Named busybox: the multi-call binary picks its applet by that name.
+    let script = "cp /bin/busybox /data/busybox; cd /data; chmod 4755 busybox; echo rc4=$?; chmod 6755 busybox; \
+                  echo rc6=$?; chmod 2755 busybox; echo rc2=$?; chmod 755 busybox; echo rc0=$?";
+    let (out, err, code) =
+        isola(&["run", "--name", "e2e-setid", "-v", &v, "--rootfs", &r, "--", "sh", "-c", script], None);
+    assert_eq!(code, 0, "{out}{err}");
+    for refused in ["rc4=1", "rc6=1", "rc2=1"] {
+        assert!(out.contains(refused), "{refused} expected: {out}{err}");
+    }
+    assert!(out.contains("rc0=0"), "a plain mode still works: {out}");
+    let e = vol.path().join("busybox");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&e).expect("the copy").permissions());
+    assert_eq!(mode & 0o7777, 0o755, "no set-id bit on the host: {mode:o}");
+    // As a local user (uid 1000), the file runs as that user.
+    let as_user = Command::new("setpriv")
+        .args(["--reuid=1000", "--regid=1000", "--clear-groups"])
+        .arg(&e)
+        .args(["id", "-u"])
+        .output()
+        .expect("setpriv");
+    assert_eq!(String::from_utf8_lossy(&as_user.stdout).trim(), "1000", "{as_user:?}");
+}

@@ -188,7 +188,8 @@ impl Sandbox {
         crate::mounts::prepare_share(&shared)
             .map_err(|e| io("preparing the shared directory")(std::io::Error::other(e)))?;
         let sock = self.dir.join(virtiofsd::SOCKET);
-        let d = virtiofsd::command(&bin, &sock, &shared);
+        let d = virtiofsd::command(&bin, &sock, &shared)
+            .map_err(|e| io("virtiofsd's filter")(std::io::Error::other(e.to_string())))?;
         // Root, as serving files as their owners needs (it drops the rest itself).
         self.spawn_helper(d, opts, virtiofsd::EXE, virtiofsd::LOG, &sock, None)?;
         self.state.shared_dir = Some(shared);
