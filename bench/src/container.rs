@@ -41,6 +41,7 @@ pub fn options(cfg: &ContainerBenchConfig, name: &str) -> SandboxOptions {
         cgroup_path: None,
         sysctls: vec![],
         template: TemplateUse::Off,
+        network_allow: vec![],
     }
 }
 

@@ -26,6 +26,11 @@ pub struct RunArgs {
     /// only), or auto (bridge where the backend has a network device).
     #[arg(long, default_value = "auto")]
     network: isola_sandbox::sandbox::NetworkMode,
+    /// Let the sandbox reach a private or LAN network (a.b.c.d/n; repeatable): on the
+    /// bridge, private ranges (RFC 1918, CGNAT) and the host's LAN are closed by
+    /// default, the internet and the DNS servers it is given are not.
+    #[arg(long = "network-allow", value_name = "CIDR")]
+    network_allow: Vec<isola_sandbox::netfilter::Cidr>,
     /// Publish a container port on the host: [HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]
     /// (repeatable; on every host address, 127.0.0.1 included, unless HOST_IP is given).
     #[arg(short = 'p', long = "publish")]
@@ -189,6 +194,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         boot_timeout: Duration::from_secs(a.boot_timeout),
         tie_to_parent: !a.detach,
         templates: !a.no_template,
+        network_allow: a.network_allow.clone(),
         ..Request::new(name.clone())
     };
     let placed = host.place(&req);
@@ -196,7 +202,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     // A foreground run killed with -9 is cleaned up at once by this helper.
     let _reaper = (!a.detach).then(|| crate::reap_cmd::spawn(&sopts.state_root, &name)).flatten();
     let pooled = crate::pool_cmd::PoolConfig { memory: a.memory, vcpus, network: a.network, hypervisor: a.hypervisor };
-    let mut sb = match (!a.no_pool).then(|| claim(sopts, &pooled, &name)).transpose()?.flatten() {
+    // A warm-pool member's rules were made for the default egress.
+    let poolable = !a.no_pool && a.network_allow.is_empty();
+    let mut sb = match poolable.then(|| claim(sopts, &pooled, &name)).transpose()?.flatten() {
         Some(sb) => sb,
         None => {
             let sb = placed.start().with_context(|| format!("starting sandbox {name}"))?;

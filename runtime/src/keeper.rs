@@ -138,8 +138,10 @@ fn bundle_copy(dir: &Dir, bundle: &Path, spec: &Spec, netns: Option<&Path>) -> R
     }
     let out = dir.bundle_copy();
     std::fs::create_dir_all(&out).map_err(io("creating", &out))?;
-    spec.save(out.join("config.json"))
+    let bytes = serde_json::to_vec(&spec)
         .map_err(|e| RuntimeError::Spec { path: out.join("config.json"), why: e.to_string() })?;
+    isola_sandbox::files::write_atomic(&out.join("config.json"), &bytes)
+        .map_err(io("writing", &out.join("config.json")))?;
     Ok(out)
 }
 

@@ -15,7 +15,8 @@ use crate::state::{Dir, Record};
 /// returned so `run` can wait for it; `create` lets it go (its caller's subreaper adopts it).
 pub fn create(g: &Globals, a: &CreateArgs) -> Result<std::process::Child, RuntimeError> {
     let dir = Dir::new(&g.root, &a.id)?;
-    std::fs::create_dir_all(&g.root).map_err(io("creating", &g.root))?;
+    // As runc's: no other user reads a container's spec (its env holds secrets) or state.
+    isola_sandbox::files::private_dir_all(&g.root, 0o700).map_err(io("creating", &g.root))?;
     let _lock = dir.lock()?;
     if dir.exists() {
         return Err(RuntimeError::Exists(a.id.clone()));

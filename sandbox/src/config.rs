@@ -10,6 +10,8 @@
 //! vcpus = 1
 //! log_level = "info"
 //! templates = true             # isola-vmm: restore runs from templates, make them
+//! sandbox_uids = { first = 1879048192, count = 65536 }   # one host uid per sandbox
+//! network_allow = ["10.20.0.0/16"]   # private ranges sandboxes may reach (default none)
 //!
 //! [registry_mirrors]            # tried in order before the registry itself
 //! "docker.io" = ["mirror.example:5000"]
@@ -49,6 +51,12 @@ pub struct Config {
     /// Registry host → mirrors to pull from first (`docker.io` → a local mirror).
     #[serde(default)]
     pub registry_mirrors: std::collections::BTreeMap<String, Vec<String>>,
+    /// The host uids given to sandboxes, one each (default: 65536 from 0x70000000).
+    pub sandbox_uids: Option<crate::identity::Range>,
+    /// Private or LAN networks every sandbox on the bridge may reach (default: none;
+    /// the internet is always reachable, private ranges and the host's LAN are not).
+    #[serde(default)]
+    pub network_allow: Vec<crate::netfilter::Cidr>,
 }
 
 pub fn path() -> PathBuf {
@@ -79,6 +87,9 @@ impl Config {
         let c: Config = toml::from_str(text).map_err(|e| e.message().to_string())?;
         if c.vcpus == Some(0) {
             return Err("vcpus must be at least 1".into());
+        }
+        if let Some(r) = &c.sandbox_uids {
+            r.validate().map_err(|e| e.to_string())?;
         }
         Ok(c)
     }
@@ -122,6 +133,14 @@ mod tests {
         let e = Config::parse("hypervisor = \"xen\"").expect_err("bad backend");
         assert!(e.contains("unknown variant `xen`"), "{e}");
         assert_eq!(Config::parse("vcpus = 0").expect_err("zero"), "vcpus must be at least 1");
+        let c = Config::parse("network_allow = [\"10.1.0.0/16\"]").expect("allow");
+        assert_eq!(c.network_allow[0].to_string(), "10.1.0.0/16");
+        let e = Config::parse("network_allow = [\"10.1.0.0/40\"]").expect_err("bad network");
+        assert!(e.contains("10.1.0.0/40"), "{e}");
+        let c = Config::parse("sandbox_uids = { first = 300000, count = 10 }").expect("uids");
+        assert_eq!(c.sandbox_uids, Some(crate::identity::Range { first: 300000, count: 10 }));
+        let e = Config::parse("sandbox_uids = { first = 65530, count = 10 }").expect_err("nobody");
+        assert!(e.contains("65534"), "{e}");
         let c = Config::parse("[registry_mirrors]\n\"docker.io\" = [\"127.0.0.1:5000\"]\n").expect("mirrors");
         assert_eq!(c.registry_mirrors["docker.io"], ["127.0.0.1:5000"]);
     }

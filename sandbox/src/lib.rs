@@ -17,6 +17,7 @@ pub mod features;
 pub mod files;
 pub mod host;
 pub mod hypervisor;
+pub mod identity;
 pub mod inventory;
 pub mod limits_cgroup;
 pub mod mounts;

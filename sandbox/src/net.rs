@@ -41,6 +41,12 @@ pub struct NetState {
     /// Set when the sandbox lives in a pod's (CNI) network namespace instead of on the bridge.
     #[serde(default)]
     pub pod: Option<crate::netns::PodNet>,
+    /// Private or LAN networks it may reach beyond the default egress (bridge only).
+    #[serde(default)]
+    pub allow: Vec<crate::netfilter::Cidr>,
+    /// The DNS servers it is given, which it reaches on port 53 wherever they are.
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
 }
 
 impl NetState {
@@ -48,19 +54,28 @@ impl NetState {
     /// tap (and so its filter chain) is named from that address, never from the
     /// user-chosen name, whose short hash two names can share (then one sandbox's
     /// failed start removed the other's anti-spoofing chain).
-    pub fn for_sandbox(ip: Ipv4Addr) -> Self {
+    pub fn for_sandbox(ip: Ipv4Addr, allow: Vec<crate::netfilter::Cidr>) -> Self {
         let o = ip.octets();
-        NetState { ip, tap: tap_for(ip), mac: format!("02:49:53:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3]), pod: None }
+        let mac = format!("02:49:53:{:02x}:{:02x}:{:02x}", o[1], o[2], o[3]);
+        let dns = host_dns().iter().filter_map(|s| s.parse().ok()).collect();
+        NetState { ip, tap: tap_for(ip), mac, pod: None, allow, dns }
     }
 
     /// The guest takes over the pod's CNI interface: its address and MAC.
     pub fn for_pod(pod: crate::netns::PodNet) -> Self {
-        NetState { ip: pod.ip, tap: crate::netns::TAP.into(), mac: pod.mac.clone(), pod: Some(pod) }
+        NetState {
+            ip: pod.ip,
+            tap: crate::netns::TAP.into(),
+            mac: pod.mac.clone(),
+            pod: Some(pod),
+            allow: vec![],
+            dns: vec![],
+        }
     }
 
     /// What the isolation rules pin for this sandbox.
     pub fn port(&self) -> crate::netfilter::Port<'_> {
-        crate::netfilter::Port { tap: &self.tap, mac: &self.mac, ip: self.ip }
+        crate::netfilter::Port { tap: &self.tap, mac: &self.mac, ip: self.ip, allow: &self.allow, dns: &self.dns }
     }
 
     pub fn guest_config(&self) -> isola_protocol::NetConfig {
@@ -154,7 +169,7 @@ mod tests {
 
     #[test]
     fn tap_names_fit_ifnamsiz_and_macs_follow_the_address() {
-        let n = NetState::for_sandbox(Ipv4Addr::new(10, 88, 1, 7));
+        let n = NetState::for_sandbox(Ipv4Addr::new(10, 88, 1, 7), vec![]);
         assert!(n.tap.len() <= 15, "{}", n.tap);
         assert_eq!(n.tap, "isola0a580107");
         assert_eq!(n.mac, "02:49:53:58:01:07");
@@ -168,6 +183,6 @@ mod tests {
         assert_eq!(crate::names::name_hash("audtap-ltzla"), crate::names::name_hash("audtap-23apa"));
         let a = allocate(&[]).expect("ip");
         let b = allocate(&[a]).expect("ip");
-        assert_ne!(NetState::for_sandbox(a).tap, NetState::for_sandbox(b).tap);
+        assert_ne!(NetState::for_sandbox(a, vec![]).tap, NetState::for_sandbox(b, vec![]).tap);
     }
 }

@@ -5,7 +5,12 @@
 //!   passes only ARP and IPv4 from the sandbox's own MAC and address: no spoofing;
 //! - input from the bridge to the host is dropped except replies to connections the
 //!   host opened; link-local (169.254.0.0/16, cloud metadata) is never forwarded;
-//! - forwarding is enabled for the bridge and the uplinks, not host-wide.
+//! - forwarding is enabled for the bridge and the uplinks, not host-wide;
+//! - egress: a sandbox reaches the internet through NAT but not private ranges (RFC
+//!   1918, CGNAT) nor the subnets of the host's uplinks (its LAN), except the DNS
+//!   servers it is given (port 53) and what the host's `network_allow` and the
+//!   sandbox's own `--network-allow` open. These rules sit in the tap's own chain, so
+//!   they go with the sandbox and never touch another's.
 //!
 //! The per-tap chain is keyed by the tap's name and removed by the sandbox's cleanup,
 //! however the sandbox ended; the host-wide rules are shared, like the bridge.
@@ -21,12 +26,61 @@ pub const BRIDGE: &str = "isola0";
 /// Its subnet, NATed to the outside.
 pub const SUBNET: &str = "10.88.0.0/16";
 
-/// One sandbox's port: its tap, and the only MAC and address it may send from.
+/// One sandbox's port: its tap, the only MAC and address it may send from, and where
+/// beyond the default egress it may go.
 #[derive(Clone, Copy, Debug)]
 pub struct Port<'a> {
     pub tap: &'a str,
     pub mac: &'a str,
     pub ip: Ipv4Addr,
+    /// Private or LAN ranges opened to it (host default and its own).
+    pub allow: &'a [Cidr],
+    /// The DNS servers it is given: reachable on port 53 wherever they are.
+    pub dns: &'a [Ipv4Addr],
+}
+
+/// Destinations a sandbox on the bridge does not reach unless allowed: RFC 1918 and
+/// CGNAT (RFC 6598); link-local is dropped host-wide, the bridge's own subnet by the
+/// isolated ports and the host's input rules.
+pub const PRIVATE_RANGES: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
+
+/// An IPv4 network, `a.b.c.d/n` (a bare address is /32), host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an IPv4 network (a.b.c.d/n)");
+        let (a, p) = s.split_once('/').unwrap_or((s, "32"));
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().ok().filter(|p| *p <= 32).ok_or_else(bad)?;
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        Ok(Cidr { addr: Ipv4Addr::from(u32::from(addr) & mask), prefix })
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> String {
+        c.to_string()
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// nftables table (family `netdev`) holding one ingress chain per tap.
@@ -138,22 +192,51 @@ fn parse_uplinks(routes: &str) -> Vec<String> {
     devs
 }
 
-/// The tap's ingress chain: only its own MAC with its own address, ARP or IPv4.
-fn port_rules(p: Port) -> String {
+/// The tap's ingress chain: only its own MAC with its own address, ARP or IPv4; of
+/// IPv4, what is allowed or its DNS first, then nothing to a private range or the
+/// host's LAN (`lan`), then the rest (the internet, through NAT).
+fn port_rules(p: Port, lan: &[Cidr]) -> String {
     let (t, mac, ip) = (p.tap, p.mac, p.ip);
-    format!(
+    let from = format!("add rule netdev {TABLE} {t} ether saddr {mac} ip saddr {ip}");
+    let mut r = format!(
         "table netdev {TABLE} {{}}\n\
          add chain netdev {TABLE} {t} {{ type filter hook ingress device \"{t}\" priority 0; policy drop; }}\n\
          flush chain netdev {TABLE} {t}\n\
-         add rule netdev {TABLE} {t} ether saddr {mac} arp saddr ether {mac} arp saddr ip {ip} accept\n\
-         add rule netdev {TABLE} {t} ether saddr {mac} ip saddr {ip} accept\n"
-    )
+         add rule netdev {TABLE} {t} ether saddr {mac} arp saddr ether {mac} arp saddr ip {ip} accept\n"
+    );
+    let set = |items: Vec<String>| format!("{{ {} }}", items.join(", "));
+    if !p.allow.is_empty() {
+        r += &format!("{from} ip daddr {} accept\n", set(p.allow.iter().map(Cidr::to_string).collect()));
+    }
+    if !p.dns.is_empty() {
+        let dns = set(p.dns.iter().map(Ipv4Addr::to_string).collect());
+        r += &format!("{from} ip daddr {dns} udp dport 53 accept\n{from} ip daddr {dns} tcp dport 53 accept\n");
+    }
+    let closed: Vec<String> =
+        PRIVATE_RANGES.iter().map(|s| s.to_string()).chain(lan.iter().map(Cidr::to_string)).collect();
+    // The bridge's own subnet stays: the gateway (replies to the host) and the isolated
+    // neighbours are governed by the host's input rules and the isolated ports.
+    r += &format!("{from} ip daddr != {SUBNET} ip daddr {} drop\n", set(closed));
+    r += &format!("{from} accept\n");
+    r
+}
+
+/// The subnets the host's uplinks sit on (its LAN), from their link-scope routes.
+fn uplink_subnets() -> Vec<Cidr> {
+    uplinks()
+        .iter()
+        .flat_map(|dev| {
+            let out = run("ip", &["-4", "route", "show", "dev", dev, "scope", "link"]).unwrap_or_default();
+            out.lines().filter_map(|l| l.split_whitespace().next()?.parse::<Cidr>().ok()).collect::<Vec<_>>()
+        })
+        .filter(|c| c.prefix > 0)
+        .collect()
 }
 
 /// Pins the tap's MAC and address and makes it an isolated bridge port; call before
 /// the port is up. A chain left by an earlier sandbox with this tap name is replaced.
 pub fn isolate_port(p: Port) -> Result<(), FilterError> {
-    run_with_input("nft", &["-f", "-"], &port_rules(p))?;
+    run_with_input("nft", &["-f", "-"], &port_rules(p, &uplink_subnets()))?;
     run("ip", &["link", "set", p.tap, "master", BRIDGE])?;
     run("ip", &["link", "set", "dev", p.tap, "type", "bridge_slave", "isolated", "on"])?;
     Ok(())
@@ -188,13 +271,49 @@ mod tests {
 
     #[test]
     fn a_port_passes_only_its_own_mac_and_address() {
-        let n = Port { tap: "isola0000002a", mac: "02:49:53:58:00:09", ip: Ipv4Addr::new(10, 88, 0, 9) };
-        let r = port_rules(n);
+        let n = Port {
+            tap: "isola0000002a",
+            mac: "02:49:53:58:00:09",
+            ip: Ipv4Addr::new(10, 88, 0, 9),
+            allow: &[],
+            dns: &[],
+        };
+        let r = port_rules(n, &[]);
         assert!(r.contains("policy drop"), "{r}");
         assert_eq!(r.matches(" accept").count(), 2, "ARP and IPv4 only: {r}");
         assert!(r.contains(&format!("ether saddr {} ip saddr 10.88.0.9 accept", n.mac)), "{r}");
         assert!(r.contains(&format!("arp saddr ether {} arp saddr ip 10.88.0.9", n.mac)), "{r}");
         assert!(r.contains(&format!("device \"{}\"", n.tap)), "{r}");
+    }
+
+    #[test]
+    fn private_ranges_and_the_lan_are_closed_but_for_dns_and_what_is_allowed() {
+        let allow = ["10.200.0.0/16".parse::<Cidr>().expect("cidr")];
+        let dns = [Ipv4Addr::new(10, 255, 255, 53)];
+        let p = Port { tap: "t", mac: "m", ip: Ipv4Addr::new(10, 88, 0, 9), allow: &allow, dns: &dns };
+        let r = port_rules(p, &["192.0.2.0/24".parse().expect("lan")]);
+        let lines: Vec<&str> = r.lines().collect();
+        let pos = |s: &str| lines.iter().position(|l| l.contains(s)).unwrap_or_else(|| panic!("{s}: {r}"));
+        let drop = pos("} drop");
+        assert!(pos("ip daddr { 10.200.0.0/16 } accept") < drop, "{r}");
+        assert!(pos("ip daddr { 10.255.255.53 } udp dport 53 accept") < drop, "{r}");
+        assert!(pos("tcp dport 53 accept") < drop, "{r}");
+        assert!(lines[drop].contains("ip daddr != 10.88.0.0/16"), "{r}");
+        for range in PRIVATE_RANGES.iter().chain(&["192.0.2.0/24"]) {
+            assert!(lines[drop].contains(range), "{range}: {r}");
+        }
+        assert!(lines.last().is_some_and(|l| l.ends_with("ip saddr 10.88.0.9 accept")), "the rest goes out: {r}");
+    }
+
+    #[test]
+    fn networks_parse_with_host_bits_cleared_and_mistakes_named() {
+        assert_eq!("10.1.2.3/8".parse::<Cidr>().expect("ok").to_string(), "10.0.0.0/8");
+        assert_eq!("10.1.2.3".parse::<Cidr>().expect("ok").to_string(), "10.1.2.3/32");
+        assert_eq!("0.0.0.0/0".parse::<Cidr>().expect("ok").to_string(), "0.0.0.0/0");
+        for bad in ["10.0.0.0/33", "10.0.0/8", "x", "10.0.0.0/", "::1/128"] {
+            let e = bad.parse::<Cidr>().expect_err(bad);
+            assert!(e.contains(bad), "{e}");
+        }
     }
 
     #[test]

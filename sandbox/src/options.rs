@@ -29,6 +29,9 @@ pub struct SandboxOptions {
     pub sysctls: Vec<(String, String)>,
     /// Boot, or restore from a template ([`crate::template`]).
     pub template: TemplateUse,
+    /// Private or LAN networks a sandbox on the bridge may reach (closed by default:
+    /// [`crate::netfilter`]), the host's `network_allow` and the request's together.
+    pub network_allow: Vec<crate::netfilter::Cidr>,
 }
 
 /// Whether a sandbox starts from a template snapshot (isola-vmm only).
@@ -82,6 +85,7 @@ pub(crate) fn test_options(dir: &std::path::Path) -> SandboxOptions {
         cgroup_path: None,
         sysctls: vec![],
         template: TemplateUse::Off,
+        network_allow: vec![],
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Request {
     /// The caller allows a restore from a template (`--no-template` says no); the host's
     /// configuration may still say no.
     pub templates: bool,
+    /// Private or LAN networks the sandbox may reach beyond the default (`--network-allow`).
+    pub network_allow: Vec<crate::netfilter::Cidr>,
 }
 
 impl Request {
@@ -56,6 +58,7 @@ impl Request {
             tie_to_parent: false,
             state_root: None,
             templates: true,
+            network_allow: vec![],
         }
     }
 }
@@ -140,6 +143,7 @@ impl Host {
             cgroup_path: r.cgroup_path.clone(),
             sysctls: r.sysctls.clone(),
             template: TemplateUse::Off,
+            network_allow: self.config.network_allow.iter().chain(&r.network_allow).copied().collect(),
         };
         let templates = r.templates && self.config.templates_on();
         let template = if templates { TemplateUse::find(&options, &crate::template::root()) } else { TemplateUse::Off };

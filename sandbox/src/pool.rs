@@ -250,6 +250,7 @@ mod tests {
             cgroup: None,
             ports: vec![],
             template: None,
+            uid: None,
         };
         st.save(&dir).expect("save");
         mark_ready(&dir).expect("ready");

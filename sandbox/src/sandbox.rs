@@ -10,7 +10,7 @@ use isola_protocol::SandboxConfig;
 use oci_spec::runtime::Spec;
 
 use crate::agent::Agent;
-use crate::backend::{isola_vmm, unprivileged};
+use crate::backend::unprivileged;
 use crate::cgroup::{self, Hierarchy, HostCgroup};
 use crate::container::{Container, ContainerError, Rootfs};
 use crate::hypervisor::HypervisorKind;
@@ -53,6 +53,10 @@ pub enum SandboxError {
     Ports(#[from] crate::backend::ports::PortError),
     #[error("publishing ports needs the bridge network (this sandbox has none)")]
     PortsWithoutNetwork,
+    #[error("the sandbox's host identity: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SandboxError {
@@ -170,6 +174,7 @@ impl Sandbox {
             cgroup: None,
             ports: vec![],
             template: None,
+            uid: None,
         };
         // Taking the name is the exclusive create itself: of two starts with one name,
         // exactly one gets the directory, the other "exists" (never each other's files).
@@ -183,6 +188,8 @@ impl Sandbox {
         let mut sb = Sandbox::handle(dir.clone(), first, false);
         // On any error below, Drop kills what was started and removes the directory.
         // On record from here on: if we are killed, the next command cleans up.
+        let uids = crate::config::Config::load()?.sandbox_uids.unwrap_or_default();
+        crate::identity::allocate(&crate::identity::default_leases(), uids, &dir, &mut sb.state)?;
         sb.make_vsock_dir()?;
         sb.cgroup = match Hierarchy::detect() {
             Some(h) => {
@@ -219,7 +226,8 @@ impl Sandbox {
                 .flat_map(|r| state::list(r))
                 .filter_map(|(_, st)| st.net.as_ref().map(|n| n.ip))
                 .collect();
-            sb.state.net = Some(crate::net::NetState::for_sandbox(crate::net::allocate(&in_use)?));
+            let ip = crate::net::allocate(&in_use)?;
+            sb.state.net = Some(crate::net::NetState::for_sandbox(ip, opts.network_allow.clone()));
             Some(lock)
         } else {
             None
@@ -397,9 +405,13 @@ impl Sandbox {
             _ => return Err(SandboxError::PortsWithoutNetwork),
         };
         let (mut c, fds, prog) = crate::backend::ports::command(program, &self.dir, ip, self.state.vmm_pid, ports)?;
-        // The cgroup join needs root: before the drop to nobody.
+        // The cgroup join needs root: before the drop to the sandbox's own uid.
         self.confine_spawn(&mut c, opts);
-        unprivileged::drop_to(&mut c, isola_vmm::SANDBOX_UID, isola_vmm::SANDBOX_UID);
+        let id = self.state.host_uid();
+        unprivileged::own_namespaces(&mut c, libc::CLONE_NEWIPC);
+        unprivileged::drop_to(&mut c, id, id);
+        crate::backend::helper_filter::install_before_exec(&mut c, crate::backend::helper_filter::For::Helper)
+            .map_err(|e| crate::backend::ports::PortError::Spawn(std::io::Error::other(e.to_string())))?;
         let child = c.spawn().map_err(crate::backend::ports::PortError::Spawn)?;
         drop((fds, prog));
         self.state.helper_pids.push(child.id() as i32);

@@ -61,6 +61,10 @@ pub struct SandboxState {
     /// The template it was restored from (its key), if it did not boot cold.
     #[serde(default)]
     pub template: Option<String>,
+    /// The host uid and gid its unprivileged processes run as, its own among live
+    /// sandboxes ([`crate::identity`]); none for a sandbox from before identities.
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 /// A process, told apart from a later one with the same pid by its start time.
@@ -97,6 +101,11 @@ impl SandboxState {
     /// A handle on its container `id`.
     pub fn container(&self, id: &str, timeout: std::time::Duration) -> crate::container::Container {
         crate::container::Container::existing(self.agent(timeout), self.shared_dir.clone(), id)
+    }
+
+    /// The uid (and gid) its unprivileged processes run as.
+    pub fn host_uid(&self) -> u32 {
+        self.uid.unwrap_or(crate::backend::isola_vmm::NOBODY)
     }
 
     pub fn load(dir: &Path) -> std::io::Result<Self> {
@@ -139,6 +148,10 @@ pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
     // Binds of user directories live under the sandbox: unmount before deleting.
     if let Err(e) = crate::mounts::unmount_and_remove(dir) {
         log::warn!("cleaning {}: {e}", dir.display());
+    }
+    // Every process that ran as its uid is gone: the uid may serve another sandbox.
+    if let Some(uid) = st.and_then(|s| s.uid) {
+        crate::identity::release(&crate::identity::default_leases(), uid, dir);
     }
 }
 
@@ -211,8 +224,13 @@ pub fn list(root: &Path) -> Vec<(PathBuf, SandboxState)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A recorded sandbox with nothing running.
+    pub(crate) fn sample() -> SandboxState {
+        state("t", 0)
+    }
 
     fn state(id: &str, pid: i32) -> SandboxState {
         SandboxState {
@@ -229,6 +247,7 @@ mod tests {
             cgroup: None,
             ports: vec![],
             template: None,
+            uid: None,
         }
     }
 

@@ -143,8 +143,11 @@ fn ns_of(pid: &str, kind: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).map(|p| p.display().to_string()).unwrap_or_default()
 }
 
-fn assert_unprivileged(what: &str, s: &str) {
-    assert_eq!(status_field(s, "Uid:").split_whitespace().collect::<Vec<_>>(), ["65534"; 4], "{what}: {s}");
+fn assert_unprivileged(what: &str, s: &str, uid: u32) {
+    let uid = uid.to_string();
+    assert_eq!(status_field(s, "Uid:").split_whitespace().collect::<Vec<_>>(), [uid.as_str(); 4], "{what}: {s}");
+    assert_eq!(status_field(s, "Gid:").split_whitespace().collect::<Vec<_>>(), [uid.as_str(); 4], "{what}: {s}");
+    assert_eq!(status_field(s, "Seccomp:"), "2", "{what}: {s}");
     assert_eq!(status_field(s, "CapEff:"), "0000000000000000", "{what}: {s}");
     assert_eq!(status_field(s, "CapPrm:"), "0000000000000000", "{what}: {s}");
     // QEMU keeps what it needed before `-runas` in its bounding set, nothing else.
@@ -156,9 +159,10 @@ fn assert_unprivileged(what: &str, s: &str) {
 
 /// Every process of a sandbox runs with the least it needs: one host memory cgroup of
 /// guest RAM plus overhead holds them all; the VMM (isola-vmm jailed in its own
-/// namespaces, or QEMU chrooted) runs as nobody under seccomp; virtiofsd serves from its
-/// namespace sandbox without mknod/setfcap and sees a `:ro` volume read-only, nosuid,
-/// nodev; QEMU's helpers run as nobody. Removing the sandbox removes the cgroup.
+/// namespaces, or QEMU chrooted) runs as the sandbox's own uid under seccomp; virtiofsd
+/// serves from its namespace sandbox without mknod/setfcap and sees a `:ro` volume
+/// read-only, nosuid, nodev; QEMU's helpers run as that uid under seccomp too.
+/// Removing the sandbox removes the cgroup.
 #[test]
 fn every_sandbox_process_is_confined() {
     let _cleanup = Removed("e2e-confined");
@@ -196,16 +200,17 @@ fn every_sandbox_process_is_confined() {
     let overhead = isola_sandbox::backend::overhead_bytes(st.hypervisor);
     assert_eq!(limit.trim().parse::<u64>().ok(), Some((mem_mib << 20) + overhead), "limit = guest RAM + overhead");
 
+    let uid = st.uid.expect("the sandbox has a uid of its own");
+    let range = isola_sandbox::identity::Range::default();
+    assert!((range.first..range.first + range.count).contains(&uid), "{uid} from the sandbox range");
     let vmm = status_of(st.vmm_pid);
-    assert_eq!(status_field(&vmm, "Seccomp:"), "2", "{vmm}");
-    assert_unprivileged("VMM", &vmm);
+    assert_unprivileged("VMM", &vmm, uid);
     match st.hypervisor {
         isola_sandbox::HypervisorKind::IsolaVmm => {
             // The pid on record is the jail's supervisor; the VMM is its only child.
             let jailed = *children_of(st.vmm_pid).first().expect("the jailed VMM");
             let s = status_of(jailed);
-            assert_eq!(status_field(&s, "Seccomp:"), "2", "{s}");
-            assert_unprivileged("jailed VMM", &s);
+            assert_unprivileged("jailed VMM", &s, uid);
             assert_eq!(status_field(&s, "NSpid:").split_whitespace().last(), Some("1"), "{s}");
             for k in ["mnt", "pid", "ipc"] {
                 assert_ne!(ns_of("self", k), ns_of(&jailed.to_string(), k), "{k} namespace");
@@ -218,7 +223,7 @@ fn every_sandbox_process_is_confined() {
                 let s = status_of(pid);
                 let name = status_field(&s, "Name:");
                 if name != "virtiofsd" {
-                    assert_unprivileged(&name, &s);
+                    assert_unprivileged(&name, &s, uid);
                 }
             }
         }
@@ -246,6 +251,8 @@ fn every_sandbox_process_is_confined() {
     let (_, err, code) = isola(&["rm", "-f", "e2e-confined"], None);
     assert_eq!(code, 0, "{err}");
     assert!(!dir.exists(), "the cgroup {} is removed with the sandbox", dir.display());
+    let lease = isola_sandbox::identity::default_leases().join(uid.to_string());
+    assert!(!lease.exists(), "its uid goes back with it ({})", lease.display());
 }
 
 /// Two sandboxes on the bridge, the second one hostile (root with CAP_NET_ADMIN and

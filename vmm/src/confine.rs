@@ -383,6 +383,14 @@ fn become_user(uid: u32, gid: u32) -> Result<(), ConfineError> {
 /// and without the syscall filter when `seccomp` is false (for debugging; unsafe).
 /// Files are limited to `max_file_bytes` ([`MAX_FILE_BYTES`] unless a snapshot's
 /// memory file needs more).
+/// Not dumpable, whatever the kernel did at the uid change (some keep a process
+/// dumpable across setresuid): no other process of the sandbox's uid may trace the
+/// VMM or open its memory through /proc.
+fn not_dumpable() -> Result<(), ConfineError> {
+    // SAFETY: plain integers.
+    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }, "making the VMM not dumpable")
+}
+
 pub fn confine(seccomp: bool, user: Option<(u32, u32)>, max_file_bytes: u64) -> Result<(), ConfineError> {
     // Past the file-size limit a write fails with EFBIG instead of killing us.
     // SAFETY: setting a signal's disposition to ignore has no other effect.
@@ -399,6 +407,7 @@ pub fn confine(seccomp: bool, user: Option<(u32, u32)>, max_file_bytes: u64) -> 
         become_user(uid, gid)?;
     }
     clear_capabilities()?;
+    not_dumpable()?;
     // The uid change cleared the parent-death signal that ties a jailed VMM to its
     // supervisor.
     crate::jail::rearm_parent_death().map_err(|e| ConfineError::Filter(e.to_string()))?;
@@ -463,6 +472,7 @@ pub fn confine_supervisor(user: Option<(u32, u32)>) -> Result<(), ConfineError> 
         become_user(uid, gid)?;
     }
     clear_capabilities()?;
+    not_dumpable()?;
     let p = program(supervisor_rules(), SeccompAction::KillProcess, SeccompAction::Allow)?;
     seccompiler::apply_filter(&p).map_err(|e| ConfineError::Filter(e.to_string()))
 }

@@ -27,6 +27,10 @@ fn status_while_running(extra: &[&str]) -> (String, String) {
     let idle = BufReader::new(out).lines().map_while(Result::ok).any(|l| l.contains("isola-guest: idle"));
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap_or_default();
+    // Not dumpable: its /proc files belong to root, not to the uid it runs as.
+    let owner =
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(format!("/proc/{}/mem", child.id())).expect("proc"));
+    let status = format!("{status}ProcOwner:\t{owner}\n");
     let _ = child.kill();
     let _ = child.wait();
     assert!(idle, "the idle guest came up");
@@ -62,6 +66,7 @@ fn the_guest_runs_as_the_unprivileged_user_it_is_given() {
     assert_eq!(field(&s, "Uid:").split_whitespace().collect::<Vec<_>>(), ["65534"; 4], "{s}");
     assert_eq!(field(&s, "Gid:").split_whitespace().collect::<Vec<_>>(), ["65534"; 4], "{s}");
     assert_eq!(field(&s, "Groups:"), "", "no supplementary groups: {s}");
+    assert_eq!(field(&s, "ProcOwner:"), "0", "not dumpable: another process of uid 65534 cannot trace it");
     assert_eq!(field(&s, "CapEff:"), "0000000000000000", "{s}");
 }
 

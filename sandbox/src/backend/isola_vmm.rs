@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use crate::hypervisor::{BootSpec, HypervisorError};
 
 pub const EXE: &str = "isola-vmm";
-/// The user a sandbox's isola-vmm runs its guest as once everything is open ("nobody"):
-/// it owns no file, so a guest that escapes into the VMM can touch nothing of the host's.
-pub const SANDBOX_UID: u32 = 65534;
+/// "nobody": the uid of a sandbox recorded before sandboxes had their own
+/// ([`crate::identity`]), and of tests that need some unprivileged user.
+pub const NOBODY: u32 = 65534;
 
 pub fn find() -> Result<PathBuf, HypervisorError> {
     super::require(EXE, " (cargo build)")
@@ -56,6 +56,9 @@ pub struct SandboxDevices<'a> {
     pub fs_socket: Option<&'a Path>,
     /// (tap name, guest MAC): isola-vmm creates the tap, which goes when it does.
     pub tap: Option<(&'a str, &'a str)>,
+    /// The sandbox's own uid and gid, which the jailed VMM becomes once everything is
+    /// open: it owns no host file and shares its id with no other sandbox.
+    pub uid: u32,
 }
 
 pub fn sandbox_command(spec: &BootSpec, d: &SandboxDevices<'_>) -> Result<Command, HypervisorError> {
@@ -101,7 +104,7 @@ pub fn control(sock: &Path, command: &str, timeout: Duration) -> Result<String, 
 }
 
 fn devices(c: &mut Command, d: &SandboxDevices<'_>) {
-    let id = SANDBOX_UID.to_string();
+    let id = d.uid.to_string();
     c.args(["--jail", "--uid", &id, "--gid", &id]);
     c.arg("--vsock-uds").arg(d.vsock_uds).args(["--vsock-cid", &d.cid.to_string()]);
     c.arg("--console").arg(d.console);
@@ -118,7 +121,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_sandbox_vmm_runs_its_guest_as_nobody_with_its_devices() {
+    fn a_sandbox_vmm_runs_its_guest_as_the_sandboxs_own_uid_with_its_devices() {
         let d = tempfile::tempdir().expect("tmp");
         let spec = crate::hypervisor::test_spec(d.path());
         let devices = SandboxDevices {
@@ -127,13 +130,14 @@ mod tests {
             console: Path::new("/run/isola/x/console.log"),
             fs_socket: Some(Path::new("/run/isola/x/virtiofs.sock")),
             tap: Some(("isolatap", "02:00:00:00:00:01")),
+            uid: 0x7000_0003,
         };
         let c = command_at(Path::new("/usr/bin/isola-vmm"), &spec);
         assert_eq!(c.get_program(), "/usr/bin/isola-vmm");
         let c = sandbox_command(&spec, &devices).expect("isola-vmm is built beside the tests (cargo build)");
         let argv: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let line = argv.join(" ");
-        assert!(line.contains("--jail --uid 65534 --gid 65534"), "{line}");
+        assert!(line.contains("--jail --uid 1879048195 --gid 1879048195"), "{line}");
         assert!(line.contains("--vsock-uds /run/isola/x/vsock.sock --vsock-cid 7"), "{line}");
         assert!(line.contains("--shared-memory --fs-socket /run/isola/x/virtiofs.sock"), "{line}");
         assert!(line.contains("--tap isolatap --mac 02:00:00:00:00:01"), "{line}");
@@ -148,6 +152,7 @@ mod tests {
             console: Path::new("/run/isola/y/console.log"),
             fs_socket: None,
             tap: Some(("isolatap2", "02:00:00:00:00:09")),
+            uid: NOBODY,
         };
         let mut c = restore_command(&d.path().join("snapshot"), &devices).expect("built beside the tests");
         snapshot_flags(&mut c, Path::new("/a.sock"), Path::new("/snap"));

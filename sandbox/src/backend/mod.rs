@@ -2,6 +2,7 @@
 //! sockets and how to tell it is ready. `sandbox.rs` supervises them all the same way.
 
 pub mod console;
+pub mod helper_filter;
 pub mod isola_vmm;
 pub mod ports;
 pub mod qemu;

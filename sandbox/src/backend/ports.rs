@@ -148,7 +148,9 @@ pub fn command(
         fds.push(bind(p)?);
     }
     // Opened now and run by descriptor: nobody may not reach the binary's path.
-    let prog = crate::backend::unprivileged::Program::open(program).map_err(PortError::Spawn)?;
+    let prog =
+        crate::backend::unprivileged::Program::open_exec_only(program, &crate::backend::unprivileged::exec_only_dir())
+            .map_err(PortError::Spawn)?;
     let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     if raw.iter().any(|fd| *fd >= FD_BASE) || ports.len() > MAX_PORTS {
         return Err(PortError::Spawn(std::io::Error::other("too many descriptors or ports")));

@@ -32,14 +32,10 @@ pub struct SandboxDevices<'a> {
 
 /// QEMU's own seccomp filter for a sandbox: no obsolete syscalls, no fork or exec, no
 /// scheduler or resource changes. A guest that takes over QEMU is held by it. set*uid
-/// stays allowed because QEMU installs the filter before `-runas` drops it to
-/// [`SANDBOX_USER`]; once every uid is non-root its capabilities are gone, so those
+/// stays allowed because QEMU installs the filter before `-runas` drops it to the
+/// sandbox's own uid; once every uid is non-root its capabilities are gone, so those
 /// calls can no longer raise anything (and no_new_privs is set either way).
 pub const SANDBOX_SECCOMP: &str = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny";
-
-/// The user a sandbox's QEMU becomes once its devices, sockets and tap are open
-/// ("nobody", as isola-vmm): it owns no host file.
-pub const SANDBOX_USER: &str = "65534:65534";
 
 /// The capabilities QEMU starts with (its bounding set): opening the sockets it is
 /// given (dac_override), creating its tap (net_admin), and `-chroot`/`-runas`
@@ -47,16 +43,18 @@ pub const SANDBOX_USER: &str = "65534:65534";
 pub const SANDBOX_CAPS: &[u32] = &[1, 6, 7, 12, 18];
 
 /// The sandbox's QEMU; its console is its stdout. It chroots into `jail` (an empty
-/// directory) and becomes [`SANDBOX_USER`] just before the guest starts.
+/// directory) and becomes the sandbox's own `uid` (and gid) just before the guest
+/// starts: it owns no host file and shares its id with no other sandbox.
 pub fn sandbox_command(
     spec: &BootSpec,
     kvm: KvmKind,
     d: &SandboxDevices<'_>,
     jail: &Path,
+    uid: u32,
 ) -> Result<Command, HypervisorError> {
     let mut q = Command::new(find()?);
     q.args(args(spec, kvm, true));
-    q.args(["-sandbox", SANDBOX_SECCOMP, "-runas", SANDBOX_USER]);
+    q.args(["-sandbox", SANDBOX_SECCOMP, "-runas", &format!("{uid}:{uid}")]);
     q.arg("-chroot").arg(jail);
     q.arg("-chardev").arg(format!("socket,id=vsock,path={}", d.vhost_vsock.display()));
     q.arg("-device").arg("vhost-user-vsock-device,chardev=vsock");

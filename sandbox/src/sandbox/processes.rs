@@ -8,8 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{io, tail, Sandbox, SandboxError, SandboxOptions, CONSOLE_MAX_BYTES, VSOCK_DIR};
-use crate::backend::{console, isola_vmm, qemu, unprivileged, vhost_vsock, virtiofsd};
+use crate::backend::{console, helper_filter, isola_vmm, qemu, unprivileged, vhost_vsock, virtiofsd};
 use crate::names::guest_cid;
+
+fn filter_err(e: helper_filter::HelperFilterError) -> SandboxError {
+    io("the helpers' seccomp filter")(std::io::Error::other(e.to_string()))
+}
 
 fn tie_to_parent(cmd: &mut Command) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and runs between fork and exec.
@@ -53,6 +57,7 @@ impl Sandbox {
             console: &console,
             fs_socket: fs_socket.as_deref(),
             tap: net.as_ref().map(|n| (n.tap.as_str(), n.mac.as_str())),
+            uid: self.state.host_uid(),
         };
         let mut c = match from {
             Some(snapshot) => isola_vmm::restore_command(snapshot, &devices)?,
@@ -81,13 +86,13 @@ impl Sandbox {
         self.state.save(&self.dir).map_err(io("saving sandbox state"))
     }
 
-    /// The directory of the sandbox's vsock sockets, owned by the unprivileged user the
-    /// vsock daemon runs as (it creates them there) and closed to everyone else.
+    /// The directory of the sandbox's vsock sockets, owned by the sandbox's own uid (its
+    /// VMM or vsock daemon creates them there) and closed to everyone else.
     pub(super) fn make_vsock_dir(&self) -> Result<(), SandboxError> {
         use std::os::unix::fs::PermissionsExt;
         let d = self.dir.join(VSOCK_DIR);
         std::fs::create_dir(&d).map_err(io("creating the vsock directory"))?;
-        let id = isola_vmm::SANDBOX_UID;
+        let id = self.state.host_uid();
         std::os::unix::fs::chown(&d, Some(id), Some(id)).map_err(io("handing the vsock directory over"))?;
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(io("closing the vsock directory"))
     }
@@ -117,7 +122,10 @@ impl Sandbox {
         c.stderr(crate::files::create_private(&self.dir.join(log)).map_err(io(format!("{what} log")))?);
         self.confine_spawn(&mut c, opts);
         if let Some(id) = user {
+            // A network and IPC of its own: it talks over its unix sockets only.
+            unprivileged::own_namespaces(&mut c, libc::CLONE_NEWNET | libc::CLONE_NEWIPC);
             unprivileged::drop_to(&mut c, id, id);
+            helper_filter::install_before_exec(&mut c, helper_filter::For::Helper).map_err(filter_err)?;
         }
         let child = c.spawn().map_err(io(format!("starting {what}")))?;
         self.state.helper_pids.push(child.id() as i32);
@@ -130,11 +138,12 @@ impl Sandbox {
     pub(super) fn start_qemu(&mut self, opts: &SandboxOptions) -> Result<(), SandboxError> {
         let vhost_sock = self.dir.join(VSOCK_DIR).join(vhost_vsock::SOCKET);
         let bin = vhost_vsock::find()?;
-        let prog = unprivileged::Program::open(&bin).map_err(io(format!("opening {}", bin.display())))?;
+        let prog = unprivileged::Program::open_exec_only(&bin, &unprivileged::exec_only_dir())
+            .map_err(io(format!("opening {}", bin.display())))?;
         let mut d = vhost_vsock::command(&prog.via_fd(), guest_cid(&self.id), &vhost_sock, &self.state.vsock_uds);
         prog.name(&mut d);
         // It needs nothing privileged, only its directory.
-        self.spawn_helper(d, opts, vhost_vsock::EXE, vhost_vsock::LOG, &vhost_sock, Some(isola_vmm::SANDBOX_UID))?;
+        self.spawn_helper(d, opts, vhost_vsock::EXE, vhost_vsock::LOG, &vhost_sock, Some(self.state.host_uid()))?;
         let fs_socket = self.start_virtiofsd(opts)?;
         let net = self.state.net.clone();
         let devices = qemu::SandboxDevices {
@@ -144,9 +153,10 @@ impl Sandbox {
         };
         let jail = self.dir.join("qemu-root");
         std::fs::create_dir(&jail).map_err(io("creating QEMU's empty root"))?;
-        let mut q = qemu::sandbox_command(&opts.boot, opts.kvm, &devices, &jail)?;
+        let mut q = qemu::sandbox_command(&opts.boot, opts.kvm, &devices, &jail, self.state.host_uid())?;
         q.stdout(self.start_console_pump(opts)?);
         unprivileged::bound_capabilities(&mut q, qemu::SANDBOX_CAPS);
+        helper_filter::install_before_exec(&mut q, helper_filter::For::Qemu).map_err(filter_err)?;
         self.spawn_vmm(q, opts, "qemu")?;
         self.connect_tap()
     }
@@ -156,10 +166,12 @@ impl Sandbox {
     fn start_console_pump(&mut self, opts: &SandboxOptions) -> Result<std::io::PipeWriter, SandboxError> {
         let (r, w) = std::io::pipe().map_err(io("console pipe"))?;
         let log = crate::files::create_private(&self.dir.join("console.log")).map_err(io("console log"))?;
-        let id = isola_vmm::SANDBOX_UID;
+        let id = self.state.host_uid();
         let mut c = console::command(r, log, CONSOLE_MAX_BYTES);
         self.confine_spawn(&mut c, opts);
+        unprivileged::own_namespaces(&mut c, libc::CLONE_NEWNET | libc::CLONE_NEWIPC);
         unprivileged::drop_to(&mut c, id, id);
+        helper_filter::install_before_exec(&mut c, helper_filter::For::Helper).map_err(filter_err)?;
         let child = c.spawn().map_err(io(format!("starting {}", console::EXE)))?;
         self.state.helper_pids.push(child.id() as i32);
         self.supervise(child, console::EXE, "console.log", false);
@@ -184,7 +196,8 @@ impl Sandbox {
             return Ok(None);
         };
         let shared = self.dir.join("shared");
-        std::fs::create_dir_all(&shared).map_err(io("creating the shared directory"))?;
+        // Only virtiofsd (root) serves it: no other uid lists a tenant's rootfs or volumes.
+        crate::files::private_dir_all(&shared, 0o700).map_err(io("creating the shared directory"))?;
         crate::mounts::prepare_share(&shared)
             .map_err(|e| io("preparing the shared directory")(std::io::Error::other(e)))?;
         let sock = self.dir.join(virtiofsd::SOCKET);

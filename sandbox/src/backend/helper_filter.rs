@@ -1,0 +1,224 @@
+//! The seccomp filter every host process of a sandbox runs under that brings none of
+//! its own strict enough (vhost-device-vsock, the console pump, the port forwarder;
+//! stacked under QEMU's own `-sandbox`): it is installed between fork and exec, so
+//! the program never runs a moment without it, and it refuses what a helper taken
+//! over by its guest would use to reach further — tracing or reading other processes
+//! (ptrace, process_vm_*: QEMU's filter allows them), namespaces and mounts, BPF,
+//! perf, keyrings, io_uring, userfaultfd, modules, kexec, clocks, handles to host
+//! files by inode. None of the helpers calls any of them.
+//!
+//! A deny-list, not an allow-list: these are third-party programs (and a shell) whose
+//! exact calls change with their versions and libc; what they may never need is
+//! stable. See docs/security.md.
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use seccompiler::{SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule};
+
+#[derive(Debug, thiserror::Error)]
+#[error("the helpers' seccomp filter: {0}")]
+pub struct HelperFilterError(String);
+
+fn err(e: impl std::fmt::Display) -> HelperFilterError {
+    HelperFilterError(e.to_string())
+}
+
+/// Refused for every helper.
+const REFUSED: &[i64] = &[
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_kcmp,
+    libc::SYS_pidfd_getfd,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_open_tree,
+    libc::SYS_move_mount,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_iopl,
+    libc::SYS_ioperm,
+    libc::SYS_acct,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_reboot,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_clock_adjtime,
+    libc::SYS_adjtimex,
+    libc::SYS_quotactl,
+    libc::SYS_syslog,
+    libc::SYS_lookup_dcookie,
+    libc::SYS_mknod,
+    libc::SYS_mknodat,
+];
+
+/// Refused for the helpers, but QEMU's own filter governs them for QEMU: it needs
+/// chroot and the id changes of `-chroot`/`-runas`, and may probe io_uring.
+const REFUSED_BUT_FOR_QEMU: &[i64] = &[
+    libc::SYS_chroot,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_setuid,
+    libc::SYS_setgid,
+    libc::SYS_setreuid,
+    libc::SYS_setregid,
+    libc::SYS_setresuid,
+    libc::SYS_setresgid,
+    libc::SYS_setfsuid,
+    libc::SYS_setfsgid,
+    libc::SYS_setgroups,
+    libc::SYS_capset,
+];
+
+/// clone's flags that make namespaces: a thread or fork goes, a new namespace does not.
+const NEW_NAMESPACES: [u64; 7] = [
+    libc::CLONE_NEWNS as u64,
+    libc::CLONE_NEWUSER as u64,
+    libc::CLONE_NEWPID as u64,
+    libc::CLONE_NEWNET as u64,
+    libc::CLONE_NEWIPC as u64,
+    libc::CLONE_NEWUTS as u64,
+    libc::CLONE_NEWCGROUP as u64,
+];
+
+/// Who the filter is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum For {
+    /// A helper, installed after it dropped to the sandbox's uid.
+    Helper,
+    /// QEMU, installed while it is still root (it chroots and drops later itself).
+    Qemu,
+}
+
+pub fn program(who: For) -> Result<seccompiler::BpfProgram, HelperFilterError> {
+    let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> = std::collections::BTreeMap::new();
+    let extra: &[i64] = if who == For::Helper { REFUSED_BUT_FOR_QEMU } else { &[] };
+    for &nr in REFUSED.iter().chain(extra) {
+        rules.insert(nr, vec![]);
+    }
+    let mut clone = Vec::new();
+    for bit in NEW_NAMESPACES {
+        let c = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(bit), bit).map_err(err)?;
+        clone.push(SeccompRule::new(vec![c]).map_err(err)?);
+    }
+    rules.insert(libc::SYS_clone, clone);
+    // Nothing may make itself dumpable again (QEMU does after `-runas`): a process of
+    // the same uid could then trace it or read its memory through /proc.
+    let dumpable = [
+        SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::PR_SET_DUMPABLE as u64)
+            .map_err(err)?,
+        SeccompCondition::new(1, SeccompCmpArgLen::Qword, SeccompCmpOp::Ne, 0).map_err(err)?,
+    ];
+    rules.insert(libc::SYS_prctl, vec![SeccompRule::new(dumpable.to_vec()).map_err(err)?]);
+    let f = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        seccompiler::TargetArch::x86_64,
+    )
+    .map_err(err)?;
+    let mut prog: seccompiler::BpfProgram = f.try_into().map_err(|e: seccompiler::BackendError| err(e))?;
+    // clone3 passes its flags in memory a filter cannot read: it is answered ENOSYS,
+    // which makes libc fall back to clone, whose flags the filter does see.
+    prog = with_clone3_enosys(prog);
+    Ok(prog)
+}
+
+/// Prepends "clone3 → ENOSYS" to `prog` (seccompiler has one error number per filter).
+fn with_clone3_enosys(prog: seccompiler::BpfProgram) -> seccompiler::BpfProgram {
+    use seccompiler::sock_filter;
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    let head = [
+        // Architecture first (offset 4): on another one the rest of the program decides.
+        sock_filter { code: LD_W_ABS, jt: 0, jf: 0, k: 4 },
+        sock_filter { code: JEQ_K, jt: 0, jf: 3, k: AUDIT_ARCH_X86_64 },
+        sock_filter { code: LD_W_ABS, jt: 0, jf: 0, k: 0 },
+        sock_filter { code: JEQ_K, jt: 0, jf: 1, k: libc::SYS_clone3 as u32 },
+        sock_filter { code: RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ERRNO | libc::ENOSYS as u32 },
+    ];
+    head.into_iter().chain(prog).collect()
+}
+
+/// Installs the filter for `who` just before `cmd` execs (register it after the hooks
+/// that need what it refuses: the drop to the sandbox's uid).
+pub fn install_before_exec(cmd: &mut Command, who: For) -> Result<(), HelperFilterError> {
+    let prog = program(who)?;
+    // SAFETY: the hook only makes the prctl and seccomp calls of apply_filter on a
+    // program built before the fork: no allocation, no lock, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || seccompiler::apply_filter(&prog).map_err(|e| std::io::Error::other(e.to_string())));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shell under the helper filter, as root: it still runs programs and forks, but
+    /// cannot trace, unshare, mount, change ids or make a namespace by clone.
+    #[test]
+    fn a_helper_keeps_forking_and_exec_but_not_what_reaches_further() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root (does not skip)");
+        let run = |script: &str| {
+            let mut c = Command::new("/bin/sh");
+            c.args(["-c", script]);
+            install_before_exec(&mut c, For::Helper).expect("filter");
+            let out = c.output().expect("sh");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+            )
+        };
+        let (code, out) = run("echo hi | cat; grep Seccomp: /proc/self/status");
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("hi") && out.contains("Seccomp:\t2"), "{out}");
+        for (what, script) in [
+            ("unshare", "unshare -n true"),
+            ("mount", "mount -t tmpfs none /mnt"),
+            ("setuid", "setpriv --reuid=1000 true"),
+            ("chroot", "chroot / true"),
+        ] {
+            let (code, out) = run(script);
+            assert_ne!(code, Some(0), "{what} went through: {out}");
+        }
+        // The same calls without the filter do work here (so the test can fail).
+        let ok = Command::new("/bin/sh").args(["-c", "unshare -n true && chroot / true"]).status().expect("sh");
+        assert!(ok.success());
+    }
+
+    #[test]
+    fn qemu_keeps_chroot_and_its_id_drop() {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", "chroot / setpriv --reuid=65534 --regid=65534 --clear-groups true && ! unshare -n true"]);
+        install_before_exec(&mut c, For::Qemu).expect("filter");
+        let st = c.status().expect("sh");
+        assert!(st.success(), "{st}");
+    }
+}

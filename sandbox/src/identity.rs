@@ -1,0 +1,206 @@
+//! One host identity per sandbox, as Firecracker's jailer gives each microVM its own
+//! uid: every unprivileged process of a sandbox (its VMM, QEMU's helpers, the port
+//! forwarder, the console pump) runs as a uid and gid allocated to it alone from a
+//! configured range, so a helper a guest takes over can neither connect to, read,
+//! trace nor signal another tenant's.
+//!
+//! A uid is leased by a file `<leases>/<uid>` naming the state root of the sandbox
+//! that holds it. A lease holds while a sandbox under that root (or its warm pool)
+//! records the uid in its state; so a holder killed at any point leaves nothing that
+//! keeps the uid taken once its directory is cleaned, and a claim from the warm pool
+//! (a rename within the roots) keeps it. Allocation and release happen under one lock.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::state::{self, SandboxState};
+
+/// Above the ranges distributions give users (1000…), subordinate ids (100000…) and
+/// systemd's containers (524288…0x6FFFFFFF): ids nothing else on a host owns.
+pub const DEFAULT_FIRST: u32 = 0x7000_0000;
+pub const DEFAULT_COUNT: u32 = 65536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("the sandbox uid lease directory {path}: {source}")]
+    Leases { path: String, source: std::io::Error },
+    #[error("every uid of {first}..{} is held by a live sandbox", u64::from(*first) + u64::from(*count))]
+    Exhausted { first: u32, count: u32 },
+    #[error("sandbox uid range {first}+{count}: {reason}")]
+    BadRange { first: u32, count: u32, reason: &'static str },
+}
+
+/// The uids sandboxes are given (`sandbox_uids` in config.toml).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Range {
+    pub first: u32,
+    pub count: u32,
+}
+
+impl Default for Range {
+    fn default() -> Self {
+        Range { first: DEFAULT_FIRST, count: DEFAULT_COUNT }
+    }
+}
+
+impl Range {
+    /// A range of real, unprivileged ids: not root, not "nobody", no wrap, not -1.
+    pub fn validate(&self) -> Result<(), IdentityError> {
+        let bad = |reason| Err(IdentityError::BadRange { first: self.first, count: self.count, reason });
+        let end = u64::from(self.first) + u64::from(self.count);
+        if self.count == 0 {
+            return bad("it is empty");
+        }
+        if self.first < 1000 {
+            return bad("it starts among system ids (below 1000)");
+        }
+        if end > u64::from(u32::MAX) {
+            return bad("it reaches the invalid id 4294967295");
+        }
+        if (u64::from(self.first)..end).contains(&65534) {
+            return bad("it holds 65534 (nobody), which other programs share");
+        }
+        Ok(())
+    }
+}
+
+/// Where leases live: one directory for the host, whatever the state root, so two
+/// state roots never hand out the same uid.
+pub fn default_leases() -> PathBuf {
+    std::env::var_os("ISOLA_UID_LEASES").map(PathBuf::from).unwrap_or_else(|| "/run/isola-uids".into())
+}
+
+fn leases_err(p: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Leases { path: p.display().to_string(), source }
+}
+
+/// The lease lock, its directory made root-only first.
+fn lock(leases: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, IdentityError> {
+    match std::fs::DirBuilder::new().mode(0o700).create(leases) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(leases_err(leases)(e)),
+        _ => {}
+    }
+    let f = crate::files::create_private(&leases.join(".lock")).map_err(leases_err(leases))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| leases_err(leases)(e.into()))
+}
+
+/// Whether a sandbox under `root` (or its pool) records `uid`, staged ones included.
+fn held_under(root: &Path, uid: u32) -> bool {
+    state::roots(root).iter().any(|r| {
+        let Ok(entries) = std::fs::read_dir(r) else { return false };
+        entries.flatten().any(|e| SandboxState::load(&e.path()).is_ok_and(|s| s.uid == Some(uid)))
+    })
+}
+
+fn lease_holder(path: &Path) -> Option<PathBuf> {
+    std::fs::read_to_string(path).ok().map(|s| PathBuf::from(s.trim_end_matches('\n')))
+}
+
+/// Allocates a uid of `range` for the sandbox at `dir` and records it in its state
+/// (saved there before the lock goes, so no other allocation can see it free).
+pub fn allocate(leases: &Path, range: Range, dir: &Path, st: &mut SandboxState) -> Result<u32, IdentityError> {
+    range.validate()?;
+    let root = dir.parent().map(|p| state::roots(p)[0].clone()).unwrap_or_default();
+    let _lock = lock(leases)?;
+    // Start where the name hashes to: a restart of a name rarely probes far.
+    let start = crate::names::name_hash(&st.id) % range.count;
+    for i in 0..range.count {
+        let uid = range.first + (start + i) % range.count;
+        let path = leases.join(uid.to_string());
+        if let Some(holder) = lease_holder(&path) {
+            if held_under(&holder, uid) {
+                continue;
+            }
+            // Its sandbox is gone (killed before or during its cleanup): free again.
+            let _ = std::fs::remove_file(&path);
+        }
+        let mut f = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(leases_err(leases)(e)),
+        };
+        f.write_all(root.as_os_str().as_encoded_bytes()).map_err(leases_err(leases))?;
+        st.uid = Some(uid);
+        if let Err(e) = st.save(dir) {
+            st.uid = None;
+            let _ = std::fs::remove_file(&path);
+            return Err(leases_err(dir)(e));
+        }
+        return Ok(uid);
+    }
+    Err(IdentityError::Exhausted { first: range.first, count: range.count })
+}
+
+/// Gives `uid` back once the sandbox in `dir` (already removed) no longer holds it.
+pub fn release(leases: &Path, uid: u32, dir: &Path) {
+    let Ok(_lock) = lock(leases) else { return };
+    let path = leases.join(uid.to_string());
+    let Some(holder) = lease_holder(&path) else { return };
+    let ours = dir.parent().is_some_and(|p| state::roots(p)[0] == holder);
+    if ours && !held_under(&holder, uid) {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(root: &Path, id: &str) -> (PathBuf, SandboxState) {
+        let dir = root.join(id);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut st = crate::state::tests::sample();
+        st.id = id.into();
+        st.save(&dir).expect("save");
+        (dir, st)
+    }
+
+    #[test]
+    fn live_sandboxes_never_share_a_uid_and_a_gone_one_frees_its_own() {
+        let d = tempfile::tempdir().expect("tmp");
+        let leases = d.path().join("leases");
+        let root = d.path().join("run");
+        // A range of two: the third sandbox finds none until one is gone.
+        let range = Range { first: 200_000, count: 2 };
+        let (a_dir, mut a) = sandbox(&root, "a");
+        let (b_dir, mut b) = sandbox(&root, "b");
+        let ua = allocate(&leases, range, &a_dir, &mut a).expect("a");
+        let ub = allocate(&leases, range, &b_dir, &mut b).expect("b");
+        assert_ne!(ua, ub);
+        assert_eq!(SandboxState::load(&a_dir).expect("a's state").uid, Some(ua), "recorded before the lock goes");
+        let (c_dir, mut c) = sandbox(&root, "c");
+        assert!(matches!(allocate(&leases, range, &c_dir, &mut c), Err(IdentityError::Exhausted { .. })));
+        // A claimed warm-pool member keeps its uid under its new name.
+        let pool = crate::state::pool_root(&root);
+        std::fs::create_dir_all(&pool).expect("pool");
+        std::fs::rename(&b_dir, pool.join("b")).expect("move");
+        assert!(matches!(allocate(&leases, range, &c_dir, &mut c), Err(IdentityError::Exhausted { .. })));
+        // a is killed -9 and its directory cleaned without a release: its uid is free.
+        std::fs::remove_dir_all(&a_dir).expect("rm a");
+        assert_eq!(allocate(&leases, range, &c_dir, &mut c).expect("c gets a's"), ua);
+        // A release by a sandbox that does not hold the lease leaves it alone.
+        release(&leases, ua, &pool.join("b"));
+        assert!(leases.join(ua.to_string()).exists());
+        std::fs::remove_dir_all(&c_dir).expect("rm c");
+        release(&leases, ua, &c_dir);
+        assert!(!leases.join(ua.to_string()).exists(), "released with its sandbox");
+    }
+
+    #[test]
+    fn ranges_that_would_share_an_id_with_the_host_are_refused() {
+        assert!(Range::default().validate().is_ok());
+        for (first, count) in [(0, 10), (65000, 1000), (u32::MAX - 5, 10), (5000, 0)] {
+            assert!(Range { first, count }.validate().is_err(), "{first}+{count}");
+        }
+    }
+}
