@@ -1,5 +1,5 @@
 //! What sandboxes hold on this host — processes, taps, network namespaces, mounts,
-//! state directories, nftables chains, iptables rules, cgroups — as one snapshot, so a
+//! state directories, uid leases, nftables chains, iptables rules, cgroups — as one snapshot, so a
 //! leak check (the chaos test, `isola bench soak`) compares before and after.
 
 use std::collections::BTreeSet;
@@ -97,6 +97,8 @@ pub fn snapshot() -> Snapshot {
     }));
     let pool_root = crate::state::pool_root(&state_root);
     items.extend(names_in(&pool_root.display().to_string(), "pool state", |n| !n.starts_with('.')));
+    let leases = crate::identity::default_leases().display().to_string();
+    items.extend(names_in(&leases, "uid lease", |n| !n.starts_with('.')));
     items.extend(crate::netfilter::port_chains().into_iter().map(|c| format!("nft chain {c}")));
     items.extend(iptables());
     items.extend(cgroups());
