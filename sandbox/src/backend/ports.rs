@@ -26,6 +26,9 @@ pub const MAX_FLOWS: usize = 256;
 /// A UDP peer silent this long is forgotten.
 const UDP_IDLE: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A relayed TCP connection silent both ways this long is closed (as a NAT forgets
+/// one), so idle clients cannot hold the [`MAX_FLOWS`] slots for ever.
+pub const TCP_IDLE: Duration = Duration::from_secs(15 * 60);
 /// The forwarder's descriptors: the VMM's pidfd at FD_BASE, then one socket per port.
 const FD_BASE: i32 = 200;
 /// Ports one sandbox may publish.
@@ -234,15 +237,64 @@ fn forwarder(j: &PortsJob) -> Result<(), String> {
     }
 }
 
-/// Copies one direction until EOF or error, then shuts both sides down.
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    let _ = std::io::copy(&mut from, &mut to);
+/// When either direction of a connection last carried data (ms since `epoch`).
+struct Activity {
+    epoch: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity { epoch: Instant::now(), last_ms: 0.into() }
+    }
+    fn touch(&self) {
+        self.last_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Duration {
+        self.epoch.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Copies one direction until EOF or error, or until neither direction has carried
+/// anything for `idle` (then both sides are closed), then shuts its half down.
+fn pump(mut from: TcpStream, mut to: TcpStream, activity: &Activity, idle: Duration) {
+    use std::io::{Read, Write};
+    let tick = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+    let _ = from.set_read_timeout(Some(tick));
+    // A peer that stops reading holds a write no longer than the idle limit.
+    let _ = to.set_write_timeout(Some(idle));
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                activity.touch();
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if activity.idle_for() >= idle {
+                    let _ = from.shutdown(Shutdown::Both);
+                    let _ = to.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
     let _ = to.shutdown(Shutdown::Write);
     let _ = from.shutdown(Shutdown::Read);
 }
 
-/// Accepts on `listener` and relays each connection to `to`, at most [`MAX_FLOWS`] at once.
+/// Accepts on `listener` and relays each connection to `to`, at most [`MAX_FLOWS`] at
+/// once, each closed after [`TCP_IDLE`] without traffic.
 pub fn forward_tcp(listener: TcpListener, to: SocketAddr) {
+    forward_tcp_idle(listener, to, TCP_IDLE)
+}
+
+fn forward_tcp_idle(listener: TcpListener, to: SocketAddr, idle: Duration) {
     let live = Arc::new(AtomicUsize::new(0));
     for conn in listener.incoming() {
         let Ok(client) = conn else { continue };
@@ -254,8 +306,10 @@ pub fn forward_tcp(listener: TcpListener, to: SocketAddr) {
         std::thread::spawn(move || {
             if let Ok(upstream) = TcpStream::connect_timeout(&to, CONNECT_TIMEOUT) {
                 if let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) {
-                    let back = std::thread::spawn(move || pump(u2, c2));
-                    pump(client, upstream);
+                    let activity = Arc::new(Activity::new());
+                    let a2 = Arc::clone(&activity);
+                    let back = std::thread::spawn(move || pump(u2, c2, &a2, idle));
+                    pump(client, upstream, &activity, idle);
                     let _ = back.join();
                 }
             }
@@ -364,6 +418,50 @@ mod tests {
             let mut got = String::new();
             c.read_to_string(&mut got).expect("read");
             assert_eq!(got, "echo:hello");
+        }
+    }
+
+    /// A client that opens a connection and goes silent loses it after the idle
+    /// limit, and its slot; one that keeps talking one way keeps it past the limit.
+    #[test]
+    fn an_idle_connection_is_closed_and_a_busy_one_kept() {
+        let upstream = TcpListener::bind("127.0.0.1:0").expect("upstream");
+        let to = upstream.local_addr().expect("addr");
+        // The upstream reads whatever comes and never answers.
+        std::thread::spawn(move || {
+            for c in upstream.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut c = c;
+                    let _ = std::io::copy(&mut c, &mut std::io::sink());
+                });
+            }
+        });
+        let front = TcpListener::bind("127.0.0.1:0").expect("front");
+        let at = front.local_addr().expect("addr");
+        let idle = Duration::from_secs(1);
+        std::thread::spawn(move || forward_tcp_idle(front, to, idle));
+        let mut silent = TcpStream::connect(at).expect("connect");
+        silent.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let mut busy = TcpStream::connect(at).expect("connect");
+        // The busy one writes every 50 ms for two and a half limits.
+        let writer = std::thread::spawn(move || {
+            let ok = (0..50).all(|_| {
+                std::thread::sleep(Duration::from_millis(50));
+                busy.write_all(b"x").is_ok()
+            });
+            (ok, busy)
+        });
+        let started = Instant::now();
+        let mut buf = [0u8; 8];
+        // The silent one is closed (EOF) once the limit passes.
+        assert_eq!(silent.read(&mut buf).expect("closed, not timed out"), 0);
+        assert!(started.elapsed() >= idle, "{:?}", started.elapsed());
+        let (ok, mut busy) = writer.join().expect("writer");
+        assert!(ok, "the busy connection was closed");
+        busy.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+        match busy.read(&mut buf) {
+            Err(e) => assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            Ok(n) => panic!("the busy connection was closed ({n})"),
         }
     }
 
