@@ -9,6 +9,11 @@ use oci_spec::runtime::{
     LinuxSyscallBuilder,
 };
 
+/// `CLONE_NEWUSER`: a new user namespace, the door to the guest kernel's namespaced
+/// attack surface, refused as `unshare` is.
+pub const CLONE_NEWUSER: u64 = 0x1000_0000;
+const ENOSYS: u32 = 38;
+
 /// `AF_VSOCK`, the address family of the guest's host channel.
 pub const AF_VSOCK: u64 = 40;
 const EPERM: u32 = 1;
@@ -105,7 +110,9 @@ impl Seccomp {
     }
 }
 
-/// Everything allowed but [`REFUSED`] and `socket`/`socketpair` of `AF_VSOCK`.
+/// Everything allowed but [`REFUSED`], `socket`/`socketpair` of `AF_VSOCK`, and
+/// `clone` with [`CLONE_NEWUSER`]; `clone3`, whose flags a filter cannot read, is
+/// answered ENOSYS so libc falls back to `clone` (as Docker's default does).
 pub fn default_profile() -> Result<LinuxSeccomp, SeccompError> {
     let build = |e: oci_spec::OciSpecError| SeccompError::Build(e.to_string());
     let refused = LinuxSyscallBuilder::default()
@@ -127,10 +134,30 @@ pub fn default_profile() -> Result<LinuxSeccomp, SeccompError> {
         .args(vec![vsock_arg])
         .build()
         .map_err(build)?;
+    let userns_arg = LinuxSeccompArgBuilder::default()
+        .index(0usize)
+        .value(CLONE_NEWUSER)
+        .value_two(CLONE_NEWUSER)
+        .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+        .build()
+        .map_err(build)?;
+    let userns = LinuxSyscallBuilder::default()
+        .names(vec!["clone".to_string()])
+        .action(LinuxSeccompAction::ScmpActErrno)
+        .errno_ret(EPERM)
+        .args(vec![userns_arg])
+        .build()
+        .map_err(build)?;
+    let clone3 = LinuxSyscallBuilder::default()
+        .names(vec!["clone3".to_string()])
+        .action(LinuxSeccompAction::ScmpActErrno)
+        .errno_ret(ENOSYS)
+        .build()
+        .map_err(build)?;
     LinuxSeccompBuilder::default()
         .default_action(LinuxSeccompAction::ScmpActAllow)
         .architectures(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32])
-        .syscalls(vec![refused, vsock])
+        .syscalls(vec![refused, vsock, userns, clone3])
         .build()
         .map_err(build)
 }
@@ -148,6 +175,14 @@ mod tests {
         let arg = &vsock.args().as_ref().expect("args")[0];
         assert_eq!((arg.index(), arg.value(), arg.op()), (0, AF_VSOCK, LinuxSeccompOperator::ScmpCmpEq));
         assert_eq!(vsock.action(), LinuxSeccompAction::ScmpActErrno);
+        let userns = rules.iter().find(|r| r.names() == &["clone".to_string()]).expect("clone rule");
+        let arg = &userns.args().as_ref().expect("args")[0];
+        assert_eq!(
+            (arg.value(), arg.value_two(), arg.op()),
+            (CLONE_NEWUSER, Some(CLONE_NEWUSER), LinuxSeccompOperator::ScmpCmpMaskedEq)
+        );
+        let clone3 = rules.iter().find(|r| r.names() == &["clone3".to_string()]).expect("clone3 rule");
+        assert_eq!(clone3.errno_ret(), Some(ENOSYS), "libc falls back to clone");
         let refused = &rules[0];
         for name in ["kexec_load", "init_module", "bpf", "ptrace", "mount", "unshare", "io_uring_setup"] {
             assert!(refused.names().contains(&name.to_string()), "{name}");

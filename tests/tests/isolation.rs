@@ -56,6 +56,36 @@ fn a_container_cannot_reach_the_agent_over_vsock() {
     }
 }
 
+/// A default container cannot make a user namespace by clone (the guest kernel has
+/// them: unconfined, it can), while a plain fork still works.
+#[test]
+fn a_default_container_cannot_make_a_user_namespace() {
+    let dir = tempfile::tempdir().expect("probe dir");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("probes/userns_probe.c");
+    let out = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dir.path().join("userns_probe"))
+        .arg(&src)
+        .output()
+        .expect("gcc (build-essential)");
+    assert!(out.status.success(), "building the probe: {}", String::from_utf8_lossy(&out.stderr));
+    let vol = format!("{}:/probe:ro", dir.path().display());
+    let r = busybox_rootfs().display().to_string();
+    let run = |name: &str, extra: &[&str]| {
+        let mut args = vec!["run", "--name", name, "--network", "none", "-v", &vol, "--rootfs", &r];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "/probe/userns_probe"]);
+        let (out, err, code) = isola(&args, None);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    let out = run("e2e-userns", &[]);
+    assert!(out.contains("userns refused Operation not permitted"), "{out}");
+    assert!(out.contains("fork ok"), "{out}");
+    let out = run("e2e-userns-unconfined", &["--security-opt", "seccomp=unconfined"]);
+    assert!(out.contains("userns ok"), "control: the guest kernel has user namespaces: {out}");
+}
+
 /// Removes the sandbox however the test ends.
 struct Removed(&'static str);
 
