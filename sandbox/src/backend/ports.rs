@@ -318,43 +318,79 @@ fn forward_tcp_idle(listener: TcpListener, to: SocketAddr, idle: Duration) {
     }
 }
 
+/// One UDP peer being relayed: its upstream socket, when it last sent, and the flag
+/// that ends its reply thread once it is evicted.
+struct UdpPeer {
+    up: UdpSocket,
+    last: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// Relays datagrams between each peer of `socket` and `to`, one upstream socket per
-/// peer (so replies find their way back), at most [`MAX_FLOWS`] peers at once.
+/// peer (so replies find their way back), at most [`MAX_FLOWS`] peers at once. When
+/// the table is full the peer silent longest makes room (UDP sources are forged at
+/// will: a refusal would let a flood of forged peers lock real ones out for
+/// [`UDP_IDLE`]); reply threads, evicted ones finishing included, stay under twice
+/// that.
 pub fn forward_udp(socket: UdpSocket, to: SocketAddr) {
-    let peers: Arc<Mutex<HashMap<SocketAddr, UdpSocket>>> = Arc::default();
+    forward_udp_with(socket, to, MAX_FLOWS)
+}
+
+fn forward_udp_with(socket: UdpSocket, to: SocketAddr, max_peers: usize) {
+    let peers: Arc<Mutex<HashMap<SocketAddr, UdpPeer>>> = Arc::default();
+    let threads = Arc::new(AtomicUsize::new(0));
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, peer)) = socket.recv_from(&mut buf) else { continue };
         let mut map = peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !map.contains_key(&peer) {
-            if map.len() >= MAX_FLOWS {
-                continue;
-            }
-            let Some(up) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok().filter(|u| u.connect(to).is_ok()) else {
-                continue;
-            };
-            let (Ok(up2), Ok(back)) = (up.try_clone(), socket.try_clone()) else { continue };
-            map.insert(peer, up);
-            let peers = Arc::clone(&peers);
-            std::thread::spawn(move || {
-                let _ = up2.set_read_timeout(Some(UDP_IDLE));
-                let mut buf = vec![0u8; 65536];
-                let mut last = Instant::now();
-                while last.elapsed() < UDP_IDLE {
-                    match up2.recv(&mut buf) {
-                        Ok(n) => {
-                            let _ = back.send_to(&buf[..n], peer);
-                            last = Instant::now();
-                        }
-                        Err(_) => break,
-                    }
+        if let Some(p) = map.get_mut(&peer) {
+            p.last = Instant::now();
+            let _ = p.up.send(&buf[..n]);
+            continue;
+        }
+        if threads.load(Ordering::SeqCst) >= 2 * max_peers {
+            continue;
+        }
+        if map.len() >= max_peers {
+            if let Some(oldest) = map.iter().min_by_key(|(_, p)| p.last).map(|(a, _)| *a) {
+                if let Some(p) = map.remove(&oldest) {
+                    p.stop.store(true, Ordering::SeqCst);
                 }
-                peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&peer);
-            });
+            }
         }
-        if let Some(up) = map.get(&peer) {
-            let _ = up.send(&buf[..n]);
-        }
+        let Some(up) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok().filter(|u| u.connect(to).is_ok()) else {
+            continue;
+        };
+        let (Ok(up2), Ok(back)) = (up.try_clone(), socket.try_clone()) else { continue };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _ = up.send(&buf[..n]);
+        map.insert(peer, UdpPeer { up, last: Instant::now(), stop: Arc::clone(&stop) });
+        drop(map);
+        threads.fetch_add(1, Ordering::SeqCst);
+        let (peers, threads) = (Arc::clone(&peers), Arc::clone(&threads));
+        std::thread::spawn(move || {
+            // Short reads, so an evicted peer's thread ends within a second.
+            let _ = up2.set_read_timeout(Some(Duration::from_secs(1).min(UDP_IDLE)));
+            let mut buf = vec![0u8; 65536];
+            let mut last = Instant::now();
+            while last.elapsed() < UDP_IDLE && !stop.load(Ordering::SeqCst) {
+                match up2.recv(&mut buf) {
+                    Ok(n) => {
+                        let _ = back.send_to(&buf[..n], peer);
+                        last = Instant::now();
+                    }
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(_) => break,
+                }
+            }
+            let mut map = peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Only its own entry: the address may have come back as a new peer.
+            if map.get(&peer).is_some_and(|p| Arc::ptr_eq(&p.stop, &stop)) {
+                map.remove(&peer);
+            }
+            drop(map);
+            threads.fetch_sub(1, Ordering::SeqCst);
+        });
     }
 }
 
@@ -463,6 +499,34 @@ mod tests {
             Err(e) => assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
             Ok(n) => panic!("the busy connection was closed ({n})"),
         }
+    }
+
+    /// A table full of forged peers (each sent once and went silent) does not lock a
+    /// real one out: the silent one longest makes room, and replies reach the new peer.
+    #[test]
+    fn a_full_udp_table_makes_room_for_a_new_peer() {
+        let upstream = UdpSocket::bind("127.0.0.1:0").expect("upstream");
+        let to = upstream.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = upstream.recv_from(&mut buf) {
+                let _ = upstream.send_to(&[b"re:", &buf[..n]].concat(), from);
+            }
+        });
+        let front = UdpSocket::bind("127.0.0.1:0").expect("front");
+        let at = front.local_addr().expect("addr");
+        std::thread::spawn(move || forward_udp_with(front, to, 4));
+        let forged: Vec<UdpSocket> = (0..4).map(|_| UdpSocket::bind("127.0.0.1:0").expect("peer")).collect();
+        for f in &forged {
+            f.send_to(b"x", at).expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let real = UdpSocket::bind("127.0.0.1:0").expect("real");
+        real.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        real.send_to(b"real", at).expect("send");
+        let mut buf = [0u8; 64];
+        let (n, _) = real.recv_from(&mut buf).expect("the new peer is relayed though the table was full");
+        assert_eq!(&buf[..n], b"re:real");
     }
 
     #[test]
