@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use containerd_shim::protos::api::{CreateTaskRequest, DeleteRequest, KillRequest, ShutdownRequest, WaitRequest};
+use containerd_shim::protos::api::{
+    ConnectRequest, CreateTaskRequest, DeleteRequest, KillRequest, ShutdownRequest, StateRequest, WaitRequest,
+};
 use containerd_shim::protos::ttrpc::{context, Client};
 use containerd_shim::protos::TaskClient;
 use isola_e2e::containerd::Containerd;
@@ -138,6 +140,28 @@ fn killing_a_created_task_ends_it_and_wait_returns() {
     gone_within(pid as i32, Duration::from_secs(10), "the task's pid");
     assert_eq!(delete(&task, "created-kill"), 137);
     shut_down_and_nothing_left(&c, &task, shim, "created-kill");
+}
+
+/// What a restarted containerd asks first: Connect names the task's own pid (its host
+/// stand-in, the pid Create and State report), never the VMM's, whose cgroup is the
+/// whole VM's.
+#[test]
+fn connect_reports_the_tasks_pid_not_the_vmms() {
+    let (c, dir, task, shim) = shim_for("connect-pid");
+    let pid = create(&task, "connect-pid", &dir);
+    let mut req = ConnectRequest::new();
+    req.set_id("connect-pid".into());
+    let got = task.connect(ctx(), &req).expect("connect");
+    let mut st = StateRequest::new();
+    st.set_id("connect-pid".into());
+    let state_pid = task.state(ctx(), &st).expect("state").pid;
+    assert_eq!((got.task_pid, state_pid), (pid, pid), "Connect, State and Create agree");
+    let argv0 = std::fs::read(format!("/proc/{}/cmdline", got.task_pid)).unwrap_or_default();
+    let argv0 = String::from_utf8_lossy(argv0.split(|b| *b == 0).next().unwrap_or_default()).into_owned();
+    assert!(!argv0.contains("qemu") && !argv0.contains("isola-vmm"), "the task pid is a VMM: {argv0}");
+    assert_eq!(got.shim_pid, shim as u32);
+    delete(&task, "connect-pid");
+    shut_down_and_nothing_left(&c, &task, shim, "connect-pid");
 }
 
 /// Delete of a created task wakes a Wait that is pending on it, and the shim still

@@ -67,18 +67,28 @@ impl Sandbox {
             isola_vmm::snapshot_flags(&mut c, &self.dir.join(super::API_SOCK), to);
         }
         c.stdout(Stdio::null());
-        self.spawn_vmm(c, opts, isola_vmm::EXE)?;
+        self.spawn_vmm(c, opts, isola_vmm::EXE, None)?;
         self.connect_tap()
     }
 
-    /// Starts the VMM (last of the sandbox's processes) and records it.
-    fn spawn_vmm(&mut self, mut c: Command, opts: &SandboxOptions, what: &str) -> Result<(), SandboxError> {
+    /// Starts the VMM (last of the sandbox's processes) and records it; `filter`, when
+    /// given, is installed last before exec (after the pod's setns, which it refuses).
+    fn spawn_vmm(
+        &mut self,
+        mut c: Command,
+        opts: &SandboxOptions,
+        what: &str,
+        filter: Option<helper_filter::For>,
+    ) -> Result<(), SandboxError> {
         c.stdin(Stdio::null());
         c.stderr(crate::files::create_private(&self.dir.join("vmm.log")).map_err(io("vmm log"))?);
         if let Some(pod) = self.state.net.as_ref().and_then(|n| n.pod.as_ref()) {
             crate::netns::enter_before_exec(&mut c, &pod.netns)?;
         }
         self.confine_spawn(&mut c, opts);
+        if let Some(who) = filter {
+            helper_filter::install_before_exec(&mut c, who).map_err(filter_err)?;
+        }
         self.spawned = Some(Instant::now());
         let child = c.spawn().map_err(io(format!("starting {what}")))?;
         self.state.vmm_pid = child.id() as i32;
@@ -156,8 +166,7 @@ impl Sandbox {
         let mut q = qemu::sandbox_command(&opts.boot, opts.kvm, &devices, &jail, self.state.host_uid())?;
         q.stdout(self.start_console_pump(opts)?);
         unprivileged::bound_capabilities(&mut q, qemu::SANDBOX_CAPS);
-        helper_filter::install_before_exec(&mut q, helper_filter::For::Qemu).map_err(filter_err)?;
-        self.spawn_vmm(q, opts, "qemu")?;
+        self.spawn_vmm(q, opts, "qemu", Some(helper_filter::For::Qemu))?;
         self.connect_tap()
     }
 
