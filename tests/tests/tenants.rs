@@ -107,12 +107,12 @@ fn one_sandboxs_uid_reaches_nothing_of_another_and_a_local_user_reads_nothing() 
     }
     let vmm = sb.vmm_pid;
     assert!(as_uid(ub, &format!("kill -0 {vmm}")), "control: B's uid may signal its own VMM");
-    // Non-dumpable (isola-vmm by its own prctl, vhost-device-vsock from an execute-only
-    // copy): not even B's own uid opens their memory. (QEMU stays dumpable: see
-    // docs/security.md.)
+    // Non-dumpable (QEMU by its id change, isola-vmm by its own prctl as well,
+    // vhost-device-vsock and isola-ports from execute-only copies): not even B's own
+    // uid opens their memory.
     for pid in processes(&sb) {
         let name = name_of(pid);
-        if name.starts_with("isola-vmm") || name.starts_with("vhost-device") {
+        if name.starts_with("qemu") || name.starts_with("isola-vmm") || name.starts_with("vhost-device") {
             assert_eq!(owner_of(&format!("/proc/{pid}/mem")), 0, "{name} ({pid}) is not dumpable");
             assert!(!as_uid(ub, &format!("exec 3</proc/{pid}/mem")), "B's uid opened {name}'s memory");
         }

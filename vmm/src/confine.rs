@@ -383,9 +383,9 @@ fn become_user(uid: u32, gid: u32) -> Result<(), ConfineError> {
 /// and without the syscall filter when `seccomp` is false (for debugging; unsafe).
 /// Files are limited to `max_file_bytes` ([`MAX_FILE_BYTES`] unless a snapshot's
 /// memory file needs more).
-/// Not dumpable, whatever the kernel did at the uid change (some keep a process
-/// dumpable across setresuid): no other process of the sandbox's uid may trace the
-/// VMM or open its memory through /proc.
+/// Not dumpable, said explicitly rather than left to the uid change (which leaves a
+/// process dumpable where a host sets `fs.suid_dumpable` to 1): no other process of
+/// the sandbox's uid may trace the VMM or open its memory through /proc.
 fn not_dumpable() -> Result<(), ConfineError> {
     // SAFETY: plain integers.
     check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }, "making the VMM not dumpable")
