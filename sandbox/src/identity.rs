@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::state::{self, SandboxState};
+/// Whether a live sandbox under a state root records a uid (`crate::state::holds_uid`;
+/// passed in, so leases know nothing of the state's format).
+pub type Held<'a> = &'a dyn Fn(&Path, u32) -> bool;
 
 /// Above the ranges distributions give users (1000…), subordinate ids (100000…) and
 /// systemd's containers (524288…0x6FFFFFFF): ids nothing else on a host owns.
@@ -88,31 +90,29 @@ fn lock(leases: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, IdentityError
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| leases_err(leases)(e.into()))
 }
 
-/// Whether a sandbox under `root` (or its pool) records `uid`, staged ones included.
-fn held_under(root: &Path, uid: u32) -> bool {
-    state::roots(root).iter().any(|r| {
-        let Ok(entries) = std::fs::read_dir(r) else { return false };
-        entries.flatten().any(|e| SandboxState::load(&e.path()).is_ok_and(|s| s.uid == Some(uid)))
-    })
-}
-
 fn lease_holder(path: &Path) -> Option<PathBuf> {
     std::fs::read_to_string(path).ok().map(|s| PathBuf::from(s.trim_end_matches('\n')))
 }
 
-/// Allocates a uid of `range` for the sandbox at `dir` and records it in its state
-/// (saved there before the lock goes, so no other allocation can see it free).
-pub fn allocate(leases: &Path, range: Range, dir: &Path, st: &mut SandboxState) -> Result<u32, IdentityError> {
+/// Allocates a uid of `range` for a sandbox under the state root `root`, starting
+/// where `seed` (its name) hashes to, and has `record` write it into the sandbox's
+/// state while the lock is held, so no other allocation can see it free.
+pub fn allocate(
+    leases: &Path,
+    range: Range,
+    root: &Path,
+    seed: &str,
+    held: Held<'_>,
+    record: impl FnOnce(u32) -> std::io::Result<()>,
+) -> Result<u32, IdentityError> {
     range.validate()?;
-    let root = dir.parent().map(|p| state::roots(p)[0].clone()).unwrap_or_default();
     let _lock = lock(leases)?;
-    // Start where the name hashes to: a restart of a name rarely probes far.
-    let start = crate::names::name_hash(&st.id) % range.count;
+    let start = crate::names::name_hash(seed) % range.count;
     for i in 0..range.count {
         let uid = range.first + (start + i) % range.count;
         let path = leases.join(uid.to_string());
         if let Some(holder) = lease_holder(&path) {
-            if held_under(&holder, uid) {
+            if held(&holder, uid) {
                 continue;
             }
             // Its sandbox is gone (killed before or during its cleanup): free again.
@@ -130,24 +130,22 @@ pub fn allocate(leases: &Path, range: Range, dir: &Path, st: &mut SandboxState) 
             Err(e) => return Err(leases_err(leases)(e)),
         };
         f.write_all(root.as_os_str().as_encoded_bytes()).map_err(leases_err(leases))?;
-        st.uid = Some(uid);
-        if let Err(e) = st.save(dir) {
-            st.uid = None;
+        if let Err(e) = record(uid) {
             let _ = std::fs::remove_file(&path);
-            return Err(leases_err(dir)(e));
+            return Err(leases_err(root)(e));
         }
         return Ok(uid);
     }
     Err(IdentityError::Exhausted { first: range.first, count: range.count })
 }
 
-/// Gives `uid` back once the sandbox in `dir` (already removed) no longer holds it.
-pub fn release(leases: &Path, uid: u32, dir: &Path) {
+/// Gives `uid` back once no sandbox under `root` (the one just removed was its
+/// holder) records it.
+pub fn release(leases: &Path, uid: u32, root: &Path, held: Held<'_>) {
     let Ok(_lock) = lock(leases) else { return };
     let path = leases.join(uid.to_string());
     let Some(holder) = lease_holder(&path) else { return };
-    let ours = dir.parent().is_some_and(|p| state::roots(p)[0] == holder);
-    if ours && !held_under(&holder, uid) {
+    if holder == root && !held(&holder, uid) {
         let _ = std::fs::remove_file(&path);
     }
 }
@@ -155,45 +153,43 @@ pub fn release(leases: &Path, uid: u32, dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sandbox(root: &Path, id: &str) -> (PathBuf, SandboxState) {
-        let dir = root.join(id);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let mut st = crate::state::tests::sample();
-        st.id = id.into();
-        st.save(&dir).expect("save");
-        (dir, st)
-    }
+    use std::cell::RefCell;
+    use std::collections::HashSet;
 
     #[test]
     fn live_sandboxes_never_share_a_uid_and_a_gone_one_frees_its_own() {
         let d = tempfile::tempdir().expect("tmp");
         let leases = d.path().join("leases");
-        let root = d.path().join("run");
-        // A range of two: the third sandbox finds none until one is gone.
-        let range = Range { first: 200_000, count: 2 };
-        let (a_dir, mut a) = sandbox(&root, "a");
-        let (b_dir, mut b) = sandbox(&root, "b");
-        let ua = allocate(&leases, range, &a_dir, &mut a).expect("a");
-        let ub = allocate(&leases, range, &b_dir, &mut b).expect("b");
-        assert_ne!(ua, ub);
-        assert_eq!(SandboxState::load(&a_dir).expect("a's state").uid, Some(ua), "recorded before the lock goes");
-        let (c_dir, mut c) = sandbox(&root, "c");
-        assert!(matches!(allocate(&leases, range, &c_dir, &mut c), Err(IdentityError::Exhausted { .. })));
-        // A claimed warm-pool member keeps its uid under its new name.
-        let pool = crate::state::pool_root(&root);
-        std::fs::create_dir_all(&pool).expect("pool");
-        std::fs::rename(&b_dir, pool.join("b")).expect("move");
-        assert!(matches!(allocate(&leases, range, &c_dir, &mut c), Err(IdentityError::Exhausted { .. })));
+        let (root, other) = (d.path().join("run"), d.path().join("elsewhere"));
+        // (root, uid) pairs recorded by live sandboxes, as the states would say.
+        let live: RefCell<HashSet<(PathBuf, u32)>> = RefCell::default();
+        let held = |r: &Path, uid: u32| live.borrow().contains(&(r.to_path_buf(), uid));
+        let take = |r: &Path, name: &str| {
+            allocate(&leases, Range { first: 200_000, count: 2 }, r, name, &held, |uid| {
+                live.borrow_mut().insert((r.to_path_buf(), uid));
+                Ok(())
+            })
+        };
+        let ua = take(&root, "a").expect("a");
+        let ub = take(&other, "b").expect("b, under another state root");
+        assert_ne!(ua, ub, "two state roots never share a uid");
+        assert!(matches!(take(&root, "c"), Err(IdentityError::Exhausted { .. })), "a range of two is full");
         // a is killed -9 and its directory cleaned without a release: its uid is free.
-        std::fs::remove_dir_all(&a_dir).expect("rm a");
-        assert_eq!(allocate(&leases, range, &c_dir, &mut c).expect("c gets a's"), ua);
-        // A release by a sandbox that does not hold the lease leaves it alone.
-        release(&leases, ua, &pool.join("b"));
-        assert!(leases.join(ua.to_string()).exists());
-        std::fs::remove_dir_all(&c_dir).expect("rm c");
-        release(&leases, ua, &c_dir);
-        assert!(!leases.join(ua.to_string()).exists(), "released with its sandbox");
+        live.borrow_mut().remove(&(root.clone(), ua));
+        assert_eq!(take(&root, "c").expect("c gets a's"), ua);
+        // A failed record leaves no lease behind.
+        live.borrow_mut().remove(&(root.clone(), ua));
+        let failed = allocate(&leases, Range { first: 200_000, count: 2 }, &root, "d", &held, |_| {
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(failed.is_err());
+        assert!(!leases.join(ua.to_string()).exists(), "no lease from a failed record");
+        // A release by a root that does not hold the lease leaves it alone.
+        release(&leases, ub, &root, &held);
+        assert!(leases.join(ub.to_string()).exists());
+        live.borrow_mut().remove(&(other.clone(), ub));
+        release(&leases, ub, &other, &held);
+        assert!(!leases.join(ub.to_string()).exists(), "released with its sandbox");
     }
 
     #[test]

@@ -189,7 +189,12 @@ impl Sandbox {
         // On any error below, Drop kills what was started and removes the directory.
         // On record from here on: if we are killed, the next command cleans up.
         let uids = crate::config::Config::load()?.sandbox_uids.unwrap_or_default();
-        crate::identity::allocate(&crate::identity::default_leases(), uids, &dir, &mut sb.state)?;
+        let [root, _] = state::roots(&opts.state_root);
+        let leases = crate::identity::default_leases();
+        crate::identity::allocate(&leases, uids, &root, &opts.id, &state::holds_uid, |uid| {
+            sb.state.uid = Some(uid);
+            sb.state.save(&dir)
+        })?;
         sb.make_vsock_dir()?;
         sb.cgroup = match Hierarchy::detect() {
             Some(h) => {

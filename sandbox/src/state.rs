@@ -150,9 +150,18 @@ pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
         log::warn!("cleaning {}: {e}", dir.display());
     }
     // Every process that ran as its uid is gone: the uid may serve another sandbox.
-    if let Some(uid) = st.and_then(|s| s.uid) {
-        crate::identity::release(&crate::identity::default_leases(), uid, dir);
+    if let (Some(uid), Some(parent)) = (st.and_then(|s| s.uid), dir.parent()) {
+        crate::identity::release(&crate::identity::default_leases(), uid, &roots(parent)[0], &holds_uid);
     }
+}
+
+/// Whether a sandbox under `root` or its pool records `uid`, staged ones included
+/// (what keeps a uid lease held: [`crate::identity`]).
+pub fn holds_uid(root: &Path, uid: u32) -> bool {
+    roots(root).iter().any(|r| {
+        let Ok(entries) = std::fs::read_dir(r) else { return false };
+        entries.flatten().any(|e| SandboxState::load(&e.path()).is_ok_and(|s| s.uid == Some(uid)))
+    })
 }
 
 /// Where a sandbox's directory is made before it takes its name: `.new-PID-TICKS-ID`,
@@ -224,13 +233,8 @@ pub fn list(root: &Path) -> Vec<(PathBuf, SandboxState)> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// A recorded sandbox with nothing running.
-    pub(crate) fn sample() -> SandboxState {
-        state("t", 0)
-    }
 
     fn state(id: &str, pid: i32) -> SandboxState {
         SandboxState {
@@ -249,6 +253,22 @@ pub(crate) mod tests {
             template: None,
             uid: None,
         }
+    }
+
+    /// A uid stays held by a sandbox under the root or its pool (a claimed member keeps
+    /// it), staged or named, and by nothing else.
+    #[test]
+    fn a_uid_is_held_by_a_recorded_sandbox_under_the_root_or_its_pool() {
+        let d = tempfile::tempdir().expect("tmp");
+        let root = d.path().join("run");
+        let staged = pool_root(&root).join(".new-1-2-p");
+        std::fs::create_dir_all(&staged).expect("dir");
+        SandboxState { uid: Some(7), ..state("p", 0) }.save(&staged).expect("save");
+        assert!(holds_uid(&root, 7) && holds_uid(&pool_root(&root), 7));
+        assert!(!holds_uid(&root, 8), "another uid");
+        assert!(!holds_uid(&d.path().join("other"), 7), "another root");
+        std::fs::remove_dir_all(&staged).expect("rm");
+        assert!(!holds_uid(&root, 7), "gone with its directory");
     }
 
     #[test]
