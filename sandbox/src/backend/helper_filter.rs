@@ -112,7 +112,8 @@ pub enum For {
     Qemu,
 }
 
-pub fn program(who: For) -> Result<seccompiler::BpfProgram, HelperFilterError> {
+/// The two filters for `who` (installed in this order).
+pub fn program(who: For) -> Result<[seccompiler::BpfProgram; 2], HelperFilterError> {
     let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> = std::collections::BTreeMap::new();
     let extra: &[i64] = if who == For::Helper { REFUSED_BUT_FOR_QEMU } else { &[] };
     for &nr in REFUSED.iter().chain(extra) {
@@ -132,47 +133,41 @@ pub fn program(who: For) -> Result<seccompiler::BpfProgram, HelperFilterError> {
         SeccompCondition::new(1, SeccompCmpArgLen::Qword, SeccompCmpOp::Ne, 0).map_err(err)?,
     ];
     rules.insert(libc::SYS_prctl, vec![SeccompRule::new(dumpable.to_vec()).map_err(err)?]);
+    // clone3 passes its flags in memory a filter cannot read: a second filter answers
+    // it ENOSYS, which makes libc fall back to clone, whose flags the first one sees.
+    let clone3 = std::collections::BTreeMap::from([(libc::SYS_clone3, vec![])]);
+    Ok([denying(rules, libc::EPERM)?, denying(clone3, libc::ENOSYS)?])
+}
+
+/// A filter that allows everything but what `rules` match, which fails with `errno`
+/// (virtiofsd's set-id filter is one too).
+pub fn denying(
+    rules: std::collections::BTreeMap<i64, Vec<SeccompRule>>,
+    errno: i32,
+) -> Result<seccompiler::BpfProgram, HelperFilterError> {
     let f = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
+        SeccompAction::Errno(errno as u32),
         seccompiler::TargetArch::x86_64,
     )
     .map_err(err)?;
-    let mut prog: seccompiler::BpfProgram = f.try_into().map_err(|e: seccompiler::BackendError| err(e))?;
-    // clone3 passes its flags in memory a filter cannot read: it is answered ENOSYS,
-    // which makes libc fall back to clone, whose flags the filter does see.
-    prog = with_clone3_enosys(prog);
-    Ok(prog)
-}
-
-/// Prepends "clone3 → ENOSYS" to `prog` (seccompiler has one error number per filter).
-fn with_clone3_enosys(prog: seccompiler::BpfProgram) -> seccompiler::BpfProgram {
-    use seccompiler::sock_filter;
-    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-    let head = [
-        // Architecture first (offset 4): on another one the rest of the program decides.
-        sock_filter { code: LD_W_ABS, jt: 0, jf: 0, k: 4 },
-        sock_filter { code: JEQ_K, jt: 0, jf: 3, k: AUDIT_ARCH_X86_64 },
-        sock_filter { code: LD_W_ABS, jt: 0, jf: 0, k: 0 },
-        sock_filter { code: JEQ_K, jt: 0, jf: 1, k: libc::SYS_clone3 as u32 },
-        sock_filter { code: RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ERRNO | libc::ENOSYS as u32 },
-    ];
-    head.into_iter().chain(prog).collect()
+    f.try_into().map_err(|e: seccompiler::BackendError| err(e))
 }
 
 /// Installs the filter for `who` just before `cmd` execs (register it after the hooks
 /// that need what it refuses: the drop to the sandbox's uid).
 pub fn install_before_exec(cmd: &mut Command, who: For) -> Result<(), HelperFilterError> {
-    let prog = program(who)?;
-    // SAFETY: the hook only makes the prctl and seccomp calls of apply_filter on a
-    // program built before the fork: no allocation, no lock, async-signal-safe.
+    let progs = program(who)?;
+    // SAFETY: the hook only makes the prctl and seccomp calls of apply_filter on
+    // programs built before the fork: no allocation, no lock, async-signal-safe.
     unsafe {
-        cmd.pre_exec(move || seccompiler::apply_filter(&prog).map_err(|e| std::io::Error::other(e.to_string())));
+        cmd.pre_exec(move || {
+            for prog in &progs {
+                seccompiler::apply_filter(prog).map_err(|e| std::io::Error::other(e.to_string()))?;
+            }
+            Ok(())
+        });
     }
     Ok(())
 }

@@ -501,10 +501,8 @@ mod tests {
         }
     }
 
-    /// A table full of forged peers (each sent once and went silent) does not lock a
-    /// real one out: the silent one longest makes room, and replies reach the new peer.
-    #[test]
-    fn a_full_udp_table_makes_room_for_a_new_peer() {
+    /// A UDP server that answers each datagram with `re:` and the datagram.
+    fn udp_echo() -> SocketAddr {
         let upstream = UdpSocket::bind("127.0.0.1:0").expect("upstream");
         let to = upstream.local_addr().expect("addr");
         std::thread::spawn(move || {
@@ -513,6 +511,14 @@ mod tests {
                 let _ = upstream.send_to(&[b"re:", &buf[..n]].concat(), from);
             }
         });
+        to
+    }
+
+    /// A table full of forged peers (each sent once and went silent) does not lock a
+    /// real one out: the silent one longest makes room, and replies reach the new peer.
+    #[test]
+    fn a_full_udp_table_makes_room_for_a_new_peer() {
+        let to = udp_echo();
         let front = UdpSocket::bind("127.0.0.1:0").expect("front");
         let at = front.local_addr().expect("addr");
         std::thread::spawn(move || forward_udp_with(front, to, 4));
@@ -531,14 +537,7 @@ mod tests {
 
     #[test]
     fn udp_datagrams_are_relayed_and_replies_reach_their_peer() {
-        let upstream = UdpSocket::bind("127.0.0.1:0").expect("upstream");
-        let to = upstream.local_addr().expect("addr");
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
-            while let Ok((n, from)) = upstream.recv_from(&mut buf) {
-                let _ = upstream.send_to(&[b"re:", &buf[..n]].concat(), from);
-            }
-        });
+        let to = udp_echo();
         let front = UdpSocket::bind("127.0.0.1:0").expect("front");
         let at = front.local_addr().expect("addr");
         std::thread::spawn(move || forward_udp(front, to));

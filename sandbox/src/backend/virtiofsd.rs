@@ -59,7 +59,7 @@ const SET_ID: u64 = 0o6000;
 /// with EPERM; nothing else changes. (File capabilities are refused already: virtiofsd
 /// runs without CAP_SETFCAP.)
 pub fn no_set_id_filter() -> Result<seccompiler::BpfProgram, SetIdFilterError> {
-    use seccompiler::{SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule};
+    use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
     use std::collections::BTreeMap;
     fn err(e: impl std::fmt::Display) -> SetIdFilterError {
         SetIdFilterError(e.to_string())
@@ -97,14 +97,7 @@ pub fn no_set_id_filter() -> Result<seccompiler::BpfProgram, SetIdFilterError> {
         }
         rules.insert(nr, list);
     }
-    let f = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        seccompiler::TargetArch::x86_64,
-    )
-    .map_err(err)?;
-    f.try_into().map_err(|e: seccompiler::BackendError| err(e))
+    super::helper_filter::denying(rules, libc::EPERM).map_err(err)
 }
 
 #[cfg(test)]
