@@ -3,7 +3,7 @@
 #   - Debian packages (QEMU, the 6.12 kernel source and its build tools, cpio)
 #   - the guest kernel from kernel-config/ (cached under ~/.cache/isola)
 #   - the guest initramfs from rootfs/
-#   - release builds of isola, isola-vmm and containerd-shim-isola-v2
+#   - release builds of isola, isola-vmm, containerd-shim-isola-v2, isola-runtime and isola-console
 # and installs the guest into ${ISOLA_GUEST_DIR:-/var/lib/isola/guest}.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,7 +47,7 @@ kernel_out=$("$repo/kernel-config/build.sh" | tail -1)
 echo "setup: guest initramfs"
 initrd=$("$repo/rootfs/build.sh" | tail -1)
 echo "setup: isola binaries"
-cargo build -q --release --manifest-path "$repo/Cargo.toml" -p isola-cli -p isola-vmm -p containerd-shim-isola -p isola-runtime
+cargo build -q --release --manifest-path "$repo/Cargo.toml" -p isola-cli -p isola-vmm -p containerd-shim-isola -p isola-runtime -p isola-sandbox
 
 mkdir -p "$guest_dir"
 install -m 0644 "$kernel_out/vmlinux" "$guest_dir/vmlinux.tmp" && mv "$guest_dir/vmlinux.tmp" "$guest_dir/vmlinux"

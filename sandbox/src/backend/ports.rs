@@ -208,6 +208,9 @@ fn forwarder(j: &PortsJob) -> Result<(), String> {
     if j.ports.len() > MAX_PORTS {
         return Err("too many ports".into());
     }
+    // Everything it needs is open: from here on it may only relay (before any thread,
+    // which inherits the list).
+    crate::backend::own_filter::confine_self(crate::backend::own_filter::PORTS, true).map_err(|e| e.to_string())?;
     // SAFETY: descriptor FD_BASE was set up by `command` for this process alone.
     let vmm = unsafe { OwnedFd::from_raw_fd(FD_BASE) };
     for (i, (proto, port)) in j.ports.iter().enumerate() {

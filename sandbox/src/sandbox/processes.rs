@@ -176,7 +176,12 @@ impl Sandbox {
         let (r, w) = std::io::pipe().map_err(io("console pipe"))?;
         let log = crate::files::create_private(&self.dir.join("console.log")).map_err(io("console log"))?;
         let id = self.state.host_uid();
-        let mut c = console::command(r, log, CONSOLE_MAX_BYTES);
+        let bin = console::find()?;
+        // Run through a descriptor of an execute-only copy: the sandbox's uid need not
+        // reach the binary's path, and the pump is non-dumpable from its first instruction.
+        let prog = unprivileged::Program::open_exec_only(&bin, &unprivileged::exec_only_dir())
+            .map_err(io(format!("opening {}", bin.display())))?;
+        let mut c = console::command(&prog, r, log, CONSOLE_MAX_BYTES);
         self.confine_spawn(&mut c, opts);
         unprivileged::own_namespaces(&mut c, libc::CLONE_NEWNET | libc::CLONE_NEWIPC);
         unprivileged::drop_to(&mut c, id, id);
