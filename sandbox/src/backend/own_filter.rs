@@ -84,7 +84,8 @@ pub fn allowing(calls: &[i64], threads: bool) -> Result<seccompiler::BpfProgram,
     }
     if threads {
         let thread = libc::CLONE_THREAD as u64;
-        let c = SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(thread), thread).map_err(err)?;
+        let c =
+            SeccompCondition::new(0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(thread), thread).map_err(err)?;
         rules.insert(libc::SYS_clone, vec![SeccompRule::new(vec![c]).map_err(err)?]);
     }
     // Where listed, socket is for IPv4 only and ioctl for set_nonblocking (FIONBIO) only.
@@ -162,7 +163,11 @@ mod tests {
             nix::unistd::ForkResult::Parent { child } => {
                 drop(w);
                 let st = nix::sys::wait::waitpid(child, None).expect("wait");
-                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0), "bit 1: write refused; 2 open, 4 socket, 8 fork, 16 exec went through");
+                assert_eq!(
+                    st,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "bit 1: write refused; 2 open, 4 socket, 8 fork, 16 exec went through"
+                );
                 let mut b = [0u8; 1];
                 assert_eq!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&r), &mut b).expect("read"), 1);
             }
@@ -202,7 +207,11 @@ mod tests {
             }
             nix::unistd::ForkResult::Parent { child } => {
                 let st = nix::sys::wait::waitpid(child, None).expect("wait");
-                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0), "bit 1: inet refused; 2 unix, 4 vsock, 8 fork, 16 open went through");
+                assert_eq!(
+                    st,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "bit 1: inet refused; 2 unix, 4 vsock, 8 fork, 16 open went through"
+                );
             }
         }
     }

@@ -17,10 +17,17 @@ pub fn find() -> Option<PathBuf> {
 }
 
 /// Capabilities virtiofsd drops from its default set: it never creates device nodes or
-/// sets file capabilities on the host for a guest (what remains is what serving files
-/// as their owners needs: chown, dac_override, dac_read_search, fowner, fsetid,
-/// setgid, setuid).
-pub const DROPPED_CAPS: &str = "-mknod:-setfcap";
+/// sets file capabilities on the host for a guest, opens no file by handle
+/// (dac_read_search: `open_by_handle_at` reaches any file of the host's filesystem),
+/// and keeps no set-id bit across a write or chown (fsetid: without it the host's
+/// kernel strips set-uid and set-gid when a guest rewrites or hands over such a file on
+/// a volume, whatever the guest's kernel asks).
+pub const DROPPED_CAPS: &str = "-mknod:-setfcap:-dac_read_search:-fsetid";
+
+/// What remains, and what serving files as their owners needs: chown, dac_override
+/// (the guest's root reads and writes what its files' modes refuse others), fowner,
+/// setgid and setuid (each request runs as the guest's caller).
+pub const KEPT_CAPS: &[u32] = &[0, 1, 3, 6, 7];
 
 /// virtiofsd serving `shared` on `socket`, from its namespace sandbox (its own mount,
 /// pid and network namespaces, pivoted into the share, under its own seccomp filter).
@@ -40,6 +47,10 @@ pub fn command(bin: &Path, socket: &Path, shared: &Path) -> Result<Command, SetI
     }
     d.arg("--socket-path").arg(socket).arg("--shared-dir").arg(shared);
     d.args(["--sandbox", "namespace"]).arg(format!("--modcaps={DROPPED_CAPS}"));
+    // Inodes held by O_PATH descriptors, not file handles: file handles need
+    // dac_read_search, dropped above (each descriptor counts against its open-file
+    // limit, so a guest cannot make it hold inodes without bound).
+    d.arg("--inode-file-handles=never");
     d.args(["--announce-submounts", "--cache", "auto", "--log-level", "warn"]);
     Ok(d)
 }
