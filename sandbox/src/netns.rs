@@ -140,16 +140,40 @@ impl PodNet {
             std::thread::sleep(Duration::from_millis(5));
         }
         in_netns(&self.netns, &["ip", "link", "set", "dev", TAP, "mtu", &self.mtu.to_string(), "up"])?;
-        for (from, to) in [(self.iface.as_str(), TAP), (TAP, self.iface.as_str())] {
-            in_netns(&self.netns, &["tc", "qdisc", "add", "dev", from, "ingress"])?;
-            in_netns(
-                &self.netns,
-                &[
-                    "tc", "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32", "match", "u8",
-                    "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
-                ],
-            )?;
+        // What the redirect does not take stays in the namespace, whose stack must not
+        // route it on: no forwarding and no IPv6 from the tap.
+        in_netns(&self.netns, &["sysctl", "-q", "-w", &format!("net.ipv4.conf.{TAP}.forwarding=0")])?;
+        // (A host without IPv6 has no such key: nothing to turn off then.)
+        let _ = in_netns(&self.netns, &["sysctl", "-q", "-w", &format!("net.ipv6.conf.{TAP}.disable_ipv6=1")]);
+        for dev in [self.iface.as_str(), TAP] {
+            in_netns(&self.netns, &["tc", "qdisc", "add", "dev", dev, "ingress"])?;
         }
+        // In: everything for the pod reaches the guest.
+        let to_tap = ["match", "u8", "0", "0"].map(String::from).to_vec();
+        self.redirect_matching(&self.iface, "all", "1", &to_tap, TAP)?;
+        // Out: only what the guest may send as the pod (anti-spoofing, as the bridge's
+        // chain does for a sandbox there): IPv4 from the pod's address and MAC, ARP
+        // whose sender is the pod's address and MAC. Anything else is not redirected,
+        // so it never leaves the namespace.
+        for (proto, prio, matches) in spoof_free(self.ip, &self.mac)? {
+            self.redirect_matching(TAP, proto, prio, &matches, &self.iface)?;
+        }
+        Ok(())
+    }
+
+    fn redirect_matching(
+        &self,
+        from: &str,
+        proto: &str,
+        prio: &str,
+        matches: &[String],
+        to: &str,
+    ) -> Result<(), PodNetError> {
+        let mut args: Vec<&str> =
+            vec!["tc", "filter", "add", "dev", from, "parent", "ffff:", "protocol", proto, "prio", prio, "u32"];
+        args.extend(matches.iter().map(String::as_str));
+        args.extend(["action", "mirred", "egress", "redirect", "dev", to]);
+        in_netns(&self.netns, &args)?;
         Ok(())
     }
 
@@ -160,6 +184,36 @@ impl PodNet {
             let _ = in_netns(&self.netns, &["tc", "qdisc", "del", "dev", &self.iface, "ingress"]);
         }
     }
+}
+
+/// The tc u32 matches of what a guest at `ip` with `mac` may send: (protocol, priority,
+/// matches) for IPv4 and for ARP. u32 compares aligned words, so the ARP sender's MAC
+/// (bytes 8–13) and address (14–17) are split into aligned pieces; `ether src` matches
+/// the frame's own source MAC.
+fn spoof_free(ip: Ipv4Addr, mac: &str) -> Result<Vec<(&'static str, &'static str, Vec<String>)>, PodNetError> {
+    let bytes: Vec<u8> = mac.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    let [m0, m1, m2, m3, m4, m5] = bytes[..] else {
+        return Err(PodNetError::Bad { netns: String::new(), why: format!("the pod's MAC {mac:?} is not a MAC") });
+    };
+    let o = ip.octets();
+    let words = |parts: &[(&str, String, &str, u32)]| -> Vec<String> {
+        parts
+            .iter()
+            .flat_map(|(kind, value, mask, at)| {
+                ["match".into(), kind.to_string(), value.clone(), mask.to_string(), "at".into(), at.to_string()]
+            })
+            .collect()
+    };
+    let mut ipv4 = vec!["match".into(), "ip".into(), "src".into(), format!("{ip}/32")];
+    ipv4.extend(["match".into(), "ether".into(), "src".into(), mac.to_string()]);
+    let mut arp = words(&[
+        ("u32", format!("0x{m0:02x}{m1:02x}{m2:02x}{m3:02x}"), "0xffffffff", 8),
+        ("u16", format!("0x{m4:02x}{m5:02x}"), "0xffff", 12),
+        ("u16", format!("0x{:02x}{:02x}", o[0], o[1]), "0xffff", 14),
+        ("u16", format!("0x{:02x}{:02x}", o[2], o[3]), "0xffff", 16),
+    ]);
+    arp.extend(["match".into(), "ether".into(), "src".into(), mac.to_string()]);
+    Ok(vec![("ip", "1", ipv4), ("arp", "2", arp)])
 }
 
 /// Runs the VMM inside `netns` (its tap is created there).
@@ -185,6 +239,23 @@ mod tests {
 
     fn links(json: &str) -> Vec<Link> {
         serde_json::from_str(json).expect("links")
+    }
+
+    #[test]
+    fn only_the_pods_own_address_and_mac_may_leave() {
+        let rules = spoof_free(Ipv4Addr::new(10, 22, 0, 7), "aa:bb:cc:dd:ee:0f").expect("rules");
+        let joined: Vec<(&str, String)> = rules.iter().map(|(p, _, m)| (*p, m.join(" "))).collect();
+        assert_eq!(joined[0], ("ip", "match ip src 10.22.0.7/32 match ether src aa:bb:cc:dd:ee:0f".into()));
+        assert_eq!(
+            joined[1],
+            (
+                "arp",
+                "match u32 0xaabbccdd 0xffffffff at 8 match u16 0xee0f 0xffff at 12 match u16 0x0a16 0xffff at 14 \
+                 match u16 0x0007 0xffff at 16 match ether src aa:bb:cc:dd:ee:0f"
+                    .into()
+            )
+        );
+        assert!(spoof_free(Ipv4Addr::LOCALHOST, "aa:bb").is_err(), "a short MAC is refused");
     }
 
     #[test]
