@@ -36,6 +36,13 @@ hardened() {
     echo "build.sh: $1 has CONFIG_VSOCKETS_LOOPBACK=y: guest processes could reach the agent" >&2
     return 1
   fi
+  local want
+  for want in CONFIG_STACKPROTECTOR_STRONG CONFIG_RANDOMIZE_BASE CONFIG_RANDOMIZE_MEMORY; do
+    if ! grep -q "^$want=y" "$1"; then
+      echo "build.sh: $1 lacks $want=y: guests would lose their stack canaries or KASLR" >&2
+      return 1
+    fi
+  done
 }
 if [ -f "$out/vmlinux" ] && [ -f "$out/bzImage" ] && [ -f "$out/config" ]; then
   hardened "$out/config"

@@ -14,7 +14,7 @@ pub struct BootArgs {
     /// Backend: isola-vmm or qemu (default: isola-vmm on hardware KVM, else qemu).
     #[arg(long)]
     hypervisor: Option<HypervisorKind>,
-    /// Guest kernel (default: /var/lib/isola/guest/vmlinux).
+    /// Guest kernel (default: /var/lib/isola/guest/bzImage).
     #[arg(long)]
     kernel: Option<PathBuf>,
     /// Guest initramfs (default: /var/lib/isola/guest/initramfs.cpio).

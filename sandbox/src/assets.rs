@@ -7,8 +7,11 @@ pub fn guest_dir() -> PathBuf {
     std::env::var_os("ISOLA_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib/isola/guest"))
 }
 
+/// The bzImage: its decompressor places the kernel at a random offset (KASLR) on
+/// both backends; the `vmlinux` beside it boots at its link address (for loaders and
+/// benchmarks that want the ELF).
 pub fn default_kernel() -> PathBuf {
-    guest_dir().join("vmlinux")
+    guest_dir().join("bzImage")
 }
 
 pub fn default_initrd() -> PathBuf {

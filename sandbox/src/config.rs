@@ -3,7 +3,7 @@
 //! (a typo should not be silently ignored).
 //!
 //! ```toml
-//! kernel = "/var/lib/isola/guest/vmlinux"
+//! kernel = "/var/lib/isola/guest/bzImage"
 //! initramfs = "/var/lib/isola/guest/initramfs.cpio"
 //! hypervisor = "qemu"          # or "isola-vmm"
 //! memory_mib = 256

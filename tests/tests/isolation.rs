@@ -436,3 +436,29 @@ fn a_guest_cannot_plant_a_set_id_program_in_a_host_volume() {
         .expect("setpriv");
     assert_eq!(String::from_utf8_lossy(&as_user.stdout).trim(), "1000", "{as_user:?}");
 }
+
+/// KASLR: the guest kernel's text lies at a different address in each cold boot (the
+/// bzImage's decompressor picks it), and only a container with CAP_SYSLOG may see where.
+/// Three boots: two may land on the same of the ~500 slots, three all on one would not.
+#[test]
+fn the_guest_kernel_lies_at_a_different_address_in_each_boot() {
+    let r = busybox_rootfs().display().to_string();
+    let text = |name: &str, syslog: bool| -> String {
+        let _gone = Removed(name.to_string().leak());
+        let mut args = vec!["run", "--name", name, "--network", "none", "--no-template", "--rootfs", &r];
+        if syslog {
+            args.extend_from_slice(&["--cap-add", "SYSLOG"]);
+        }
+        args.extend_from_slice(&["--", "sh", "-c", "grep -m1 ' _text$' /proc/kallsyms | cut -d' ' -f1"]);
+        let (out, err, code) = isola(&args, None);
+        assert_eq!(code, 0, "{name}: {out}\n{err}");
+        out.trim().to_string()
+    };
+    let seen: Vec<String> = (0..3).map(|i| text(&format!("e2e-kaslr-{i}"), true)).collect();
+    for a in &seen {
+        let addr = u64::from_str_radix(a, 16).unwrap_or_else(|_| panic!("not an address: {a:?} ({seen:?})"));
+        assert!(addr >= 0xffff_ffff_8000_0000, "{a} is not a kernel text address ({seen:?})");
+    }
+    assert!(seen.iter().any(|a| a != &seen[0]), "the kernel lay at {} in all three boots: no KASLR", seen[0]);
+    assert_eq!(text("e2e-kaslr-nosyslog", false), "0000000000000000", "without CAP_SYSLOG the address is hidden");
+}
