@@ -190,7 +190,10 @@ impl PodNet {
 /// matches) for IPv4 and for ARP. u32 compares aligned words, so the ARP sender's MAC
 /// (bytes 8–13) and address (14–17) are split into aligned pieces; `ether src` matches
 /// the frame's own source MAC.
-fn spoof_free(ip: Ipv4Addr, mac: &str) -> Result<Vec<(&'static str, &'static str, Vec<String>)>, PodNetError> {
+/// One tc filter: protocol, priority, u32 matches.
+type Filter = (&'static str, &'static str, Vec<String>);
+
+fn spoof_free(ip: Ipv4Addr, mac: &str) -> Result<Vec<Filter>, PodNetError> {
     let bytes: Vec<u8> = mac.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
     let [m0, m1, m2, m3, m4, m5] = bytes[..] else {
         return Err(PodNetError::Bad { netns: String::new(), why: format!("the pod's MAC {mac:?} is not a MAC") });
