@@ -18,7 +18,7 @@ cd "$repo"
 # containerd_ctr is out even of the full set: in L1 a VMM the shim starts sometimes dies
 # while booting (docs/development.md); run it by name: scripts/nested/tests.sh containerd_ctr
 wanted=("$@")
-core=(linux_guest:under_isola_vmm linux_guest:the_same_test_guest guest_machine
+core=(linux_guest:under_isola_vmm linux_guest:the_same_test_guest linux_guest:console_on_a_terminal guest_machine
   containers:run_prints_output containers:rootfs_and_volumes_over_virtio_fs
   containers:containers_reach_the_outside containers:detached_sandbox
   isolation:every_sandbox_process_is_confined isolation:a_container_cannot_reach_the_agent

@@ -98,7 +98,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let start = Instant::now();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // No colour: on a terminal, env_logger would ask it (ioctl TCGETS) at every line,
+    // and once confined no thread may make that call (the filter killed a VMM whose
+    // stderr was a console at its first warning).
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .write_style(env_logger::WriteStyle::Never)
+        .init();
     let args = Args::parse();
     // First, while this process has one thread: the jail forks.
     if args.jail {

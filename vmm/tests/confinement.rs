@@ -171,3 +171,39 @@ fn a_jailed_vmm_ends_the_way_its_vmm_ends() {
     let killed = run(&["--confine-selftest"]);
     assert_eq!(killed.status.signal(), Some(libc::SIGSYS), "{killed:?}");
 }
+
+/// A warning logged once the VMM is confined, with stderr on a terminal that shows
+/// colour (isola-vmm run from a console, as in the nested report), once killed the VMM:
+/// env_logger asked the terminal (ioctl TCGETS) at every line, which no filter allows.
+/// The console is /dev/full, so each serial write fails and is warned about.
+#[test]
+fn a_warning_on_a_colour_terminal_does_not_kill_the_vmm() {
+    use std::io::Read;
+    assert!(Path::new("/dev/kvm").exists(), "/dev/kvm is missing: these tests need KVM; they do not skip");
+    let pty = nix::pty::openpty(None, None).expect("pty");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_isola-vmm"))
+        .arg("--kernel")
+        .arg(guest("boot_check_pvh"))
+        .args(["--timeout-ms", "10000", "--console", "/dev/full"])
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::os::fd::OwnedFd::from(pty.slave)))
+        .spawn()
+        .expect("isola-vmm");
+    // What it writes to the terminal, read while it runs (a full terminal would block
+    // it); the read ends with EIO once it exits and the slave is closed.
+    let mut master = std::fs::File::from(pty.master);
+    let mut said = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = master.read(&mut buf) {
+        said.extend_from_slice(&buf[..n]);
+    }
+    let status = child.wait().expect("wait");
+    let said = String::from_utf8_lossy(&said);
+    assert_ne!(status.signal(), Some(libc::SIGSYS), "killed by its own filter for a log line: {said}");
+    assert!(said.contains("serial write failed"), "the guest's output made no warning: {said}");
+    assert!(status.success(), "{status:?}: {said}");
+}

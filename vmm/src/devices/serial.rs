@@ -30,6 +30,9 @@ impl Trigger for EventFdTrigger {
 /// COM1 as a bus device.
 pub struct SerialConsole {
     uart: Serial<EventFdTrigger, NoEvents, Box<dyn Write + Send>>,
+    /// Writes to the console that failed (a full log, a closed reader): the guest
+    /// repeats them at will, so only some are logged.
+    failed_writes: u64,
 }
 
 /// The UART's registers and receive FIFO, as a snapshot keeps them.
@@ -41,7 +44,7 @@ pub struct SerialSnapshot {
 
 impl SerialConsole {
     pub fn new(irq: EventFd, out: Box<dyn Write + Send>) -> Self {
-        Self { uart: Serial::new(EventFdTrigger(irq), out) }
+        Self { uart: Serial::new(EventFdTrigger(irq), out), failed_writes: 0 }
     }
 
     /// A UART in the state `saved` left, writing to `out`; a FIFO longer than the
@@ -66,7 +69,7 @@ impl SerialConsole {
             in_buffer: saved.in_buffer.clone(),
         };
         Serial::from_state(&state, EventFdTrigger(irq), NoEvents, out)
-            .map(|uart| Self { uart })
+            .map(|uart| Self { uart, failed_writes: 0 })
             .map_err(SerialRestoreError)
     }
 
@@ -99,7 +102,10 @@ impl BusDevice for SerialConsole {
     fn write(&mut self, offset: u64, data: &[u8]) {
         if let (Some(b), Ok(off)) = (data.first(), u8::try_from(offset)) {
             if let Err(e) = self.uart.write(off, *b) {
-                log::warn!("serial write failed: {e:?}");
+                self.failed_writes += 1;
+                if crate::virtio::worth_logging(self.failed_writes) {
+                    log::warn!("serial write failed: {e:?} ({} so far)", self.failed_writes);
+                }
             }
             if off == 0 {
                 // Console lines must reach the reader promptly (tests wait on them).
