@@ -190,7 +190,7 @@ fn a_warning_on_a_colour_terminal_does_not_kill_the_vmm() {
         .env_remove("CLICOLOR")
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
-        .stderr(Stdio::from(std::os::fd::OwnedFd::from(pty.slave)))
+        .stderr(Stdio::from(pty.slave))
         .spawn()
         .expect("isola-vmm");
     // What it writes to the terminal, read while it runs (a full terminal would block
