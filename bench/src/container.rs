@@ -42,6 +42,7 @@ pub fn options(cfg: &ContainerBenchConfig, name: &str) -> SandboxOptions {
         sysctls: vec![],
         template: TemplateUse::Off,
         network_allow: vec![],
+        network_deny: vec![],
     }
 }
 

@@ -12,6 +12,7 @@
 //! templates = true             # isola-vmm: restore runs from templates, make them
 //! sandbox_uids = { first = 1879048192, count = 65536 }   # one host uid per sandbox
 //! network_allow = ["10.20.0.0/16"]   # private ranges sandboxes may reach (default none)
+//! pod_network_deny = ["192.168.0.0/16", "169.254.169.254/32"]   # never, from a CNI pod
 //!
 //! [registry_mirrors]            # tried in order before the registry itself
 //! "docker.io" = ["mirror.example:5000"]
@@ -57,6 +58,11 @@ pub struct Config {
     /// the internet is always reachable, private ranges and the host's LAN are not).
     #[serde(default)]
     pub network_allow: Vec<crate::netfilter::Cidr>,
+    /// Networks that sandboxes in a pod's CNI namespace (the shim under Kubernetes) may
+    /// never reach, on top of the CNI's own policy (default: none; the node's LAN or a
+    /// metadata address are typical).
+    #[serde(default)]
+    pub pod_network_deny: Vec<crate::netfilter::Cidr>,
 }
 
 pub fn path() -> PathBuf {
@@ -135,6 +141,8 @@ mod tests {
         assert_eq!(Config::parse("vcpus = 0").expect_err("zero"), "vcpus must be at least 1");
         let c = Config::parse("network_allow = [\"10.1.0.0/16\"]").expect("allow");
         assert_eq!(c.network_allow[0].to_string(), "10.1.0.0/16");
+        let c = Config::parse("pod_network_deny = [\"169.254.169.254\"]").expect("deny");
+        assert_eq!(c.pod_network_deny[0].to_string(), "169.254.169.254/32");
         let e = Config::parse("network_allow = [\"10.1.0.0/40\"]").expect_err("bad network");
         assert!(e.contains("10.1.0.0/40"), "{e}");
         let c = Config::parse("sandbox_uids = { first = 300000, count = 10 }").expect("uids");

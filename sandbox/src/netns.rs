@@ -43,6 +43,10 @@ pub struct PodNet {
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u32,
     pub mac: String,
+    /// Networks the guest may not reach through the CNI interface (the host's
+    /// `pod_network_deny`).
+    #[serde(default)]
+    pub deny: Vec<crate::netfilter::Cidr>,
 }
 
 /// `ip -j addr` and `ip -j route` output: only the fields we read.
@@ -116,6 +120,7 @@ fn parse(netns: &Path, links: Vec<Link>, routes: Vec<Route>) -> Result<PodNet, P
         gateway,
         mtu: if link.mtu == 0 { DEFAULT_MTU } else { link.mtu },
         mac: link.address.clone(),
+        deny: vec![],
     })
 }
 
@@ -147,6 +152,15 @@ impl PodNet {
         let _ = in_netns(&self.netns, &["sysctl", "-q", "-w", &format!("net.ipv6.conf.{TAP}.disable_ipv6=1")]);
         for dev in [self.iface.as_str(), TAP] {
             in_netns(&self.netns, &["tc", "qdisc", "add", "dev", dev, "ingress"])?;
+        }
+        // Out, first: what the host's configuration denies pods matches a filter with no
+        // action, which ends the classification without the redirect.
+        for net in &self.deny {
+            let dst = format!("{net}");
+            in_netns(
+                &self.netns,
+                &["tc", "filter", "add", "dev", TAP, "parent", "ffff:", "protocol", "ip", "prio", "1", "u32", "match", "ip", "dst", &dst, "flowid", "ffff:1"],
+            )?;
         }
         // In: everything for the pod reaches the guest.
         let to_tap = ["match", "u8", "0", "0"].map(String::from).to_vec();
@@ -216,7 +230,7 @@ fn spoof_free(ip: Ipv4Addr, mac: &str) -> Result<Vec<Filter>, PodNetError> {
         ("u16", format!("0x{:02x}{:02x}", o[2], o[3]), "0xffff", 16),
     ]);
     arp.extend(["match".into(), "ether".into(), "src".into(), mac.to_string()]);
-    Ok(vec![("ip", "1", ipv4), ("arp", "2", arp)])
+    Ok(vec![("ip", "2", ipv4), ("arp", "3", arp)])
 }
 
 /// Runs the VMM inside `netns` (its tap is created there).

@@ -32,6 +32,9 @@ pub struct SandboxOptions {
     /// Private or LAN networks a sandbox on the bridge may reach (closed by default:
     /// [`crate::netfilter`]), the host's `network_allow` and the request's together.
     pub network_allow: Vec<crate::netfilter::Cidr>,
+    /// Networks a sandbox in a pod's CNI namespace may never reach (the host's
+    /// `pod_network_deny`): on top of the CNI's own policy.
+    pub network_deny: Vec<crate::netfilter::Cidr>,
 }
 
 /// Whether a sandbox starts from a template snapshot (isola-vmm only).
@@ -86,6 +89,7 @@ pub(crate) fn test_options(dir: &std::path::Path) -> SandboxOptions {
         sysctls: vec![],
         template: TemplateUse::Off,
         network_allow: vec![],
+        network_deny: vec![],
     }
 }
 

@@ -144,6 +144,7 @@ impl Host {
             sysctls: r.sysctls.clone(),
             template: TemplateUse::Off,
             network_allow: self.config.network_allow.iter().chain(&r.network_allow).copied().collect(),
+            network_deny: self.config.pod_network_deny.clone(),
         };
         let templates = r.templates && self.config.templates_on();
         let template = if templates { TemplateUse::find(&options, &crate::template::root()) } else { TemplateUse::Off };

@@ -217,7 +217,8 @@ impl Sandbox {
             }
         };
         if let Some(ns) = &opts.netns {
-            sb.state.net = Some(crate::net::NetState::for_pod(crate::netns::inspect(ns)?));
+            let pod = crate::netns::PodNet { deny: opts.network_deny.clone(), ..crate::netns::inspect(ns)? };
+            sb.state.net = Some(crate::net::NetState::for_pod(pod));
         }
         let bridge = opts.network != NetworkMode::None && opts.netns.is_none();
         // The address stays reserved from allocation until the state (naming it) is saved.

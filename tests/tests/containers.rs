@@ -387,6 +387,7 @@ fn two_containers_in_one_sandbox_share_the_network_not_pids() {
         sysctls: vec![],
         template: Default::default(),
         network_allow: vec![],
+        network_deny: vec![],
     };
     let sb = Sandbox::start(&opts).expect("sandbox");
     let show = "echo net=$(readlink /proc/self/ns/net) pid=$(readlink /proc/self/ns/pid) me=$$; sleep 1000";

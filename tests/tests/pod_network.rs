@@ -1,6 +1,6 @@
 //! A sandbox in a pod's network namespace (as CNI leaves it for the shim): the guest
 //! takes the pod's interface over, and may send only as the pod — its address and its
-//! MAC — however hostile its kernel.
+//! MAC — however hostile its kernel, and never to what the host denies pods.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
@@ -17,6 +17,9 @@ use isola_sandbox::{Rootfs, StdioStream};
 
 const NS: &str = "isola-e2e-pod";
 const HOST_END: &str = "ie2epodh";
+/// A second address of the host's on the pod network, which the host's configuration
+/// denies pods.
+const DENIED: Ipv4Addr = Ipv4Addr::new(10, 211, 0, 5);
 
 fn ip(args: &[&str]) {
     let out = std::process::Command::new("ip").args(args).output().expect("ip (iproute2)");
@@ -33,6 +36,7 @@ impl PodNetns {
         ip(&["netns", "add", NS]);
         ip(&["link", "add", HOST_END, "type", "veth", "peer", "name", "eth0", "netns", NS]);
         ip(&["addr", "add", &format!("{host}/24"), "dev", HOST_END]);
+        ip(&["addr", "add", &format!("{DENIED}/32"), "dev", HOST_END]);
         ip(&["link", "set", HOST_END, "up"]);
         ip(&["-n", NS, "addr", "add", &format!("{pod}/24"), "dev", "eth0"]);
         ip(&["-n", NS, "link", "set", "eth0", "up"]);
@@ -73,6 +77,7 @@ fn a_hostile_guest_in_a_pod_sends_only_as_the_pod() {
     let (host, pod) = (Ipv4Addr::new(10, 211, 0, 1), Ipv4Addr::new(10, 211, 0, 2));
     let _ns = PodNetns::new(host, pod);
     let (port, accepted) = serve(host);
+    let (denied_port, denied_accepted) = serve(DENIED);
     let (kernel, initrd) = linux_guest();
     let kvm = detect_kvm();
     let opts = SandboxOptions {
@@ -97,12 +102,13 @@ fn a_hostile_guest_in_a_pod_sends_only_as_the_pod() {
         sysctls: vec![],
         template: Default::default(),
         network_allow: vec![],
+        network_deny: vec![format!("{DENIED}/32").parse().expect("cidr")],
     };
     let sb = Sandbox::start(&opts).expect("sandbox in the pod's namespace");
     let script = format!(
-        "try() {{ echo \"$1: $(timeout 6 sh -c \"sleep 1 | nc -w 3 {host} {port}\" 2>/dev/null | head -1)\"; }}
+        "try() {{ echo \"$1: $(timeout 6 sh -c \"sleep 1 | nc -w 3 ${{2:-{host}}} ${{3:-{port}}}\" 2>/dev/null | head -1)\"; }}
          me=$(ip -4 addr show eth0 | grep -o 'inet [0-9./]*' | cut -d' ' -f2); mac=$(cat /sys/class/net/eth0/address)
-         echo \"me: $me\"; try pod
+         echo \"me: $me\"; try pod; try denied {DENIED} {denied_port}
          ip addr flush dev eth0; ip addr add 10.211.0.9/24 dev eth0; ip route add default via {host}; ip neigh flush dev eth0
          try spoofed-ip
          ip addr flush dev eth0; ip link set eth0 down; ip link set eth0 address 02:00:00:00:00:99; ip link set eth0 up
@@ -135,10 +141,11 @@ fn a_hostile_guest_in_a_pod_sends_only_as_the_pod() {
     assert_eq!(got("pod"), "from-host", "as the pod, the guest reaches the host:\n{out}");
     assert_eq!(got("mac"), "02:00:00:00:00:99", "the guest did take another MAC:\n{out}");
     assert_eq!(got("restored"), "from-host", "as the pod again, it works:\n{out}");
-    for k in ["spoofed-ip", "spoofed-mac"] {
+    for k in ["spoofed-ip", "spoofed-mac", "denied"] {
         assert_eq!(got(k), "", "{k} must not leave the pod:\n{out}");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "only the two connections as the pod arrived:\n{out}");
+    assert_eq!(denied_accepted.load(Ordering::SeqCst), 0, "the denied network was reached:\n{out}");
     drop(sb);
     let qdiscs =
         std::process::Command::new("ip").args(["netns", "exec", NS, "tc", "qdisc", "show", "dev", "eth0"]).output();
