@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions, TemplateUse};
 use isola_sandbox::spec::{self, ContainerOptions};
 use isola_sandbox::volume::Volume;
-use isola_sandbox::{state, BootSpec, Container, HypervisorKind, KvmKind, Rootfs};
+use isola_sandbox::{BootSpec, Container, HypervisorKind, KvmKind, Rootfs};
 
 use crate::error::{io, BenchError};
 
@@ -28,22 +28,7 @@ fn us(d: Duration) -> u64 {
 
 /// The options of a benchmark's sandbox, named `bench-<name>-<pid>`.
 pub fn options(cfg: &ContainerBenchConfig, name: &str) -> SandboxOptions {
-    SandboxOptions {
-        id: format!("bench-{name}-{}", std::process::id()),
-        boot: cfg.boot.clone(),
-        hypervisor: cfg.hypervisor,
-        kvm: cfg.kvm,
-        state_root: state::default_root(),
-        tie_to_parent: true,
-        network: Default::default(),
-        netns: None,
-        hostname: None,
-        cgroup_path: None,
-        sysctls: vec![],
-        template: TemplateUse::Off,
-        network_allow: vec![],
-        network_deny: vec![],
-    }
+    SandboxOptions::new(format!("bench-{name}-{}", std::process::id()), cfg.boot.clone(), cfg.hypervisor, cfg.kvm)
 }
 
 /// A sandbox for a benchmark started as `template` says; one that should have been

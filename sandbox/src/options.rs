@@ -61,6 +61,28 @@ impl TemplateUse {
 }
 
 impl SandboxOptions {
+    /// A sandbox `id` booting `boot` on `hypervisor`, under the default state root, tied
+    /// to its caller, with no network of its own choosing, no template and nothing else
+    /// asked (callers that need more change it with `..`).
+    pub fn new(id: impl Into<String>, boot: BootSpec, hypervisor: HypervisorKind, kvm: KvmKind) -> Self {
+        SandboxOptions {
+            id: id.into(),
+            boot,
+            hypervisor,
+            kvm,
+            state_root: crate::state::default_root(),
+            tie_to_parent: true,
+            network: NetworkMode::default(),
+            netns: None,
+            hostname: None,
+            cgroup_path: None,
+            sysctls: vec![],
+            template: TemplateUse::Off,
+            network_allow: vec![],
+            network_deny: vec![],
+        }
+    }
+
     /// The devices a template for these options has.
     pub fn template_devices(&self) -> crate::template::Devices {
         crate::template::Devices::detect(self.network != NetworkMode::None || self.netns.is_some())
@@ -76,20 +98,9 @@ impl SandboxOptions {
 #[cfg(test)]
 pub(crate) fn test_options(dir: &std::path::Path) -> SandboxOptions {
     SandboxOptions {
-        id: "t".into(),
-        boot: crate::hypervisor::test_spec(dir),
-        hypervisor: HypervisorKind::Qemu,
-        kvm: KvmKind::Missing,
         state_root: dir.join("state"),
-        tie_to_parent: true,
         network: NetworkMode::None,
-        netns: None,
-        hostname: None,
-        cgroup_path: None,
-        sysctls: vec![],
-        template: TemplateUse::Off,
-        network_allow: vec![],
-        network_deny: vec![],
+        ..SandboxOptions::new("t", crate::hypervisor::test_spec(dir), HypervisorKind::Qemu, KvmKind::Missing)
     }
 }
 

@@ -24,6 +24,24 @@ pub fn linux_guest() -> (PathBuf, PathBuf) {
     (k, rd)
 }
 
+/// A sandbox `id` of the real guest (256 MiB, one vCPU) on the backend this host
+/// picks, under the default state root, tied to the test, with no network: tests
+/// change what they need with `..`.
+pub fn sandbox_options(id: &str) -> isola_sandbox::sandbox::SandboxOptions {
+    let (kernel, initrd) = linux_guest();
+    let kvm = isola_sandbox::detect_kvm();
+    let boot = BootSpec {
+        kernel,
+        initrd: Some(initrd),
+        cmdline: isola_sandbox::hypervisor::DEFAULT_CMDLINE.into(),
+        mem_mib: 256,
+        vcpus: 1,
+        timeout: Duration::from_secs(60),
+        accel: QemuAccel::Auto,
+    };
+    isola_sandbox::sandbox::SandboxOptions::new(id, boot, isola_sandbox::choose(None, kvm), kvm)
+}
+
 /// A test guest built from vmm/guests into the target directory.
 pub fn test_guest(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/isola/guests");

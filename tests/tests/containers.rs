@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use isola_e2e::{busybox_rootfs, isola, linux_guest, processes_mentioning};
-use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
+use isola_e2e::{busybox_rootfs, isola, processes_mentioning};
+use isola_sandbox::sandbox::Sandbox;
 use isola_sandbox::spec::{self, ContainerOptions};
-use isola_sandbox::{choose, detect_kvm, state, BootSpec, QemuAccel};
+use isola_sandbox::state;
 use isola_sandbox::{Rootfs, StdioStream};
 
 fn rootfs() -> String {
@@ -363,32 +363,7 @@ fn memory_limit_is_enforced_and_reported_as_oom() {
 
 #[test]
 fn two_containers_in_one_sandbox_share_the_network_not_pids() {
-    let (kernel, initrd) = linux_guest();
-    let kvm = detect_kvm();
-    let opts = SandboxOptions {
-        id: "e2e-pod".into(),
-        boot: BootSpec {
-            kernel,
-            initrd: Some(initrd),
-            cmdline: isola_sandbox::hypervisor::DEFAULT_CMDLINE.into(),
-            mem_mib: 256,
-            vcpus: 1,
-            timeout: Duration::from_secs(60),
-            accel: QemuAccel::Auto,
-        },
-        hypervisor: choose(None, kvm),
-        kvm,
-        state_root: state::default_root(),
-        tie_to_parent: true,
-        network: Default::default(),
-        netns: None,
-        hostname: None,
-        cgroup_path: None,
-        sysctls: vec![],
-        template: Default::default(),
-        network_allow: vec![],
-        network_deny: vec![],
-    };
+    let opts = isola_e2e::sandbox_options("e2e-pod");
     let sb = Sandbox::start(&opts).expect("sandbox");
     let show = "echo net=$(readlink /proc/self/ns/net) pid=$(readlink /proc/self/ns/pid) me=$$; sleep 1000";
     for id in ["app", "sidecar"] {

@@ -6,13 +6,11 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use isola_e2e::{busybox_rootfs, linux_guest};
+use isola_e2e::busybox_rootfs;
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
 use isola_sandbox::seccomp::Seccomp;
 use isola_sandbox::spec::{self, ContainerOptions};
-use isola_sandbox::{choose, detect_kvm, state, BootSpec, QemuAccel};
 use isola_sandbox::{Rootfs, StdioStream};
 
 const NS: &str = "isola-e2e-pod";
@@ -78,31 +76,10 @@ fn a_hostile_guest_in_a_pod_sends_only_as_the_pod() {
     let _ns = PodNetns::new(host, pod);
     let (port, accepted) = serve(host);
     let (denied_port, denied_accepted) = serve(DENIED);
-    let (kernel, initrd) = linux_guest();
-    let kvm = detect_kvm();
     let opts = SandboxOptions {
-        id: "e2e-pod-net".into(),
-        boot: BootSpec {
-            kernel,
-            initrd: Some(initrd),
-            cmdline: isola_sandbox::hypervisor::DEFAULT_CMDLINE.into(),
-            mem_mib: 256,
-            vcpus: 1,
-            timeout: Duration::from_secs(60),
-            accel: QemuAccel::Auto,
-        },
-        hypervisor: choose(None, kvm),
-        kvm,
-        state_root: state::default_root(),
-        tie_to_parent: true,
-        network: Default::default(),
         netns: Some(format!("/run/netns/{NS}").into()),
-        hostname: None,
-        cgroup_path: None,
-        sysctls: vec![],
-        template: Default::default(),
-        network_allow: vec![],
         network_deny: vec![format!("{DENIED}/32").parse().expect("cidr")],
+        ..isola_e2e::sandbox_options("e2e-pod-net")
     };
     let sb = Sandbox::start(&opts).expect("sandbox in the pod's namespace");
     let script = format!(

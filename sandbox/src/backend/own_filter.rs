@@ -125,94 +125,60 @@ pub fn confine_self(calls: &[i64], threads: bool) -> Result<(), OwnFilterError> 
 mod tests {
     use super::*;
 
-    /// In a forked child: after the console's allow-list, reading and writing still
-    /// work; opening a file, forking and making a socket do not.
-    #[test]
-    fn the_consoles_list_allows_its_io_and_refuses_the_rest() {
-        let (r, w) = nix::unistd::pipe().expect("pipe");
-        // Built before the fork: the child of a threaded test may not allocate.
-        let prog = allowing(CONSOLE, false).expect("filter");
-        // SAFETY: the child only makes raw syscalls and exits with _exit.
+    /// Runs `probe` in a forked child under `prog` and returns its exit code (11: the
+    /// filter did not go on). The filter is built before the fork: the child of a
+    /// threaded test may not allocate.
+    fn under(prog: &seccompiler::BpfProgram, probe: fn() -> i32) -> i32 {
+        // SAFETY: the child only applies a built filter, makes raw syscalls and _exits.
         match unsafe { nix::unistd::fork() }.expect("fork") {
             nix::unistd::ForkResult::Child => {
-                if seccompiler::apply_filter(&prog).is_err() {
-                    // SAFETY: as above.
-                    unsafe { libc::_exit(11) };
-                }
-                let mut code = 0;
-                // SAFETY: raw syscalls with valid arguments; each result is only compared.
-                unsafe {
-                    if libc::write(std::os::fd::AsRawFd::as_raw_fd(&w), b"x".as_ptr().cast(), 1) != 1 {
-                        code |= 1;
-                    }
-                    if libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY) >= 0 {
-                        code |= 2;
-                    }
-                    if libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) >= 0 {
-                        code |= 4;
-                    }
-                    if libc::syscall(libc::SYS_fork) >= 0 {
-                        code |= 8;
-                    }
-                    if libc::syscall(libc::SYS_execve, c"/bin/true".as_ptr(), 0, 0) >= 0 {
-                        code |= 16;
-                    }
-                    libc::_exit(code)
-                }
+                let code = if seccompiler::apply_filter(prog).is_err() { 11 } else { probe() };
+                // SAFETY: _exit ends the child at once, running nothing of the parent's.
+                unsafe { libc::_exit(code) }
             }
-            nix::unistd::ForkResult::Parent { child } => {
-                drop(w);
-                let st = nix::sys::wait::waitpid(child, None).expect("wait");
-                assert_eq!(
-                    st,
-                    nix::sys::wait::WaitStatus::Exited(child, 0),
-                    "bit 1: write refused; 2 open, 4 socket, 8 fork, 16 exec went through"
-                );
-                let mut b = [0u8; 1];
-                assert_eq!(nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&r), &mut b).expect("read"), 1);
-            }
+            nix::unistd::ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None).expect("wait") {
+                nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                other => panic!("the probe did not exit: {other:?}"),
+            },
         }
+    }
+
+    /// 1 when a raw syscall's result says it went through (`>= 0`).
+    fn went(r: i64) -> i32 {
+        i32::from(r >= 0)
+    }
+
+    /// After the console's allow-list, writing still works; opening a file, making a
+    /// socket, forking and exec do not.
+    #[test]
+    fn the_consoles_list_allows_its_io_and_refuses_the_rest() {
+        let prog = allowing(CONSOLE, false).expect("filter");
+        let code = under(&prog, || {
+            // SAFETY: raw syscalls with valid arguments; each result is only compared.
+            unsafe {
+                (1 - went(libc::write(2, b"".as_ptr().cast(), 0) as i64))
+                    | went(libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY) as i64) << 1
+                    | went(libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) as i64) << 2
+                    | went(libc::syscall(libc::SYS_fork)) << 3
+                    | went(libc::syscall(libc::SYS_execve, c"/bin/true".as_ptr(), 0, 0)) << 4
+            }
+        });
+        assert_eq!(code, 0, "bit 1: write refused; 2 open, 4 socket, 8 fork, 16 exec went through");
     }
 
     #[test]
     fn the_forwarders_list_allows_inet_sockets_and_threads_only() {
         let prog = allowing(PORTS, true).expect("filter");
-        // SAFETY: as in the test above.
-        match unsafe { nix::unistd::fork() }.expect("fork") {
-            nix::unistd::ForkResult::Child => {
-                if seccompiler::apply_filter(&prog).is_err() {
-                    // SAFETY: as above.
-                    unsafe { libc::_exit(11) };
-                }
-                let mut code = 0;
-                // SAFETY: raw syscalls with valid arguments; results are only compared.
-                unsafe {
-                    if libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) < 0 {
-                        code |= 1;
-                    }
-                    if libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) >= 0 {
-                        code |= 2;
-                    }
-                    if libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) >= 0 {
-                        code |= 4;
-                    }
-                    if libc::syscall(libc::SYS_fork) >= 0 {
-                        code |= 8;
-                    }
-                    if libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY) >= 0 {
-                        code |= 16;
-                    }
-                    libc::_exit(code)
-                }
+        let code = under(&prog, || {
+            // SAFETY: raw syscalls with valid arguments; results are only compared.
+            unsafe {
+                (1 - went(libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) as i64))
+                    | went(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) as i64) << 1
+                    | went(libc::socket(libc::AF_VSOCK, libc::SOCK_STREAM, 0) as i64) << 2
+                    | went(libc::syscall(libc::SYS_fork)) << 3
+                    | went(libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY) as i64) << 4
             }
-            nix::unistd::ForkResult::Parent { child } => {
-                let st = nix::sys::wait::waitpid(child, None).expect("wait");
-                assert_eq!(
-                    st,
-                    nix::sys::wait::WaitStatus::Exited(child, 0),
-                    "bit 1: inet refused; 2 unix, 4 vsock, 8 fork, 16 open went through"
-                );
-            }
-        }
+        });
+        assert_eq!(code, 0, "bit 1: inet refused; 2 unix, 4 vsock, 8 fork, 16 open went through");
     }
 }
