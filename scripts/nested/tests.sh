@@ -86,6 +86,14 @@ RUN
       printf 'run %d %q %q\n' "$n" "${exe[$name]}" "$t"
     done <<< "$tests"
   done
+  # For the record (not a test): the host processes of a live sandbox under isola-vmm.
+  cat <<'TABLE'
+echo '== nested: the processes of a live isola-vmm sandbox (scripts/process-table.sh) =='
+if target/debug/isola run -d --name l1-table --rootfs /var/lib/isola/busybox-rootfs -- sleep 120 >/dev/null; then
+  scripts/process-table.sh l1-table || true
+fi
+target/debug/isola rm -f l1-table >/dev/null 2>&1 || true
+TABLE
   # A filter kill the tests did not notice (a VMM dying after its guest's last word)
   # is still a failure: the kernel logs each one (audit type 1326). Counted over the last
   # boot only, which is the boot that ran whatever was left.

@@ -128,7 +128,17 @@ fn ctr_run_leaves_nothing_after_kill_minus_nine_anywhere() {
         kill9(pid);
         // ctr itself may wait on a task whose shim is gone: it gets a minute.
         let _ = wait_or_kill(&mut ctr, 60);
-        // The normal cleanup a user (or kubelet) does.
+        // A ctr killed during Create leaves containerd finishing that Create on its
+        // own: the task shows up later ("not found" before), and removing the container
+        // first would orphan it (with runc too). Let it land, then clean up as a user
+        // (or kubelet) does.
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < until
+            && !c.shim_pids().is_empty()
+            && !c.ctr(&["task", "ls"]).stdout.lines().any(|l| l.split_whitespace().next() == Some(id.as_str()))
+        {
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
         let _ = c.ctr(&["task", "delete", "-f", &id]);
         let _ = c.ctr(&["container", "rm", &id]);

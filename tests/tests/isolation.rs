@@ -12,22 +12,23 @@ use std::time::Duration;
 use isola_e2e::{busybox_rootfs, isola};
 use isola_sandbox::state;
 
-/// The probe, built static so it runs in the busybox rootfs.
-fn probe_dir() -> tempfile::TempDir {
+/// The probe `tests/probes/NAME.c`, built static (so it runs in the busybox rootfs)
+/// into a directory of its own, as `NAME`.
+fn probe(name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("probe dir");
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("probes/vsock_probe.c");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("probes/{name}.c"));
     let out = Command::new("gcc")
         .args(["-static", "-O2", "-o"])
-        .arg(dir.path().join("vsock_probe"))
+        .arg(dir.path().join(name))
         .arg(&src)
         .output()
         .expect("gcc (build-essential)");
-    assert!(out.status.success(), "building the probe: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "building {name}: {}", String::from_utf8_lossy(&out.stderr));
     dir
 }
 
 fn run_probe(name: &str, extra: &[&str]) -> String {
-    let probes = probe_dir();
+    let probes = probe("vsock_probe");
     let vol = format!("{}:/probe:ro", probes.path().display());
     let cid = isola_sandbox::names::guest_cid(name).to_string();
     let r = busybox_rootfs().display().to_string();
@@ -60,15 +61,7 @@ fn a_container_cannot_reach_the_agent_over_vsock() {
 /// them: unconfined, it can), while a plain fork still works.
 #[test]
 fn a_default_container_cannot_make_a_user_namespace() {
-    let dir = tempfile::tempdir().expect("probe dir");
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("probes/userns_probe.c");
-    let out = Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(dir.path().join("userns_probe"))
-        .arg(&src)
-        .output()
-        .expect("gcc (build-essential)");
-    assert!(out.status.success(), "building the probe: {}", String::from_utf8_lossy(&out.stderr));
+    let dir = probe("userns_probe");
     let vol = format!("{}:/probe:ro", dir.path().display());
     let r = busybox_rootfs().display().to_string();
     let run = |name: &str, extra: &[&str]| {
@@ -413,12 +406,19 @@ fn sandboxes_whose_names_share_a_hash_keep_their_own_taps_and_rules() {
 fn a_guest_cannot_plant_a_set_id_program_in_a_host_volume() {
     let vol = tempfile::tempdir().expect("volume");
     let v = format!("{}:/data", vol.path().display());
+    let probes = probe("setcap_probe");
+    let p = format!("{}:/probe:ro", probes.path().display());
     let r = busybox_rootfs().display().to_string();
+    // A root set-uid program the host already has on the volume.
+    let planted = vol.path().join("host-suid");
+    std::fs::copy("/bin/true", &planted).expect("host-suid");
+    std::fs::set_permissions(&planted, std::os::unix::fs::PermissionsExt::from_mode(0o4755)).expect("chmod");
     // Named busybox: the multi-call binary picks its applet by that name.
     let script = "cp /bin/busybox /data/busybox; cd /data; chmod 4755 busybox; echo rc4=$?; chmod 6755 busybox; \
-                  echo rc6=$?; chmod 2755 busybox; echo rc2=$?; chmod 755 busybox; echo rc0=$?";
+                  echo rc6=$?; chmod 2755 busybox; echo rc2=$?; chmod 755 busybox; echo rc0=$?; \
+                  /probe/setcap_probe /data/busybox; cat /bin/busybox > /data/host-suid; echo rewrote=$?";
     let (out, err, code) =
-        isola(&["run", "--name", "e2e-setid", "-v", &v, "--rootfs", &r, "--", "sh", "-c", script], None);
+        isola(&["run", "--name", "e2e-setid", "-v", &v, "-v", &p, "--rootfs", &r, "--", "sh", "-c", script], None);
     assert_eq!(code, 0, "{out}{err}");
     for refused in ["rc4=1", "rc6=1", "rc2=1"] {
         assert!(out.contains(refused), "{refused} expected: {out}{err}");
@@ -427,6 +427,16 @@ fn a_guest_cannot_plant_a_set_id_program_in_a_host_volume() {
     let e = vol.path().join("busybox");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&e).expect("the copy").permissions());
     assert_eq!(mode & 0o7777, 0o755, "no set-id bit on the host: {mode:o}");
+    // No file capability either: refused in the guest, absent on the host.
+    assert!(out.contains("setcap=-1"), "the guest set a file capability: {out}");
+    let name = std::ffi::CString::new(e.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a size query (null buffer, length 0) on a NUL-terminated path.
+    let len = unsafe { libc::getxattr(name.as_ptr(), c"security.capability".as_ptr(), std::ptr::null_mut(), 0) };
+    assert!(len < 0, "the host file carries a file capability ({len} bytes)");
+    // The host's own set-uid file, rewritten by the guest, is set-uid no more.
+    assert!(out.contains("rewrote=0"), "{out}{err}");
+    let m = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&planted).expect("host-suid").permissions());
+    assert_eq!(m & 0o6000, 0, "a guest's write kept the set-uid bit: {m:o}");
     // As a local user (uid 1000), the file runs as that user.
     let as_user = Command::new("setpriv")
         .args(["--reuid=1000", "--regid=1000", "--clear-groups"])

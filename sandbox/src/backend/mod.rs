@@ -4,6 +4,7 @@
 pub mod console;
 pub mod helper_filter;
 pub mod isola_vmm;
+pub mod minimal_root;
 pub mod own_filter;
 pub mod ports;
 pub mod qemu;

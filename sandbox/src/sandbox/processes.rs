@@ -132,8 +132,12 @@ impl Sandbox {
         c.stderr(crate::files::create_private(&self.dir.join(log)).map_err(io(format!("{what} log")))?);
         self.confine_spawn(&mut c, opts);
         if let Some(id) = user {
-            // A network and IPC of its own: it talks over its unix sockets only.
+            // A network and IPC of its own: it talks over its unix sockets only. A root
+            // of its own: its libraries and its socket's directory, nothing else.
             unprivileged::own_namespaces(&mut c, libc::CLONE_NEWNET | libc::CLONE_NEWIPC);
+            let served: Vec<PathBuf> = sock.parent().map(Path::to_path_buf).into_iter().collect();
+            crate::backend::minimal_root::install(&mut c, &unprivileged::exec_only_dir().join(".root"), &served)
+                .map_err(io(format!("{what}'s root")))?;
             unprivileged::drop_to(&mut c, id, id);
             helper_filter::install_before_exec(&mut c, helper_filter::For::Helper).map_err(filter_err)?;
         }
