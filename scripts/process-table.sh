@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The host processes of a live sandbox, one row each: uid, Seccomp, NoNewPrivs,
 # CapEff, whether it is dumpable (a non-dumpable process's /proc/PID/mem is root's
-# whatever its uid), and the namespaces it does not share with PID 1.
+# whatever its uid), and the namespaces it does not share with the caller (the host's).
 #   scripts/process-table.sh NAME [STATE_ROOT]
 set -euo pipefail
 name=$1
@@ -25,7 +25,7 @@ for p in "${all[@]}"; do
   if [ "$uid" = 0 ]; then dump=root; elif [ "$owner" = 0 ]; then dump=no; else dump=yes; fi
   ns=()
   for n in mnt pid net ipc uts user cgroup; do
-    [ "$(readlink "/proc/$p/ns/$n")" = "$(readlink "/proc/1/ns/$n")" ] || ns+=("$n")
+    [ "$(readlink "/proc/$p/ns/$n")" = "$(readlink "/proc/$$/ns/$n")" ] || ns+=("$n")
   done
   [ "$(readlink "/proc/$p/root")" = / ] || ns+=("root:$(readlink "/proc/$p/root")")
   filters=$(f Seccomp_filters)
