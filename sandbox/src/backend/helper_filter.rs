@@ -7,9 +7,10 @@
 //! perf, keyrings, io_uring, userfaultfd, modules, kexec, clocks, handles to host
 //! files by inode. None of the helpers calls any of them.
 //!
-//! A deny-list, not an allow-list: these are third-party programs (and a shell) whose
-//! exact calls change with their versions and libc; what they may never need is
-//! stable. See docs/security.md.
+//! A deny-list, not an allow-list: vhost-device-vsock and QEMU are third-party
+//! programs whose exact calls change with their versions and libc; what they may never
+//! need is stable. Our own helpers add an allow-list of their own once started
+//! ([`super::own_filter`]). See docs/security.md.
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
