@@ -156,11 +156,8 @@ impl PodNet {
         // Out, first: what the host's configuration denies pods matches a filter with no
         // action, which ends the classification without the redirect.
         for net in &self.deny {
-            let dst = format!("{net}");
-            in_netns(
-                &self.netns,
-                &["tc", "filter", "add", "dev", TAP, "parent", "ffff:", "protocol", "ip", "prio", "1", "u32", "match", "ip", "dst", &dst, "flowid", "ffff:1"],
-            )?;
+            let dst = ["match", "ip", "dst", &net.to_string()].map(String::from);
+            self.add_filter(TAP, "ip", "1", &dst, &["flowid", "ffff:1"])?;
         }
         // In: everything for the pod reaches the guest.
         let to_tap = ["match", "u8", "0", "0"].map(String::from).to_vec();
@@ -183,10 +180,22 @@ impl PodNet {
         matches: &[String],
         to: &str,
     ) -> Result<(), PodNetError> {
+        self.add_filter(from, proto, prio, matches, &["action", "mirred", "egress", "redirect", "dev", to])
+    }
+
+    /// A u32 filter on `dev`'s ingress: `matches`, then what a match does (`then`).
+    fn add_filter(
+        &self,
+        dev: &str,
+        proto: &str,
+        prio: &str,
+        matches: &[String],
+        then: &[&str],
+    ) -> Result<(), PodNetError> {
         let mut args: Vec<&str> =
-            vec!["tc", "filter", "add", "dev", from, "parent", "ffff:", "protocol", proto, "prio", prio, "u32"];
+            vec!["tc", "filter", "add", "dev", dev, "parent", "ffff:", "protocol", proto, "prio", prio, "u32"];
         args.extend(matches.iter().map(String::as_str));
-        args.extend(["action", "mirred", "egress", "redirect", "dev", to]);
+        args.extend_from_slice(then);
         in_netns(&self.netns, &args)?;
         Ok(())
     }
@@ -200,13 +209,13 @@ impl PodNet {
     }
 }
 
+/// One tc filter: protocol, priority, u32 matches.
+type Filter = (&'static str, &'static str, Vec<String>);
+
 /// The tc u32 matches of what a guest at `ip` with `mac` may send: (protocol, priority,
 /// matches) for IPv4 and for ARP. u32 compares aligned words, so the ARP sender's MAC
 /// (bytes 8–13) and address (14–17) are split into aligned pieces; `ether src` matches
 /// the frame's own source MAC.
-/// One tc filter: protocol, priority, u32 matches.
-type Filter = (&'static str, &'static str, Vec<String>);
-
 fn spoof_free(ip: Ipv4Addr, mac: &str) -> Result<Vec<Filter>, PodNetError> {
     let bytes: Vec<u8> = mac.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
     let [m0, m1, m2, m3, m4, m5] = bytes[..] else {

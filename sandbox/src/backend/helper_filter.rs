@@ -146,13 +146,17 @@ pub fn denying(
     rules: std::collections::BTreeMap<i64, Vec<SeccompRule>>,
     errno: i32,
 ) -> Result<seccompiler::BpfProgram, HelperFilterError> {
-    let f = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(errno as u32),
-        seccompiler::TargetArch::x86_64,
-    )
-    .map_err(err)?;
+    compile(rules, SeccompAction::Allow, SeccompAction::Errno(errno as u32))
+}
+
+/// `rules` compiled for x86_64: a call that matches gets `on_match`, any other
+/// `mismatch` (a deny-list allows on mismatch, an allow-list the other way round).
+pub fn compile(
+    rules: std::collections::BTreeMap<i64, Vec<SeccompRule>>,
+    mismatch: SeccompAction,
+    on_match: SeccompAction,
+) -> Result<seccompiler::BpfProgram, HelperFilterError> {
+    let f = SeccompFilter::new(rules, mismatch, on_match, seccompiler::TargetArch::x86_64).map_err(err)?;
     f.try_into().map_err(|e: seccompiler::BackendError| err(e))
 }
 

@@ -32,18 +32,18 @@ fn c(p: &Path) -> std::io::Result<CString> {
 fn steps(stage: &Path, writable: &[PathBuf]) -> std::io::Result<Vec<Step>> {
     let mut out = Vec::new();
     let mut made: Vec<PathBuf> = Vec::new();
+    let inside = |p: &Path| stage.join(p.strip_prefix("/").unwrap_or(p));
     let mut parents = |out: &mut Vec<Step>, p: &Path| -> std::io::Result<()> {
         let mut dirs: Vec<&Path> = p.ancestors().skip(1).take_while(|a| *a != Path::new("/")).collect();
         dirs.reverse();
         for d in dirs {
             if !made.iter().any(|m| m == d) {
                 made.push(d.to_path_buf());
-                out.push(Step::Mkdir(c(&stage.join(d.strip_prefix("/").unwrap_or(d)))?));
+                out.push(Step::Mkdir(c(&inside(d))?));
             }
         }
         Ok(())
     };
-    let inside = |p: &Path| stage.join(p.strip_prefix("/").unwrap_or(p));
     for s in SYSTEM {
         let p = Path::new(s);
         let Ok(meta) = p.symlink_metadata() else { continue };
@@ -80,7 +80,8 @@ pub fn install(cmd: &mut Command, stage: &Path, writable: &[PathBuf]) -> std::io
     let steps = steps(stage, writable)?;
     let proc = c(&stage.join("proc"))?;
     let stage = c(stage)?;
-    let (tmpfs, proc_fs, proc_opts, tmpfs_opts) = (c"tmpfs", c"proc", c"hidepid=invisible,subset=pid", c"mode=0755,size=64k");
+    let (tmpfs, proc_fs, proc_opts, tmpfs_opts) =
+        (c"tmpfs", c"proc", c"hidepid=invisible,subset=pid", c"mode=0755,size=64k");
     let (root, dot) = (c"/", c".");
     // SAFETY: the hook only makes raw syscalls (unshare, mount, mkdir, symlink, open,
     // close, chdir, pivot_root, umount2) on C strings built before the fork: no

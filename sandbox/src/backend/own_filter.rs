@@ -6,7 +6,7 @@
 //! degrades (a connection refused, a log line lost) instead of ending the pump that
 //! QEMU's console depends on. Installed on top of the helpers' deny-list.
 
-use seccompiler::{SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule};
+use seccompiler::{SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
 use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,14 +91,7 @@ pub fn allowing(calls: &[i64], threads: bool) -> Result<seccompiler::BpfProgram,
     // Where listed, socket is for IPv4 only and ioctl for set_nonblocking (FIONBIO) only.
     narrow(&mut rules, libc::SYS_socket, 0, libc::AF_INET as u64)?;
     narrow(&mut rules, libc::SYS_ioctl, 1, libc::FIONBIO)?;
-    let f = SeccompFilter::new(
-        rules,
-        SeccompAction::Errno(libc::EPERM as u32),
-        SeccompAction::Allow,
-        seccompiler::TargetArch::x86_64,
-    )
-    .map_err(err)?;
-    f.try_into().map_err(|e: seccompiler::BackendError| err(e))
+    super::helper_filter::compile(rules, SeccompAction::Errno(libc::EPERM as u32), SeccompAction::Allow).map_err(err)
 }
 
 /// Lets `nr`, when `rules` allows it, through only with argument `arg` equal to `value`.
