@@ -8,7 +8,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 guest_dir=${ISOLA_GUEST_DIR:-/var/lib/isola/guest}
-packages=(qemu-system-x86 linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils file busybox-static util-linux runc libseccomp-dev libcap-ng-dev docker-registry skopeo iproute2 iptables nftables containerd containernetworking-plugins protobuf-compiler bsdutils jq kmod apache2-utils docker.io podman)
+packages=(qemu-system-x86 linux-source-6.12 build-essential flex bison bc libelf-dev libssl-dev cpio xz-utils file busybox-static util-linux runc libseccomp-dev libcap-ng-dev docker-registry skopeo iproute2 iptables nftables containerd containernetworking-plugins protobuf-compiler bsdutils jq kmod apache2-utils docker.io podman erofs-utils)
 
 missing=()
 for p in "${packages[@]}"; do

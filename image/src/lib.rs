@@ -3,6 +3,7 @@
 //! and layer unpacking with whiteouts.
 
 pub mod auth;
+pub mod disk;
 pub mod extract;
 pub mod import;
 pub mod manifest;
@@ -11,5 +12,6 @@ pub mod registry;
 pub mod store;
 pub mod unpack;
 
+pub use disk::{DiskError, ImageDisk};
 pub use reference::Reference;
 pub use store::{ImageRecord, Store, StoreError};

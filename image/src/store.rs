@@ -155,6 +155,15 @@ impl Store {
         self.max_unpacked = bytes;
     }
 
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A temporary file name under the store, this process's own.
+    pub(crate) fn tmp_file(&self, tag: &str) -> PathBuf {
+        self.tmp_path(tag)
+    }
+
     fn tmp_path(&self, tag: &str) -> PathBuf {
         self.root.join("tmp").join(format!("{tag}.{}", std::process::id()))
     }
@@ -346,6 +355,9 @@ impl Store {
         self.save(&rest)?;
         if !rest.iter().any(|r| r.manifest_digest == gone.manifest_digest) {
             let _ = std::fs::remove_dir_all(self.rootfs(&gone));
+        }
+        if !rest.iter().any(|r| r.layers == gone.layers) {
+            self.remove_disk(&gone.layers);
         }
         let used =
             |d: &String| rest.iter().any(|r| &r.config_digest == d || r.manifest_digest == *d || r.layers.contains(d));

@@ -45,6 +45,7 @@ const ALLOWED: &[i64] = &[
     libc::SYS_writev,
     libc::SYS_pread64,
     libc::SYS_pwrite64,
+    libc::SYS_fdatasync,
     libc::SYS_recvfrom,
     libc::SYS_recvmsg,
     libc::SYS_sendto,
@@ -265,6 +266,10 @@ pub fn thread_rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>,
             libc::SYS_unlink,
             libc::SYS_unlinkat,
             libc::SYS_prctl,
+            // virtio-blk: a disk's reads, writes and flushes.
+            libc::SYS_pread64,
+            libc::SYS_pwrite64,
+            libc::SYS_fdatasync,
         ],
         ThreadKind::Control => &[
             libc::SYS_accept4,

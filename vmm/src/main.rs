@@ -91,6 +91,10 @@ struct Args {
     /// listening here; needs --shared-memory.
     #[arg(long)]
     fs_socket: Option<PathBuf>,
+    /// A virtio-blk disk: `PATH[,ro][,id=SERIAL]` (repeat for more; the guest sees them
+    /// as vda, vdb, … and finds each by its serial).
+    #[arg(long = "disk")]
+    disks: Vec<isola_vmm::virtio::block::DiskSpec>,
     /// The virtio-fs tag the guest mounts.
     #[arg(long, default_value = "isola-shared")]
     fs_tag: String,
@@ -140,6 +144,7 @@ fn main() -> ExitCode {
         vsock: args.vsock_uds.map(|uds_path| VsockConfig { guest_cid: args.vsock_cid, uds_path }),
         net,
         fs: args.fs_socket.map(|socket| FsConfig { socket, tag: args.fs_tag }),
+        disks: args.disks,
         user: args.uid.zip(args.gid),
         jailed: args.jail,
         confine: match (args.no_confine, args.no_seccomp, args.confine_selftest) {

@@ -1,5 +1,6 @@
 //! virtio devices over the MMIO transport (virtio 1.x, "version 2" registers).
 
+pub mod block;
 pub mod fs;
 mod interrupt;
 mod mmio;
@@ -87,7 +88,7 @@ impl ActivateContext {
 
 /// A virtio device model behind the MMIO transport.
 pub trait VirtioDevice: Send {
-    /// virtio device id (vsock = 19, net = 1, fs = 26).
+    /// virtio device id (vsock = 19, net = 1, block = 2, fs = 26).
     fn device_type(&self) -> u32;
     /// Maximum size of each queue; the number of queues is the slice's length.
     fn queue_max_sizes(&self) -> &[u16];
@@ -118,6 +119,7 @@ pub trait VirtioDevice: Send {
 pub fn device_name(device_type: u32) -> &'static str {
     match device_type {
         1 => "net",
+        2 => "block",
         19 => "vsock",
         26 => "fs",
         _ => "unknown",

@@ -34,6 +34,8 @@ pub struct VmConfig {
     pub net: Option<NetConfig>,
     /// A virtio-fs device served by the vhost-user daemon (virtiofsd) at this socket.
     pub fs: Option<FsConfig>,
+    /// virtio-blk disks, in order (the guest's vda, vdb, …), opened at start.
+    pub disks: Vec<crate::virtio::block::DiskSpec>,
     /// How much the VMM gives up before the guest runs ([`crate::confine`]).
     pub confine: Confine,
     /// The unprivileged (uid, gid) to run the guest as, once everything is open.
@@ -115,6 +117,8 @@ pub enum VmError {
     Vsock(#[from] crate::virtio::vsock::MuxerError),
     #[error("net device: {0}")]
     Net(#[from] crate::virtio::net::NetError),
+    #[error("block device: {0}")]
+    Block(#[from] crate::virtio::block::BlockError),
     #[error("fs device: {0}")]
     Fs(#[from] crate::virtio::fs::FsError),
     #[error("device bus: {0}")]

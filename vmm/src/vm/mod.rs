@@ -320,6 +320,10 @@ fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn crate::virtio::Virtio
     if let Some(f) = &config.fs {
         v.push(Box::new(Fs::connect(&f.tag, &f.socket)?));
     }
+    for d in &config.disks {
+        let file = crate::virtio::block::DiskFile::open(&d.path, d.read_only)?;
+        v.push(Box::new(crate::virtio::block::Block::new(Box::new(file), d.read_only, d.serial.clone())));
+    }
     Ok(v)
 }
 

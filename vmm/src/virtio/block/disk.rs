@@ -1,0 +1,59 @@
+//! What a block device reads and writes: a file, or a test double.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::{BlockError, SECTOR};
+
+/// A disk's bytes. Offsets and lengths are checked against [`DiskBackend::len`] by the
+/// queue code before they get here.
+pub trait DiskBackend: Send {
+    fn len(&self) -> u64;
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> std::io::Result<()>;
+    fn flush(&mut self) -> std::io::Result<()>;
+}
+
+/// A raw image file. Read-only disks are opened read-only, so not even a VMM the guest
+/// took over can write them.
+pub struct DiskFile {
+    file: File,
+    len: u64,
+}
+
+impl DiskFile {
+    pub fn open(path: &Path, read_only: bool) -> Result<Self, BlockError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let err = |source| BlockError::Open { path: path.display().to_string(), source };
+        // No symlink is followed at the last component, and no device node is opened
+        // as a disk by a path someone else could swap.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(err)?;
+        let meta = file.metadata().map_err(err)?;
+        if !meta.is_file() {
+            return Err(BlockError::Bad { path: path.display().to_string(), reason: "not a regular file".into() });
+        }
+        // The guest sees whole sectors; a partial last one is left out.
+        Ok(DiskFile { file, len: meta.len() / SECTOR * SECTOR })
+    }
+}
+
+impl DiskBackend for DiskFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}

@@ -1,0 +1,247 @@
+//! Block request scenarios on mock guest memory: a pretend driver queues chains of
+//! header, data and status buffers, as a kind or a hostile driver would.
+
+use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::Queue;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::queues::Disk;
+use super::{process_queue, request, BlockCounters, DiskBackend, DiskFile, DiskSpec, MAX_REQUEST_BYTES};
+
+const QLEN: u16 = 64;
+
+/// A disk in memory that counts flushes.
+struct MemDisk {
+    bytes: Vec<u8>,
+    flushes: u32,
+}
+
+impl DiskBackend for MemDisk {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let o = offset as usize;
+        buf.copy_from_slice(&self.bytes[o..o + buf.len()]);
+        Ok(())
+    }
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let o = offset as usize;
+        self.bytes[o..o + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flushes += 1;
+        Ok(())
+    }
+}
+
+/// One buffer of a chain: its bytes (or its length, for device-writable ones).
+enum Buf {
+    Out(Vec<u8>),
+    In(u32),
+    /// A device-writable buffer outside guest memory.
+    Wild,
+}
+
+struct Driver {
+    mem: &'static GuestMemoryMmap,
+    mock: MockSplitQueue<'static, GuestMemoryMmap>,
+    queue: Queue,
+    next: u16,
+    next_buf: u64,
+    /// Per chain head: the address and length of its writable buffers.
+    writable: std::collections::HashMap<u16, Vec<(u64, u32)>>,
+    seen: u16,
+}
+
+impl Driver {
+    fn new() -> Self {
+        // Leaked so the mock queue can borrow it for the test's lifetime.
+        let mem: &'static GuestMemoryMmap =
+            Box::leak(Box::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 32 << 20)]).expect("memory")));
+        let mock = MockSplitQueue::create(mem, GuestAddress(0), QLEN);
+        let queue = mock.create_queue().expect("queue");
+        Driver { mem, mock, queue, next: 0, next_buf: 0x10_0000, writable: Default::default(), seen: 0 }
+    }
+
+    fn chain(&mut self, bufs: Vec<Buf>) -> u16 {
+        let head = self.next;
+        let mut descs = Vec::new();
+        let mut w = Vec::new();
+        let n = bufs.len();
+        for (i, b) in bufs.into_iter().enumerate() {
+            let next = if i + 1 < n { 1 } else { 0 };
+            let idx = self.next + i as u16 + 1;
+            let (addr, len, flags) = match b {
+                Buf::Out(bytes) => {
+                    let a = self.alloc(bytes.len());
+                    self.mem.write_slice(&bytes, GuestAddress(a)).expect("write");
+                    (a, bytes.len() as u32, next)
+                }
+                Buf::In(len) => {
+                    let a = self.alloc(len as usize);
+                    self.mem.write_slice(&vec![0xee; len as usize], GuestAddress(a)).expect("fill");
+                    w.push((a, len));
+                    (a, len, next | 2)
+                }
+                Buf::Wild => (0xffff_ff00_0000, 512, next | 2),
+            };
+            descs.push(RawDescriptor::from(SplitDescriptor::new(addr, len, flags, idx)));
+        }
+        self.mock.add_desc_chains(&descs, self.next).expect("chain");
+        self.next += descs.len() as u16;
+        self.writable.insert(head, w);
+        head
+    }
+
+    fn alloc(&mut self, len: usize) -> u64 {
+        let a = self.next_buf;
+        self.next_buf += (len.max(1) as u64 + 15) & !15;
+        a
+    }
+
+    /// Used entries since the last call: (head, len, its writable bytes joined).
+    fn used(&mut self) -> Vec<(u16, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let idx = self.mock.used().idx().load();
+        while self.seen != idx {
+            let e = self.mock.used().ring().ref_at(usize::from(self.seen % QLEN)).expect("slot").load();
+            self.seen = self.seen.wrapping_add(1);
+            let head = e.id() as u16;
+            let mut bytes = Vec::new();
+            for (a, l) in &self.writable[&head] {
+                let mut b = vec![0u8; *l as usize];
+                self.mem.read_slice(&mut b, GuestAddress(*a)).expect("read");
+                bytes.extend(b);
+            }
+            out.push((head, e.len(), bytes));
+        }
+        out
+    }
+
+    fn run(&mut self, disk: &mut MemDisk, read_only: bool, c: &mut BlockCounters) -> bool {
+        let mut buf = Vec::new();
+        let mut d = Disk { backend: disk, read_only, serial: "isola-img-0123456789", buf: &mut buf };
+        process_queue(&mut self.queue, self.mem, &mut d, c)
+    }
+}
+
+fn header(kind: u32, sector: u64) -> Vec<u8> {
+    let mut h = kind.to_le_bytes().to_vec();
+    h.extend([0u8; 4]);
+    h.extend(sector.to_le_bytes());
+    h
+}
+
+fn disk() -> MemDisk {
+    MemDisk { bytes: (0..8192u32).map(|i| (i / 512) as u8 + 1).collect(), flushes: 0 }
+}
+
+#[test]
+fn reads_writes_and_flushes_reach_the_disk_with_an_ok_status() {
+    let mut d = Driver::new();
+    let mut mem = disk();
+    let mut c = BlockCounters::default();
+    // Read sectors 2..4 into two buffers, the status in a third.
+    let r = d.chain(vec![Buf::Out(header(request::IN, 2)), Buf::In(512), Buf::In(512), Buf::In(1)]);
+    let w = d.chain(vec![Buf::Out(header(request::OUT, 5)), Buf::Out(vec![0xab; 1024]), Buf::In(1)]);
+    let f = d.chain(vec![Buf::Out(header(request::FLUSH, 0)), Buf::In(1)]);
+    assert!(d.run(&mut mem, false, &mut c));
+    let used = d.used();
+    assert_eq!(used.len(), 3);
+    let (head, len, bytes) = &used[0];
+    assert_eq!((*head, *len), (r, 1025), "1024 bytes read and the status");
+    assert_eq!(&bytes[..512], &[3u8; 512][..], "sector 2");
+    assert_eq!(&bytes[512..1024], &[4u8; 512][..], "sector 3");
+    assert_eq!(bytes[1024], request::S_OK);
+    assert_eq!((used[1].0, used[1].1, used[1].2.as_slice()), (w, 1, &[request::S_OK][..]));
+    assert_eq!(&mem.bytes[5 * 512..7 * 512], &[0xab; 1024][..], "written");
+    assert_eq!((used[2].0, used[2].2.as_slice()), (f, &[request::S_OK][..]));
+    assert_eq!(mem.flushes, 1);
+    assert_eq!((c.reads, c.writes, c.flushes, c.failed), (1, 1, 1, 0));
+}
+
+#[test]
+fn a_read_only_disk_refuses_writes_with_ioerr_and_keeps_its_bytes() {
+    let mut d = Driver::new();
+    let mut mem = disk();
+    let before = mem.bytes.clone();
+    let mut c = BlockCounters::default();
+    d.chain(vec![Buf::Out(header(request::OUT, 0)), Buf::Out(vec![0; 512]), Buf::In(1)]);
+    d.run(&mut mem, true, &mut c);
+    assert_eq!(d.used()[0].2, [request::S_IOERR]);
+    assert_eq!(mem.bytes, before);
+    assert_eq!(c.failed, 1);
+}
+
+#[test]
+fn get_id_returns_the_serial_and_unknown_requests_are_unsupported() {
+    let mut d = Driver::new();
+    let mut mem = disk();
+    let mut c = BlockCounters::default();
+    d.chain(vec![Buf::Out(header(request::GET_ID, 0)), Buf::In(20), Buf::In(1)]);
+    d.chain(vec![Buf::Out(header(99, 0)), Buf::In(1)]);
+    d.run(&mut mem, false, &mut c);
+    let used = d.used();
+    assert_eq!((used[0].1, &used[0].2[..20]), (21, &b"isola-img-0123456789"[..]));
+    assert_eq!(used[0].2[20], request::S_OK);
+    assert_eq!(used[1].2, [request::S_UNSUPP]);
+}
+
+/// Past the end, partial sectors, an oversized request, a short header, a buffer
+/// outside guest memory, no status byte at all: each comes back (IOERR where there is
+/// room to say so), nothing panics, and the queue goes on.
+#[test]
+fn bad_chains_are_answered_and_the_queue_goes_on() {
+    let mut d = Driver::new();
+    let mut mem = disk();
+    let mut c = BlockCounters::default();
+    let sectors = mem.len() / 512;
+    d.chain(vec![Buf::Out(header(request::IN, sectors - 1)), Buf::In(1024), Buf::In(1)]);
+    d.chain(vec![Buf::Out(header(request::IN, u64::MAX / 256)), Buf::In(512), Buf::In(1)]);
+    d.chain(vec![Buf::Out(header(request::IN, 0)), Buf::In(100), Buf::In(1)]);
+    d.chain(vec![Buf::Out(header(request::OUT, 0)), Buf::Out(vec![0; MAX_REQUEST_BYTES + 512]), Buf::In(1)]);
+    d.chain(vec![Buf::Out(vec![0; 7]), Buf::In(1)]);
+    d.chain(vec![Buf::Out(header(request::IN, 0)), Buf::Wild, Buf::In(1)]);
+    d.chain(vec![Buf::Out(header(request::IN, 0))]);
+    let ok = d.chain(vec![Buf::Out(header(request::IN, 0)), Buf::In(512), Buf::In(1)]);
+    let before = mem.bytes.clone();
+    d.run(&mut mem, false, &mut c);
+    let used = d.used();
+    assert_eq!(used.len(), 8, "every chain comes back");
+    for (head, len, bytes) in &used[..5] {
+        assert_eq!((*len, bytes.last()), (1, Some(&request::S_IOERR)), "chain {head}");
+    }
+    assert_eq!(used[6].1, 0, "no status byte: nothing written");
+    let last = &used[7];
+    assert_eq!((last.0, last.1, last.2[512]), (ok, 513, request::S_OK));
+    assert_eq!(mem.bytes, before, "nothing was written by a bad request");
+    assert_eq!(c.failed, 7);
+}
+
+#[test]
+fn disk_specs_parse_and_bad_ones_say_why() {
+    let d: DiskSpec = "/img/a.erofs,ro,id=isola-abc".parse().expect("spec");
+    assert_eq!(d, DiskSpec { path: "/img/a.erofs".into(), read_only: true, serial: "isola-abc".into() });
+    for bad in ["", ",ro", "/a,rw", "/a,id=a-serial-longer-than-twenty", "/a,id=with space"] {
+        assert!(bad.parse::<DiskSpec>().is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_disk_file_is_whole_sectors_and_a_symlink_is_not_followed() {
+    let t = tempfile::tempdir().expect("tmp");
+    let f = t.path().join("disk");
+    std::fs::write(&f, vec![7u8; 1500]).expect("write");
+    let mut disk = DiskFile::open(&f, true).expect("open");
+    assert_eq!(disk.len(), 1024, "the partial third sector is left out");
+    let mut b = [0u8; 512];
+    disk.read_at(&mut b, 512).expect("read");
+    assert_eq!(b, [7u8; 512]);
+    assert!(disk.write_at(&b, 0).is_err(), "opened read-only");
+    std::os::unix::fs::symlink(&f, t.path().join("link")).expect("symlink");
+    assert!(DiskFile::open(&t.path().join("link"), true).is_err());
+    assert!(DiskFile::open(t.path(), true).is_err(), "a directory is no disk");
+}
