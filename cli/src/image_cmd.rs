@@ -54,9 +54,25 @@ pub fn store() -> anyhow::Result<Store> {
 pub fn pull(a: PullArgs) -> anyhow::Result<ExitCode> {
     let r: Reference = a.reference.parse()?;
     let ui = crate::progress::PullUi::new(&r.to_string(), a.quiet);
-    let rec = isola_image::registry::pull_via(&r, &mirrors(&r)?, &store()?, &|e| ui.event(e))?;
+    let s = store()?;
+    let rec = isola_image::registry::pull_via(&r, &mirrors(&r)?, &s, &|e| ui.event(e))?;
+    image_disk(&s, &rec)?;
     println!("{} {}", rec.name, rec.manifest_digest);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The image's disk (its root filesystem as an erofs image, built once), or None where
+/// this host cannot build one (no mkfs.erofs): its sandboxes then share the unpacked
+/// directory over virtio-fs. A hostile image (too many files, too large) is an error.
+pub fn image_disk(s: &Store, rec: &ImageRecord) -> anyhow::Result<Option<isola_image::ImageDisk>> {
+    match s.ensure_disk(rec) {
+        Ok(d) => Ok(Some(d)),
+        Err(isola_image::DiskError::NoMkfs(e)) => {
+            eprintln!("isola: warning: no {} ({e}): {} is shared over virtio-fs", isola_image::disk::MKFS, rec.name);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub fn images(a: ImagesArgs) -> anyhow::Result<ExitCode> {

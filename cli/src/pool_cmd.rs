@@ -51,6 +51,17 @@ pub struct FillArgs {
 
 /// The options and key of a sandbox with this configuration.
 pub fn options(c: &PoolConfig, id: &str, state_root: PathBuf) -> anyhow::Result<(SandboxOptions, PoolKey)> {
+    options_with_disks(c, id, state_root, 0)
+}
+
+/// [`options`] with `slots` disk placeholders and no share (a template for images on
+/// disks).
+pub fn options_with_disks(
+    c: &PoolConfig,
+    id: &str,
+    state_root: PathBuf,
+    slots: usize,
+) -> anyhow::Result<(SandboxOptions, PoolKey)> {
     // Pool members of a backend that can restore are restored too, when they can be.
     let req = Request {
         memory_mib: c.memory,
@@ -58,6 +69,8 @@ pub fn options(c: &PoolConfig, id: &str, state_root: PathBuf) -> anyhow::Result<
         hypervisor: c.hypervisor,
         network: c.network,
         state_root: Some(state_root),
+        disks: (0..slots).map(isola_sandbox::options::DiskAttach::placeholder).collect(),
+        shared_fs: slots == 0,
         ..Request::new(id)
     };
     let opts = Host::load(None)?.place(&req).options;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use isola_sandbox::options::DiskAttach;
 use isola_sandbox::placement::{vcpus_for, Host, Request, Vcpus};
 use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
 use isola_sandbox::seccomp::Seccomp;
@@ -97,6 +98,11 @@ pub struct RunArgs {
     /// make none.
     #[arg(long)]
     no_template: bool,
+    /// How an IMAGE's root filesystem reaches the guest: `disk` (a read-only erofs
+    /// image on virtio-blk, shared by every sandbox of the image; the default) or
+    /// `share` (the unpacked directory over virtio-fs).
+    #[arg(long, default_value = "disk", value_parser = ["disk", "share"])]
+    image_fs: String,
     /// Seconds to wait for the sandbox to boot.
     #[arg(long, default_value_t = 60)]
     boot_timeout: u64,
@@ -130,8 +136,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // The rootfs and the process: a directory and its command, or an image's config
     // merged with what the user gave.
-    let (rootfs, args, env, cwd, (uid, gid)) = match &a.rootfs {
-        Some(dir) => (dir.clone(), a.command.clone(), a.env.clone(), a.workdir.clone(), (uid, gid)),
+    let (rootfs, disk, args, env, cwd, (uid, gid)) = match &a.rootfs {
+        Some(dir) => (dir.clone(), None, a.command.clone(), a.env.clone(), a.workdir.clone(), (uid, gid)),
         None => {
             let (image, cmd) = a.command.split_first().context("give an IMAGE (or --rootfs DIR) and a command")?;
             let (store, rec) = crate::image_cmd::resolve(image)?;
@@ -152,7 +158,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 }
                 _ => (uid, gid),
             };
-            (store.rootfs(&rec), s.args, s.env, s.cwd, ids)
+            let disk = match a.image_fs.as_str() {
+                "disk" => crate::image_cmd::image_disk(&store, &rec)?,
+                _ => None,
+            };
+            (store.rootfs(&rec), disk, s.args, s.env, s.cwd, ids)
         }
     };
     anyhow::ensure!(!args.is_empty(), "no command given");
@@ -195,6 +205,15 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         tie_to_parent: !a.detach,
         templates: !a.no_template,
         network_allow: a.network_allow.clone(),
+        disks: disk
+            .iter()
+            .map(|d| DiskAttach {
+                path: d.path.clone(),
+                serial: d.serial.clone(),
+                fstype: isola_image::disk::FSTYPE.into(),
+            })
+            .collect(),
+        shared_fs: disk.is_none() || !a.volumes.is_empty(),
         ..Request::new(name.clone())
     };
     let placed = host.place(&req);
@@ -210,14 +229,20 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             let sb = placed.start().with_context(|| format!("starting sandbox {name}"))?;
             // Booted cold on isola-vmm: the next run of this configuration restores.
             if placed.wants_template(&sb) {
-                crate::template_cmd::warm_in_background(&pooled);
+                // With the image on a disk and nothing shared: a template of that shape.
+                crate::template_cmd::warm_in_background(&pooled, !sopts.shared_fs);
             }
             sb
         }
     };
     let me = std::env::current_exe().context("finding the isola binary (for the port forwarder)")?;
     sb.publish(&a.publish, &me, sopts)?;
-    let c = sb.create_container(&name, spec, Rootfs::Dir(&rootfs), &a.volumes);
+    // The image's disk when the sandbox has it (a pooled or restored one has a share).
+    let root = match &disk {
+        Some(d) if sb.has_disk(&d.serial) => Rootfs::Disk { serial: &d.serial, fstype: isola_image::disk::FSTYPE },
+        _ => Rootfs::Dir(&rootfs),
+    };
+    let c = sb.create_container(&name, spec, root, &a.volumes);
     let c = cause(&mut sb, c)?;
     sb.set_container(&name)?;
     if a.detach {

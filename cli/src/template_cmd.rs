@@ -27,6 +27,11 @@ pub struct WarmArgs {
     /// Make it again even if there is one.
     #[arg(long)]
     force: bool,
+    /// For `isola run IMAGE` with the image on a disk (the default): an empty disk
+    /// slot each clone fills with its image, and no virtio-fs, so clones map the
+    /// template's memory copy-on-write.
+    #[arg(long)]
+    image_disk: bool,
     #[command(flatten)]
     config: PoolConfig,
 }
@@ -44,7 +49,7 @@ pub struct RmArgs {
 pub fn run(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
     let root = template::root();
     match cmd {
-        TemplateCmd::Warm(a) => warm(&a.config, a.force, false).map(|()| ExitCode::SUCCESS),
+        TemplateCmd::Warm(a) => warm(&a.config, a.image_disk, a.force, false).map(|()| ExitCode::SUCCESS),
         TemplateCmd::Ls => {
             println!(
                 "{:<17} {:>7} {:>5} {:<9} {:>9} {:>8} {:>7}",
@@ -98,9 +103,10 @@ pub fn run(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
 /// makes one, so the next run restores instead of booting.
 /// Makes the template for `c` unless there is one (`force`: again). In the background
 /// (for a run that had none) it says nothing and leaves it to a maker already at it.
-fn warm(c: &PoolConfig, force: bool, background: bool) -> anyhow::Result<()> {
+fn warm(c: &PoolConfig, image_disk: bool, force: bool, background: bool) -> anyhow::Result<()> {
     let root = template::root();
-    let (opts, _) = crate::pool_cmd::options(c, "", isola_sandbox::state::default_root())?;
+    let slots = usize::from(image_disk);
+    let (opts, _) = crate::pool_cmd::options_with_disks(c, "", isola_sandbox::state::default_root(), slots)?;
     let key = opts.template_key()?;
     if let Some(t) = template::find(&root, &key) {
         if !force {
@@ -127,6 +133,8 @@ fn warm(c: &PoolConfig, force: bool, background: bool) -> anyhow::Result<()> {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct WarmJob {
     config: PoolConfig,
+    #[serde(default)]
+    image_disk: bool,
 }
 
 impl isola_sandbox::background::Job for WarmJob {
@@ -134,11 +142,13 @@ impl isola_sandbox::background::Job for WarmJob {
 }
 
 pub fn warm_job(j: WarmJob) -> i32 {
-    isola_sandbox::background::exit_code("isola: making a template", warm(&j.config, false, true))
+    isola_sandbox::background::exit_code("isola: making a template", warm(&j.config, j.image_disk, false, true))
 }
 
-pub fn warm_in_background(c: &PoolConfig) {
-    if let Err(e) = crate::pool_cmd::spawn_detached(&WarmJob { config: c.clone() }) {
+/// Makes the template for `c` (with a disk slot for the image when `image_disk`) in a
+/// detached process.
+pub fn warm_in_background(c: &PoolConfig, image_disk: bool) {
+    if let Err(e) = crate::pool_cmd::spawn_detached(&WarmJob { config: c.clone(), image_disk }) {
         eprintln!("isola: warning: no template is made for the next run ({e})");
     }
 }

@@ -55,6 +55,10 @@ pub struct Agent {
     containers: Mutex<HashMap<String, Arc<Container>>>,
 }
 
+/// How long a container's disk may take to show its capacity (a restored guest hears
+/// of it from a config interrupt).
+const DISK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Agent {
     pub fn new(cfg: AgentConfig, reaper: Arc<Reaper>) -> Self {
         Self::with_syscalls(cfg, reaper, Arc::new(Linux))
@@ -214,12 +218,13 @@ impl Agent {
         }
         let dir = self.container_dir(id);
         let layout = Layout::new(&dir);
-        let (lower, in_place) = match source {
+        let in_place = matches!(source, RootfsSource::GuestPath { in_place: true, .. });
+        let mounted = match source {
             RootfsSource::Upload => {
                 if !layout.image.is_dir() {
                     return Err(err(ErrorCode::FailedPrecondition, format!("no rootfs was uploaded for {id}")));
                 }
-                (layout.image.clone(), false)
+                rootfs::mount_overlay(&*self.sys, &layout.image, &layout)
             }
             RootfsSource::GuestPath { path, in_place } => {
                 let p = PathBuf::from(&path);
@@ -229,13 +234,22 @@ impl Agent {
                         format!("rootfs {path} is not a directory in the guest"),
                     ));
                 }
-                (p, in_place)
+                if in_place {
+                    rootfs::bind_in_place(&*self.sys, &p, &layout)
+                } else {
+                    rootfs::mount_overlay(&*self.sys, &p, &layout)
+                }
             }
-        };
-        let mounted = if in_place {
-            rootfs::bind_in_place(&*self.sys, &lower, &layout)
-        } else {
-            rootfs::mount_overlay(&*self.sys, &lower, &layout)
+            RootfsSource::Disk { serial, fstype } => {
+                if !isola_protocol::DISK_FILESYSTEMS.contains(&fstype.as_str()) {
+                    return Err(err(ErrorCode::InvalidArgument, format!("rootfs disk filesystem {fstype:?}")));
+                }
+                let found = rootfs::wait_for_disk(Path::new("/sys/block"), &serial, DISK_WAIT);
+                let Some(device) = found else {
+                    return Err(err(ErrorCode::NotFound, format!("no disk with serial {serial:?} in the guest")));
+                };
+                rootfs::mount_disk(&*self.sys, &device, &fstype, &layout)
+            }
         };
         mounted.map_err(|e| os_err("rootfs", e))?;
         let cleanup = |cg: Option<&Cgroup>| {

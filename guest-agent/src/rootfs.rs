@@ -65,6 +65,58 @@ pub fn mount_overlay(sys: &dyn Syscall, lower: &Path, layout: &Layout) -> Result
     Ok(())
 }
 
+/// [`find_disk`], waiting up to `timeout` for it to have a size: in a guest restored
+/// from a template the disk was an empty placeholder, and the kernel learns its new
+/// capacity from a config interrupt it handles in the background.
+pub fn wait_for_disk(sys_block: &Path, serial: &str, timeout: std::time::Duration) -> Option<PathBuf> {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(dev) = find_disk(sys_block, serial) {
+            return Some(dev);
+        }
+        if std::time::Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// The device node of the virtio-blk disk whose serial is `serial` and whose size is
+/// not zero, looked up in `sys_block` (`/sys/block`): the host names disks by serial,
+/// not by the order the guest happened to probe them in.
+pub fn find_disk(sys_block: &Path, serial: &str) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(sys_block).ok()?;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !name.starts_with("vd") {
+            continue;
+        }
+        match std::fs::read_to_string(e.path().join("serial")) {
+            Ok(s) if s.trim_end_matches(['\n', '\0']) == serial => {
+                let size = std::fs::read_to_string(e.path().join("size")).unwrap_or_default();
+                if size.trim().parse::<u64>().is_ok_and(|n| n > 0) {
+                    return Some(Path::new("/dev").join(&*name));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Mounts the disk `device` (read-only, filesystem `fstype`) as the container's image
+/// and a writable overlay over it at `layout.rootfs`.
+pub fn mount_disk(sys: &dyn Syscall, device: &Path, fstype: &str, layout: &Layout) -> Result<(), RootfsError> {
+    sys.mkdir_all(&layout.image)?;
+    sys.mount(&device.to_string_lossy(), &layout.image, fstype, MsFlags::MS_RDONLY | MsFlags::MS_NODEV, None)?;
+    if let Err(e) = mount_overlay(sys, &layout.image, layout) {
+        let _ = sys.umount_detach(&layout.image);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Binds the container's own layer `dir` at `layout.rootfs`: its writes land there.
 pub fn bind_in_place(sys: &dyn Syscall, dir: &Path, layout: &Layout) -> Result<(), RootfsError> {
     sys.mkdir_all(&layout.rootfs)?;
@@ -77,6 +129,8 @@ pub fn bind_in_place(sys: &dyn Syscall, dir: &Path, layout: &Layout) -> Result<(
 /// removal would delete; an empty mount point is the proof it is gone.
 pub fn remove_container_dir(sys: &dyn Syscall, dir: &Path, layout: &Layout) -> Result<(), std::io::Error> {
     let _ = sys.umount_detach(&layout.rootfs);
+    // A disk's image is mounted under it (uploaded images are plain directories).
+    let _ = sys.umount_detach(&layout.image);
     match std::fs::remove_dir(&layout.rootfs) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -107,6 +161,44 @@ mod tests {
             b.append(&h, *data).expect("append");
         }
         b.into_inner().expect("tar")
+    }
+
+    #[test]
+    fn a_disk_is_found_by_its_serial_and_mounted_read_only_under_an_overlay() {
+        let d = tempfile::tempdir().expect("tmp");
+        for (name, serial, size) in [
+            ("vda", "isola-other\n", "8\n"),
+            ("vdb", "isola-0123", "16\n"),
+            ("loop0", "isola-0123", "8"),
+            ("vdc", "isola-empty", "0\n"),
+        ] {
+            std::fs::create_dir_all(d.path().join(name)).expect("mkdir");
+            std::fs::write(d.path().join(name).join("serial"), serial).expect("serial");
+            std::fs::write(d.path().join(name).join("size"), size).expect("size");
+        }
+        assert_eq!(find_disk(d.path(), "isola-0123"), Some(PathBuf::from("/dev/vdb")));
+        assert_eq!(find_disk(d.path(), "isola-empty"), None, "no capacity yet");
+        let started = std::time::Instant::now();
+        assert_eq!(wait_for_disk(d.path(), "isola-empty", std::time::Duration::from_millis(50)), None);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(50));
+        std::fs::write(d.path().join("vdc/size"), "8\n").expect("resized");
+        assert_eq!(
+            wait_for_disk(d.path(), "isola-empty", std::time::Duration::from_secs(5)),
+            Some(PathBuf::from("/dev/vdc"))
+        );
+        assert_eq!(find_disk(d.path(), "isola-other"), Some(PathBuf::from("/dev/vda")));
+        assert_eq!(find_disk(d.path(), "isola-none"), None);
+        assert_eq!(find_disk(&d.path().join("missing"), "isola-0123"), None);
+        let rec = Recording::default();
+        let l = Layout::new(Path::new("/run/isola/c/x"));
+        mount_disk(&rec, Path::new("/dev/vdb"), "erofs", &l).expect("mount");
+        let calls = rec.calls();
+        assert_eq!(calls[1], "mount /dev/vdb /run/isola/c/x/image erofs 0x5 -", "{calls:?}");
+        assert!(
+            calls.last().is_some_and(|c| c.starts_with("mount overlay /run/isola/c/x/rootfs overlay")),
+            "{calls:?}"
+        );
+        assert!(calls.last().is_some_and(|c| c.contains("lowerdir=/run/isola/c/x/image,")), "{calls:?}");
     }
 
     #[test]

@@ -15,6 +15,8 @@ use sha2::{Digest, Sha256};
 use crate::store::{ImageRecord, Store};
 
 pub const MKFS: &str = "mkfs.erofs";
+/// The filesystem on an image's disk, as the guest mounts it.
+pub const FSTYPE: &str = "erofs";
 /// Most files, directories and links one image's disk may hold by default.
 pub const DEFAULT_MAX_INODES: u64 = 1_000_000;
 
@@ -70,8 +72,9 @@ impl Store {
     }
 
     /// `r`'s disk, built now if it was not (bounded by the store's unpack limit in
-    /// bytes and `max_inodes`); a failed build leaves nothing.
-    pub fn ensure_disk(&self, r: &ImageRecord, max_inodes: u64) -> Result<ImageDisk, DiskError> {
+    /// bytes and its inode limit); a failed build leaves nothing.
+    pub fn ensure_disk(&self, r: &ImageRecord) -> Result<ImageDisk, DiskError> {
+        let max_inodes = self.max_inodes();
         if let Some(d) = self.disk(r) {
             return Ok(d);
         }
@@ -80,8 +83,11 @@ impl Store {
         if !rootfs.is_dir() {
             return Err(DiskError::NoRootfs(r.name.clone()));
         }
-        let inodes = count_inodes(&rootfs, max_inodes)
-            .map_err(|source| DiskError::Io { what: "walking", path: rootfs.clone(), source })?;
+        let inodes = count_inodes(&rootfs, max_inodes).map_err(|source| DiskError::Io {
+            what: "walking",
+            path: rootfs.clone(),
+            source,
+        })?;
         if inodes > max_inodes {
             return Err(DiskError::TooManyInodes { image: r.name.clone(), limit: max_inodes });
         }
@@ -165,7 +171,8 @@ fn mkfs(src: &Path, out: &Path, limit: u64) -> Result<(), Mkfs> {
     if o.status.success() {
         return Ok(());
     }
-    let over = o.status.signal() == Some(libc::SIGXFSZ) || String::from_utf8_lossy(&o.stderr).contains("File too large");
+    let over =
+        o.status.signal() == Some(libc::SIGXFSZ) || String::from_utf8_lossy(&o.stderr).contains("File too large");
     if over {
         return Err(Mkfs::TooLarge);
     }
@@ -206,14 +213,14 @@ mod tests {
     fn a_disk_is_built_once_per_layer_set_and_is_an_erofs_image() {
         let (_t, s, r) = store_with_rootfs(3);
         assert!(s.disk(&r).is_none());
-        let d = s.ensure_disk(&r, DEFAULT_MAX_INODES).expect("built (apt-get install erofs-utils)");
+        let d = s.ensure_disk(&r).expect("built (apt-get install erofs-utils)");
         let head = std::fs::read(&d.path).expect("read");
         // The erofs superblock sits at 1024 with its magic first.
         assert_eq!(&head[1024..1028], &0xE0F5_E1E2u32.to_le_bytes());
         assert!(d.serial.len() <= 20 && d.serial.starts_with("isola-"), "{}", d.serial);
         let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&d.path).expect("meta"));
         let other_tag = ImageRecord { name: "test/img:other".into(), ..r.clone() };
-        let again = s.ensure_disk(&other_tag, DEFAULT_MAX_INODES).expect("found");
+        let again = s.ensure_disk(&other_tag).expect("found");
         assert_eq!(again, d, "same layers, same disk");
         assert_eq!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&again.path).expect("meta")), inode);
         let other = record("x", &["sha256:3"]);
@@ -223,11 +230,13 @@ mod tests {
     #[test]
     fn too_many_files_or_bytes_are_refused_and_leave_nothing() {
         let (t, mut s, r) = store_with_rootfs(50);
-        let e = s.ensure_disk(&r, 20).expect_err("too many files");
+        s.set_max_inodes(20);
+        let e = s.ensure_disk(&r).expect_err("too many files");
         assert!(matches!(e, DiskError::TooManyInodes { limit: 20, .. }), "{e}");
+        s.set_max_inodes(DEFAULT_MAX_INODES);
         s.set_max_unpacked(0);
         std::fs::write(s.rootfs(&r).join("big"), vec![1u8; 64 << 20]).expect("big file");
-        let e = s.ensure_disk(&r, DEFAULT_MAX_INODES).expect_err("too large");
+        let e = s.ensure_disk(&r).expect_err("too large");
         assert!(matches!(e, DiskError::TooLarge { .. }), "{e}");
         assert!(s.disk(&r).is_none());
         let left: Vec<_> = std::fs::read_dir(t.path().join("tmp")).expect("tmp").collect();

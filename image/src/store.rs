@@ -49,6 +49,7 @@ pub struct ImageRecord {
 pub struct Store {
     root: PathBuf,
     max_unpacked: u64,
+    max_inodes: u64,
 }
 
 /// The most one image may unpack to, by default (its layers' uncompressed tar bytes):
@@ -142,7 +143,11 @@ impl Store {
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(io("closing", root))?;
         let max_unpacked =
             std::env::var("ISOLA_MAX_UNPACKED_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_UNPACKED);
-        Ok(Self { root: root.into(), max_unpacked })
+        let max_inodes = std::env::var("ISOLA_MAX_IMAGE_INODES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(crate::disk::DEFAULT_MAX_INODES);
+        Ok(Self { root: root.into(), max_unpacked, max_inodes })
     }
 
     /// What unpacking one image may write (its layers' uncompressed tar streams).
@@ -153,6 +158,16 @@ impl Store {
     /// Caps what unpacking one image may write (its layers' uncompressed tar streams).
     pub fn set_max_unpacked(&mut self, bytes: u64) {
         self.max_unpacked = bytes;
+    }
+
+    /// Most files one image's disk may hold (`$ISOLA_MAX_IMAGE_INODES`, default
+    /// [`crate::disk::DEFAULT_MAX_INODES`]).
+    pub fn max_inodes(&self) -> u64 {
+        self.max_inodes
+    }
+
+    pub fn set_max_inodes(&mut self, n: u64) {
+        self.max_inodes = n;
     }
 
     pub(crate) fn root(&self) -> &Path {

@@ -21,7 +21,19 @@ pub enum RootfsSource {
         #[serde(default)]
         in_place: bool,
     },
+    /// A read-only disk the sandbox was given (virtio-blk), found by its serial: an
+    /// image's filesystem shared by every container of it, kept unwritten under an
+    /// overlay whose upper layer lives and dies with the container.
+    Disk {
+        serial: String,
+        /// One of [`DISK_FILESYSTEMS`].
+        fstype: String,
+    },
 }
+
+/// The filesystems a rootfs disk may hold: the guest kernel parses nothing else from
+/// a disk.
+pub const DISK_FILESYSTEMS: &[&str] = &["erofs", "ext4"];
 
 /// Sandbox-wide settings, sent once before any container.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -35,6 +35,33 @@ pub struct SandboxOptions {
     /// Networks a sandbox in a pod's CNI namespace may never reach (the host's
     /// `pod_network_deny`): on top of the CNI's own policy.
     pub network_deny: Vec<crate::netfilter::Cidr>,
+    /// Read-only disks for the guest (virtio-blk): image root filesystems.
+    pub disks: Vec<DiskAttach>,
+    /// Whether the sandbox gets a virtio-fs share (and its virtiofsd): off when its
+    /// containers' root filesystems are disks and nothing else is shared.
+    pub shared_fs: bool,
+}
+
+/// A read-only disk given to the guest, found there by its serial.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskAttach {
+    /// Empty for a template's placeholder ([`DiskAttach::placeholder`]).
+    pub path: PathBuf,
+    /// At most 20 printable bytes (virtio-blk's device id).
+    pub serial: String,
+    /// The filesystem on it (`isola_protocol::DISK_FILESYSTEMS`).
+    pub fstype: String,
+}
+
+impl DiskAttach {
+    /// Slot `i` of a template: an empty disk each clone fills with its own file.
+    pub fn placeholder(i: usize) -> Self {
+        DiskAttach { path: PathBuf::new(), serial: format!("isola-slot{i}"), fstype: String::new() }
+    }
+
+    pub fn is_placeholder(&self) -> bool {
+        self.path.as_os_str().is_empty()
+    }
 }
 
 /// Whether a sandbox starts from a template snapshot (isola-vmm only).
@@ -80,12 +107,15 @@ impl SandboxOptions {
             template: TemplateUse::Off,
             network_allow: vec![],
             network_deny: vec![],
+            disks: vec![],
+            shared_fs: true,
         }
     }
 
     /// The devices a template for these options has.
     pub fn template_devices(&self) -> crate::template::Devices {
-        crate::template::Devices::detect(self.network != NetworkMode::None || self.netns.is_some())
+        let net = self.network != NetworkMode::None || self.netns.is_some();
+        crate::template::Devices::detect(net, self.shared_fs, self.disks.len())
     }
 
     /// The key of the template these options would restore (isola-vmm only).

@@ -40,6 +40,10 @@ pub struct Request {
     pub templates: bool,
     /// Private or LAN networks the sandbox may reach beyond the default (`--network-allow`).
     pub network_allow: Vec<crate::netfilter::Cidr>,
+    /// Read-only disks the caller's containers would use (image root filesystems).
+    pub disks: Vec<crate::options::DiskAttach>,
+    /// The caller needs a virtio-fs share (volumes, a rootfs directory).
+    pub shared_fs: bool,
 }
 
 impl Request {
@@ -59,6 +63,8 @@ impl Request {
             state_root: None,
             templates: true,
             network_allow: vec![],
+            disks: vec![],
+            shared_fs: true,
         }
     }
 }
@@ -145,9 +151,13 @@ impl Host {
             template: TemplateUse::Off,
             network_allow: self.config.network_allow.iter().chain(&r.network_allow).copied().collect(),
             network_deny: self.config.pod_network_deny.clone(),
+            disks: r.disks.clone(),
+            shared_fs: r.shared_fs || r.disks.is_empty(),
         };
         let templates = r.templates && self.config.templates_on();
         let template = if templates { TemplateUse::find(&options, &crate::template::root()) } else { TemplateUse::Off };
+        // The template's key covers its devices (share, disk slots): one found has a
+        // placeholder wherever these options have a disk.
         Placed { options: SandboxOptions { template, ..options }, templates }
     }
 }

@@ -251,6 +251,7 @@ mod tests {
             ports: vec![],
             template: None,
             uid: None,
+            disks: vec![],
         };
         st.save(&dir).expect("save");
         mark_ready(&dir).expect("ready");

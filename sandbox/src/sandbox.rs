@@ -175,6 +175,7 @@ impl Sandbox {
             ports: vec![],
             template: None,
             uid: None,
+            disks: opts.disks.iter().map(|d| d.serial.clone()).collect(),
         };
         // Taking the name is the exclusive create itself: of two starts with one name,
         // exactly one gets the directory, the other "exists" (never each other's files).
@@ -428,6 +429,11 @@ impl Sandbox {
 
     pub fn agent(&self) -> Agent {
         self.agent.clone()
+    }
+
+    /// Whether its guest was given the disk `serial` (a template's restored VM has none).
+    pub fn has_disk(&self, serial: &str) -> bool {
+        self.state.disks.iter().any(|d| d == serial)
     }
 
     /// Creates container `id` in this sandbox; see [`Container::create`].

@@ -58,6 +58,9 @@ pub struct SandboxState {
     /// Ports published on the host (`-p`), relayed by its `isola-ports` helper.
     #[serde(default)]
     pub ports: Vec<crate::backend::ports::PortSpec>,
+    /// Serials of the read-only disks its guest was given (image root filesystems).
+    #[serde(default)]
+    pub disks: Vec<String>,
     /// The template it was restored from (its key), if it did not boot cold.
     #[serde(default)]
     pub template: Option<String>,
@@ -252,6 +255,7 @@ mod tests {
             ports: vec![],
             template: None,
             uid: None,
+            disks: vec![],
         }
     }
 

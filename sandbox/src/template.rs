@@ -48,12 +48,17 @@ pub struct Devices {
     pub fs: bool,
     /// virtio-net (the bridge or a pod's network).
     pub net: bool,
+    /// Read-only disk slots (image root filesystems): empty placeholders in the
+    /// template, each clone's own image file once restored.
+    #[serde(default)]
+    pub disks: u8,
 }
 
 impl Devices {
-    /// A sandbox's, networked or not: virtio-fs whenever virtiofsd is installed.
-    pub fn detect(net: bool) -> Self {
-        Devices { fs: crate::backend::virtiofsd::find().is_some(), net }
+    /// A sandbox's: virtio-fs when it wants a share and virtiofsd is installed.
+    pub fn detect(net: bool, share: bool, disks: usize) -> Self {
+        let fs = share && crate::backend::virtiofsd::find().is_some();
+        Devices { fs, net, disks: u8::try_from(disks).unwrap_or(u8::MAX) }
     }
 }
 
@@ -63,7 +68,7 @@ pub fn key(hypervisor: HypervisorKind, b: &BootSpec, d: Devices) -> Result<Strin
         return Err(TemplateError::NotIsolaVmm(hypervisor));
     }
     let vmm = crate::backend::isola_vmm::find()?;
-    let text = format!("{}|{}|fs={}|net={}", file_id(&vmm), b.identity(), d.fs, d.net);
+    let text = format!("{}|{}|fs={}|net={}|disks={}", file_id(&vmm), b.identity(), d.fs, d.net, d.disks);
     Ok(crate::names::short_hash(&text, 8))
 }
 
@@ -185,7 +190,7 @@ mod tests {
             cmdline: "c".into(),
             mem_mib: 256,
             vcpus: 1,
-            devices: Devices { fs: true, net: false },
+            devices: Devices { fs: true, net: false, disks: 0 },
             created_unix,
             boot_ms: 1,
             snapshot: "ok".into(),
@@ -227,12 +232,14 @@ mod tests {
     fn the_key_follows_the_guest_and_the_devices_and_only_isola_vmm_has_one() {
         let d = tempfile::tempdir().expect("tmp");
         let mut boot = crate::hypervisor::test_spec(d.path());
-        let dev = Devices { fs: true, net: true };
+        let dev = Devices { fs: true, net: true, disks: 0 };
         assert!(matches!(key(HypervisorKind::Qemu, &boot, dev), Err(TemplateError::NotIsolaVmm(_))));
         let vmm = HypervisorKind::IsolaVmm;
         let k = key(vmm, &boot, dev).expect("isola-vmm is built beside the tests");
         assert_eq!(key(vmm, &boot, dev).expect("again"), k, "stable");
         assert_ne!(key(vmm, &boot, Devices { net: false, ..dev }).expect("k"), k, "devices");
+        assert_ne!(key(vmm, &boot, Devices { disks: 1, ..dev }).expect("k"), k, "disk slots");
+        assert_ne!(key(vmm, &boot, Devices { fs: false, ..dev }).expect("k"), k, "a share");
         boot.mem_mib += 1;
         assert_ne!(key(vmm, &boot, dev).expect("k"), k, "memory");
         boot.mem_mib -= 1;

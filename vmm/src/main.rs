@@ -95,6 +95,10 @@ struct Args {
     /// as vda, vdb, … and finds each by its serial).
     #[arg(long = "disk")]
     disks: Vec<isola_vmm::virtio::block::DiskSpec>,
+    /// An empty read-only disk with this serial, after the --disk ones: a template's
+    /// slot that a clone restored from it fills with its own `--disk`.
+    #[arg(long = "disk-placeholder", value_parser = isola_vmm::virtio::block::DiskSpec::placeholder)]
+    placeholders: Vec<isola_vmm::virtio::block::DiskSpec>,
     /// The virtio-fs tag the guest mounts.
     #[arg(long, default_value = "isola-shared")]
     fs_tag: String,
@@ -144,7 +148,7 @@ fn main() -> ExitCode {
         vsock: args.vsock_uds.map(|uds_path| VsockConfig { guest_cid: args.vsock_cid, uds_path }),
         net,
         fs: args.fs_socket.map(|socket| FsConfig { socket, tag: args.fs_tag }),
-        disks: args.disks,
+        disks: args.disks.into_iter().chain(args.placeholders).collect(),
         user: args.uid.zip(args.gid),
         jailed: args.jail,
         confine: match (args.no_confine, args.no_seccomp, args.confine_selftest) {

@@ -59,6 +59,8 @@ pub struct SandboxDevices<'a> {
     /// The sandbox's own uid and gid, which the jailed VMM becomes once everything is
     /// open: it owns no host file and shares its id with no other sandbox.
     pub uid: u32,
+    /// Read-only disks (image root filesystems).
+    pub disks: &'a [crate::options::DiskAttach],
 }
 
 pub fn sandbox_command(spec: &BootSpec, d: &SandboxDevices<'_>) -> Result<Command, HypervisorError> {
@@ -114,6 +116,13 @@ fn devices(c: &mut Command, d: &SandboxDevices<'_>) {
     if let Some((tap, mac)) = d.tap {
         c.args(["--tap", tap, "--mac", mac]);
     }
+    for disk in d.disks {
+        if disk.is_placeholder() {
+            c.args(["--disk-placeholder", &disk.serial]);
+        } else {
+            c.arg("--disk").arg(format!("{},ro,id={}", disk.path.display(), disk.serial));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -131,6 +140,11 @@ mod tests {
             fs_socket: Some(Path::new("/run/isola/x/virtiofs.sock")),
             tap: Some(("isolatap", "02:00:00:00:00:01")),
             uid: 0x7000_0003,
+            disks: &[crate::options::DiskAttach {
+                path: "/var/lib/isola/images/disks/k.erofs".into(),
+                serial: "isola-k".into(),
+                fstype: "erofs".into(),
+            }],
         };
         let c = command_at(Path::new("/usr/bin/isola-vmm"), &spec);
         assert_eq!(c.get_program(), "/usr/bin/isola-vmm");
@@ -141,6 +155,7 @@ mod tests {
         assert!(line.contains("--vsock-uds /run/isola/x/vsock.sock --vsock-cid 7"), "{line}");
         assert!(line.contains("--shared-memory --fs-socket /run/isola/x/virtiofs.sock"), "{line}");
         assert!(line.contains("--tap isolatap --mac 02:00:00:00:00:01"), "{line}");
+        assert!(line.contains("--disk /var/lib/isola/images/disks/k.erofs,ro,id=isola-k"), "{line}");
     }
 
     #[test]
@@ -153,6 +168,7 @@ mod tests {
             fs_socket: None,
             tap: Some(("isolatap2", "02:00:00:00:00:09")),
             uid: NOBODY,
+            disks: &[],
         };
         let mut c = restore_command(&d.path().join("snapshot"), &devices).expect("built beside the tests");
         snapshot_flags(&mut c, Path::new("/a.sock"), Path::new("/snap"));

@@ -28,6 +28,9 @@ pub struct SandboxDevices<'a> {
     pub fs_socket: Option<&'a Path>,
     /// (tap name, guest MAC): QEMU creates the tap and it vanishes with QEMU.
     pub tap: Option<(&'a str, &'a str)>,
+    /// Read-only disks (image root filesystems), opened by QEMU before it drops to the
+    /// sandbox's uid.
+    pub disks: &'a [crate::options::DiskAttach],
 }
 
 /// QEMU's own seccomp filter for a sandbox: no obsolete syscalls, no fork or exec, no
@@ -65,6 +68,13 @@ pub fn sandbox_command(
     if let Some((tap, mac)) = d.tap {
         q.arg("-netdev").arg(format!("tap,id=net0,ifname={tap},script=no,downscript=no"));
         q.arg("-device").arg(format!("virtio-net-device,netdev=net0,mac={mac}"));
+    }
+    // (Placeholders are for isola-vmm's templates; QEMU restores none.)
+    for (i, disk) in d.disks.iter().filter(|d| !d.is_placeholder()).enumerate() {
+        // QEMU's option syntax: a comma in a value is written twice.
+        let path = disk.path.display().to_string().replace(',', ",,");
+        q.arg("-drive").arg(format!("file={path},if=none,id=disk{i},format=raw,readonly=on"));
+        q.arg("-device").arg(format!("virtio-blk-device,drive=disk{i},serial={}", disk.serial));
     }
     Ok(q)
 }

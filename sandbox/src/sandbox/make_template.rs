@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::{Sandbox, SandboxError};
-use crate::options::{NetworkMode, SandboxOptions, TemplateUse};
+use crate::options::{DiskAttach, NetworkMode, SandboxOptions, TemplateUse};
 use crate::state::{self, Creator};
 use crate::template::{self, io, Template, TemplateError, TemplateMeta};
 
@@ -70,6 +70,8 @@ fn snapshot_into(opts: &SandboxOptions, key: &str, staged: &Path) -> Result<Temp
     o.netns = None;
     o.cgroup_path = None;
     o.network = if devices.net { NetworkMode::Bridge } else { NetworkMode::None };
+    // Disks are each clone's own: the template holds their slots empty.
+    o.disks = (0..opts.disks.len()).map(DiskAttach::placeholder).collect();
     let started = Instant::now();
     let mut sb = Sandbox::start(&o)?;
     let boot = started.elapsed();

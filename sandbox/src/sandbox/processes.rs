@@ -58,6 +58,7 @@ impl Sandbox {
             fs_socket: fs_socket.as_deref(),
             tap: net.as_ref().map(|n| (n.tap.as_str(), n.mac.as_str())),
             uid: self.state.host_uid(),
+            disks: &opts.disks,
         };
         let mut c = match from {
             Some(snapshot) => isola_vmm::restore_command(snapshot, &devices)?,
@@ -164,6 +165,7 @@ impl Sandbox {
             vhost_vsock: &vhost_sock,
             fs_socket: fs_socket.as_deref(),
             tap: net.as_ref().map(|n| (n.tap.as_str(), n.mac.as_str())),
+            disks: &opts.disks,
         };
         let jail = self.dir.join("qemu-root");
         std::fs::create_dir(&jail).map_err(io("creating QEMU's empty root"))?;
@@ -209,6 +211,9 @@ impl Sandbox {
     /// virtiofsd sharing `<dir>/shared` with the guest, when it is installed (without it
     /// container rootfs are uploaded instead). Returns its vhost-user socket.
     fn start_virtiofsd(&mut self, opts: &SandboxOptions) -> Result<Option<PathBuf>, SandboxError> {
+        if !opts.shared_fs {
+            return Ok(None);
+        }
         let Some(bin) = virtiofsd::find() else {
             log::info!("virtiofsd not found: containers get uploaded rootfs");
             return Ok(None);

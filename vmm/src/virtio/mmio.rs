@@ -216,6 +216,10 @@ impl MmioTransport {
         let ctx = self.context(&q)?;
         self.device.resume(ctx, true).map_err(DeviceSnapshotError::Start)?;
         self.active = true;
+        if self.device.config_changes_on_restore() {
+            self.config_generation = self.config_generation.wrapping_add(1);
+            self.interrupt.trigger(super::INT_CONFIG).map_err(DeviceSnapshotError::Interrupt)?;
+        }
         Ok(())
     }
 

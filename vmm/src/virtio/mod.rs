@@ -113,6 +113,12 @@ pub trait VirtioDevice: Send {
     fn resume(&mut self, ctx: ActivateContext, _restored: bool) -> Result<(), ActivateError> {
         self.activate(ctx)
     }
+    /// Whether a restored device's config space may differ from the snapshotted one
+    /// (a disk attached to a template's placeholder): the transport then tells the
+    /// driver to read it again.
+    fn config_changes_on_restore(&self) -> bool {
+        false
+    }
 }
 
 /// The name a snapshot's header lists a device under.

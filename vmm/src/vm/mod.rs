@@ -321,8 +321,11 @@ fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn crate::virtio::Virtio
         v.push(Box::new(Fs::connect(&f.tag, &f.socket)?));
     }
     for d in &config.disks {
-        let file = crate::virtio::block::DiskFile::open(&d.path, d.read_only)?;
-        v.push(Box::new(crate::virtio::block::Block::new(Box::new(file), d.read_only, d.serial.clone())));
+        let backend: Box<dyn crate::virtio::block::DiskBackend> = match &d.path {
+            Some(p) => Box::new(crate::virtio::block::DiskFile::open(p, d.read_only)?),
+            None => Box::new(crate::virtio::block::EmptyDisk),
+        };
+        v.push(Box::new(crate::virtio::block::Block::new(backend, d.read_only, d.serial.clone())));
     }
     Ok(v)
 }

@@ -21,7 +21,14 @@ pub struct Block {
 impl Block {
     pub fn new(backend: Box<dyn DiskBackend>, read_only: bool, serial: String) -> Self {
         let capacity_sectors = backend.len() / SECTOR;
-        Block { backend: Some(backend), capacity_sectors, read_only, serial, worker: None, counters: Default::default() }
+        Block {
+            backend: Some(backend),
+            capacity_sectors,
+            read_only,
+            serial,
+            worker: None,
+            counters: Default::default(),
+        }
     }
 
     /// Config space: capacity, size_max, seg_max, geometry (unused), blk_size.
@@ -102,6 +109,12 @@ impl VirtioDevice for Block {
     }
 
     fn supports_snapshot(&self) -> bool {
+        true
+    }
+
+    /// A clone's disk is its own: the file (or a placeholder's emptiness) it was given,
+    /// whose capacity the guest must read again.
+    fn config_changes_on_restore(&self) -> bool {
         true
     }
 

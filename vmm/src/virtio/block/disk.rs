@@ -15,6 +15,24 @@ pub trait DiskBackend: Send {
     fn flush(&mut self) -> std::io::Result<()>;
 }
 
+/// No bytes at all: a template's placeholder until a clone is given its file.
+pub struct EmptyDisk;
+
+impl DiskBackend for EmptyDisk {
+    fn len(&self) -> u64 {
+        0
+    }
+    fn read_at(&mut self, _: &mut [u8], _: u64) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::UnexpectedEof.into())
+    }
+    fn write_at(&mut self, _: &[u8], _: u64) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::PermissionDenied.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A raw image file. Read-only disks are opened read-only, so not even a VMM the guest
 /// took over can write them.
 pub struct DiskFile {

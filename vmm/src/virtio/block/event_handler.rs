@@ -49,8 +49,12 @@ impl MutEventSubscriber for BlockHandler {
             let _ = e.read();
         }
         let Some(queue) = self.queues.first_mut() else { return };
-        let mut disk =
-            Disk { backend: self.backend.as_mut(), read_only: self.read_only, serial: &self.serial, buf: &mut self.buf };
+        let mut disk = Disk {
+            backend: self.backend.as_mut(),
+            read_only: self.read_only,
+            serial: &self.serial,
+            buf: &mut self.buf,
+        };
         if process_queue(queue, &self.mem, &mut disk, &mut self.counters) {
             if let Err(e) = self.interrupt.trigger(INT_VRING) {
                 log::warn!("block: cannot raise interrupt: {e}");

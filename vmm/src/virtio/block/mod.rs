@@ -16,7 +16,7 @@ mod queues;
 mod tests;
 
 pub use device::Block;
-pub use disk::{DiskBackend, DiskFile};
+pub use disk::{DiskBackend, DiskFile, EmptyDisk};
 pub use queues::{process_queue, BlockCounters, Disk};
 
 pub const BLOCK_DEVICE_ID: u32 = 2;
@@ -60,12 +60,23 @@ pub enum BlockError {
     Spec(String, &'static str),
 }
 
-/// `--disk PATH[,ro][,id=SERIAL]`: one disk as the command line names it.
+/// `--disk PATH[,ro][,id=SERIAL]`: one disk as the command line names it; or
+/// `--disk-placeholder SERIAL`: an empty read-only disk (no path) holding a slot in a
+/// template, which a clone restored from it fills with its own file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSpec {
-    pub path: std::path::PathBuf,
+    pub path: Option<std::path::PathBuf>,
     pub read_only: bool,
     pub serial: String,
+}
+
+impl DiskSpec {
+    pub fn placeholder(serial: &str) -> Result<Self, BlockError> {
+        if serial.len() > ID_BYTES || !serial.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(BlockError::Spec(serial.into(), "id: at most 20 printable characters"));
+        }
+        Ok(DiskSpec { path: None, read_only: true, serial: serial.into() })
+    }
 }
 
 impl std::str::FromStr for DiskSpec {
@@ -73,7 +84,7 @@ impl std::str::FromStr for DiskSpec {
     fn from_str(s: &str) -> Result<Self, BlockError> {
         let mut parts = s.split(',');
         let path = parts.next().filter(|p| !p.is_empty()).ok_or(BlockError::Spec(s.into(), "no path"))?;
-        let mut d = DiskSpec { path: path.into(), read_only: false, serial: String::new() };
+        let mut d = DiskSpec { path: Some(path.into()), read_only: false, serial: String::new() };
         for p in parts {
             match p.split_once('=') {
                 None if p == "ro" => d.read_only = true,
