@@ -97,4 +97,152 @@ mod tests {
         assert_eq!((r.write_mb_s, r.read_mb_s, r.small_files_per_s), (128.0, 256.0, 250.0));
         assert!(parse("nothing").is_err());
     }
+
+    #[test]
+    fn rootfs_outputs_parse_per_entry_and_file() {
+        let out = "real\t0m 0.50s\nuser\t0m 0.00s\nreal\t0m 1.00s\nreal\t0m 2.00s\n";
+        let r = parse_rootfs(out).expect("parse");
+        let (dirs, files) = TREE;
+        assert_eq!(r.read_mb_s, BIG_MIB as f64 * 2.0);
+        assert_eq!(r.walk_entries_per_s, (dirs * files + dirs + 1) as f64);
+        assert_eq!(r.tar_files_per_s, (dirs * files) as f64 / 2.0);
+        assert!(parse_rootfs("real\t0m 0.50s\n").is_err());
+    }
+}
+
+/// The root filesystem read three ways in one run: from an image's erofs disk
+/// (virtio-blk), from the same tree over virtio-fs, and on the host.
+pub const ROOTFS_SCRIPT: &str = r#"D=$1
+time sh -c 'dd if=$0/big of=/dev/null bs=1M 2>/dev/null' $D
+time sh -c 'find $0/tree > /dev/null' $D
+time sh -c 'tar cf - $0/tree > /dev/null' $D
+"#;
+/// The tree's shape: directories × files, each file a few hundred bytes.
+pub const TREE: (usize, usize) = (40, 100);
+pub const BIG_MIB: usize = 64;
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RootfsResult {
+    pub read_mb_s: f64,
+    /// Entries walked per second (`find`).
+    pub walk_entries_per_s: f64,
+    /// Files archived per second (`tar` of the tree: metadata and small reads).
+    pub tar_files_per_s: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RootfsBench {
+    pub backend: String,
+    pub disk: RootfsResult,
+    pub share: RootfsResult,
+    pub host: RootfsResult,
+    /// The erofs image: build time and size.
+    pub build_ms: u64,
+    pub disk_bytes: u64,
+}
+
+pub fn parse_rootfs(out: &str) -> Result<RootfsResult, BenchError> {
+    let [r, walk, tar] = real_times(out)[..] else {
+        return Err(BenchError::Failed(format!("expected three timings in {out:?}")));
+    };
+    let tick = |t: f64| t.max(0.01);
+    let (dirs, files) = TREE;
+    let entries = (dirs * files + dirs + 1) as f64;
+    Ok(RootfsResult {
+        read_mb_s: BIG_MIB as f64 / tick(r),
+        walk_entries_per_s: entries / tick(walk),
+        tar_files_per_s: (dirs * files) as f64 / tick(tar),
+    })
+}
+
+/// The bench rootfs plus `/bench/big` and `/bench/tree` in a new directory.
+fn bench_tree(rootfs: &std::path::Path, dir: &std::path::Path) -> Result<(), BenchError> {
+    let st = Command::new("cp").arg("-a").arg(format!("{}/.", rootfs.display())).arg(dir).status();
+    if !st.map_err(io("cp"))?.success() {
+        return Err(BenchError::Failed(format!("copying {}", rootfs.display())));
+    }
+    let b = dir.join("bench");
+    let mut big = vec![0u8; BIG_MIB << 20];
+    // Not zeros: nothing on the way may shortcut them.
+    for (i, x) in big.iter_mut().enumerate() {
+        *x = (i.wrapping_mul(2_654_435_761) >> 13) as u8;
+    }
+    std::fs::create_dir_all(&b).map_err(io("bench dir"))?;
+    std::fs::write(b.join("big"), &big).map_err(io("big file"))?;
+    let (dirs, files) = TREE;
+    for d in 0..dirs {
+        let sub = b.join("tree").join(format!("d{d}"));
+        std::fs::create_dir_all(&sub).map_err(io("tree"))?;
+        for f in 0..files {
+            std::fs::write(sub.join(format!("f{f}")), format!("{d}/{f} {}\n", "x".repeat(200))).map_err(io("tree"))?;
+        }
+    }
+    Ok(())
+}
+
+fn host_rootfs_run(dir: &std::path::Path) -> Result<RootfsResult, BenchError> {
+    let out = Command::new("busybox")
+        .args(["sh", "-c", ROOTFS_SCRIPT, "bench"])
+        .arg(dir.join("bench"))
+        .output()
+        .map_err(io("busybox on the host"))?;
+    parse_rootfs(&(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)))
+}
+
+/// `ROOTFS_SCRIPT` in a container of `sb` whose root is `root`.
+fn guest_rootfs_run(
+    sb: &isola_sandbox::sandbox::Sandbox,
+    id: &str,
+    root: isola_sandbox::Rootfs<'_>,
+) -> Result<RootfsResult, BenchError> {
+    let args = ["sh", "-c", ROOTFS_SCRIPT, "bench", "/bench"].map(String::from).to_vec();
+    let spec = isola_sandbox::spec::spec(&isola_sandbox::spec::ContainerOptions { args, ..Default::default() })?;
+    let c = sb.create_container(id, spec, root, &[])?;
+    let mut out = c.init().stream(StdioStream::Stdout)?;
+    let mut err = c.init().stream(StdioStream::Stderr)?;
+    c.start()?;
+    let (mut o, mut e) = (String::new(), String::new());
+    std::io::Read::read_to_string(&mut out, &mut o).map_err(io("container stdout"))?;
+    std::io::Read::read_to_string(&mut err, &mut e).map_err(io("container stderr"))?;
+    match c.wait()? {
+        status if status.code == 0 => parse_rootfs(&(o + &e)),
+        status => Err(BenchError::Failed(format!("rootfs script ended with {status:?}: {e}"))),
+    }
+}
+
+/// One sandbox with both paths: the tree as an erofs disk and over virtio-fs; a
+/// container on each, one after the other, and the host.
+pub fn run_rootfs(cfg: &ContainerBenchConfig) -> Result<RootfsBench, BenchError> {
+    let work = tempfile::tempdir().map_err(io("temporary directory"))?;
+    let tree = work.path().join("tree");
+    std::fs::create_dir(&tree).map_err(io("tree dir"))?;
+    bench_tree(&cfg.rootfs, &tree)?;
+    let image = work.path().join("rootfs.erofs");
+    let started = std::time::Instant::now();
+    isola_image::disk::build_erofs(&tree, &image, 4 << 30).map_err(|e| BenchError::Failed(e.to_string()))?;
+    let build_ms = started.elapsed().as_millis() as u64;
+    let disk_bytes = std::fs::metadata(&image).map_err(io("disk image"))?.len();
+    let host = host_rootfs_run(&tree)?;
+    let serial = "isola-bench-fs";
+    let opts = isola_sandbox::sandbox::SandboxOptions {
+        disks: vec![isola_sandbox::options::DiskAttach {
+            path: image.clone(),
+            serial: serial.into(),
+            fstype: isola_image::disk::FSTYPE.into(),
+        }],
+        ..crate::container::options(cfg, "fs-root")
+    };
+    let mut sb = isola_sandbox::sandbox::Sandbox::start(&opts)?;
+    let result = (|| -> Result<(RootfsResult, RootfsResult), BenchError> {
+        let disk = guest_rootfs_run(
+            &sb,
+            "on-disk",
+            isola_sandbox::Rootfs::Disk { serial, fstype: isola_image::disk::FSTYPE },
+        )?;
+        let share = guest_rootfs_run(&sb, "on-share", isola_sandbox::Rootfs::Dir(&tree))?;
+        Ok((disk, share))
+    })();
+    sb.stop();
+    let (disk, share) = result?;
+    Ok(RootfsBench { backend: cfg.hypervisor.to_string(), disk, share, host, build_ms, disk_bytes })
 }

@@ -100,7 +100,9 @@ pub fn rmi(a: RmiArgs) -> anyhow::Result<ExitCode> {
 
 pub fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
     let name = a.name.parse::<Reference>().map(|r| r.to_string()).unwrap_or(a.name.clone());
-    let rec = isola_image::import::import(&a.path, &name, &store()?)?;
+    let s = store()?;
+    let rec = isola_image::import::import(&a.path, &name, &s)?;
+    image_disk(&s, &rec)?;
     println!("{} {}", rec.name, rec.manifest_digest);
     Ok(ExitCode::SUCCESS)
 }

@@ -121,6 +121,17 @@ impl Store {
     }
 }
 
+/// An erofs image of the directory `src` at `out`, at most `limit` bytes (benchmarks
+/// and tools; the store's own disks go through [`Store::ensure_disk`]).
+pub fn build_erofs(src: &Path, out: &Path, limit: u64) -> Result<(), DiskError> {
+    let image = src.display().to_string();
+    mkfs(src, out, limit).map_err(|e| match e {
+        Mkfs::Spawn(e) => DiskError::NoMkfs(e),
+        Mkfs::TooLarge => DiskError::TooLarge { image, limit },
+        Mkfs::Failed { status, stderr } => DiskError::Mkfs { image, status, stderr },
+    })
+}
+
 /// Entries under `root`, without following symlinks, stopping once past `limit`.
 fn count_inodes(root: &Path, limit: u64) -> std::io::Result<u64> {
     let mut n = 1u64;

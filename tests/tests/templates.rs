@@ -201,3 +201,76 @@ fn runs_restore_from_a_template_each_with_its_own_identity_and_a_broken_one_fall
     let left = leaks::settle(&before, 30);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// Images on disks: the template holds an empty disk slot and no virtio-fs; each
+/// clone restored from it fills the slot with its own image's disk (two clones of
+/// one template, two images, each sees its own), maps the template's memory
+/// copy-on-write (no shared memory, no virtiofsd), and leaves nothing.
+#[test]
+fn clones_fill_the_templates_disk_slot_each_with_their_own_image() {
+    require_binary("isola-vmm", "cargo build");
+    let env = Env::new();
+    let store = tempfile::tempdir().expect("store");
+    let isola = |args: &[&str]| {
+        isola_env(
+            args,
+            None,
+            &[("ISOLA_TEMPLATE_DIR", &env.templates), ("ISOLA_CONFIG", &env.config), ("ISOLA_IMAGE_DIR", store.path())],
+        )
+    };
+    let kvm = detect_kvm();
+    if kvm != KvmKind::Hardware {
+        eprintln!("NOT RUN HERE: restoring Linux needs hardware KVM; this host has {}", kvm.describe());
+        std::fs::write(&env.config, "hypervisor = \"qemu\"\n").expect("config");
+        let (_, err, code) = isola(&["template", "warm", "--image-disk"]);
+        assert_ne!(code, 0);
+        assert!(err.contains("templates are isola-vmm snapshots"), "{err}");
+        return;
+    }
+    let before = leaks::snapshot();
+    let mut images = Vec::new();
+    for (tag, motd) in [("t1", "motd of image one"), ("t2", "motd of image two")] {
+        let layout = tempfile::tempdir().expect("layout");
+        isola_e2e::registry::build_layout(layout.path(), tag, motd);
+        let dir = layout.path().display().to_string();
+        let (out, err, code) = isola(&["import", "--name", &format!("test/disk:{tag}"), &dir]);
+        assert_eq!(code, 0, "{err}");
+        images.push(out.split_whitespace().next().expect("the image's name").to_string());
+    }
+    let (out, err, code) = isola(&["template", "warm", "--image-disk"]);
+    assert_eq!(code, 0, "{err}");
+    let key = out.split_whitespace().next().expect("the key").to_string();
+    let script = "grep ' / / ' /proc/self/mountinfo; cat /etc/motd; echo done; exec busybox sleep 600";
+    for (name, image) in ["e2e-tpl-disk1", "e2e-tpl-disk2"].iter().zip(&images) {
+        let (_, err, code) = isola(&["run", "-d", "--name", name, image, "sh", "-c", script]);
+        assert_eq!(code, 0, "{err}");
+    }
+    for (name, motd) in [("e2e-tpl-disk1", "motd of image one"), ("e2e-tpl-disk2", "motd of image two")] {
+        let until = Instant::now() + Duration::from_secs(240);
+        let out = loop {
+            let (out, _, _) = isola(&["logs", name]);
+            if out.contains("done") {
+                break out;
+            }
+            assert!(Instant::now() < until, "{name} did not report:\n{out}");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(out.contains(&format!("lowerdir=/run/isola/containers/{name}/image")), "{name} on its disk: {out}");
+        assert!(out.contains(&format!("{motd}\n")), "{name} sees its own image: {out}");
+        let (st, err, code) = isola(&["inspect", name]);
+        assert_eq!(code, 0, "{err}");
+        let st = serde_json::from_str::<serde_json::Value>(&st).expect("inspect json")["state"].clone();
+        assert_eq!(st["template"].as_str(), Some(key.as_str()), "{name} was restored: {st}");
+        assert!(st["shared_dir"].is_null(), "{name} has no share: {st}");
+        let pid = st["vmm_pid"].as_i64().expect("vmm pid");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("vmm cmdline");
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(!cmdline.contains("--shared-memory") && cmdline.contains("--disk "), "{cmdline}");
+    }
+    let (_, err, code) = isola(&["rm", "-f", "e2e-tpl-disk1", "e2e-tpl-disk2"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, err, code) = isola(&["template", "rm", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    let left = leaks::settle(&before, 30);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
