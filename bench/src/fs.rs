@@ -229,6 +229,7 @@ pub fn run_rootfs(cfg: &ContainerBenchConfig) -> Result<RootfsBench, BenchError>
             path: image.clone(),
             serial: serial.into(),
             fstype: isola_image::disk::FSTYPE.into(),
+            read_only: true,
         }],
         ..crate::container::options(cfg, "fs-root")
     };
@@ -237,7 +238,7 @@ pub fn run_rootfs(cfg: &ContainerBenchConfig) -> Result<RootfsBench, BenchError>
         let disk = guest_rootfs_run(
             &sb,
             "on-disk",
-            isola_sandbox::Rootfs::Disk { serial, fstype: isola_image::disk::FSTYPE },
+            isola_sandbox::Rootfs::Disk { serial, fstype: isola_image::disk::FSTYPE, in_place: false },
         )?;
         let share = guest_rootfs_run(&sb, "on-share", isola_sandbox::Rootfs::Dir(&tree))?;
         Ok((disk, share))

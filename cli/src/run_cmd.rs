@@ -211,6 +211,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 path: d.path.clone(),
                 serial: d.serial.clone(),
                 fstype: isola_image::disk::FSTYPE.into(),
+                read_only: true,
             })
             .collect(),
         shared_fs: disk.is_none() || !a.volumes.is_empty(),
@@ -239,7 +240,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     sb.publish(&a.publish, &me, sopts)?;
     // The image's disk when the sandbox has it (a pooled or restored one has a share).
     let root = match &disk {
-        Some(d) if sb.has_disk(&d.serial) => Rootfs::Disk { serial: &d.serial, fstype: isola_image::disk::FSTYPE },
+        Some(d) if sb.has_disk(&d.serial) => {
+            Rootfs::Disk { serial: &d.serial, fstype: isola_image::disk::FSTYPE, in_place: false }
+        }
         _ => Rootfs::Dir(&rootfs),
     };
     let c = sb.create_container(&name, spec, root, &a.volumes);

@@ -218,7 +218,10 @@ impl Agent {
         }
         let dir = self.container_dir(id);
         let layout = Layout::new(&dir);
-        let in_place = matches!(source, RootfsSource::GuestPath { in_place: true, .. });
+        let in_place = matches!(
+            source,
+            RootfsSource::GuestPath { in_place: true, .. } | RootfsSource::Disk { in_place: true, .. }
+        );
         let mounted = match source {
             RootfsSource::Upload => {
                 if !layout.image.is_dir() {
@@ -240,7 +243,7 @@ impl Agent {
                     rootfs::mount_overlay(&*self.sys, &p, &layout)
                 }
             }
-            RootfsSource::Disk { serial, fstype } => {
+            RootfsSource::Disk { serial, fstype, in_place } => {
                 if !isola_protocol::DISK_FILESYSTEMS.contains(&fstype.as_str()) {
                     return Err(err(ErrorCode::InvalidArgument, format!("rootfs disk filesystem {fstype:?}")));
                 }
@@ -248,7 +251,11 @@ impl Agent {
                 let Some(device) = found else {
                     return Err(err(ErrorCode::NotFound, format!("no disk with serial {serial:?} in the guest")));
                 };
-                rootfs::mount_disk(&*self.sys, &device, &fstype, &layout)
+                if in_place {
+                    rootfs::mount_disk_in_place(&*self.sys, &device, &fstype, &layout)
+                } else {
+                    rootfs::mount_disk(&*self.sys, &device, &fstype, &layout)
+                }
             }
         };
         mounted.map_err(|e| os_err("rootfs", e))?;

@@ -117,6 +117,13 @@ pub fn mount_disk(sys: &dyn Syscall, device: &Path, fstype: &str, layout: &Layou
     Ok(())
 }
 
+/// Mounts the disk `device` read-write at `layout.rootfs`: the container's own layer.
+pub fn mount_disk_in_place(sys: &dyn Syscall, device: &Path, fstype: &str, layout: &Layout) -> Result<(), RootfsError> {
+    sys.mkdir_all(&layout.rootfs)?;
+    sys.mount(&device.to_string_lossy(), &layout.rootfs, fstype, MsFlags::empty(), None)?;
+    Ok(())
+}
+
 /// Binds the container's own layer `dir` at `layout.rootfs`: its writes land there.
 pub fn bind_in_place(sys: &dyn Syscall, dir: &Path, layout: &Layout) -> Result<(), RootfsError> {
     sys.mkdir_all(&layout.rootfs)?;
@@ -199,6 +206,14 @@ mod tests {
             "{calls:?}"
         );
         assert!(calls.last().is_some_and(|c| c.contains("lowerdir=/run/isola/c/x/image,")), "{calls:?}");
+    }
+
+    #[test]
+    fn a_writable_disk_is_the_root_itself() {
+        let rec = Recording::default();
+        let l = Layout::new(Path::new("/run/isola/c/y"));
+        mount_disk_in_place(&rec, Path::new("/dev/vda"), "ext4", &l).expect("mount");
+        assert_eq!(rec.calls(), ["mkdir /run/isola/c/y/rootfs", "mount /dev/vda /run/isola/c/y/rootfs ext4 0x0 -"]);
     }
 
     #[test]

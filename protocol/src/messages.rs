@@ -21,13 +21,17 @@ pub enum RootfsSource {
         #[serde(default)]
         in_place: bool,
     },
-    /// A read-only disk the sandbox was given (virtio-blk), found by its serial: an
+    /// A disk the sandbox was given (virtio-blk), found by its serial. Read-only: an
     /// image's filesystem shared by every container of it, kept unwritten under an
-    /// overlay whose upper layer lives and dies with the container.
+    /// overlay whose upper layer lives and dies with the container. `in_place`: the
+    /// container's own writable layer (containerd's blockfile snapshot), mounted
+    /// read-write as its root, as under runc.
     Disk {
         serial: String,
         /// One of [`DISK_FILESYSTEMS`].
         fstype: String,
+        #[serde(default)]
+        in_place: bool,
     },
 }
 

@@ -49,9 +49,10 @@ pub enum Rootfs<'a> {
     /// already (the task engine mounts containerd's snapshot or the bundle's rootfs
     /// there): the container writes in it, as under runc.
     InShare,
-    /// A read-only disk the sandbox was given ([`crate::options::DiskAttach`]), by its
-    /// serial: an image's filesystem, under an overlay of the container's own.
-    Disk { serial: &'a str, fstype: &'a str },
+    /// A disk the sandbox was given ([`crate::options::DiskAttach`]), by its serial: an
+    /// image's filesystem under an overlay of the container's own, or (`in_place`) the
+    /// container's own writable layer.
+    Disk { serial: &'a str, fstype: &'a str, in_place: bool },
 }
 
 /// A process's streams, attached before it starts so nothing is lost.
@@ -170,8 +171,8 @@ impl Container {
         let dir = match rootfs {
             Rootfs::InShare if self.shared.is_some() => return Ok(RootfsSource::GuestPath { path, in_place: true }),
             Rootfs::InShare => return Err(ContainerError::NoSharedFs),
-            Rootfs::Disk { serial, fstype } => {
-                return Ok(RootfsSource::Disk { serial: serial.into(), fstype: fstype.into() })
+            Rootfs::Disk { serial, fstype, in_place } => {
+                return Ok(RootfsSource::Disk { serial: serial.into(), fstype: fstype.into(), in_place })
             }
             Rootfs::Dir(dir) | Rootfs::Upload(dir) => dir,
         };

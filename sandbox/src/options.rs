@@ -51,12 +51,14 @@ pub struct DiskAttach {
     pub serial: String,
     /// The filesystem on it (`isola_protocol::DISK_FILESYSTEMS`).
     pub fstype: String,
+    /// An image (read-only, shared) or a container's own layer (read-write).
+    pub read_only: bool,
 }
 
 impl DiskAttach {
     /// Slot `i` of a template: an empty disk each clone fills with its own file.
     pub fn placeholder(i: usize) -> Self {
-        DiskAttach { path: PathBuf::new(), serial: format!("isola-slot{i}"), fstype: String::new() }
+        DiskAttach { path: PathBuf::new(), serial: format!("isola-slot{i}"), fstype: String::new(), read_only: true }
     }
 
     pub fn is_placeholder(&self) -> bool {

@@ -26,6 +26,12 @@ pub struct BootRequest {
     pub cgroup_path: Option<PathBuf>,
     /// The pod sandbox's sysctls (CRI puts a pod's there), for the VM's namespaces.
     pub sysctls: Vec<(String, String)>,
+    /// The first container's rootfs when it is a disk (a blockfile snapshot): given to
+    /// the VM at boot, as a disk is not added later.
+    pub disks: Vec<isola_sandbox::options::DiskAttach>,
+    /// Nothing to share over virtio-fs (the rootfs is a disk and the spec binds
+    /// nothing): no virtiofsd.
+    pub no_share: bool,
 }
 
 /// This host, with the configuration the request names (its `ConfigPath`) or the default one.
@@ -45,6 +51,8 @@ pub fn request(r: &BootRequest, tie_to_parent: bool) -> Request {
         hostname: Some(r.hostname.clone()),
         cgroup_path: r.cgroup_path.clone(),
         sysctls: r.sysctls.clone(),
+        disks: r.disks.clone(),
+        shared_fs: !r.no_share,
         tie_to_parent,
         ..Request::new(r.name.clone())
     }

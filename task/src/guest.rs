@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use isola_sandbox::agent::Agent;
+use isola_sandbox::options::DiskAttach;
 use isola_sandbox::sandbox::Sandbox;
 use isola_sandbox::{Container, ContainerStats, ExitStatus, ProcessHandle, Rootfs, Streams};
 use oci_spec::runtime::{LinuxResources, Process, Spec};
@@ -22,8 +23,11 @@ pub trait Booter: Send + Sync {
 
 /// A booted VM with its agent ready. `exec_id` None means a container's init.
 pub trait Guest: Send + Sync {
-    /// Creates container `id`; its rootfs is in the share already (see `rootfs.rs`).
-    fn create(&self, id: &str, spec: &Spec) -> Result<(), TaskError>;
+    /// Creates container `id`; its rootfs is in the share already (see `rootfs.rs`), or
+    /// it is `disk`, which the VM was given at boot.
+    fn create(&self, id: &str, spec: &Spec, disk: Option<&DiskAttach>) -> Result<(), TaskError>;
+    /// Whether the VM was booted with the disk `serial`.
+    fn has_disk(&self, serial: &str) -> bool;
     /// Lets the process run; its pid in the guest.
     fn start(&self, id: &str, exec_id: Option<&str>) -> Result<u32, TaskError>;
     fn exec(&self, id: &str, exec_id: &str, process: &Process) -> Result<(), TaskError>;
@@ -70,6 +74,7 @@ impl Booter for VmBooter {
             agent: sb.agent(),
             vmm_pid: sb.state.vmm_pid as u32,
             shared: sb.state.shared_dir.clone(),
+            disks: sb.state.disks.clone(),
             dir: sb.dir.clone(),
             sandbox: Mutex::new(Some(sb)),
         };
@@ -87,6 +92,8 @@ struct VmGuest {
     agent: Agent,
     vmm_pid: u32,
     shared: Option<PathBuf>,
+    /// Serials of the disks it was booted with.
+    disks: Vec<String>,
     dir: PathBuf,
 }
 
@@ -104,9 +111,17 @@ impl VmGuest {
 }
 
 impl Guest for VmGuest {
-    fn create(&self, id: &str, spec: &Spec) -> Result<(), TaskError> {
-        Container::create(self.agent.clone(), self.shared.clone(), id, spec.clone(), Rootfs::InShare, &[])?;
+    fn create(&self, id: &str, spec: &Spec, disk: Option<&DiskAttach>) -> Result<(), TaskError> {
+        let rootfs = match disk {
+            Some(d) => Rootfs::Disk { serial: &d.serial, fstype: &d.fstype, in_place: !d.read_only },
+            None => Rootfs::InShare,
+        };
+        Container::create(self.agent.clone(), self.shared.clone(), id, spec.clone(), rootfs, &[])?;
         Ok(())
+    }
+
+    fn has_disk(&self, serial: &str) -> bool {
+        self.disks.iter().any(|d| d == serial)
     }
 
     fn start(&self, id: &str, exec_id: Option<&str>) -> Result<u32, TaskError> {

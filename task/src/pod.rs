@@ -151,7 +151,7 @@ impl Pod {
             let (memory_mib, vcpus) = spec::vm_size(&spec);
             let host = || nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
             let hostname = spec::vm_hostname(&spec, &pod_id, host);
-            let req = BootRequest {
+            let mut req = BootRequest {
                 name: spec::vm_name(&pod_id),
                 hostname,
                 netns: spec::netns(&spec),
@@ -161,7 +161,14 @@ impl Pod {
                 cgroup_path: spec::cgroup_path(&spec)?,
                 // A pod's sysctls are on its sandbox; a lone container's apply to it alone.
                 sysctls: if role == Role::PodSandbox { spec::sysctls(&spec) } else { vec![] },
+                ..BootRequest::default()
             };
+            // A container's own rootfs as a disk goes to the VM at boot.
+            let disk = if role == Role::PodSandbox { None } else { rootfs::as_disk(&r.id, &r.rootfs) };
+            if let Some(d) = disk {
+                req.no_share = !rootfs::has_binds(&spec);
+                req.disks = vec![d];
+            }
             self.boot_vm(&mut inner, &req, &r.bundle, &r.id)?;
         }
         let guest = Self::guest(&inner)?;
@@ -235,6 +242,9 @@ impl Pod {
 
     /// Rootfs and binds into the share, the container in the guest, its stdio attached.
     fn create_in_guest(&self, guest: &dyn Guest, r: &CreateRequest, spec: &mut Spec) -> Result<Bridge, TaskError> {
+        if let Some(disk) = rootfs::as_disk(&r.id, &r.rootfs) {
+            return self.create_on_disk(guest, r, spec, &disk);
+        }
         let shared = guest
             .shared_dir()
             .ok_or_else(|| TaskError::FailedPrecondition("the VM has no shared directory (virtiofsd)".into()))?;
@@ -249,13 +259,47 @@ impl Pod {
         let result = (|| {
             rootfs::mount_rootfs(&shared, &r.id, &r.rootfs, &root_path)?;
             rootfs::share_bind_mounts(&shared, &r.id, spec)?;
-            guest.create(&r.id, spec)?;
+            guest.create(&r.id, spec, None)?;
             Bridge::start(guest, &r.id, None, &r.stdio).inspect_err(|_| {
                 let _ = guest.delete(&r.id);
             })
         })();
         if result.is_err() {
             rootfs::release(&shared, &r.id);
+        }
+        result
+    }
+
+    /// A container whose rootfs is a disk the VM was booted with: nothing is mounted
+    /// on the host; binds, if any, still go through the share.
+    fn create_on_disk(
+        &self,
+        guest: &dyn Guest,
+        r: &CreateRequest,
+        spec: &mut Spec,
+        disk: &isola_sandbox::options::DiskAttach,
+    ) -> Result<Bridge, TaskError> {
+        if !guest.has_disk(&disk.serial) {
+            return Err(TaskError::FailedPrecondition(format!(
+                "{}: its rootfs is a block file ({} snapshot), which a VM is given when it starts; \
+                 it is not the first container of its pod (use an overlayfs snapshotter for pods)",
+                r.id, disk.fstype
+            )));
+        }
+        let shared = guest.shared_dir();
+        if rootfs::has_binds(spec) {
+            let shared = shared.as_deref().ok_or_else(|| {
+                TaskError::FailedPrecondition("the VM has no shared directory for the spec's binds".into())
+            })?;
+            rootfs::share_bind_mounts(shared, &r.id, spec)?;
+        }
+        let result = guest.create(&r.id, spec, Some(disk)).and_then(|()| {
+            Bridge::start(guest, &r.id, None, &r.stdio).inspect_err(|_| {
+                let _ = guest.delete(&r.id);
+            })
+        });
+        if let (Err(_), Some(shared)) = (&result, &shared) {
+            rootfs::release(shared, &r.id);
         }
         result
     }

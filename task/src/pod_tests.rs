@@ -33,6 +33,8 @@ struct FakeGuest {
     /// What the guest lists as the container's processes (guest pids).
     guest_pids: Mutex<Vec<i32>>,
     shared: PathBuf,
+    /// Serials of the disks it was "booted" with.
+    disks: Mutex<Vec<String>>,
 }
 
 impl FakeGuest {
@@ -56,8 +58,18 @@ impl FakeGuest {
 }
 
 impl Guest for FakeGuest {
-    fn create(&self, id: &str, spec: &Spec) -> Result<(), TaskError> {
-        let rootfs = RootfsSource::GuestPath { path: format!("/run/isola/shared/{id}/rootfs"), in_place: true };
+    fn create(
+        &self,
+        id: &str,
+        spec: &Spec,
+        disk: Option<&isola_sandbox::options::DiskAttach>,
+    ) -> Result<(), TaskError> {
+        let rootfs = match disk {
+            Some(d) => {
+                RootfsSource::Disk { serial: d.serial.clone(), fstype: d.fstype.clone(), in_place: !d.read_only }
+            }
+            None => RootfsSource::GuestPath { path: format!("/run/isola/shared/{id}/rootfs"), in_place: true },
+        };
         self.record(Request::CreateContainer { id: id.into(), spec: Box::new(spec.clone()), rootfs });
         Ok(())
     }
@@ -130,6 +142,10 @@ impl Guest for FakeGuest {
 
     fn shared_dir(&self) -> Option<PathBuf> {
         Some(self.shared.clone())
+    }
+
+    fn has_disk(&self, serial: &str) -> bool {
+        self.disks.lock().expect("disks").iter().any(|d| d == serial)
     }
 
     fn alive(&self) -> bool {

@@ -74,6 +74,32 @@ pub fn mount_rootfs(shared: &Path, id: &str, rootfs: &[RootMount], root_path: &P
     Ok(())
 }
 
+/// The rootfs as a disk for the VM, when containerd's snapshotter made it a block file
+/// (blockfile: one `ext4` mount of a file with `loop`): handed to the guest as its own
+/// read-write disk, never loop-mounted on the host, whose kernel would then parse a
+/// filesystem the guest wrote.
+pub fn as_disk(id: &str, rootfs: &[RootMount]) -> Option<isola_sandbox::options::DiskAttach> {
+    let [m] = rootfs else { return None };
+    let looped = m.options.iter().any(|o| o == "loop");
+    if !looped || !isola_protocol::DISK_FILESYSTEMS.contains(&m.typ.as_str()) || !m.source.starts_with('/') {
+        return None;
+    }
+    Some(isola_sandbox::options::DiskAttach {
+        path: PathBuf::from(&m.source),
+        serial: format!("isola-c{}", isola_sandbox::names::short_hash(id, 6)),
+        fstype: m.typ.clone(),
+        read_only: m.options.iter().any(|o| o == "ro"),
+    })
+}
+
+/// Whether the spec binds host paths into the container (they go through the share).
+pub fn has_binds(spec: &Spec) -> bool {
+    spec.mounts()
+        .iter()
+        .flatten()
+        .any(|m| is_bind(m.typ().as_deref().unwrap_or(""), m.options().as_deref().unwrap_or(&[])))
+}
+
 /// Binds every host path the spec mounts into the share and points the mount at the
 /// guest's copy. Other mounts (proc, tmpfs, devpts…) are the guest kernel's own.
 pub fn share_bind_mounts(shared: &Path, id: &str, spec: &mut Spec) -> Result<(), TaskError> {
@@ -115,6 +141,25 @@ mod tests {
         let (f, d) = split_options(&o);
         assert_eq!(f, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_BIND | MsFlags::MS_REC);
         assert_eq!(d, "index=off,lowerdir=/a:/b");
+    }
+
+    #[test]
+    fn a_looped_block_file_is_a_disk_and_an_overlay_is_not() {
+        let m = |typ: &str, source: &str, options: &[&str]| RootMount {
+            typ: typ.into(),
+            source: source.into(),
+            options: options.iter().map(|s| s.to_string()).collect(),
+        };
+        let d =
+            as_disk("c1", &[m("ext4", "/var/lib/containerd/blockfile/snapshots/7", &["loop", "rw"])]).expect("a disk");
+        assert_eq!((d.fstype.as_str(), d.read_only), ("ext4", false));
+        assert!(d.serial.len() <= 20 && d.serial.starts_with("isola-c"), "{}", d.serial);
+        assert_ne!(as_disk("c2", &[m("ext4", "/f", &["loop"])]).expect("disk").serial, d.serial, "per container");
+        assert!(as_disk("c1", &[m("ext4", "/f", &["loop", "ro"])]).expect("disk").read_only);
+        assert!(as_disk("c1", &[m("overlay", "overlay", &["lowerdir=/a"])]).is_none());
+        assert!(as_disk("c1", &[m("xfs", "/f", &["loop"])]).is_none(), "a filesystem the guest does not take");
+        assert!(as_disk("c1", &[m("ext4", "relative", &["loop"])]).is_none());
+        assert!(as_disk("c1", &[m("ext4", "/dev/sda1", &[])]).is_none(), "a device, not a block file");
     }
 
     #[test]

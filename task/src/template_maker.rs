@@ -93,6 +93,7 @@ mod tests {
             config_path: Some("/c.toml".into()),
             cgroup_path: Some("kubepods/pod7".into()),
             sysctls: vec![("net.ipv4.ip_forward".into(), "1".into())],
+            ..BootRequest::default()
         };
         let j = MakeTemplateJob::for_request(&r);
         assert_eq!((j.memory_mib, j.vcpus, j.net), (Some(512), Some(2), true));

@@ -120,7 +120,8 @@ fn devices(c: &mut Command, d: &SandboxDevices<'_>) {
         if disk.is_placeholder() {
             c.args(["--disk-placeholder", &disk.serial]);
         } else {
-            c.arg("--disk").arg(format!("{},ro,id={}", disk.path.display(), disk.serial));
+            let ro = if disk.read_only { ",ro" } else { "" };
+            c.arg("--disk").arg(format!("{}{ro},id={}", disk.path.display(), disk.serial));
         }
     }
 }
@@ -144,6 +145,7 @@ mod tests {
                 path: "/var/lib/isola/images/disks/k.erofs".into(),
                 serial: "isola-k".into(),
                 fstype: "erofs".into(),
+                read_only: true,
             }],
         };
         let c = command_at(Path::new("/usr/bin/isola-vmm"), &spec);

@@ -73,7 +73,8 @@ pub fn sandbox_command(
     for (i, disk) in d.disks.iter().filter(|d| !d.is_placeholder()).enumerate() {
         // QEMU's option syntax: a comma in a value is written twice.
         let path = disk.path.display().to_string().replace(',', ",,");
-        q.arg("-drive").arg(format!("file={path},if=none,id=disk{i},format=raw,readonly=on"));
+        let ro = if disk.read_only { ",readonly=on" } else { "" };
+        q.arg("-drive").arg(format!("file={path},if=none,id=disk{i},format=raw{ro}"));
         q.arg("-device").arg(format!("virtio-blk-device,drive=disk{i},serial={}", disk.serial));
     }
     Ok(q)

@@ -69,6 +69,7 @@ impl Pod {
             config_path: self.sandbox_config.clone(),
             cgroup_path,
             sysctls: config.sysctls.clone(),
+            ..BootRequest::default()
         };
         self.boot_vm(&mut inner, &req, bundle, id)?;
         inner.sandbox =
