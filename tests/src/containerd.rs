@@ -97,6 +97,13 @@ state = "{d}/state"
   [plugins."io.containerd.cri.v1.runtime".cni]
     bin_dirs = ["/usr/lib/cni"]
     conf_dir = "{d}/cni"
+# Block-file snapshots (ext4 images copied from this empty one): the shim hands a
+# container's to its VM as a disk.
+[plugins."io.containerd.snapshotter.v1.blockfile"]
+  scratch_file = "{d}/blockfile-scratch.ext4"
+  fs_type = "ext4"
+  mount_options = []
+  recreate_scratch = false
 "#,
         d = d.display()
     )
@@ -118,6 +125,14 @@ pub fn containerd_2_3_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// The empty ext4 image containerd's blockfile snapshotter copies for each snapshot.
+fn blockfile_scratch(path: &Path) {
+    let f = std::fs::File::create(path).expect("scratch file");
+    f.set_len(256 << 20).expect("scratch size");
+    let out = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(path).output().expect("mkfs.ext4 (e2fsprogs)");
+    assert!(out.status.success(), "mkfs.ext4: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn cni(d: &Path) -> String {
@@ -179,7 +194,10 @@ impl Containerd {
         std::fs::create_dir_all(d.join("cni")).expect("cni dir");
         let config = match flavor {
             Flavor::Debian => config(d),
-            Flavor::V2_3 => config_v3(d),
+            Flavor::V2_3 => {
+                blockfile_scratch(&d.join("blockfile-scratch.ext4"));
+                config_v3(d)
+            }
         };
         std::fs::write(d.join("config.toml"), config).expect("config");
         std::fs::write(d.join("cni/10-isola.conflist"), cni(d)).expect("cni config");
@@ -250,6 +268,12 @@ impl Containerd {
 
     /// Builds the busybox image offline and imports it into `namespace` as [`IMAGE`].
     pub fn import_image(&self, namespace: &str) {
+        self.import_image_into(namespace, None)
+    }
+
+    /// [`Containerd::import_image`], unpacked by `snapshotter` (containerd's default
+    /// when None).
+    pub fn import_image_into(&self, namespace: &str, snapshotter: Option<&str>) {
         let layout = self.dir.path().join("layout");
         if !layout.join("index.json").exists() {
             crate::registry::build_layout(&layout, "isola", "hello from the image");
@@ -264,7 +288,13 @@ impl Containerd {
                 .expect("skopeo");
             assert!(out.status.success(), "skopeo: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let out = self.ctr_in(Some(namespace), &["images", "import", archive.to_str().expect("path")]);
+        let mut args = vec!["images", "import"];
+        if let Some(s) = snapshotter {
+            // The transfer service unpacks only for the snapshotters its config lists.
+            args.extend(["--local", "--snapshotter", s]);
+        }
+        args.push(archive.to_str().expect("path"));
+        let out = self.ctr_in(Some(namespace), &args);
         assert_eq!(out.code, 0, "ctr images import: {}{}", out.stdout, out.stderr);
     }
 

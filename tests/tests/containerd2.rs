@@ -156,3 +156,58 @@ async fn the_shim_as_sandboxer_makes_the_pods_vm_without_a_pause_container() {
     let socket = address.trim_start_matches("unix://");
     assert!(!Path::new(socket).exists(), "the shim's socket {socket} is left");
 }
+
+/// containerd's blockfile snapshotter: the container's snapshot (an ext4 block file)
+/// is its VM's read-write disk. The container runs on it and writes in it; nothing of
+/// it is mounted on the host (no loop mount, whose kernel would parse what the guest
+/// wrote), no virtiofsd runs, and nothing is left after delete.
+#[test]
+fn a_blockfile_snapshot_is_the_vms_own_disk_with_nothing_mounted_on_the_host() {
+    let c = Containerd::start_2_3();
+    c.import_image_into("default", Some("blockfile"));
+    let script = "echo written > /written; cat /written; grep ' / / ' /proc/self/mountinfo; exit 7";
+    let o =
+        c.ctr(&["run", "--rm", "--snapshotter", "blockfile", "--runtime", RUNTIME, IMAGE, "bf1", "sh", "-c", script]);
+    assert_eq!(o.code, 7, "{}{}\n{}", o.stdout, o.stderr, c.log());
+    assert!(o.stdout.starts_with("written\n"), "{}", o.stdout);
+    let root = o.stdout.lines().nth(1).unwrap_or_default();
+    assert!(root.contains(" - ext4 /dev/vd") && root.contains(" rw"), "the root is the disk, read-write: {root}");
+
+    let o = c.ctr(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "blockfile",
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        "bf2",
+        "busybox",
+        "sleep",
+        "120",
+    ]);
+    assert_eq!(o.code, 0, "{}{}\n{}", o.stdout, o.stderr, c.log());
+    // A loop device over one of our snapshots would mean the host mounted it.
+    let root = c.dir.path().display().to_string();
+    let loop_mounts: Vec<String> = std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|f| f.starts_with(&root))
+        .collect();
+    let virtiofsd: Vec<i32> = c
+        .sandbox_pids()
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|n| n.starts_with("virtiofsd")))
+        .collect();
+    let e = c.ctr(&["task", "exec", "--exec-id", "x", "bf2", "sh", "-c", "cat /written 2>&1; echo $?"]);
+    let _ = c.ctr(&["task", "kill", "-s", "9", "bf2"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = c.ctr(&["task", "delete", "bf2"]);
+    let _ = c.ctr(&["container", "delete", "bf2"]);
+    assert!(loop_mounts.is_empty(), "the snapshot is mounted on the host: {loop_mounts:?}");
+    assert!(virtiofsd.is_empty(), "virtiofsd runs for a disk rootfs: {virtiofsd:?}");
+    assert!(e.stdout.ends_with("1\n"), "another container's snapshot is its own: {}", e.stdout);
+    c.assert_nothing_left();
+}
