@@ -15,7 +15,7 @@ struct MemDisk {
 }
 
 impl DiskBackend for MemDisk {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.bytes.len() as u64
     }
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {

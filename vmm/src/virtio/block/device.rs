@@ -20,7 +20,7 @@ pub struct Block {
 
 impl Block {
     pub fn new(backend: Box<dyn DiskBackend>, read_only: bool, serial: String) -> Self {
-        let capacity_sectors = backend.len() / SECTOR;
+        let capacity_sectors = backend.size() / SECTOR;
         Block {
             backend: Some(backend),
             capacity_sectors,

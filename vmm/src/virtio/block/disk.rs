@@ -9,7 +9,7 @@ use super::{BlockError, SECTOR};
 /// A disk's bytes. Offsets and lengths are checked against [`DiskBackend::len`] by the
 /// queue code before they get here.
 pub trait DiskBackend: Send {
-    fn len(&self) -> u64;
+    fn size(&self) -> u64;
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
     fn write_at(&mut self, buf: &[u8], offset: u64) -> std::io::Result<()>;
     fn flush(&mut self) -> std::io::Result<()>;
@@ -19,7 +19,7 @@ pub trait DiskBackend: Send {
 pub struct EmptyDisk;
 
 impl DiskBackend for EmptyDisk {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         0
     }
     fn read_at(&mut self, _: &mut [u8], _: u64) -> std::io::Result<()> {
@@ -62,7 +62,7 @@ impl DiskFile {
 }
 
 impl DiskBackend for DiskFile {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.len
     }
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {

@@ -143,11 +143,11 @@ fn execute(
 /// The byte offset of `len` bytes at `sector`, when they are whole sectors, no longer
 /// than a request may be, and inside the disk.
 fn in_bounds(sector: u64, len: usize, disk: &Disk<'_>) -> Option<u64> {
-    if len == 0 || len > MAX_REQUEST_BYTES || len as u64 % SECTOR != 0 {
+    if len == 0 || len > MAX_REQUEST_BYTES || !(len as u64).is_multiple_of(SECTOR) {
         return None;
     }
     let offset = sector.checked_mul(SECTOR)?;
-    (offset.checked_add(len as u64)? <= disk.backend.len()).then_some(offset)
+    (offset.checked_add(len as u64)? <= disk.backend.size()).then_some(offset)
 }
 
 fn take_buf(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {

@@ -18,7 +18,7 @@ struct MemDisk {
 }
 
 impl DiskBackend for MemDisk {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.bytes.len() as u64
     }
     fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -198,7 +198,7 @@ fn bad_chains_are_answered_and_the_queue_goes_on() {
     let mut d = Driver::new();
     let mut mem = disk();
     let mut c = BlockCounters::default();
-    let sectors = mem.len() / 512;
+    let sectors = mem.size() / 512;
     d.chain(vec![Buf::Out(header(request::IN, sectors - 1)), Buf::In(1024), Buf::In(1)]);
     d.chain(vec![Buf::Out(header(request::IN, u64::MAX / 256)), Buf::In(512), Buf::In(1)]);
     d.chain(vec![Buf::Out(header(request::IN, 0)), Buf::In(100), Buf::In(1)]);
@@ -239,7 +239,7 @@ fn a_disk_file_is_whole_sectors_and_a_symlink_is_not_followed() {
     let f = t.path().join("disk");
     std::fs::write(&f, vec![7u8; 1500]).expect("write");
     let mut disk = DiskFile::open(&f, true).expect("open");
-    assert_eq!(disk.len(), 1024, "the partial third sector is left out");
+    assert_eq!(disk.size(), 1024, "the partial third sector is left out");
     let mut b = [0u8; 512];
     disk.read_at(&mut b, 512).expect("read");
     assert_eq!(b, [7u8; 512]);
