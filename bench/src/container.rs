@@ -20,6 +20,9 @@ pub struct ContainerBenchConfig {
     pub hypervisor: HypervisorKind,
     pub kvm: KvmKind,
     pub rootfs: PathBuf,
+    /// The rootfs as a read-only disk (an erofs image of `rootfs`) instead of over
+    /// virtio-fs: the sandbox then has no share.
+    pub disk: Option<isola_sandbox::options::DiskAttach>,
 }
 
 fn us(d: Duration) -> u64 {
@@ -28,7 +31,25 @@ fn us(d: Duration) -> u64 {
 
 /// The options of a benchmark's sandbox, named `bench-<name>-<pid>`.
 pub fn options(cfg: &ContainerBenchConfig, name: &str) -> SandboxOptions {
-    SandboxOptions::new(format!("bench-{name}-{}", std::process::id()), cfg.boot.clone(), cfg.hypervisor, cfg.kvm)
+    let o =
+        SandboxOptions::new(format!("bench-{name}-{}", std::process::id()), cfg.boot.clone(), cfg.hypervisor, cfg.kvm);
+    match &cfg.disk {
+        Some(d) => SandboxOptions { disks: vec![d.clone()], shared_fs: false, ..o },
+        None => o,
+    }
+}
+
+/// `cfg` with its rootfs as an erofs disk built at `image` (the build's milliseconds).
+pub fn with_disk(cfg: &ContainerBenchConfig, image: &Path) -> Result<(ContainerBenchConfig, u64), BenchError> {
+    let started = Instant::now();
+    isola_image::disk::build_erofs(&cfg.rootfs, image, 4 << 30).map_err(|e| BenchError::Failed(e.to_string()))?;
+    let disk = isola_sandbox::options::DiskAttach {
+        path: image.into(),
+        serial: "isola-bench-root".into(),
+        fstype: isola_image::disk::FSTYPE.into(),
+        read_only: true,
+    };
+    Ok((ContainerBenchConfig { disk: Some(disk), ..cfg.clone() }, started.elapsed().as_millis() as u64))
 }
 
 /// A sandbox for a benchmark started as `template` says; one that should have been
@@ -56,7 +77,11 @@ pub fn container(
 ) -> Result<Container, BenchError> {
     let spec =
         spec::spec(&ContainerOptions { args: args.iter().map(|a| a.to_string()).collect(), ..Default::default() })?;
-    Ok(sb.create_container(&sb.id, spec, Rootfs::Dir(&cfg.rootfs), volumes)?)
+    let root = match &cfg.disk {
+        Some(d) => Rootfs::Disk { serial: &d.serial, fstype: &d.fstype, in_place: false },
+        None => Rootfs::Dir(&cfg.rootfs),
+    };
+    Ok(sb.create_container(&sb.id, spec, root, volumes)?)
 }
 
 /// One sandbox + one `true` container; phases in µs since the VMM was spawned, and

@@ -275,14 +275,15 @@ pub fn table(b: &StartBench) -> String {
         );
     }
     for d in &b.density {
-        out += &format!("density {:<9} {} at once: PSS {} KiB per VMM\n", d.mode, d.vmms, d.pss_kib_per_vmm);
+        out += &format!("density {:<19} {} at once: PSS {} KiB per VMM\n", d.mode, d.vmms, d.pss_kib_per_vmm);
     }
     for pair in b.density.chunks(2) {
         if let [c, s] = pair {
             if c.pss_kib_per_vmm > 0 {
-                let what = c.mode.strip_suffix("cold").unwrap_or_default();
                 out += &format!(
-                    "ratio PSS {what}clone / cold: {:.3}\n",
+                    "ratio PSS {} / {}: {:.3}\n",
+                    s.mode,
+                    c.mode,
                     s.pss_kib_per_vmm as f64 / c.pss_kib_per_vmm as f64
                 );
             }
@@ -290,10 +291,10 @@ pub fn table(b: &StartBench) -> String {
     }
     if !b.sandboxes.is_empty() {
         out += &format!("Linux sandbox, container `true`, {} (from VMM spawn, p50 / p95, ms):\n", b.backend);
-        out += &format!("{:<10} {:>18} {:>18} {:>18}\n", "mode", "vmm_ready", "agent ready", "container exited");
+        out += &format!("{:<14} {:>18} {:>18} {:>18}\n", "mode", "vmm_ready", "agent ready", "container exited");
         for m in &b.sandboxes {
             out += &format!(
-                "{:<10} {:>18} {:>18} {:>18}\n",
+                "{:<14} {:>18} {:>18} {:>18}\n",
                 m.mode,
                 ms(&m.vmm_ready),
                 ms(&m.agent_ready),
@@ -303,13 +304,18 @@ pub fn table(b: &StartBench) -> String {
                 out += &format!("  FAILED {f}\n");
             }
         }
-        if let [c, s] = &b.sandboxes[..] {
-            out += &format!(
-                "ratio snapshot / cold (p50): vmm_ready {}, agent ready {}, container exited {}\n",
-                ratio(s.vmm_ready, c.vmm_ready),
-                ratio(s.agent_ready, c.agent_ready),
-                ratio(s.container_exited, c.container_exited)
-            );
+        // Modes come in pairs (cold, snapshot), rootfs over virtio-fs then on a disk.
+        for pair in b.sandboxes.chunks(2) {
+            if let [c, s] = pair {
+                out += &format!(
+                    "ratio {} / {} (p50): vmm_ready {}, agent ready {}, container exited {}\n",
+                    s.mode,
+                    c.mode,
+                    ratio(s.vmm_ready, c.vmm_ready),
+                    ratio(s.agent_ready, c.agent_ready),
+                    ratio(s.container_exited, c.container_exited)
+                );
+            }
         }
     }
     if !b.containers.is_empty() {
@@ -383,7 +389,7 @@ mod tests {
         };
         let t = table(&b);
         assert!(t.contains("vmm_ready 0.250, guest running 0.105, wall 0.200"), "{t}");
-        assert!(t.contains("ratio PSS clone / cold: 0.250"), "{t}");
+        assert!(t.contains("ratio PSS snapshot / cold: 0.250"), "{t}");
         assert!(t.contains("ratio pool / cold (p50): 0.250"), "{t}");
         assert!(t.contains("ratio snapshot / cold (p50): 0.100"), "{t}");
         assert!(t.contains("agent ready 0.050, container exited 0.100"), "{t}");

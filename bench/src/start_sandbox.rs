@@ -1,8 +1,10 @@
 //! The Linux half of `isola bench start` on isola-vmm: the same sandbox and container
-//! (`true`) booted cold and restored from a template, alternating. Phases from the
-//! VMM's spawn: `vmm_ready` (isola-vmm's own clock: set up, or restored), the agent's
-//! first answer, and the container's exit. And with clones: N sandboxes of each mode
-//! at once, PSS per sandbox (its VMM, virtiofsd and what they fork).
+//! (`true`) booted cold and restored from a template, alternating, with the rootfs
+//! over virtio-fs and then as an erofs disk (a template with a placeholder, no shared
+//! memory). Phases from the VMM's spawn: `vmm_ready` (isola-vmm's own clock: set up,
+//! or restored), the agent's first answer, and the container's exit. And with clones:
+//! N sandboxes of each mode at once, PSS per sandbox (its VMM, virtiofsd and what they
+//! fork).
 
 use crate::container::{isola_run_from, options, sandbox_from, ContainerBenchConfig};
 use crate::error::BenchError;
@@ -21,24 +23,26 @@ pub fn run_sandbox_modes(
         .prefix("isola-bench-templates-")
         .tempdir()
         .map_err(crate::error::io("scratch directory"))?;
-    let t = isola_sandbox::sandbox::make_template(&options(cfg, "template"), dir.path())
-        .map_err(|e| BenchError::Failed(format!("making the template: {e}")))?;
-    let series = series(cfg, runs, &t)?;
-    let density = if clones > 0 {
-        vec![
-            density_of(cfg, "linux cold", clones, TemplateUse::Off)?,
-            density_of(cfg, "linux snapshot", clones, TemplateUse::Restore(t))?,
-        ]
-    } else {
-        vec![]
-    };
-    Ok((series, density))
+    let (disk_cfg, _build_ms) = crate::container::with_disk(cfg, &dir.path().join("rootfs.erofs"))?;
+    let mut series_all = Vec::new();
+    let mut density = Vec::new();
+    for (c, suffix) in [(cfg, ""), (&disk_cfg, " disk")] {
+        let t = isola_sandbox::sandbox::make_template(&options(c, "template"), dir.path())
+            .map_err(|e| BenchError::Failed(format!("making the template{suffix}: {e}")))?;
+        series_all.extend(series(c, runs, &t, suffix)?);
+        if clones > 0 {
+            density.push(density_of(c, &format!("linux cold{suffix}"), clones, TemplateUse::Off)?);
+            density.push(density_of(c, &format!("linux snapshot{suffix}"), clones, TemplateUse::Restore(t))?);
+        }
+    }
+    Ok((series_all, density))
 }
 
 fn series(
     cfg: &ContainerBenchConfig,
     runs: usize,
     t: &isola_sandbox::template::Template,
+    suffix: &str,
 ) -> Result<Vec<ModeSeries>, BenchError> {
     let modes = [("cold", TemplateUse::Off), ("snapshot", TemplateUse::Restore(t.clone()))];
     let mut samples: Vec<[Vec<u64>; 4]> = vec![Default::default(); modes.len()];
@@ -63,7 +67,7 @@ fn series(
         .iter()
         .zip(samples.iter().zip(failures))
         .map(|((mode, _), ([ready, agent, exited, total], failures))| ModeSeries {
-            mode: mode.to_string(),
+            mode: format!("{mode}{suffix}"),
             vmm_ready: Summary::of(ready),
             agent_ready: Summary::of(agent),
             container_exited: Summary::of(exited),

@@ -213,7 +213,13 @@ fn container_config(rootfs: &std::path::Path, memory: u64, cpus: u8) -> anyhow::
         isola_sandbox::placement::DEFAULT_BOOT_TIMEOUT,
     );
     boot.mem_mib = memory;
-    Ok(ContainerBenchConfig { boot, hypervisor: host.hypervisor(None), kvm: host.kvm, rootfs: rootfs.into() })
+    Ok(ContainerBenchConfig {
+        boot,
+        hypervisor: host.hypervisor(None),
+        kvm: host.kvm,
+        rootfs: rootfs.into(),
+        disk: None,
+    })
 }
 
 fn write_json(path: &std::path::Path, v: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -75,6 +75,7 @@ pub fn start(a: StartArgs) -> anyhow::Result<ExitCode> {
                 hypervisor,
                 kvm,
                 rootfs: a.container_rootfs.clone(),
+                disk: None,
             };
             start::run_sandbox_modes(&cfg, a.runs, a.clones)?
         } else {
