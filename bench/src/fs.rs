@@ -58,27 +58,13 @@ pub fn parse(out: &str) -> Result<FsResult, BenchError> {
 pub fn run(cfg: &ContainerBenchConfig) -> Result<FsBench, BenchError> {
     let shared = tempfile::tempdir().map_err(io("temporary directory"))?;
     let host_dir = tempfile::tempdir().map_err(io("temporary directory"))?;
-    let out = Command::new("busybox")
-        .args(["sh", "-c", SCRIPT, "bench"])
-        .arg(host_dir.path())
-        .output()
-        .map_err(io("busybox on the host"))?;
-    let host = parse(&(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)))?;
+    let host = parse(&host_script(SCRIPT, host_dir.path())?)?;
 
     let mut sb = crate::container::sandbox(cfg, "fs")?;
     let result = (|| {
         let vol = Volume { host: shared.path().into(), guest: "/data".into(), readonly: false };
         let c = crate::container::container(&sb, cfg, &["sh", "-c", SCRIPT, "bench", "/data"], &[vol])?;
-        let mut out = c.init().stream(StdioStream::Stdout)?;
-        let mut err = c.init().stream(StdioStream::Stderr)?;
-        c.start()?;
-        let (mut o, mut e) = (String::new(), String::new());
-        std::io::Read::read_to_string(&mut out, &mut o).map_err(io("container stdout"))?;
-        std::io::Read::read_to_string(&mut err, &mut e).map_err(io("container stderr"))?;
-        match c.wait()? {
-            status if status.code == 0 => parse(&(o + &e)),
-            status => Err(BenchError::Failed(format!("fs script ended with {status:?}: {e}"))),
-        }
+        parse(&script_output(&c)?)
     })();
     sb.stop();
     Ok(FsBench { backend: cfg.hypervisor.to_string(), guest: result?, host })
@@ -180,13 +166,14 @@ fn bench_tree(rootfs: &std::path::Path, dir: &std::path::Path) -> Result<(), Ben
     Ok(())
 }
 
-fn host_rootfs_run(dir: &std::path::Path) -> Result<RootfsResult, BenchError> {
+/// `script` run by busybox on the host on `dir`: what it printed.
+fn host_script(script: &str, dir: &std::path::Path) -> Result<String, BenchError> {
     let out = Command::new("busybox")
-        .args(["sh", "-c", ROOTFS_SCRIPT, "bench"])
-        .arg(dir.join("bench"))
+        .args(["sh", "-c", script, "bench"])
+        .arg(dir)
         .output()
         .map_err(io("busybox on the host"))?;
-    parse_rootfs(&(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
 /// `ROOTFS_SCRIPT` in a container of `sb` whose root is `root`.
@@ -198,6 +185,12 @@ fn guest_rootfs_run(
     let args = ["sh", "-c", ROOTFS_SCRIPT, "bench", "/bench"].map(String::from).to_vec();
     let spec = isola_sandbox::spec::spec(&isola_sandbox::spec::ContainerOptions { args, ..Default::default() })?;
     let c = sb.create_container(id, spec, root, &[])?;
+    parse_rootfs(&script_output(&c)?)
+}
+
+/// Starts `c` and returns what it printed (stdout, then stderr, where busybox `time`
+/// writes); a script that fails is an error with its stderr.
+fn script_output(c: &isola_sandbox::Container) -> Result<String, BenchError> {
     let mut out = c.init().stream(StdioStream::Stdout)?;
     let mut err = c.init().stream(StdioStream::Stderr)?;
     c.start()?;
@@ -205,8 +198,8 @@ fn guest_rootfs_run(
     std::io::Read::read_to_string(&mut out, &mut o).map_err(io("container stdout"))?;
     std::io::Read::read_to_string(&mut err, &mut e).map_err(io("container stderr"))?;
     match c.wait()? {
-        status if status.code == 0 => parse_rootfs(&(o + &e)),
-        status => Err(BenchError::Failed(format!("rootfs script ended with {status:?}: {e}"))),
+        status if status.code == 0 => Ok(o + &e),
+        status => Err(BenchError::Failed(format!("the bench script ended with {status:?}: {e}"))),
     }
 }
 
@@ -222,7 +215,7 @@ pub fn run_rootfs(cfg: &ContainerBenchConfig) -> Result<RootfsBench, BenchError>
     isola_image::disk::build_erofs(&tree, &image, 4 << 30).map_err(|e| BenchError::Failed(e.to_string()))?;
     let build_ms = started.elapsed().as_millis() as u64;
     let disk_bytes = std::fs::metadata(&image).map_err(io("disk image"))?.len();
-    let host = host_rootfs_run(&tree)?;
+    let host = parse_rootfs(&host_script(ROOTFS_SCRIPT, &tree.join("bench"))?)?;
     let serial = "isola-bench-fs";
     let opts = isola_sandbox::sandbox::SandboxOptions {
         disks: vec![isola_sandbox::options::DiskAttach {

@@ -15,6 +15,36 @@ pub trait DiskBackend: Send {
     fn flush(&mut self) -> std::io::Result<()>;
 }
 
+/// A disk in memory that counts what reached it (tests and fuzz targets).
+#[derive(Default)]
+pub struct MemDisk {
+    pub bytes: Vec<u8>,
+    pub writes: u64,
+    pub flushes: u64,
+}
+
+impl DiskBackend for MemDisk {
+    fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let src = usize::try_from(offset).ok().and_then(|o| self.bytes.get(o..o.checked_add(buf.len())?));
+        buf.copy_from_slice(src.ok_or(std::io::ErrorKind::UnexpectedEof)?);
+        Ok(())
+    }
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let end = usize::try_from(offset).ok().and_then(|o| Some((o, o.checked_add(buf.len())?)));
+        let dst = end.and_then(|(o, e)| self.bytes.get_mut(o..e)).ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        dst.copy_from_slice(buf);
+        self.writes += 1;
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flushes += 1;
+        Ok(())
+    }
+}
+
 /// No bytes at all: a template's placeholder until a clone is given its file.
 pub struct EmptyDisk;
 

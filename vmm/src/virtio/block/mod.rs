@@ -16,7 +16,7 @@ mod queues;
 mod tests;
 
 pub use device::Block;
-pub use disk::{DiskBackend, DiskFile, EmptyDisk};
+pub use disk::{DiskBackend, DiskFile, EmptyDisk, MemDisk};
 pub use queues::{process_queue, BlockCounters, Disk};
 
 pub const BLOCK_DEVICE_ID: u32 = 2;

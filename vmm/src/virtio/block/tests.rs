@@ -7,35 +7,9 @@ use virtio_queue::Queue;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::queues::Disk;
-use super::{process_queue, request, BlockCounters, DiskBackend, DiskFile, DiskSpec, MAX_REQUEST_BYTES};
+use super::{process_queue, request, BlockCounters, DiskBackend, DiskFile, DiskSpec, MemDisk, MAX_REQUEST_BYTES};
 
 const QLEN: u16 = 64;
-
-/// A disk in memory that counts flushes.
-struct MemDisk {
-    bytes: Vec<u8>,
-    flushes: u32,
-}
-
-impl DiskBackend for MemDisk {
-    fn size(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        let o = offset as usize;
-        buf.copy_from_slice(&self.bytes[o..o + buf.len()]);
-        Ok(())
-    }
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        let o = offset as usize;
-        self.bytes[o..o + buf.len()].copy_from_slice(buf);
-        Ok(())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.flushes += 1;
-        Ok(())
-    }
-}
 
 /// One buffer of a chain: its bytes (or its length, for device-writable ones).
 enum Buf {
@@ -136,7 +110,7 @@ fn header(kind: u32, sector: u64) -> Vec<u8> {
 }
 
 fn disk() -> MemDisk {
-    MemDisk { bytes: (0..8192u32).map(|i| (i / 512) as u8 + 1).collect(), flushes: 0 }
+    MemDisk { bytes: (0..8192u32).map(|i| (i / 512) as u8 + 1).collect(), ..Default::default() }
 }
 
 #[test]
