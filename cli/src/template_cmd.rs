@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use isola_sandbox::sandbox::{make_template, MakeError};
+use isola_sandbox::sandbox::{make_template, make_template_waiting, MakeError};
 use isola_sandbox::template;
 
 use crate::pool_cmd::PoolConfig;
@@ -117,7 +117,14 @@ fn warm(c: &PoolConfig, image_disk: bool, force: bool, background: bool) -> anyh
         }
         template::remove(&root, &key)?;
     }
-    match make_template(&opts, &root) {
+    // In the foreground, a template another process is making is waited for (as long
+    // as a boot may take, twice), not refused.
+    let made = if background {
+        make_template(&opts, &root)
+    } else {
+        make_template_waiting(&opts, &root, opts.boot.timeout * 2)
+    };
+    match made {
         Ok(t) => {
             if !background {
                 println!("{key} ({} ms to boot; {})", t.meta.boot_ms, t.meta.snapshot);

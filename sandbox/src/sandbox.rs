@@ -23,7 +23,7 @@ mod restore;
 use crate::state::{self, SandboxState};
 use crate::volume::Volume;
 use crate::watchdog::{Death, Watchdog, Watched};
-pub use make_template::{make_template, MakeError};
+pub use make_template::{make_template, make_template_waiting, MakeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {

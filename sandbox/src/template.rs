@@ -170,6 +170,21 @@ pub fn remove(root: &Path, key: &str) -> Result<(), TemplateError> {
 }
 
 /// Whether a live process is making `key` now (its staging directory is there).
+/// The template `key` that another live process is making, once it is placed (waiting
+/// up to `timeout`); None when that maker ended without placing one, or time ran out.
+pub fn wait_for_maker(root: &Path, key: &str, timeout: std::time::Duration) -> Option<Template> {
+    let until = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(t) = find(root, key) {
+            return Some(t);
+        }
+        if !being_made(root, key) || std::time::Instant::now() >= until {
+            return find(root, key);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 pub(crate) fn being_made(root: &Path, key: &str) -> bool {
     let Ok(entries) = std::fs::read_dir(root) else { return false };
     entries.flatten().any(|e| {
@@ -201,6 +216,29 @@ mod tests {
         let d = root.join(&m.key);
         std::fs::create_dir_all(d.join("snapshot")).expect("dir");
         std::fs::write(d.join(META), serde_json::to_vec(m).expect("json")).expect("meta");
+    }
+
+    /// A caller that finds the template being made waits for it instead of failing,
+    /// and does not wait on a maker that died.
+    #[test]
+    fn a_template_being_made_is_waited_for_and_a_dead_makers_is_not() {
+        let root = tempfile::tempdir().expect("tmp");
+        let mine = state::staging_dir(root.path(), "eeee", Creator::me());
+        std::fs::create_dir_all(&mine).expect("being made");
+        let r = root.path().to_path_buf();
+        let maker = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            place(&r, &meta("eeee", 3));
+            let _ = std::fs::remove_dir_all(state::staging_dir(&r, "eeee", Creator::me()));
+        });
+        let t = wait_for_maker(root.path(), "eeee", std::time::Duration::from_secs(30)).expect("waited for it");
+        assert_eq!(t.meta.key, "eeee");
+        maker.join().expect("maker");
+        let dead = Creator { pid: i32::MAX - 1, start_ticks: 1 };
+        std::fs::create_dir_all(state::staging_dir(root.path(), "ffff", Some(dead))).expect("debris");
+        let started = std::time::Instant::now();
+        assert!(wait_for_maker(root.path(), "ffff", std::time::Duration::from_secs(30)).is_none());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "no wait on a dead maker");
     }
 
     #[test]

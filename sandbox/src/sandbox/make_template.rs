@@ -58,6 +58,23 @@ pub fn make_template(opts: &SandboxOptions, root: &Path) -> Result<Template, Mak
     Ok(template::find(root, &key).ok_or(TemplateError::NotFound(key))?)
 }
 
+/// [`make_template`], but a template another process is making is waited for (up to
+/// `wait`) rather than refused as busy; if that maker ends without one, this one
+/// makes it.
+pub fn make_template_waiting(opts: &SandboxOptions, root: &Path, wait: Duration) -> Result<Template, MakeError> {
+    for _ in 0..3 {
+        match make_template(opts, root) {
+            Err(MakeError::Busy(key)) => {
+                if let Some(t) = template::wait_for_maker(root, &key, wait) {
+                    return Ok(t);
+                }
+            }
+            other => return other,
+        }
+    }
+    make_template(opts, root)
+}
+
 fn snapshot_into(opts: &SandboxOptions, key: &str, staged: &Path) -> Result<TemplateMeta, MakeError> {
     let devices = opts.template_devices();
     let mut o = opts.clone();
