@@ -10,15 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
-use crate::store::{ImageRecord, Store};
+use crate::store::{disk_key, disk_serial, ImageDisk, ImageRecord, Store};
 
 pub const MKFS: &str = "mkfs.erofs";
 /// The filesystem on an image's disk, as the guest mounts it.
 pub const FSTYPE: &str = "erofs";
-/// Most files, directories and links one image's disk may hold by default.
-pub const DEFAULT_MAX_INODES: u64 = 1_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -36,41 +32,7 @@ pub enum DiskError {
     NoRootfs(String),
 }
 
-/// A built disk: its file and the serial the guest finds it by.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImageDisk {
-    pub path: PathBuf,
-    pub serial: String,
-}
-
-/// The key of an image's disk: its layers, in order (two tags, or two configs, of the
-/// same layers share one disk).
-pub fn key(layers: &[String]) -> String {
-    let mut h = Sha256::new();
-    for l in layers {
-        h.update(l.as_bytes());
-        h.update(b"\n");
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The virtio-blk serial (at most 20 bytes) of the disk with `key`.
-pub fn serial(key: &str) -> String {
-    format!("isola-{}", &key[..14.min(key.len())])
-}
-
 impl Store {
-    fn disk_path(&self, key: &str) -> PathBuf {
-        self.root().join("disks").join(format!("{key}.erofs"))
-    }
-
-    /// `r`'s disk if it was built.
-    pub fn disk(&self, r: &ImageRecord) -> Option<ImageDisk> {
-        let k = key(&r.layers);
-        let path = self.disk_path(&k);
-        path.is_file().then(|| ImageDisk { path, serial: serial(&k) })
-    }
-
     /// `r`'s disk, built now if it was not (bounded by the store's unpack limit in
     /// bytes and its inode limit); a failed build leaves nothing.
     pub fn ensure_disk(&self, r: &ImageRecord) -> Result<ImageDisk, DiskError> {
@@ -78,7 +40,7 @@ impl Store {
         if let Some(d) = self.disk(r) {
             return Ok(d);
         }
-        let k = key(&r.layers);
+        let k = disk_key(&r.layers);
         let rootfs = self.rootfs(r);
         if !rootfs.is_dir() {
             return Err(DiskError::NoRootfs(r.name.clone()));
@@ -112,12 +74,7 @@ impl Store {
             return Err(DiskError::Io { what: "storing", path: dst, source });
         }
         log::info!("built the disk of {} ({} files) at {}", r.name, inodes, dst.display());
-        Ok(ImageDisk { path: dst, serial: serial(&k) })
-    }
-
-    /// Removes the disk of `layers` (when no image uses them any more).
-    pub(crate) fn remove_disk(&self, layers: &[String]) {
-        let _ = std::fs::remove_file(self.disk_path(&key(layers)));
+        Ok(ImageDisk { path: dst, serial: disk_serial(&k) })
     }
 }
 
@@ -235,7 +192,7 @@ mod tests {
         assert_eq!(again, d, "same layers, same disk");
         assert_eq!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&again.path).expect("meta")), inode);
         let other = record("x", &["sha256:3"]);
-        assert_ne!(key(&other.layers), key(&r.layers));
+        assert_ne!(disk_key(&other.layers), disk_key(&r.layers));
     }
 
     #[test]
@@ -244,7 +201,7 @@ mod tests {
         s.set_max_inodes(20);
         let e = s.ensure_disk(&r).expect_err("too many files");
         assert!(matches!(e, DiskError::TooManyInodes { limit: 20, .. }), "{e}");
-        s.set_max_inodes(DEFAULT_MAX_INODES);
+        s.set_max_inodes(crate::store::DEFAULT_MAX_INODES);
         s.set_max_unpacked(0);
         std::fs::write(s.rootfs(&r).join("big"), vec![1u8; 64 << 20]).expect("big file");
         let e = s.ensure_disk(&r).expect_err("too large");

@@ -12,6 +12,6 @@ pub mod registry;
 pub mod store;
 pub mod unpack;
 
-pub use disk::{DiskError, ImageDisk};
+pub use disk::DiskError;
 pub use reference::Reference;
-pub use store::{ImageRecord, Store, StoreError};
+pub use store::{ImageDisk, ImageRecord, Store, StoreError};

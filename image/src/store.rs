@@ -34,6 +34,32 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreEr
     move |source| StoreError::Io { what, path, source }
 }
 
+/// Most files, directories and links one image's disk may hold by default.
+pub const DEFAULT_MAX_INODES: u64 = 1_000_000;
+
+/// A built disk: its file and the serial the guest finds it by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageDisk {
+    pub path: PathBuf,
+    pub serial: String,
+}
+
+/// The key of an image's disk: its layers, in order (two tags, or two configs, of the
+/// same layers share one disk).
+pub fn disk_key(layers: &[String]) -> String {
+    let mut h = Sha256::new();
+    for l in layers {
+        h.update(l.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The virtio-blk serial (at most 20 bytes) of the disk with `key`.
+pub fn disk_serial(key: &str) -> String {
+    format!("isola-{}", &key[..14.min(key.len())])
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
     /// Normalized reference, e.g. `127.0.0.1:5000/test/busybox:v1`.
@@ -143,10 +169,8 @@ impl Store {
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(io("closing", root))?;
         let max_unpacked =
             std::env::var("ISOLA_MAX_UNPACKED_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_UNPACKED);
-        let max_inodes = std::env::var("ISOLA_MAX_IMAGE_INODES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(crate::disk::DEFAULT_MAX_INODES);
+        let max_inodes =
+            std::env::var("ISOLA_MAX_IMAGE_INODES").ok().and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_MAX_INODES);
         Ok(Self { root: root.into(), max_unpacked, max_inodes })
     }
 
@@ -161,7 +185,7 @@ impl Store {
     }
 
     /// Most files one image's disk may hold (`$ISOLA_MAX_IMAGE_INODES`, default
-    /// [`crate::disk::DEFAULT_MAX_INODES`]).
+    /// [`DEFAULT_MAX_INODES`]).
     pub fn max_inodes(&self) -> u64 {
         self.max_inodes
     }
@@ -311,6 +335,22 @@ impl Store {
             .into_iter()
             .find(|r| r.name == normalized || r.name == name || r.manifest_digest == name)
             .ok_or_else(|| StoreError::NotFound(name.into()))
+    }
+
+    pub(crate) fn disk_path(&self, key: &str) -> PathBuf {
+        self.root().join("disks").join(format!("{key}.erofs"))
+    }
+
+    /// `r`'s disk if it was built.
+    pub fn disk(&self, r: &ImageRecord) -> Option<ImageDisk> {
+        let k = disk_key(&r.layers);
+        let path = self.disk_path(&k);
+        path.is_file().then(|| ImageDisk { path, serial: disk_serial(&k) })
+    }
+
+    /// Removes the disk of `layers` (when no image uses them any more).
+    pub(crate) fn remove_disk(&self, layers: &[String]) {
+        let _ = std::fs::remove_file(self.disk_path(&disk_key(layers)));
     }
 
     pub fn rootfs(&self, r: &ImageRecord) -> PathBuf {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod container;
 #[cfg(test)]
 mod container_tests;
+pub mod disk;
 pub mod features;
 pub mod files;
 pub mod host;

@@ -42,29 +42,7 @@ pub struct SandboxOptions {
     pub shared_fs: bool,
 }
 
-/// A read-only disk given to the guest, found there by its serial.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiskAttach {
-    /// Empty for a template's placeholder ([`DiskAttach::placeholder`]).
-    pub path: PathBuf,
-    /// At most 20 printable bytes (virtio-blk's device id).
-    pub serial: String,
-    /// The filesystem on it (`isola_protocol::DISK_FILESYSTEMS`).
-    pub fstype: String,
-    /// An image (read-only, shared) or a container's own layer (read-write).
-    pub read_only: bool,
-}
-
-impl DiskAttach {
-    /// Slot `i` of a template: an empty disk each clone fills with its own file.
-    pub fn placeholder(i: usize) -> Self {
-        DiskAttach { path: PathBuf::new(), serial: format!("isola-slot{i}"), fstype: String::new(), read_only: true }
-    }
-
-    pub fn is_placeholder(&self) -> bool {
-        self.path.as_os_str().is_empty()
-    }
-}
+pub use crate::disk::DiskAttach;
 
 /// Whether a sandbox starts from a template snapshot (isola-vmm only).
 #[derive(Clone, Debug, Default)]

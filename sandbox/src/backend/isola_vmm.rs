@@ -60,7 +60,7 @@ pub struct SandboxDevices<'a> {
     /// open: it owns no host file and shares its id with no other sandbox.
     pub uid: u32,
     /// Read-only disks (image root filesystems).
-    pub disks: &'a [crate::options::DiskAttach],
+    pub disks: &'a [crate::disk::DiskAttach],
 }
 
 pub fn sandbox_command(spec: &BootSpec, d: &SandboxDevices<'_>) -> Result<Command, HypervisorError> {
@@ -141,7 +141,7 @@ mod tests {
             fs_socket: Some(Path::new("/run/isola/x/virtiofs.sock")),
             tap: Some(("isolatap", "02:00:00:00:00:01")),
             uid: 0x7000_0003,
-            disks: &[crate::options::DiskAttach {
+            disks: &[crate::disk::DiskAttach {
                 path: "/var/lib/isola/images/disks/k.erofs".into(),
                 serial: "isola-k".into(),
                 fstype: "erofs".into(),

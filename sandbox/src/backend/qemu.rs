@@ -30,7 +30,7 @@ pub struct SandboxDevices<'a> {
     pub tap: Option<(&'a str, &'a str)>,
     /// Read-only disks (image root filesystems), opened by QEMU before it drops to the
     /// sandbox's uid.
-    pub disks: &'a [crate::options::DiskAttach],
+    pub disks: &'a [crate::disk::DiskAttach],
 }
 
 /// QEMU's own seccomp filter for a sandbox: no obsolete syscalls, no fork or exec, no
