@@ -275,3 +275,51 @@ fn a_snapshot_round_trip_continues_the_queue_on_a_new_device() {
     assert_eq!((second[0].1, &second[0].2[..512]), (513, &[4u8; 512][..]));
     clone.reset();
 }
+
+/// A template's placeholder restored with a clone's own disk: through the transport,
+/// the driver is told (config interrupt, new config generation) and reads the new
+/// capacity.
+#[test]
+fn a_restored_disk_raises_a_config_change_with_its_own_capacity() {
+    use crate::devices::BusDevice;
+    use crate::virtio::{Interrupt, MmioTransport, INT_CONFIG};
+    use std::sync::Arc;
+    use vmm_sys_util::eventfd::EventFd;
+
+    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).expect("mem");
+    let transport = |disk: Box<dyn DiskBackend>| {
+        let irq = Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).expect("irq")));
+        MmioTransport::new(Box::new(super::Block::new(disk, true, "isola-slot0".into())), mem.clone(), irq)
+            .expect("transport")
+    };
+    let reg = |t: &mut MmioTransport, off: u64| {
+        let mut b = [0u8; 4];
+        t.read(off, &mut b);
+        u32::from_le_bytes(b)
+    };
+    let set = |t: &mut MmioTransport, off: u64, v: u32| t.write(off, &v.to_le_bytes());
+    let mut template = transport(Box::new(super::EmptyDisk));
+    set(&mut template, 0x70, 1 | 2);
+    set(&mut template, 0x24, 1);
+    set(&mut template, 0x20, 1); // VERSION_1 (bit 32)
+    set(&mut template, 0x70, 1 | 2 | 8);
+    set(&mut template, 0x30, 0);
+    set(&mut template, 0x38, 16);
+    for (off, addr) in [(0x80, 0x1_0000), (0x90, 0x1_0400), (0xa0, 0x1_0800)] {
+        set(&mut template, off, addr);
+    }
+    set(&mut template, 0x44, 1);
+    set(&mut template, 0x70, 1 | 2 | 8 | 4);
+    assert!(template.is_active());
+    assert_eq!(reg(&mut template, 0x100), 0, "the placeholder has no sectors");
+    let snap = template.snapshot().expect("snapshot");
+    let generation = reg(&mut template, 0xfc);
+
+    let mut clone = transport(Box::new(MemDisk { bytes: vec![0; 64 << 10], ..Default::default() }));
+    clone.restore(&snap).expect("restore");
+    assert_eq!(reg(&mut clone, 0x60) & INT_CONFIG, 0, "nothing raised before it starts");
+    clone.start_restored().expect("start");
+    assert_ne!(reg(&mut clone, 0x60) & INT_CONFIG, 0, "a config interrupt");
+    assert_ne!(reg(&mut clone, 0xfc), generation, "a new config generation");
+    assert_eq!(reg(&mut clone, 0x100), 128, "64 KiB in sectors");
+}
