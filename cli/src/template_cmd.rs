@@ -57,12 +57,15 @@ pub fn run(cmd: TemplateCmd) -> anyhow::Result<ExitCode> {
             );
             for t in template::list(&root) {
                 let m = &t.meta;
-                let devices = match (m.devices.fs, m.devices.net) {
-                    (true, true) => "fs,net",
-                    (true, false) => "fs",
-                    (false, true) => "net",
-                    (false, false) => "-",
-                };
+                let mut devices: Vec<String> = [("fs", m.devices.fs), ("net", m.devices.net)]
+                    .iter()
+                    .filter(|(_, on)| *on)
+                    .map(|(n, _)| n.to_string())
+                    .collect();
+                if m.devices.disks > 0 {
+                    devices.push(format!("disk{}", m.devices.disks));
+                }
+                let devices = if devices.is_empty() { "-".to_string() } else { devices.join(",") };
                 let age = isola_sandbox::state::now_unix().saturating_sub(m.created_unix);
                 let stale = if t.stale() { " (stale: isola-vmm or the guest changed)" } else { "" };
                 println!(

@@ -88,6 +88,8 @@ fn pulled_images_are_verified_unpacked_with_whiteouts_and_run() {
     let (_, err, code) = isola_env(&["rmi", &reference], None, &env);
     assert_eq!(code, 0, "{err}");
     assert!(!rootfs.exists(), "the unpacked rootfs goes with the last image using it");
+    let disks: Vec<_> = std::fs::read_dir(store.path().join("disks")).expect("disks").flatten().collect();
+    assert!(disks.is_empty(), "its disk goes too: {disks:?}");
 }
 
 /// An image whose layers are zstd (`tar+zstd`, as `skopeo --dest-compress-format zstd`
