@@ -7,15 +7,23 @@ use super::{io, Sandbox, SandboxError, SandboxOptions, API_SOCK};
 use crate::backend::virtiofsd;
 use crate::template::Template;
 
-/// A restore that has not reached its agent by then is given up for a cold boot (a
-/// restore takes milliseconds; a wedged one must not cost the whole boot timeout).
+/// A restored VMM whose agent has not answered this long after the VMM reported its
+/// restore done (`vmm_ready`) is given up for a cold boot (a restore takes
+/// milliseconds; a wedged one must not cost the whole boot timeout). The clock starts
+/// at `vmm_ready`, not at spawn: a clone with virtio-fs copies the template's memory
+/// before it makes its vsock socket, which took 7–9.5 s in an emulated L1, and a
+/// clock from spawn gave such clones up ("cannot connect to …/vsock.sock") while
+/// they were still copying.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Sandbox {
     /// The watchdog armed, the agent answering, and a restored guest told so.
     pub(super) fn come_up(&mut self, timeout: Duration, restored: bool) -> Result<(), SandboxError> {
         self.arm_watchdog()?;
-        self.wait_for_agent(timeout, restored)?;
+        if restored {
+            self.wait_for_restore(timeout)?;
+        }
+        self.wait_for_agent(if restored { RESTORE_TIMEOUT.min(timeout) } else { timeout }, restored)?;
         if restored {
             // Before anything else runs in it: the clone's RNG and clock are its own,
             // not the template's (every clone would otherwise share one RNG state).
@@ -32,8 +40,7 @@ impl Sandbox {
     /// next sandbox makes a good one), undoes what was started, and returns false: the
     /// caller then boots cold.
     pub(super) fn restore(&mut self, opts: &SandboxOptions, t: &Template) -> bool {
-        let timeout = RESTORE_TIMEOUT.min(opts.boot.timeout);
-        let r = self.spawn(opts, Some(&t.snapshot_dir())).and_then(|()| self.come_up(timeout, true));
+        let r = self.spawn(opts, Some(&t.snapshot_dir())).and_then(|()| self.come_up(opts.boot.timeout, true));
         let key = &t.meta.key;
         match r {
             Ok(()) => {
@@ -56,6 +63,35 @@ impl Sandbox {
                 }
                 false
             }
+        }
+    }
+
+    /// Waits (up to `timeout`) for the restored VMM to report its restore done: until
+    /// then it is setting up (copying memory for a vhost-user device), not wedged.
+    fn wait_for_restore(&mut self, timeout: Duration) -> Result<(), SandboxError> {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            let log = std::fs::read_to_string(self.dir.join("vmm.log")).unwrap_or_default();
+            let ready = log
+                .lines()
+                .filter_map(crate::boot::parse_event)
+                .any(|e| matches!(e, crate::boot::Event::Phase(p) if p.name == "vmm_ready"));
+            if ready {
+                return Ok(());
+            }
+            if let Some(vmm) = self.vmm_child() {
+                if let Ok(Some(status)) = vmm.try_wait() {
+                    return Err(SandboxError::VmmDied { status: status.to_string(), log: self.logs() });
+                }
+            }
+            if std::time::Instant::now() > until {
+                return Err(SandboxError::AgentTimeout {
+                    timeout,
+                    cause: "the restored VMM did not finish its restore".into(),
+                    log: self.logs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
