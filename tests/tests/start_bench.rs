@@ -13,7 +13,7 @@ fn bench_start_measures_cold_boots_restores_and_clones_in_one_run() {
         isola(&["bench", "start", "-n", "3", "--clones", "2", "--json", json.to_str().expect("utf-8")], None);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("ratio snapshot / cold (p50)"), "{out}");
-    assert!(out.contains("ratio PSS clone / cold"), "{out}");
+    assert!(out.contains("ratio PSS snapshot / cold"), "{out}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("parse");
     let modes = v["modes"].as_array().expect("modes");
     assert_eq!(modes.len(), 2);
