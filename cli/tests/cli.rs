@@ -145,9 +145,16 @@ fn bench_exec_density_and_overhead_report_their_figures() {
     let v = read("fs.json");
     for side in ["guest", "host"] {
         for k in ["write_mb_s", "read_mb_s", "small_files_per_s"] {
-            assert!(v[side][k].as_f64().is_some_and(|x| x > 0.0), "{side}.{k}: {v}");
+            assert!(v["volume"][side][k].as_f64().is_some_and(|x| x > 0.0), "volume.{side}.{k}: {v}");
         }
     }
+    // The rootfs three ways: an erofs disk, virtio-fs, the host.
+    for side in ["disk", "share", "host"] {
+        for k in ["read_mb_s", "walk_entries_per_s", "tar_files_per_s"] {
+            assert!(v["rootfs"][side][k].as_f64().is_some_and(|x| x > 0.0), "rootfs.{side}.{k}: {v}");
+        }
+    }
+    assert!(v["rootfs"]["disk_bytes"].as_u64().is_some_and(|b| b > 64 << 20), "{v}");
     // Nothing is left running.
     let leaked = leftover_bench_sandboxes();
     assert!(leaked.is_empty(), "sandboxes left behind: {leaked:?}");

@@ -54,9 +54,32 @@ pub enum TestGuestError {
     Io { path: String, source: std::io::Error },
 }
 
-/// Where the guest sources live in this checkout.
-pub fn source_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("guests")
+/// The guest sources, compiled in: a binary built in one checkout (or a build cache
+/// shared by several) builds its guests from what it was compiled with, never from a
+/// path that a moved or removed checkout no longer has.
+const SOURCES: &[(&str, &str)] = &[
+    ("boot_check.S", include_str!("../guests/boot_check.S")),
+    ("counter.c", include_str!("../guests/counter.c")),
+    ("guest.ld", include_str!("../guests/guest.ld")),
+    ("idle.S", include_str!("../guests/idle.S")),
+    ("lib.S", include_str!("../guests/lib.S")),
+    ("net_arp.c", include_str!("../guests/net_arp.c")),
+    ("runaway.S", include_str!("../guests/runaway.S")),
+    ("ticker.c", include_str!("../guests/ticker.c")),
+    ("triple_fault.S", include_str!("../guests/triple_fault.S")),
+    ("virtio.h", include_str!("../guests/virtio.h")),
+    ("vsock_echo.c", include_str!("../guests/vsock_echo.c")),
+];
+
+/// Writes the guest sources into `dir/src` and returns that directory.
+fn write_sources(dir: &Path) -> Result<PathBuf, TestGuestError> {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).map_err(|source| TestGuestError::Io { path: src.display().to_string(), source })?;
+    for (name, text) in SOURCES {
+        let p = src.join(name);
+        std::fs::write(&p, text).map_err(|source| TestGuestError::Io { path: p.display().to_string(), source })?;
+    }
+    Ok(src)
 }
 
 fn run(tool: &'static str, guest: &str, args: &[&std::ffi::OsStr]) -> Result<(), TestGuestError> {
@@ -93,7 +116,7 @@ pub fn build(name: &str, out_dir: &Path) -> Result<PathBuf, TestGuestError> {
 /// Compiles and links `spec` inside `out_dir`, returning the ELF's path there.
 fn link_in(spec: &GuestSpec, out_dir: &Path) -> Result<PathBuf, TestGuestError> {
     let name = spec.name;
-    let src = source_dir();
+    let src = write_sources(out_dir)?;
     let lib_obj = out_dir.join(format!("{name}.lib.o"));
     let obj = out_dir.join(format!("{name}.o"));
     let elf = out_dir.join(format!("{name}.elf"));
@@ -146,5 +169,24 @@ mod tests {
             let bytes = std::fs::read(&p).expect("read elf");
             assert_eq!(&bytes[..4], b"\x7fELF", "{}", g.name);
         }
+    }
+}
+
+#[cfg(test)]
+mod sources_tests {
+    /// Every file under `guests/` is compiled in (a new one left out would build
+    /// nowhere but in this checkout).
+    #[test]
+    fn every_guest_source_is_compiled_in() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("guests");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .expect("guests dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        let mut compiled: Vec<String> = super::SOURCES.iter().map(|(n, _)| n.to_string()).collect();
+        compiled.sort();
+        assert_eq!(compiled, on_disk);
     }
 }
