@@ -211,28 +211,18 @@ pub fn run_rootfs(cfg: &ContainerBenchConfig) -> Result<RootfsBench, BenchError>
     std::fs::create_dir(&tree).map_err(io("tree dir"))?;
     bench_tree(&cfg.rootfs, &tree)?;
     let image = work.path().join("rootfs.erofs");
-    let started = std::time::Instant::now();
-    isola_image::disk::build_erofs(&tree, &image, 4 << 30).map_err(|e| BenchError::Failed(e.to_string()))?;
-    let build_ms = started.elapsed().as_millis() as u64;
+    let tree_cfg = ContainerBenchConfig { rootfs: tree.clone(), ..cfg.clone() };
+    let (disk_cfg, build_ms) = crate::container::with_disk(&tree_cfg, &image)?;
     let disk_bytes = std::fs::metadata(&image).map_err(io("disk image"))?.len();
     let host = parse_rootfs(&host_script(ROOTFS_SCRIPT, &tree.join("bench"))?)?;
-    let serial = "isola-bench-fs";
-    let opts = isola_sandbox::sandbox::SandboxOptions {
-        disks: vec![isola_sandbox::options::DiskAttach {
-            path: image.clone(),
-            serial: serial.into(),
-            fstype: isola_image::disk::FSTYPE.into(),
-            read_only: true,
-        }],
-        ..crate::container::options(cfg, "fs-root")
-    };
+    // The disk, and a share too: the same tree goes both ways in one sandbox.
+    let opts =
+        isola_sandbox::sandbox::SandboxOptions { shared_fs: true, ..crate::container::options(&disk_cfg, "fs-root") };
+    let d = disk_cfg.disk.as_ref().ok_or(BenchError::Failed("no disk configured".into()))?;
     let mut sb = isola_sandbox::sandbox::Sandbox::start(&opts)?;
     let result = (|| -> Result<(RootfsResult, RootfsResult), BenchError> {
-        let disk = guest_rootfs_run(
-            &sb,
-            "on-disk",
-            isola_sandbox::Rootfs::Disk { serial, fstype: isola_image::disk::FSTYPE, in_place: false },
-        )?;
+        let on_disk = isola_sandbox::Rootfs::Disk { serial: &d.serial, fstype: &d.fstype, in_place: false };
+        let disk = guest_rootfs_run(&sb, "on-disk", on_disk)?;
         let share = guest_rootfs_run(&sb, "on-share", isola_sandbox::Rootfs::Dir(&tree))?;
         Ok((disk, share))
     })();

@@ -60,12 +60,7 @@ impl Store {
         let _ = std::fs::remove_file(&tmp);
         // Metadata on top of the bytes: a little per inode and per directory block.
         let limit = self.max_unpacked().saturating_add(inodes.saturating_mul(4096)).saturating_add(16 << 20);
-        let built = mkfs(&rootfs, &tmp, limit).map_err(|e| match e {
-            Mkfs::Spawn(e) => DiskError::NoMkfs(e),
-            Mkfs::TooLarge => DiskError::TooLarge { image: r.name.clone(), limit },
-            Mkfs::Failed { status, stderr } => DiskError::Mkfs { image: r.name.clone(), status, stderr },
-        });
-        if let Err(e) = built {
+        if let Err(e) = mkfs(&rootfs, &tmp, limit, &r.name) {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
@@ -81,12 +76,7 @@ impl Store {
 /// An erofs image of the directory `src` at `out`, at most `limit` bytes (benchmarks
 /// and tools; the store's own disks go through [`Store::ensure_disk`]).
 pub fn build_erofs(src: &Path, out: &Path, limit: u64) -> Result<(), DiskError> {
-    let image = src.display().to_string();
-    mkfs(src, out, limit).map_err(|e| match e {
-        Mkfs::Spawn(e) => DiskError::NoMkfs(e),
-        Mkfs::TooLarge => DiskError::TooLarge { image, limit },
-        Mkfs::Failed { status, stderr } => DiskError::Mkfs { image, status, stderr },
-    })
+    mkfs(src, out, limit, &src.display().to_string())
 }
 
 /// Entries under `root`, without following symlinks, stopping once past `limit`.
@@ -109,16 +99,10 @@ fn count_inodes(root: &Path, limit: u64) -> std::io::Result<u64> {
     Ok(n)
 }
 
-enum Mkfs {
-    Spawn(std::io::Error),
-    TooLarge,
-    Failed { status: String, stderr: String },
-}
-
 /// `mkfs.erofs` of `src` into `out`, its output file capped at `limit` bytes by
 /// RLIMIT_FSIZE: the kernel stops it (SIGXFSZ) rather than let a hostile image fill
-/// the disk.
-fn mkfs(src: &Path, out: &Path, limit: u64) -> Result<(), Mkfs> {
+/// the disk. Errors name `image`.
+fn mkfs(src: &Path, out: &Path, limit: u64, image: &str) -> Result<(), DiskError> {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     let mut c = Command::new(MKFS);
     // Uncompressed: the guest reads it straight, and it is shared, not shipped.
@@ -135,18 +119,18 @@ fn mkfs(src: &Path, out: &Path, limit: u64) -> Result<(), Mkfs> {
             Ok(())
         });
     }
-    let o = c.output().map_err(Mkfs::Spawn)?;
+    let o = c.output().map_err(DiskError::NoMkfs)?;
     if o.status.success() {
         return Ok(());
     }
     let over =
         o.status.signal() == Some(libc::SIGXFSZ) || String::from_utf8_lossy(&o.stderr).contains("File too large");
     if over {
-        return Err(Mkfs::TooLarge);
+        return Err(DiskError::TooLarge { image: image.into(), limit });
     }
     let stderr = String::from_utf8_lossy(&o.stderr);
     let stderr: String = stderr.chars().take(2000).collect();
-    Err(Mkfs::Failed { status: o.status.to_string(), stderr: stderr.trim().into() })
+    Err(DiskError::Mkfs { image: image.into(), status: o.status.to_string(), stderr: stderr.trim().into() })
 }
 
 #[cfg(test)]

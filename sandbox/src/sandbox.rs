@@ -348,6 +348,12 @@ impl Sandbox {
 
     /// Waits for the agent; a restored guest's is listening already (its console has
     /// no ready marker: that was printed before the snapshot).
+    /// The VMM's exit, as an error, once it has ended.
+    fn vmm_death(&mut self) -> Option<SandboxError> {
+        let status = self.vmm_child()?.try_wait().ok()??;
+        Some(SandboxError::VmmDied { status: status.to_string(), log: self.logs() })
+    }
+
     fn wait_for_agent(&mut self, timeout: Duration, restored: bool) -> Result<(), SandboxError> {
         let until = Instant::now() + timeout;
         loop {
@@ -357,10 +363,8 @@ impl Sandbox {
                     return Err(died(d));
                 }
             }
-            if let Some(vmm) = self.vmm_child() {
-                if let Ok(Some(status)) = vmm.try_wait() {
-                    return Err(SandboxError::VmmDied { status: status.to_string(), log: self.logs() });
-                }
+            if let Some(e) = self.vmm_death() {
+                return Err(e);
             }
             // Connecting before the guest's vsock driver is live can wedge
             // vhost-device-vsock's connection; the agent prints its marker once listening.

@@ -259,15 +259,26 @@ impl Pod {
         let result = (|| {
             rootfs::mount_rootfs(&shared, &r.id, &r.rootfs, &root_path)?;
             rootfs::share_bind_mounts(&shared, &r.id, spec)?;
-            guest.create(&r.id, spec, None)?;
-            Bridge::start(guest, &r.id, None, &r.stdio).inspect_err(|_| {
-                let _ = guest.delete(&r.id);
-            })
+            Self::create_attached(guest, r, spec, None)
         })();
         if result.is_err() {
             rootfs::release(&shared, &r.id);
         }
         result
+    }
+
+    /// The container in the guest with its stdio attached; one whose stdio cannot be
+    /// attached is deleted again.
+    fn create_attached(
+        guest: &dyn Guest,
+        r: &CreateRequest,
+        spec: &Spec,
+        disk: Option<&isola_sandbox::options::DiskAttach>,
+    ) -> Result<Bridge, TaskError> {
+        guest.create(&r.id, spec, disk)?;
+        Bridge::start(guest, &r.id, None, &r.stdio).inspect_err(|_| {
+            let _ = guest.delete(&r.id);
+        })
     }
 
     /// A container whose rootfs is a disk the VM was booted with: nothing is mounted
@@ -293,11 +304,7 @@ impl Pod {
             })?;
             rootfs::share_bind_mounts(shared, &r.id, spec)?;
         }
-        let result = guest.create(&r.id, spec, Some(disk)).and_then(|()| {
-            Bridge::start(guest, &r.id, None, &r.stdio).inspect_err(|_| {
-                let _ = guest.delete(&r.id);
-            })
-        });
+        let result = Self::create_attached(guest, r, spec, Some(disk));
         if let (Err(_), Some(shared)) = (&result, &shared) {
             rootfs::release(shared, &r.id);
         }

@@ -79,10 +79,8 @@ impl Sandbox {
             if ready {
                 return Ok(());
             }
-            if let Some(vmm) = self.vmm_child() {
-                if let Ok(Some(status)) = vmm.try_wait() {
-                    return Err(SandboxError::VmmDied { status: status.to_string(), log: self.logs() });
-                }
+            if let Some(e) = self.vmm_death() {
+                return Err(e);
             }
             if std::time::Instant::now() > until {
                 return Err(SandboxError::AgentTimeout {
