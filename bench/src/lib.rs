@@ -15,6 +15,7 @@ pub mod overhead;
 pub mod peer;
 pub mod plot;
 pub mod provenance;
+pub mod reclaim;
 pub mod report;
 pub mod significance;
 pub mod soak;

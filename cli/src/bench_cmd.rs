@@ -171,6 +171,13 @@ pub struct DensityArgs {
     /// VMs of the same test guest, PSS per VMM (as `isola bench start --clones N`).
     #[arg(long)]
     clones: Option<usize>,
+    /// Instead: a container touches this many MiB and exits; how much of it, and how
+    /// soon, the host gets back, with the balloon's free page reporting on and off.
+    #[arg(long, value_name = "MIB")]
+    reclaim: Option<u64>,
+    /// How long --reclaim waits for the memory to come back, in seconds.
+    #[arg(long, default_value_t = 20)]
+    reclaim_wait: u64,
     #[command(flatten)]
     sandbox: SandboxBenchArgs,
 }
@@ -260,6 +267,9 @@ fn density(a: DensityArgs) -> anyhow::Result<ExitCode> {
     }
     anyhow::ensure!(a.sandboxes > 0, "--sandboxes must be at least 1");
     let cfg = container_config(&a.sandbox.rootfs, a.sandbox.memory, a.sandbox.cpus)?;
+    if let Some(mib) = a.reclaim {
+        return reclaim(&cfg, mib, a.reclaim_wait, a.sandbox.json);
+    }
     let r = isola_bench::exec::run_density(&cfg, a.sandboxes);
     println!(
         "isola bench density: {} sandboxes on {} ({}), {} MiB each",
@@ -283,6 +293,33 @@ fn density(a: DensityArgs) -> anyhow::Result<ExitCode> {
     }
     write_json(&a.sandbox.json.unwrap_or_else(|| "bench-results/density.json".into()), &r)?;
     Ok(if r.failures.is_empty() && r.all_answered_ping { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn reclaim(cfg: &ContainerBenchConfig, mib: u64, wait_s: u64, json: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let r = isola_bench::reclaim::run(cfg, mib, std::time::Duration::from_secs(wait_s)).map_err(anyhow::Error::msg)?;
+    println!(
+        "isola bench density --reclaim: a container touches {} MiB and exits; {} ({}), {} MiB VM",
+        r.touched_mib,
+        r.backend,
+        cfg.kvm.describe(),
+        r.mem_mib
+    );
+    println!("{:<16} {:>10} {:>10} {:>10}  back within 10% of idle", "balloon", "idle MiB", "peak MiB", "after MiB");
+    for run in &r.runs {
+        let back = match run.returned_ms {
+            Some(ms) => format!("after {ms} ms"),
+            None => format!("not within {} s", r.wait_ms / 1000),
+        };
+        println!(
+            "{:<16} {:>10.1} {:>10.1} {:>10.1}  {back}",
+            if run.balloon { "on (reporting)" } else { "off" },
+            run.idle_kib as f64 / 1024.0,
+            run.peak_kib as f64 / 1024.0,
+            run.after_kib as f64 / 1024.0
+        );
+    }
+    write_json(&json.unwrap_or_else(|| "bench-results/reclaim.json".into()), &r)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn overhead(a: OverheadArgs) -> anyhow::Result<ExitCode> {

@@ -63,6 +63,9 @@ pub struct Config {
     /// metadata address are typical).
     #[serde(default)]
     pub pod_network_deny: Vec<crate::netfilter::Cidr>,
+    /// Whether sandboxes get a balloon: free page reporting and live memory resize
+    /// (default: yes).
+    pub balloon: Option<bool>,
 }
 
 pub fn path() -> PathBuf {

@@ -40,6 +40,9 @@ pub struct SandboxOptions {
     /// Whether the sandbox gets a virtio-fs share (and its virtiofsd): off when its
     /// containers' root filesystems are disks and nothing else is shared.
     pub shared_fs: bool,
+    /// A virtio-balloon device: pages the guest frees go back to the host (free page
+    /// reporting), and `isola update -m` can take memory back from a running guest.
+    pub balloon: bool,
 }
 
 pub use crate::disk::DiskAttach;
@@ -89,13 +92,14 @@ impl SandboxOptions {
             network_deny: vec![],
             disks: vec![],
             shared_fs: true,
+            balloon: true,
         }
     }
 
     /// The devices a template for these options has.
     pub fn template_devices(&self) -> crate::template::Devices {
         let net = self.network != NetworkMode::None || self.netns.is_some();
-        crate::template::Devices::detect(net, self.shared_fs, self.disks.len())
+        crate::template::Devices::detect(net, self.shared_fs, self.disks.len(), self.balloon)
     }
 
     /// The key of the template these options would restore (isola-vmm only).

@@ -44,6 +44,9 @@ pub struct Request {
     pub disks: Vec<crate::options::DiskAttach>,
     /// The caller needs a virtio-fs share (volumes, a rootfs directory).
     pub shared_fs: bool,
+    /// The caller allows a balloon (free page reporting, live resize); `--no-balloon`
+    /// says no, and so may the host's configuration.
+    pub balloon: bool,
 }
 
 impl Request {
@@ -65,6 +68,7 @@ impl Request {
             network_allow: vec![],
             disks: vec![],
             shared_fs: true,
+            balloon: true,
         }
     }
 }
@@ -153,6 +157,7 @@ impl Host {
             network_deny: self.config.pod_network_deny.clone(),
             disks: r.disks.clone(),
             shared_fs: r.shared_fs || r.disks.is_empty(),
+            balloon: r.balloon && self.config.balloon.unwrap_or(true),
         };
         let templates = r.templates && self.config.templates_on();
         let template = if templates { TemplateUse::find(&options, &crate::template::root()) } else { TemplateUse::Off };

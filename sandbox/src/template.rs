@@ -52,13 +52,16 @@ pub struct Devices {
     /// template, each clone's own image file once restored.
     #[serde(default)]
     pub disks: u8,
+    /// virtio-balloon (a clone resizes and reports free pages like a cold sandbox).
+    #[serde(default)]
+    pub balloon: bool,
 }
 
 impl Devices {
     /// A sandbox's: virtio-fs when it wants a share and virtiofsd is installed.
-    pub fn detect(net: bool, share: bool, disks: usize) -> Self {
+    pub fn detect(net: bool, share: bool, disks: usize, balloon: bool) -> Self {
         let fs = share && crate::backend::virtiofsd::find().is_some();
-        Devices { fs, net, disks: u8::try_from(disks).unwrap_or(u8::MAX) }
+        Devices { fs, net, disks: u8::try_from(disks).unwrap_or(u8::MAX), balloon }
     }
 }
 
@@ -68,7 +71,8 @@ pub fn key(hypervisor: HypervisorKind, b: &BootSpec, d: Devices) -> Result<Strin
         return Err(TemplateError::NotIsolaVmm(hypervisor));
     }
     let vmm = crate::backend::isola_vmm::find()?;
-    let text = format!("{}|{}|fs={}|net={}|disks={}", file_id(&vmm), b.identity(), d.fs, d.net, d.disks);
+    let text =
+        format!("{}|{}|fs={}|net={}|disks={}|balloon={}", file_id(&vmm), b.identity(), d.fs, d.net, d.disks, d.balloon);
     Ok(crate::names::short_hash(&text, 8))
 }
 
@@ -205,7 +209,7 @@ mod tests {
             cmdline: "c".into(),
             mem_mib: 256,
             vcpus: 1,
-            devices: Devices { fs: true, net: false, disks: 0 },
+            devices: Devices { fs: true, net: false, disks: 0, balloon: true },
             created_unix,
             boot_ms: 1,
             snapshot: "ok".into(),
@@ -270,7 +274,7 @@ mod tests {
     fn the_key_follows_the_guest_and_the_devices_and_only_isola_vmm_has_one() {
         let d = tempfile::tempdir().expect("tmp");
         let mut boot = crate::hypervisor::test_spec(d.path());
-        let dev = Devices { fs: true, net: true, disks: 0 };
+        let dev = Devices { fs: true, net: true, disks: 0, balloon: true };
         assert!(matches!(key(HypervisorKind::Qemu, &boot, dev), Err(TemplateError::NotIsolaVmm(_))));
         let vmm = HypervisorKind::IsolaVmm;
         let k = key(vmm, &boot, dev).expect("isola-vmm is built beside the tests");
@@ -278,6 +282,7 @@ mod tests {
         assert_ne!(key(vmm, &boot, Devices { net: false, ..dev }).expect("k"), k, "devices");
         assert_ne!(key(vmm, &boot, Devices { disks: 1, ..dev }).expect("k"), k, "disk slots");
         assert_ne!(key(vmm, &boot, Devices { fs: false, ..dev }).expect("k"), k, "a share");
+        assert_ne!(key(vmm, &boot, Devices { balloon: false, ..dev }).expect("k"), k, "a balloon");
         boot.mem_mib += 1;
         assert_ne!(key(vmm, &boot, dev).expect("k"), k, "memory");
         boot.mem_mib -= 1;

@@ -3,7 +3,10 @@
 //! - `pause`: every vCPU out of the guest; `resume`: running again;
 //! - `snapshot`: pauses (if running) and saves the VM into the `--snapshot-to`
 //!   directory opened at start; the VM stays paused;
-//! - `stop`: ends the VM (exit status 0).
+//! - `stop`: ends the VM (exit status 0);
+//! - `balloon`: what the balloon holds and what free page reporting gave back;
+//!   `balloon MIB`: asks the guest to hold MIB MiB in its balloon (0: give it all
+//!   back).
 //!
 //! The socket is the caller's to protect: it is created 0600 in a directory the caller
 //! chose, like the vsock socket.
@@ -37,8 +40,14 @@ pub enum ControlError {
     Poisoned(&'static str),
     #[error("kvm {what}: {source}")]
     Kvm { what: &'static str, source: kvm_ioctls::Error },
-    #[error("unknown command {0:?} (pause, resume, snapshot, stop)")]
+    #[error("unknown command {0:?} (pause, resume, snapshot, stop, balloon [MIB])")]
     Unknown(String),
+    #[error("this VM has no balloon (start isola-vmm with --balloon)")]
+    NoBalloon,
+    #[error("balloon target {0:?} is not a size in MiB")]
+    BalloonTarget(String),
+    #[error("cannot tell the guest its balloon target: {0}")]
+    BalloonNotify(std::io::Error),
 }
 
 /// Longest command line read; longer ones end the connection.
@@ -115,6 +124,8 @@ pub struct Control {
     /// The header of a snapshot of this VM, before the state's length and hash.
     pub header: Header,
     pub events: Sender<VmEvent>,
+    /// The balloon's target and counts, when the VM has one.
+    pub balloon: Option<Arc<crate::virtio::balloon::BalloonControl>>,
 }
 
 fn irqchip(vm: &VmFd, chip_id: u32) -> Result<kvm_irqchip, ControlError> {
@@ -179,6 +190,26 @@ impl Control {
         ))
     }
 
+    /// Sets the balloon's target (when given) and says where it stands.
+    fn balloon(&mut self, mib: Option<&str>) -> Result<String, ControlError> {
+        let b = self.balloon.as_ref().ok_or(ControlError::NoBalloon)?;
+        if let Some(mib) = mib {
+            let bytes = mib.parse::<u64>().ok().and_then(|m| m.checked_mul(1 << 20));
+            let bytes = bytes.ok_or_else(|| ControlError::BalloonTarget(mib.escape_debug().to_string()))?;
+            b.set_target(bytes).map_err(ControlError::BalloonNotify)?;
+        }
+        let c = b.counters();
+        Ok(format!(
+            "ok target_mib={} actual_mib={} reported_mib={} inflated_pages={} deflated_pages={} refused={}",
+            b.target_bytes() >> 20,
+            b.actual_bytes() >> 20,
+            c.reported_bytes >> 20,
+            c.inflated_pages,
+            c.deflated_pages,
+            c.refused
+        ))
+    }
+
     /// One command's answer line.
     pub fn handle(&mut self, line: &str) -> String {
         let r = match line.trim() {
@@ -189,7 +220,11 @@ impl Control {
                 let _ = self.events.send(VmEvent::Stop);
                 Ok("ok".into())
             }
-            other => Err(ControlError::Unknown(other.escape_debug().to_string())),
+            "balloon" => self.balloon(None),
+            other => match other.strip_prefix("balloon ") {
+                Some(mib) => self.balloon(Some(mib.trim())),
+                None => Err(ControlError::Unknown(other.escape_debug().to_string())),
+            },
         };
         r.unwrap_or_else(|e| format!("error: {e}"))
     }

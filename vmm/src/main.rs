@@ -99,6 +99,10 @@ struct Args {
     /// slot that a clone restored from it fills with its own `--disk`.
     #[arg(long = "disk-placeholder", value_parser = isola_vmm::virtio::block::DiskSpec::placeholder)]
     placeholders: Vec<isola_vmm::virtio::block::DiskSpec>,
+    /// Give the guest a virtio-balloon device: pages it frees (and pages it gives up
+    /// when the control API's `balloon MIB` sets a target) go back to the host.
+    #[arg(long)]
+    balloon: bool,
     /// The virtio-fs tag the guest mounts.
     #[arg(long, default_value = "isola-shared")]
     fs_tag: String,
@@ -149,6 +153,7 @@ fn main() -> ExitCode {
         net,
         fs: args.fs_socket.map(|socket| FsConfig { socket, tag: args.fs_tag }),
         disks: args.disks.into_iter().chain(args.placeholders).collect(),
+        balloon: args.balloon,
         user: args.uid.zip(args.gid),
         jailed: args.jail,
         confine: match (args.no_confine, args.no_seccomp, args.confine_selftest) {

@@ -61,6 +61,8 @@ pub struct SandboxDevices<'a> {
     pub uid: u32,
     /// Read-only disks (image root filesystems).
     pub disks: &'a [crate::disk::DiskAttach],
+    /// A virtio-balloon (free page reporting; `balloon MIB` on the control API).
+    pub balloon: bool,
 }
 
 pub fn sandbox_command(spec: &BootSpec, d: &SandboxDevices<'_>) -> Result<Command, HypervisorError> {
@@ -124,6 +126,9 @@ fn devices(c: &mut Command, d: &SandboxDevices<'_>) {
             c.arg("--disk").arg(format!("{}{ro},id={}", disk.path.display(), disk.serial));
         }
     }
+    if d.balloon {
+        c.arg("--balloon");
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +152,7 @@ mod tests {
                 fstype: "erofs".into(),
                 read_only: true,
             }],
+            balloon: true,
         };
         let c = command_at(Path::new("/usr/bin/isola-vmm"), &spec);
         assert_eq!(c.get_program(), "/usr/bin/isola-vmm");
@@ -158,6 +164,7 @@ mod tests {
         assert!(line.contains("--shared-memory --fs-socket /run/isola/x/virtiofs.sock"), "{line}");
         assert!(line.contains("--tap isolatap --mac 02:00:00:00:00:01"), "{line}");
         assert!(line.contains("--disk /var/lib/isola/images/disks/k.erofs,ro,id=isola-k"), "{line}");
+        assert!(line.contains("--balloon"), "{line}");
     }
 
     #[test]
@@ -171,6 +178,7 @@ mod tests {
             tap: Some(("isolatap2", "02:00:00:00:00:09")),
             uid: NOBODY,
             disks: &[],
+            balloon: false,
         };
         let mut c = restore_command(&d.path().join("snapshot"), &devices).expect("built beside the tests");
         snapshot_flags(&mut c, Path::new("/a.sock"), Path::new("/snap"));
@@ -179,7 +187,7 @@ mod tests {
         assert!(line.starts_with(&format!("--restore {}/snapshot --jail", d.path().display())), "{line}");
         assert!(line.contains("--vsock-cid 9") && line.contains("--tap isolatap2 --mac 02:00:00:00:00:09"), "{line}");
         assert!(line.ends_with("--api-sock /a.sock --snapshot-to /snap"), "{line}");
-        for boot in ["--kernel", "--initrd", "--mem-mib", "--vcpus", "--cmdline", "--fs-socket"] {
+        for boot in ["--kernel", "--initrd", "--mem-mib", "--vcpus", "--cmdline", "--fs-socket", "--balloon"] {
             assert!(!line.contains(boot), "{boot} in {line}");
         }
     }

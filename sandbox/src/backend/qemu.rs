@@ -31,7 +31,14 @@ pub struct SandboxDevices<'a> {
     /// Read-only disks (image root filesystems), opened by QEMU before it drops to the
     /// sandbox's uid.
     pub disks: &'a [crate::disk::DiskAttach],
+    /// A virtio-balloon with free page reporting; its target is set over QMP.
+    pub balloon: bool,
 }
+
+/// The balloon QEMU gives a sandbox: free pages reported by the guest are dropped from
+/// QEMU's mapping of guest RAM (punched out of the memfd when the RAM is shared), and
+/// the guest may take ballooned pages back rather than hit the OOM killer.
+pub const BALLOON_DEVICE: &str = "virtio-balloon-device,id=balloon0,free-page-reporting=on,deflate-on-oom=on";
 
 /// QEMU's own seccomp filter for a sandbox: no obsolete syscalls, no fork or exec, no
 /// scheduler or resource changes. A guest that takes over QEMU is held by it. set*uid
@@ -76,6 +83,9 @@ pub fn sandbox_command(
         let ro = if disk.read_only { ",readonly=on" } else { "" };
         q.arg("-drive").arg(format!("file={path},if=none,id=disk{i},format=raw{ro}"));
         q.arg("-device").arg(format!("virtio-blk-device,drive=disk{i},serial={}", disk.serial));
+    }
+    if d.balloon {
+        q.arg("-device").arg(BALLOON_DEVICE);
     }
     Ok(q)
 }

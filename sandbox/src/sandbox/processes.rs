@@ -59,6 +59,7 @@ impl Sandbox {
             tap: net.as_ref().map(|n| (n.tap.as_str(), n.mac.as_str())),
             uid: self.state.host_uid(),
             disks: &opts.disks,
+            balloon: opts.balloon,
         };
         let mut c = match from {
             Some(snapshot) => isola_vmm::restore_command(snapshot, &devices)?,
@@ -166,6 +167,7 @@ impl Sandbox {
             fs_socket: fs_socket.as_deref(),
             tap: net.as_ref().map(|n| (n.tap.as_str(), n.mac.as_str())),
             disks: &opts.disks,
+            balloon: opts.balloon,
         };
         let jail = self.dir.join("qemu-root");
         std::fs::create_dir(&jail).map_err(io("creating QEMU's empty root"))?;

@@ -109,7 +109,8 @@ impl MmioTransport {
     }
 
     fn activate(&mut self) {
-        if let Some(bad) = self.queues.iter().position(|q| !q.ready() || !q.is_valid(&self.mem)) {
+        let in_use = self.device.queues_in_use(self.acked_features);
+        if let Some(bad) = self.queues.iter().take(in_use).position(|q| !q.ready() || !q.is_valid(&self.mem)) {
             log::warn!("virtio: refusing to start: queue {bad} is not ready or invalid");
             self.fail();
             return;

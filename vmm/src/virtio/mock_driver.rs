@@ -1,5 +1,6 @@
-//! A pretend guest driver with one RX and one TX queue on mock guest memory, shared by
-//! the device tests (vsock, net), and net's backend double.
+//! Pretend guest drivers on mock guest memory, shared by the device tests: one with an
+//! RX and a TX queue (vsock, net) and net's backend double; one that queues chains of
+//! buffers on a single queue (block, balloon).
 
 use std::collections::VecDeque;
 
@@ -159,4 +160,108 @@ pub fn with_hdr(payload: &[u8]) -> Vec<u8> {
     let mut f = vec![0u8; super::net::VNET_HDR_LEN];
     f.extend_from_slice(payload);
     f
+}
+
+const CHAIN_QLEN: u16 = 64;
+
+/// One buffer of a chain: its bytes (or its length, for device-writable ones).
+pub enum Buf {
+    Out(Vec<u8>),
+    In(u32),
+    /// A device-writable buffer outside guest memory.
+    Wild,
+    /// A buffer the driver points at a given guest range (a page it reports, say),
+    /// device-writable or not.
+    At {
+        addr: u64,
+        len: u32,
+        writable: bool,
+    },
+}
+
+pub struct ChainDriver {
+    pub mem: &'static GuestMemoryMmap,
+    mock: MockSplitQueue<'static, GuestMemoryMmap>,
+    pub queue: Queue,
+    next: u16,
+    next_buf: u64,
+    /// Per chain head: the address and length of its writable buffers.
+    writable: std::collections::HashMap<u16, Vec<(u64, u32)>>,
+    seen: u16,
+}
+
+impl ChainDriver {
+    pub fn new() -> Self {
+        Self::on(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 32 << 20)]).expect("memory"))
+    }
+
+    /// A driver on `mem` (its rings and buffers in the first MiBs).
+    pub fn on(mem: GuestMemoryMmap) -> Self {
+        // Leaked so the mock queue can borrow it for the test's lifetime.
+        let mem: &'static GuestMemoryMmap = Box::leak(Box::new(mem));
+        let mock = MockSplitQueue::create(mem, GuestAddress(0), CHAIN_QLEN);
+        let queue = mock.create_queue().expect("queue");
+        ChainDriver { mem, mock, queue, next: 0, next_buf: 0x10_0000, writable: Default::default(), seen: 0 }
+    }
+
+    pub fn chain(&mut self, bufs: Vec<Buf>) -> u16 {
+        let head = self.next;
+        let mut descs = Vec::new();
+        let mut w = Vec::new();
+        let n = bufs.len();
+        for (i, b) in bufs.into_iter().enumerate() {
+            let next = if i + 1 < n { 1 } else { 0 };
+            let idx = self.next + i as u16 + 1;
+            let (addr, len, flags) = match b {
+                Buf::Out(bytes) => {
+                    let a = self.alloc(bytes.len());
+                    self.mem.write_slice(&bytes, GuestAddress(a)).expect("write");
+                    (a, bytes.len() as u32, next)
+                }
+                Buf::In(len) => {
+                    let a = self.alloc(len as usize);
+                    self.mem.write_slice(&vec![0xee; len as usize], GuestAddress(a)).expect("fill");
+                    w.push((a, len));
+                    (a, len, next | 2)
+                }
+                Buf::Wild => (0xffff_ff00_0000, 512, next | 2),
+                Buf::At { addr, len, writable } => (addr, len, if writable { next | 2 } else { next }),
+            };
+            descs.push(RawDescriptor::from(SplitDescriptor::new(addr, len, flags, idx)));
+        }
+        self.mock.add_desc_chains(&descs, self.next).expect("chain");
+        self.next += descs.len() as u16;
+        self.writable.insert(head, w);
+        head
+    }
+
+    /// Another queue over the same rings (for a device that takes its own).
+    pub fn fresh_queue(&self) -> Queue {
+        self.mock.create_queue().expect("queue")
+    }
+
+    fn alloc(&mut self, len: usize) -> u64 {
+        let a = self.next_buf;
+        self.next_buf += (len.max(1) as u64 + 15) & !15;
+        a
+    }
+
+    /// Used entries since the last call: (head, len, its writable bytes joined).
+    pub fn used(&mut self) -> Vec<(u16, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let idx = self.mock.used().idx().load();
+        while self.seen != idx {
+            let e = self.mock.used().ring().ref_at(usize::from(self.seen % CHAIN_QLEN)).expect("slot").load();
+            self.seen = self.seen.wrapping_add(1);
+            let head = e.id() as u16;
+            let mut bytes = Vec::new();
+            for (a, l) in &self.writable[&head] {
+                let mut b = vec![0u8; *l as usize];
+                self.mem.read_slice(&mut b, GuestAddress(*a)).expect("read");
+                bytes.extend(b);
+            }
+            out.push((head, e.len(), bytes));
+        }
+        out
+    }
 }

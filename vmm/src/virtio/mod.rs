@@ -1,5 +1,6 @@
 //! virtio devices over the MMIO transport (virtio 1.x, "version 2" registers).
 
+pub mod balloon;
 pub mod block;
 pub mod fs;
 mod interrupt;
@@ -88,12 +89,17 @@ impl ActivateContext {
 
 /// A virtio device model behind the MMIO transport.
 pub trait VirtioDevice: Send {
-    /// virtio device id (vsock = 19, net = 1, block = 2, fs = 26).
+    /// virtio device id (vsock = 19, net = 1, block = 2, balloon = 5, fs = 26).
     fn device_type(&self) -> u32;
     /// Maximum size of each queue; the number of queues is the slice's length.
     fn queue_max_sizes(&self) -> &[u16];
     /// Feature bits the device offers (VIRTIO_F_VERSION_1 is added by the transport).
     fn features(&self) -> u64;
+    /// How many of its queues a driver that accepted `acked_features` sets up (the
+    /// first ones); the others may stay unready.
+    fn queues_in_use(&self, _acked_features: u64) -> usize {
+        self.queue_max_sizes().len()
+    }
     fn read_config(&self, offset: u64, data: &mut [u8]);
     fn write_config(&mut self, offset: u64, data: &[u8]);
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError>;
@@ -126,6 +132,7 @@ pub fn device_name(device_type: u32) -> &'static str {
     match device_type {
         1 => "net",
         2 => "block",
+        5 => "balloon",
         19 => "vsock",
         26 => "fs",
         _ => "unknown",

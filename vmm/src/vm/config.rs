@@ -36,6 +36,9 @@ pub struct VmConfig {
     pub fs: Option<FsConfig>,
     /// virtio-blk disks, in order (the guest's vda, vdb, …), opened at start.
     pub disks: Vec<crate::virtio::block::DiskSpec>,
+    /// A virtio-balloon device (free page reporting, and a target the control API
+    /// sets), after the disks.
+    pub balloon: bool,
     /// How much the VMM gives up before the guest runs ([`crate::confine`]).
     pub confine: Confine,
     /// The unprivileged (uid, gid) to run the guest as, once everything is open.

@@ -28,6 +28,7 @@ use crate::boot;
 use crate::devices::{BootTimer, Bus, SerialConsole, VmEvent, I8042, I8042_PORT_BASE, SERIAL_IRQ, SERIAL_PORT_BASE};
 use crate::memory::{self, Backing, BOOT_TIMER_ADDR, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
 use crate::vcpu::{Vcpu, VcpuShared};
+use crate::virtio::balloon::BalloonControl;
 use crate::virtio::fs::Fs;
 use crate::virtio::net::{Net, Tap};
 use crate::virtio::vsock::{UnixMuxer, Vsock};
@@ -65,7 +66,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
     // Finer milestones than `vmm_ready`, for benchmarks that ask where setup goes.
     log_event("memory_ready", start.elapsed());
     setup_irqchip(&vm)?;
-    let virtio = virtio_devices(config)?;
+    let (virtio, balloon) = virtio_devices(config)?;
     let saved_serial = match &origin {
         Origin::Restore { state, .. } => Some(state.serial.clone()),
         Origin::Boot => None,
@@ -166,6 +167,7 @@ pub fn run(config: &VmConfig, start: Instant) -> Result<VmReport, VmError> {
             target: target.take(),
             header,
             events: events_tx,
+            balloon,
         };
         crate::spawner::spawn("control", move || control.run(listener))
             .map_err(|source| VmError::Setup { what: "control thread", source })?;
@@ -307,7 +309,7 @@ fn console_writer(out: &ConsoleOut) -> Result<Box<dyn Write + Send>, VmError> {
 
 /// The virtio devices `config` asks for, in slot order (their backends opened now, so
 /// a bad tap or socket fails before anything boots).
-fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn crate::virtio::VirtioDevice>>, VmError> {
+fn virtio_devices(config: &VmConfig) -> Result<(VirtioDevices, Option<Arc<BalloonControl>>), VmError> {
     let mut v: Vec<Box<dyn crate::virtio::VirtioDevice>> = Vec::new();
     if let Some(c) = &config.vsock {
         let muxer = UnixMuxer::new(c.guest_cid, &c.uds_path)?;
@@ -327,8 +329,16 @@ fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn crate::virtio::Virtio
         };
         v.push(Box::new(crate::virtio::block::Block::new(backend, d.read_only, d.serial.clone())));
     }
-    Ok(v)
+    let mut balloon = None;
+    if config.balloon {
+        let (device, control) = crate::virtio::balloon::Balloon::new();
+        v.push(Box::new(device));
+        balloon = Some(control);
+    }
+    Ok((v, balloon))
 }
+
+type VirtioDevices = Vec<Box<dyn crate::virtio::VirtioDevice>>;
 
 /// The MMIO window and interrupt line of virtio slot `slot`.
 fn virtio_slot(slot: usize) -> (u64, u32) {

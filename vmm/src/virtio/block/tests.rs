@@ -1,105 +1,21 @@
 //! Block request scenarios on mock guest memory: a pretend driver queues chains of
 //! header, data and status buffers, as a kind or a hostile driver would.
 
-use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
 use virtio_queue::Queue;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+use crate::virtio::mock_driver::Buf;
 
 use super::queues::Disk;
 use super::{process_queue, request, BlockCounters, DiskBackend, DiskFile, DiskSpec, MemDisk, MAX_REQUEST_BYTES};
 
-const QLEN: u16 = 64;
+type Driver = crate::virtio::mock_driver::ChainDriver;
 
-/// One buffer of a chain: its bytes (or its length, for device-writable ones).
-enum Buf {
-    Out(Vec<u8>),
-    In(u32),
-    /// A device-writable buffer outside guest memory.
-    Wild,
-}
-
-struct Driver {
-    mem: &'static GuestMemoryMmap,
-    mock: MockSplitQueue<'static, GuestMemoryMmap>,
-    queue: Queue,
-    next: u16,
-    next_buf: u64,
-    /// Per chain head: the address and length of its writable buffers.
-    writable: std::collections::HashMap<u16, Vec<(u64, u32)>>,
-    seen: u16,
-}
-
-impl Driver {
-    fn new() -> Self {
-        // Leaked so the mock queue can borrow it for the test's lifetime.
-        let mem: &'static GuestMemoryMmap =
-            Box::leak(Box::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 32 << 20)]).expect("memory")));
-        let mock = MockSplitQueue::create(mem, GuestAddress(0), QLEN);
-        let queue = mock.create_queue().expect("queue");
-        Driver { mem, mock, queue, next: 0, next_buf: 0x10_0000, writable: Default::default(), seen: 0 }
-    }
-
-    fn chain(&mut self, bufs: Vec<Buf>) -> u16 {
-        let head = self.next;
-        let mut descs = Vec::new();
-        let mut w = Vec::new();
-        let n = bufs.len();
-        for (i, b) in bufs.into_iter().enumerate() {
-            let next = if i + 1 < n { 1 } else { 0 };
-            let idx = self.next + i as u16 + 1;
-            let (addr, len, flags) = match b {
-                Buf::Out(bytes) => {
-                    let a = self.alloc(bytes.len());
-                    self.mem.write_slice(&bytes, GuestAddress(a)).expect("write");
-                    (a, bytes.len() as u32, next)
-                }
-                Buf::In(len) => {
-                    let a = self.alloc(len as usize);
-                    self.mem.write_slice(&vec![0xee; len as usize], GuestAddress(a)).expect("fill");
-                    w.push((a, len));
-                    (a, len, next | 2)
-                }
-                Buf::Wild => (0xffff_ff00_0000, 512, next | 2),
-            };
-            descs.push(RawDescriptor::from(SplitDescriptor::new(addr, len, flags, idx)));
-        }
-        self.mock.add_desc_chains(&descs, self.next).expect("chain");
-        self.next += descs.len() as u16;
-        self.writable.insert(head, w);
-        head
-    }
-
-    fn alloc(&mut self, len: usize) -> u64 {
-        let a = self.next_buf;
-        self.next_buf += (len.max(1) as u64 + 15) & !15;
-        a
-    }
-
-    /// Used entries since the last call: (head, len, its writable bytes joined).
-    fn used(&mut self) -> Vec<(u16, u32, Vec<u8>)> {
-        let mut out = Vec::new();
-        let idx = self.mock.used().idx().load();
-        while self.seen != idx {
-            let e = self.mock.used().ring().ref_at(usize::from(self.seen % QLEN)).expect("slot").load();
-            self.seen = self.seen.wrapping_add(1);
-            let head = e.id() as u16;
-            let mut bytes = Vec::new();
-            for (a, l) in &self.writable[&head] {
-                let mut b = vec![0u8; *l as usize];
-                self.mem.read_slice(&mut b, GuestAddress(*a)).expect("read");
-                bytes.extend(b);
-            }
-            out.push((head, e.len(), bytes));
-        }
-        out
-    }
-
-    fn run(&mut self, disk: &mut MemDisk, read_only: bool, c: &mut BlockCounters) -> bool {
-        let mut buf = Vec::new();
-        let mut d = Disk { backend: disk, read_only, serial: "isola-img-0123456789", buf: &mut buf };
-        process_queue(&mut self.queue, self.mem, &mut d, c)
-    }
+/// Serves what the driver queued on a disk.
+fn run(d: &mut Driver, disk: &mut MemDisk, read_only: bool, c: &mut BlockCounters) -> bool {
+    let mut buf = Vec::new();
+    let mut disk = Disk { backend: disk, read_only, serial: "isola-img-0123456789", buf: &mut buf };
+    process_queue(&mut d.queue, d.mem, &mut disk, c)
 }
 
 fn header(kind: u32, sector: u64) -> Vec<u8> {
@@ -122,7 +38,7 @@ fn reads_writes_and_flushes_reach_the_disk_with_an_ok_status() {
     let r = d.chain(vec![Buf::Out(header(request::IN, 2)), Buf::In(512), Buf::In(512), Buf::In(1)]);
     let w = d.chain(vec![Buf::Out(header(request::OUT, 5)), Buf::Out(vec![0xab; 1024]), Buf::In(1)]);
     let f = d.chain(vec![Buf::Out(header(request::FLUSH, 0)), Buf::In(1)]);
-    assert!(d.run(&mut mem, false, &mut c));
+    assert!(run(&mut d, &mut mem, false, &mut c));
     let used = d.used();
     assert_eq!(used.len(), 3);
     let (head, len, bytes) = &used[0];
@@ -144,7 +60,7 @@ fn a_read_only_disk_refuses_writes_with_ioerr_and_keeps_its_bytes() {
     let before = mem.bytes.clone();
     let mut c = BlockCounters::default();
     d.chain(vec![Buf::Out(header(request::OUT, 0)), Buf::Out(vec![0; 512]), Buf::In(1)]);
-    d.run(&mut mem, true, &mut c);
+    run(&mut d, &mut mem, true, &mut c);
     assert_eq!(d.used()[0].2, [request::S_IOERR]);
     assert_eq!(mem.bytes, before);
     assert_eq!(c.failed, 1);
@@ -157,7 +73,7 @@ fn get_id_returns_the_serial_and_unknown_requests_are_unsupported() {
     let mut c = BlockCounters::default();
     d.chain(vec![Buf::Out(header(request::GET_ID, 0)), Buf::In(20), Buf::In(1)]);
     d.chain(vec![Buf::Out(header(99, 0)), Buf::In(1)]);
-    d.run(&mut mem, false, &mut c);
+    run(&mut d, &mut mem, false, &mut c);
     let used = d.used();
     assert_eq!((used[0].1, &used[0].2[..20]), (21, &b"isola-img-0123456789"[..]));
     assert_eq!(used[0].2[20], request::S_OK);
@@ -182,7 +98,7 @@ fn bad_chains_are_answered_and_the_queue_goes_on() {
     d.chain(vec![Buf::Out(header(request::IN, 0))]);
     let ok = d.chain(vec![Buf::Out(header(request::IN, 0)), Buf::In(512), Buf::In(1)]);
     let before = mem.bytes.clone();
-    d.run(&mut mem, false, &mut c);
+    run(&mut d, &mut mem, false, &mut c);
     let used = d.used();
     assert_eq!(used.len(), 8, "every chain comes back");
     for (head, len, bytes) in &used[..5] {
@@ -254,7 +170,7 @@ fn a_snapshot_round_trip_continues_the_queue_on_a_new_device() {
         got
     };
     let mut template = super::Block::new(Box::new(disk()), false, "isola-snap".into());
-    let queue = d.mock.create_queue().expect("queue");
+    let queue = d.fresh_queue();
     template.activate(ctx(vec![queue], &kick)).expect("activate");
     d.chain(vec![Buf::Out(header(request::IN, 1)), Buf::In(512), Buf::In(1)]);
     kick.write(1).expect("kick");
