@@ -2,7 +2,7 @@
 # Fuzzes everything a guest, an image or a peer controls, each target for a few
 # seconds (libFuzzer): the agent protocol's frame decoder, the agent's request handling
 # (JSON → spec → setup on the recording syscalls), isola-vmm's vsock, net and block queue
-# processing on mock guest memory, its virtio-mmio registers, its kernel loader, and
+# processing on mock guest memory, its balloon queues (with real discards), its virtio-mmio registers, its kernel loader, and
 # image layer unpacking and manifests. Seeds are in fuzz/corpus/<target>/; crashes
 # land in fuzz/artifacts/<target>/ (copy them into the corpus and a regression test).
 # Usage: scripts/fuzz.sh [seconds per target] [target…]   (default 10, all targets)
@@ -11,7 +11,7 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-10}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder agent_requests vsock_queues net_queues block_queues mmio_transport kernel_loader layer_unpack image_manifest cp_extract)
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decoder agent_requests vsock_queues net_queues block_queues balloon_queues mmio_transport kernel_loader layer_unpack image_manifest cp_extract)
 tools=${ISOLA_CACHE:-$HOME/.cache/isola}/tools
 export PATH="$tools/bin:$PATH"
 export CARGO_TARGET_DIR=${ISOLA_CACHE:-$HOME/.cache/isola}/fuzz-target

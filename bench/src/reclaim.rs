@@ -9,6 +9,7 @@ use isola_sandbox::sandbox::{Sandbox, SandboxOptions};
 
 use crate::container::ContainerBenchConfig;
 use crate::error::BenchError;
+use crate::memory::ProcMemory;
 
 /// How far above its idle PSS a sandbox may stay and still count as given back.
 pub const BACK_WITHIN: f64 = 1.10;
@@ -27,6 +28,12 @@ pub struct ReclaimRun {
     pub after_kib: u64,
     /// From the workload's exit until PSS was within [`BACK_WITHIN`] of idle.
     pub returned_ms: Option<u64>,
+    /// From the workload's exit until three quarters of what it touched was back.
+    pub three_quarters_ms: Option<u64>,
+    /// The guest RAM part of idle and after (the rest is the VMM's own: under TCG its
+    /// translation cache grows with the code the guest ran).
+    pub idle_guest_kib: u64,
+    pub after_guest_kib: u64,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -62,7 +69,8 @@ fn one(cfg: &ContainerBenchConfig, balloon: bool, mib: u64, wait: Duration) -> R
     let mut sb = Sandbox::start(&SandboxOptions { balloon, ..crate::container::options(cfg, name) })?;
     let r = (|| {
         std::thread::sleep(SETTLE);
-        let idle_kib = pss(&sb, cfg);
+        let idle = pss(&sb, cfg);
+        let idle_kib = idle.pss_kib;
         // dd's one buffer of MIB MiB, filled from /dev/zero (every page touched), freed
         // when it exits.
         let bs = format!("bs={}", mib << 20);
@@ -73,28 +81,45 @@ fn one(cfg: &ContainerBenchConfig, balloon: bool, mib: u64, wait: Duration) -> R
             return Err(BenchError::Failed(format!("the workload ended with {status:?}")));
         }
         let exited = Instant::now();
-        let peak_kib = pss(&sb, cfg);
-        let mut after_kib = peak_kib;
+        let peak_kib = pss(&sb, cfg).pss_kib;
+        let mut after = ProcMemory { pss_kib: peak_kib, ..Default::default() };
         let mut returned_ms = None;
+        let mut three_quarters_ms = None;
         while exited.elapsed() < wait {
-            after_kib = pss(&sb, cfg);
+            after = pss(&sb, cfg);
+            let after_kib = after.pss_kib;
+            let ms = exited.elapsed().as_millis() as u64;
+            if three_quarters_ms.is_none() && peak_kib.saturating_sub(after_kib) * 4 >= (mib << 10) * 3 {
+                three_quarters_ms = Some(ms);
+            }
             if (after_kib as f64) <= idle_kib as f64 * BACK_WITHIN {
-                returned_ms = Some(exited.elapsed().as_millis() as u64);
+                returned_ms = Some(ms);
                 break;
             }
             std::thread::sleep(POLL);
         }
-        Ok(ReclaimRun { balloon, idle_kib, peak_kib, after_kib, returned_ms })
+        Ok(ReclaimRun {
+            balloon,
+            idle_kib,
+            peak_kib,
+            after_kib: after.pss_kib,
+            returned_ms,
+            three_quarters_ms,
+            idle_guest_kib: idle.guest_pss_kib,
+            after_guest_kib: after.guest_pss_kib,
+        })
     })();
     sb.stop();
     r
 }
 
-/// The sandbox's host PSS: its VMM and helpers.
-fn pss(sb: &Sandbox, cfg: &ContainerBenchConfig) -> u64 {
-    std::iter::once(sb.state.vmm_pid)
-        .chain(sb.state.helper_pids.iter().copied())
-        .filter_map(|pid| crate::memory::of_pid(pid, cfg.boot.mem_mib))
-        .map(|m| m.pss_kib)
-        .sum()
+/// The sandbox's host memory: its VMM and helpers.
+fn pss(sb: &Sandbox, cfg: &ContainerBenchConfig) -> ProcMemory {
+    let mut m = ProcMemory::default();
+    for pid in std::iter::once(sb.state.vmm_pid).chain(sb.state.helper_pids.iter().copied()) {
+        if let Some(p) = crate::memory::of_pid(pid, cfg.boot.mem_mib) {
+            m.add(&p);
+        }
+    }
+    m
 }

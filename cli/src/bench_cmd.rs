@@ -304,18 +304,24 @@ fn reclaim(cfg: &ContainerBenchConfig, mib: u64, wait_s: u64, json: Option<PathB
         cfg.kvm.describe(),
         r.mem_mib
     );
-    println!("{:<16} {:>10} {:>10} {:>10}  back within 10% of idle", "balloon", "idle MiB", "peak MiB", "after MiB");
+    println!(
+        "{:<16} {:>10} {:>10} {:>10} {:>16}  {:>12}  back within 10% of idle",
+        "balloon", "idle MiB", "peak MiB", "after MiB", "guest idle/after", "3/4 back"
+    );
     for run in &r.runs {
         let back = match run.returned_ms {
             Some(ms) => format!("after {ms} ms"),
             None => format!("not within {} s", r.wait_ms / 1000),
         };
         println!(
-            "{:<16} {:>10.1} {:>10.1} {:>10.1}  {back}",
+            "{:<16} {:>10.1} {:>10.1} {:>10.1} {:>7.1}/{:<8.1}  {:>12}  {back}",
             if run.balloon { "on (reporting)" } else { "off" },
             run.idle_kib as f64 / 1024.0,
             run.peak_kib as f64 / 1024.0,
-            run.after_kib as f64 / 1024.0
+            run.after_kib as f64 / 1024.0,
+            run.idle_guest_kib as f64 / 1024.0,
+            run.after_guest_kib as f64 / 1024.0,
+            run.three_quarters_ms.map_or("never".into(), |ms| format!("{ms} ms"))
         );
     }
     write_json(&json.unwrap_or_else(|| "bench-results/reclaim.json".into()), &r)?;

@@ -15,6 +15,7 @@ mod reap_cmd;
 mod run_cmd;
 mod sizes;
 mod template_cmd;
+mod update_cmd;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,8 @@ enum Cmd {
     Wait(lifecycle_cmd::WaitArgs),
     /// CPU, memory, pids and block I/O of sandboxes' containers (guest cgroups).
     Stats(lifecycle_cmd::StatsArgs),
+    /// Change a running container's memory and CPU limits (as `docker update`).
+    Update(update_cmd::UpdateArgs),
     /// Print what a detached container wrote to stdout and stderr.
     Logs(manage_cmd::LogsArgs),
     /// Show a sandbox as JSON: state, network, containers and their stats.
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Cmd::Stop(args) => lifecycle_cmd::stop(args),
         Cmd::Wait(args) => lifecycle_cmd::wait(args),
         Cmd::Stats(args) => lifecycle_cmd::stats(args),
+        Cmd::Update(args) => update_cmd::update(args),
         Cmd::Inspect(args) => manage_cmd::inspect(args),
         Cmd::Logs(args) => manage_cmd::logs(args),
         Cmd::Bench(cmd) => bench_cmd::run(cmd),

@@ -248,6 +248,38 @@ fn kill_all(dir: &Path) {
 /// Kills whatever still runs in the cgroup of the sandbox in `dir` and removes it:
 /// cleanup after any exit, also when no record names the processes (a starter killed
 /// before it saved one).
+/// Sets the memory limit of the cgroup `dir` (a sandbox's) to `bytes`. On v1 the
+/// memory+swap limit must stay at or above it, so the two are written in the order
+/// that keeps it so.
+pub fn set_limit(h: &Hierarchy, dir: &Path, bytes: u64) -> Result<(), CgroupError> {
+    let limit = dir.join(h.limit_file());
+    let memsw = dir.join("memory.memsw.limit_in_bytes");
+    let write = |p: &Path| std::fs::write(p, bytes.to_string()).map_err(io("setting", p));
+    match h {
+        Hierarchy::V2(_) => write(&limit),
+        Hierarchy::V1(_) if !memsw.exists() => write(&limit),
+        Hierarchy::V1(_) => {
+            let current = std::fs::read_to_string(&limit).ok().and_then(|s| s.trim().parse::<u64>().ok());
+            if current.is_some_and(|c| bytes > c) {
+                write(&memsw)?;
+                write(&limit)
+            } else {
+                write(&limit)?;
+                write(&memsw)
+            }
+        }
+    }
+}
+
+/// What the cgroup `dir` uses now, in bytes.
+pub fn usage(h: &Hierarchy, dir: &Path) -> Option<u64> {
+    let file = match h {
+        Hierarchy::V2(_) => "memory.current",
+        Hierarchy::V1(_) => "memory.usage_in_bytes",
+    };
+    std::fs::read_to_string(dir.join(file)).ok()?.trim().parse().ok()
+}
+
 /// The cgroup a sandbox in `dir` got by default, when it exists.
 pub fn dir_for(dir: &Path) -> Option<PathBuf> {
     Hierarchy::detect().map(|h| h.root().join("isola").join(name_for(dir))).filter(|p| p.is_dir())

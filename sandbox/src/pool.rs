@@ -251,6 +251,7 @@ mod tests {
             ports: vec![],
             template: None,
             uid: None,
+            memory: None,
             disks: vec![],
         };
         st.save(&dir).expect("save");

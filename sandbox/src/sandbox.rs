@@ -19,6 +19,7 @@ pub use crate::options::{NetworkMode, SandboxOptions, TemplateUse};
 mod make_template;
 mod processes;
 use processes::Supervised;
+pub mod resize;
 mod restore;
 use crate::state::{self, SandboxState};
 use crate::volume::Volume;
@@ -113,6 +114,8 @@ pub const VSOCK_DIR: &str = "vsock";
 
 /// isola-vmm's control API socket, in the sandbox directory (a template's VMM only).
 pub const API_SOCK: &str = "api.sock";
+/// QEMU's QMP socket in a sandbox's directory (the balloon's target).
+pub const QMP_SOCK: &str = "qmp.sock";
 
 /// How long one agent call may take before the host gives up on it.
 pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -176,6 +179,7 @@ impl Sandbox {
             template: None,
             uid: None,
             disks: opts.disks.iter().map(|d| d.serial.clone()).collect(),
+            memory: Some(state::VmMemory { mem_mib: opts.boot.mem_mib, balloon: opts.balloon }),
         };
         // Taking the name is the exclusive create itself: of two starts with one name,
         // exactly one gets the directory, the other "exists" (never each other's files).

@@ -68,6 +68,17 @@ pub struct SandboxState {
     /// sandboxes ([`crate::identity`]); none for a sandbox from before identities.
     #[serde(default)]
     pub uid: Option<u32>,
+    /// The VM's memory as booted, and whether it has a balloon to resize it with.
+    #[serde(default)]
+    pub memory: Option<VmMemory>,
+}
+
+/// What a running sandbox's memory can do ([`crate::sandbox::resize`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VmMemory {
+    /// Guest RAM the VM booted with: the most a resize can give its guest.
+    pub mem_mib: u64,
+    pub balloon: bool,
 }
 
 /// A process, told apart from a later one with the same pid by its start time.
@@ -235,11 +246,17 @@ pub fn list(root: &Path) -> Vec<(PathBuf, SandboxState)> {
     live
 }
 
+/// A recorded sandbox `id` with nothing started, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_state(id: &str) -> SandboxState {
+    tests::state(id, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn state(id: &str, pid: i32) -> SandboxState {
+    pub(super) fn state(id: &str, pid: i32) -> SandboxState {
         SandboxState {
             id: id.into(),
             hypervisor: HypervisorKind::Qemu,
@@ -255,6 +272,7 @@ mod tests {
             ports: vec![],
             template: None,
             uid: None,
+            memory: None,
             disks: vec![],
         }
     }

@@ -37,9 +37,11 @@ fn memory_a_guest_frees_goes_back_to_the_host_only_with_the_balloon() {
     for r in [on, off] {
         assert!(kib(r, "peak_kib") >= kib(r, "idle_kib") + touched, "the workload touched its memory: {r}\n{out}");
     }
-    assert!(on["returned_ms"].is_u64(), "with the balloon the memory came back: {on}\n{out}");
-    assert!(kib(on, "after_kib") * 10 <= kib(on, "idle_kib") * 11, "{on}");
-    assert!(off["returned_ms"].is_null(), "without it the host keeps the pages: {off}\n{out}");
+    // Back: at least three quarters of what the workload touched (the rest is what the
+    // guest still holds, and under TCG QEMU's translation cache, which grew with it).
+    assert!(on["three_quarters_ms"].is_u64(), "with the balloon the memory came back: {on}\n{out}");
+    assert!(kib(on, "peak_kib") - kib(on, "after_kib") >= touched, "{on}");
+    assert!(off["three_quarters_ms"].is_null(), "without it the host keeps the pages: {off}\n{out}");
     assert!(kib(off, "after_kib") >= kib(off, "idle_kib") + touched, "{off}");
     let left = std::process::Command::new("pgrep").args(["-f", "bench-reclaim-"]).output().expect("pgrep");
     assert!(left.stdout.is_empty(), "left running: {}", String::from_utf8_lossy(&left.stdout));

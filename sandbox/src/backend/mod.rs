@@ -8,6 +8,7 @@ pub mod minimal_root;
 pub mod own_filter;
 pub mod ports;
 pub mod qemu;
+pub mod qmp;
 pub mod unprivileged;
 pub mod vhost_vsock;
 pub mod virtiofsd;

@@ -65,8 +65,15 @@ impl Sandbox {
             Some(snapshot) => isola_vmm::restore_command(snapshot, &devices)?,
             None => isola_vmm::sandbox_command(&opts.boot, &devices)?,
         };
-        if let crate::options::TemplateUse::Make(to) = &opts.template {
-            isola_vmm::snapshot_flags(&mut c, &self.dir.join(super::API_SOCK), to);
+        // The control API: a template's snapshot, and the balloon's target (resize).
+        match &opts.template {
+            crate::options::TemplateUse::Make(to) => {
+                isola_vmm::snapshot_flags(&mut c, &self.dir.join(super::API_SOCK), to)
+            }
+            _ if opts.balloon => {
+                c.arg("--api-sock").arg(self.dir.join(super::API_SOCK));
+            }
+            _ => {}
         }
         c.stdout(Stdio::null());
         self.spawn_vmm(c, opts, isola_vmm::EXE, None)?;
@@ -172,6 +179,10 @@ impl Sandbox {
         let jail = self.dir.join("qemu-root");
         std::fs::create_dir(&jail).map_err(io("creating QEMU's empty root"))?;
         let mut q = qemu::sandbox_command(&opts.boot, opts.kvm, &devices, &jail, self.state.host_uid())?;
+        if opts.balloon {
+            // QMP, for the balloon's target (resize); bound before QEMU chroots.
+            q.arg("-qmp").arg(format!("unix:{},server=on,wait=off", self.dir.join(super::QMP_SOCK).display()));
+        }
         q.stdout(self.start_console_pump(opts)?);
         unprivileged::bound_capabilities(&mut q, qemu::SANDBOX_CAPS);
         self.spawn_vmm(q, opts, "qemu", Some(helper_filter::For::Qemu))?;
