@@ -23,8 +23,8 @@ core=(linux_guest:under_isola_vmm linux_guest:the_same_test_guest linux_guest:co
   isolation:every_sandbox_process_is_confined isolation:a_container_cannot_reach_the_agent
   templates shim_templates chaos:isola_run containerd_ctr:a_missing_program_fails_at_create
   containerd_ctr:killing_the_vmm_or_the_shim containerd_ctr:the_vm_runs_in_the_tasks_cgroup
-  image_disks:an_image_runs_from_its_disk)
-full=(containers linux_guest isolation images image_disks guest_machine templates shim_templates chaos:isola_run containerd_ctr)
+  image_disks:an_image_runs_from_its_disk memory_resize)
+full=(containers linux_guest isolation images image_disks memory_resize memory_reclaim guest_machine templates shim_templates chaos:isola_run containerd_ctr)
 if [ ${#wanted[@]} -eq 0 ]; then
   if [ "${NESTED_SET:-core}" = full ]; then wanted=("${full[@]}"); else wanted=("${core[@]}"); fi
 fi
