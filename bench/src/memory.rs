@@ -64,6 +64,22 @@ pub fn of_pid(pid: i32, guest_mib: u64) -> Option<ProcMemory> {
     std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok().map(|t| parse_smaps(&t, guest_mib))
 }
 
+/// Every process in a sandbox's host cgroup together (its VMM, the jailed VMM its
+/// supervisor forks, virtiofsd and its sandbox, the vsock daemon): what the sandbox
+/// costs the host.
+pub fn of_sandbox(
+    sb: &isola_sandbox::sandbox::Sandbox,
+    guest_mib: u64,
+) -> Result<ProcMemory, crate::error::BenchError> {
+    let cg = isola_sandbox::cgroup::dir_for(&sb.dir)
+        .ok_or_else(|| crate::error::BenchError::Failed(format!("{} has no host cgroup to measure", sb.id)))?;
+    let mut m = ProcMemory::default();
+    for p in isola_sandbox::cgroup::pids(&cg).into_iter().filter_map(|p| of_pid(p, guest_mib)) {
+        m.add(&p);
+    }
+    Ok(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,7 +69,7 @@ fn one(cfg: &ContainerBenchConfig, balloon: bool, mib: u64, wait: Duration) -> R
     let mut sb = Sandbox::start(&SandboxOptions { balloon, ..crate::container::options(cfg, name) })?;
     let r = (|| {
         std::thread::sleep(SETTLE);
-        let idle = pss(&sb, cfg);
+        let idle = pss(&sb, cfg)?;
         let idle_kib = idle.pss_kib;
         // dd's one buffer of MIB MiB, filled from /dev/zero (every page touched), freed
         // when it exits.
@@ -81,12 +81,12 @@ fn one(cfg: &ContainerBenchConfig, balloon: bool, mib: u64, wait: Duration) -> R
             return Err(BenchError::Failed(format!("the workload ended with {status:?}")));
         }
         let exited = Instant::now();
-        let peak_kib = pss(&sb, cfg).pss_kib;
+        let peak_kib = pss(&sb, cfg)?.pss_kib;
         let mut after = ProcMemory { pss_kib: peak_kib, ..Default::default() };
         let mut returned_ms = None;
         let mut three_quarters_ms = None;
         while exited.elapsed() < wait {
-            after = pss(&sb, cfg);
+            after = pss(&sb, cfg)?;
             let after_kib = after.pss_kib;
             let ms = exited.elapsed().as_millis() as u64;
             if three_quarters_ms.is_none() && peak_kib.saturating_sub(after_kib) * 4 >= (mib << 10) * 3 {
@@ -113,13 +113,6 @@ fn one(cfg: &ContainerBenchConfig, balloon: bool, mib: u64, wait: Duration) -> R
     r
 }
 
-/// The sandbox's host memory: its VMM and helpers.
-fn pss(sb: &Sandbox, cfg: &ContainerBenchConfig) -> ProcMemory {
-    let mut m = ProcMemory::default();
-    for pid in std::iter::once(sb.state.vmm_pid).chain(sb.state.helper_pids.iter().copied()) {
-        if let Some(p) = crate::memory::of_pid(pid, cfg.boot.mem_mib) {
-            m.add(&p);
-        }
-    }
-    m
+fn pss(sb: &Sandbox, cfg: &ContainerBenchConfig) -> Result<ProcMemory, BenchError> {
+    crate::memory::of_sandbox(sb, cfg.boot.mem_mib)
 }

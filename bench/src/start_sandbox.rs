@@ -93,14 +93,7 @@ fn density_of(
     Ok(DensityRow { mode: mode.into(), vmms: n, pss_kib_per_vmm: total / n.max(1) as u64 })
 }
 
-/// PSS of every process in a sandbox's host cgroup (its VMM, the jailed VMM its
-/// supervisor forks, virtiofsd and its sandbox), KiB.
+/// PSS of a sandbox ([`crate::memory::of_sandbox`]), KiB.
 fn sandbox_pss_kib(sb: &isola_sandbox::sandbox::Sandbox) -> Result<u64, BenchError> {
-    let cg = isola_sandbox::cgroup::dir_for(&sb.dir)
-        .ok_or_else(|| BenchError::Failed(format!("{} has no host cgroup to measure", sb.id)))?;
-    Ok(isola_sandbox::cgroup::pids(&cg)
-        .into_iter()
-        .filter_map(|p| crate::memory::of_pid(p, 0))
-        .map(|m| m.pss_kib)
-        .sum())
+    Ok(crate::memory::of_sandbox(sb, 0)?.pss_kib)
 }

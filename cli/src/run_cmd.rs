@@ -98,6 +98,10 @@ pub struct RunArgs {
     /// make none.
     #[arg(long)]
     no_template: bool,
+    /// No balloon: memory the guest frees stays with its VM until it ends, and
+    /// `isola update -m` changes only the container's cgroup.
+    #[arg(long)]
+    no_balloon: bool,
     /// How an IMAGE's root filesystem reaches the guest: `disk` (a read-only erofs
     /// image on virtio-blk, shared by every sandbox of the image; the default) or
     /// `share` (the unpacked directory over virtio-fs).
@@ -215,6 +219,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             })
             .collect(),
         shared_fs: disk.is_none() || !a.volumes.is_empty(),
+        balloon: !a.no_balloon,
         ..Request::new(name.clone())
     };
     let placed = host.place(&req);

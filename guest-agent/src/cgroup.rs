@@ -18,27 +18,30 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 }
 
 /// Limits as cgroup v2 file writes: (file, value).
+///
+/// A zero is "not set", as runc reads it: `docker update -m` sends the container's
+/// whole resources, CPU quota, period and shares of 0 included.
 pub fn limit_writes(r: &LinuxResources) -> Vec<(&'static str, String)> {
     let mut w = Vec::new();
-    if let Some(limit) = r.memory().as_ref().and_then(|m| m.limit()) {
+    if let Some(limit) = r.memory().as_ref().and_then(|m| m.limit()).filter(|l| *l != 0) {
         w.push(("memory.max", if limit < 0 { "max".into() } else { limit.to_string() }));
         // No swap in the guest: the limit is the limit.
         w.push(("memory.swap.max", "0".into()));
     }
     if let Some(cpu) = r.cpu() {
-        if let Some(quota) = cpu.quota() {
-            let period = cpu.period().unwrap_or(100_000);
+        let period = cpu.period().filter(|p| *p != 0);
+        if let Some(quota) = cpu.quota().filter(|q| *q != 0 || period.is_some()) {
+            let period = period.unwrap_or(100_000);
             w.push(("cpu.max", if quota <= 0 { format!("max {period}") } else { format!("{quota} {period}") }));
         }
-        if let Some(shares) = cpu.shares() {
+        if let Some(shares) = cpu.shares().filter(|s| *s != 0) {
             // The runc conversion of cgroup v1 shares (2..262144) to v2 weight (1..10000).
             let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
             w.push(("cpu.weight", weight.to_string()));
         }
     }
-    if let Some(p) = r.pids() {
-        let limit = p.limit();
-        w.push(("pids.max", if limit <= 0 { "max".into() } else { limit.to_string() }));
+    if let Some(limit) = r.pids().as_ref().map(|p| p.limit()).filter(|l| *l != 0) {
+        w.push(("pids.max", if limit < 0 { "max".into() } else { limit.to_string() }));
     }
     w
 }
@@ -160,6 +163,25 @@ mod tests {
         assert!(w.contains(&("cpu.max", "50000 100000".into())));
         assert!(w.contains(&("cpu.weight", "39".into())));
         assert!(w.contains(&("pids.max", "32".into())));
+    }
+
+    /// What `docker update -m 64m` sends: the whole resources, zeros for what was never
+    /// set. Only the memory limit is written (a `cpu.max` of "max 0" is EINVAL).
+    #[test]
+    fn zeros_are_not_set_as_runc_reads_them() {
+        let r = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().limit(64 << 20).build().expect("mem"))
+            .cpu(LinuxCpuBuilder::default().quota(0i64).period(0u64).shares(0u64).build().expect("cpu"))
+            .pids(LinuxPidsBuilder::default().limit(0).build().expect("pids"))
+            .build()
+            .expect("resources");
+        let files: Vec<&str> = limit_writes(&r).into_iter().map(|(f, _)| f).collect();
+        assert_eq!(files, ["memory.max", "memory.swap.max"]);
+        let unlimited = LinuxResourcesBuilder::default()
+            .cpu(LinuxCpuBuilder::default().quota(-1i64).period(50_000u64).build().expect("cpu"))
+            .build()
+            .expect("resources");
+        assert_eq!(limit_writes(&unlimited), [("cpu.max", "max 50000".to_string())]);
     }
 
     #[test]

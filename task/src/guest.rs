@@ -37,6 +37,11 @@ pub trait Guest: Send + Sync {
     fn set_paused(&self, id: &str, paused: bool) -> Result<(), TaskError>;
     fn stats(&self, id: &str) -> Result<ContainerStats, TaskError>;
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), TaskError>;
+    /// [`Guest::update`] of the container the whole VM was booted for: its memory
+    /// limit resizes the VM too (its balloon and host cgroup).
+    fn update_vm(&self, id: &str, resources: &LinuxResources) -> Result<(), TaskError> {
+        self.update(id, resources)
+    }
     fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<(), TaskError>;
     /// Blocks until the process exits.
     fn wait(&self, id: &str, exec_id: Option<&str>) -> Result<ExitStatus, TaskError>;
@@ -151,6 +156,15 @@ impl Guest for VmGuest {
 
     fn update(&self, id: &str, resources: &LinuxResources) -> Result<(), TaskError> {
         Ok(self.container(id).update(resources.clone())?)
+    }
+
+    fn update_vm(&self, id: &str, resources: &LinuxResources) -> Result<(), TaskError> {
+        let st = isola_sandbox::state::SandboxState::load(&self.dir)
+            .map_err(|source| TaskError::Io { what: format!("the state of {}", self.dir.display()), source })?;
+        let timeout = std::time::Duration::from_secs(10);
+        isola_sandbox::sandbox::resize::update_container(&self.dir, &st, id, resources.clone(), timeout)
+            .map_err(|e| TaskError::FailedPrecondition(e.to_string()))?;
+        Ok(())
     }
 
     fn resize(&self, id: &str, exec_id: Option<&str>, rows: u16, cols: u16) -> Result<(), TaskError> {

@@ -178,6 +178,37 @@ fn memory_and_cpus_size_the_vm() {
     d.assert_nothing_left();
 }
 
+/// `docker update -m` reaches the container's own VM: the guest has less memory to
+/// use (its balloon takes the rest), work past the limit is killed in the container,
+/// and growing back lets it through.
+#[test]
+fn docker_update_resizes_the_running_containers_vm() {
+    let d = Docker::start();
+    let out = run(&d, &["-d", "--name", "upd", "--memory", "256m", IMAGE, "sleep", "100000"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let available = || {
+        let out = d.docker(&["exec", "upd", "grep", "MemAvailable", "/proc/meminfo"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).expect("MemAvailable")
+    };
+    let dd =
+        |mib: u64| d.docker(&["exec", "upd", "dd", "if=/dev/zero", "of=/dev/null", &format!("bs={mib}M"), "count=1"]);
+    let roomy = available();
+    let out = d.docker(&["update", "--memory", "64m", "upd"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let tight = available();
+    assert!(tight + (150 << 10) <= roomy, "the guest gave its memory up: {roomy} → {tight} KiB");
+    assert_ne!(dd(100).code, 0, "100 MiB at once is past a 64 MiB limit");
+    let out = d.docker(&["update", "--memory", "250m", "upd"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(available() >= tight + (150 << 10), "and got it back");
+    let out = dd(200);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = d.docker(&["rm", "-f", "upd"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    d.assert_nothing_left();
+}
+
 #[test]
 fn the_default_bridge_network_and_a_published_port_reach_the_vm() {
     let d = Docker::start();

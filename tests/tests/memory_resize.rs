@@ -52,7 +52,12 @@ fn update_shrinks_and_grows_a_running_containers_memory_and_its_vm_follows() {
     // Down: the guest hands its balloon the difference, and can use no more.
     let small = update(64);
     assert_eq!(limit_in_guest(), 64 << 20);
-    assert_eq!(small["balloon_target_mib"], small["balloon_actual_mib"], "the guest reached the target: {small}");
+    let mib = |k: &str| small[k].as_u64().unwrap_or_else(|| panic!("{k} in {small}"));
+    // Within a MiB: the guest counts 4 KiB pages, the answer whole MiB.
+    assert!(
+        mib("balloon_target_mib").abs_diff(mib("balloon_actual_mib")) <= 1,
+        "the guest reached the target: {small}"
+    );
     assert!(small["balloon_actual_mib"].as_u64().is_some_and(|b| b >= 150), "{small}");
     let tight = mem_available_kib();
     assert!(tight + (150 << 10) <= roomy, "the guest sees less free memory: {roomy} → {tight} KiB");

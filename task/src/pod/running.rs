@@ -53,8 +53,11 @@ impl Pod {
 
     pub fn update(&self, id: &str, resources: LinuxResources) -> Result<(), TaskError> {
         let (guest, role) = self.in_guest(id)?;
-        if role != Role::PodSandbox {
-            guest.update(id, &resources)?;
+        match role {
+            Role::PodSandbox => {}
+            // Its own VM: resized with it (docker update -m through isola-runtime).
+            Role::Standalone => guest.update_vm(id, &resources)?,
+            Role::InPod => guest.update(id, &resources)?,
         }
         // The host's view follows: the member's own cgroup carries the new limits.
         let host = self.lock()?.containers.get(id).and_then(|c| c.host_cgroup.clone());
