@@ -114,8 +114,10 @@ pub const VSOCK_DIR: &str = "vsock";
 
 /// isola-vmm's control API socket, in the sandbox directory (a template's VMM only).
 pub const API_SOCK: &str = "api.sock";
-/// QEMU's QMP socket in a sandbox's directory (the balloon's target).
-pub const QMP_SOCK: &str = "qmp.sock";
+/// QEMU's QMP socket in a sandbox's directory (the balloon's target), in a directory
+/// only root may enter: QEMU binds it as root with whatever umask its starter had, and
+/// no local user may reach QEMU's monitor.
+pub const QMP_SOCK: &str = "qmp/qmp.sock";
 
 /// How long one agent call may take before the host gives up on it.
 pub const AGENT_CALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -2,7 +2,8 @@
 //! booting. On hardware KVM (nested, scripts/nested/tests.sh): a template is made,
 //! then two runs at once are restored from it, each with its own MAC, address, RNG
 //! and a right clock, running a container over virtio-fs that reaches the outside;
-//! a broken template falls back to a cold boot and says so; nothing is left behind.
+//! a clone's balloon takes a resize; a broken template falls back to a cold boot and
+//! says so; nothing is left behind.
 //! Elsewhere (QEMU here): templates are refused by name and runs never make one.
 
 use std::path::{Path, PathBuf};
@@ -175,6 +176,14 @@ fn runs_restore_from_a_template_each_with_its_own_identity_and_a_broken_one_fall
     got.sort();
     assert_eq!(got, ["hello-from-e2e-tpl-a\n", "hello-from-e2e-tpl-b\n"], "both reach the outside");
     drop(outside);
+    // A clone's balloon is its own and live: it takes the target it is given (after a
+    // restore the guest reads its config again) and the guest hands the pages over.
+    let (out, err, code) = env.isola(&["update", "-m", "64m", "--json", "e2e-tpl-a"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).expect("update json");
+    let (target, actual) = (r["balloon_target_mib"].as_u64(), r["balloon_actual_mib"].as_u64());
+    assert!(target.is_some_and(|t| t > 0), "{r}");
+    assert!(target.zip(actual).is_some_and(|(t, a)| t.abs_diff(a) <= 1), "the clone's guest filled its balloon: {r}");
     let (_, err, code) = env.isola(&["rm", "-f", "e2e-tpl-a", "e2e-tpl-b"]);
     assert_eq!(code, 0, "{err}");
 

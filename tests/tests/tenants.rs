@@ -145,6 +145,21 @@ fn one_sandboxs_uid_reaches_nothing_of_another_and_a_local_user_reads_nothing() 
             assert!(!as_uid(who, &script), "uid {who} could `{script}`");
         }
     }
+    // The VMM's control socket (QMP under QEMU, isola-vmm's control API): resizing or
+    // stopping B's VM is for root alone.
+    let controls: Vec<String> = [isola_sandbox::sandbox::QMP_SOCK, isola_sandbox::sandbox::API_SOCK]
+        .iter()
+        .map(|s| format!("{b_dir}/{s}"))
+        .filter(|p| Path::new(p).exists())
+        .collect();
+    assert!(!controls.is_empty(), "B's VMM has a control socket (its balloon's)");
+    for sock in &controls {
+        for who in [ua, ub, 1000] {
+            assert!(!as_uid(who, &connect(Path::new(sock))), "uid {who} connected to {sock}");
+        }
+        let probe = Command::new("sh").args(["-c", &connect(Path::new(sock))]).status().expect("sh");
+        assert!(probe.success(), "control: root reaches {sock} (the probe works)");
+    }
     let root = Command::new("ls").arg(format!("{b_dir}/shared")).status().expect("ls");
     assert!(root.success(), "control: root lists the share");
 

@@ -113,10 +113,31 @@ fn snapshot_counter(dir: &Path, at: &str) -> String {
         command(&api, "snapshot"),
         "error: snapshot of a second snapshot into the same directory is not supported yet"
     );
-    assert_eq!(command(&api, "bogus"), "error: unknown command \"bogus\" (pause, resume, snapshot, stop)");
+    assert_eq!(
+        command(&api, "bogus"),
+        "error: unknown command \"bogus\" (pause, resume, snapshot, stop, balloon [MIB])"
+    );
+    assert_eq!(command(&api, "balloon 8"), "error: this VM has no balloon (start isola-vmm with --balloon)");
     assert_eq!(command(&api, "stop"), "ok");
     finish(child, "the snapshotted VM");
     before
+}
+
+/// The balloon's target is the control API's to set (a guest without a driver holds
+/// nothing in it), a bad one is refused by name, and a VM with a balloon snapshots.
+#[test]
+fn the_balloons_target_is_set_on_the_control_api() {
+    let d = tempfile::tempdir().expect("tmp");
+    let (console, api) = (d.path().join("console"), d.path().join("api.sock"));
+    let child = vmm(&strs(&template_args(&guest("counter"), d.path(), &["--balloon"])));
+    wait_for(&console, "count 3\n", 30);
+    let answer = command(&api, "balloon 16");
+    assert!(answer.starts_with("ok target_mib=16 actual_mib=0 reported_mib=0"), "{answer}");
+    assert!(command(&api, "balloon").starts_with("ok target_mib=16 "), "the target stays");
+    assert_eq!(command(&api, "balloon lots"), "error: balloon target \"lots\" is not a size in MiB");
+    take_snapshot(&api);
+    assert_eq!(command(&api, "stop"), "ok");
+    finish(child, "the VM with a balloon");
 }
 
 #[test]

@@ -181,7 +181,12 @@ impl Sandbox {
         let mut q = qemu::sandbox_command(&opts.boot, opts.kvm, &devices, &jail, self.state.host_uid())?;
         if opts.balloon {
             // QMP, for the balloon's target (resize); bound before QEMU chroots.
-            q.arg("-qmp").arg(format!("unix:{},server=on,wait=off", self.dir.join(super::QMP_SOCK).display()));
+            use std::os::unix::fs::DirBuilderExt;
+            let qmp = self.dir.join(super::QMP_SOCK);
+            let qmp_dir = qmp.parent().unwrap_or(&self.dir);
+            std::fs::DirBuilder::new().mode(0o700).create(qmp_dir).map_err(io("creating QEMU's QMP directory"))?;
+            let path = qmp.display().to_string().replace(',', ",,");
+            q.arg("-qmp").arg(format!("unix:{path},server=on,wait=off"));
         }
         q.stdout(self.start_console_pump(opts)?);
         unprivileged::bound_capabilities(&mut q, qemu::SANDBOX_CAPS);
