@@ -4,7 +4,7 @@
 # isola pinned to the isola-vmm backend. Their "test result" lines are what
 # scripts/test.sh counts.
 #   scripts/nested/tests.sh [BINARY[:FILTER]…]   (default: the list below)
-# Env: NESTED_BUDGET (s, 1500; 3600 for NESTED_SET=full): the most all L1 attempts together may take.
+# Env: NESTED_BUDGET (s, 1800; 3600 for NESTED_SET=full): the most all L1 attempts together may take.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
@@ -110,7 +110,7 @@ CHECK
 # goes on from the test it died in, while the budget lasts: an earlier boot's lines are
 # kept but not counted (the last boot shows every result again), and each retry is said.
 log=$repo/target/l1-tests.log
-budget=1500; [ "${NESTED_SET:-core}" = full ] && budget=3600
+budget=1800; [ "${NESTED_SET:-core}" = full ] && budget=3600
 deadline=$((SECONDS + ${NESTED_BUDGET:-$budget}))
 for attempt in 1 2 3 4 5; do
   rc=0
