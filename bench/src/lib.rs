@@ -4,7 +4,9 @@
 pub mod ab;
 pub mod boot;
 pub mod compare;
+pub mod concurrency;
 pub mod container;
+pub mod cpu;
 pub mod ctr;
 pub mod error;
 pub mod exec;

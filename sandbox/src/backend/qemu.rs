@@ -65,6 +65,9 @@ pub fn sandbox_command(
     let mut q = Command::new(find()?);
     q.args(args(spec, kvm, true));
     q.args(["-sandbox", SANDBOX_SECCOMP, "-runas", &format!("{uid}:{uid}")]);
+    // Threads named for what they run (`CPU 0/TCG`): how a benchmark tells the guest's
+    // CPU time from QEMU's own.
+    q.args(["-name", "isola,debug-threads=on"]);
     q.arg("-chroot").arg(jail);
     q.arg("-chardev").arg(format!("socket,id=vsock,path={}", d.vhost_vsock.display()));
     q.arg("-device").arg("vhost-user-vsock-device,chardev=vsock");
