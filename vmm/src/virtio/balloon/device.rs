@@ -105,11 +105,7 @@ impl VirtioDevice for Balloon {
 
     /// A driver without page reporting sets up only the inflate and deflate queues.
     fn queues_in_use(&self, acked_features: u64) -> usize {
-        if acked_features & feature::PAGE_REPORTING != 0 {
-            3
-        } else {
-            2
-        }
+        super::queues_in_use(acked_features)
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -129,17 +125,13 @@ impl VirtioDevice for Balloon {
             return Err(ActivateError::AlreadyActive("balloon"));
         }
         let (stop, theirs) = stop_pair()?;
-        let reporting = ctx.acked_features & feature::PAGE_REPORTING != 0;
-        let mut queues = ctx.queues;
-        let mut queue_events = ctx.queue_events;
-        if !reporting {
-            queues.truncate(2);
-            queue_events.truncate(2);
-        }
         let handler = BalloonHandler {
             mem: ctx.mem,
-            queues,
-            queue_events,
+            // All three kept (a snapshot saves every queue the transport has), the
+            // reporting one served only when negotiated.
+            in_use: super::queues_in_use(ctx.acked_features),
+            queues: ctx.queues,
+            queue_events: ctx.queue_events,
             interrupt: ctx.interrupt.clone(),
             discard: MemoryDiscard,
             stop: theirs,

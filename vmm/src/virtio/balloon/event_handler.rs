@@ -16,7 +16,9 @@ const STOP: u32 = u32::MAX;
 
 pub struct BalloonHandler {
     pub mem: GuestMemoryMmap,
-    /// Inflate, deflate and (when negotiated) reporting.
+    /// How many of the queues the driver set up ([`super::queues_in_use`]).
+    pub in_use: usize,
+    /// Inflate, deflate and reporting.
     pub queues: Vec<Queue>,
     pub queue_events: Vec<EventFd>,
     pub interrupt: Arc<Interrupt>,
@@ -29,7 +31,7 @@ pub struct BalloonHandler {
 
 impl MutEventSubscriber for BalloonHandler {
     fn init(&mut self, ops: &mut EventOps) {
-        for (i, e) in self.queue_events.iter().enumerate() {
+        for (i, e) in self.queue_events.iter().enumerate().take(self.in_use) {
             if let Err(err) = ops.add(Events::with_data(e, i as u32, EventSet::IN)) {
                 log::warn!("balloon: cannot watch queue {i}: {err:?}");
             }
@@ -49,6 +51,9 @@ impl MutEventSubscriber for BalloonHandler {
         let index = index as usize;
         if let Some(e) = self.queue_events.get(index) {
             let _ = e.read();
+        }
+        if index >= self.in_use {
+            return;
         }
         let Some(q) = self.queues.get_mut(index) else { return };
         let c = &mut self.counters;

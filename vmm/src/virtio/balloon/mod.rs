@@ -38,6 +38,16 @@ pub mod queue {
     pub const REPORTING: usize = 2;
 }
 
+/// How many queues a driver that accepted `acked` sets up: the reporting queue only
+/// with PAGE_REPORTING.
+pub fn queues_in_use(acked: u64) -> usize {
+    if acked & feature::PAGE_REPORTING != 0 {
+        3
+    } else {
+        2
+    }
+}
+
 /// Feature bits (§5.5.3).
 pub mod feature {
     pub const DEFLATE_ON_OOM: u64 = 1 << 2;
