@@ -150,6 +150,24 @@ pub fn release(leases: &Path, uid: u32, root: &Path, held: Held<'_>) {
     }
 }
 
+/// Gives back every lease of `root` that no sandbox records: what a sandbox killed
+/// between taking its lease and recording it in its state leaves (an allocation holds
+/// the lock across both, so none in progress is taken for one).
+pub fn release_unrecorded(leases: &Path, root: &Path, held: Held<'_>) {
+    let Ok(_lock) = lock(leases) else { return };
+    let Ok(entries) = std::fs::read_dir(leases) else { return };
+    for e in entries.flatten() {
+        let Some(uid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let path = e.path();
+        // Empty: killed before it wrote its root; ours to free like any other.
+        let holder = lease_holder(&path);
+        let ours = holder.as_deref().is_some_and(|h| h == root || h.as_os_str().is_empty());
+        if ours && !held(root, uid) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +208,38 @@ mod tests {
         live.borrow_mut().remove(&(other.clone(), ub));
         release(&leases, ub, &other, &held);
         assert!(!leases.join(ub.to_string()).exists(), "released with its sandbox");
+    }
+
+    /// A sandbox killed after taking its lease and before recording it: its cleanup
+    /// knows no uid, and frees every lease of its root that no sandbox records — not a
+    /// recorded one, nor another root's.
+    #[test]
+    fn a_lease_never_recorded_is_freed_by_its_roots_cleanup() {
+        let d = tempfile::tempdir().expect("tmp");
+        let leases = d.path().join("leases");
+        let (root, other) = (d.path().join("run"), d.path().join("elsewhere"));
+        let live: RefCell<HashSet<(PathBuf, u32)>> = RefCell::default();
+        let held = |r: &Path, uid: u32| live.borrow().contains(&(r.to_path_buf(), uid));
+        let range = Range { first: 300_000, count: 8 };
+        let take = |r: &Path, name: &str, record: bool| {
+            allocate(&leases, range, r, name, &held, |uid| {
+                if record {
+                    live.borrow_mut().insert((r.to_path_buf(), uid));
+                }
+                Ok(())
+            })
+            .expect("uid")
+        };
+        let kept = take(&root, "kept", true);
+        let orphan = take(&root, "orphan", false);
+        let theirs = take(&other, "theirs", false);
+        // Killed before it wrote its root into the lease at all.
+        std::fs::write(leases.join("300007"), "").expect("empty lease");
+        release_unrecorded(&leases, &root, &held);
+        assert!(leases.join(kept.to_string()).exists(), "a recorded lease stays");
+        assert!(!leases.join(orphan.to_string()).exists(), "the unrecorded one is freed");
+        assert!(!leases.join("300007").exists(), "and an empty one");
+        assert!(leases.join(theirs.to_string()).exists(), "another root's is not ours to free");
     }
 
     #[test]

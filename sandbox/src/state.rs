@@ -164,8 +164,12 @@ pub fn cleanup(dir: &Path, st: Option<&SandboxState>) {
         log::warn!("cleaning {}: {e}", dir.display());
     }
     // Every process that ran as its uid is gone: the uid may serve another sandbox.
-    if let (Some(uid), Some(parent)) = (st.and_then(|s| s.uid), dir.parent()) {
-        crate::identity::release(&crate::identity::default_leases(), uid, &roots(parent)[0], &holds_uid);
+    // One killed before it recorded its uid leaves a lease that names only its root.
+    let leases = crate::identity::default_leases();
+    match (st.and_then(|s| s.uid), dir.parent()) {
+        (Some(uid), Some(parent)) => crate::identity::release(&leases, uid, &roots(parent)[0], &holds_uid),
+        (None, Some(parent)) => crate::identity::release_unrecorded(&leases, &roots(parent)[0], &holds_uid),
+        _ => {}
     }
 }
 
