@@ -11,8 +11,9 @@ cd "$repo"
 # The default is the core that only a real KVM can test: isola-vmm booting Linux, its
 # vCPUs, net and fs devices, jail and seccomp, templates (snapshot/restore, alone and
 # through the shim), the shim starting isola-vmm for ctr (three containerd_ctr tests) and
-# kill -9 cleanup. The container semantics above the VM (images,
-# exec, stdio, limits) are the same on both backends and run under QEMU in the main
+# kill -9 cleanup; templates also resize a clone through isola-vmm's balloon
+# (memory_resize and memory_reclaim run in the full set). The container semantics
+# above the VM (images, exec, stdio, limits) are the same on both backends and run under QEMU in the main
 # e2e step. A 2-core CI machine emulating SVM gives L1 about 20 minutes; each extra test
 # is another chance for QEMU 7.2's emulated SVM to kill L1's kernel.
 #   NESTED_SET=full: every test of the container binaries below (about 50 minutes).
@@ -23,7 +24,7 @@ core=(linux_guest:under_isola_vmm linux_guest:the_same_test_guest linux_guest:co
   isolation:every_sandbox_process_is_confined isolation:a_container_cannot_reach_the_agent
   templates shim_templates chaos:isola_run containerd_ctr:a_missing_program_fails_at_create
   containerd_ctr:killing_the_vmm_or_the_shim containerd_ctr:the_vm_runs_in_the_tasks_cgroup
-  image_disks:an_image_runs_from_its_disk memory_resize)
+  image_disks:an_image_runs_from_its_disk)
 full=(containers linux_guest isolation images image_disks memory_resize memory_reclaim guest_machine templates shim_templates chaos:isola_run containerd_ctr)
 if [ ${#wanted[@]} -eq 0 ]; then
   if [ "${NESTED_SET:-core}" = full ]; then wanted=("${full[@]}"); else wanted=("${core[@]}"); fi

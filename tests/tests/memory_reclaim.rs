@@ -19,7 +19,7 @@ fn memory_a_guest_frees_goes_back_to_the_host_only_with_the_balloon() {
             "--reclaim",
             &TOUCHED_MIB.to_string(),
             "--reclaim-wait",
-            "30",
+            "20",
             "--memory",
             "512",
             "--json",
