@@ -216,10 +216,8 @@ impl Control {
             "pause" => self.gate.pause().map(|()| "ok".to_string()).map_err(ControlError::from),
             "resume" => self.gate.resume().map(|()| "ok".to_string()).map_err(ControlError::from),
             "snapshot" => self.snapshot(),
-            "stop" => {
-                let _ = self.events.send(VmEvent::Stop);
-                Ok("ok".into())
-            }
+            // Answered first, ended by `serve` after: the VM ending closes this socket.
+            "stop" => Ok("ok".into()),
             "balloon" => self.balloon(None),
             other => match other.strip_prefix("balloon ") {
                 Some(mib) => self.balloon(Some(mib.trim())),
@@ -244,7 +242,13 @@ impl Control {
                 Ok(_) => {}
             }
             let answer = self.handle(&line);
-            if writeln!(out, "{answer}").is_err() {
+            let written = writeln!(out, "{answer}").and_then(|()| out.flush());
+            // The answer to `stop` is out before the VM ends (and takes this socket).
+            if line.trim() == "stop" {
+                let _ = self.events.send(VmEvent::Stop);
+                return;
+            }
+            if written.is_err() {
                 return;
             }
         }
