@@ -245,9 +245,6 @@ fn kill_all(dir: &Path) {
     }
 }
 
-/// Kills whatever still runs in the cgroup of the sandbox in `dir` and removes it:
-/// cleanup after any exit, also when no record names the processes (a starter killed
-/// before it saved one).
 /// Sets the memory limit of the cgroup `dir` (a sandbox's) to `bytes`. On v1 the
 /// memory+swap limit must stay at or above it, so the two are written in the order
 /// that keeps it so.
@@ -285,6 +282,9 @@ pub fn dir_for(dir: &Path) -> Option<PathBuf> {
     Hierarchy::detect().map(|h| h.root().join("isola").join(name_for(dir))).filter(|p| p.is_dir())
 }
 
+/// Kills whatever still runs in the cgroup of the sandbox in `dir` and removes it:
+/// cleanup after any exit, also when no record names the processes (a starter killed
+/// before it saved one).
 pub fn remove_for(dir: &Path) {
     if let Some(h) = Hierarchy::detect() {
         let cg = h.root().join("isola").join(name_for(dir));

@@ -82,7 +82,13 @@ pub fn restore_command(snapshot: &Path, d: &SandboxDevices<'_>) -> Result<Comman
 
 /// The control API (`--api-sock`) and where its `snapshot` writes: a template's VMM.
 pub fn snapshot_flags(c: &mut Command, api_sock: &Path, snapshot_to: &Path) {
-    c.arg("--api-sock").arg(api_sock).arg("--snapshot-to").arg(snapshot_to);
+    api_flag(c, api_sock);
+    c.arg("--snapshot-to").arg(snapshot_to);
+}
+
+/// The control API alone (`--api-sock`): a sandbox's balloon target.
+pub fn api_flag(c: &mut Command, api_sock: &Path) {
+    c.arg("--api-sock").arg(api_sock);
 }
 
 /// One command to the control API of the isola-vmm serving `sock`: its answer when it

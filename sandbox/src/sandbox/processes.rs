@@ -70,9 +70,7 @@ impl Sandbox {
             crate::options::TemplateUse::Make(to) => {
                 isola_vmm::snapshot_flags(&mut c, &self.dir.join(super::API_SOCK), to)
             }
-            _ if opts.balloon => {
-                c.arg("--api-sock").arg(self.dir.join(super::API_SOCK));
-            }
+            _ if opts.balloon => isola_vmm::api_flag(&mut c, &self.dir.join(super::API_SOCK)),
             _ => {}
         }
         c.stdout(Stdio::null());

@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::cgroup::{self, CgroupError, Hierarchy};
 use crate::config::VM_HEADROOM_MIB;
 use crate::hypervisor::HypervisorKind;
-use crate::state::SandboxState;
+use crate::state::{SandboxState, VmMemory};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResizeError {
@@ -58,16 +58,23 @@ pub fn guest_mib_for(limit_bytes: Option<u64>, booted_mib: u64) -> u64 {
 /// How long a resize waits for the guest to reach the balloon's target.
 pub const SETTLE: Duration = Duration::from_secs(10);
 
+/// The sandbox's memory as booted and the guest RAM a container limit of
+/// `limit_bytes` needs; refused when it has no balloon or the VM cannot give that much.
+fn fit(st: &SandboxState, limit_bytes: Option<u64>) -> Result<(VmMemory, u64), ResizeError> {
+    let mem = st.memory.filter(|m| m.balloon).ok_or_else(|| ResizeError::NoBalloon(st.id.clone()))?;
+    let want = guest_mib_for(limit_bytes, mem.mem_mib);
+    if want > mem.mem_mib {
+        let limit_mib = limit_bytes.unwrap_or(0) >> 20;
+        return Err(ResizeError::TooLarge { id: st.id.clone(), limit_mib, want, booted: mem.mem_mib });
+    }
+    Ok((mem, want))
+}
+
 /// Resizes the sandbox in `dir` for a container limit of `limit_bytes`.
 pub fn resize(dir: &Path, st: &SandboxState, limit_bytes: Option<u64>) -> Result<Resized, ResizeError> {
     let started = Instant::now();
     let id = st.id.clone();
-    let mem = st.memory.filter(|m| m.balloon).ok_or_else(|| ResizeError::NoBalloon(id.clone()))?;
-    let want = guest_mib_for(limit_bytes, mem.mem_mib);
-    if want > mem.mem_mib {
-        let limit_mib = limit_bytes.unwrap_or(0) >> 20;
-        return Err(ResizeError::TooLarge { id, limit_mib, want, booted: mem.mem_mib });
-    }
+    let (mem, want) = fit(st, limit_bytes)?;
     let target = mem.mem_mib - want;
     let vmm = Vmm { dir, kind: st.hypervisor, mem_mib: mem.mem_mib };
     let before = vmm.balloon_mib().map_err(|why| ResizeError::Vmm { id: id.clone(), why })?;
@@ -119,18 +126,15 @@ pub fn update_container(
     let limit = resources.memory().as_ref().and_then(|m| m.limit());
     // -1 (or any negative) is "no limit": all of the VM.
     let limit = limit.map(|l| u64::try_from(l).ok());
-    if let (Some(limit), Some(mem)) = (limit, st.memory.filter(|m| m.balloon)) {
-        let want = guest_mib_for(limit, mem.mem_mib);
-        if want > mem.mem_mib {
-            let limit_mib = limit.unwrap_or(0) >> 20;
-            return Err(ResizeError::TooLarge { id: st.id.clone(), limit_mib, want, booted: mem.mem_mib });
-        }
+    let balloon = st.memory.is_some_and(|m| m.balloon);
+    if let (Some(limit), true) = (limit, balloon) {
+        fit(st, limit)?;
     }
     st.container(container, timeout)
         .update(resources)
         .map_err(|source| ResizeError::Guest { id: st.id.clone(), source })?;
     match limit {
-        Some(limit) if st.memory.is_some_and(|m| m.balloon) => resize(dir, st, limit).map(Some),
+        Some(limit) if balloon => resize(dir, st, limit).map(Some),
         _ => Ok(None),
     }
 }
